@@ -1,0 +1,1 @@
+//! The licence ledger domain core.
