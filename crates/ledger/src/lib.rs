@@ -7,6 +7,7 @@
 pub mod assignment;
 pub mod audit;
 pub mod catalog;
+pub mod counting;
 pub mod error;
 pub mod guidance;
 pub mod ids;

@@ -314,10 +314,7 @@ impl Subscription {
     /// subscription's seats still needed by assignments: a scheduled reduction never goes below it.
     pub fn advance(&mut self, now: Timestamp, assigned_floor: u32) -> Vec<LifecycleEvent> {
         let mut events = Vec::new();
-        loop {
-            let Some(due) = self.next_lifecycle_at() else {
-                break;
-            };
+        while let Some(due) = self.next_lifecycle_at() {
             if now < due {
                 break;
             }

@@ -1,0 +1,1029 @@
+//! The SQLite backend: WAL journal, `synchronous=FULL` (a commit survives power loss), one writer
+//! thread with group commit ([`writer`]) and a pool of reader connections.
+
+mod schema;
+mod writer;
+
+use crate::{
+    AuditFilter, ChangeOutcome, IdempotencyBegin, LedgerStore, NewUser, Page, PageRequest, Result, SkuRef,
+    StoreError, StoredResponse, SubscriptionChange, TokenRecord,
+};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tenantry_ledger::assignment::{plan_assignment, AddLicense, Assignment};
+use tenantry_ledger::audit::{AuditEntry, AuditRecord};
+use tenantry_ledger::catalog::{seed_catalog, Sku};
+use tenantry_ledger::counting::{subscribed_skus, SubscribedSku};
+use tenantry_ledger::role::{Principal, Role};
+use tenantry_ledger::subscription::{Money, Subscription, SubscriptionOrder};
+use tenantry_ledger::tenant::{validate_display_name, validate_domain, Tenant};
+use tenantry_ledger::user::{User, UserPatch};
+use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
+use writer::{Job, WriterCtx};
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Sender<Box<dyn Job>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn connect(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: the WAL is synced at every commit, so an acknowledged change survives a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+fn load_catalog(conn: &Connection) -> Result<HashMap<SkuId, Sku>> {
+    let mut stmt = conn.prepare_cached("SELECT body FROM skus ORDER BY seq")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut catalog = HashMap::new();
+    for body in rows {
+        let sku: Sku = serde_json::from_str(&body?)?;
+        catalog.insert(sku.sku_id, sku);
+    }
+    Ok(catalog)
+}
+
+fn seed(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare(
+        "INSERT INTO skus (sku_id, sku_part_number, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sku_id) DO UPDATE SET body = excluded.body",
+    )?;
+    for sku in seed_catalog() {
+        stmt.execute(params![sku.sku_id.to_string(), sku.sku_part_number, serde_json::to_string(&sku)?])?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates its schema and seeds the catalog.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = connect(path, false)
+            .map_err(|e| StoreError::Internal(format!("cannot open database {}: {e}", path.display())))?;
+        schema::migrate(&mut conn).map_err(|e| StoreError::Internal(format!("schema migration failed: {e}")))?;
+        seed(&conn)?;
+        let catalog = load_catalog(&conn)?;
+        let (queue, jobs) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run(WriterCtx { conn, catalog }, jobs, load_catalog))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(queue),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    async fn write<F, R>(&self, work: F) -> Result<R>
+    where
+        F: FnOnce(&mut WriterCtx) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let queue = self.writer.lock().expect("writer queue lock").clone();
+        writer::submit(&queue, work).await
+    }
+
+    async fn read<F, R>(&self, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().expect("reader pool lock").pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => connect(&path, true)?,
+            };
+            let result = work(&conn);
+            readers.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+// ---- row helpers -------------------------------------------------------------------------------
+
+fn parse<T: FromStr>(text: String) -> rusqlite::Result<T> {
+    text.parse()
+        .map_err(|_| rusqlite::Error::InvalidColumnType(0, format!("bad identifier {text}"), rusqlite::types::Type::Text))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn audit(conn: &Connection, entry: AuditEntry, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_log (tenant_id, actor, action, target_type, target_id, at, before, after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        entry.tenant_id.map(|t| t.to_string()),
+        entry.actor,
+        entry.action,
+        entry.target_type,
+        entry.target_id,
+        now.0,
+        entry.before.map(|v| v.to_string()),
+        entry.after.map(|v| v.to_string()),
+    ])?;
+    Ok(())
+}
+
+fn ensure_tenant(conn: &Connection, tenant: TenantId) -> Result<()> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")?
+        .exists([tenant.to_string()])?;
+    if exists {
+        Ok(())
+    } else {
+        Err(LedgerError::not_found("tenant").into())
+    }
+}
+
+fn tenant_from_row(r: &rusqlite::Row) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: parse(r.get(0)?)?,
+        display_name: r.get(1)?,
+        default_domain: r.get(2)?,
+        created_at: Timestamp(r.get(3)?),
+    })
+}
+
+const USER_COLUMNS: &str = "id, tenant_id, upn, display_name, usage_location, account_enabled, created_at, version";
+
+fn user_from_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: parse(r.get(0)?)?,
+        tenant_id: parse(r.get(1)?)?,
+        user_principal_name: r.get(2)?,
+        display_name: r.get(3)?,
+        usage_location: r.get(4)?,
+        account_enabled: r.get(5)?,
+        created_at: Timestamp(r.get(6)?),
+        version: r.get::<_, i64>(7)? as u64,
+    })
+}
+
+fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> Result<User> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND tenant_id = ?2"))?
+        .query_row([id.to_string(), tenant.to_string()], user_from_row)
+        .optional()?
+        .ok_or_else(|| LedgerError::not_found("user").into())
+}
+
+fn save_user(conn: &Connection, user: &User, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO users (id, tenant_id, upn, display_name, usage_location, account_enabled, created_at, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    } else {
+        "UPDATE users SET upn = ?3, display_name = ?4, usage_location = ?5, account_enabled = ?6, version = ?8
+         WHERE id = ?1 AND tenant_id = ?2 AND created_at = ?7"
+    };
+    conn.prepare_cached(sql)?
+        .execute(params![
+            user.id.to_string(),
+            user.tenant_id.to_string(),
+            user.user_principal_name,
+            user.display_name,
+            user.usage_location,
+            user.account_enabled,
+            user.created_at.0,
+            user.version as i64
+        ])
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                LedgerError::conflict(
+                    "DuplicateUserPrincipalName",
+                    format!("a user named {} already exists in this tenant", user.user_principal_name),
+                )
+                .into()
+            } else {
+                StoreError::from(e)
+            }
+        })?;
+    Ok(())
+}
+
+fn user_assignments(conn: &Connection, user: UserId) -> Result<Vec<Assignment>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sku_id, disabled_plans, assigned_at FROM assignments WHERE user_id = ?1 ORDER BY assigned_at, sku_id",
+    )?;
+    let rows = stmt.query_map([user.to_string()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (sku, plans, at) = row?;
+        out.push(Assignment {
+            user_id: user,
+            sku_id: parse(sku)?,
+            disabled_plans: serde_json::from_str::<BTreeSet<uuid::Uuid>>(&plans)?,
+            assigned_at: Timestamp(at),
+        });
+    }
+    Ok(out)
+}
+
+fn load_subscription(conn: &Connection, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
+    let body: String = conn
+        .prepare_cached("SELECT body FROM subscriptions WHERE id = ?1 AND tenant_id = ?2")?
+        .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| LedgerError::not_found("subscription"))?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+fn save_subscription(conn: &Connection, sub: &Subscription) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO subscriptions (id, tenant_id, sku_id, status, assignable_seats, next_lifecycle_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, assignable_seats = excluded.assignable_seats,
+             next_lifecycle_at = excluded.next_lifecycle_at, body = excluded.body",
+    )?
+    .execute(params![
+        sub.id.to_string(),
+        sub.tenant_id.to_string(),
+        sub.sku_id.to_string(),
+        sub.status.as_str(),
+        sub.assignable_seats(),
+        sub.next_lifecycle_at().map(|t| t.0),
+        serde_json::to_string(sub)?,
+    ])?;
+    refresh_capacity(conn, sub.tenant_id, sub.sku_id)
+}
+
+/// Recomputes the seat pool's capacity from the subscriptions it sums.
+fn refresh_capacity(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<()> {
+    let (tenant, sku) = (tenant.to_string(), sku.to_string());
+    conn.prepare_cached(
+        "INSERT INTO seat_pools (tenant_id, sku_id, capacity, consumed) VALUES (?1, ?2, 0, 0)
+         ON CONFLICT (tenant_id, sku_id) DO NOTHING",
+    )?
+    .execute([&tenant, &sku])?;
+    conn.prepare_cached(
+        "UPDATE seat_pools SET capacity = (SELECT COALESCE(SUM(assignable_seats), 0) FROM subscriptions
+             WHERE tenant_id = ?1 AND sku_id = ?2)
+         WHERE tenant_id = ?1 AND sku_id = ?2",
+    )?
+    .execute([&tenant, &sku])?;
+    Ok(())
+}
+
+fn pool(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<(u32, u32)> {
+    Ok(conn
+        .prepare_cached("SELECT capacity, consumed FROM seat_pools WHERE tenant_id = ?1 AND sku_id = ?2")?
+        .query_row([tenant.to_string(), sku.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, 0)))
+}
+
+/// Seats of `sub` that assignments still need, given the other subscriptions of the same SKU.
+fn assigned_floor(conn: &Connection, sub: &Subscription) -> Result<u32> {
+    let (capacity, consumed) = pool(conn, sub.tenant_id, sub.sku_id)?;
+    let others = capacity.saturating_sub(sub.assignable_seats());
+    Ok(consumed.saturating_sub(others))
+}
+
+fn take_seat(conn: &Connection, ctx_catalog: &HashMap<SkuId, Sku>, tenant: TenantId, sku: SkuId) -> Result<()> {
+    let taken = conn
+        .prepare_cached(
+            "UPDATE seat_pools SET consumed = consumed + 1
+             WHERE tenant_id = ?1 AND sku_id = ?2 AND consumed < capacity",
+        )?
+        .execute([tenant.to_string(), sku.to_string()])?;
+    if taken == 1 {
+        return Ok(());
+    }
+    let (capacity, consumed) = pool(conn, tenant, sku)?;
+    let name = ctx_catalog.get(&sku).map_or_else(|| sku.to_string(), |s| s.sku_part_number.clone());
+    Err(LedgerError::conflict(
+        "NoFreeSeat",
+        format!(
+            "no free licence of {name}: {consumed} of {capacity} assignable seats are in use; buy more licences or unassign some"
+        ),
+    )
+    .into())
+}
+
+fn release_seat(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE seat_pools SET consumed = consumed - 1 WHERE tenant_id = ?1 AND sku_id = ?2 AND consumed > 0",
+    )?
+    .execute([tenant.to_string(), sku.to_string()])?;
+    Ok(())
+}
+
+fn page_of<T>(mut items: Vec<(i64, T)>, top: u32) -> Page<T> {
+    let next = if items.len() > top as usize {
+        items.truncate(top as usize);
+        items.last().map(|(seq, _)| *seq)
+    } else {
+        None
+    };
+    Page {
+        items: items.into_iter().map(|(_, item)| item).collect(),
+        next,
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(value).ok()
+}
+
+fn assignment_summary(assignments: &[Assignment]) -> serde_json::Value {
+    serde_json::Value::Array(
+        assignments
+            .iter()
+            .map(|a| serde_json::json!({"skuId": a.sku_id, "disabledPlans": a.disabled_plans}))
+            .collect(),
+    )
+}
+
+fn resolve_sku<'a>(catalog: &'a HashMap<SkuId, Sku>, sku: &SkuRef) -> Result<&'a Sku> {
+    let found = match sku {
+        SkuRef::Id(id) => catalog.get(id),
+        SkuRef::PartNumber(part) => catalog.values().find(|s| s.sku_part_number.eq_ignore_ascii_case(part)),
+    };
+    found.ok_or_else(|| {
+        let name = match sku {
+            SkuRef::Id(id) => id.to_string(),
+            SkuRef::PartNumber(p) => p.clone(),
+        };
+        LedgerError::invalid("UnknownSku", format!("no SKU {name} in the catalog (GET /v1/skus lists them)")).into()
+    })
+}
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn setting(&self, key: &'static str) -> Result<Option<String>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &'static str, value: String) -> Result<()> {
+        self.write(move |ctx| {
+            ctx.conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        tenant: TenantId,
+        role: Role,
+        token_hash: String,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<TokenRecord> {
+        self.write(move |ctx| {
+            ensure_tenant(&ctx.conn, tenant)?;
+            let record = TokenRecord { id: TokenId::new_random(), tenant_id: tenant, role, created_at: now };
+            ctx.conn.execute(
+                "INSERT INTO tokens (id, tenant_id, role, token_hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![record.id.to_string(), tenant.to_string(), role.as_str(), token_hash, now.0, actor],
+            )?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "token.created",
+                    target_type: "token",
+                    target_id: record.id.to_string(),
+                    before: None,
+                    after: Some(serde_json::json!({"role": role.as_str()})),
+                },
+                now,
+            )?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn principal_for_token(&self, token_hash: String) -> Result<Option<Principal>> {
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached("SELECT id, tenant_id, role FROM tokens WHERE token_hash = ?1")?
+                .query_row([token_hash], |r| {
+                    Ok((parse::<TokenId>(r.get(0)?)?, parse::<TenantId>(r.get(1)?)?, r.get::<_, String>(2)?))
+                })
+                .optional()?;
+            Ok(row.and_then(|(token_id, tenant_id, role)| {
+                Role::parse(&role).map(|role| Principal::Tenant { tenant_id, role, token_id })
+            }))
+        })
+        .await
+    }
+
+    async fn create_tenant(
+        &self,
+        display_name: String,
+        default_domain: String,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<Tenant> {
+        let tenant = Tenant {
+            id: TenantId::new_random(),
+            display_name: validate_display_name(&display_name)?,
+            default_domain: validate_domain(&default_domain)?,
+            created_at: now,
+        };
+        self.write(move |ctx| {
+            ctx.conn
+                .execute(
+                    "INSERT INTO tenants (id, display_name, default_domain, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant.id.to_string(), tenant.display_name, tenant.default_domain, now.0],
+                )
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Ledger(LedgerError::conflict(
+                            "DomainInUse",
+                            format!("the domain {} already belongs to a tenant", tenant.default_domain),
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant.id),
+                    actor,
+                    action: "tenant.created",
+                    target_type: "tenant",
+                    target_id: tenant.id.to_string(),
+                    before: None,
+                    after: json(&tenant),
+                },
+                now,
+            )?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Tenant> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT id, display_name, default_domain, created_at FROM tenants WHERE id = ?1")?
+                .query_row([id.to_string()], tenant_from_row)
+                .optional()?
+                .ok_or_else(|| LedgerError::not_found("tenant").into())
+        })
+        .await
+    }
+
+    async fn list_tenants(&self, page: PageRequest) -> Result<Page<Tenant>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, display_name, default_domain, created_at, seq FROM tenants WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![page.after.unwrap_or(0), page.top + 1], |r| {
+                Ok((r.get(4)?, tenant_from_row(r)?))
+            })?;
+            Ok(page_of(rows.collect::<rusqlite::Result<_>>()?, page.top))
+        })
+        .await
+    }
+
+    async fn list_skus(&self) -> Result<Vec<Sku>> {
+        self.read(|conn| {
+            let mut skus: Vec<Sku> = load_catalog(conn)?.into_values().collect();
+            skus.sort_by(|a, b| a.sku_part_number.cmp(&b.sku_part_number));
+            Ok(skus)
+        })
+        .await
+    }
+
+    async fn add_sku(&self, mut sku: Sku, actor: String, now: Timestamp) -> Result<Sku> {
+        sku.custom = true;
+        sku.validate()?;
+        self.write(move |ctx| {
+            if ctx.catalog.values().any(|s| {
+                s.sku_id == sku.sku_id || s.sku_part_number.eq_ignore_ascii_case(&sku.sku_part_number)
+            }) {
+                return Err(LedgerError::conflict(
+                    "DuplicateSku",
+                    format!("the catalog already has a SKU with this skuId or skuPartNumber ({})", sku.sku_part_number),
+                )
+                .into());
+            }
+            ctx.conn.execute(
+                "INSERT INTO skus (sku_id, sku_part_number, body) VALUES (?1, ?2, ?3)",
+                params![sku.sku_id.to_string(), sku.sku_part_number, serde_json::to_string(&sku)?],
+            )?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: None,
+                    actor,
+                    action: "sku.added",
+                    target_type: "sku",
+                    target_id: sku.sku_id.to_string(),
+                    before: None,
+                    after: json(&sku),
+                },
+                now,
+            )?;
+            ctx.catalog.insert(sku.sku_id, sku.clone());
+            Ok(sku)
+        })
+        .await
+    }
+
+    async fn create_subscription(
+        &self,
+        order: SubscriptionOrder,
+        sku: SkuRef,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<(Subscription, Money)> {
+        self.write(move |ctx| {
+            ensure_tenant(&ctx.conn, order.tenant_id)?;
+            let sku = resolve_sku(&ctx.catalog, &sku)?;
+            let (sub, money) = Subscription::purchase(SubscriptionId::new_random(), &order, sku, now)?;
+            save_subscription(&ctx.conn, &sub)?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(sub.tenant_id),
+                    actor,
+                    action: "subscription.created",
+                    target_type: "subscription",
+                    target_id: sub.id.to_string(),
+                    before: None,
+                    after: Some(serde_json::json!({"subscription": sub, "money": money})),
+                },
+                now,
+            )?;
+            Ok((sub, money))
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
+        self.read(move |conn| load_subscription(conn, tenant, id)).await
+    }
+
+    async fn list_subscriptions(&self, tenant: TenantId, page: PageRequest) -> Result<Page<Subscription>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, body FROM subscriptions WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![tenant.to_string(), page.after.unwrap_or(0), page.top + 1], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (seq, body) = row?;
+                items.push((seq, serde_json::from_str(&body)?));
+            }
+            Ok(page_of(items, page.top))
+        })
+        .await
+    }
+
+    async fn change_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        if_match: Option<u64>,
+        change: SubscriptionChange,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<(Subscription, ChangeOutcome)> {
+        self.write(move |ctx| {
+            let mut sub = load_subscription(&ctx.conn, tenant, id)?;
+            if let Some(expected) = if_match {
+                if expected != sub.version {
+                    return Err(LedgerError::stale(format!(
+                        "the subscription changed since you read it (version {} now); read it again",
+                        sub.version
+                    ))
+                    .into());
+                }
+            }
+            let before = sub.clone();
+            // Time may have moved on since the last sweep: rules apply to the current status.
+            let floor = assigned_floor(&ctx.conn, &sub)?;
+            sub.advance(now, floor);
+            let sku = ctx
+                .catalog
+                .get(&sub.sku_id)
+                .ok_or_else(|| StoreError::Internal(format!("subscription {id} names unknown SKU {}", sub.sku_id)))?;
+            let (action, outcome) = match change {
+                SubscriptionChange::SetQuantity(quantity) => {
+                    let floor = assigned_floor(&ctx.conn, &sub)?;
+                    ("subscription.quantityChanged", ChangeOutcome::Seats(sub.change_quantity(quantity, floor, sku, now)?))
+                }
+                SubscriptionChange::Cancel => ("subscription.cancelled", ChangeOutcome::Cancelled(sub.cancel(sku, now)?)),
+                SubscriptionChange::Reactivate => {
+                    ("subscription.reactivated", ChangeOutcome::Reactivated(sub.reactivate(sku, now)?))
+                }
+                SubscriptionChange::ExtendTrial => {
+                    sub.extend_trial(now)?;
+                    ("subscription.trialExtended", ChangeOutcome::TrialExtended)
+                }
+            };
+            save_subscription(&ctx.conn, &sub)?;
+            let detail = match &outcome {
+                ChangeOutcome::Seats(change) => json(change),
+                ChangeOutcome::Cancelled(c) => json(c),
+                ChangeOutcome::Reactivated(m) => json(m),
+                ChangeOutcome::TrialExtended => None,
+            };
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action,
+                    target_type: "subscription",
+                    target_id: id.to_string(),
+                    before: json(&before),
+                    after: Some(serde_json::json!({"subscription": sub, "outcome": detail})),
+                },
+                now,
+            )?;
+            Ok((sub, outcome))
+        })
+        .await
+    }
+
+    async fn advance_lifecycle(&self, now: Timestamp) -> Result<usize> {
+        self.write(move |ctx| {
+            let due: Vec<String> = ctx
+                .conn
+                .prepare_cached("SELECT body FROM subscriptions WHERE next_lifecycle_at <= ?1")?
+                .query_map([now.0], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut changed = 0;
+            for body in due {
+                let mut sub: Subscription = serde_json::from_str(&body)?;
+                let before = sub.clone();
+                let floor = assigned_floor(&ctx.conn, &sub)?;
+                let events = sub.advance(now, floor);
+                if events.is_empty() {
+                    continue;
+                }
+                save_subscription(&ctx.conn, &sub)?;
+                audit(
+                    &ctx.conn,
+                    AuditEntry {
+                        tenant_id: Some(sub.tenant_id),
+                        actor: "system:lifecycle".into(),
+                        action: "subscription.lifecycle",
+                        target_type: "subscription",
+                        target_id: sub.id.to_string(),
+                        before: json(&before),
+                        after: json(&sub),
+                    },
+                    now,
+                )?;
+                changed += 1;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn create_user(&self, tenant: TenantId, new: NewUser, actor: String, now: Timestamp) -> Result<User> {
+        let user = User::new(
+            UserId::new_random(),
+            tenant,
+            &new.user_principal_name,
+            &new.display_name,
+            new.usage_location.as_deref(),
+            new.account_enabled,
+            now,
+        )?;
+        self.write(move |ctx| {
+            ensure_tenant(&ctx.conn, tenant)?;
+            save_user(&ctx.conn, &user, true)?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "user.created",
+                    target_type: "user",
+                    target_id: user.id.to_string(),
+                    before: None,
+                    after: json(&user),
+                },
+                now,
+            )?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User> {
+        self.read(move |conn| load_user(conn, tenant, id)).await
+    }
+
+    async fn list_users(&self, tenant: TenantId, search: Option<String>, page: PageRequest) -> Result<Page<User>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            // A search matches the start of the UPN or the display name, case-insensitively.
+            let pattern = search.map(|s| {
+                let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                format!("{escaped}%")
+            });
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS}, seq FROM users WHERE tenant_id = ?1 AND seq > ?2
+                 AND (?4 IS NULL OR upn LIKE ?4 ESCAPE '\\' OR display_name LIKE ?4 ESCAPE '\\')
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![tenant.to_string(), page.after.unwrap_or(0), page.top + 1, pattern],
+                |r| Ok((r.get(8)?, user_from_row(r)?)),
+            )?;
+            Ok(page_of(rows.collect::<rusqlite::Result<_>>()?, page.top))
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        if_match: Option<u64>,
+        patch: UserPatch,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<User> {
+        self.write(move |ctx| {
+            let mut user = load_user(&ctx.conn, tenant, id)?;
+            if let Some(expected) = if_match {
+                if expected != user.version {
+                    return Err(LedgerError::stale("the user changed since you read it; read it again").into());
+                }
+            }
+            let before = user.clone();
+            let licensed = !user_assignments(&ctx.conn, id)?.is_empty();
+            user.apply(&patch, licensed)?;
+            save_user(&ctx.conn, &user, false)?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "user.updated",
+                    target_type: "user",
+                    target_id: id.to_string(),
+                    before: json(&before),
+                    after: json(&user),
+                },
+                now,
+            )?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, tenant: TenantId, id: UserId, actor: String, now: Timestamp) -> Result<()> {
+        self.write(move |ctx| {
+            let user = load_user(&ctx.conn, tenant, id)?;
+            let licences = user_assignments(&ctx.conn, id)?;
+            for licence in &licences {
+                release_seat(&ctx.conn, tenant, licence.sku_id)?;
+            }
+            ctx.conn.execute("DELETE FROM assignments WHERE user_id = ?1", [id.to_string()])?;
+            ctx.conn.execute("DELETE FROM users WHERE id = ?1", [id.to_string()])?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "user.deleted",
+                    target_type: "user",
+                    target_id: id.to_string(),
+                    before: Some(serde_json::json!({"user": user, "licenses": assignment_summary(&licences)})),
+                    after: None,
+                },
+                now,
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn assign_licenses(
+        &self,
+        tenant: TenantId,
+        user_id: UserId,
+        add: Vec<AddLicense>,
+        remove: Vec<SkuId>,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<(User, Vec<Assignment>)> {
+        self.write(move |ctx| {
+            let user = load_user(&ctx.conn, tenant, user_id)?;
+            let current = user_assignments(&ctx.conn, user_id)?;
+            let change = plan_assignment(&user, &current, &add, &remove, &ctx.catalog, now)?;
+            for sku in &change.removed {
+                ctx.conn
+                    .prepare_cached("DELETE FROM assignments WHERE user_id = ?1 AND sku_id = ?2")?
+                    .execute([user_id.to_string(), sku.to_string()])?;
+                release_seat(&ctx.conn, tenant, *sku)?;
+            }
+            for a in &change.updated {
+                ctx.conn
+                    .prepare_cached("UPDATE assignments SET disabled_plans = ?3 WHERE user_id = ?1 AND sku_id = ?2")?
+                    .execute(params![user_id.to_string(), a.sku_id.to_string(), serde_json::to_string(&a.disabled_plans)?])?;
+            }
+            for a in &change.added {
+                take_seat(&ctx.conn, &ctx.catalog, tenant, a.sku_id)?;
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO assignments (user_id, tenant_id, sku_id, disabled_plans, assigned_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        user_id.to_string(),
+                        tenant.to_string(),
+                        a.sku_id.to_string(),
+                        serde_json::to_string(&a.disabled_plans)?,
+                        now.0
+                    ])?;
+            }
+            let after = user_assignments(&ctx.conn, user_id)?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "user.licensesChanged",
+                    target_type: "user",
+                    target_id: user_id.to_string(),
+                    before: Some(assignment_summary(&current)),
+                    after: Some(assignment_summary(&after)),
+                },
+                now,
+            )?;
+            Ok((user, after))
+        })
+        .await
+    }
+
+    async fn license_details(&self, tenant: TenantId, user: UserId) -> Result<Vec<Assignment>> {
+        self.read(move |conn| {
+            load_user(conn, tenant, user)?;
+            user_assignments(conn, user)
+        })
+        .await
+    }
+
+    async fn subscribed_skus(&self, tenant: TenantId) -> Result<Vec<SubscribedSku>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            let catalog = load_catalog(conn)?;
+            let mut subs = Vec::new();
+            let mut stmt = conn.prepare_cached("SELECT body FROM subscriptions WHERE tenant_id = ?1 ORDER BY seq")?;
+            for body in stmt.query_map([tenant.to_string()], |r| r.get::<_, String>(0))? {
+                subs.push(serde_json::from_str::<Subscription>(&body?)?);
+            }
+            let mut consumed = HashMap::new();
+            let mut stmt = conn.prepare_cached("SELECT sku_id, consumed FROM seat_pools WHERE tenant_id = ?1")?;
+            for row in stmt.query_map([tenant.to_string()], |r| Ok((parse::<SkuId>(r.get(0)?)?, r.get::<_, i64>(1)?)))? {
+                let (sku, count) = row?;
+                consumed.insert(sku, count as u64);
+            }
+            Ok(subscribed_skus(tenant, &subs, &consumed, &catalog))
+        })
+        .await
+    }
+
+    async fn audit_log(&self, tenant: TenantId, filter: AuditFilter, page: PageRequest) -> Result<Page<AuditRecord>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            // Newest first: the cursor walks backwards through the sequence.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, tenant_id, actor, action, target_type, target_id, at, before, after FROM audit_log
+                 WHERE tenant_id = ?1 AND seq < ?2 AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR target_id = ?5)
+                 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![tenant.to_string(), page.after.unwrap_or(i64::MAX), page.top + 1, filter.action, filter.target_id],
+                |r| {
+                    let text = |i: usize| r.get::<_, Option<String>>(i);
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        (r.get::<_, i64>(0)?, text(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, text(7)?, text(8)?),
+                    ))
+                },
+            )?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (seq, (seq2, tenant_id, actor, action, target_type, target_id, at, before, after)) = row?;
+                items.push((
+                    seq,
+                    AuditRecord {
+                        seq: seq2,
+                        tenant_id: tenant_id.map(parse).transpose()?,
+                        actor,
+                        action,
+                        target_type,
+                        target_id,
+                        at: Timestamp(at),
+                        before: before.map(|b| serde_json::from_str(&b)).transpose()?,
+                        after: after.map(|a| serde_json::from_str(&a)).transpose()?,
+                    },
+                ));
+            }
+            Ok(page_of(items, page.top))
+        })
+        .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: String,
+        key: String,
+        request_hash: String,
+        now: Timestamp,
+    ) -> Result<IdempotencyBegin> {
+        /// A key whose first request never finished (crash) can be retried after this long.
+        const STALE_AFTER_SECS: i64 = 600;
+        self.write(move |ctx| {
+            let existing = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT request_hash, status, body, created_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                )?
+                .query_row([&scope, &key], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<u16>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)?))
+                })
+                .optional()?;
+            match existing {
+                None => {}
+                Some((hash, _, _, _)) if hash != request_hash => return Ok(IdempotencyBegin::Mismatch),
+                Some((_, Some(status), body, _)) => {
+                    return Ok(IdempotencyBegin::Replay(StoredResponse { status, body: body.unwrap_or_default() }))
+                }
+                Some((_, None, _, created)) if now.0 - created < STALE_AFTER_SECS => {
+                    return Ok(IdempotencyBegin::InProgress)
+                }
+                Some(_) => {}
+            }
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (scope, key) DO UPDATE SET created_at = excluded.created_at",
+                )?
+                .execute(params![scope, key, request_hash, now.0])?;
+            Ok(IdempotencyBegin::Proceed)
+        })
+        .await
+    }
+
+    async fn idempotency_finish(&self, scope: String, key: String, response: Option<StoredResponse>) -> Result<()> {
+        self.write(move |ctx| {
+            match response {
+                Some(r) => ctx
+                    .conn
+                    .prepare_cached("UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE scope = ?1 AND key = ?2")?
+                    .execute(params![scope, key, r.status, r.body])?,
+                None => ctx
+                    .conn
+                    .prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+                    .execute(params![scope, key])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}

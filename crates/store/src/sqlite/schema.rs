@@ -1,0 +1,121 @@
+//! Versioned schema migrations. Each step runs once, in order, inside one transaction with the
+//! bump of `user_version`; a database newer than this binary is refused.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger.
+    r#"
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE tenants (
+        seq            INTEGER PRIMARY KEY,
+        id             TEXT NOT NULL UNIQUE,
+        display_name   TEXT NOT NULL,
+        default_domain TEXT NOT NULL UNIQUE,
+        created_at     INTEGER NOT NULL
+    );
+    CREATE TABLE skus (
+        seq             INTEGER PRIMARY KEY,
+        sku_id          TEXT NOT NULL UNIQUE,
+        sku_part_number TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        body            TEXT NOT NULL
+    );
+    -- The subscription itself is a JSON document; the columns beside it are what queries need.
+    CREATE TABLE subscriptions (
+        seq               INTEGER PRIMARY KEY,
+        id                TEXT NOT NULL UNIQUE,
+        tenant_id         TEXT NOT NULL REFERENCES tenants(id),
+        sku_id            TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        assignable_seats  INTEGER NOT NULL,
+        next_lifecycle_at INTEGER,
+        body              TEXT NOT NULL
+    );
+    CREATE INDEX subscriptions_by_tenant ON subscriptions(tenant_id, seq);
+    CREATE INDEX subscriptions_by_due ON subscriptions(next_lifecycle_at);
+    -- Seats per tenant and SKU. `capacity` is the sum of assignable seats; seats are taken with
+    -- a conditional update (consumed < capacity), so over-assignment cannot happen.
+    CREATE TABLE seat_pools (
+        tenant_id TEXT NOT NULL,
+        sku_id    TEXT NOT NULL,
+        capacity  INTEGER NOT NULL CHECK (capacity >= 0),
+        consumed  INTEGER NOT NULL CHECK (consumed >= 0),
+        PRIMARY KEY (tenant_id, sku_id)
+    );
+    CREATE TABLE users (
+        seq             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        tenant_id       TEXT NOT NULL REFERENCES tenants(id),
+        upn             TEXT NOT NULL COLLATE NOCASE,
+        display_name    TEXT NOT NULL,
+        usage_location  TEXT,
+        account_enabled INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        version         INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX users_by_upn ON users(tenant_id, upn);
+    CREATE INDEX users_by_tenant ON users(tenant_id, seq);
+    CREATE TABLE assignments (
+        user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        tenant_id      TEXT NOT NULL,
+        sku_id         TEXT NOT NULL,
+        disabled_plans TEXT NOT NULL,
+        assigned_at    INTEGER NOT NULL,
+        PRIMARY KEY (user_id, sku_id)
+    );
+    CREATE TABLE tokens (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+        role       TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id   TEXT,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target_type TEXT NOT NULL,
+        target_id   TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        before      TEXT,
+        after       TEXT
+    );
+    CREATE INDEX audit_by_tenant ON audit_log(tenant_id, seq);
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE idempotency_keys (
+        scope        TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status       INTEGER,
+        body         TEXT,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    "#,
+];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database schema is version {current}, newer than this tenantry (version {}); upgrade tenantry",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
