@@ -1,1 +1,185 @@
-//! HTTP API.
+//! The HTTP API of tenantry: Graph-shaped licensing resources over the ledger store.
+//!
+//! A request goes: metrics → idempotency (POST with `Idempotency-Key`) → route → `Auth`
+//! extractor (bearer token → principal) → handler (role check, then one store call) → DTO.
+//! Errors of every layer become `application/problem+json` in `error.rs`, nowhere else.
+
+pub mod auth;
+pub mod clock;
+pub mod dto;
+pub mod error;
+pub mod extract;
+mod idempotency;
+mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use routes::{audit, billing, directory, ops, platform};
+use std::sync::Arc;
+use std::time::Duration;
+use tenantry_store::LedgerStore;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn LedgerStore>,
+    pub clock: clock::Clock,
+    pub tokens: auth::TokenCache,
+    metrics: metrics::Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn LedgerStore>, clock: clock::Clock) -> AppState {
+        AppState(Arc::new(Inner {
+            store,
+            clock,
+            tokens: auth::TokenCache::default(),
+            metrics: metrics::Metrics::default(),
+        }))
+    }
+}
+
+/// How the operator token was settled at start-up.
+pub enum OperatorToken {
+    /// Taken from the environment.
+    FromEnvironment,
+    /// Generated now: to be shown once, never again.
+    Generated(String),
+    /// Generated on an earlier start; only its hash is stored.
+    Existing,
+}
+
+/// Makes sure an operator token exists: the one given, or a new one on first start.
+pub async fn ensure_operator_token(
+    app: &AppState,
+    from_env: Option<&str>,
+) -> anyhow_like::Result<OperatorToken> {
+    use auth::{hash_token, new_token, OPERATOR_TOKEN_SETTING};
+    if let Some(token) = from_env {
+        let hash = hash_token(token);
+        app.store
+            .set_setting(OPERATOR_TOKEN_SETTING, hash.clone())
+            .await?;
+        app.tokens.set_operator_hash(hash);
+        return Ok(OperatorToken::FromEnvironment);
+    }
+    if let Some(hash) = app.store.setting(OPERATOR_TOKEN_SETTING).await? {
+        app.tokens.set_operator_hash(hash);
+        return Ok(OperatorToken::Existing);
+    }
+    let token = new_token("op");
+    let hash = hash_token(&token);
+    app.store
+        .set_setting(OPERATOR_TOKEN_SETTING, hash.clone())
+        .await?;
+    app.tokens.set_operator_hash(hash);
+    Ok(OperatorToken::Generated(token))
+}
+
+/// Store errors at start-up, without pulling an error framework into the library.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, tenantry_store::StoreError>;
+}
+
+pub fn router(app: AppState) -> Router {
+    let tenant = "/v1/tenants/{tenant}";
+    let api = Router::new()
+        .route(
+            "/v1/tenants",
+            post(platform::create_tenant).get(platform::list_tenants),
+        )
+        .route(tenant, get(platform::get_tenant))
+        .route("/v1/skus", get(platform::list_skus).post(platform::add_sku))
+        .route(&format!("{tenant}/tokens"), post(platform::create_token))
+        .route("/v1/admin/clock", post(platform::advance_clock))
+        .route(
+            &format!("{tenant}/subscriptions"),
+            post(billing::create).get(billing::list_all),
+        )
+        .route(
+            &format!("{tenant}/subscriptions/{{id}}"),
+            get(billing::get).patch(billing::patch),
+        )
+        .route(
+            &format!("{tenant}/subscriptions/{{id}}/cancel"),
+            post(billing::cancel),
+        )
+        .route(
+            &format!("{tenant}/subscriptions/{{id}}/reactivate"),
+            post(billing::reactivate),
+        )
+        .route(
+            &format!("{tenant}/subscriptions/{{id}}/extendTrial"),
+            post(billing::extend_trial),
+        )
+        .route(
+            &format!("{tenant}/subscriptions/{{id}}/transfer"),
+            post(billing::transfer),
+        )
+        .route(
+            &format!("{tenant}/subscribedSkus"),
+            get(billing::subscribed_skus),
+        )
+        .route(
+            &format!("{tenant}/users"),
+            post(directory::create).get(directory::list_all),
+        )
+        .route(
+            &format!("{tenant}/users/{{id}}"),
+            get(directory::get)
+                .patch(directory::patch)
+                .delete(directory::delete),
+        )
+        .route(
+            &format!("{tenant}/users/{{id}}/assignLicense"),
+            post(directory::assign_license),
+        )
+        .route(
+            &format!("{tenant}/users/{{id}}/licenseDetails"),
+            get(directory::license_details),
+        )
+        .route(&format!("{tenant}/auditLogs"), get(audit::list_all))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            idempotency::enforce,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Applies subscription lifecycle transitions as time passes.
+pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = app.store.advance_lifecycle(app.clock.now()).await {
+                tracing::error!(error = %e, "lifecycle sweep failed");
+            }
+        }
+    });
+}

@@ -14,7 +14,9 @@ use tenantry_ledger::audit::AuditRecord;
 use tenantry_ledger::catalog::Sku;
 use tenantry_ledger::counting::SubscribedSku;
 use tenantry_ledger::role::{Principal, Role};
-use tenantry_ledger::subscription::{CancelOutcome, Money, SeatChange, Subscription, SubscriptionOrder};
+use tenantry_ledger::subscription::{
+    CancelOutcome, Money, SeatChange, Subscription, SubscriptionOrder,
+};
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::{User, UserPatch};
 use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
@@ -54,7 +56,10 @@ pub struct PageRequest {
 
 impl Default for PageRequest {
     fn default() -> Self {
-        Self { top: 100, after: None }
+        Self {
+            top: 100,
+            after: None,
+        }
     }
 }
 
@@ -169,7 +174,11 @@ pub trait LedgerStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<(Subscription, Money)>;
     async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription>;
-    async fn list_subscriptions(&self, tenant: TenantId, page: PageRequest) -> Result<Page<Subscription>>;
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Subscription>>;
     /// Applies `change` if the subscription's version still equals `if_match` (when given).
     async fn change_subscription(
         &self,
@@ -184,7 +193,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn advance_lifecycle(&self, now: Timestamp) -> Result<usize>;
 
     // Users and licences.
-    async fn create_user(&self, tenant: TenantId, user: NewUser, actor: String, now: Timestamp) -> Result<User>;
+    async fn create_user(
+        &self,
+        tenant: TenantId,
+        user: NewUser,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<User>;
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User>;
     async fn list_users(
         &self,
@@ -202,7 +217,13 @@ pub trait LedgerStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<User>;
     /// Deletes a user and gives their seats back.
-    async fn delete_user(&self, tenant: TenantId, id: UserId, actor: String, now: Timestamp) -> Result<()>;
+    async fn delete_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<()>;
     async fn assign_licenses(
         &self,
         tenant: TenantId,
@@ -216,7 +237,12 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn subscribed_skus(&self, tenant: TenantId) -> Result<Vec<SubscribedSku>>;
 
     // Audit.
-    async fn audit_log(&self, tenant: TenantId, filter: AuditFilter, page: PageRequest) -> Result<Page<AuditRecord>>;
+    async fn audit_log(
+        &self,
+        tenant: TenantId,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditRecord>>;
 
     // Idempotency keys.
     async fn idempotency_begin(
@@ -226,7 +252,12 @@ pub trait LedgerStore: Send + Sync + 'static {
         request_hash: String,
         now: Timestamp,
     ) -> Result<IdempotencyBegin>;
-    async fn idempotency_finish(&self, scope: String, key: String, response: Option<StoredResponse>) -> Result<()>;
+    async fn idempotency_finish(
+        &self,
+        scope: String,
+        key: String,
+        response: Option<StoredResponse>,
+    ) -> Result<()>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or a bare path).

@@ -5,8 +5,8 @@ mod schema;
 mod writer;
 
 use crate::{
-    AuditFilter, ChangeOutcome, IdempotencyBegin, LedgerStore, NewUser, Page, PageRequest, Result, SkuRef,
-    StoreError, StoredResponse, SubscriptionChange, TokenRecord,
+    AuditFilter, ChangeOutcome, IdempotencyBegin, LedgerStore, NewUser, Page, PageRequest, Result,
+    SkuRef, StoreError, StoredResponse, SubscriptionChange, TokenRecord,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -37,7 +37,9 @@ fn connect(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -67,7 +69,11 @@ fn seed(conn: &Connection) -> Result<()> {
          ON CONFLICT (sku_id) DO UPDATE SET body = excluded.body",
     )?;
     for sku in seed_catalog() {
-        stmt.execute(params![sku.sku_id.to_string(), sku.sku_part_number, serde_json::to_string(&sku)?])?;
+        stmt.execute(params![
+            sku.sku_id.to_string(),
+            sku.sku_part_number,
+            serde_json::to_string(&sku)?
+        ])?;
     }
     Ok(())
 }
@@ -75,9 +81,11 @@ fn seed(conn: &Connection) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates its schema and seeds the catalog.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let mut conn = connect(path, false)
-            .map_err(|e| StoreError::Internal(format!("cannot open database {}: {e}", path.display())))?;
-        schema::migrate(&mut conn).map_err(|e| StoreError::Internal(format!("schema migration failed: {e}")))?;
+        let mut conn = connect(path, false).map_err(|e| {
+            StoreError::Internal(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        schema::migrate(&mut conn)
+            .map_err(|e| StoreError::Internal(format!("schema migration failed: {e}")))?;
         seed(&conn)?;
         let catalog = load_catalog(&conn)?;
         let (queue, jobs) = std::sync::mpsc::channel();
@@ -126,8 +134,13 @@ impl SqliteStore {
 // ---- row helpers -------------------------------------------------------------------------------
 
 fn parse<T: FromStr>(text: String) -> rusqlite::Result<T> {
-    text.parse()
-        .map_err(|_| rusqlite::Error::InvalidColumnType(0, format!("bad identifier {text}"), rusqlite::types::Type::Text))
+    text.parse().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(
+            0,
+            format!("bad identifier {text}"),
+            rusqlite::types::Type::Text,
+        )
+    })
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -172,7 +185,8 @@ fn tenant_from_row(r: &rusqlite::Row) -> rusqlite::Result<Tenant> {
     })
 }
 
-const USER_COLUMNS: &str = "id, tenant_id, upn, display_name, usage_location, account_enabled, created_at, version";
+const USER_COLUMNS: &str =
+    "id, tenant_id, upn, display_name, usage_location, account_enabled, created_at, version";
 
 fn user_from_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
     Ok(User {
@@ -188,10 +202,12 @@ fn user_from_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
 }
 
 fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> Result<User> {
-    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND tenant_id = ?2"))?
-        .query_row([id.to_string(), tenant.to_string()], user_from_row)
-        .optional()?
-        .ok_or_else(|| LedgerError::not_found("user").into())
+    conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND tenant_id = ?2"
+    ))?
+    .query_row([id.to_string(), tenant.to_string()], user_from_row)
+    .optional()?
+    .ok_or_else(|| LedgerError::not_found("user").into())
 }
 
 fn save_user(conn: &Connection, user: &User, insert: bool) -> Result<()> {
@@ -217,7 +233,10 @@ fn save_user(conn: &Connection, user: &User, insert: bool) -> Result<()> {
             if is_unique_violation(&e) {
                 LedgerError::conflict(
                     "DuplicateUserPrincipalName",
-                    format!("a user named {} already exists in this tenant", user.user_principal_name),
+                    format!(
+                        "a user named {} already exists in this tenant",
+                        user.user_principal_name
+                    ),
                 )
                 .into()
             } else {
@@ -232,7 +251,11 @@ fn user_assignments(conn: &Connection, user: UserId) -> Result<Vec<Assignment>> 
         "SELECT sku_id, disabled_plans, assigned_at FROM assignments WHERE user_id = ?1 ORDER BY assigned_at, sku_id",
     )?;
     let rows = stmt.query_map([user.to_string()], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
@@ -247,7 +270,11 @@ fn user_assignments(conn: &Connection, user: UserId) -> Result<Vec<Assignment>> 
     Ok(out)
 }
 
-fn load_subscription(conn: &Connection, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
+fn load_subscription(
+    conn: &Connection,
+    tenant: TenantId,
+    id: SubscriptionId,
+) -> Result<Subscription> {
     let body: String = conn
         .prepare_cached("SELECT body FROM subscriptions WHERE id = ?1 AND tenant_id = ?2")?
         .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
@@ -294,8 +321,12 @@ fn refresh_capacity(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<(
 
 fn pool(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<(u32, u32)> {
     Ok(conn
-        .prepare_cached("SELECT capacity, consumed FROM seat_pools WHERE tenant_id = ?1 AND sku_id = ?2")?
-        .query_row([tenant.to_string(), sku.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached(
+            "SELECT capacity, consumed FROM seat_pools WHERE tenant_id = ?1 AND sku_id = ?2",
+        )?
+        .query_row([tenant.to_string(), sku.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?
         .unwrap_or((0, 0)))
 }
@@ -307,7 +338,12 @@ fn assigned_floor(conn: &Connection, sub: &Subscription) -> Result<u32> {
     Ok(consumed.saturating_sub(others))
 }
 
-fn take_seat(conn: &Connection, ctx_catalog: &HashMap<SkuId, Sku>, tenant: TenantId, sku: SkuId) -> Result<()> {
+fn take_seat(
+    conn: &Connection,
+    ctx_catalog: &HashMap<SkuId, Sku>,
+    tenant: TenantId,
+    sku: SkuId,
+) -> Result<()> {
     let taken = conn
         .prepare_cached(
             "UPDATE seat_pools SET consumed = consumed + 1
@@ -318,7 +354,9 @@ fn take_seat(conn: &Connection, ctx_catalog: &HashMap<SkuId, Sku>, tenant: Tenan
         return Ok(());
     }
     let (capacity, consumed) = pool(conn, tenant, sku)?;
-    let name = ctx_catalog.get(&sku).map_or_else(|| sku.to_string(), |s| s.sku_part_number.clone());
+    let name = ctx_catalog
+        .get(&sku)
+        .map_or_else(|| sku.to_string(), |s| s.sku_part_number.clone());
     Err(LedgerError::conflict(
         "NoFreeSeat",
         format!(
@@ -365,14 +403,20 @@ fn assignment_summary(assignments: &[Assignment]) -> serde_json::Value {
 fn resolve_sku<'a>(catalog: &'a HashMap<SkuId, Sku>, sku: &SkuRef) -> Result<&'a Sku> {
     let found = match sku {
         SkuRef::Id(id) => catalog.get(id),
-        SkuRef::PartNumber(part) => catalog.values().find(|s| s.sku_part_number.eq_ignore_ascii_case(part)),
+        SkuRef::PartNumber(part) => catalog
+            .values()
+            .find(|s| s.sku_part_number.eq_ignore_ascii_case(part)),
     };
     found.ok_or_else(|| {
         let name = match sku {
             SkuRef::Id(id) => id.to_string(),
             SkuRef::PartNumber(p) => p.clone(),
         };
-        LedgerError::invalid("UnknownSku", format!("no SKU {name} in the catalog (GET /v1/skus lists them)")).into()
+        LedgerError::invalid(
+            "UnknownSku",
+            format!("no SKU {name} in the catalog (GET /v1/skus lists them)"),
+        )
+        .into()
     })
 }
 
@@ -437,11 +481,19 @@ impl LedgerStore for SqliteStore {
             let row = conn
                 .prepare_cached("SELECT id, tenant_id, role FROM tokens WHERE token_hash = ?1")?
                 .query_row([token_hash], |r| {
-                    Ok((parse::<TokenId>(r.get(0)?)?, parse::<TenantId>(r.get(1)?)?, r.get::<_, String>(2)?))
+                    Ok((
+                        parse::<TokenId>(r.get(0)?)?,
+                        parse::<TenantId>(r.get(1)?)?,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .optional()?;
             Ok(row.and_then(|(token_id, tenant_id, role)| {
-                Role::parse(&role).map(|role| Principal::Tenant { tenant_id, role, token_id })
+                Role::parse(&role).map(|role| Principal::Tenant {
+                    tenant_id,
+                    role,
+                    token_id,
+                })
             }))
         })
         .await
@@ -496,10 +548,12 @@ impl LedgerStore for SqliteStore {
 
     async fn get_tenant(&self, id: TenantId) -> Result<Tenant> {
         self.read(move |conn| {
-            conn.prepare_cached("SELECT id, display_name, default_domain, created_at FROM tenants WHERE id = ?1")?
-                .query_row([id.to_string()], tenant_from_row)
-                .optional()?
-                .ok_or_else(|| LedgerError::not_found("tenant").into())
+            conn.prepare_cached(
+                "SELECT id, display_name, default_domain, created_at FROM tenants WHERE id = ?1",
+            )?
+            .query_row([id.to_string()], tenant_from_row)
+            .optional()?
+            .ok_or_else(|| LedgerError::not_found("tenant").into())
         })
         .await
     }
@@ -531,17 +585,25 @@ impl LedgerStore for SqliteStore {
         sku.validate()?;
         self.write(move |ctx| {
             if ctx.catalog.values().any(|s| {
-                s.sku_id == sku.sku_id || s.sku_part_number.eq_ignore_ascii_case(&sku.sku_part_number)
+                s.sku_id == sku.sku_id
+                    || s.sku_part_number.eq_ignore_ascii_case(&sku.sku_part_number)
             }) {
                 return Err(LedgerError::conflict(
                     "DuplicateSku",
-                    format!("the catalog already has a SKU with this skuId or skuPartNumber ({})", sku.sku_part_number),
+                    format!(
+                        "the catalog already has a SKU with this skuId or skuPartNumber ({})",
+                        sku.sku_part_number
+                    ),
                 )
                 .into());
             }
             ctx.conn.execute(
                 "INSERT INTO skus (sku_id, sku_part_number, body) VALUES (?1, ?2, ?3)",
-                params![sku.sku_id.to_string(), sku.sku_part_number, serde_json::to_string(&sku)?],
+                params![
+                    sku.sku_id.to_string(),
+                    sku.sku_part_number,
+                    serde_json::to_string(&sku)?
+                ],
             )?;
             audit(
                 &ctx.conn,
@@ -572,7 +634,8 @@ impl LedgerStore for SqliteStore {
         self.write(move |ctx| {
             ensure_tenant(&ctx.conn, order.tenant_id)?;
             let sku = resolve_sku(&ctx.catalog, &sku)?;
-            let (sub, money) = Subscription::purchase(SubscriptionId::new_random(), &order, sku, now)?;
+            let (sub, money) =
+                Subscription::purchase(SubscriptionId::new_random(), &order, sku, now)?;
             save_subscription(&ctx.conn, &sub)?;
             audit(
                 &ctx.conn,
@@ -593,10 +656,15 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
-        self.read(move |conn| load_subscription(conn, tenant, id)).await
+        self.read(move |conn| load_subscription(conn, tenant, id))
+            .await
     }
 
-    async fn list_subscriptions(&self, tenant: TenantId, page: PageRequest) -> Result<Page<Subscription>> {
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Subscription>> {
         self.read(move |conn| {
             ensure_tenant(conn, tenant)?;
             let mut stmt = conn.prepare_cached(
@@ -719,7 +787,13 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn create_user(&self, tenant: TenantId, new: NewUser, actor: String, now: Timestamp) -> Result<User> {
+    async fn create_user(
+        &self,
+        tenant: TenantId,
+        new: NewUser,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<User> {
         let user = User::new(
             UserId::new_random(),
             tenant,
@@ -754,12 +828,20 @@ impl LedgerStore for SqliteStore {
         self.read(move |conn| load_user(conn, tenant, id)).await
     }
 
-    async fn list_users(&self, tenant: TenantId, search: Option<String>, page: PageRequest) -> Result<Page<User>> {
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        search: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<User>> {
         self.read(move |conn| {
             ensure_tenant(conn, tenant)?;
             // A search matches the start of the UPN or the display name, case-insensitively.
             let pattern = search.map(|s| {
-                let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let escaped = s
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
                 format!("{escaped}%")
             });
             let mut stmt = conn.prepare_cached(&format!(
@@ -768,7 +850,12 @@ impl LedgerStore for SqliteStore {
                  ORDER BY seq LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
-                params![tenant.to_string(), page.after.unwrap_or(0), page.top + 1, pattern],
+                params![
+                    tenant.to_string(),
+                    page.after.unwrap_or(0),
+                    page.top + 1,
+                    pattern
+                ],
                 |r| Ok((r.get(8)?, user_from_row(r)?)),
             )?;
             Ok(page_of(rows.collect::<rusqlite::Result<_>>()?, page.top))
@@ -789,7 +876,10 @@ impl LedgerStore for SqliteStore {
             let mut user = load_user(&ctx.conn, tenant, id)?;
             if let Some(expected) = if_match {
                 if expected != user.version {
-                    return Err(LedgerError::stale("the user changed since you read it; read it again").into());
+                    return Err(LedgerError::stale(
+                        "the user changed since you read it; read it again",
+                    )
+                    .into());
                 }
             }
             let before = user.clone();
@@ -814,7 +904,13 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, tenant: TenantId, id: UserId, actor: String, now: Timestamp) -> Result<()> {
+    async fn delete_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<()> {
         self.write(move |ctx| {
             let user = load_user(&ctx.conn, tenant, id)?;
             let licences = user_assignments(&ctx.conn, id)?;
@@ -912,13 +1008,18 @@ impl LedgerStore for SqliteStore {
             ensure_tenant(conn, tenant)?;
             let catalog = load_catalog(conn)?;
             let mut subs = Vec::new();
-            let mut stmt = conn.prepare_cached("SELECT body FROM subscriptions WHERE tenant_id = ?1 ORDER BY seq")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT body FROM subscriptions WHERE tenant_id = ?1 ORDER BY seq",
+            )?;
             for body in stmt.query_map([tenant.to_string()], |r| r.get::<_, String>(0))? {
                 subs.push(serde_json::from_str::<Subscription>(&body?)?);
             }
             let mut consumed = HashMap::new();
-            let mut stmt = conn.prepare_cached("SELECT sku_id, consumed FROM seat_pools WHERE tenant_id = ?1")?;
-            for row in stmt.query_map([tenant.to_string()], |r| Ok((parse::<SkuId>(r.get(0)?)?, r.get::<_, i64>(1)?)))? {
+            let mut stmt = conn
+                .prepare_cached("SELECT sku_id, consumed FROM seat_pools WHERE tenant_id = ?1")?;
+            for row in stmt.query_map([tenant.to_string()], |r| {
+                Ok((parse::<SkuId>(r.get(0)?)?, r.get::<_, i64>(1)?))
+            })? {
                 let (sku, count) = row?;
                 consumed.insert(sku, count as u64);
             }
@@ -927,7 +1028,12 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn audit_log(&self, tenant: TenantId, filter: AuditFilter, page: PageRequest) -> Result<Page<AuditRecord>> {
+    async fn audit_log(
+        &self,
+        tenant: TenantId,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditRecord>> {
         self.read(move |conn| {
             ensure_tenant(conn, tenant)?;
             // Newest first: the cursor walks backwards through the sequence.
@@ -1010,7 +1116,12 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn idempotency_finish(&self, scope: String, key: String, response: Option<StoredResponse>) -> Result<()> {
+    async fn idempotency_finish(
+        &self,
+        scope: String,
+        key: String,
+        response: Option<StoredResponse>,
+    ) -> Result<()> {
         self.write(move |ctx| {
             match response {
                 Some(r) => ctx

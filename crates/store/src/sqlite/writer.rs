@@ -83,7 +83,11 @@ where
         .map_err(|_| StoreError::Internal("the writer thread dropped a job".into()))?
 }
 
-pub fn run(mut ctx: WriterCtx, jobs: Receiver<Box<dyn Job>>, reload_catalog: fn(&Connection) -> Result<HashMap<SkuId, Sku>>) {
+pub fn run(
+    mut ctx: WriterCtx,
+    jobs: Receiver<Box<dyn Job>>,
+    reload_catalog: fn(&Connection) -> Result<HashMap<SkuId, Sku>>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {

@@ -1,0 +1,118 @@
+//! Bearer-token authentication. Tokens are random 256-bit secrets; only their SHA-256 is stored,
+//! so a leaked database does not leak credentials (a slow hash adds nothing at this entropy).
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use tenantry_ledger::role::{Action, Principal};
+use tenantry_ledger::TenantId;
+
+pub const OPERATOR_TOKEN_SETTING: &str = "operator_token_sha256";
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new secret token with a recognisable prefix (so secret scanners can find leaked ones).
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Token hash → principal, filled on first use. Tokens are never modified once issued.
+#[derive(Default)]
+pub struct TokenCache {
+    operator_hash: RwLock<Option<String>>,
+    principals: RwLock<HashMap<String, Principal>>,
+}
+
+impl TokenCache {
+    pub fn set_operator_hash(&self, hash: String) {
+        *self.operator_hash.write().expect("token cache lock") = Some(hash);
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth(pub Principal);
+
+impl Auth {
+    pub fn authorize(&self, tenant: TenantId, action: Action) -> ApiResult<()> {
+        self.0.authorize(tenant, action).map_err(ApiError::from)
+    }
+
+    pub fn require_operator(&self) -> ApiResult<()> {
+        if self.0.is_operator() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "Forbidden",
+                "only the platform operator can do this",
+            ))
+        }
+    }
+
+    pub fn actor(&self) -> String {
+        self.0.actor()
+    }
+}
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("send a token: Authorization: Bearer <token>"))?;
+        let hash = hash_token(token);
+        let cache = &app.tokens;
+        if cache
+            .operator_hash
+            .read()
+            .expect("token cache lock")
+            .as_deref()
+            == Some(hash.as_str())
+        {
+            return Ok(Auth(Principal::Operator));
+        }
+        if let Some(principal) = cache
+            .principals
+            .read()
+            .expect("token cache lock")
+            .get(&hash)
+        {
+            return Ok(Auth(*principal));
+        }
+        match app.store.principal_for_token(hash.clone()).await? {
+            Some(principal) => {
+                cache
+                    .principals
+                    .write()
+                    .expect("token cache lock")
+                    .insert(hash, principal);
+                Ok(Auth(principal))
+            }
+            None => Err(ApiError::unauthorized("the token is not valid")),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Tenants, the SKU catalog, API tokens and the test clock.
+
+use super::list;
+use crate::auth::{hash_token, new_token, Auth};
+use crate::clock::rfc3339;
+use crate::dto::{
+    AdvanceClock, CreateSku, CreateTenant, CreateToken, List, SkuDto, TenantDto, TokenDto,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_id, ApiJson, Paging};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use tenantry_ledger::catalog::{ServicePlan, Sku};
+use tenantry_ledger::role::{Action, Role};
+use tenantry_ledger::{SkuId, TenantId};
+
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = TenantDto), (status = 403), (status = 409, description = "domain in use"), (status = 422)))]
+pub async fn create_tenant(
+    State(app): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantDto>)> {
+    auth.require_operator()?;
+    let tenant = app
+        .store
+        .create_tenant(
+            body.display_name,
+            body.default_domain,
+            auth.actor(),
+            app.clock.now(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(tenant.into())))
+}
+
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(("$top" = Option<u32>, Query), ("$skiptoken" = Option<String>, Query)),
+    responses((status = 200, body = inline(List<TenantDto>))))]
+pub async fn list_tenants(
+    State(app): State<AppState>,
+    auth: Auth,
+    Paging(page): Paging,
+) -> ApiResult<Json<List<TenantDto>>> {
+    if let tenantry_ledger::role::Principal::Tenant { tenant_id, .. } = auth.0 {
+        // A tenant principal sees only its own tenant.
+        let tenant = app.store.get_tenant(tenant_id).await?;
+        return Ok(Json(List {
+            value: vec![tenant.into()],
+            next_link: None,
+        }));
+    }
+    let tenants = app.store.list_tenants(page).await?;
+    Ok(Json(list(
+        tenants,
+        "/v1/tenants",
+        page.top,
+        "",
+        TenantDto::from,
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenantId}", tag = "tenants", params(("tenantId" = String, Path)),
+    responses((status = 200, body = TenantDto), (status = 404)))]
+pub async fn get_tenant(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<TenantDto>> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::Read)?;
+    Ok(Json(app.store.get_tenant(tenant).await?.into()))
+}
+
+#[utoipa::path(get, path = "/v1/skus", tag = "catalog", responses((status = 200, body = inline(List<SkuDto>))))]
+pub async fn list_skus(State(app): State<AppState>, _auth: Auth) -> ApiResult<Json<List<SkuDto>>> {
+    let skus = app.store.list_skus().await?;
+    Ok(Json(List {
+        value: skus.iter().map(SkuDto::from).collect(),
+        next_link: None,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/skus", tag = "catalog", request_body = CreateSku,
+    responses((status = 201, body = SkuDto), (status = 403), (status = 409), (status = 422)))]
+pub async fn add_sku(
+    State(app): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateSku>,
+) -> ApiResult<(StatusCode, Json<SkuDto>)> {
+    auth.require_operator()?;
+    let sku = Sku {
+        sku_id: body.sku_id.map_or_else(SkuId::new_random, SkuId),
+        sku_part_number: body.sku_part_number,
+        display_name: body.display_name,
+        monthly_price_cents: body.monthly_price_cents,
+        custom: true,
+        service_plans: body
+            .service_plans
+            .into_iter()
+            .map(|p| ServicePlan {
+                display_name: p
+                    .display_name
+                    .unwrap_or_else(|| p.service_plan_name.clone()),
+                service_plan_id: p.service_plan_id,
+                service_plan_name: p.service_plan_name,
+                exclusive_group: p.exclusive_group,
+            })
+            .collect(),
+    };
+    let sku = app
+        .store
+        .add_sku(sku, auth.actor(), app.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(SkuDto::from(&sku))))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenantId}/tokens", tag = "tenants", params(("tenantId" = String, Path)),
+    request_body = CreateToken, responses((status = 201, body = TokenDto), (status = 403), (status = 404), (status = 422)))]
+pub async fn create_token(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<TokenDto>)> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::ManageTokens)?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::unprocessable(
+            "InvalidRole",
+            "role must be one of GlobalAdmin, BillingAdmin, LicenseAdmin, UserAdmin, GlobalReader",
+        )
+    })?;
+    let token = new_token("tnt");
+    let record = app
+        .store
+        .create_token(
+            tenant,
+            role,
+            hash_token(&token),
+            auth.actor(),
+            app.clock.now(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenDto {
+            id: record.id.0,
+            tenant_id: tenant.0,
+            role: role.as_str().into(),
+            token,
+            created_date_time: rfc3339(record.created_at),
+        }),
+    ))
+}
+
+/// Moves the test clock forward and applies the lifecycle transitions that are now due.
+#[utoipa::path(post, path = "/v1/admin/clock", tag = "admin", request_body = AdvanceClock,
+    responses((status = 200, description = "the new time"), (status = 403), (status = 404, description = "not in test-clock mode")))]
+pub async fn advance_clock(
+    State(app): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<AdvanceClock>,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.require_operator()?;
+    if !app.clock.adjustable {
+        return Err(ApiError::not_found("route"));
+    }
+    if !(0..=3650).contains(&body.days) {
+        return Err(ApiError::unprocessable(
+            "InvalidDays",
+            "days must be between 0 and 3650",
+        ));
+    }
+    app.clock.advance(body.days * tenantry_ledger::time::DAY);
+    let now = app.clock.now();
+    let changed = app.store.advance_lifecycle(now).await?;
+    Ok(Json(
+        serde_json::json!({"now": rfc3339(now), "subscriptionsChanged": changed}),
+    ))
+}
