@@ -1,0 +1,225 @@
+//! The command-line client against a real server.
+
+mod support;
+
+use std::process::{Command, Output};
+use support::*;
+
+fn tenantry(server: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("TENANTRY_SERVER", &server.base)
+        .env("TENANTRY_TOKEN", token)
+        .env_remove("TENANTRY_TENANT")
+        .output()
+        .expect("run tenantry")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_buys_assigns_and_reports_in_tables_and_json() {
+    let s = Server::start();
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Fabrikam",
+            "--domain",
+            "fabrikam.onmicrosoft.com",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tenant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = tenant["id"].as_str().unwrap();
+
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "subscription",
+            "create",
+            "--tenant",
+            t,
+            "--sku",
+            "ENTERPRISEPACK",
+            "--quantity",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ENTERPRISEPACK"));
+    assert!(stdout(&out).contains("Charged now:"));
+
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            t,
+            "--upn",
+            "megan@fabrikam.com",
+            "--name",
+            "Megan",
+            "--location",
+            "fr",
+            "--json",
+        ],
+    );
+    let user: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(user["usageLocation"], "FR");
+    let u = user["id"].as_str().unwrap();
+
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "license",
+            "assign",
+            "--tenant",
+            t,
+            "--user",
+            u,
+            "--sku",
+            "ENTERPRISEPACK",
+            "--disable",
+            "TEAMS1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &["license", "show", "--tenant", t, "--user", u],
+    );
+    assert!(stdout(&out).contains("TEAMS1"), "{}", stdout(&out));
+    let out = tenantry(&s, OPERATOR, &["license", "summary", "--tenant", t]);
+    let summary = stdout(&out);
+    let row = summary
+        .lines()
+        .find(|l| l.starts_with("ENTERPRISEPACK"))
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["ENTERPRISEPACK", "Enabled", "1", "1", "0"]
+    );
+
+    // The next assignment has no seat: a clear message and a non-zero exit.
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            t,
+            "--upn",
+            "lee@fabrikam.com",
+            "--name",
+            "Lee",
+            "--location",
+            "US",
+            "--json",
+        ],
+    );
+    let lee: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "license",
+            "assign",
+            "--tenant",
+            t,
+            "--user",
+            lee["id"].as_str().unwrap(),
+            "--sku",
+            "ENTERPRISEPACK",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no free licence of ENTERPRISEPACK"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("NoFreeSeat"));
+
+    let out = tenantry(&s, OPERATOR, &["audit", "list", "--tenant", t]);
+    assert!(stdout(&out).contains("user.licensesChanged"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_transfer_explains_why_not_and_what_to_do() {
+    let s = Server::start();
+    let t = s.tenant("Contoso").await;
+    let sub = s.subscription(&t, "ENTERPRISEPACK", 3).await;
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "subscription",
+            "transfer",
+            "--tenant",
+            &t,
+            sub["id"].as_str().unwrap(),
+            "--to",
+            "other",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(text.contains("cannot be transferred"), "{text}");
+    assert!(text.contains("Volume Licensing Service Center"));
+    assert!(text.contains("tenantry move plan"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_are_clear_and_exit_non_zero() {
+    let s = Server::start();
+    let out = tenantry(&s, "", &["tenant", "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("TENANTRY_TOKEN"), "{}", stderr(&out));
+
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &["tenant", "list", "--server", "http://127.0.0.1:9"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot reach the tenantry server"),
+        "{}",
+        stderr(&out)
+    );
+
+    let t = s.tenant("Errs").await;
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "subscription",
+            "create",
+            "--tenant",
+            &t,
+            "--sku",
+            "NOT_A_SKU",
+            "--quantity",
+            "1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("tenantry sku list"));
+}

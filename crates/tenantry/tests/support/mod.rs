@@ -1,0 +1,257 @@
+//! Test harness: runs the real `tenantry serve` binary on a temporary SQLite file and a free
+//! loopback port, and talks to it over HTTP.
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const OPERATOR: &str = "op_test_token_for_this_run_only";
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+    /// Lines the server printed on stdout at start-up.
+    pub banner: Vec<String>,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tenantry"))
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            base: String::new(),
+            child: None,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            banner: Vec::new(),
+        };
+        server.launch(Some(OPERATOR));
+        server
+    }
+
+    pub fn start_without_operator_token() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            base: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+            banner: Vec::new(),
+        };
+        server.launch(None);
+        server
+    }
+
+    pub fn database(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("ledger.db").display())
+    }
+
+    pub fn launch(&mut self, operator_token: Option<&str>) {
+        let mut cmd = Command::new(binary());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--test-clock",
+            "--database",
+            &self.database(),
+        ])
+        .env_remove("TENANTRY_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        if let Some(token) = operator_token {
+            cmd.env("TENANTRY_ADMIN_TOKEN", token);
+        }
+        let mut child = cmd.spawn().expect("start tenantry serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        self.banner.clear();
+        loop {
+            assert!(Instant::now() < deadline, "server did not start");
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            self.banner.push(line.clone());
+            if let Some(rest) = line.strip_prefix("tenantry listening on ") {
+                self.base = rest.split_whitespace().next().unwrap().to_string();
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// Kills the server without warning (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch(Some(OPERATOR));
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// Like `post` but panics unless the answer is a success; returns the body.
+    pub async fn ok(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method.clone(), path, token, body).await;
+        assert!(status.is_success(), "{method} {path} → {status}: {value}");
+        value
+    }
+
+    pub async fn tenant(&self, name: &str) -> String {
+        let domain = format!("{}.onmicrosoft.com", name.to_lowercase());
+        let t = self
+            .ok(
+                Method::POST,
+                "/v1/tenants",
+                OPERATOR,
+                Some(json!({"displayName": name, "defaultDomain": domain})),
+            )
+            .await;
+        t["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn token(&self, tenant: &str, role: &str) -> String {
+        let t = self
+            .ok(
+                Method::POST,
+                &format!("/v1/tenants/{tenant}/tokens"),
+                OPERATOR,
+                Some(json!({"role": role})),
+            )
+            .await;
+        t["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn subscription(&self, tenant: &str, sku: &str, quantity: u32) -> Value {
+        self.ok(
+            Method::POST,
+            &format!("/v1/tenants/{tenant}/subscriptions"),
+            OPERATOR,
+            Some(json!({"skuPartNumber": sku, "quantity": quantity})),
+        )
+        .await
+    }
+
+    pub async fn user(&self, tenant: &str, alias: &str) -> String {
+        let u = self
+            .ok(
+                Method::POST,
+                &format!("/v1/tenants/{tenant}/users"),
+                OPERATOR,
+                Some(json!({"userPrincipalName": format!("{alias}@example.com"), "displayName": alias, "usageLocation": "US"})),
+            )
+            .await;
+        u["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn assign(
+        &self,
+        tenant: &str,
+        user: &str,
+        sku_id: &str,
+        token: &str,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/v1/tenants/{tenant}/users/{user}/assignLicense"),
+            token,
+            json!({"addLicenses": [{"skuId": sku_id, "disabledPlans": []}], "removeLicenses": []}),
+        )
+        .await
+    }
+
+    pub async fn subscribed(&self, tenant: &str, part: &str) -> Value {
+        let (_, skus) = self
+            .get(&format!("/v1/tenants/{tenant}/subscribedSkus"), OPERATOR)
+            .await;
+        skus["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["skuPartNumber"] == part)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub async fn advance_days(&self, days: i64) {
+        self.ok(
+            Method::POST,
+            "/v1/admin/clock",
+            OPERATOR,
+            Some(json!({"days": days})),
+        )
+        .await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+
+/// Asserts a problem+json answer with the given status and code.
+pub fn assert_problem(result: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(
+        result.0.as_u16(),
+        status,
+        "expected {status} {code}, got {}",
+        result.1
+    );
+    assert_eq!(result.1["code"], code, "{}", result.1);
+    assert_eq!(result.1["status"], status);
+    assert!(result.1["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
