@@ -50,7 +50,10 @@ fn main() -> anyhow::Result<()> {
     let db = dir.path().join("bench.db");
 
     // The server runs on its own runtime, as `tenantry serve` would.
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let store = tenantry_store::open(&format!("sqlite://{}", db.display()))?;
     let app = AppState::new(store, Clock::system());
     let listener = server_rt.block_on(async {
@@ -61,26 +64,51 @@ fn main() -> anyhow::Result<()> {
     server_rt.spawn(async move { axum::serve(listener, router(app)).await });
     let base = format!("http://{addr}");
 
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (ok, rate, p50, p99, no_seat, other, consumed, capacity) = client_rt.block_on(http_workload(&args, &base))?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (ok, rate, p50, p99, no_seat, other, consumed, capacity) =
+        client_rt.block_on(http_workload(&args, &base))?;
 
     let raw = raw_sqlite_loop(dir.path(), Duration::from_secs(args.seconds))?;
 
     println!();
     println!("tenantry ledger benchmark — {} clients, {} s, {} seats, SQLite WAL synchronous=FULL (every acknowledged commit is fsynced)", args.clients, args.seconds, args.seats);
-    println!("{:<44} {:>12} {:>10} {:>10}", "workload", "ops/s", "p50 ms", "p99 ms");
-    println!("{:<44} {:>12.0} {:>10.2} {:>10.2}", "HTTP assignLicense (add/remove), group commit", rate, p50, p99);
-    println!("{:<44} {:>12.0} {:>10.2} {:>10.2}", "raw SQLite, one durable tx per assignment", raw.0, raw.1, raw.2);
+    println!(
+        "{:<44} {:>12} {:>10} {:>10}",
+        "workload", "ops/s", "p50 ms", "p99 ms"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10.2} {:>10.2}",
+        "HTTP assignLicense (add/remove), group commit", rate, p50, p99
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10.2} {:>10.2}",
+        "raw SQLite, one durable tx per assignment", raw.0, raw.1, raw.2
+    );
     println!("ratio HTTP / raw SQLite: {:.2}x", rate / raw.0.max(1.0));
     println!("requests: {ok} succeeded, {no_seat} refused NoFreeSeat (expected under contention), {other} other failures");
-    println!("oversell check: consumedUnits {consumed} ≤ seats {capacity}: {}", if consumed <= capacity { "OK, zero oversell" } else { "OVERSOLD" });
+    println!(
+        "oversell check: consumedUnits {consumed} ≤ seats {capacity}: {}",
+        if consumed <= capacity {
+            "OK, zero oversell"
+        } else {
+            "OVERSOLD"
+        }
+    );
     ensure!(consumed <= capacity && other == 0, "benchmark found errors");
     Ok(())
 }
 
 #[allow(clippy::type_complexity)]
-async fn http_workload(args: &Args, base: &str) -> anyhow::Result<(u64, f64, f64, f64, u64, u64, u64, u64)> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
+async fn http_workload(
+    args: &Args,
+    base: &str,
+) -> anyhow::Result<(u64, f64, f64, f64, u64, u64, u64, u64)> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients * 2)
+        .build()?;
     let post = |path: String, body: Value| {
         let http = http.clone();
         let url = format!("{base}{path}");
@@ -92,9 +120,17 @@ async fn http_workload(args: &Args, base: &str) -> anyhow::Result<(u64, f64, f64
             anyhow::Ok(v)
         }
     };
-    let tenant = post("/v1/tenants".into(), json!({"displayName": "Bench", "defaultDomain": "bench.onmicrosoft.com"})).await?;
+    let tenant = post(
+        "/v1/tenants".into(),
+        json!({"displayName": "Bench", "defaultDomain": "bench.onmicrosoft.com"}),
+    )
+    .await?;
     let t = tenant["id"].as_str().context("tenant id")?.to_string();
-    post(format!("/v1/tenants/{t}/subscriptions"), json!({"skuPartNumber": "ENTERPRISEPACK", "quantity": args.seats})).await?;
+    post(
+        format!("/v1/tenants/{t}/subscriptions"),
+        json!({"skuPartNumber": "ENTERPRISEPACK", "quantity": args.seats}),
+    )
+    .await?;
     let mut users = Vec::new();
     for c in 0..args.clients {
         let mut mine = Vec::new();
@@ -109,12 +145,22 @@ async fn http_workload(args: &Args, base: &str) -> anyhow::Result<(u64, f64, f64
         users.push(mine);
     }
 
-    let totals = Arc::new(Totals { ok: AtomicU64::new(0), no_seat: AtomicU64::new(0), other: AtomicU64::new(0) });
+    let totals = Arc::new(Totals {
+        ok: AtomicU64::new(0),
+        no_seat: AtomicU64::new(0),
+        other: AtomicU64::new(0),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for mine in users {
-        let (http, totals, stop, t, base) = (http.clone(), totals.clone(), stop.clone(), t.clone(), base.to_string());
+        let (http, totals, stop, t, base) = (
+            http.clone(),
+            totals.clone(),
+            stop.clone(),
+            t.clone(),
+            base.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut holding = vec![false; mine.len()];
@@ -169,9 +215,19 @@ async fn http_workload(args: &Args, base: &str) -> anyhow::Result<(u64, f64, f64
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let ok = totals.ok.load(Ordering::Relaxed);
-    let skus: Value = http.get(format!("{base}/v1/tenants/{t}/subscribedSkus")).bearer_auth(TOKEN).send().await?.json().await?;
-    let consumed = skus["value"][0]["consumedUnits"].as_u64().unwrap_or(u64::MAX);
-    let capacity = skus["value"][0]["prepaidUnits"]["enabled"].as_u64().unwrap_or(0);
+    let skus: Value = http
+        .get(format!("{base}/v1/tenants/{t}/subscribedSkus"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let consumed = skus["value"][0]["consumedUnits"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    let capacity = skus["value"][0]["prepaidUnits"]["enabled"]
+        .as_u64()
+        .unwrap_or(0);
     Ok((
         ok,
         (ok + totals.no_seat.load(Ordering::Relaxed)) as f64 / elapsed,
@@ -207,7 +263,11 @@ fn raw_sqlite_loop(dir: &std::path::Path, duration: Duration) -> anyhow::Result<
             conn.execute("DELETE FROM assignments WHERE user_id = ?1", [k as i64])?;
             conn.execute("UPDATE pool SET consumed = consumed - 1 WHERE id = 1", [])?;
             holding[k] = false;
-        } else if conn.execute("UPDATE pool SET consumed = consumed + 1 WHERE id = 1 AND consumed < capacity", [])? == 1 {
+        } else if conn.execute(
+            "UPDATE pool SET consumed = consumed + 1 WHERE id = 1 AND consumed < capacity",
+            [],
+        )? == 1
+        {
             conn.execute("INSERT INTO assignments VALUES (?1)", [k as i64])?;
             holding[k] = true;
         }
@@ -216,5 +276,9 @@ fn raw_sqlite_loop(dir: &std::path::Path, duration: Duration) -> anyhow::Result<
     }
     let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    Ok((rate, percentile(&latencies, 0.50), percentile(&latencies, 0.99)))
+    Ok((
+        rate,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    ))
 }

@@ -572,8 +572,7 @@ async fn bad_input_gets_the_right_4xx_and_never_a_500() {
     check(resp, 413, "PayloadTooLarge").await;
 
     assert_problem(
-        &s.get("/v1/tenants/not-a-guid/users", OPERATOR)
-            .await,
+        &s.get("/v1/tenants/not-a-guid/users", OPERATOR).await,
         400,
         "MalformedId",
     );
