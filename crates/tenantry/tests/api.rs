@@ -927,3 +927,59 @@ async fn openapi_health_and_metrics_are_served() {
         "tenantry_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_add_their_own_skus_and_tenants_buy_them() {
+    let s = Server::start();
+    let t = s.tenant("Custom").await;
+    let admin = s.token(&t, "GlobalAdmin").await;
+    let sku = json!({
+        "skuPartNumber": "CONTOSO_ARCHIVE",
+        "displayName": "Contoso Archive",
+        "monthlyPriceCents": 300,
+        "servicePlans": [{"servicePlanId": "11111111-2222-3333-4444-555555555555", "servicePlanName": "ARCHIVE_PLAN"}]
+    });
+    assert_problem(
+        &s.post("/v1/skus", &admin, sku.clone()).await,
+        403,
+        "Forbidden",
+    );
+    let (status, created) = s.post("/v1/skus", OPERATOR, sku.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["custom"], true);
+    assert_problem(
+        &s.post("/v1/skus", OPERATOR, sku).await,
+        409,
+        "DuplicateSku",
+    );
+    assert_problem(
+        &s.post(
+            "/v1/skus",
+            OPERATOR,
+            json!({"skuPartNumber": "bad part!", "displayName": "X"}),
+        )
+        .await,
+        422,
+        "InvalidSkuPartNumber",
+    );
+    let (status, sub) = s
+        .post(
+            &format!("/v1/tenants/{t}/subscriptions"),
+            &admin,
+            json!({"skuPartNumber": "contoso_archive", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    assert_eq!(sub["skuPartNumber"], "CONTOSO_ARCHIVE");
+    let (_, catalog) = s.get("/v1/skus", &admin).await;
+    assert!(catalog["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["skuPartNumber"] == "CONTOSO_ARCHIVE"));
+    assert!(catalog["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["skuPartNumber"] == "SPE_E5"));
+}

@@ -976,7 +976,12 @@ impl LedgerStore for SqliteStore {
                         now.0
                     ])?;
             }
-            let after = user_assignments(&ctx.conn, user_id)?;
+            let mut after: Vec<Assignment> = current
+                .iter()
+                .filter(|a| !change.removed.contains(&a.sku_id))
+                .map(|a| change.updated.iter().find(|u| u.sku_id == a.sku_id).unwrap_or(a).clone())
+                .collect();
+            after.extend(change.added.iter().cloned());
             audit(
                 &ctx.conn,
                 AuditEntry {

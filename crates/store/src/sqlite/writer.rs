@@ -39,19 +39,17 @@ where
 {
     fn run(self: Box<Self>, ctx: &mut WriterCtx) -> Completion {
         let WriteJob { work, reply } = *self;
-        let outcome = match ctx.conn.execute_batch("SAVEPOINT job") {
-            Err(e) => Err(StoreError::from(e)),
+        let outcome = match run_statement(&ctx.conn, "SAVEPOINT job") {
+            Err(e) => Err(e),
             Ok(()) => {
                 let outcome = work(ctx);
                 let end = if outcome.is_ok() {
-                    "RELEASE job"
+                    run_statement(&ctx.conn, "RELEASE job")
                 } else {
-                    "ROLLBACK TO job; RELEASE job"
+                    run_statement(&ctx.conn, "ROLLBACK TO job")
+                        .and_then(|()| run_statement(&ctx.conn, "RELEASE job"))
                 };
-                match ctx.conn.execute_batch(end) {
-                    Ok(()) => outcome,
-                    Err(e) => Err(StoreError::from(e)),
-                }
+                end.and(outcome)
             }
         };
         Box::new(move |commit| {
@@ -66,6 +64,12 @@ where
     fn abort(self: Box<Self>, reason: String) {
         let _ = self.reply.send(Err(StoreError::Internal(reason)));
     }
+}
+
+/// Runs one statement through the statement cache (savepoints run for every job).
+fn run_statement(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 /// Queues `work` on the writer and waits for its durable result.
