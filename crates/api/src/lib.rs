@@ -95,7 +95,13 @@ pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, tenantry_store::StoreError>;
 }
 
+/// The API alone.
 pub fn router(app: AppState) -> Router {
+    router_with(app, Router::new())
+}
+
+/// The API plus `extra` routes (the admin center), behind the same middleware and fallback.
+pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
     let tenant = "/v1/tenants/{tenant}";
     let api = Router::new()
         .route(
@@ -159,6 +165,7 @@ pub fn router(app: AppState) -> Router {
         ));
     Router::new()
         .merge(api)
+        .merge(extra)
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
