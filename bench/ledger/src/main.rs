@@ -153,15 +153,27 @@ async fn http_workload(
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let add = bytes::Bytes::from(
+        json!({"addLicenses": [{"skuId": E3, "disabledPlans": []}], "removeLicenses": []})
+            .to_string(),
+    );
+    let remove = bytes::Bytes::from(json!({"addLicenses": [], "removeLicenses": [E3]}).to_string());
     for mine in users {
-        let (http, totals, stop, t, base) = (
-            http.clone(),
-            totals.clone(),
-            stop.clone(),
-            t.clone(),
-            base.to_string(),
-        );
+        let (totals, stop, t) = (totals.clone(), stop.clone(), t.clone());
+        let (add, remove) = (add.clone(), remove.clone());
+        let addr = base.trim_start_matches("http://").to_string();
         tasks.push(tokio::spawn(async move {
+            // One keep-alive connection per client, driven by hyper directly: the client should
+            // cost as little CPU as possible, since it shares the machine with the server.
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let paths: Vec<String> = mine
+                .iter()
+                .map(|u| format!("/v1/tenants/{t}/users/{u}/assignLicense"))
+                .collect();
             let mut latencies = Vec::new();
             let mut holding = vec![false; mine.len()];
             let mut i = 0;
@@ -169,48 +181,41 @@ async fn http_workload(
                 let k = i % mine.len();
                 i += 1;
                 let body = if holding[k] {
-                    json!({"addLicenses": [], "removeLicenses": [E3]})
+                    remove.clone()
                 } else {
-                    json!({"addLicenses": [{"skuId": E3, "disabledPlans": []}], "removeLicenses": []})
+                    add.clone()
                 };
+                let request = hyper::Request::post(paths[k].as_str())
+                    .header("host", addr.as_str())
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(body))?;
                 let sent = Instant::now();
-                let result = http
-                    .post(format!("{base}/v1/tenants/{t}/users/{}/assignLicense", mine[k]))
-                    .bearer_auth(TOKEN)
-                    .json(&body)
-                    .send()
-                    .await;
-                match result {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let _ = r.bytes().await;
-                        latencies.push(sent.elapsed().as_micros() as u64);
-                        match status {
-                            200 => {
-                                holding[k] = !holding[k];
-                                totals.ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            409 => {
-                                totals.no_seat.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {
-                                totals.other.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                let response = sender.send_request(request).await?;
+                let status = response.status().as_u16();
+                http_body_util::BodyExt::collect(response.into_body()).await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+                match status {
+                    200 => {
+                        holding[k] = !holding[k];
+                        totals.ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
+                    409 => {
+                        totals.no_seat.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
                         totals.other.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            latencies
+            anyhow::Ok(latencies)
         }));
     }
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     for task in tasks {
-        latencies.extend(task.await?);
+        latencies.extend(task.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
