@@ -1,0 +1,328 @@
+//! The planner on hand-built snapshots: both paths, blockers, and re-planning a half-done move.
+
+use std::collections::{BTreeSet, HashMap};
+use tenantry_ledger::assignment::Assignment;
+use tenantry_ledger::catalog::{seed_catalog, Sku};
+use tenantry_ledger::subscription::{BillingCycle, Channel, Subscription, SubscriptionOrder, Term};
+use tenantry_ledger::user::User;
+use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp, UserId};
+use tenantry_moves::model::{parse_user_csv, DomainRewrite, MovePath, MoveSpec, UserMapping};
+use tenantry_moves::plan::{
+    plan, PlanInput, Probes, Severity, SourceAction, Step, TargetPurchase, TenantSnapshot,
+    UserLicences,
+};
+
+const NOW: Timestamp = Timestamp(1_800_000_000);
+
+fn catalog() -> HashMap<SkuId, Sku> {
+    seed_catalog().into_iter().map(|s| (s.sku_id, s)).collect()
+}
+
+fn sku(part: &str) -> SkuId {
+    seed_catalog()
+        .into_iter()
+        .find(|s| s.sku_part_number == part)
+        .unwrap()
+        .sku_id
+}
+
+fn sub(
+    tenant: TenantId,
+    part: &str,
+    quantity: u32,
+    bought_days_ago: i64,
+    channel: Channel,
+) -> Subscription {
+    let order = SubscriptionOrder {
+        tenant_id: tenant,
+        quantity,
+        term: Term::Annual,
+        billing_cycle: BillingCycle::Monthly,
+        channel,
+        is_trial: false,
+        auto_renew: true,
+    };
+    let sku = catalog().remove(&sku(part)).unwrap();
+    Subscription::purchase(
+        SubscriptionId::new_random(),
+        &order,
+        &sku,
+        NOW.plus_days(-bought_days_ago),
+    )
+    .unwrap()
+    .0
+}
+
+fn user(tenant: TenantId, upn: &str, location: Option<&str>, skus: &[&str]) -> UserLicences {
+    let user = User::new(UserId::new_random(), tenant, upn, upn, location, true, NOW).unwrap();
+    let licences = skus
+        .iter()
+        .map(|p| Assignment {
+            user_id: user.id,
+            sku_id: sku(p),
+            disabled_plans: Default::default(),
+            assigned_at: NOW,
+        })
+        .collect();
+    UserLicences { user, licences }
+}
+
+struct World {
+    source: TenantSnapshot,
+    target: TenantSnapshot,
+    spec: MoveSpec,
+}
+
+fn world(path: MovePath) -> World {
+    let (s, t) = (TenantId::new_random(), TenantId::new_random());
+    let source = TenantSnapshot {
+        tenant_id: s,
+        subscriptions: vec![
+            sub(s, "ENTERPRISEPACK", 10, 100, Channel::Direct),
+            sub(s, "SPE_E5", 50, 30, Channel::Volume),
+        ],
+        users: vec![
+            user(s, "adele@fabrikam.com", Some("US"), &["ENTERPRISEPACK"]),
+            user(s, "bob@fabrikam.com", Some("FR"), &["ENTERPRISEPACK"]),
+            user(s, "cara@fabrikam.com", Some("US"), &["ENTERPRISEPACK"]),
+            user(s, "stays@fabrikam.com", Some("US"), &["ENTERPRISEPACK"]),
+        ],
+    };
+    let target = TenantSnapshot {
+        tenant_id: t,
+        subscriptions: vec![sub(t, "ENTERPRISEPACK", 2, 200, Channel::Direct)],
+        users: vec![user(
+            t,
+            "existing@contoso.com",
+            Some("US"),
+            &["ENTERPRISEPACK"],
+        )],
+    };
+    let spec = MoveSpec {
+        source_tenant_id: s,
+        target_tenant_id: t,
+        path,
+        users: vec![
+            UserMapping {
+                source_upn: "adele@fabrikam.com".into(),
+                target_upn: "adele@contoso.com".into(),
+            },
+            UserMapping {
+                source_upn: "bob@fabrikam.com".into(),
+                target_upn: "bob@contoso.com".into(),
+            },
+            UserMapping {
+                source_upn: "cara@fabrikam.com".into(),
+                target_upn: "cara@contoso.com".into(),
+            },
+        ],
+        domain_rewrite: None,
+        allow_purchase: true,
+        source_mail: None,
+        target_mail: None,
+        libraries: vec![],
+    };
+    World {
+        source,
+        target,
+        spec,
+    }
+}
+
+fn run(w: &World, created: &BTreeSet<String>) -> tenantry_moves::plan::Plan {
+    plan(&PlanInput {
+        spec: &w.spec,
+        source: &w.source,
+        target: &w.target,
+        catalog: &catalog(),
+        probes: &Probes::default(),
+        created_by_move: created,
+        now: NOW,
+    })
+}
+
+#[test]
+fn target_buys_only_the_missing_seats_on_its_existing_subscription() {
+    let w = world(MovePath::RetireSource);
+    let p = run(&w, &BTreeSet::new());
+    assert!(p.is_runnable(), "{:?}", p.findings);
+    let e3 = p
+        .licences
+        .iter()
+        .find(|l| l.sku_part_number == "ENTERPRISEPACK")
+        .unwrap();
+    assert_eq!(
+        (e3.seats_needed, e3.target_free, e3.seats_to_buy),
+        (3, 1, 2)
+    );
+    assert!(matches!(
+        e3.purchase,
+        TargetPurchase::AddSeats { from: 2, to: 4, .. }
+    ));
+    assert!(e3.charge_cents > 0);
+    assert!(matches!(
+        p.steps.first(),
+        Some(Step::BuyTargetLicences { .. })
+    ));
+    assert!(matches!(p.steps.last(), Some(Step::Report)));
+}
+
+#[test]
+fn retire_cancels_outside_the_window_at_term_end_and_flags_volume() {
+    let w = world(MovePath::RetireSource);
+    let p = run(&w, &BTreeSet::new());
+    let cancel = p
+        .source_actions
+        .iter()
+        .find(|a| matches!(a, SourceAction::Cancel { .. }))
+        .unwrap();
+    let SourceAction::Cancel {
+        immediate,
+        refund_cents,
+        ..
+    } = cancel
+    else {
+        unreachable!()
+    };
+    assert!(!immediate, "bought 100 days ago: outside the refund window");
+    assert_eq!(*refund_cents, 0);
+    assert!(p
+        .source_actions
+        .iter()
+        .any(|a| matches!(a, SourceAction::VolumeLicensing { quantity: 50, .. })));
+    assert!(p
+        .findings
+        .iter()
+        .any(|f| f.code == "VolumeLicensedSubscription" && f.severity == Severity::Warning));
+    assert!(
+        p.costs[0].overlap_cents > 0,
+        "the source pays until its term ends"
+    );
+}
+
+#[test]
+fn keep_reduces_the_source_to_what_stays_in_use_after_unassigning_movers() {
+    let w = world(MovePath::KeepSource);
+    let p = run(&w, &BTreeSet::new());
+    let reduce = p
+        .source_actions
+        .iter()
+        .find(|a| matches!(a, SourceAction::Reduce { .. }))
+        .unwrap();
+    // 10 seats, 4 assigned, 3 move: 1 stays.
+    assert!(matches!(
+        reduce,
+        SourceAction::Reduce {
+            from: 10,
+            to: 1,
+            removed_now: 0,
+            scheduled_at: Some(_),
+            ..
+        }
+    ));
+    let unassign_at = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::UnassignSourceLicences { .. }))
+        .unwrap();
+    let reduce_at = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::SourceLicences { .. }))
+        .unwrap();
+    let verify_at = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Verify))
+        .unwrap();
+    assert!(
+        verify_at < unassign_at && unassign_at < reduce_at,
+        "source last, after verification"
+    );
+}
+
+#[test]
+fn bad_mappings_are_blockers() {
+    let mut w = world(MovePath::RetireSource);
+    w.spec.users.push(UserMapping {
+        source_upn: "ghost@fabrikam.com".into(),
+        target_upn: "ghost@contoso.com".into(),
+    });
+    w.spec.users.push(UserMapping {
+        source_upn: "stays@fabrikam.com".into(),
+        target_upn: "existing@contoso.com".into(),
+    });
+    w.source.users.push(user(
+        w.source.tenant_id,
+        "nowhere@fabrikam.com",
+        None,
+        &["ENTERPRISEPACK"],
+    ));
+    w.spec.users.push(UserMapping {
+        source_upn: "nowhere@fabrikam.com".into(),
+        target_upn: "nowhere@contoso.com".into(),
+    });
+    w.spec.allow_purchase = false;
+    let p = run(&w, &BTreeSet::new());
+    let codes: BTreeSet<&str> = p.blockers().map(|f| f.code).collect();
+    for code in [
+        "UnknownSourceUser",
+        "TargetUpnExists",
+        "NoUsageLocation",
+        "InsufficientTargetSeats",
+    ] {
+        assert!(codes.contains(code), "{code} missing from {codes:?}");
+    }
+    assert!(!p.is_runnable());
+}
+
+#[test]
+fn replanning_a_half_done_move_buys_nothing_twice_and_is_deterministic() {
+    let mut w = world(MovePath::RetireSource);
+    let first = run(&w, &BTreeSet::new());
+    assert_eq!(first, run(&w, &BTreeSet::new()), "same inputs, same plan");
+    // The run bought the 2 seats and created + licensed adele.
+    w.target.subscriptions[0].quantity = 4;
+    let adele = user(
+        w.target.tenant_id,
+        "adele@contoso.com",
+        Some("US"),
+        &["ENTERPRISEPACK"],
+    );
+    w.target.users.push(adele);
+    let created: BTreeSet<String> = ["adele@contoso.com".to_string()].into();
+    let again = run(&w, &created);
+    assert!(again.is_runnable(), "{:?}", again.findings);
+    let e3 = &again.licences[0];
+    assert_eq!(
+        (e3.seats_needed, e3.already_assigned, e3.seats_to_buy),
+        (3, 1, 0)
+    );
+    assert_ne!(first.fingerprint, again.fingerprint);
+}
+
+#[test]
+fn a_domain_rewrite_moves_every_user_of_the_domain() {
+    let mut w = world(MovePath::RetireSource);
+    w.spec.users.clear();
+    w.spec.domain_rewrite = Some(DomainRewrite {
+        from: "fabrikam.com".into(),
+        to: "contoso.com".into(),
+    });
+    let p = run(&w, &BTreeSet::new());
+    assert_eq!(p.users.len(), 4);
+    assert!(p.users.iter().any(|u| u.target_upn == "stays@contoso.com"));
+}
+
+#[test]
+fn mapping_csv_is_parsed_with_clear_errors() {
+    let m = parse_user_csv(
+        "sourceUpn,targetUpn\nadele@a.com, adele@b.com\n# comment\n\nbob@a.com,bob@b.com\n",
+    )
+    .unwrap();
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].target_upn, "adele@b.com");
+    let err = parse_user_csv("adele@a.com\n").unwrap_err();
+    assert_eq!(err.code, "InvalidUserMapping");
+    assert!(err.detail.contains("line 1"));
+}
