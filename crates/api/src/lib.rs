@@ -20,7 +20,7 @@ use axum::Router;
 use routes::{audit, billing, directory, ops, platform};
 use std::sync::Arc;
 use std::time::Duration;
-use tenantry_store::LedgerStore;
+use tenantry_store::Store;
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -29,7 +29,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub store: Arc<dyn LedgerStore>,
+    pub store: Arc<dyn Store>,
     pub clock: clock::Clock,
     pub tokens: auth::TokenCache,
     metrics: metrics::Metrics,
@@ -43,7 +43,7 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn LedgerStore>, clock: clock::Clock) -> AppState {
+    pub fn new(store: Arc<dyn Store>, clock: clock::Clock) -> AppState {
         AppState(Arc::new(Inner {
             store,
             clock,

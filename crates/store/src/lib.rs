@@ -5,6 +5,7 @@
 //! its audit record in that same transaction, and takes seats with a conditional update, never a
 //! count-then-check in application code.
 
+pub mod moves;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -21,7 +22,12 @@ use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::{User, UserPatch};
 use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 
+pub use moves::MoveStore;
 pub use sqlite::SqliteStore;
+
+/// Everything the server stores, behind one object.
+pub trait Store: LedgerStore + MoveStore {}
+impl<T: LedgerStore + MoveStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,7 +77,7 @@ pub struct Page<T> {
 }
 
 /// Names the SKU of an order either way Graph clients do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum SkuRef {
     Id(SkuId),
     PartNumber(String),
@@ -94,7 +100,7 @@ pub enum ChangeOutcome {
     TrialExtended,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewUser {
     pub user_principal_name: String,
     pub display_name: String,
@@ -261,7 +267,7 @@ pub trait LedgerStore: Send + Sync + 'static {
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or a bare path).
-pub fn open(url: &str) -> Result<Arc<dyn LedgerStore>> {
+pub fn open(url: &str) -> Result<Arc<dyn Store>> {
     let path = url.strip_prefix("sqlite://").unwrap_or(url);
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err(StoreError::Internal(

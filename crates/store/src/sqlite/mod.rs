@@ -1,6 +1,7 @@
 //! The SQLite backend: WAL journal, `synchronous=FULL` (a commit survives power loss), one writer
 //! thread with group commit ([`writer`]) and a pool of reader connections.
 
+mod moves;
 mod schema;
 mod writer;
 
@@ -420,6 +421,67 @@ fn resolve_sku<'a>(catalog: &'a HashMap<SkuId, Sku>, sku: &SkuRef) -> Result<&'a
     })
 }
 
+fn insert_subscription(
+    ctx: &mut WriterCtx,
+    order: &SubscriptionOrder,
+    sku: &SkuRef,
+    actor: String,
+    now: Timestamp,
+) -> Result<(Subscription, Money)> {
+    ensure_tenant(&ctx.conn, order.tenant_id)?;
+    let sku = resolve_sku(&ctx.catalog, sku)?;
+    let (sub, money) = Subscription::purchase(SubscriptionId::new_random(), order, sku, now)?;
+    save_subscription(&ctx.conn, &sub)?;
+    audit(
+        &ctx.conn,
+        AuditEntry {
+            tenant_id: Some(sub.tenant_id),
+            actor,
+            action: "subscription.created",
+            target_type: "subscription",
+            target_id: sub.id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({"subscription": sub, "money": money})),
+        },
+        now,
+    )?;
+    Ok((sub, money))
+}
+
+fn insert_user(
+    conn: &Connection,
+    tenant: TenantId,
+    new: &NewUser,
+    actor: String,
+    now: Timestamp,
+) -> Result<User> {
+    let user = User::new(
+        UserId::new_random(),
+        tenant,
+        &new.user_principal_name,
+        &new.display_name,
+        new.usage_location.as_deref(),
+        new.account_enabled,
+        now,
+    )?;
+    ensure_tenant(conn, tenant)?;
+    save_user(conn, &user, true)?;
+    audit(
+        conn,
+        AuditEntry {
+            tenant_id: Some(tenant),
+            actor,
+            action: "user.created",
+            target_type: "user",
+            target_id: user.id.to_string(),
+            before: None,
+            after: json(&user),
+        },
+        now,
+    )?;
+    Ok(user)
+}
+
 #[async_trait]
 impl LedgerStore for SqliteStore {
     async fn setting(&self, key: &'static str) -> Result<Option<String>> {
@@ -631,28 +693,8 @@ impl LedgerStore for SqliteStore {
         actor: String,
         now: Timestamp,
     ) -> Result<(Subscription, Money)> {
-        self.write(move |ctx| {
-            ensure_tenant(&ctx.conn, order.tenant_id)?;
-            let sku = resolve_sku(&ctx.catalog, &sku)?;
-            let (sub, money) =
-                Subscription::purchase(SubscriptionId::new_random(), &order, sku, now)?;
-            save_subscription(&ctx.conn, &sub)?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(sub.tenant_id),
-                    actor,
-                    action: "subscription.created",
-                    target_type: "subscription",
-                    target_id: sub.id.to_string(),
-                    before: None,
-                    after: Some(serde_json::json!({"subscription": sub, "money": money})),
-                },
-                now,
-            )?;
-            Ok((sub, money))
-        })
-        .await
+        self.write(move |ctx| insert_subscription(ctx, &order, &sku, actor, now))
+            .await
     }
 
     async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
@@ -794,34 +836,8 @@ impl LedgerStore for SqliteStore {
         actor: String,
         now: Timestamp,
     ) -> Result<User> {
-        let user = User::new(
-            UserId::new_random(),
-            tenant,
-            &new.user_principal_name,
-            &new.display_name,
-            new.usage_location.as_deref(),
-            new.account_enabled,
-            now,
-        )?;
-        self.write(move |ctx| {
-            ensure_tenant(&ctx.conn, tenant)?;
-            save_user(&ctx.conn, &user, true)?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant),
-                    actor,
-                    action: "user.created",
-                    target_type: "user",
-                    target_id: user.id.to_string(),
-                    before: None,
-                    after: json(&user),
-                },
-                now,
-            )?;
-            Ok(user)
-        })
-        .await
+        self.write(move |ctx| insert_user(&ctx.conn, tenant, &new, actor, now))
+            .await
     }
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User> {

@@ -101,6 +101,55 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, key)
     );
     "#,
+    // 2: tenant moves, their steps (a durable job queue with leases) and connection profiles.
+    r#"
+    CREATE TABLE moves (
+        seq              INTEGER PRIMARY KEY,
+        id               TEXT NOT NULL UNIQUE,
+        source_tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        target_tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        spec             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        plan             TEXT,
+        fingerprint      TEXT,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    );
+    -- One row per step of a move's run. A worker claims the first unfinished step of a running
+    -- move by taking its lease; a crashed worker's lease expires and the step is claimed again.
+    CREATE TABLE move_steps (
+        move_id     TEXT NOT NULL REFERENCES moves(id),
+        seq         INTEGER NOT NULL,
+        key         TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        result      TEXT,
+        error       TEXT,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (move_id, key)
+    );
+    CREATE INDEX move_steps_by_order ON move_steps(move_id, seq);
+    -- Effects a step made in the ledger, written in the same transaction as the effect itself:
+    -- a step that finds its effect here does not make it again.
+    CREATE TABLE move_effects (
+        move_id TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (move_id, key)
+    );
+    CREATE TABLE connection_profiles (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        name       TEXT NOT NULL UNIQUE,
+        kind       TEXT NOT NULL,
+        username   TEXT NOT NULL,
+        secret     BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
