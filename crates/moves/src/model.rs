@@ -75,20 +75,26 @@ pub fn parse_user_csv(text: &str) -> Result<Vec<UserMapping>, LedgerError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LibraryMapping {
-    /// `webdav(s)://…` URL or a local path.
+    /// `webdav(s)://host/path` URL or a local path.
     pub source: String,
     pub target: String,
+    /// Connection profiles holding the WebDAV user and password of each side.
+    #[serde(default)]
+    pub source_profile: Option<String>,
+    #[serde(default)]
+    pub target_profile: Option<String>,
 }
 
-/// An IMAP server of one side. Credentials live in an encrypted connection profile.
+/// An IMAP server of one side. The admin (master) user and its password live in an encrypted
+/// connection profile; each mailbox is opened with AUTHENTICATE PLAIN as that admin on behalf of
+/// the user (authorization identity = the user's UPN).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MailServer {
-    /// `imaps://host:port` or `imap://host:port` (loopback only).
+    /// `imaps://host:port`, or `imap://host:port` on loopback only.
     pub url: String,
-    /// Admin (master) user that logs into each mailbox with AUTHENTICATE PLAIN; without it, each
-    /// user's own credentials are needed.
-    pub admin_user: Option<String>,
+    /// Name of the connection profile with the admin user and password.
+    pub profile: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 //! plan shows exactly what the run will be charged or refunded if nothing changes meanwhile.
 
 use crate::model::{MovePath, MoveSpec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tenantry_ledger::assignment::Assignment;
@@ -19,21 +19,21 @@ use tenantry_ledger::user::{validate_upn, User};
 use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp};
 
 /// One tenant as the planner needs to see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantSnapshot {
     pub tenant_id: TenantId,
     pub subscriptions: Vec<Subscription>,
     pub users: Vec<UserLicences>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserLicences {
     pub user: User,
     pub licences: Vec<Assignment>,
 }
 
 /// What probing the servers found, gathered before planning (I/O happens outside).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Probes {
     /// (side, user, problem) for every mailbox login that failed or server that did not answer.
     pub mail_failures: Vec<ProbeFailure>,
@@ -43,36 +43,36 @@ pub struct Probes {
     pub refused_names: Vec<RefusedName>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeFailure {
     pub side: String,
     pub subject: String,
     pub problem: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefusedName {
     pub library: String,
     pub path: String,
     pub problem: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
     Blocker,
     Warning,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub severity: Severity,
-    pub code: &'static str,
+    pub code: String,
     pub subject: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MovedUser {
     pub source_upn: String,
@@ -85,7 +85,7 @@ pub struct MovedUser {
     pub already_created: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedLicence {
     pub sku_id: SkuId,
@@ -93,7 +93,7 @@ pub struct PlannedLicence {
     pub disabled_plans: Vec<uuid::Uuid>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum TargetPurchase {
     /// Enough free seats already.
@@ -108,7 +108,7 @@ pub enum TargetPurchase {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LicenceLine {
     pub sku_id: SkuId,
@@ -124,7 +124,7 @@ pub struct LicenceLine {
     pub charge_cents: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum SourceAction {
     /// Cancel: immediate with a refund inside the 7-day window, otherwise at the end of term.
@@ -153,7 +153,7 @@ pub enum SourceAction {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CostLine {
     pub sku_part_number: String,
@@ -164,7 +164,7 @@ pub struct CostLine {
     pub overlap_cents: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Step {
     BuyTargetLicences {
@@ -235,7 +235,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// Hash of every input: a plan whose fingerprint differs from a fresh one is stale.
@@ -280,7 +280,7 @@ fn finding(
 ) -> Finding {
     Finding {
         severity,
-        code,
+        code: code.to_string(),
         subject: subject.into(),
         message: message.into(),
     }
@@ -794,7 +794,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
     steps.push(Step::Report);
     findings
-        .sort_by(|a, b| (a.severity, a.code, &a.subject).cmp(&(b.severity, b.code, &b.subject)));
+        .sort_by(|a, b| (a.severity, &a.code, &a.subject).cmp(&(b.severity, &b.code, &b.subject)));
 
     Plan {
         fingerprint: fingerprint(input),

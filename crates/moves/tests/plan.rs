@@ -264,7 +264,7 @@ fn bad_mappings_are_blockers() {
     });
     w.spec.allow_purchase = false;
     let p = run(&w, &BTreeSet::new());
-    let codes: BTreeSet<&str> = p.blockers().map(|f| f.code).collect();
+    let codes: BTreeSet<&str> = p.blockers().map(|f| f.code.as_str()).collect();
     for code in [
         "UnknownSourceUser",
         "TargetUpnExists",

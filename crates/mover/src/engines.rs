@@ -1,0 +1,123 @@
+//! The data engines as the mover sees them: probe, migrate and verify a mailbox or a library.
+//! The real implementation drives `tenantry-mail` and `tenantry-files`; tests of the ledger side
+//! of a move can use [`NoData`] when a move has no mail servers and no libraries.
+
+use crate::secrets::Secret;
+use async_trait::async_trait;
+use std::path::Path;
+
+/// An IMAP server with the admin credentials from its connection profile.
+#[derive(Debug, Clone)]
+pub struct MailAccess {
+    pub url: String,
+    pub admin_user: String,
+    pub password: Secret,
+}
+
+/// A library location with the credentials from its connection profile, if any.
+#[derive(Debug, Clone)]
+pub struct LibraryAccess {
+    pub location: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// Why a probe failed: an unreachable server blocks a move; a refused login may only mean the
+/// target mailbox does not exist yet.
+#[derive(Debug, Clone)]
+pub enum ProbeError {
+    Unreachable(String),
+    LoginRefused(String),
+}
+
+/// A name in a source library that the target refuses.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub path: String,
+    pub problem: String,
+}
+
+#[async_trait]
+pub trait DataEngines: Send + Sync + 'static {
+    /// Logs into `user`'s mailbox and out again.
+    async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError>;
+    /// Copies what is new or changed; `state` is the engine's resumable state file.
+    async fn migrate_mailbox(
+        &self,
+        source: &MailAccess,
+        source_user: &str,
+        target: &MailAccess,
+        target_user: &str,
+        state: &Path,
+    ) -> Result<serde_json::Value, String>;
+    /// Compares both sides; `Err` lists the differences.
+    async fn verify_mailbox(
+        &self,
+        source: &MailAccess,
+        source_user: &str,
+        target: &MailAccess,
+        target_user: &str,
+    ) -> Result<serde_json::Value, String>;
+    /// Lists the library and returns the names the target would refuse.
+    async fn probe_library(&self, library: &LibraryAccess) -> Result<Vec<Refusal>, String>;
+    async fn migrate_library(
+        &self,
+        source: &LibraryAccess,
+        target: &LibraryAccess,
+        state: &Path,
+    ) -> Result<serde_json::Value, String>;
+    async fn verify_library(
+        &self,
+        source: &LibraryAccess,
+        target: &LibraryAccess,
+    ) -> Result<serde_json::Value, String>;
+}
+
+/// For moves without data: every data operation is refused, which the planner never schedules.
+pub struct NoData;
+
+#[async_trait]
+impl DataEngines for NoData {
+    async fn probe_mailbox(&self, _: &MailAccess, _: &str) -> Result<(), ProbeError> {
+        Err(ProbeError::Unreachable(
+            "this server was built without the mail engine".into(),
+        ))
+    }
+    async fn migrate_mailbox(
+        &self,
+        _: &MailAccess,
+        _: &str,
+        _: &MailAccess,
+        _: &str,
+        _: &Path,
+    ) -> Result<serde_json::Value, String> {
+        Err("this server was built without the mail engine".into())
+    }
+    async fn verify_mailbox(
+        &self,
+        _: &MailAccess,
+        _: &str,
+        _: &MailAccess,
+        _: &str,
+    ) -> Result<serde_json::Value, String> {
+        Err("this server was built without the mail engine".into())
+    }
+    async fn probe_library(&self, _: &LibraryAccess) -> Result<Vec<Refusal>, String> {
+        Err("this server was built without the files engine".into())
+    }
+    async fn migrate_library(
+        &self,
+        _: &LibraryAccess,
+        _: &LibraryAccess,
+        _: &Path,
+    ) -> Result<serde_json::Value, String> {
+        Err("this server was built without the files engine".into())
+    }
+    async fn verify_library(
+        &self,
+        _: &LibraryAccess,
+        _: &LibraryAccess,
+    ) -> Result<serde_json::Value, String> {
+        Err("this server was built without the files engine".into())
+    }
+}

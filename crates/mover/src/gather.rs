@@ -1,0 +1,233 @@
+//! From a stored move to a fresh plan: snapshots of both tenants, what the move already created,
+//! and probes of every mail server and library. The planning itself is pure (`tenantry-moves`).
+
+use crate::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError};
+use crate::secrets::Sealer;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tenantry_ledger::{LedgerError, Timestamp};
+use tenantry_moves::model::{LibraryMapping, MailServer};
+use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName};
+use tenantry_store::{Store, StoreError};
+use uuid::Uuid;
+
+/// Everything a move needs at run time.
+pub struct Mover {
+    pub store: Arc<dyn Store>,
+    pub engines: Arc<dyn DataEngines>,
+    pub sealer: Sealer,
+    /// Where the engines keep their resumable state, one folder per move.
+    pub data_dir: PathBuf,
+}
+
+impl Mover {
+    pub async fn mail_access(&self, server: &MailServer) -> Result<MailAccess, StoreError> {
+        let profile = self.store.get_profile(server.profile.clone()).await?;
+        let password = self
+            .sealer
+            .open(&profile.secret)
+            .map_err(StoreError::Internal)?;
+        Ok(MailAccess {
+            url: server.url.clone(),
+            admin_user: profile.username,
+            password,
+        })
+    }
+
+    pub async fn library_access(
+        &self,
+        location: &str,
+        profile: Option<&String>,
+    ) -> Result<LibraryAccess, StoreError> {
+        let Some(name) = profile else {
+            return Ok(LibraryAccess {
+                location: location.to_string(),
+                username: None,
+                password: None,
+            });
+        };
+        let profile = self.store.get_profile(name.clone()).await?;
+        let password = self
+            .sealer
+            .open(&profile.secret)
+            .map_err(StoreError::Internal)?;
+        Ok(LibraryAccess {
+            location: location.to_string(),
+            username: Some(profile.username),
+            password: Some(password),
+        })
+    }
+
+    pub async fn libraries(
+        &self,
+        mapping: &LibraryMapping,
+    ) -> Result<(LibraryAccess, LibraryAccess), StoreError> {
+        Ok((
+            self.library_access(&mapping.source, mapping.source_profile.as_ref())
+                .await?,
+            self.library_access(&mapping.target, mapping.target_profile.as_ref())
+                .await?,
+        ))
+    }
+
+    pub fn state_dir(&self, move_id: Uuid) -> PathBuf {
+        self.data_dir.join("moves").join(move_id.to_string())
+    }
+
+    /// Computes the plan of a move as things are now, and stores it.
+    pub async fn plan(&self, move_id: Uuid, now: Timestamp) -> Result<Plan, StoreError> {
+        let record = self.store.get_move(move_id).await?;
+        let spec = &record.spec;
+        let (source, target) = tokio::try_join!(
+            self.store.tenant_snapshot(spec.source_tenant_id),
+            self.store.tenant_snapshot(spec.target_tenant_id)
+        )?;
+        let catalog: HashMap<_, _> = self
+            .store
+            .list_skus()
+            .await?
+            .into_iter()
+            .map(|s| (s.sku_id, s))
+            .collect();
+        let created: BTreeSet<String> = self
+            .store
+            .users_created_by_move(move_id)
+            .await?
+            .into_iter()
+            .collect();
+        let probes = self.probe(&record.spec, &created, &source).await;
+        let plan = plan(&PlanInput {
+            spec,
+            source: &source,
+            target: &target,
+            catalog: &catalog,
+            probes: &probes,
+            created_by_move: &created,
+            now,
+        });
+        let json = serde_json::to_value(&plan).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.store
+            .save_plan(move_id, json, plan.fingerprint.clone(), now)
+            .await?;
+        Ok(plan)
+    }
+
+    async fn probe(
+        &self,
+        spec: &tenantry_moves::model::MoveSpec,
+        created: &BTreeSet<String>,
+        source: &tenantry_moves::plan::TenantSnapshot,
+    ) -> Probes {
+        let mut probes = Probes::default();
+        let failure = |side: &str, subject: &str, problem: String| ProbeFailure {
+            side: side.to_string(),
+            subject: subject.to_string(),
+            problem,
+        };
+        if let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) {
+            let sides = [("source", src), ("target", dst)];
+            let mut access = Vec::new();
+            for (side, server) in sides {
+                match self.mail_access(server).await {
+                    Ok(a) => access.push(Some(a)),
+                    Err(e) => {
+                        probes
+                            .mail_failures
+                            .push(failure(side, &server.url, error_text(e)));
+                        access.push(None);
+                    }
+                }
+            }
+            // Source mailboxes of the users that move: every login must work now.
+            let upns: Vec<String> = mapped_sources(spec, source);
+            if let Some(a) = &access[0] {
+                for upn in &upns {
+                    match self.engines.probe_mailbox(a, upn).await {
+                        Ok(()) => {}
+                        Err(ProbeError::Unreachable(e)) => {
+                            probes.mail_failures.push(failure("source", &a.url, e));
+                            break;
+                        }
+                        Err(ProbeError::LoginRefused(e)) => {
+                            probes.mail_failures.push(failure("source", upn, e))
+                        }
+                    }
+                }
+            }
+            // The target server must answer; its mailboxes may appear only once users are licensed.
+            if let (Some(a), Some(first)) = (&access[1], upns.first()) {
+                let target_upn = spec
+                    .users
+                    .iter()
+                    .find(|m| m.source_upn.eq_ignore_ascii_case(first))
+                    .map(|m| m.target_upn.clone())
+                    .or_else(|| spec.domain_rewrite.as_ref().and_then(|r| r.apply(first)))
+                    .unwrap_or_else(|| first.clone());
+                if let Err(ProbeError::Unreachable(e)) =
+                    self.engines.probe_mailbox(a, &target_upn).await
+                {
+                    probes.mail_failures.push(failure("target", &a.url, e));
+                }
+                let _ = created;
+            }
+        }
+        for mapping in &spec.libraries {
+            match self.libraries(mapping).await {
+                Err(e) => {
+                    probes
+                        .library_failures
+                        .push(failure("library", &mapping.source, error_text(e)))
+                }
+                Ok((src, dst)) => {
+                    match self.engines.probe_library(&src).await {
+                        Ok(refusals) => {
+                            probes
+                                .refused_names
+                                .extend(refusals.into_iter().map(|r| RefusedName {
+                                    library: mapping.source.clone(),
+                                    path: r.path,
+                                    problem: r.problem,
+                                }))
+                        }
+                        Err(e) => {
+                            probes
+                                .library_failures
+                                .push(failure("source", &mapping.source, e))
+                        }
+                    }
+                    if let Err(e) = self.engines.probe_library(&dst).await {
+                        probes
+                            .library_failures
+                            .push(failure("target", &mapping.target, e));
+                    }
+                }
+            }
+        }
+        probes
+    }
+}
+
+/// Source UPNs the move covers (explicit mapping, then the domain rewrite).
+fn mapped_sources(
+    spec: &tenantry_moves::model::MoveSpec,
+    source: &tenantry_moves::plan::TenantSnapshot,
+) -> Vec<String> {
+    let mut upns: Vec<String> = spec.users.iter().map(|m| m.source_upn.clone()).collect();
+    if let Some(rewrite) = &spec.domain_rewrite {
+        for u in &source.users {
+            let upn = &u.user.user_principal_name;
+            if rewrite.apply(upn).is_some() && !upns.iter().any(|x| x.eq_ignore_ascii_case(upn)) {
+                upns.push(upn.clone());
+            }
+        }
+    }
+    upns
+}
+
+fn error_text(e: StoreError) -> String {
+    match e {
+        StoreError::Ledger(LedgerError { detail, .. }) => detail,
+        StoreError::Internal(m) => m,
+    }
+}

@@ -1,0 +1,481 @@
+//! The move worker: claims the next step of a running move (a lease in the database), executes
+//! it, records the outcome. Several workers, in one process or many, can share the queue: a
+//! step is leased to one worker at a time, and a dead worker's lease expires.
+
+use crate::gather::Mover;
+use crate::report;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tenantry_ledger::assignment::AddLicense;
+use tenantry_ledger::subscription::{
+    BillingCycle, Channel, SubscriptionOrder, SubscriptionStatus, Term,
+};
+use tenantry_ledger::user::User;
+use tenantry_ledger::{LedgerError, TenantId, Timestamp};
+use tenantry_moves::plan::{MovedUser, Plan, SourceAction, Step, TargetPurchase};
+use tenantry_store::moves::{EffectOutcome, MoveEffect, MoveRecord, StepRecord};
+use tenantry_store::{ChangeOutcome, NewUser, PageRequest, SkuRef, StoreError, SubscriptionChange};
+
+/// How long a claimed step is ours before another worker may take it over.
+const LEASE_SECS: i64 = 120;
+/// A step that fails this many times fails the move (after backing off between attempts).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub struct Runner {
+    pub mover: Arc<Mover>,
+    pub worker: String,
+    pub clock: Clock,
+}
+
+fn text(e: StoreError) -> String {
+    match e {
+        StoreError::Ledger(LedgerError { code, detail, .. }) => format!("{code}: {detail}"),
+        StoreError::Internal(m) => m,
+    }
+}
+
+impl Runner {
+    /// Runs steps until the process ends.
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                match self.run_one().await {
+                    Ok(true) => {}
+                    Ok(false) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "move worker could not reach the database");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Claims and runs one step; `false` when there was nothing to do.
+    pub async fn run_one(&self) -> Result<bool, StoreError> {
+        let store = &self.mover.store;
+        let Some(step) = store
+            .claim_step(self.worker.clone(), (self.clock)(), LEASE_SECS)
+            .await?
+        else {
+            return Ok(false);
+        };
+        // Keep the lease while a long step (a large mailbox) runs.
+        let keeper = {
+            let (store, worker, clock) = (store.clone(), self.worker.clone(), self.clock.clone());
+            let (move_id, key) = (step.move_id, step.key.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs((LEASE_SECS / 3) as u64)).await;
+                    let until = Timestamp(clock().0 + LEASE_SECS);
+                    if !matches!(
+                        store
+                            .renew_lease(move_id, key.clone(), worker.clone(), until)
+                            .await,
+                        Ok(true)
+                    ) {
+                        break;
+                    }
+                }
+            })
+        };
+        let outcome = self.execute(&step).await;
+        keeper.abort();
+        if let Err(e) = &outcome {
+            tracing::warn!(step = %step.key, attempt = step.attempts, error = %e, "move step failed");
+        }
+        store
+            .finish_step(
+                step.move_id,
+                step.key,
+                self.worker.clone(),
+                outcome,
+                MAX_ATTEMPTS,
+                (self.clock)(),
+            )
+            .await?;
+        Ok(true)
+    }
+
+    async fn execute(&self, record: &StepRecord) -> Result<Value, String> {
+        let store = &self.mover.store;
+        let moved = store.get_move(record.move_id).await.map_err(text)?;
+        let plan: Plan = moved
+            .plan
+            .clone()
+            .and_then(|p| serde_json::from_value(p).ok())
+            .ok_or("the move has no readable plan")?;
+        let step: Step = serde_json::from_value(record.step.clone())
+            .map_err(|e| format!("unreadable step: {e}"))?;
+        let actor = format!("system:mover (move {})", moved.id);
+        let now = (self.clock)();
+        let spec = &moved.spec;
+        match &step {
+            Step::BuyTargetLicences {
+                sku_id, purchase, ..
+            } => match purchase {
+                TargetPurchase::None => Ok(json!({"bought": 0})),
+                TargetPurchase::AddSeats {
+                    subscription_id,
+                    to,
+                    ..
+                } => {
+                    let sub = store
+                        .get_subscription(spec.target_tenant_id, *subscription_id)
+                        .await
+                        .map_err(text)?;
+                    if sub.quantity >= *to {
+                        return Ok(
+                            json!({"subscriptionId": sub.id, "quantity": sub.quantity, "already": true}),
+                        );
+                    }
+                    let (sub, _) = store
+                        .change_subscription(
+                            spec.target_tenant_id,
+                            *subscription_id,
+                            None,
+                            SubscriptionChange::SetQuantity(*to),
+                            actor,
+                            now,
+                        )
+                        .await
+                        .map_err(text)?;
+                    Ok(json!({"subscriptionId": sub.id, "quantity": sub.quantity}))
+                }
+                TargetPurchase::NewSubscription { quantity } => {
+                    let order = SubscriptionOrder {
+                        tenant_id: spec.target_tenant_id,
+                        quantity: *quantity,
+                        term: Term::Annual,
+                        billing_cycle: BillingCycle::Monthly,
+                        channel: Channel::Direct,
+                        is_trial: false,
+                        auto_renew: true,
+                    };
+                    let effect = MoveEffect::CreateSubscription {
+                        order,
+                        sku: SkuRef::Id(*sku_id),
+                    };
+                    match store
+                        .apply_effect(moved.id, record.key.clone(), effect, actor, now)
+                        .await
+                        .map_err(text)?
+                    {
+                        EffectOutcome::Subscription(sub) => {
+                            Ok(json!({"subscriptionId": sub.id, "quantity": sub.quantity}))
+                        }
+                        EffectOutcome::User(_) => Err("unexpected effect".into()),
+                    }
+                }
+            },
+            Step::CreateTargetUser { target_upn, .. } => {
+                let user = planned_user(&plan, target_upn)?;
+                let effect = MoveEffect::CreateUser {
+                    tenant: spec.target_tenant_id,
+                    user: NewUser {
+                        user_principal_name: user.target_upn.clone(),
+                        display_name: user.display_name.clone(),
+                        usage_location: user.usage_location.clone(),
+                        account_enabled: true,
+                    },
+                };
+                store
+                    .apply_effect(moved.id, record.key.clone(), effect, actor, now)
+                    .await
+                    .map_err(text)?;
+                Ok(json!({"targetUpn": target_upn}))
+            }
+            Step::AssignTargetLicences { target_upn } => {
+                let planned = planned_user(&plan, target_upn)?;
+                let user = find_user(self, spec.target_tenant_id, target_upn).await?;
+                let held = store
+                    .license_details(spec.target_tenant_id, user.id)
+                    .await
+                    .map_err(text)?;
+                let add: Vec<AddLicense> = planned
+                    .licences
+                    .iter()
+                    .filter(|l| {
+                        !held.iter().any(|h| {
+                            h.sku_id == l.sku_id
+                                && h.disabled_plans.iter().copied().collect::<Vec<_>>()
+                                    == l.disabled_plans
+                        })
+                    })
+                    .map(|l| AddLicense {
+                        sku_id: l.sku_id,
+                        disabled_plans: l.disabled_plans.clone(),
+                    })
+                    .collect();
+                if !add.is_empty() {
+                    store
+                        .assign_licenses(spec.target_tenant_id, user.id, add, vec![], actor, now)
+                        .await
+                        .map_err(text)?;
+                }
+                Ok(json!({"targetUpn": target_upn, "licences": planned.licences.len()}))
+            }
+            Step::MigrateMailbox {
+                source_upn,
+                target_upn,
+            } => self.mailbox(&moved, source_upn, target_upn).await,
+            Step::MigrateLibrary { index, .. } => self.library(&moved, *index).await,
+            Step::FinalDeltaPass => {
+                let mut passes = Vec::new();
+                if spec.source_mail.is_some() {
+                    for user in &plan.users {
+                        passes.push(
+                            self.mailbox(&moved, &user.source_upn, &user.target_upn)
+                                .await?,
+                        );
+                    }
+                }
+                for index in 0..spec.libraries.len() {
+                    passes.push(self.library(&moved, index).await?);
+                }
+                Ok(json!({"passes": passes}))
+            }
+            Step::Verify => {
+                let mut checks = Vec::new();
+                let mut problems = Vec::new();
+                if let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) {
+                    let (src, dst) = (
+                        self.mover.mail_access(src).await.map_err(text)?,
+                        self.mover.mail_access(dst).await.map_err(text)?,
+                    );
+                    for user in &plan.users {
+                        match self
+                            .mover
+                            .engines
+                            .verify_mailbox(&src, &user.source_upn, &dst, &user.target_upn)
+                            .await
+                        {
+                            Ok(v) => checks.push(json!({"mailbox": user.source_upn, "result": v})),
+                            Err(e) => problems.push(format!("mailbox {}: {e}", user.source_upn)),
+                        }
+                    }
+                }
+                for mapping in &spec.libraries {
+                    let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
+                    match self.mover.engines.verify_library(&src, &dst).await {
+                        Ok(v) => checks.push(json!({"library": mapping.source, "result": v})),
+                        Err(e) => problems.push(format!("library {}: {e}", mapping.source)),
+                    }
+                }
+                if problems.is_empty() {
+                    Ok(json!({"verified": checks}))
+                } else {
+                    Err(problems.join("; "))
+                }
+            }
+            Step::UnassignSourceLicences { source_upn } => {
+                let user = find_user(self, spec.source_tenant_id, source_upn).await?;
+                let planned: Vec<_> = plan
+                    .users
+                    .iter()
+                    .find(|u| u.source_upn.eq_ignore_ascii_case(source_upn))
+                    .map(|u| u.licences.iter().map(|l| l.sku_id).collect())
+                    .unwrap_or_default();
+                let held = store
+                    .license_details(spec.source_tenant_id, user.id)
+                    .await
+                    .map_err(text)?;
+                let remove: Vec<_> = held
+                    .iter()
+                    .map(|a| a.sku_id)
+                    .filter(|s| planned.contains(s))
+                    .collect();
+                if !remove.is_empty() {
+                    store
+                        .assign_licenses(
+                            spec.source_tenant_id,
+                            user.id,
+                            vec![],
+                            remove.clone(),
+                            actor,
+                            now,
+                        )
+                        .await
+                        .map_err(text)?;
+                }
+                Ok(json!({"sourceUpn": source_upn, "removed": remove.len()}))
+            }
+            Step::SourceLicences { action } => self.source_action(&moved, action, actor, now).await,
+            Step::Report => {
+                let report = report::build(store.as_ref(), moved.id)
+                    .await
+                    .map_err(text)?;
+                Ok(json!({"summary": report["summary"]}))
+            }
+        }
+    }
+
+    async fn mailbox(
+        &self,
+        moved: &MoveRecord,
+        source_upn: &str,
+        target_upn: &str,
+    ) -> Result<Value, String> {
+        let spec = &moved.spec;
+        let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) else {
+            return Err("the move has no mail servers".into());
+        };
+        let (src, dst) = (
+            self.mover.mail_access(src).await.map_err(text)?,
+            self.mover.mail_access(dst).await.map_err(text)?,
+        );
+        let state = self
+            .mover
+            .state_dir(moved.id)
+            .join("mail")
+            .join(format!("{}.sqlite", safe_name(source_upn)));
+        let result = self
+            .mover
+            .engines
+            .migrate_mailbox(&src, source_upn, &dst, target_upn, &state)
+            .await?;
+        Ok(json!({"mailbox": source_upn, "result": result}))
+    }
+
+    async fn library(&self, moved: &MoveRecord, index: usize) -> Result<Value, String> {
+        let mapping = moved
+            .spec
+            .libraries
+            .get(index)
+            .ok_or("no such library in the move")?;
+        let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
+        let state = self
+            .mover
+            .state_dir(moved.id)
+            .join("files")
+            .join(format!("{index}.sqlite"));
+        let result = self
+            .mover
+            .engines
+            .migrate_library(&src, &dst, &state)
+            .await?;
+        Ok(json!({"library": mapping.source, "result": result}))
+    }
+
+    async fn source_action(
+        &self,
+        moved: &MoveRecord,
+        action: &SourceAction,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<Value, String> {
+        let store = &self.mover.store;
+        let tenant = moved.spec.source_tenant_id;
+        match action {
+            SourceAction::Cancel {
+                subscription_id, ..
+            } => {
+                let sub = store
+                    .get_subscription(tenant, *subscription_id)
+                    .await
+                    .map_err(text)?;
+                if sub.status != SubscriptionStatus::Active || !sub.auto_renew {
+                    return Ok(
+                        json!({"subscriptionId": sub.id, "already": true, "status": sub.status.as_str()}),
+                    );
+                }
+                let (sub, outcome) = store
+                    .change_subscription(
+                        tenant,
+                        *subscription_id,
+                        None,
+                        SubscriptionChange::Cancel,
+                        actor,
+                        now,
+                    )
+                    .await
+                    .map_err(text)?;
+                let outcome = match outcome {
+                    ChangeOutcome::Cancelled(c) => serde_json::to_value(c).unwrap_or_default(),
+                    _ => Value::Null,
+                };
+                Ok(
+                    json!({"subscriptionId": sub.id, "status": sub.status.as_str(), "outcome": outcome}),
+                )
+            }
+            SourceAction::Reduce {
+                subscription_id,
+                to,
+                ..
+            } => {
+                let sub = store
+                    .get_subscription(tenant, *subscription_id)
+                    .await
+                    .map_err(text)?;
+                if sub.quantity <= *to || sub.scheduled_quantity == Some(*to) {
+                    return Ok(
+                        json!({"subscriptionId": sub.id, "already": true, "quantity": sub.quantity}),
+                    );
+                }
+                let (sub, _) = store
+                    .change_subscription(
+                        tenant,
+                        *subscription_id,
+                        None,
+                        SubscriptionChange::SetQuantity(*to),
+                        actor,
+                        now,
+                    )
+                    .await
+                    .map_err(text)?;
+                Ok(
+                    json!({"subscriptionId": sub.id, "quantity": sub.quantity, "scheduledQuantity": sub.scheduled_quantity}),
+                )
+            }
+            SourceAction::VolumeLicensing {
+                subscription_id, ..
+            } => Ok(json!({
+                "subscriptionId": subscription_id,
+                "action": "volume licensing: change or end this agreement in the Volume Licensing Service Center"
+            })),
+        }
+    }
+}
+
+fn planned_user<'a>(plan: &'a Plan, target_upn: &str) -> Result<&'a MovedUser, String> {
+    plan.users
+        .iter()
+        .find(|u| u.target_upn.eq_ignore_ascii_case(target_upn))
+        .ok_or_else(|| format!("{target_upn} is not in the plan"))
+}
+
+async fn find_user(runner: &Runner, tenant: TenantId, upn: &str) -> Result<User, String> {
+    let page = runner
+        .mover
+        .store
+        .list_users(
+            tenant,
+            Some(upn.to_string()),
+            PageRequest {
+                top: 50,
+                after: None,
+            },
+        )
+        .await
+        .map_err(text)?;
+    page.items
+        .into_iter()
+        .find(|u| u.user_principal_name.eq_ignore_ascii_case(upn))
+        .ok_or_else(|| format!("{upn} not found"))
+}
+
+/// A file name derived from a UPN, without path separators.
+fn safe_name(upn: &str) -> String {
+    upn.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
