@@ -116,3 +116,27 @@ impl FromRequestParts<AppState> for Auth {
         }
     }
 }
+
+/// The operator, checked before the body is read: a tenant principal gets 403, not a
+/// validation error about a body it may not send at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator(pub Auth);
+
+impl Operator {
+    pub fn actor(&self) -> String {
+        self.0.actor()
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_request_parts(parts, app).await?;
+        auth.require_operator()?;
+        Ok(Operator(auth))
+    }
+}

@@ -17,7 +17,7 @@ pub mod routes;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use routes::{audit, billing, directory, ops, platform};
+use routes::{audit, billing, directory, moves, ops, platform};
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry_store::Store;
@@ -32,6 +32,8 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub clock: clock::Clock,
     pub tokens: auth::TokenCache,
+    /// Tenant moves: absent when the server runs without them (the API answers 503).
+    pub mover: Option<Arc<tenantry_mover::gather::Mover>>,
     metrics: metrics::Metrics,
 }
 
@@ -44,10 +46,19 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, clock: clock::Clock) -> AppState {
+        Self::with_mover(store, clock, None)
+    }
+
+    pub fn with_mover(
+        store: Arc<dyn Store>,
+        clock: clock::Clock,
+        mover: Option<Arc<tenantry_mover::gather::Mover>>,
+    ) -> AppState {
         AppState(Arc::new(Inner {
             store,
             clock,
             tokens: auth::TokenCache::default(),
+            mover,
             metrics: metrics::Metrics::default(),
         }))
     }
@@ -159,6 +170,18 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
             get(directory::license_details),
         )
         .route(&format!("{tenant}/auditLogs"), get(audit::list_all))
+        .route(
+            "/v1/connectionProfiles",
+            post(moves::create_profile).get(moves::list_profiles),
+        )
+        .route("/v1/moves", post(moves::create).get(moves::list_all))
+        .route("/v1/moves/{id}", get(moves::get))
+        .route("/v1/moves/{id}/plan", get(moves::plan))
+        .route("/v1/moves/{id}/run", post(moves::run))
+        .route("/v1/moves/{id}/pause", post(moves::pause))
+        .route("/v1/moves/{id}/resume", post(moves::resume))
+        .route("/v1/moves/{id}/cancel", post(moves::cancel))
+        .route("/v1/moves/{id}/report", get(moves::report))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             idempotency::enforce,

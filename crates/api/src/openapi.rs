@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use crate::routes::{audit, billing, directory, platform};
+use crate::routes::{audit, billing, directory, moves, platform};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -16,6 +16,8 @@ Errors are application/problem+json with a stable `code`. Every POST honours Ide
         directory::create, directory::list_all, directory::get, directory::patch, directory::delete,
         directory::assign_license, directory::license_details,
         audit::list_all,
+        moves::create_profile, moves::list_profiles, moves::create, moves::list_all, moves::get, moves::plan,
+        moves::run, moves::pause, moves::resume, moves::cancel, moves::report,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

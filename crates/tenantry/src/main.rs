@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod engines;
 mod serve;
 mod table;
 

@@ -2,10 +2,14 @@
 
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tenantry_api::{
     clock::Clock, ensure_operator_token, router, spawn_lifecycle_sweeper, AppState, OperatorToken,
 };
+use tenantry_mover::gather::Mover;
+use tenantry_mover::runner::Runner;
+use tenantry_mover::secrets::Sealer;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -23,6 +27,13 @@ pub struct ServeArgs {
     /// subscription lifecycles. Never in production.
     #[arg(long)]
     pub test_clock: bool,
+    /// Key file for connection-profile secrets (created on first use, owner-only); the env
+    /// `TENANTRY_SECRET_KEY` (64 hex characters) takes precedence. Default: beside the database.
+    #[arg(long)]
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// Where the mail and files engines keep their resumable state. Default: beside the database.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -39,7 +50,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Clock::system()
     };
-    let app = AppState::new(store, clock);
+    let db_dir = std::path::Path::new(
+        args.database
+            .strip_prefix("sqlite://")
+            .unwrap_or(&args.database),
+    )
+    .parent()
+    .map(|p| {
+        if p.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            p
+        }
+    })
+    .unwrap_or(std::path::Path::new("."))
+    .to_path_buf();
+    let key_file = args
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| db_dir.join("tenantry.key"));
+    let env_key = std::env::var("TENANTRY_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    std::env::remove_var("TENANTRY_SECRET_KEY");
+    let sealer = Sealer::load(env_key.as_deref(), &key_file).map_err(anyhow::Error::msg)?;
+    let mover = Arc::new(Mover {
+        store: store.clone(),
+        engines: crate::engines::real(),
+        sealer,
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| db_dir.join("tenantry-data")),
+    });
+    let app = AppState::with_mover(store, clock, Some(mover.clone()));
     // Read once and removed from the environment so that it does not linger in child processes.
     let env_token = std::env::var("TENANTRY_ADMIN_TOKEN")
         .ok()
@@ -61,6 +105,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     spawn_lifecycle_sweeper(app.clone(), Duration::from_secs(60));
+    let clock_app = app.clone();
+    Arc::new(Runner {
+        mover,
+        worker: format!("serve-{}", std::process::id()),
+        clock: Arc::new(move || clock_app.clock.now()),
+    })
+    .spawn();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

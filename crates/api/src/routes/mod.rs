@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod billing;
 pub mod directory;
+pub mod moves;
 pub mod ops;
 pub mod platform;
 

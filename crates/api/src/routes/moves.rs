@@ -1,0 +1,356 @@
+//! Tenant moves (operator): connection profiles, create, plan, run, pause, resume, cancel, report.
+
+use super::list;
+use crate::auth::Operator;
+use crate::clock::rfc3339;
+use crate::dto::List;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_id, ApiJson, Paging};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tenantry_ledger::TenantId;
+use tenantry_mover::gather::Mover;
+use tenantry_moves::model::{
+    parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec, UserMapping,
+};
+use tenantry_store::moves::{MoveRecord, MoveState};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+fn mover(app: &AppState) -> ApiResult<&Arc<Mover>> {
+    app.mover.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MovesUnavailable",
+            "tenant moves are not enabled on this server",
+        )
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateProfile {
+    pub name: String,
+    /// `imap` or `webdav`.
+    pub kind: String,
+    pub username: String,
+    /// Stored encrypted; never returned.
+    pub password: String,
+}
+
+fn profile_json(p: &tenantry_store::moves::ProfileRecord) -> Value {
+    json!({"id": p.id, "name": p.name, "kind": p.kind, "username": p.username, "createdDateTime": rfc3339(p.created_at)})
+}
+
+/// Stores credentials for a mail server or a library, encrypted at rest. The password is never returned.
+#[utoipa::path(post, path = "/v1/connectionProfiles", tag = "moves", request_body = CreateProfile,
+    responses((status = 201, description = "the profile, without its secret"), (status = 409), (status = 422)))]
+pub async fn create_profile(
+    State(app): State<AppState>,
+    _auth: Operator,
+    ApiJson(body): ApiJson<CreateProfile>,
+) -> ApiResult<Response> {
+    let mover = mover(&app)?;
+    if !matches!(body.kind.as_str(), "imap" | "webdav") {
+        return Err(ApiError::unprocessable(
+            "InvalidProfileKind",
+            "kind must be imap or webdav",
+        ));
+    }
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.len() > 100 || body.username.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "InvalidProfile",
+            "name (1-100 characters) and username are required",
+        ));
+    }
+    let sealed = mover.sealer.seal(&body.password);
+    let profile = app
+        .store
+        .create_profile(name, body.kind, body.username, sealed, app.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(profile_json(&profile))).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/connectionProfiles", tag = "moves", responses((status = 200, description = "profiles, without secrets")))]
+pub async fn list_profiles(State(app): State<AppState>, _auth: Operator) -> ApiResult<Json<Value>> {
+    let profiles = app.store.list_profiles().await?;
+    Ok(Json(
+        json!({"value": profiles.iter().map(profile_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateMove {
+    pub source_tenant_id: Uuid,
+    pub target_tenant_id: Uuid,
+    /// `retire-source` or `keep-source`.
+    #[schema(value_type = String)]
+    pub path: MovePath,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub users: Vec<UserMapping>,
+    /// The same mapping as CSV text: `sourceUpn,targetUpn` per line.
+    pub users_csv: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub domain_rewrite: Option<DomainRewrite>,
+    #[serde(default = "yes")]
+    pub allow_purchase: bool,
+    #[schema(value_type = Option<Object>)]
+    pub source_mail: Option<MailServer>,
+    #[schema(value_type = Option<Object>)]
+    pub target_mail: Option<MailServer>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub libraries: Vec<LibraryMapping>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn move_json(app: &AppState, record: &MoveRecord) -> ApiResult<Value> {
+    let steps = app.store.steps(record.id).await?;
+    let done = steps
+        .iter()
+        .filter(|s| s.state == tenantry_store::moves::StepState::Done)
+        .count();
+    let current = steps
+        .iter()
+        .find(|s| s.state != tenantry_store::moves::StepState::Done);
+    Ok(json!({
+        "id": record.id,
+        "state": record.state.as_str(),
+        "spec": record.spec,
+        "createdDateTime": rfc3339(record.created_at),
+        "lastModifiedDateTime": rfc3339(record.updated_at),
+        "planFingerprint": record.fingerprint,
+        "progress": {
+            "steps": steps.len(),
+            "done": done,
+            "current": current.map(|s| json!({"key": s.key, "state": s.state.as_str(), "attempts": s.attempts, "error": s.error})),
+        },
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/moves", tag = "moves", request_body = CreateMove,
+    responses((status = 201, description = "the move (Draft)"), (status = 403), (status = 404), (status = 422)))]
+pub async fn create(
+    State(app): State<AppState>,
+    auth: Operator,
+    ApiJson(body): ApiJson<CreateMove>,
+) -> ApiResult<Response> {
+    mover(&app)?;
+    let mut users = body.users;
+    if let Some(csv) = &body.users_csv {
+        users.extend(parse_user_csv(csv)?);
+    }
+    let spec = MoveSpec {
+        source_tenant_id: TenantId(body.source_tenant_id),
+        target_tenant_id: TenantId(body.target_tenant_id),
+        path: body.path,
+        users,
+        domain_rewrite: body.domain_rewrite,
+        allow_purchase: body.allow_purchase,
+        source_mail: body.source_mail,
+        target_mail: body.target_mail,
+        libraries: body.libraries,
+    };
+    let record = app
+        .store
+        .create_move(spec, auth.actor(), app.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(move_json(&app, &record).await?)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/moves", tag = "moves", responses((status = 200, description = "moves")))]
+pub async fn list_all(
+    State(app): State<AppState>,
+    _auth: Operator,
+    Paging(page): Paging,
+) -> ApiResult<Json<List<Value>>> {
+    let moves = app.store.list_moves(page).await?;
+    let mut out = list(moves, "/v1/moves", page.top, "", |m| m);
+    let mut value = Vec::new();
+    for m in std::mem::take(&mut out.value) {
+        value.push(move_json(&app, &m).await?);
+    }
+    Ok(Json(List {
+        value,
+        next_link: out.next_link,
+    }))
+}
+
+fn move_id(raw: &str) -> ApiResult<Uuid> {
+    parse_id(raw, "move")
+}
+
+#[utoipa::path(get, path = "/v1/moves/{id}", tag = "moves", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
+pub async fn get(
+    State(app): State<AppState>,
+    _auth: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let record = app.store.get_move(move_id(&id)?).await?;
+    Ok(Json(move_json(&app, &record).await?))
+}
+
+/// Computes the plan as things are now: seats the target needs, purchases, the source's
+/// cancellation or reduction, costs, findings (blockers first) and the ordered steps.
+#[utoipa::path(get, path = "/v1/moves/{id}/plan", tag = "moves", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
+pub async fn plan(
+    State(app): State<AppState>,
+    _auth: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let plan = mover(&app)?.plan(move_id(&id)?, app.clock.now()).await?;
+    let mut value = serde_json::to_value(&plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    })?;
+    value["runnable"] = json!(plan.is_runnable());
+    Ok(Json(value))
+}
+
+/// Re-plans, refuses a plan with blockers, then starts (or resumes) the run as durable steps.
+#[utoipa::path(post, path = "/v1/moves/{id}/run", tag = "moves", params(("id" = String, Path)),
+    responses((status = 202, description = "running"), (status = 409, description = "MoveHasBlockers, or not runnable in its state")))]
+pub async fn run(
+    State(app): State<AppState>,
+    auth: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = move_id(&id)?;
+    let record = app.store.get_move(id).await?;
+    if matches!(
+        record.state,
+        MoveState::Running | MoveState::Completed | MoveState::Cancelled
+    ) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InvalidMoveState",
+            format!(
+                "this move is {}; only a draft, paused or failed move can run",
+                record.state.as_str()
+            ),
+        ));
+    }
+    let plan = mover(&app)?.plan(id, app.clock.now()).await?;
+    if !plan.is_runnable() {
+        let list: Vec<String> = plan
+            .blockers()
+            .map(|f| format!("{} ({}): {}", f.code, f.subject, f.message))
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "MoveHasBlockers",
+            format!(
+                "the plan has {} blocker(s): {}",
+                list.len(),
+                list.join("; ")
+            ),
+        ));
+    }
+    let steps = plan
+        .steps
+        .iter()
+        .map(|s| (s.key(), serde_json::to_value(s).unwrap_or_default()))
+        .collect();
+    let record = app
+        .store
+        .start_run(id, steps, auth.actor(), app.clock.now())
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(move_json(&app, &record).await?)).into_response())
+}
+
+async fn transition(
+    app: &AppState,
+    auth: &Operator,
+    id: &str,
+    from: &'static [MoveState],
+    to: MoveState,
+) -> ApiResult<Json<Value>> {
+    let record = app
+        .store
+        .set_move_state(move_id(id)?, from, to, auth.actor(), app.clock.now())
+        .await?;
+    Ok(Json(move_json(app, &record).await?))
+}
+
+#[utoipa::path(post, path = "/v1/moves/{id}/pause", tag = "moves", params(("id" = String, Path)), responses((status = 200), (status = 409)))]
+pub async fn pause(
+    State(app): State<AppState>,
+    auth: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    transition(&app, &auth, &id, &[MoveState::Running], MoveState::Paused).await
+}
+
+#[utoipa::path(post, path = "/v1/moves/{id}/resume", tag = "moves", params(("id" = String, Path)), responses((status = 202), (status = 409)))]
+pub async fn resume(
+    State(app): State<AppState>,
+    auth: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    run(State(app), auth, Path(id)).await
+}
+
+#[utoipa::path(post, path = "/v1/moves/{id}/cancel", tag = "moves", params(("id" = String, Path)), responses((status = 200), (status = 409)))]
+pub async fn cancel(
+    State(app): State<AppState>,
+    auth: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    transition(
+        &app,
+        &auth,
+        &id,
+        &[
+            MoveState::Draft,
+            MoveState::Running,
+            MoveState::Paused,
+            MoveState::Failed,
+        ],
+        MoveState::Cancelled,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    format: Option<String>,
+}
+
+/// The report: licence changes on both sides and each step's state, counts and errors.
+#[utoipa::path(get, path = "/v1/moves/{id}/report", tag = "moves", params(("id" = String, Path), ("format" = Option<String>, Query, description = "json (default) or csv")),
+    responses((status = 200), (status = 404)))]
+pub async fn report(
+    State(app): State<AppState>,
+    _auth: Operator,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<Response> {
+    let report = tenantry_mover::report::build(app.store.as_ref(), move_id(&id)?).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(report).into_response()),
+        Some("csv") => Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            tenantry_mover::report::to_csv(&report),
+        )
+            .into_response()),
+        Some(_) => Err(ApiError::bad_request(
+            "InvalidFormat",
+            "format must be json or csv",
+        )),
+    }
+}
