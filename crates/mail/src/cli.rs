@@ -99,6 +99,15 @@ pub struct MigrateArgs {
     /// Show what would be copied; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Bytes of messages per pipelined batch (tuning and tests).
+    #[arg(long, default_value_t = 8 << 20, hide = true)]
+    pub batch_bytes: u64,
+    /// Messages per pipelined batch (tuning and tests).
+    #[arg(long, default_value_t = 500, hide = true)]
+    pub batch_count: usize,
+    /// Ignore APPENDUID, as if the target lacked UIDPLUS (tests the fallback).
+    #[arg(long, hide = true)]
+    pub ignore_appenduid: bool,
 }
 
 #[derive(Debug, Args)]
@@ -389,7 +398,9 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         connections: a.conn.connections.max(1),
         folder_map: folder_map(&a.conn)?,
-        ..Default::default()
+        batch_bytes: a.batch_bytes.max(1),
+        batch_count: a.batch_count.max(1),
+        ignore_appenduid: a.ignore_appenduid,
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());

@@ -31,6 +31,8 @@ pub struct Options {
     /// fetched, one being appended), so memory stays bounded whatever the mailbox size.
     pub batch_bytes: u64,
     pub batch_count: usize,
+    /// Behave as if the target lacked UIDPLUS (exercises the content-lookup fallback).
+    pub ignore_appenduid: bool,
 }
 
 impl Default for Options {
@@ -41,9 +43,13 @@ impl Default for Options {
             folder_map: BTreeMap::new(),
             batch_bytes: 8 << 20,
             batch_count: 500,
+            ignore_appenduid: false,
         }
     }
 }
+
+/// How long to keep looking for an interrupted APPEND the server may still be saving.
+const CRASH_GRACE: Duration = Duration::from_secs(3);
 
 /// Message metadata from the first, cheap FETCH.
 #[derive(Debug, Clone)]
@@ -484,7 +490,7 @@ async fn sync_folder(
         // or a UIDVALIDITY reset): match by content before copying anything.
         rep.matched += match_by_content(s, t, key, &metas, &tsel, &mut maps, ctx).await?;
     } else if !pending_rows.is_empty() {
-        reconcile(t, key, pending_rows, &mut maps, ctx).await?;
+        reconcile(t, key, pending_rows, &mut maps, ctx, CRASH_GRACE).await?;
     }
     let mut refused: HashSet<String> = HashSet::new();
     let new: Vec<Meta> = metas
@@ -607,36 +613,56 @@ async fn match_by_content(
 
 /// After a crash (or an APPEND without APPENDUID): finds pending messages on the target by
 /// size and content hash among target messages no mapping claims yet.
+///
+/// `grace`: after a crash the server may still be saving an APPEND whose bytes it had already
+/// received from the dead process; unmatched rows are looked for again until the grace period
+/// ends before they are given up (and copied again).
 async fn reconcile(
     t: &mut Session,
     key: &str,
     pending: Vec<Pending>,
     maps: &mut HashMap<u32, crate::state::Mapped>,
     ctx: &Ctx<'_>,
+    grace: Duration,
 ) -> Result<()> {
-    let claimed: HashSet<u32> = maps.values().map(|m| m.tgt_uid).collect();
+    let mut claimed: HashSet<u32> = maps.values().map(|m| m.tgt_uid).collect();
     let after = claimed.iter().max().copied().unwrap_or(0) + 1;
-    let sizes: HashSet<u64> = pending.iter().map(|p| p.size).collect();
-    let tmetas: Vec<Meta> = fetch_meta(t, &format!("{after}:*"), None)
-        .await?
-        .into_iter()
-        .filter(|x| x.uid >= after && !claimed.contains(&x.uid) && sizes.contains(&x.size))
-        .collect();
-    let thash = hash_bodies(t, &tmetas, ctx.opts).await?;
-    let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
-    for x in tmetas.iter().rev() {
-        if let Some(h) = thash.get(&x.uid) {
-            by_hash.entry(h.as_str()).or_default().push(x.uid);
-        }
-    }
+    let deadline = Instant::now() + grace;
+    let mut left = pending;
     let mut done = Vec::new();
-    let mut dropped = Vec::new();
-    for p in &pending {
-        match by_hash.get_mut(p.sha.as_str()).and_then(Vec::pop) {
-            Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
-            None => dropped.push(p.src_uid),
+    loop {
+        let sizes: HashSet<u64> = left.iter().map(|p| p.size).collect();
+        let tmetas: Vec<Meta> = fetch_meta(t, &format!("{after}:*"), None)
+            .await?
+            .into_iter()
+            .filter(|x| x.uid >= after && !claimed.contains(&x.uid) && sizes.contains(&x.size))
+            .collect();
+        let thash = hash_bodies(t, &tmetas, ctx.opts).await?;
+        let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
+        for x in tmetas.iter().rev() {
+            if let Some(h) = thash.get(&x.uid) {
+                by_hash.entry(h.as_str()).or_default().push(x.uid);
+            }
         }
+        let mut still = Vec::new();
+        for p in left {
+            match by_hash.get_mut(p.sha.as_str()).and_then(Vec::pop) {
+                Some(tuid) => {
+                    claimed.insert(tuid);
+                    done.push((p.src_uid, tuid, p.flags.clone()));
+                }
+                None => still.push(p),
+            }
+        }
+        left = still;
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // NOOP lets the server announce messages saved meanwhile.
+        t.run(Command::new("NOOP")).await?;
     }
+    let dropped: Vec<u32> = left.iter().map(|p| p.src_uid).collect();
     tracing::info!(
         "{key}: reconciled {} pending, {} to copy again",
         done.len(),
@@ -773,7 +799,8 @@ async fn append_batch(
         rep.copied += 1;
         rep.bytes += p.size;
         ctx.progress.add(1, p.size);
-        let uid = if info.code_is("APPENDUID")
+        let uid = if !ctx.opts.ignore_appenduid
+            && info.code_is("APPENDUID")
             && info.code.get(1).and_then(|v| v.as_u64()) == Some(u64::from(tsel.uidvalidity))
         {
             info.code
@@ -793,7 +820,7 @@ async fn append_batch(
     if !unknown.is_empty() {
         // No UIDPLUS: the pending rows stay and are found by content, like after a crash.
         let mut maps = ctx.state.maps(key)?;
-        reconcile(t, key, unknown, &mut maps, ctx).await?;
+        reconcile(t, key, unknown, &mut maps, ctx, Duration::ZERO).await?;
     }
     Ok(())
 }
