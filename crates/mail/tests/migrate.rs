@@ -633,3 +633,53 @@ async fn batch_mode_migrates_several_mailboxes_in_parallel() {
     );
     let _ = verify_mailbox; // used by the kill test module too
 }
+
+#[tokio::test]
+async fn oauth2_tokens_xoauth2_and_oauthbearer() {
+    // Dovecot checks an OAuth2 token against the passdb like a password when no oauth2 passdb
+    // is configured, which is enough to exercise both SASL encodings end to end.
+    let p = Pair::new();
+    let mut s = p.source().await;
+    append(
+        &mut s,
+        "INBOX",
+        "\\Seen",
+        "01-Jan-2024 00:00:00 +0000",
+        &message("oauth", "", 1500, true),
+    )
+    .await;
+    let d = p.tmp.path();
+    let (stok, ttok) = (
+        secret_file(d, "stok", "alicepw\n"),
+        secret_file(d, "ttok", "alicepw2"),
+    );
+    let args = [
+        "migrate".to_string(),
+        "--source".into(),
+        p.src.url("alice"),
+        "--target".into(),
+        p.tgt.url("alice"),
+        "--source-token-file".into(),
+        stok.display().to_string(),
+        "--target-auth".into(),
+        "oauthbearer".into(),
+        "--target-token-file".into(),
+        ttok.display().to_string(),
+        "--state-dir".into(),
+        p.state(),
+        "--quiet".into(),
+    ];
+    assert_eq!(
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await,
+        0
+    );
+    assert_eq!(p.verify().await, 0);
+    // A bad token is refused with the side named.
+    let bad = secret_file(d, "bad", "nope");
+    let mut args = args.to_vec();
+    args[10] = bad.display().to_string();
+    assert_eq!(
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await,
+        1
+    );
+}
