@@ -32,6 +32,8 @@ pub struct FolderReport {
     pub refused_flags: Vec<String>,
     pub note: Option<String>,
     pub error: Option<String>,
+    /// Reconnects needed for this folder (dropped connections, throttling).
+    pub retries: u32,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

@@ -195,7 +195,7 @@ impl Session {
         let mut done: HashMap<String, StatusInfo> = HashMap::new();
         while done.len() < tags.len() {
             match self.read_response().await? {
-                Response::Tagged(t, info) => {
+                Response::Tagged(t, info) if tags.contains(&t) => {
                     done.insert(t, info);
                 }
                 Response::UntaggedStatus(info) if info.status == Status::Bye => {
@@ -372,6 +372,20 @@ async fn create_folders(
     }
 }
 
+/// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N
+/// milliseconds". Honour it (capped at 5 minutes).
+pub fn suggested_backoff(text: &str) -> Option<Duration> {
+    let lower = text.to_ascii_lowercase();
+    let rest = &lower[lower.find("suggested backoff time:")? + "suggested backoff time:".len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let ms: u64 = digits.parse().ok()?;
+    Some(Duration::from_millis(ms.min(300_000)))
+}
+
 async fn sync_with_retry(
     pair: &mut (Session, Session),
     src: &Endpoint,
@@ -380,11 +394,13 @@ async fn sync_with_retry(
     ctx: &Ctx<'_>,
 ) -> FolderReport {
     let mut attempt = 0u32;
+    let mut rep_retries = 0u32;
     loop {
         let mut rep = FolderReport {
             source: m.source.display(),
             target: crate::protocol::utf7::decode(&m.target),
             note: m.note.clone(),
+            retries: rep_retries,
             ..Default::default()
         };
         ctx.progress.set_folder(&rep.source);
@@ -403,7 +419,9 @@ async fn sync_with_retry(
                 }
                 // Reconnect with exponential backoff; the folder restarts from the state,
                 // which the pending/reconcile protocol keeps exact.
-                let wait = Duration::from_millis(250 << attempt.min(6));
+                let wait = suggested_backoff(&format!("{e:#}"))
+                    .unwrap_or_else(|| Duration::from_millis(250 << attempt.min(6)));
+                rep_retries += 1;
                 tracing::warn!("{}: {e:#}; reconnecting in {wait:?}", rep.source);
                 tokio::time::sleep(wait).await;
                 match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
@@ -823,4 +841,56 @@ async fn append_batch(
         reconcile(t, key, unknown, &mut maps, ctx, Duration::ZERO).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_hint_is_honoured() {
+        let e = "target: `APPEND` failed: Request is throttled. Suggested Backoff Time: 1500 milliseconds";
+        assert_eq!(suggested_backoff(e), Some(Duration::from_millis(1500)));
+        assert_eq!(suggested_backoff("NO other"), None);
+    }
+
+    #[test]
+    fn flags_the_target_cannot_keep_are_dropped_and_reported() {
+        // Exchange Online: system flags and $MDNSent only, no \* (no new keywords).
+        let exo = Selected {
+            permanent_flags: Some(
+                [
+                    "\\Seen",
+                    "\\Answered",
+                    "\\Flagged",
+                    "\\Deleted",
+                    "\\Draft",
+                    "$MDNSent",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            ..Default::default()
+        };
+        let flags = ["\\Seen", "\\Recent", "$Label1", "$MDNSent"].map(String::from);
+        let (kept, refused) = canonical_flags(&flags, Some(&exo));
+        assert_eq!(kept, "$MDNSent \\Seen");
+        assert_eq!(refused, vec!["$Label1".to_string()]);
+        let any = Selected {
+            permanent_flags: Some(vec!["\\Seen".into(), "\\*".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            canonical_flags(&flags, Some(&any)).0,
+            "$Label1 $MDNSent \\Seen"
+        );
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_count() {
+        let sizes = [5u64, 5, 20, 1, 1, 1];
+        let b = batches(&sizes, |s| *s, 10, 2);
+        let lens: Vec<usize> = b.iter().map(|x| x.len()).collect();
+        assert_eq!(lens, vec![2, 1, 2, 1]);
+    }
 }

@@ -683,3 +683,50 @@ async fn oauth2_tokens_xoauth2_and_oauthbearer() {
         1
     );
 }
+
+#[tokio::test]
+async fn dropped_connections_reconnect_and_finish_without_duplicates() {
+    let p = Pair::new();
+    let mut s = p.source().await;
+    let n = seed(&mut s).await;
+    for i in 0..40 {
+        append(
+            &mut s,
+            "INBOX",
+            "",
+            "01-Jan-2024 00:00:00 +0000",
+            &message(&format!("bulk {i}"), "", 20_000, true),
+        )
+        .await;
+    }
+    // The first two target connections die mid-transfer (after 60 KB from the client).
+    let port = cutting_proxy(p.tgt.port, 60_000, 2).await;
+    let d = p.tmp.path();
+    let args = [
+        "migrate".to_string(),
+        "--source".into(),
+        p.src.url("alice"),
+        "--target".into(),
+        format!("imap://alice@127.0.0.1:{port}"),
+        "--source-password-file".into(),
+        secret_file(d, "spw", "alicepw").display().to_string(),
+        "--target-password-file".into(),
+        secret_file(d, "tpw", "alicepw2").display().to_string(),
+        "--state-dir".into(),
+        p.state(),
+        "--connections".into(),
+        "1".into(),
+        "--quiet".into(),
+    ];
+    assert_eq!(
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await,
+        0
+    );
+    assert_eq!(p.verify().await, 0);
+    let mut t = p.target().await;
+    assert_eq!(
+        count(&mailbox_digest(&mut t).await),
+        n + 40,
+        "no duplicates after reconnects"
+    );
+}

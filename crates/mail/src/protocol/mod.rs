@@ -244,7 +244,8 @@ impl<'a> Parser<'a> {
             None => return self.err("bad literal length"),
         };
         let start = close + 1;
-        if !self.b[start..].starts_with(b"\r\n") || self.b.len() < start + 2 + n {
+        let end = start.checked_add(2).and_then(|s| s.checked_add(n));
+        if !self.b[start..].starts_with(b"\r\n") || end.is_none_or(|e| self.b.len() < e) {
             return self.err("truncated literal");
         }
         self.i = start + 2 + n;
@@ -409,7 +410,7 @@ pub fn parse_internaldate(s: &str) -> Option<i64> {
         "dec" => 12,
         _ => return None,
     };
-    let year: i64 = d.next()?.parse().ok()?;
+    let year: i64 = d.next()?.parse().ok().filter(|y| (1..=9999).contains(y))?;
     let mut t = time.split(':');
     let (h, m, sec): (i64, i64, i64) = (
         t.next()?.parse().ok()?,
@@ -550,6 +551,52 @@ mod tests {
     }
 
     #[test]
+    fn random_input_never_panics() {
+        // A cheap fuzzer: random splices of IMAP-looking fragments and raw bytes.
+        const PIECES: &[&[u8]] = &[
+            b"* ",
+            b"a1 ",
+            b"OK ",
+            b"NO ",
+            b"FETCH ",
+            b"(",
+            b")",
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b"{3}\r\n",
+            b"\"",
+            b"\\",
+            b"NIL ",
+            b"BODY[] ",
+            b"UID 7 ",
+            b"\r\n",
+            b"+ ",
+            b"1 ",
+            b"~{2}\r\n",
+            b"\xff",
+        ];
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        for _ in 0..20_000 {
+            let mut buf = Vec::new();
+            for _ in 0..(x % 12) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.extend_from_slice(PIECES[(x % PIECES.len() as u64) as usize]);
+            }
+            x = x.wrapping_add(0x9e3779b97f4a7c15);
+            if let Ok(Response::Numbered(_, _, v)) = parse_response(&buf) {
+                let _ = parse_fetch(v);
+            }
+            let _ = literal_len(&buf);
+            let _ = parse_internaldate(&String::from_utf8_lossy(&buf));
+            let _ = utf7::decode(&String::from_utf8_lossy(&buf));
+        }
+    }
+
+    #[test]
     fn literal_announcements() {
         assert_eq!(literal_len(b"* 1 FETCH (BODY[] {123}"), Some(123));
         assert_eq!(literal_len(b"a APPEND x {5+}"), Some(5));
@@ -565,6 +612,11 @@ mod tests {
         );
         assert_eq!(parse_internaldate(" 1-Jan-1970 00:00:00 +0000"), Some(0));
         assert_eq!(parse_internaldate("garbage"), None);
+        assert_eq!(
+            parse_internaldate("01-Jan-99999999999999 00:00:00 +0000"),
+            None
+        );
+        assert!(parse_response(b"* 1 FETCH (BODY[] {18446744073709551615}\r\nx)").is_err());
     }
 
     #[test]
