@@ -196,22 +196,12 @@ struct Measured {
     max_rss_kb: i64,
 }
 
-/// Runs a child to completion and takes its peak RSS from wait4's rusage.
 fn measure(cmd: &mut Command) -> Result<Measured> {
-    let start = Instant::now();
-    let child = cmd.spawn().context("spawn")?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    if r != pid {
-        bail!("wait4 failed");
-    }
+    let (ok, peak_kb, wall) = support::run_measured(cmd);
     Ok(Measured {
-        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        wall: start.elapsed(),
-        max_rss_kb: ru.ru_maxrss,
+        ok,
+        wall,
+        max_rss_kb: peak_kb as i64,
     })
 }
 

@@ -521,10 +521,10 @@ impl Session {
         {
             return Ok(self.untagged.remove(pos));
         }
-        let mut raw = Vec::new();
+        let mut f = protocol::Framed::default();
         loop {
-            let start = raw.len();
-            let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_until(b'\n', &mut raw)).await;
+            let start = f.text.len();
+            let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_until(b'\n', &mut f.text)).await;
             let n = self.io_result(r)?;
             if n == 0 {
                 return Err(ImapError::Io {
@@ -533,32 +533,28 @@ impl Session {
                     source: std::io::ErrorKind::UnexpectedEof.into(),
                 });
             }
-            let line = raw[start..]
+            let line = &f.text[start..];
+            let line = line
                 .strip_suffix(b"\r\n")
-                .or_else(|| raw[start..].strip_suffix(b"\n"))
-                .unwrap_or(&raw[start..]);
+                .or_else(|| line.strip_suffix(b"\n"))
+                .unwrap_or(line);
             match protocol::literal_len(line) {
                 Some(len) => {
                     let len = usize::try_from(len)
                         .ok()
                         .filter(|&l| l <= 1 << 31)
                         .ok_or_else(|| self.protocol("literal too large"))?;
-                    raw.reserve(len);
-                    let mut take = (&mut self.io).take(len as u64);
-                    let r = tokio::time::timeout(IO_TIMEOUT, take.read_to_end(&mut raw)).await;
-                    let got = self.io_result(r)?;
-                    if got != len {
-                        return Err(ImapError::Io {
-                            side: self.side,
-                            host: self.host.clone(),
-                            source: std::io::ErrorKind::UnexpectedEof.into(),
-                        });
-                    }
+                    // read_exact into a sized buffer: read_to_end would grow (and copy) the
+                    // buffer to twice the literal's size while probing for EOF.
+                    let mut data = vec![0u8; len];
+                    let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_exact(&mut data)).await;
+                    self.io_result(r)?;
+                    f.literals.push(data);
                 }
                 None => break,
             }
         }
-        protocol::parse_response(&raw).map_err(|e| self.protocol(&e.to_string()))
+        protocol::parse_framed(f).map_err(|e| self.protocol(&e.to_string()))
     }
 
     /// Reads until the completion of `tag`; untagged responses are handed to `on_untagged`.

@@ -137,3 +137,39 @@ async fn without_appenduid_the_content_fallback_maps_messages() {
     assert_eq!(b.iter().map(|(_, d)| d.len()).sum::<usize>(), n);
     assert!(a == b, "bodies, flags and dates equal");
 }
+
+#[tokio::test]
+async fn a_50_mb_message_needs_a_small_multiple_of_its_size() {
+    let src = Dovecot::start(Config::source());
+    let tgt = Dovecot::start(Config::target());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = src.session("alice", "alicepw").await;
+    let big = message("big attachment", "", 50 << 20, true);
+    append(
+        &mut s,
+        "INBOX",
+        "\\Seen",
+        "01-Jan-2024 00:00:00 +0000",
+        &big,
+    )
+    .await;
+    for i in 0..20 {
+        append(
+            &mut s,
+            "INBOX",
+            "",
+            "01-Jan-2024 00:00:00 +0000",
+            &message(&format!("s{i}"), "", 5000, true),
+        )
+        .await;
+    }
+    drop(big);
+    let (ok, peak_kb, _) = run_measured(&mut migrate_cmd(&src, &tgt, tmp.path(), &[]));
+    assert!(ok);
+    let peak_mb = peak_kb / 1024;
+    eprintln!("peak RSS {peak_mb} MB for a 50 MB message");
+    assert!(peak_mb < 2 * 50, "peak RSS {peak_mb} MB");
+    let mut t = tgt.session("alice", "alicepw2").await;
+    let (a, b) = (digest(&mut s).await, digest(&mut t).await);
+    assert!(a == b, "bodies, flags and dates equal");
+}

@@ -126,8 +126,10 @@ pub fn literal_len(line: &[u8]) -> Option<u64> {
 }
 
 struct Parser<'a> {
+    /// The response's text; each literal's bytes are not in it but in `literals`.
     b: &'a [u8],
     i: usize,
+    literals: std::vec::IntoIter<Vec<u8>>,
 }
 
 impl<'a> Parser<'a> {
@@ -244,12 +246,15 @@ impl<'a> Parser<'a> {
             None => return self.err("bad literal length"),
         };
         let start = close + 1;
-        let end = start.checked_add(2).and_then(|s| s.checked_add(n));
-        if !self.b[start..].starts_with(b"\r\n") || end.is_none_or(|e| self.b.len() < e) {
-            return self.err("truncated literal");
+        if !self.b[start..].starts_with(b"\r\n") {
+            return self.err("literal announcement not at end of line");
         }
-        self.i = start + 2 + n;
-        Ok(Value::Str(self.b[start + 2..start + 2 + n].to_vec()))
+        self.i = start + 2;
+        // Moved, not copied: a 50 MB body exists once in memory.
+        match self.literals.next() {
+            Some(data) if data.len() == n => Ok(Value::Str(data)),
+            _ => self.err("truncated literal"),
+        }
     }
     /// An atom; `[...]` sections (BODY[HEADER.FIELDS (A B)]) belong to it, so `]` only ends
     /// an atom outside brackets (it closes a response code).
@@ -302,9 +307,55 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Parses one complete response (as framed by the session, literals included).
+/// A response as read from the wire: its lines (each literal's `{n}` announcement included) and
+/// the literals' bytes apart, so parsing can move them instead of copying.
+#[derive(Debug, Default)]
+pub struct Framed {
+    pub text: Vec<u8>,
+    pub literals: Vec<Vec<u8>>,
+}
+
+/// Splits raw bytes holding one complete response into `Framed` (for tests and fuzzing;
+/// the session frames directly from the socket).
+pub fn frame(raw: &[u8]) -> Result<Framed, ParseError> {
+    let mut f = Framed::default();
+    let mut i = 0;
+    while i < raw.len() {
+        let end = raw[i..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(raw.len(), |p| i + p + 2);
+        let line = &raw[i..end];
+        f.text.extend_from_slice(line);
+        i = end;
+        let bare = line.strip_suffix(b"\r\n").unwrap_or(line);
+        match literal_len(bare) {
+            Some(n) if line.ends_with(b"\r\n") => {
+                let n = usize::try_from(n).map_err(|_| ParseError("literal too large".into()))?;
+                let stop = i.checked_add(n).filter(|&s| s <= raw.len());
+                let stop = stop.ok_or_else(|| ParseError("truncated literal".into()))?;
+                f.literals.push(raw[i..stop].to_vec());
+                i = stop;
+            }
+            _ => break,
+        }
+    }
+    Ok(f)
+}
+
+/// Parses one complete response given as contiguous bytes (literals inline).
 pub fn parse_response(b: &[u8]) -> Result<Response, ParseError> {
-    let mut p = Parser { b, i: 0 };
+    parse_framed(frame(b)?)
+}
+
+/// Parses one framed response.
+pub fn parse_framed(f: Framed) -> Result<Response, ParseError> {
+    let b = &f.text[..];
+    let mut p = Parser {
+        b,
+        i: 0,
+        literals: f.literals.into_iter(),
+    };
     let tag = p.word();
     if tag == b"+" || b.starts_with(b"+") {
         p.i = 1;
