@@ -491,6 +491,80 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: MigrateArgs,
+    }
+
+    fn endpoints(extra: &[&str]) -> Result<(Endpoint, Endpoint)> {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let pw = pw.display().to_string();
+        let mut argv = vec![
+            "x",
+            "--source-password-file",
+            &pw,
+            "--target-password-file",
+            &pw,
+        ];
+        argv.extend_from_slice(extra);
+        let w = W::try_parse_from(argv)?;
+        Ok(jobs(&w.a.conn)?.remove(0))
+    }
+
+    #[test]
+    fn plaintext_only_to_loopback_unless_asked() {
+        let (s, t) = endpoints(&[
+            "--source",
+            "imap://a@127.0.0.1:1143",
+            "--target",
+            "imap://b@mail.example.com",
+        ])
+        .unwrap();
+        assert_eq!(s.security, Security::Plain);
+        assert_eq!(
+            t.security,
+            Security::StartTls,
+            "non-loopback imap:// must upgrade"
+        );
+        assert_eq!(
+            t.auth,
+            Auth::Password("s3cret".into()),
+            "trailing newline of the file dropped"
+        );
+        let (_, t) = endpoints(&[
+            "--source",
+            "imaps://a@h",
+            "--target",
+            "imap://b@mail.example.com",
+            "--insecure-plaintext",
+        ])
+        .unwrap();
+        assert_eq!(t.security, Security::Plain);
+        let (s, _) = endpoints(&[
+            "--source",
+            "imaps://a@h",
+            "--target",
+            "imap://b@localhost",
+            "--source-admin",
+            "root",
+        ])
+        .unwrap();
+        assert_eq!((s.security, s.port), (Security::Tls, 993));
+        assert!(matches!(s.auth, Auth::Admin { ref admin, .. } if admin == "root"));
+        assert!(
+            !format!("{:?}", s.auth).contains("s3cret"),
+            "secrets redacted in Debug"
+        );
+        assert!(
+            endpoints(&["--source", "imaps://h", "--target", "imaps://b@h"]).is_err(),
+            "no user"
+        );
+    }
+
     #[test]
     fn parses_urls() {
         let u = parse_url("imaps://alice@example.com@mail.example.com:1993").unwrap();

@@ -115,24 +115,46 @@ pub async fn fetch_meta(
 }
 
 /// FETCHes the full bodies of some UIDs (BODY.PEEK so \Seen does not change on the source).
-pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<HashMap<u32, Vec<u8>>> {
+pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
     let mut out = HashMap::new();
     if uids.is_empty() {
-        return Ok(out);
+        return Ok(Bodies::default());
     }
     let cmd = format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(uids));
-    s.run_with(Command::new(&cmd), |r| {
-        if let Response::Numbered(_, name, v) = r {
-            if name == "FETCH" {
-                let FetchItem { uid, body, .. } = parse_fetch(v);
-                if let (Some(uid), Some(body)) = (uid, body) {
-                    out.insert(uid, body);
+    let r = s
+        .run_with(Command::new(&cmd), |r| {
+            if let Response::Numbered(_, name, v) = r {
+                if name == "FETCH" {
+                    let FetchItem { uid, body, .. } = parse_fetch(v);
+                    if let (Some(uid), Some(body)) = (uid, body) {
+                        out.insert(uid, body);
+                    }
                 }
             }
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(Bodies {
+            map: out,
+            refused: None,
+        }),
+        // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
+        // Exchange: unconvertible items). Keep what came; the rest is reported, not fatal.
+        Err(ImapError::Refused { status, reason, .. }) if status.status == Status::No => {
+            Ok(Bodies {
+                map: out,
+                refused: Some(reason),
+            })
         }
-    })
-    .await?;
-    Ok(out)
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bodies of one FETCH, and the server's reason when it could not deliver them all.
+#[derive(Debug, Default)]
+pub struct Bodies {
+    pub map: HashMap<u32, Vec<u8>>,
+    pub refused: Option<String>,
 }
 
 /// Splits messages into batches bounded by bytes and count (a lone large message is its own batch).
@@ -169,7 +191,7 @@ pub async fn hash_bodies(
     let mut out = HashMap::new();
     for b in batches(metas, |m| m.size, opts.batch_bytes, opts.batch_count) {
         let uids: Vec<u32> = b.iter().map(|m| m.uid).collect();
-        for (uid, body) in fetch_bodies(s, &uids).await? {
+        for (uid, body) in fetch_bodies(s, &uids).await?.map {
             out.insert(uid, sha_hex(&body));
         }
     }
@@ -753,7 +775,7 @@ async fn append_batch(
     key: &str,
     target: &str,
     part: &[Meta],
-    mut bodies: HashMap<u32, Vec<u8>>,
+    mut bodies: Bodies,
     tsel: &Selected,
     ctx: &Ctx<'_>,
     rep: &mut FolderReport,
@@ -763,8 +785,17 @@ async fn append_batch(
     let mut items = Vec::new();
     let mut queued = Vec::new();
     for m in part {
-        // A message expunged on the source since the listing has no body: nothing to copy.
-        let Some(body) = bodies.remove(&m.uid) else {
+        let Some(body) = bodies.map.remove(&m.uid) else {
+            // Expunged on the source since the listing: nothing to copy. But if the server
+            // said NO, the message exists and could not be read: report it.
+            if let Some(reason) = &bodies.refused {
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: m.uid,
+                    size: m.size,
+                    reason: format!("source could not deliver it: {reason}"),
+                });
+            }
             continue;
         };
         let (flags, r) = canonical_flags(&m.flags, Some(tsel));
@@ -790,12 +821,22 @@ async fn append_batch(
             .string(target.as_bytes())
             .text(" ")
             .text(&flag_list(&list));
-        if let Some(d) = m
-            .date
-            .as_deref()
-            .filter(|d| protocol::parse_internaldate(d).is_some())
-        {
-            cmd = cmd.text(&format!(" \"{d}\""));
+        match m.date.as_deref() {
+            Some(d) if protocol::parse_internaldate(d).is_some() => {
+                cmd = cmd.text(&format!(" \"{d}\""));
+            }
+            // Sent without a date, the target uses "now": say so rather than hide it.
+            other => {
+                let note = format!(
+                    "uid {}: source INTERNALDATE {other:?} unusable, target date is the copy time",
+                    m.uid
+                );
+                rep.note = Some(
+                    rep.note
+                        .take()
+                        .map_or(note.clone(), |n| format!("{n}; {note}")),
+                );
+            }
         }
         tags.push(t.send(cmd.text(" ").literal(body)).await?);
     }

@@ -342,7 +342,7 @@ async fn uidvalidity_reset_is_remapped_by_content_without_duplicates() {
             f,
             &flags.join(" "),
             m.date.as_deref().unwrap(),
-            &bodies[&m.uid],
+            &bodies.map[&m.uid],
         )
         .await;
     }
