@@ -99,6 +99,10 @@ pub struct MigrateArgs {
     /// Show what would be copied; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Report, don't send, messages larger than this many bytes (e.g. 35000000 for Exchange
+    /// Online, which refuses larger APPENDs without announcing a limit).
+    #[arg(long)]
+    pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
     #[arg(long, default_value_t = 8 << 20, hide = true)]
     pub batch_bytes: u64,
@@ -401,6 +405,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         batch_bytes: a.batch_bytes.max(1),
         batch_count: a.batch_count.max(1),
         ignore_appenduid: a.ignore_appenduid,
+        max_message_size: a.max_message_size,
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());

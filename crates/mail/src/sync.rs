@@ -33,6 +33,9 @@ pub struct Options {
     pub batch_count: usize,
     /// Behave as if the target lacked UIDPLUS (exercises the content-lookup fallback).
     pub ignore_appenduid: bool,
+    /// Messages above this size are reported, not sent. Exchange Online refuses ~35 MB and
+    /// may drop the connection instead of answering NO, which would stall the folder.
+    pub max_message_size: Option<u64>,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             batch_bytes: 8 << 20,
             batch_count: 500,
             ignore_appenduid: false,
+            max_message_size: None,
         }
     }
 }
@@ -533,11 +537,24 @@ async fn sync_folder(
         reconcile(t, key, pending_rows, &mut maps, ctx, CRASH_GRACE).await?;
     }
     let mut refused: HashSet<String> = HashSet::new();
-    let new: Vec<Meta> = metas
+    let mut new: Vec<Meta> = metas
         .iter()
         .filter(|x| !maps.contains_key(&x.uid))
         .cloned()
         .collect();
+    if let Some(max) = ctx.opts.max_message_size {
+        new.retain(|x| {
+            if x.size > max {
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: x.uid,
+                    size: x.size,
+                    reason: format!("larger than --max-message-size ({max} bytes)"),
+                });
+            }
+            x.size <= max
+        });
+    }
     copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
     // Flag changes on messages copied earlier.
     let mut stores = Vec::new();
