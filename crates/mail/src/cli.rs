@@ -249,6 +249,8 @@ fn endpoint(
         read_secret(f)
     };
     let auth = match (a.auth, a.token_file) {
+        // A password from the batch file is the user's own: log in as the user.
+        _ if password.is_some() => Auth::Password(secret()?),
         (AuthMethod::Xoauth2, _) | (AuthMethod::Auto, Some(_)) => Auth::XOAuth2(token()?),
         (AuthMethod::Oauthbearer, _) => Auth::OAuthBearer(token()?),
         _ => match a.admin {

@@ -575,11 +575,15 @@ async fn batch_mode_migrates_several_mailboxes_in_parallel() {
             .await;
         }
     }
-    let csv: String =
-        std::iter::once("source_user,target_user,source_password,target_password\n".to_string())
-            .chain(users.iter().map(|(u, s, t)| format!("{u},{u},{s},{t}\n")))
-            .collect();
-    let batch = secret_file(p.tmp.path(), "users.csv", &csv);
+    // alice logs in with her own passwords; bob and carol through both sides' admin users.
+    let csv = "source_user,target_user,source_password,target_password\n\
+               alice,alice,alicepw,alicepw2\n\
+               # a comment line\n\
+               bob,bob\n\
+               carol,carol,,\n";
+    let batch = secret_file(p.tmp.path(), "users.csv", csv);
+    let sadmin = secret_file(p.tmp.path(), "sadmin", "srcadminpw");
+    let tadmin = secret_file(p.tmp.path(), "tadmin", "adminpw");
     let common = |verb: &str| -> Vec<String> {
         let mut a = vec![
             verb.to_string(),
@@ -591,6 +595,14 @@ async fn batch_mode_migrates_several_mailboxes_in_parallel() {
             batch.display().to_string(),
             "--parallel".into(),
             "2".into(),
+            "--source-admin".into(),
+            "srcadmin".into(),
+            "--source-password-file".into(),
+            sadmin.display().to_string(),
+            "--target-admin".into(),
+            "admin".into(),
+            "--target-password-file".into(),
+            tadmin.display().to_string(),
             "--quiet".into(),
         ];
         if verb == "migrate" {

@@ -34,7 +34,7 @@ impl Config {
                 ("Drafts", "\\Drafts"),
             ],
             users: vec![("alice", "alicepw"), ("bob", "bobpw"), ("carol", "carolpw")],
-            master: None,
+            master: Some(("srcadmin", "srcadminpw")),
             max_mail_size: None,
         }
     }
