@@ -139,6 +139,17 @@ impl State {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Target UIDs already claimed by any source folder that maps to `target` (several source
+    /// folders can merge into one target folder, e.g. with --folder-map).
+    pub fn claimed(&self, target: &str) -> Result<std::collections::HashSet<u32>> {
+        let db = self.db();
+        let mut st = db.prepare_cached(
+            "SELECT m.tgt_uid FROM map m JOIN folders f ON m.source = f.source WHERE f.target = ?1",
+        )?;
+        let rows = st.query_map([target], |r| r.get::<_, u32>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn pending(&self, source: &str) -> Result<Vec<Pending>> {
         let db = self.db();
         let mut st = db.prepare_cached(

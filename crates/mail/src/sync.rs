@@ -532,9 +532,10 @@ async fn sync_folder(
     if fresh {
         // The target may already hold these messages (an earlier run whose state was lost,
         // or a UIDVALIDITY reset): match by content before copying anything.
-        rep.matched += match_by_content(s, t, key, &metas, &tsel, &mut maps, ctx).await?;
+        rep.matched +=
+            match_by_content(s, t, key, &m.target, &metas, &tsel, &mut maps, ctx).await?;
     } else if !pending_rows.is_empty() {
-        reconcile(t, key, pending_rows, &mut maps, ctx, CRASH_GRACE).await?;
+        reconcile(t, key, &m.target, pending_rows, &mut maps, ctx, CRASH_GRACE).await?;
     }
     let mut refused: HashSet<String> = HashSet::new();
     let mut new: Vec<Meta> = metas
@@ -617,6 +618,7 @@ async fn match_by_content(
     s: &mut Session,
     t: &mut Session,
     key: &str,
+    target: &str,
     metas: &[Meta],
     tsel: &Selected,
     maps: &mut HashMap<u32, crate::state::Mapped>,
@@ -625,7 +627,12 @@ async fn match_by_content(
     if tsel.exists == 0 || metas.is_empty() {
         return Ok(0);
     }
-    let tmetas = fetch_meta(t, "1:*", None).await?;
+    let claimed = ctx.state.claimed(target)?;
+    let tmetas: Vec<Meta> = fetch_meta(t, "1:*", None)
+        .await?
+        .into_iter()
+        .filter(|x| !claimed.contains(&x.uid))
+        .collect();
     let tsizes: HashSet<u64> = tmetas.iter().map(|x| x.size).collect();
     let ssizes: HashSet<u64> = metas.iter().map(|x| x.size).collect();
     let scand: Vec<Meta> = metas
@@ -674,15 +681,18 @@ async fn match_by_content(
 /// `grace`: after a crash the server may still be saving an APPEND whose bytes it had already
 /// received from the dead process; unmatched rows are looked for again until the grace period
 /// ends before they are given up (and copied again).
+#[allow(clippy::too_many_arguments)]
 async fn reconcile(
     t: &mut Session,
     key: &str,
+    target: &str,
     pending: Vec<Pending>,
     maps: &mut HashMap<u32, crate::state::Mapped>,
     ctx: &Ctx<'_>,
     grace: Duration,
 ) -> Result<()> {
     let mut claimed: HashSet<u32> = maps.values().map(|m| m.tgt_uid).collect();
+    claimed.extend(ctx.state.claimed(target)?);
     let after = claimed.iter().max().copied().unwrap_or(0) + 1;
     let deadline = Instant::now() + grace;
     let mut left = pending;
@@ -896,7 +906,7 @@ async fn append_batch(
     if !unknown.is_empty() {
         // No UIDPLUS: the pending rows stay and are found by content, like after a crash.
         let mut maps = ctx.state.maps(key)?;
-        reconcile(t, key, unknown, &mut maps, ctx, Duration::ZERO).await?;
+        reconcile(t, key, target, unknown, &mut maps, ctx, Duration::ZERO).await?;
     }
     Ok(())
 }
