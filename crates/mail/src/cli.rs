@@ -1,0 +1,592 @@
+//! `tenantry mail migrate|verify`: argument parsing, credentials, batch files, output.
+//! Secrets come from files or the environment only, never from the command line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::report::{spawn_ticker, Progress, RunReport};
+use crate::session::{is_loopback, Auth, Endpoint, Security, Side};
+use crate::sync::{migrate_mailbox, Options};
+use crate::verify::verify_mailbox;
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Copy mailboxes from a source IMAP server to a target (incremental, resumable).
+    Migrate(MigrateArgs),
+    /// Compare source and target; exits non-zero and lists every difference.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// PLAIN when offered, else LOGIN; XOAUTH2 when a token file is given.
+    Auto,
+    Login,
+    Plain,
+    Xoauth2,
+    Oauthbearer,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT] (the user is omitted with --batch).
+    #[arg(long)]
+    pub source: String,
+    #[arg(long)]
+    pub target: String,
+    /// File holding the source password (default: env TENANTRY_SOURCE_PASSWORD).
+    #[arg(long)]
+    pub source_password_file: Option<PathBuf>,
+    #[arg(long)]
+    pub target_password_file: Option<PathBuf>,
+    /// Log in as this admin / master user on behalf of the mailbox user (SASL PLAIN authzid);
+    /// the password is the admin's.
+    #[arg(long)]
+    pub source_admin: Option<String>,
+    #[arg(long)]
+    pub target_admin: Option<String>,
+    #[arg(long, value_enum, default_value_t = AuthMethod::Auto)]
+    pub source_auth: AuthMethod,
+    #[arg(long, value_enum, default_value_t = AuthMethod::Auto)]
+    pub target_auth: AuthMethod,
+    /// OAuth2 access token file (XOAUTH2 / OAUTHBEARER).
+    #[arg(long)]
+    pub source_token_file: Option<PathBuf>,
+    #[arg(long)]
+    pub target_token_file: Option<PathBuf>,
+    /// Extra trusted CA certificates (PEM).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Upgrade imap:// connections with STARTTLS (always done for non-loopback hosts).
+    #[arg(long)]
+    pub starttls: bool,
+    /// Allow imap:// without TLS to a non-loopback host.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+    /// Map a source folder to a target folder by name: `SOURCE=TARGET` (decoded names, each
+    /// with its own server's separator). Repeatable; wins over role mapping.
+    #[arg(long = "folder-map", value_name = "SOURCE=TARGET")]
+    pub folder_map: Vec<String>,
+    /// CSV: source_user,target_user[,source_password,target_password]; one mailbox per line.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
+    /// Mailboxes processed at once in batch mode.
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+    /// Connections per side and mailbox (folders run in parallel).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Where the per-mailbox state (SQLite) lives. Default: $XDG_STATE_HOME/tenantry/mail.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Show what would be copied; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Report, don't send, messages larger than this many bytes (e.g. 35000000 for Exchange
+    /// Online, which refuses larger APPENDs without announcing a limit).
+    #[arg(long)]
+    pub max_message_size: Option<u64>,
+    /// Bytes of messages per pipelined batch (tuning and tests).
+    #[arg(long, default_value_t = 8 << 20, hide = true)]
+    pub batch_bytes: u64,
+    /// Messages per pipelined batch (tuning and tests).
+    #[arg(long, default_value_t = 500, hide = true)]
+    pub batch_count: usize,
+    /// Ignore APPENDUID, as if the target lacked UIDPLUS (tests the fallback).
+    #[arg(long, hide = true)]
+    pub ignore_appenduid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// One parsed `imap(s)://user@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub tls: bool,
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+pub fn parse_url(s: &str) -> Result<Url> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("imaps://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("imap://") {
+        (false, r)
+    } else {
+        bail!("'{s}': expected imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT]");
+    };
+    let rest = rest.trim_end_matches('/');
+    // The last '@' separates the user, so `imaps://alice@example.com@host` works too.
+    let (user, hostport) = match rest.rfind('@') {
+        Some(i) => (Some(percent_decode(&rest[..i])), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    let default_port = if tls { 993 } else { 143 };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, p) = h.split_once(']').context("unterminated IPv6 address")?;
+        (
+            h.to_string(),
+            p.strip_prefix(':').map(str::parse).transpose()?,
+        )
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                Some(p.parse().with_context(|| format!("bad port in '{s}'"))?),
+            ),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        bail!("'{s}': no host");
+    }
+    Ok(Url {
+        tls,
+        user: user.filter(|u| !u.is_empty()),
+        host,
+        port: port.unwrap_or(default_port),
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn read_secret(path: &Path) -> Result<String> {
+    let s =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
+}
+
+struct SideArgs<'a> {
+    side: Side,
+    url: &'a str,
+    password_file: &'a Option<PathBuf>,
+    admin: &'a Option<String>,
+    auth: AuthMethod,
+    token_file: &'a Option<PathBuf>,
+    env: &'a str,
+}
+
+fn endpoint(
+    a: &SideArgs,
+    conn: &ConnArgs,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<Endpoint> {
+    let url = parse_url(a.url).with_context(|| format!("--{}", a.side))?;
+    let user = user
+        .map(str::to_string)
+        .or(url.user.clone())
+        .with_context(|| format!("{}: no user in {}", a.side, a.url))?;
+    let security = if url.tls {
+        Security::Tls
+    } else if conn.starttls || !is_loopback(&url.host) {
+        if conn.insecure_plaintext && !conn.starttls {
+            Security::Plain
+        } else {
+            Security::StartTls
+        }
+    } else {
+        Security::Plain
+    };
+    let secret = || -> Result<String> {
+        if let Some(p) = password {
+            return Ok(p.to_string());
+        }
+        if let Some(f) = a.password_file {
+            return read_secret(f);
+        }
+        std::env::var(a.env).with_context(|| {
+            format!(
+                "{}: no password: use --{}-password-file or {}",
+                a.side, a.side, a.env
+            )
+        })
+    };
+    let token = || -> Result<String> {
+        let f = a
+            .token_file
+            .as_ref()
+            .with_context(|| format!("{}: OAuth2 needs --{}-token-file", a.side, a.side))?;
+        read_secret(f)
+    };
+    let auth = match (a.auth, a.token_file) {
+        // A password from the batch file is the user's own: log in as the user.
+        _ if password.is_some() => Auth::Password(secret()?),
+        (AuthMethod::Xoauth2, _) | (AuthMethod::Auto, Some(_)) => Auth::XOAuth2(token()?),
+        (AuthMethod::Oauthbearer, _) => Auth::OAuthBearer(token()?),
+        _ => match a.admin {
+            Some(admin) => Auth::Admin {
+                admin: admin.clone(),
+                password: secret()?,
+            },
+            None => Auth::Password(secret()?),
+        },
+    };
+    Ok(Endpoint {
+        side: a.side,
+        host: url.host,
+        port: url.port,
+        user,
+        security,
+        auth,
+        ca_file: conn.ca_file.clone(),
+    })
+}
+
+/// Builds the list of (source, target) mailboxes from the flags or the batch file.
+fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
+    let src = SideArgs {
+        side: Side::Source,
+        url: &conn.source,
+        password_file: &conn.source_password_file,
+        admin: &conn.source_admin,
+        auth: conn.source_auth,
+        token_file: &conn.source_token_file,
+        env: "TENANTRY_SOURCE_PASSWORD",
+    };
+    let tgt = SideArgs {
+        side: Side::Target,
+        url: &conn.target,
+        password_file: &conn.target_password_file,
+        admin: &conn.target_admin,
+        auth: conn.target_auth,
+        token_file: &conn.target_token_file,
+        env: "TENANTRY_TARGET_PASSWORD",
+    };
+    let Some(batch) = &conn.batch else {
+        return Ok(vec![(
+            endpoint(&src, conn, None, None)?,
+            endpoint(&tgt, conn, None, None)?,
+        )]);
+    };
+    let text = std::fs::read_to_string(batch)
+        .with_context(|| format!("cannot read {}", batch.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty()
+            || line.starts_with('#')
+            || (n == 0 && line.to_ascii_lowercase().starts_with("source"))
+        {
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cols.len() < 2 || cols[0].is_empty() || cols[1].is_empty() {
+            bail!(
+                "{}:{}: expected source_user,target_user[,source_password,target_password]",
+                batch.display(),
+                n + 1
+            );
+        }
+        let pw = |i: usize| cols.get(i).copied().filter(|p| !p.is_empty());
+        out.push((
+            endpoint(&src, conn, Some(cols[0]), pw(2))?,
+            endpoint(&tgt, conn, Some(cols[1]), pw(3))?,
+        ));
+    }
+    Ok(out)
+}
+
+fn folder_map(conn: &ConnArgs) -> Result<BTreeMap<String, String>> {
+    conn.folder_map
+        .iter()
+        .map(|m| {
+            let (a, b) = m
+                .split_once('=')
+                .with_context(|| format!("--folder-map '{m}': expected SOURCE=TARGET"))?;
+            Ok((a.to_string(), b.to_string()))
+        })
+        .collect()
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("tenantry/mail");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/tenantry/mail"),
+        None => PathBuf::from(".tenantry-state/mail"),
+    }
+}
+
+pub fn state_file(dir: &Path, src: &Endpoint, tgt: &Endpoint) -> PathBuf {
+    let clean = |s: String| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    dir.join(format!(
+        "{}__{}.sqlite",
+        clean(format!("{}@{}_{}", src.user, src.host, src.port)),
+        clean(format!("{}@{}_{}", tgt.user, tgt.host, tgt.port))
+    ))
+}
+
+/// Runs every job, at most `parallel` at once, on this task.
+async fn for_each_parallel<T, F, Fut>(items: Vec<T>, parallel: usize, f: F) -> Vec<Fut::Output>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future,
+{
+    let n = items.len();
+    let queue = tokio::sync::Mutex::new(items.into_iter().enumerate().rev().collect::<Vec<_>>());
+    let results = tokio::sync::Mutex::new(Vec::with_capacity(n));
+    let workers = (0..parallel.max(1)).map(|_| async {
+        loop {
+            let Some((i, item)) = queue.lock().await.pop() else {
+                break;
+            };
+            let r = f(item).await;
+            results.lock().await.push((i, r));
+        }
+    });
+    crate::sync::futures_join_all(workers.collect()).await;
+    let mut r = results.into_inner();
+    r.sort_by_key(|(i, _)| *i);
+    r.into_iter().map(|(_, r)| r).collect()
+}
+
+pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
+    match cmd {
+        MailCommand::Migrate(a) => migrate(a).await,
+        MailCommand::Verify(a) => verify(a).await,
+    }
+}
+
+async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
+    let jobs = jobs(&a.conn)?;
+    let opts = Options {
+        dry_run: a.dry_run,
+        connections: a.conn.connections.max(1),
+        folder_map: folder_map(&a.conn)?,
+        batch_bytes: a.batch_bytes.max(1),
+        batch_count: a.batch_count.max(1),
+        ignore_appenduid: a.ignore_appenduid,
+        max_message_size: a.max_message_size,
+    };
+    let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    let progress = Arc::new(Progress::default());
+    let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
+    let mailboxes = for_each_parallel(jobs, a.conn.parallel, |(s, t)| {
+        let (opts, progress, path) = (&opts, progress.clone(), state_file(&dir, &s, &t));
+        async move { migrate_mailbox(&s, &t, &path, opts, progress).await }
+    })
+    .await;
+    if let Some(t) = ticker {
+        t.abort();
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!();
+        }
+    }
+    let report = RunReport {
+        mailboxes,
+        dry_run: a.dry_run,
+    };
+    if a.conn.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let jobs = jobs(&a.conn)?;
+    let opts = Options {
+        folder_map: folder_map(&a.conn)?,
+        ..Default::default()
+    };
+    let results = for_each_parallel(jobs, a.conn.parallel, |(s, t)| {
+        let opts = &opts;
+        async move {
+            verify_mailbox(&s, &t, opts)
+                .await
+                .map_err(|e| format!("{} -> {}: {e:#}", s.describe(), t.describe()))
+        }
+    })
+    .await;
+    let mut ok = true;
+    let mut json = Vec::new();
+    for r in results {
+        match r {
+            Ok(rep) => {
+                ok &= rep.ok();
+                if !a.conn.json {
+                    let msgs: usize = rep.folders.iter().map(|f| f.source_count).sum();
+                    println!(
+                        "{} -> {}: {} folders, {msgs} source messages, {} difference(s)",
+                        rep.source,
+                        rep.target,
+                        rep.folders.len(),
+                        rep.differences.len()
+                    );
+                    for d in &rep.differences {
+                        println!("  {d}");
+                    }
+                }
+                json.push(serde_json::to_value(&rep)?);
+            }
+            Err(e) => {
+                ok = false;
+                if !a.conn.json {
+                    println!("{e}");
+                }
+                json.push(serde_json::json!({ "error": e }));
+            }
+        }
+    }
+    if a.conn.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: MigrateArgs,
+    }
+
+    fn endpoints(extra: &[&str]) -> Result<(Endpoint, Endpoint)> {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let pw = pw.display().to_string();
+        let mut argv = vec![
+            "x",
+            "--source-password-file",
+            &pw,
+            "--target-password-file",
+            &pw,
+        ];
+        argv.extend_from_slice(extra);
+        let w = W::try_parse_from(argv)?;
+        Ok(jobs(&w.a.conn)?.remove(0))
+    }
+
+    #[test]
+    fn plaintext_only_to_loopback_unless_asked() {
+        let (s, t) = endpoints(&[
+            "--source",
+            "imap://a@127.0.0.1:1143",
+            "--target",
+            "imap://b@mail.example.com",
+        ])
+        .unwrap();
+        assert_eq!(s.security, Security::Plain);
+        assert_eq!(
+            t.security,
+            Security::StartTls,
+            "non-loopback imap:// must upgrade"
+        );
+        assert_eq!(
+            t.auth,
+            Auth::Password("s3cret".into()),
+            "trailing newline of the file dropped"
+        );
+        let (_, t) = endpoints(&[
+            "--source",
+            "imaps://a@h",
+            "--target",
+            "imap://b@mail.example.com",
+            "--insecure-plaintext",
+        ])
+        .unwrap();
+        assert_eq!(t.security, Security::Plain);
+        let (s, _) = endpoints(&[
+            "--source",
+            "imaps://a@h",
+            "--target",
+            "imap://b@localhost",
+            "--source-admin",
+            "root",
+        ])
+        .unwrap();
+        assert_eq!((s.security, s.port), (Security::Tls, 993));
+        assert!(matches!(s.auth, Auth::Admin { ref admin, .. } if admin == "root"));
+        assert!(
+            !format!("{:?}", s.auth).contains("s3cret"),
+            "secrets redacted in Debug"
+        );
+        assert!(
+            endpoints(&["--source", "imaps://h", "--target", "imaps://b@h"]).is_err(),
+            "no user"
+        );
+    }
+
+    #[test]
+    fn parses_urls() {
+        let u = parse_url("imaps://alice@example.com@mail.example.com:1993").unwrap();
+        assert_eq!(u.user.as_deref(), Some("alice@example.com"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("mail.example.com", 1993, true)
+        );
+        let u = parse_url("imap://bob%40x.org@[::1]").unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.host.as_str(), u.port),
+            (Some("bob@x.org"), "::1", 143)
+        );
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("imaps://u@h:notaport").is_err());
+        assert!(parse_url("imaps://").is_err());
+    }
+}

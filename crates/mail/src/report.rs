@@ -1,0 +1,200 @@
+//! What a run did, for people (text) and for machines (JSON). One reporter for migrate and verify.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub folder: String,
+    pub uid: u32,
+    pub size: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FolderReport {
+    pub source: String,
+    pub target: String,
+    pub copied: u64,
+    pub bytes: u64,
+    /// Messages found already on the target (matched by content) instead of copied.
+    pub matched: u64,
+    pub flags_updated: u64,
+    /// Dry run: what a real run would copy.
+    pub would_copy: u64,
+    pub unchanged: bool,
+    pub failures: Vec<Failure>,
+    /// Flags the target does not keep (not in its PERMANENTFLAGS), dropped.
+    pub refused_flags: Vec<String>,
+    pub note: Option<String>,
+    pub error: Option<String>,
+    /// Reconnects needed for this folder (dropped connections, throttling).
+    pub retries: u32,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MailboxReport {
+    pub source: String,
+    pub target: String,
+    pub folders: Vec<FolderReport>,
+    pub error: Option<String>,
+    pub elapsed_secs: f64,
+}
+
+impl MailboxReport {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+            && self
+                .folders
+                .iter()
+                .all(|f| f.error.is_none() && f.failures.is_empty())
+    }
+    pub fn copied(&self) -> u64 {
+        self.folders.iter().map(|f| f.copied).sum()
+    }
+    pub fn bytes(&self) -> u64 {
+        self.folders.iter().map(|f| f.bytes).sum()
+    }
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.error {
+            out.push(format!("{} -> {}: {e}", self.source, self.target));
+        }
+        for f in &self.folders {
+            if let Some(e) = &f.error {
+                out.push(format!(
+                    "{} -> {}: folder {}: {e}",
+                    self.source, self.target, f.source
+                ));
+            }
+            for x in &f.failures {
+                out.push(format!(
+                    "{} -> {}: folder {} uid {} ({} bytes) not copied: {}",
+                    self.source, self.target, x.folder, x.uid, x.size, x.reason
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RunReport {
+    pub mailboxes: Vec<MailboxReport>,
+    pub dry_run: bool,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.mailboxes.iter().all(MailboxReport::ok)
+    }
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for m in &self.mailboxes {
+            let matched: u64 = m.folders.iter().map(|f| f.matched).sum();
+            let flags: u64 = m.folders.iter().map(|f| f.flags_updated).sum();
+            if self.dry_run {
+                let would: u64 = m.folders.iter().map(|f| f.would_copy).sum();
+                s += &format!(
+                    "{} -> {}: dry run, would copy {would} messages\n",
+                    m.source, m.target
+                );
+                for f in m.folders.iter().filter(|f| f.would_copy > 0) {
+                    s += &format!("  {} -> {}: {}\n", f.source, f.target, f.would_copy);
+                }
+            } else {
+                s += &format!(
+                    "{} -> {}: {} messages copied ({:.1} MB), {matched} already there, {flags} flag updates, {} folders, {:.1}s{}\n",
+                    m.source,
+                    m.target,
+                    m.copied(),
+                    m.bytes() as f64 / 1e6,
+                    m.folders.len(),
+                    m.elapsed_secs,
+                    if m.ok() { "" } else { " — INCOMPLETE" }
+                );
+            }
+            for f in &m.folders {
+                if let Some(n) = &f.note {
+                    s += &format!("  note: {n}\n");
+                }
+                if !f.refused_flags.is_empty() {
+                    s += &format!(
+                        "  note: target folder {} does not keep flags {}\n",
+                        f.target,
+                        f.refused_flags.join(" ")
+                    );
+                }
+            }
+        }
+        let problems: Vec<String> = self
+            .mailboxes
+            .iter()
+            .flat_map(MailboxReport::problems)
+            .collect();
+        if !problems.is_empty() {
+            s += &format!("{} problem(s):\n", problems.len());
+            for p in problems {
+                s += &format!("  {p}\n");
+            }
+        }
+        s
+    }
+}
+
+/// Live counters shared by the workers; a ticker renders them.
+#[derive(Default)]
+pub struct Progress {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub folder: Mutex<String>,
+}
+
+impl Progress {
+    pub fn add(&self, messages: u64, bytes: u64) {
+        self.messages.fetch_add(messages, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub fn set_folder(&self, name: &str) {
+        if let Ok(mut f) = self.folder.lock() {
+            name.clone_into(&mut f);
+        }
+    }
+}
+
+/// Shows progress on stderr: a rewritten line on a terminal, a plain line every 10 s otherwise.
+/// Returns a handle; abort it when the run ends.
+pub fn spawn_ticker(p: Arc<Progress>, quiet: bool) -> Option<tokio::task::JoinHandle<()>> {
+    if quiet {
+        return None;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(10)
+    };
+    Some(tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            let m = p.messages.load(Ordering::Relaxed);
+            let b = p.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+            let folder = p.folder.lock().map(|f| f.clone()).unwrap_or_default();
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            let line = format!(
+                "{m} messages, {b:.1} MB ({:.1} MB/s), folder {folder}",
+                b / secs
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("progress: {line}");
+            }
+        }
+    }))
+}

@@ -1,0 +1,706 @@
+//! One IMAP connection: TCP, TLS or STARTTLS, login, and sending commands / reading responses.
+//!
+//! Framing lives here (read a line, then any announced literal); parsing is `protocol`'s job.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::protocol::command::{Command, Part};
+use crate::protocol::{self, Response, Status, StatusInfo, Value};
+
+/// Which end of the migration a session talks to; every error names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ImapError {
+    #[error("{side}: connection to {host} failed: {source}")]
+    Io {
+        side: Side,
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{side}: TLS error with {host}: {msg}")]
+    Tls {
+        side: Side,
+        host: String,
+        msg: String,
+    },
+    #[error("{side}: login refused for {user} at {host}: {reason}")]
+    LoginRefused {
+        side: Side,
+        user: String,
+        host: String,
+        reason: String,
+    },
+    #[error("{side}: server closed the connection: {0}", side = .0)]
+    Bye(Side, String),
+    #[error("{side}: `{cmd}` failed: {reason}")]
+    Refused {
+        side: Side,
+        cmd: String,
+        reason: String,
+        status: StatusInfo,
+    },
+    #[error("{side}: protocol error: {msg}")]
+    Protocol { side: Side, msg: String },
+    #[error("{side}: {msg}")]
+    Config { side: Side, msg: String },
+}
+
+impl ImapError {
+    /// Whether a new connection may succeed where this one failed (dropped link, BYE, throttling).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ImapError::Io { .. } | ImapError::Bye(..) | ImapError::Protocol { .. } => true,
+            ImapError::Refused { reason, .. } => reason.to_ascii_lowercase().contains("throttl"),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ImapError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// imaps://: TLS from the first byte.
+    Tls,
+    /// imap:// upgraded with STARTTLS.
+    StartTls,
+    /// imap:// without TLS: only loopback, or with --insecure-plaintext.
+    Plain,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// LOGIN, or AUTHENTICATE PLAIN when offered.
+    Password(String),
+    /// AUTHENTICATE PLAIN with authcid = admin and authzid = the mailbox user (master user).
+    Admin {
+        admin: String,
+        password: String,
+    },
+    XOAuth2(String),
+    OAuthBearer(String),
+}
+
+// Secrets never reach logs or error messages, even through `{:?}`.
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Password(_) => f.write_str("Password(<redacted>)"),
+            Auth::Admin { admin, .. } => write!(f, "Admin({admin}, <redacted>)"),
+            Auth::XOAuth2(_) => f.write_str("XOAuth2(<redacted>)"),
+            Auth::OAuthBearer(_) => f.write_str("OAuthBearer(<redacted>)"),
+        }
+    }
+}
+
+/// Everything needed to open a session to one mailbox.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub side: Side,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub security: Security,
+    pub auth: Auth,
+    /// Extra trusted roots (PEM); the web PKI roots are always trusted too.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Endpoint {
+    pub fn describe(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+pub struct Session {
+    pub side: Side,
+    host: String,
+    io: BufReader<Box<dyn Stream>>,
+    next_tag: u64,
+    pub caps: Vec<String>,
+    /// Untagged responses not consumed by the command that caused them.
+    pub untagged: Vec<Response>,
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn tls_config(ep: &Endpoint) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &ep.ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| ImapError::Config {
+                side: ep.side,
+                msg: format!("cannot read CA file {}: {e}", path.display()),
+            })?;
+        for c in certs {
+            roots.add(c).map_err(|e| ImapError::Config {
+                side: ep.side,
+                msg: format!("bad certificate in {}: {e}", path.display()),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ImapError::Tls {
+            side: ep.side,
+            host: ep.host.clone(),
+            msg: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>) -> Result<Box<dyn Stream>> {
+    let config = tls_config(ep)?;
+    let name = rustls::pki_types::ServerName::try_from(
+        ep.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| ImapError::Tls {
+        side: ep.side,
+        host: ep.host.clone(),
+        msg: e.to_string(),
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ImapError::Tls {
+            side: ep.side,
+            host: ep.host.clone(),
+            msg: e.to_string(),
+        })?;
+    Ok(Box::new(tls))
+}
+
+impl Session {
+    /// Connects, secures and logs in.
+    pub async fn connect(ep: &Endpoint) -> Result<Session> {
+        let io_err = |source| ImapError::Io {
+            side: ep.side,
+            host: ep.host.clone(),
+            source,
+        };
+        let addr = format!(
+            "{}:{}",
+            ep.host.trim_start_matches('[').trim_end_matches(']'),
+            ep.port
+        );
+        let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(&addr))
+            .await
+            .map_err(|_| io_err(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(io_err)?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Stream> = Box::new(tcp);
+        if ep.security == Security::Tls {
+            stream = tls_wrap(ep, stream).await?;
+        }
+        let mut s = Session {
+            side: ep.side,
+            host: ep.host.clone(),
+            io: BufReader::with_capacity(256 * 1024, stream),
+            next_tag: 0,
+            caps: Vec::new(),
+            untagged: Vec::new(),
+        };
+        let greeting = s.greeting().await?;
+        if ep.security == Security::StartTls {
+            s.refresh_caps_if_empty().await?;
+            if !s.has_cap("STARTTLS") {
+                return Err(ImapError::Config {
+                    side: ep.side,
+                    msg: format!("{} does not offer STARTTLS", ep.host),
+                });
+            }
+            s.run(Command::new("STARTTLS")).await?;
+            let inner = std::mem::replace(
+                &mut s.io,
+                BufReader::new(Box::new(empty::EmptyDuplex) as Box<dyn Stream>),
+            );
+            if !inner.buffer().is_empty() {
+                return Err(s.protocol("data after STARTTLS (possible injection)"));
+            }
+            s.io = BufReader::with_capacity(256 * 1024, tls_wrap(ep, inner.into_inner()).await?);
+            s.caps.clear();
+        }
+        if greeting != Status::PreAuth {
+            s.refresh_caps_if_empty().await?;
+            s.login(ep).await?;
+        }
+        // Capabilities change after login (Dovecot sends them in the tagged OK; others don't).
+        if !s.caps.iter().any(|c| c == "UIDPLUS" || c == "CONDSTORE") {
+            s.caps.clear();
+            s.refresh_caps_if_empty().await?;
+        }
+        Ok(s)
+    }
+
+    fn protocol(&self, msg: &str) -> ImapError {
+        ImapError::Protocol {
+            side: self.side,
+            msg: msg.to_string(),
+        }
+    }
+
+    async fn greeting(&mut self) -> Result<Status> {
+        loop {
+            match self.read_response().await? {
+                Response::UntaggedStatus(info) => {
+                    // Dovecot may first say "Waiting for authentication process"; the real
+                    // greeting carries the capabilities.
+                    self.take_caps(&info);
+                    if info.status == Status::Bye {
+                        return Err(ImapError::Bye(self.side, info.text));
+                    }
+                    if info.status == Status::PreAuth || !info.text.starts_with("Waiting") {
+                        return Ok(info.status);
+                    }
+                }
+                _ => return Err(self.protocol("unexpected greeting")),
+            }
+        }
+    }
+
+    fn take_caps(&mut self, info: &StatusInfo) {
+        if info.code_is("CAPABILITY") {
+            self.caps = info.code[1..]
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+        }
+    }
+
+    async fn refresh_caps_if_empty(&mut self) -> Result<()> {
+        if self.caps.is_empty() {
+            let (untagged, _) = self.run(Command::new("CAPABILITY")).await?;
+            for r in untagged {
+                if let Response::Data(name, vals) = r {
+                    if name == "CAPABILITY" {
+                        self.caps = vals
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(|c| c.to_ascii_uppercase())
+                            .collect();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_cap(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
+    }
+
+    async fn login(&mut self, ep: &Endpoint) -> Result<()> {
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let (mech, initial, display) = match &ep.auth {
+            Auth::Password(pw) if !self.has_cap("AUTH=PLAIN") => {
+                let cmd = Command::new("LOGIN ")
+                    .string(ep.user.as_bytes())
+                    .text(" ")
+                    .string(pw.as_bytes());
+                return self.finish_login(ep, cmd, "LOGIN").await;
+            }
+            Auth::Password(pw) => (
+                "PLAIN",
+                b64(format!("\0{}\0{pw}", ep.user).as_bytes()),
+                "PLAIN",
+            ),
+            Auth::Admin { admin, password } => (
+                "PLAIN",
+                b64(format!("{}\0{admin}\0{password}", ep.user).as_bytes()),
+                "PLAIN (admin)",
+            ),
+            Auth::XOAuth2(token) => (
+                "XOAUTH2",
+                b64(format!("user={}\x01auth=Bearer {token}\x01\x01", ep.user).as_bytes()),
+                "XOAUTH2",
+            ),
+            Auth::OAuthBearer(token) => (
+                "OAUTHBEARER",
+                b64(format!(
+                    "n,a={},\x01host={}\x01port={}\x01auth=Bearer {token}\x01\x01",
+                    ep.user, ep.host, ep.port
+                )
+                .as_bytes()),
+                "OAUTHBEARER",
+            ),
+        };
+        if self.has_cap("SASL-IR") {
+            let cmd = Command::new(&format!("AUTHENTICATE {mech} {initial}"));
+            return self.finish_login(ep, cmd, display).await;
+        }
+        let tag = self
+            .send(Command::new(&format!("AUTHENTICATE {mech}")))
+            .await?;
+        loop {
+            match self.read_response().await? {
+                Response::Continuation(_) => break,
+                Response::Tagged(t, info) if t == tag => {
+                    return Err(self.refused_login(ep, display, &info));
+                }
+                other => self.untagged.push(other),
+            }
+        }
+        self.write_raw(format!("{initial}\r\n").as_bytes()).await?;
+        self.finish_sasl(ep, &tag, display).await
+    }
+
+    async fn finish_login(&mut self, ep: &Endpoint, cmd: Command, display: &str) -> Result<()> {
+        let tag = self.send(cmd).await?;
+        self.finish_sasl(ep, &tag, display).await
+    }
+
+    async fn finish_sasl(&mut self, ep: &Endpoint, tag: &str, display: &str) -> Result<()> {
+        loop {
+            match self.read_response().await? {
+                // A SASL error challenge (XOAUTH2's JSON): answer empty / \x01 to get the NO.
+                Response::Continuation(_) => {
+                    let reply: &[u8] = if matches!(ep.auth, Auth::OAuthBearer(_)) {
+                        b"AQ==\r\n"
+                    } else {
+                        b"\r\n"
+                    };
+                    self.write_raw(reply).await?;
+                }
+                Response::Tagged(t, info) if t == tag => {
+                    if info.status == Status::Ok {
+                        self.caps.clear();
+                        self.take_caps(&info);
+                        return Ok(());
+                    }
+                    return Err(self.refused_login(ep, display, &info));
+                }
+                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                    return Err(self.refused_login(ep, display, &info));
+                }
+                other => self.untagged.push(other),
+            }
+        }
+    }
+
+    fn refused_login(&self, ep: &Endpoint, mech: &str, info: &StatusInfo) -> ImapError {
+        ImapError::LoginRefused {
+            side: ep.side,
+            user: ep.user.clone(),
+            host: ep.host.clone(),
+            reason: format!("{} (method {mech})", info.describe()),
+        }
+    }
+
+    async fn write_raw(&mut self, b: &[u8]) -> Result<()> {
+        let r = tokio::time::timeout(IO_TIMEOUT, async {
+            self.io.get_mut().write_all(b).await?;
+            self.io.get_mut().flush().await
+        })
+        .await;
+        self.io_result(r)
+    }
+
+    fn io_result<T>(
+        &self,
+        r: std::result::Result<std::io::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ImapError::Io {
+                side: self.side,
+                host: self.host.clone(),
+                source: e,
+            }),
+            Err(_) => Err(ImapError::Io {
+                side: self.side,
+                host: self.host.clone(),
+                source: std::io::ErrorKind::TimedOut.into(),
+            }),
+        }
+    }
+
+    /// Sends a command without waiting for its completion (pipelining) and returns its tag.
+    /// Literals go non-synchronising when the server offers LITERAL+ (or LITERAL- for small
+    /// ones); otherwise each waits for the server's `+`.
+    pub async fn send(&mut self, cmd: Command) -> Result<String> {
+        self.next_tag += 1;
+        let tag = format!("t{}", self.next_tag);
+        let plus = self.has_cap("LITERAL+");
+        let minus = self.has_cap("LITERAL-");
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(tag.as_bytes());
+        buf.push(b' ');
+        for part in cmd.parts {
+            match part {
+                Part::Text(t) => buf.extend_from_slice(&t),
+                Part::Literal(l) => {
+                    let nonsync = plus || (minus && l.len() <= 4096);
+                    buf.extend_from_slice(
+                        format!("{{{}{}}}\r\n", l.len(), if nonsync { "+" } else { "" }).as_bytes(),
+                    );
+                    if nonsync {
+                        self.write_raw(&buf).await?;
+                        buf.clear();
+                        self.write_raw_unflushed(&l).await?;
+                    } else {
+                        self.write_raw(&buf).await?;
+                        buf.clear();
+                        loop {
+                            match self.read_response().await? {
+                                Response::Continuation(_) => break,
+                                Response::Tagged(t, info) if t == tag => {
+                                    // Refused before the literal was sent: keep it for the caller.
+                                    self.untagged.push(Response::Tagged(t, info));
+                                    return Ok(tag);
+                                }
+                                other => self.untagged.push(other),
+                            }
+                        }
+                        self.write_raw_unflushed(&l).await?;
+                    }
+                }
+            }
+        }
+        buf.extend_from_slice(b"\r\n");
+        self.write_raw(&buf).await?;
+        Ok(tag)
+    }
+
+    async fn write_raw_unflushed(&mut self, b: &[u8]) -> Result<()> {
+        let r = tokio::time::timeout(IO_TIMEOUT, self.io.get_mut().write_all(b)).await;
+        self.io_result(r)
+    }
+
+    /// Reads one complete response: a line and every literal it announces.
+    pub async fn read_response(&mut self) -> Result<Response> {
+        // A tagged completion stashed by `send` (refused before its literal) comes first.
+        if let Some(pos) = self
+            .untagged
+            .iter()
+            .position(|r| matches!(r, Response::Tagged(..)))
+        {
+            return Ok(self.untagged.remove(pos));
+        }
+        let mut f = protocol::Framed::default();
+        loop {
+            let start = f.text.len();
+            let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_until(b'\n', &mut f.text)).await;
+            let n = self.io_result(r)?;
+            if n == 0 {
+                return Err(ImapError::Io {
+                    side: self.side,
+                    host: self.host.clone(),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+            let line = &f.text[start..];
+            let line = line
+                .strip_suffix(b"\r\n")
+                .or_else(|| line.strip_suffix(b"\n"))
+                .unwrap_or(line);
+            match protocol::literal_len(line) {
+                Some(len) => {
+                    let len = usize::try_from(len)
+                        .ok()
+                        .filter(|&l| l <= 1 << 31)
+                        .ok_or_else(|| self.protocol("literal too large"))?;
+                    // read_exact into a sized buffer: read_to_end would grow (and copy) the
+                    // buffer to twice the literal's size while probing for EOF.
+                    let mut data = vec![0u8; len];
+                    let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_exact(&mut data)).await;
+                    self.io_result(r)?;
+                    f.literals.push(data);
+                }
+                None => break,
+            }
+        }
+        protocol::parse_framed(f).map_err(|e| self.protocol(&e.to_string()))
+    }
+
+    /// Reads until the completion of `tag`; untagged responses are handed to `on_untagged`.
+    pub async fn complete(
+        &mut self,
+        tag: &str,
+        cmd_desc: &str,
+        mut on_untagged: impl FnMut(Response),
+    ) -> Result<StatusInfo> {
+        loop {
+            match self.read_response().await? {
+                Response::Tagged(t, info) if t == tag => {
+                    return match info.status {
+                        Status::Ok => Ok(info),
+                        _ => Err(ImapError::Refused {
+                            side: self.side,
+                            cmd: cmd_desc.to_string(),
+                            reason: info.describe(),
+                            status: info,
+                        }),
+                    };
+                }
+                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                    return Err(ImapError::Bye(self.side, info.text));
+                }
+                other => on_untagged(other),
+            }
+        }
+    }
+
+    /// Sends a command and waits for it, collecting the untagged responses.
+    pub async fn run(&mut self, cmd: Command) -> Result<(Vec<Response>, StatusInfo)> {
+        let desc = cmd.redacted();
+        let desc = if desc.starts_with("LOGIN") || desc.starts_with("AUTHENTICATE") {
+            "LOGIN".to_string()
+        } else {
+            desc
+        };
+        let tag = self.send(cmd).await?;
+        let mut out = Vec::new();
+        let info = self.complete(&tag, &desc, |r| out.push(r)).await?;
+        Ok((out, info))
+    }
+
+    pub async fn logout(mut self) {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.run(Command::new("LOGOUT"))).await;
+    }
+}
+
+/// What SELECT/EXAMINE tells about a folder.
+#[derive(Debug, Default, Clone)]
+pub struct Selected {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub exists: u32,
+    pub highestmodseq: Option<u64>,
+    /// None when the server sent no PERMANENTFLAGS (then FLAGS applies).
+    pub permanent_flags: Option<Vec<String>>,
+    pub flags: Vec<String>,
+}
+
+impl Selected {
+    /// Whether the target keeps this flag: listed, or `\*` (any keyword) for keywords.
+    pub fn accepts(&self, flag: &str) -> bool {
+        let list = self.permanent_flags.as_ref().unwrap_or(&self.flags);
+        list.iter().any(|f| f.eq_ignore_ascii_case(flag))
+            || (!flag.starts_with('\\') && list.iter().any(|f| f == "\\*"))
+    }
+}
+
+impl Session {
+    pub async fn select(&mut self, mailbox: &str, read_only: bool) -> Result<Selected> {
+        let verb = if read_only { "EXAMINE " } else { "SELECT " };
+        let mut cmd = Command::new(verb).string(mailbox.as_bytes());
+        if self.has_cap("CONDSTORE") {
+            cmd = cmd.text(" (CONDSTORE)");
+        }
+        let (untagged, info) = self.run(cmd).await?;
+        let mut sel = Selected::default();
+        let mut apply = |code: &[Value]| {
+            let Some(name) = code.first() else { return };
+            if name.is_atom("UIDVALIDITY") {
+                sel.uidvalidity = code.get(1).and_then(Value::as_u64).unwrap_or(0) as u32;
+            } else if name.is_atom("UIDNEXT") {
+                sel.uidnext = code.get(1).and_then(Value::as_u64).unwrap_or(0) as u32;
+            } else if name.is_atom("HIGHESTMODSEQ") {
+                sel.highestmodseq = code.get(1).and_then(Value::as_u64);
+            } else if name.is_atom("PERMANENTFLAGS") {
+                sel.permanent_flags = code
+                    .get(1)
+                    .and_then(Value::as_list)
+                    .map(|l| l.iter().filter_map(Value::as_str).collect());
+            }
+        };
+        for r in &untagged {
+            match r {
+                Response::UntaggedStatus(i) => apply(&i.code),
+                Response::Numbered(n, name, _) if name == "EXISTS" => sel.exists = *n as u32,
+                Response::Data(name, v) if name == "FLAGS" => {
+                    sel.flags = v
+                        .first()
+                        .and_then(Value::as_list)
+                        .map(|l| l.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default()
+                }
+                _ => {}
+            }
+        }
+        apply(&info.code);
+        if sel.uidvalidity == 0 {
+            return Err(self.protocol("SELECT without UIDVALIDITY"));
+        }
+        Ok(sel)
+    }
+}
+
+/// tokio has no empty duplex stream; this placeholder is only held during the STARTTLS swap.
+mod empty {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    pub struct EmptyDuplex;
+    impl AsyncRead for EmptyDuplex {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+    impl AsyncWrite for EmptyDuplex {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}

@@ -1,0 +1,964 @@
+//! The migration algorithm for one mailbox: folders in parallel, messages in pipelined batches.
+//!
+//! Per folder: compare UIDVALIDITY with the state, look up anything left pending by a crash,
+//! copy the source UIDs not yet mapped, then push flag changes. See ARCHITECTURE.md for the
+//! invariants this code keeps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::folders::{self, Mapping};
+use crate::protocol::command::{flag_list, Command};
+use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status, StatusInfo};
+use crate::report::{Failure, FolderReport, MailboxReport, Progress};
+use crate::session::{Endpoint, ImapError, Selected, Session};
+use crate::state::{FolderState, Pending, State};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dry_run: bool,
+    /// Connections per side for one mailbox (folders are synced in parallel).
+    pub connections: usize,
+    /// Source display name → target display name.
+    pub folder_map: BTreeMap<String, String>,
+    /// Upper bound of message bytes held per batch (two batches are in flight: one being
+    /// fetched, one being appended), so memory stays bounded whatever the mailbox size.
+    pub batch_bytes: u64,
+    pub batch_count: usize,
+    /// Behave as if the target lacked UIDPLUS (exercises the content-lookup fallback).
+    pub ignore_appenduid: bool,
+    /// Messages above this size are reported, not sent. Exchange Online refuses ~35 MB and
+    /// may drop the connection instead of answering NO, which would stall the folder.
+    pub max_message_size: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            connections: 4,
+            folder_map: BTreeMap::new(),
+            batch_bytes: 8 << 20,
+            batch_count: 500,
+            ignore_appenduid: false,
+            max_message_size: None,
+        }
+    }
+}
+
+/// How long to keep looking for an interrupted APPEND the server may still be saving.
+const CRASH_GRACE: Duration = Duration::from_secs(3);
+
+/// Message metadata from the first, cheap FETCH.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub date: Option<String>,
+    pub size: u64,
+}
+
+pub fn sha_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// Flags as stored/compared: no `\Recent`, only what the target keeps, sorted.
+pub fn canonical_flags(flags: &[String], target: Option<&Selected>) -> (String, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for f in flags {
+        if f.eq_ignore_ascii_case("\\Recent") || !protocol::command::is_flag(f) {
+            continue;
+        }
+        match target {
+            Some(t) if !t.accepts(f) => refused.push(f.clone()),
+            _ => kept.push(f.clone()),
+        }
+    }
+    kept.sort();
+    kept.dedup();
+    (kept.join(" "), refused)
+}
+
+/// FETCHes metadata of `set` (UID set or `1:*`), optionally only what changed since a modseq.
+pub async fn fetch_meta(
+    s: &mut Session,
+    set: &str,
+    changed_since: Option<u64>,
+) -> Result<Vec<Meta>> {
+    let mut cmd = format!("UID FETCH {set} (UID FLAGS INTERNALDATE RFC822.SIZE)");
+    if let Some(m) = changed_since {
+        cmd += &format!(" (CHANGEDSINCE {m})");
+    }
+    let mut out = Vec::new();
+    s.run_with(Command::new(&cmd), |r| {
+        if let Response::Numbered(_, name, v) = r {
+            if name == "FETCH" {
+                let f = parse_fetch(v);
+                if let Some(uid) = f.uid {
+                    out.push(Meta {
+                        uid,
+                        flags: f.flags.unwrap_or_default(),
+                        date: f.internaldate,
+                        size: f.size.unwrap_or(0),
+                    });
+                }
+            }
+        }
+    })
+    .await?;
+    out.sort_by_key(|m| m.uid);
+    out.dedup_by_key(|m| m.uid);
+    Ok(out)
+}
+
+/// FETCHes the full bodies of some UIDs (BODY.PEEK so \Seen does not change on the source).
+pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
+    let mut out = HashMap::new();
+    if uids.is_empty() {
+        return Ok(Bodies::default());
+    }
+    let cmd = format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(uids));
+    let r = s
+        .run_with(Command::new(&cmd), |r| {
+            if let Response::Numbered(_, name, v) = r {
+                if name == "FETCH" {
+                    let FetchItem { uid, body, .. } = parse_fetch(v);
+                    if let (Some(uid), Some(body)) = (uid, body) {
+                        out.insert(uid, body);
+                    }
+                }
+            }
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(Bodies {
+            map: out,
+            refused: None,
+        }),
+        // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
+        // Exchange: unconvertible items). Keep what came; the rest is reported, not fatal.
+        Err(ImapError::Refused { status, reason, .. }) if status.status == Status::No => {
+            Ok(Bodies {
+                map: out,
+                refused: Some(reason),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bodies of one FETCH, and the server's reason when it could not deliver them all.
+#[derive(Debug, Default)]
+pub struct Bodies {
+    pub map: HashMap<u32, Vec<u8>>,
+    pub refused: Option<String>,
+}
+
+/// Splits messages into batches bounded by bytes and count (a lone large message is its own batch).
+pub fn batches<T>(
+    items: &[T],
+    size: impl Fn(&T) -> u64,
+    max_bytes: u64,
+    max_count: usize,
+) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, it) in items.iter().enumerate() {
+        let s = size(it);
+        if i > start && (bytes + s > max_bytes || i - start >= max_count) {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += s;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// Hashes the bodies of `uids` batch by batch, so memory stays bounded.
+pub async fn hash_bodies(
+    s: &mut Session,
+    metas: &[Meta],
+    opts: &Options,
+) -> Result<HashMap<u32, String>> {
+    let mut out = HashMap::new();
+    for b in batches(metas, |m| m.size, opts.batch_bytes, opts.batch_count) {
+        let uids: Vec<u32> = b.iter().map(|m| m.uid).collect();
+        for (uid, body) in fetch_bodies(s, &uids).await?.map {
+            out.insert(uid, sha_hex(&body));
+        }
+    }
+    Ok(out)
+}
+
+impl Session {
+    pub async fn run_with(
+        &mut self,
+        cmd: Command,
+        f: impl FnMut(Response),
+    ) -> crate::session::Result<StatusInfo> {
+        let desc = cmd.redacted();
+        let tag = self.send(cmd).await?;
+        self.complete(&tag, &desc, f).await
+    }
+
+    /// Waits for several pipelined commands; returns each one's completion, in `tags` order.
+    pub async fn complete_many(
+        &mut self,
+        tags: &[String],
+    ) -> crate::session::Result<Vec<StatusInfo>> {
+        let mut done: HashMap<String, StatusInfo> = HashMap::new();
+        while done.len() < tags.len() {
+            match self.read_response().await? {
+                Response::Tagged(t, info) if tags.contains(&t) => {
+                    done.insert(t, info);
+                }
+                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                    return Err(ImapError::Bye(self.side, info.text));
+                }
+                _ => {}
+            }
+        }
+        Ok(tags
+            .iter()
+            .map(|t| done.remove(t).expect("collected above"))
+            .collect())
+    }
+}
+
+struct Ctx<'a> {
+    state: &'a State,
+    opts: &'a Options,
+    progress: &'a Progress,
+}
+
+/// Migrates one mailbox. Never panics on server behaviour; every problem ends up in the report.
+pub async fn migrate_mailbox(
+    src: &Endpoint,
+    tgt: &Endpoint,
+    state_path: &Path,
+    opts: &Options,
+    progress: Arc<Progress>,
+) -> MailboxReport {
+    let started = Instant::now();
+    let mut report = MailboxReport {
+        source: src.describe(),
+        target: tgt.describe(),
+        ..Default::default()
+    };
+    if let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await {
+        report.error = Some(format!("{e:#}"));
+    }
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    report
+}
+
+async fn migrate_inner(
+    src: &Endpoint,
+    tgt: &Endpoint,
+    state_path: &Path,
+    opts: &Options,
+    progress: &Progress,
+    report: &mut MailboxReport,
+) -> Result<()> {
+    let state = State::open(state_path)?;
+    let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
+    let (src_folders, tgt_folders) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    let delim = match tgt_folders.iter().find_map(|f| f.delimiter) {
+        Some(d) => Some(d),
+        None => list_delimiter(&mut t).await?,
+    };
+    let plan = folders::plan(&src_folders, &tgt_folders, delim, &opts.folder_map);
+    if !opts.dry_run {
+        create_folders(&mut t, &plan, &tgt_folders, report).await;
+    }
+    let ctx = Ctx {
+        state: &state,
+        opts,
+        progress,
+    };
+    let queue: AsyncMutex<Vec<Mapping>> = AsyncMutex::new(
+        plan.into_iter()
+            .filter(|m| m.source.selectable)
+            .rev()
+            .collect(),
+    );
+    let results: AsyncMutex<Vec<FolderReport>> = AsyncMutex::new(Vec::new());
+    let extra = opts.connections.max(1) - 1;
+    let mut first = Some((s, t));
+    let workers = (0..=extra).map(|i| {
+        let (queue, results, ctx) = (&queue, &results, &ctx);
+        let first = if i == 0 { first.take() } else { None };
+        async move {
+            let pair = match first {
+                Some(p) => Some(p),
+                // More connections speed things up but are optional: a server that caps
+                // connections just leaves us with fewer workers.
+                None => match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::info!("extra connection not opened: {e}");
+                        None
+                    }
+                },
+            };
+            let Some(mut pair) = pair else { return };
+            loop {
+                let Some(m) = queue.lock().await.pop() else {
+                    break;
+                };
+                let r = sync_with_retry(&mut pair, src, tgt, &m, ctx).await;
+                results.lock().await.push(r);
+            }
+            pair.0.logout().await;
+            pair.1.logout().await;
+        }
+    });
+    futures_join_all(workers.collect()).await;
+    let mut folders = results.into_inner();
+    folders.sort_by(|a, b| a.source.cmp(&b.source));
+    let pending: Vec<Mapping> = queue.into_inner();
+    for m in pending {
+        folders.push(FolderReport {
+            source: m.source.display(),
+            target: m.target.clone(),
+            error: Some("not processed: no connection left".into()),
+            ..Default::default()
+        });
+    }
+    report.folders.extend(folders);
+    Ok(())
+}
+
+pub(crate) async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    // Runs the workers concurrently on this task (no 'static bound needed).
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futs.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn list_delimiter(t: &mut Session) -> Result<Option<char>> {
+    let (untagged, _) = t.run(Command::new("LIST \"\" \"\"")).await?;
+    Ok(untagged.into_iter().find_map(|r| match r {
+        Response::Data(n, v) if n == "LIST" => v.get(1)?.as_str()?.chars().next(),
+        _ => None,
+    }))
+}
+
+async fn create_folders(
+    t: &mut Session,
+    plan: &[Mapping],
+    existing: &[folders::Folder],
+    report: &mut MailboxReport,
+) {
+    for m in plan {
+        if !m.target_exists {
+            let r = t
+                .run(Command::new("CREATE ").string(m.target.as_bytes()))
+                .await;
+            if let Err(e) = r {
+                // Another worker or an earlier run may have created it; SELECT will tell.
+                if !e.to_string().to_ascii_lowercase().contains("exists") {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+        let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
+        if m.source.subscribed && !already {
+            if let Err(e) = t
+                .run(Command::new("SUBSCRIBE ").string(m.target.as_bytes()))
+                .await
+            {
+                report.folders.push(FolderReport {
+                    source: m.source.display(),
+                    target: m.target.clone(),
+                    error: Some(format!("subscription not copied: {e}")),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+/// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N
+/// milliseconds". Honour it (capped at 5 minutes).
+pub fn suggested_backoff(text: &str) -> Option<Duration> {
+    let lower = text.to_ascii_lowercase();
+    let rest = &lower[lower.find("suggested backoff time:")? + "suggested backoff time:".len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let ms: u64 = digits.parse().ok()?;
+    Some(Duration::from_millis(ms.min(300_000)))
+}
+
+async fn sync_with_retry(
+    pair: &mut (Session, Session),
+    src: &Endpoint,
+    tgt: &Endpoint,
+    m: &Mapping,
+    ctx: &Ctx<'_>,
+) -> FolderReport {
+    let mut attempt = 0u32;
+    let mut rep_retries = 0u32;
+    loop {
+        let mut rep = FolderReport {
+            source: m.source.display(),
+            target: crate::protocol::utf7::decode(&m.target),
+            note: m.note.clone(),
+            retries: rep_retries,
+            ..Default::default()
+        };
+        ctx.progress.set_folder(&rep.source);
+        match sync_folder(&mut pair.0, &mut pair.1, m, ctx, &mut rep).await {
+            Ok(()) => return rep,
+            Err(e) => {
+                let transient = e
+                    .downcast_ref::<ImapError>()
+                    .is_some_and(ImapError::is_transient);
+                attempt += 1;
+                // Transient failures (dropped link, throttling) get several tries; others one
+                // more (e.g. Dovecot races auto-creating special folders on first login).
+                if attempt > if transient { 5 } else { 1 } {
+                    rep.error = Some(format!("{e:#}"));
+                    return rep;
+                }
+                // Reconnect with exponential backoff; the folder restarts from the state,
+                // which the pending/reconcile protocol keeps exact.
+                let wait = suggested_backoff(&format!("{e:#}"))
+                    .unwrap_or_else(|| Duration::from_millis(250 << attempt.min(6)));
+                rep_retries += 1;
+                tracing::warn!("{}: {e:#}; reconnecting in {wait:?}", rep.source);
+                tokio::time::sleep(wait).await;
+                match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
+                    Ok(p) => *pair = p,
+                    Err(e2) => tracing::warn!("reconnect failed: {e2}"),
+                }
+            }
+        }
+    }
+}
+
+async fn sync_folder(
+    s: &mut Session,
+    t: &mut Session,
+    m: &Mapping,
+    ctx: &Ctx<'_>,
+    rep: &mut FolderReport,
+) -> Result<()> {
+    let key = m.source.wire.as_str();
+    let ssel = s.select(key, true).await?;
+    let prev = ctx.state.folder(key)?;
+    let pending_rows = ctx.state.pending(key)?;
+    // Fast path of a no-op re-run: the source says nothing changed since the last full pass.
+    if let (Some(p), Some(ms)) = (&prev, ssel.highestmodseq) {
+        if p.src_uidvalidity == ssel.uidvalidity
+            && p.target == m.target
+            && p.modseq == ms
+            && p.uidnext == ssel.uidnext
+            && pending_rows.is_empty()
+        {
+            rep.unchanged = true;
+            return Ok(());
+        }
+    }
+    if ctx.opts.dry_run {
+        let maps = match &prev {
+            Some(p) if p.src_uidvalidity == ssel.uidvalidity && p.target == m.target => {
+                ctx.state.maps(key)?
+            }
+            _ => HashMap::new(),
+        };
+        if ssel.exists > 0 {
+            let metas = fetch_meta(s, "1:*", None).await?;
+            rep.would_copy = metas.iter().filter(|x| !maps.contains_key(&x.uid)).count() as u64;
+        }
+        return Ok(());
+    }
+    let tsel = t
+        .select(&m.target, false)
+        .await
+        .with_context(|| format!("target folder {}", m.target))?;
+    let fresh = match &prev {
+        None => true,
+        Some(p) => {
+            p.src_uidvalidity != ssel.uidvalidity
+                || p.tgt_uidvalidity != tsel.uidvalidity
+                || p.target != m.target
+        }
+    };
+    if fresh {
+        ctx.state.reset_folder(
+            key,
+            &FolderState {
+                target: m.target.clone(),
+                src_uidvalidity: ssel.uidvalidity,
+                tgt_uidvalidity: tsel.uidvalidity,
+                modseq: 0,
+                uidnext: 0,
+            },
+        )?;
+    }
+    let changed_since = match (&prev, ssel.highestmodseq) {
+        (Some(p), Some(_)) if !fresh && p.modseq > 0 => Some(p.modseq),
+        _ => None,
+    };
+    let metas = if ssel.exists > 0 {
+        fetch_meta(s, "1:*", changed_since).await?
+    } else {
+        Vec::new()
+    };
+    let mut maps = ctx.state.maps(key)?;
+    if fresh {
+        // The target may already hold these messages (an earlier run whose state was lost,
+        // or a UIDVALIDITY reset): match by content before copying anything.
+        rep.matched +=
+            match_by_content(s, t, key, &m.target, &metas, &tsel, &mut maps, ctx).await?;
+    } else if !pending_rows.is_empty() {
+        reconcile(t, key, &m.target, pending_rows, &mut maps, ctx, CRASH_GRACE).await?;
+    }
+    let mut refused: HashSet<String> = HashSet::new();
+    let mut new: Vec<Meta> = metas
+        .iter()
+        .filter(|x| !maps.contains_key(&x.uid))
+        .cloned()
+        .collect();
+    if let Some(max) = ctx.opts.max_message_size {
+        new.retain(|x| {
+            if x.size > max {
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: x.uid,
+                    size: x.size,
+                    reason: format!("larger than --max-message-size ({max} bytes)"),
+                });
+            }
+            x.size <= max
+        });
+    }
+    copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
+    // Flag changes on messages copied earlier.
+    let mut stores = Vec::new();
+    for x in &metas {
+        if let Some(mp) = maps.get(&x.uid) {
+            let (flags, r) = canonical_flags(&x.flags, Some(&tsel));
+            refused.extend(r);
+            if flags != mp.flags {
+                stores.push((x.uid, mp.tgt_uid, flags));
+            }
+        }
+    }
+    for chunk in stores.chunks(500) {
+        let mut tags = Vec::new();
+        for (_, tuid, flags) in chunk {
+            let list: Vec<String> = flags
+                .split(' ')
+                .filter(|f| !f.is_empty())
+                .map(String::from)
+                .collect();
+            tags.push(
+                t.send(Command::new(&format!(
+                    "UID STORE {tuid} FLAGS.SILENT {}",
+                    flag_list(&list)
+                )))
+                .await?,
+            );
+        }
+        let results = t.complete_many(&tags).await?;
+        let mut ok = Vec::new();
+        for ((suid, _, flags), info) in chunk.iter().zip(results) {
+            if info.status == Status::Ok {
+                ok.push((*suid, flags.clone()));
+            } else {
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: *suid,
+                    size: 0,
+                    reason: format!("flags not updated: {}", info.describe()),
+                });
+            }
+        }
+        rep.flags_updated += ok.len() as u64;
+        ctx.state.set_flags(key, &ok)?;
+    }
+    let mut refused: Vec<String> = refused.into_iter().collect();
+    refused.sort();
+    rep.refused_flags = refused;
+    if rep.failures.is_empty() {
+        ctx.state
+            .set_progress(key, ssel.highestmodseq.unwrap_or(0), ssel.uidnext)?;
+    }
+    Ok(())
+}
+
+/// Maps source messages to target messages with identical bodies (a multiset match, so exact
+/// duplicates each get their own target copy). Returns how many were matched.
+#[allow(clippy::too_many_arguments)]
+async fn match_by_content(
+    s: &mut Session,
+    t: &mut Session,
+    key: &str,
+    target: &str,
+    metas: &[Meta],
+    tsel: &Selected,
+    maps: &mut HashMap<u32, crate::state::Mapped>,
+    ctx: &Ctx<'_>,
+) -> Result<u64> {
+    if tsel.exists == 0 || metas.is_empty() {
+        return Ok(0);
+    }
+    let claimed = ctx.state.claimed(target)?;
+    let tmetas: Vec<Meta> = fetch_meta(t, "1:*", None)
+        .await?
+        .into_iter()
+        .filter(|x| !claimed.contains(&x.uid))
+        .collect();
+    let tsizes: HashSet<u64> = tmetas.iter().map(|x| x.size).collect();
+    let ssizes: HashSet<u64> = metas.iter().map(|x| x.size).collect();
+    let scand: Vec<Meta> = metas
+        .iter()
+        .filter(|x| tsizes.contains(&x.size))
+        .cloned()
+        .collect();
+    let tcand: Vec<Meta> = tmetas
+        .iter()
+        .filter(|x| ssizes.contains(&x.size))
+        .cloned()
+        .collect();
+    let shash = hash_bodies(s, &scand, ctx.opts).await?;
+    let thash = hash_bodies(t, &tcand, ctx.opts).await?;
+    let mut by_hash: HashMap<&str, Vec<&Meta>> = HashMap::new();
+    for x in tcand.iter().rev() {
+        if let Some(h) = thash.get(&x.uid) {
+            by_hash.entry(h.as_str()).or_default().push(x);
+        }
+    }
+    let mut done = Vec::new();
+    for x in &scand {
+        let Some(h) = shash.get(&x.uid) else { continue };
+        if let Some(tm) = by_hash.get_mut(h.as_str()).and_then(Vec::pop) {
+            // Store the target's current flags, so the flag pass corrects any difference.
+            let (flags, _) = canonical_flags(&tm.flags, None);
+            done.push((x.uid, tm.uid, flags));
+        }
+    }
+    ctx.state.resolve(key, &done, &[])?;
+    for (s_uid, t_uid, flags) in &done {
+        maps.insert(
+            *s_uid,
+            crate::state::Mapped {
+                tgt_uid: *t_uid,
+                flags: flags.clone(),
+            },
+        );
+    }
+    Ok(done.len() as u64)
+}
+
+/// After a crash (or an APPEND without APPENDUID): finds pending messages on the target by
+/// size and content hash among target messages no mapping claims yet.
+///
+/// `grace`: after a crash the server may still be saving an APPEND whose bytes it had already
+/// received from the dead process; unmatched rows are looked for again until the grace period
+/// ends before they are given up (and copied again).
+#[allow(clippy::too_many_arguments)]
+async fn reconcile(
+    t: &mut Session,
+    key: &str,
+    target: &str,
+    pending: Vec<Pending>,
+    maps: &mut HashMap<u32, crate::state::Mapped>,
+    ctx: &Ctx<'_>,
+    grace: Duration,
+) -> Result<()> {
+    let mut claimed: HashSet<u32> = maps.values().map(|m| m.tgt_uid).collect();
+    claimed.extend(ctx.state.claimed(target)?);
+    let after = claimed.iter().max().copied().unwrap_or(0) + 1;
+    let deadline = Instant::now() + grace;
+    let mut left = pending;
+    let mut done = Vec::new();
+    loop {
+        let sizes: HashSet<u64> = left.iter().map(|p| p.size).collect();
+        let tmetas: Vec<Meta> = fetch_meta(t, &format!("{after}:*"), None)
+            .await?
+            .into_iter()
+            .filter(|x| x.uid >= after && !claimed.contains(&x.uid) && sizes.contains(&x.size))
+            .collect();
+        let thash = hash_bodies(t, &tmetas, ctx.opts).await?;
+        let mut by_hash: HashMap<&str, Vec<u32>> = HashMap::new();
+        for x in tmetas.iter().rev() {
+            if let Some(h) = thash.get(&x.uid) {
+                by_hash.entry(h.as_str()).or_default().push(x.uid);
+            }
+        }
+        let mut still = Vec::new();
+        for p in left {
+            match by_hash.get_mut(p.sha.as_str()).and_then(Vec::pop) {
+                Some(tuid) => {
+                    claimed.insert(tuid);
+                    done.push((p.src_uid, tuid, p.flags.clone()));
+                }
+                None => still.push(p),
+            }
+        }
+        left = still;
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // NOOP lets the server announce messages saved meanwhile.
+        t.run(Command::new("NOOP")).await?;
+    }
+    let dropped: Vec<u32> = left.iter().map(|p| p.src_uid).collect();
+    tracing::info!(
+        "{key}: reconciled {} pending, {} to copy again",
+        done.len(),
+        dropped.len()
+    );
+    ctx.state.resolve(key, &done, &dropped)?;
+    for (s_uid, t_uid, flags) in done {
+        maps.insert(
+            s_uid,
+            crate::state::Mapped {
+                tgt_uid: t_uid,
+                flags,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Copies messages: batch k+1 is fetched from the source while batch k is appended to the
+/// target (pipelined APPENDs with LITERAL+).
+#[allow(clippy::too_many_arguments)]
+async fn copy_messages(
+    s: &mut Session,
+    t: &mut Session,
+    key: &str,
+    target: &str,
+    new: &[Meta],
+    tsel: &Selected,
+    ctx: &Ctx<'_>,
+    rep: &mut FolderReport,
+    refused: &mut HashSet<String>,
+) -> Result<()> {
+    let parts = batches(new, |m| m.size, ctx.opts.batch_bytes, ctx.opts.batch_count);
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let uids = |b: &[Meta]| b.iter().map(|m| m.uid).collect::<Vec<_>>();
+    let mut fetched = fetch_bodies(s, &uids(parts[0])).await?;
+    for (i, part) in parts.iter().enumerate() {
+        let next = parts.get(i + 1).map(|b| uids(b));
+        let fetch_next = async {
+            match next {
+                Some(u) => fetch_bodies(s, &u).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let append = append_batch(
+            t,
+            key,
+            target,
+            part,
+            std::mem::take(&mut fetched),
+            tsel,
+            ctx,
+            rep,
+            refused,
+        );
+        let (n, a) = tokio::join!(fetch_next, append);
+        a?;
+        if let Some(n) = n? {
+            fetched = n;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append_batch(
+    t: &mut Session,
+    key: &str,
+    target: &str,
+    part: &[Meta],
+    mut bodies: Bodies,
+    tsel: &Selected,
+    ctx: &Ctx<'_>,
+    rep: &mut FolderReport,
+    refused: &mut HashSet<String>,
+) -> Result<()> {
+    // Intent first: durable before any byte of these APPENDs leaves.
+    let mut items = Vec::new();
+    let mut queued = Vec::new();
+    for m in part {
+        let Some(body) = bodies.map.remove(&m.uid) else {
+            // Expunged on the source since the listing: nothing to copy. But if the server
+            // said NO, the message exists and could not be read: report it.
+            if let Some(reason) = &bodies.refused {
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: m.uid,
+                    size: m.size,
+                    reason: format!("source could not deliver it: {reason}"),
+                });
+            }
+            continue;
+        };
+        let (flags, r) = canonical_flags(&m.flags, Some(tsel));
+        refused.extend(r);
+        items.push(Pending {
+            src_uid: m.uid,
+            sha: sha_hex(&body),
+            size: body.len() as u64,
+            flags,
+        });
+        queued.push((m, body));
+    }
+    ctx.state.add_pending(key, &items)?;
+    let mut tags = Vec::with_capacity(items.len());
+    for (p, (m, body)) in items.iter().zip(queued) {
+        let list: Vec<String> = p
+            .flags
+            .split(' ')
+            .filter(|f| !f.is_empty())
+            .map(String::from)
+            .collect();
+        let mut cmd = Command::new("APPEND ")
+            .string(target.as_bytes())
+            .text(" ")
+            .text(&flag_list(&list));
+        match m.date.as_deref() {
+            Some(d) if protocol::parse_internaldate(d).is_some() => {
+                cmd = cmd.text(&format!(" \"{d}\""));
+            }
+            // Sent without a date, the target uses "now": say so rather than hide it.
+            other => {
+                let note = format!(
+                    "uid {}: source INTERNALDATE {other:?} unusable, target date is the copy time",
+                    m.uid
+                );
+                rep.note = Some(
+                    rep.note
+                        .take()
+                        .map_or(note.clone(), |n| format!("{n}; {note}")),
+                );
+            }
+        }
+        tags.push(t.send(cmd.text(" ").literal(body)).await?);
+    }
+    let results = t.complete_many(&tags).await?;
+    let mut done = Vec::new();
+    let mut dropped = Vec::new();
+    let mut unknown = Vec::new();
+    for (p, info) in items.iter().zip(results) {
+        if info.status != Status::Ok {
+            dropped.push(p.src_uid);
+            rep.failures.push(Failure {
+                folder: rep.source.clone(),
+                uid: p.src_uid,
+                size: p.size,
+                reason: format!("target refused: {}", info.describe()),
+            });
+            continue;
+        }
+        rep.copied += 1;
+        rep.bytes += p.size;
+        ctx.progress.add(1, p.size);
+        let uid = if !ctx.opts.ignore_appenduid
+            && info.code_is("APPENDUID")
+            && info.code.get(1).and_then(|v| v.as_u64()) == Some(u64::from(tsel.uidvalidity))
+        {
+            info.code
+                .get(2)
+                .and_then(|v| v.as_str())
+                .and_then(|s| protocol::parse_uid_set(&s))
+                .and_then(|v| v.first().copied())
+        } else {
+            None
+        };
+        match uid {
+            Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
+            None => unknown.push(p.clone()),
+        }
+    }
+    ctx.state.resolve(key, &done, &dropped)?;
+    if !unknown.is_empty() {
+        // No UIDPLUS: the pending rows stay and are found by content, like after a crash.
+        let mut maps = ctx.state.maps(key)?;
+        reconcile(t, key, target, unknown, &mut maps, ctx, Duration::ZERO).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_hint_is_honoured() {
+        let e = "target: `APPEND` failed: Request is throttled. Suggested Backoff Time: 1500 milliseconds";
+        assert_eq!(suggested_backoff(e), Some(Duration::from_millis(1500)));
+        assert_eq!(suggested_backoff("NO other"), None);
+    }
+
+    #[test]
+    fn flags_the_target_cannot_keep_are_dropped_and_reported() {
+        // Exchange Online: system flags and $MDNSent only, no \* (no new keywords).
+        let exo = Selected {
+            permanent_flags: Some(
+                [
+                    "\\Seen",
+                    "\\Answered",
+                    "\\Flagged",
+                    "\\Deleted",
+                    "\\Draft",
+                    "$MDNSent",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            ..Default::default()
+        };
+        let flags = ["\\Seen", "\\Recent", "$Label1", "$MDNSent"].map(String::from);
+        let (kept, refused) = canonical_flags(&flags, Some(&exo));
+        assert_eq!(kept, "$MDNSent \\Seen");
+        assert_eq!(refused, vec!["$Label1".to_string()]);
+        let any = Selected {
+            permanent_flags: Some(vec!["\\Seen".into(), "\\*".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            canonical_flags(&flags, Some(&any)).0,
+            "$Label1 $MDNSent \\Seen"
+        );
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_count() {
+        let sizes = [5u64, 5, 20, 1, 1, 1];
+        let b = batches(&sizes, |s| *s, 10, 2);
+        let lens: Vec<usize> = b.iter().map(|x| x.len()).collect();
+        assert_eq!(lens, vec![2, 1, 2, 1]);
+    }
+}
