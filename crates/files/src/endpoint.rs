@@ -166,3 +166,73 @@ pub fn temp_path_for(path: &str) -> String {
     let n: u64 = rand::random();
     join(parent(path), &format!("{TEMP_PREFIX}{n:016x}"))
 }
+
+/// Regroups a stream's small chunks (HTTP bodies arrive in pieces of a few KiB) into chunks of
+/// at least `min` bytes, so a PUT downstream writes with few large syscalls. Memory stays
+/// bounded by `min` plus one incoming chunk.
+pub fn rebuffer(inner: ByteStream, min: usize) -> ByteStream {
+    Box::pin(Rebuffer {
+        inner,
+        buf: bytes::BytesMut::new(),
+        min,
+        done: false,
+    })
+}
+
+struct Rebuffer {
+    inner: ByteStream,
+    buf: bytes::BytesMut,
+    min: usize,
+    done: bool,
+}
+
+impl Stream for Rebuffer {
+    type Item = Result<Bytes, EndpointError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if self.done {
+                let rest = self.buf.split().freeze();
+                return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    if self.buf.is_empty() && b.len() >= self.min {
+                        return Poll::Ready(Some(Ok(b)));
+                    }
+                    self.buf.extend_from_slice(&b);
+                    if self.buf.len() >= self.min {
+                        return Poll::Ready(Some(Ok(self.buf.split().freeze())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn rebuffer_keeps_bytes_and_order() {
+        let parts: Vec<Result<Bytes, EndpointError>> = (0..10u8)
+            .map(|i| Ok(Bytes::from(vec![i; 3 + i as usize])))
+            .collect();
+        let want: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 3 + i as usize]).collect();
+        let out: Vec<Bytes> = rebuffer(Box::pin(futures_util::stream::iter(parts)), 16)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert!(out[..out.len() - 1].iter().all(|b| b.len() >= 16));
+        assert_eq!(out.concat(), want);
+    }
+}

@@ -14,7 +14,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::sync::OnceCell;
 
 use crate::endpoint::{
-    temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
+    rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
 };
 use crate::retry::{parse_retry_after, RetryPolicy};
 use propfind::{encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, PROPFIND_BODY};
@@ -30,6 +30,9 @@ enum MtimeMode {
     /// Neither: the server stamps its own time (Apache mod_dav).
     None,
 }
+
+/// Size of the chunks a download is regrouped into before it is written on.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// PROPFINDs in flight while listing.
 const LIST_PARALLEL: usize = 8;
@@ -379,8 +382,9 @@ impl Endpoint for WebDavEndpoint {
             .send("GET", path, || self.req(Method::GET, &url))
             .await?;
         let p = Arc::new(path.to_string());
-        Ok(Box::pin(
-            resp.bytes_stream().map_err(move |e| net_error(&p, e)),
+        Ok(rebuffer(
+            Box::pin(resp.bytes_stream().map_err(move |e| net_error(&p, e))),
+            READ_CHUNK,
         ))
     }
 

@@ -228,8 +228,15 @@ impl Drop for WsgiDav {
     }
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tenantry-files")
+/// The `tenantry-files` binary: cargo's for tests, the sibling executable for the benchmark
+/// (which includes this module too).
+pub fn bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_tenantry-files") {
+        Some(p) => p.into(),
+        None => std::env::current_exe()
+            .unwrap()
+            .with_file_name("tenantry-files"),
+    }
 }
 
 /// Runs `tenantry-files` with both passwords in the environment.
