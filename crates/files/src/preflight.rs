@@ -33,6 +33,9 @@ pub enum Problem {
     FolderStartsWithTilde,
     /// `forms` at the library root.
     FormsAtRoot,
+    /// Another entry in the same folder has the same name but for case (SharePoint names are
+    /// case-insensitive, so the second would overwrite the first).
+    CaseCollision,
     PathTooLong {
         chars: usize,
     },
@@ -61,6 +64,7 @@ impl Problem {
             Problem::TrailingSpace => "trailing space".into(),
             Problem::FolderStartsWithTilde => "folder name starts with ~".into(),
             Problem::FormsAtRoot => "folder 'forms' at the library root".into(),
+            Problem::CaseCollision => "same name as another entry but for case".into(),
             Problem::PathTooLong { chars } => {
                 format!("path is {chars} characters (limit {MAX_PATH_CHARS})")
             }
@@ -213,6 +217,8 @@ pub fn map_entries(entries: &[Entry], policy: OnInvalid) -> Mapping {
     // Names taken per folder (keyed by the source folder: its children share one target
     // folder), case-insensitive as SharePoint is.
     let mut taken: HashMap<String, HashSet<String>> = HashMap::new();
+    // Names given out so far per folder (keyed the same way), to find case collisions.
+    let mut assigned: HashMap<String, HashSet<String>> = HashMap::new();
     for e in &sorted {
         taken
             .entry(parent(&e.path).to_string())
@@ -232,11 +238,19 @@ pub fn map_entries(entries: &[Entry], policy: OnInvalid) -> Mapping {
         let name = e.name();
         let at_root = src_parent.is_empty();
         let mut problems = check_name(name, e.is_dir, at_root);
+        let assigned_here = assigned.entry(src_parent.to_string()).or_default();
+        if assigned_here.contains(&name.to_lowercase()) {
+            problems.push(Problem::CaseCollision);
+        }
         let mut tname = name.to_string();
         if policy == OnInvalid::Rename && !problems.is_empty() {
             tname = rename_name(name, e.is_dir, at_root);
             let names = taken.entry(src_parent.to_string()).or_default();
-            if names.contains(&tname.to_lowercase()) {
+            let free = |n: &str| {
+                let l = n.to_lowercase();
+                !assigned_here.contains(&l) && (n == name || !names.contains(&l))
+            };
+            if !free(&tname) || tname == name {
                 let (stem, ext) = match tname.rfind('.') {
                     Some(i) if i > 0 && !e.is_dir => {
                         (tname[..i].to_string(), tname[i..].to_string())
@@ -244,7 +258,7 @@ pub fn map_entries(entries: &[Entry], policy: OnInvalid) -> Mapping {
                     _ => (tname.clone(), String::new()),
                 };
                 let mut n = 1;
-                while names.contains(&format!("{stem} ({n}){ext}").to_lowercase()) {
+                while !free(&format!("{stem} ({n}){ext}")) {
                     n += 1;
                 }
                 tname = format!("{stem} ({n}){ext}");
@@ -268,6 +282,10 @@ pub fn map_entries(entries: &[Entry], policy: OnInvalid) -> Mapping {
             });
         }
         if keep {
+            assigned
+                .entry(src_parent.to_string())
+                .or_default()
+                .insert(tname.to_lowercase());
             if tname != name {
                 m.renames.push(Rename {
                     source: e.path.clone(),
@@ -410,6 +428,36 @@ mod tests {
                 assert!(check_name(seg, x.entry.is_dir, i == 0).is_empty(), "{seg}");
             }
         }
+    }
+
+    #[test]
+    fn case_collisions_are_found_and_renamed_apart() {
+        let es = [
+            f("Report.docx"),
+            f("report.DOCX"),
+            d("Dir"),
+            d("dir"),
+            f("dir/x"),
+        ];
+        let m = map_entries(&es, OnInvalid::Skip);
+        assert_eq!(m.findings.len(), 2, "{:?}", m.findings);
+        assert!(m
+            .findings
+            .iter()
+            .all(|f| f.problems == vec![Problem::CaseCollision]));
+        assert_eq!(m.skipped.len(), 3);
+        let m = map_entries(&es, OnInvalid::Rename);
+        let t: Vec<_> = m.mapped.iter().map(|x| x.target_path.as_str()).collect();
+        assert_eq!(
+            t,
+            vec![
+                "Dir",
+                "Report.docx",
+                "dir (1)",
+                "dir (1)/x",
+                "report (1).DOCX"
+            ]
+        );
     }
 
     #[test]
