@@ -68,6 +68,9 @@ pub enum EndpointError {
     Auth(u16),
     #[error("not found: {0}")]
     NotFound(String),
+    /// Any other HTTP status that retrying will not change.
+    #[error("{path}: HTTP {status}{}", if *.status == 409 { " (parent folder missing?)" } else { "" })]
+    Http { status: u16, path: String },
     #[error("{0}")]
     Permanent(String),
 }

@@ -186,7 +186,7 @@ impl WebDavEndpoint {
         let resp = match resp {
             Ok(r) => r,
             // 403/405/501: this server does not do PROPPATCH of live properties.
-            Err(EndpointError::Permanent(_)) => return Ok(false),
+            Err(EndpointError::Http { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
         let text = resp.text().await.map_err(|e| net_error(rel, e))?;
@@ -325,10 +325,10 @@ async fn check_status(resp: Response, path: &str) -> Result<Response, EndpointEr
         | StatusCode::INTERNAL_SERVER_ERROR
         | StatusCode::BAD_GATEWAY
         | StatusCode::GATEWAY_TIMEOUT => EndpointError::Transient(format!("{path}: HTTP {st}")),
-        StatusCode::CONFLICT => EndpointError::Permanent(format!(
-            "{path}: HTTP 409 Conflict (parent folder missing?)"
-        )),
-        _ => EndpointError::Permanent(format!("{path}: HTTP {st}")),
+        _ => EndpointError::Http {
+            status: st.as_u16(),
+            path: path.to_string(),
+        },
     })
 }
 
@@ -398,7 +398,7 @@ impl Endpoint for WebDavEndpoint {
         {
             Ok(_) => Ok(()),
             // 405: the folder already exists.
-            Err(EndpointError::Permanent(m)) if m.contains("405") => Ok(()),
+            Err(EndpointError::Http { status: 405, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -429,7 +429,7 @@ impl Endpoint for WebDavEndpoint {
             {
                 Ok(_) | Err(EndpointError::NotFound(_)) => return Ok(()),
                 // 301: a folder addressed without its trailing slash.
-                Err(EndpointError::Permanent(m)) if m.contains("301") && !dir => continue,
+                Err(EndpointError::Http { status: 301, .. }) if !dir => continue,
                 Err(e) => return Err(e),
             }
         }
