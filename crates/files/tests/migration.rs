@@ -30,16 +30,8 @@ fn local_to_local_keeps_content_structure_and_mtimes() {
     // Folder times are kept too (set after their content was written).
     let (fs, fd) = (fingerprint(&src), fingerprint(&dst));
     assert_eq!(fs["Verträge 2019"].mtime, fd["Verträge 2019"].mtime);
-    let out = cli(&[
-        "verify",
-        "--source",
-        src.to_str().unwrap(),
-        "--target",
-        dst.to_str().unwrap(),
-        "--json",
-    ]);
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "{rep}");
+    let (code, rep) = verify(src.to_str().unwrap(), dst.to_str().unwrap());
+    assert_eq!(code, 0, "{rep}");
     assert_eq!(rep["files_identical"], 6);
     assert_eq!(rep["mtime_matched"], 6);
 }
@@ -67,30 +59,14 @@ fn local_to_apache_to_apache_then_verify() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(copied(&v), 6);
     assert_same_tree(&src, &b.root(), false);
-    let out = cli(&[
-        "verify",
-        "--source",
-        src.to_str().unwrap(),
-        "--target",
-        &b.url(),
-        "--json",
-    ]);
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "{rep}");
+    let (code, rep) = verify(src.to_str().unwrap(), &b.url());
+    assert_eq!(code, 0, "{rep}");
     assert_eq!(rep["files_identical"], 6);
     assert_eq!(rep["folders_expected"], 8);
     // A changed byte on the target is caught by verify.
     std::fs::write(b.root().join("top level.txt"), b"hello World").unwrap();
-    let out = cli(&[
-        "verify",
-        "--source",
-        src.to_str().unwrap(),
-        "--target",
-        &b.url(),
-        "--json",
-    ]);
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let (code, rep) = verify(src.to_str().unwrap(), &b.url());
+    assert_eq!(code, 1);
     assert_eq!(rep["content_mismatch"][0], "top level.txt");
 }
 

@@ -280,6 +280,18 @@ pub fn migrate(
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// Runs `verify --json` and returns the exit code and the report.
+pub fn verify(source: &str, target: &str) -> (i32, serde_json::Value) {
+    let out = cli(&["verify", "--source", source, "--target", target, "--json"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
 pub fn set_mtime(p: &Path, secs: u64) {
     std::fs::File::options()
         .write(true)
