@@ -102,13 +102,26 @@ pub async fn migrate(
             .await
             .map_err(|e| anyhow::anyhow!("creating the target root: {e}"))?;
     }
-    for d in &plan.mkdirs {
-        if let Err(e) = target.mkdir(d).await {
-            report.failures.push(Failure {
-                path: d.clone(),
-                error: e.to_string(),
-            });
-        }
+    // Folders of one depth are independent: create them concurrently, one level after another.
+    for level in plan
+        .mkdirs
+        .chunk_by(|a, b| a.matches('/').count() == b.matches('/').count())
+    {
+        let failed: Vec<Failure> = futures_util::stream::iter(level)
+            .map(|d| {
+                let target = &target;
+                async move {
+                    target.mkdir(d).await.err().map(|e| Failure {
+                        path: d.clone(),
+                        error: e.to_string(),
+                    })
+                }
+            })
+            .buffer_unordered(opts.parallel.max(1))
+            .filter_map(|f| async move { f })
+            .collect()
+            .await;
+        report.failures.extend(failed);
     }
 
     let progress = Progress::new(plan.copies.len() as u64, report.planned_bytes);
