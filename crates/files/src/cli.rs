@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::location::{self, Secret};
@@ -49,6 +50,9 @@ pub struct Pair {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// PEM file of a CA to trust besides the system roots (self-hosted servers with a private CA).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +84,9 @@ pub struct CheckArgs {
     pub source_password_file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// PEM file of a CA to trust besides the system roots.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +104,16 @@ pub async fn run(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn client(parallel: usize, ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let pem = match ca {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("reading CA certificate {}", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok(http_client(parallel, pem.as_deref())?)
+}
+
 fn open_pair(
     p: &Pair,
     retry: RetryPolicy,
@@ -104,7 +121,7 @@ fn open_pair(
     std::sync::Arc<dyn crate::endpoint::Endpoint>,
     std::sync::Arc<dyn crate::endpoint::Endpoint>,
 )> {
-    let client = http_client(p.parallel);
+    let client = client(p.parallel, p.ca_cert.as_deref())?;
     let s = location::open(
         &p.source,
         Secret {
@@ -162,7 +179,7 @@ async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
-    let client = http_client(1);
+    let client = client(1, a.ca_cert.as_deref())?;
     let s = location::open(
         &a.source,
         Secret {

@@ -71,6 +71,44 @@ fn local_to_apache_to_apache_then_verify() {
 }
 
 #[test]
+fn webdavs_with_a_private_ca() {
+    let a = Apache::start_tls();
+    let t = tempfile::tempdir().unwrap();
+    let (src, st) = (t.path().join("src"), t.path().join("state"));
+    sample_tree(&src);
+    let s = src.to_str().unwrap();
+    // Certificates are verified: an unknown CA is refused...
+    let (code, err) = {
+        let out = cli(&[
+            "migrate",
+            "--source",
+            s,
+            "--target",
+            &a.url(),
+            "--state-dir",
+            st.to_str().unwrap(),
+            "--retries",
+            "1",
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // ...and trusted when given.
+    let ca = a.ca_cert();
+    let (code, v) = migrate(s, &a.url(), &st, &["--ca-cert", ca.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(copied(&v), 6);
+    assert_same_tree(&src, &a.root(), false);
+}
+
+#[test]
 fn wrong_password_is_reported_without_leaking() {
     let a = Apache::start();
     let t = tempfile::tempdir().unwrap();

@@ -131,7 +131,7 @@ async fn throttled_source_429_and_503_honour_retry_after() {
     let t = tempfile::tempdir().unwrap();
     let src: Arc<dyn Endpoint> = Arc::new(
         WebDavEndpoint::new(
-            http_client(4),
+            http_client(4, None).unwrap(),
             &format!("http://127.0.0.1:{port}/"),
             None,
             None,
@@ -174,7 +174,7 @@ async fn quota_507_fails_that_file_only_without_retrying_and_explains() {
     let src: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(&src_dir));
     let dst: Arc<dyn Endpoint> = Arc::new(
         WebDavEndpoint::new(
-            http_client(4),
+            http_client(4, None).unwrap(),
             &format!("http://127.0.0.1:{port}/lib"),
             None,
             None,

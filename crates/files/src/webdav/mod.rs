@@ -50,8 +50,12 @@ pub struct WebDavEndpoint {
 }
 
 /// One HTTP client for the whole run: its keep-alive pool is what makes small files fast.
-pub fn http_client(parallel: usize) -> reqwest::Client {
-    reqwest::Client::builder()
+/// `extra_ca` (PEM) is trusted besides the system roots, for servers with a private CA.
+pub fn http_client(
+    parallel: usize,
+    extra_ca: Option<&[u8]>,
+) -> Result<reqwest::Client, EndpointError> {
+    let mut b = reqwest::Client::builder()
         .pool_max_idle_per_host(parallel.max(1) * 2)
         .tcp_nodelay(true)
         // Redirects would turn MOVE/PUT into GET; we handle the one case (trailing slash) ourselves.
@@ -61,9 +65,16 @@ pub fn http_client(parallel: usize) -> reqwest::Client {
         .user_agent(concat!(
             "NONISV|tenantry|tenantry-files/",
             env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .expect("static client configuration is valid")
+        ));
+    if let Some(pem) = extra_ca {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| EndpointError::Permanent(format!("CA certificate: {e}")))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build()
+        .map_err(|e| EndpointError::Permanent(format!("HTTP client: {e}")))
 }
 
 impl WebDavEndpoint {
@@ -293,9 +304,20 @@ fn header_is(h: &HeaderMap, name: &str, value: &str) -> bool {
 }
 
 /// Network-level failures are transient; the URL is dropped from the message (it is long and
-/// adds nothing to the path we name).
+/// adds nothing to the path we name), the causes are kept (TLS and DNS errors hide there).
 fn net_error(path: &str, e: reqwest::Error) -> EndpointError {
-    EndpointError::Transient(format!("{path}: {}", e.without_url()))
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    EndpointError::Transient(format!(
+        "{}: {msg}",
+        if path.is_empty() { "/" } else { path }
+    ))
 }
 
 /// Maps an HTTP status to our error kinds.

@@ -52,11 +52,84 @@ fn is_root() -> bool {
 pub struct Apache {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    tls: bool,
     child: Child,
+}
+
+/// Makes a throwaway CA and a certificate for 127.0.0.1 signed by it, in `d`.
+fn make_certs(d: &Path) {
+    let run = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl installed");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tenantry test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 impl Apache {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Serves https with a certificate from a throwaway CA (see `ca_cert`).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // Apache drops to www-data when started as root: it must reach the tree.
@@ -85,6 +158,15 @@ impl Apache {
         } else {
             ""
         };
+        let tls_conf = if tls {
+            make_certs(d);
+            format!(
+                "LoadModule socache_shmcb_module {m}/mod_socache_shmcb.so\nLoadModule ssl_module {m}/mod_ssl.so\nSSLEngine on\nSSLSessionCache none\nSSLCertificateFile {d}/server.pem\nSSLCertificateKeyFile {d}/server.key\n",
+                d = d.display()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
             r#"ServerRoot "{d}"
 ServerName 127.0.0.1
@@ -101,7 +183,7 @@ LoadModule authz_user_module {m}/mod_authz_user.so
 LoadModule auth_basic_module {m}/mod_auth_basic.so
 LoadModule dav_module {m}/mod_dav.so
 LoadModule dav_fs_module {m}/mod_dav_fs.so
-{user}Mutex file:{d}
+{user}{tls_conf}Mutex file:{d}
 DAVLockDB {d}/lock/DAVLock
 LimitRequestBody 0
 MaxKeepAliveRequests 0
@@ -122,6 +204,7 @@ DocumentRoot {d}/root
         std::fs::write(d.join("httpd.conf"), conf).unwrap();
         let mut a = Apache {
             port,
+            tls,
             child: Command::new("apache2")
                 .arg("-X")
                 .arg("-f")
@@ -145,7 +228,13 @@ DocumentRoot {d}/root
     }
 
     pub fn url(&self) -> String {
-        format!("webdav://{USER}@127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "webdavs" } else { "webdav" };
+        format!("{scheme}://{USER}@127.0.0.1:{}/", self.port)
+    }
+
+    /// The PEM of the CA that signed a TLS server's certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Files written by the test (as root) must be writable by the server.
