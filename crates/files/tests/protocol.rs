@@ -1,5 +1,5 @@
-//! Throttling and quota behaviour against a tiny in-test HTTP server that answers 429/503 with
-//! Retry-After and 507 Insufficient Storage.
+//! Protocol behaviour against a tiny in-test HTTP server: 429/503 with Retry-After, 507
+//! Insufficient Storage, and the Nextcloud/ownCloud `X-OC-MTime: accepted` answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -200,4 +200,51 @@ async fn quota_507_fails_that_file_only_without_retrying_and_explains() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(puts, 2, "507 is not retried: {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nextcloud_style_mtime_acceptance_needs_no_extra_requests() {
+    let (port, counts) = serve(Arc::new(|m: &str, _p: &str, _| match m {
+        "PROPFIND" => (404, vec![], vec![]),
+        "MKCOL" => (201, vec![], vec![]),
+        "PUT" => (
+            201,
+            vec![
+                ("X-OC-MTime", "accepted".into()),
+                ("ETag", "\"abc\"".into()),
+            ],
+            vec![],
+        ),
+        "MOVE" => (201, vec![], vec![]),
+        _ => (400, vec![], vec![]),
+    }))
+    .await;
+    let t = tempfile::tempdir().unwrap();
+    let src_dir = t.path().join("src");
+    std::fs::create_dir_all(src_dir.join("sub")).unwrap();
+    for n in ["a", "b", "sub/c"] {
+        std::fs::write(src_dir.join(n), n).unwrap();
+    }
+    let src: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(&src_dir));
+    let dst: Arc<dyn Endpoint> = Arc::new(
+        WebDavEndpoint::new(
+            http_client(4, None).unwrap(),
+            &format!("http://127.0.0.1:{port}/remote.php/dav/files/u/"),
+            None,
+            None,
+            opts(t.path()).retry,
+        )
+        .unwrap(),
+    );
+    let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
+    assert!(rep.ok(), "{:?}", rep.failures);
+    assert_eq!(rep.copied_files, 3);
+    assert_eq!(rep.mtime, tenantry_files::endpoint::MtimeSupport::Kept);
+    let c = counts.lock().unwrap();
+    assert!(!c.keys().any(|k| k.starts_with("PROPPATCH")), "{c:?}");
+    assert_eq!(
+        c.get("PROPFIND /remote.php/dav/files/u/"),
+        Some(&1),
+        "only the listing: {c:?}"
+    );
 }
