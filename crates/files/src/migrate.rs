@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::endpoint::{ByteStream, Endpoint, EndpointError, MtimeSupport};
+use crate::endpoint::{is_temp_name, ByteStream, Endpoint, EndpointError, MtimeSupport};
 use crate::plan::{make_plan, CopyJob, PlanOptions};
 use crate::preflight::{map_entries, OnInvalid};
 use crate::progress::Progress;
@@ -42,7 +42,9 @@ pub async fn migrate(
     let started = Instant::now();
     let mut report = MigrationReport::new(source.describe(), target.describe(), opts.dry_run);
     let (src_list, tgt_list) = tokio::join!(source.list(), target.list());
-    let src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
+    let mut src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
+    // Debris of an interrupted copy *into* the source is not content.
+    src_list.retain(|e| !is_temp_name(&e.path));
     let tgt_list = tgt_list.map_err(|e| anyhow::anyhow!("listing the target: {e}"))?;
     for e in &src_list {
         if e.is_dir {
@@ -53,11 +55,11 @@ pub async fn migrate(
         }
     }
 
-    let mapping = map_entries(&src_list, opts.on_invalid);
-    report.findings = mapping.findings.clone();
-    report.skipped = mapping.skipped.clone();
-    report.renames = mapping.renames.clone();
-    if opts.on_invalid == OnInvalid::Fail && !mapping.findings.is_empty() {
+    let mut mapping = map_entries(&src_list, opts.on_invalid);
+    report.findings = std::mem::take(&mut mapping.findings);
+    report.skipped = std::mem::take(&mut mapping.skipped);
+    report.renames = std::mem::take(&mut mapping.renames);
+    if opts.on_invalid == OnInvalid::Fail && !report.findings.is_empty() {
         report.refused_by_preflight = true;
         return Ok(report);
     }
@@ -84,8 +86,8 @@ pub async fn migrate(
     }
 
     let writer = store.writer()?;
-    if !mapping.renames.is_empty() {
-        writer.renames(mapping.renames.clone());
+    if !report.renames.is_empty() {
+        writer.renames(report.renames.clone());
     }
     for p in &plan.forget {
         writer.remove(p.clone());
