@@ -1,0 +1,329 @@
+//! Files-engine benchmark: tenantry vs rclone between two Apache mod_dav servers, beside a local
+//! `cp -r` of the same tree. Not a test: run it by hand (see README.md beside this file).
+//!
+//! It generates its own corpus (many small office-like files, some of 50 MB and more, one big
+//! file, nested non-ASCII folders, modification times spread over years), then reports wall
+//! time, MB/s, peak RSS, files whose content and mtime match, and the time of a no-op re-run.
+
+#[path = "../../../crates/files/tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::{Rng, SeedableRng};
+use support::{fingerprint, Apache, Node, PASSWORD, USER};
+
+struct Args {
+    small_files: usize,
+    large_files: usize,
+    big_file_mb: u64,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        small_files: 3200,
+        large_files: 36,
+        big_file_mb: 2048,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    for w in v.chunks(2) {
+        let n = w.get(1).and_then(|x| x.parse().ok());
+        match (w[0].as_str(), n) {
+            ("--small-files", Some(n)) => a.small_files = n as usize,
+            ("--large-files", Some(n)) => a.large_files = n as usize,
+            ("--big-file-mb", Some(n)) => a.big_file_mb = n,
+            _ => {
+                eprintln!(
+                    "usage: files-bench [--small-files N] [--large-files N] [--big-file-mb MB]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+const FOLDERS: &[&str] = &[
+    "Verträge/2019/Q1",
+    "Verträge/2019/Q2",
+    "Verträge/2020",
+    "Finanzen & Controlling/Jahresabschluss 2021",
+    "日本語/報告書/第1四半期",
+    "Ünïcødé Földer/Präsentationen",
+    "Projects/Alpha (final)/Specs #1",
+    "Projects/Beta/Design 100%",
+    "HR/Bewerbungen/Señor Núñez",
+    "Marketing/Кампании/2022",
+    "Archiv",
+];
+const EXT: &[&str] = &["docx", "xlsx", "pptx", "pdf", "txt", "msg", "png"];
+
+/// Writes the corpus: returns (files, bytes).
+fn generate(root: &Path, a: &Args) -> anyhow::Result<(u64, u64)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut write = |rel: String, size: u64, rng: &mut rand::rngs::StdRng| -> anyhow::Result<()> {
+        let p = root.join(&rel);
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            rng.fill(&mut buf[..n]);
+            std::io::Write::write_all(&mut f, &buf[..n])?;
+            left -= n as u64;
+        }
+        let f = f.into_inner()?;
+        // Modification times spread from 2005 to 2024.
+        let secs = rng.gen_range(1_104_537_600u64..1_735_689_600);
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))?;
+        files += 1;
+        bytes += size;
+        Ok(())
+    };
+    for i in 0..a.small_files {
+        let dir = FOLDERS[i % FOLDERS.len()];
+        // Office-like sizes: mostly 10–300 KB, a tail up to 2 MB.
+        let size = if rng.gen_bool(0.9) {
+            rng.gen_range(10_000..300_000)
+        } else {
+            rng.gen_range(300_000..2_000_000)
+        };
+        let ext = EXT[i % EXT.len()];
+        write(
+            format!("{dir}/Dokument {i:04} – Entwurf.{ext}"),
+            size,
+            &mut rng,
+        )?;
+    }
+    for i in 0..a.large_files {
+        let dir = FOLDERS[(i * 3) % FOLDERS.len()];
+        let size = rng.gen_range(50_000_000..64_000_000);
+        write(
+            format!("{dir}/Aufnahme {i:02} (Rohschnitt).mp4"),
+            size,
+            &mut rng,
+        )?;
+    }
+    if a.big_file_mb > 0 {
+        write(
+            "Archiv/Sicherung 2019 – vollständig.iso".into(),
+            a.big_file_mb << 20,
+            &mut rng,
+        )?;
+    }
+    for d in ["Leer/Ordner ohne Inhalt", "空のフォルダ"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    Ok((files, bytes))
+}
+
+struct Run {
+    name: String,
+    wall: Duration,
+    peak_rss_kb: u64,
+    ok: bool,
+}
+
+/// Runs a command, sampling its peak RSS (VmHWM) from /proc while it runs.
+fn timed(name: &str, cmd: &mut Command) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall = start.elapsed();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        eprintln!(
+            "{name} failed ({status}): {}",
+            err.chars().take(2000).collect::<String>()
+        );
+    }
+    Ok(Run {
+        name: name.into(),
+        wall,
+        peak_rss_kb: peak,
+        ok: status.success(),
+    })
+}
+
+fn compare(src: &BTreeMap<String, Node>, dst: &Path) -> (usize, usize, usize) {
+    let fd = fingerprint(dst);
+    let mut content = 0;
+    let mut mtime = 0;
+    let mut total = 0;
+    for (k, n) in src.iter().filter(|(_, n)| !n.is_dir) {
+        total += 1;
+        if let Some(m) = fd.get(k) {
+            if m.sha256 == n.sha256 {
+                content += 1;
+                if m.mtime == n.mtime {
+                    mtime += 1;
+                }
+            }
+        }
+    }
+    (total, content, mtime)
+}
+
+fn empty_dir(p: &Path) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(p)? {
+        let e = e?.path();
+        if e.is_dir() {
+            std::fs::remove_dir_all(&e)?;
+        } else {
+            std::fs::remove_file(&e)?;
+        }
+    }
+    Ok(())
+}
+
+fn rclone_remote(cmd: &mut Command, name: &str, port: u16, obscured: &str) {
+    let n = name.to_uppercase();
+    cmd.env(format!("RCLONE_CONFIG_{n}_TYPE"), "webdav")
+        .env(
+            format!("RCLONE_CONFIG_{n}_URL"),
+            format!("http://127.0.0.1:{port}/"),
+        )
+        .env(format!("RCLONE_CONFIG_{n}_VENDOR"), "other")
+        .env(format!("RCLONE_CONFIG_{n}_USER"), USER)
+        .env(format!("RCLONE_CONFIG_{n}_PASS"), obscured);
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args();
+    let tenantry = support::bin();
+    if !tenantry.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p tenantry-files -p tenantry-files-bench`",
+            tenantry.display()
+        );
+    }
+    let (a, b) = (Apache::start(), Apache::start());
+    let work = tempfile::tempdir()?;
+    eprintln!("generating corpus in {} ...", a.root().display());
+    let (files, bytes) = generate(&a.root(), &args)?;
+    a.fix_owner();
+    b.fix_owner();
+    let mb = bytes as f64 / 1e6;
+    eprintln!("corpus: {files} files, {mb:.0} MB; fingerprinting ...");
+    let src = fingerprint(&a.root());
+
+    let mut rows = Vec::new();
+    // 1. cp -r, local to local (the floor).
+    let cp_dst = work.path().join("cp");
+    let r = timed(
+        "cp -r (local)",
+        Command::new("cp").arg("-r").arg(a.root()).arg(&cp_dst),
+    )?;
+    rows.push((r, compare(&src, &cp_dst), None));
+    empty_dir(&cp_dst)?;
+
+    // 2. tenantry, Apache -> Apache.
+    let st = work.path().join("state");
+    let mut t = Command::new(&tenantry);
+    t.args([
+        "migrate",
+        "--source",
+        &a.url(),
+        "--target",
+        &b.url(),
+        "--state-dir",
+    ])
+    .arg(&st)
+    .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+    .env("TENANTRY_TARGET_PASSWORD", PASSWORD);
+    let r = timed("tenantry (8 parallel)", &mut t)?;
+    let cmp = compare(&src, &b.root());
+    let noop = timed("tenantry no-op", &mut t)?;
+    rows.push((r, cmp, Some(noop.wall)));
+    empty_dir(&b.root())?;
+
+    // 3. rclone, Apache -> Apache, defaults and with 8 transfers.
+    let mut ob = Command::new("rclone")
+        .args(["obscure", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("rclone installed")?;
+    std::io::Write::write_all(&mut ob.stdin.take().unwrap(), PASSWORD.as_bytes())?;
+    let obscured = String::from_utf8(ob.wait_with_output()?.stdout)?
+        .trim()
+        .to_string();
+    for (label, extra) in [
+        ("rclone (defaults)", vec![]),
+        ("rclone (--transfers 8)", vec!["--transfers", "8"]),
+    ] {
+        let mut c = Command::new("rclone");
+        c.args(["copy", "src:", "dst:"]).args(&extra);
+        rclone_remote(&mut c, "src", a.port, &obscured);
+        rclone_remote(&mut c, "dst", b.port, &obscured);
+        let r = timed(label, &mut c)?;
+        let cmp = compare(&src, &b.root());
+        let noop = timed("rclone no-op", &mut c)?;
+        rows.push((r, cmp, Some(noop.wall)));
+        empty_dir(&b.root())?;
+    }
+
+    println!("\ncorpus: {files} files, {mb:.0} MB (Apache mod_dav -> Apache mod_dav on loopback; cp -r is local)\n");
+    println!(
+        "{:<24} {:>9} {:>9} {:>10} {:>14} {:>12} {:>10}",
+        "tool", "wall s", "MB/s", "peak RSS", "content ok", "mtime ok", "no-op s"
+    );
+    let mut json = Vec::new();
+    for (r, (total, content, mtime), noop) in &rows {
+        let rate = mb / r.wall.as_secs_f64();
+        println!(
+            "{:<24} {:>9.1} {:>9.1} {:>7} MB {:>8}/{:<5} {:>6}/{:<5} {:>10}{}",
+            r.name,
+            r.wall.as_secs_f64(),
+            rate,
+            r.peak_rss_kb / 1024,
+            content,
+            total,
+            mtime,
+            total,
+            noop.map(|d| format!("{:.2}", d.as_secs_f64()))
+                .unwrap_or("-".into()),
+            if r.ok { "" } else { "  (FAILED)" }
+        );
+        json.push(serde_json::json!({
+            "tool": r.name, "wall_secs": r.wall.as_secs_f64(), "mb_per_s": rate,
+            "peak_rss_mb": r.peak_rss_kb / 1024, "files": total, "content_match": content,
+            "mtime_match": mtime, "noop_secs": noop.map(|d| d.as_secs_f64()), "ok": r.ok,
+        }));
+    }
+    let out = serde_json::json!({"files": files, "bytes": bytes, "runs": json});
+    std::fs::write("files-bench.json", serde_json::to_string_pretty(&out)?)?;
+    eprintln!("\nwritten files-bench.json");
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The `tenantry files ...` commands. The main binary wires `FilesCommand` into its own CLI and
+//! calls `run`; `src/bin/tenantry-files.rs` does the same standalone.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::location::{self, Secret};
+use crate::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
+use crate::preflight::{map_entries, OnInvalid};
+use crate::report::write_findings;
+use crate::retry::RetryPolicy;
+use crate::state::state_file;
+use crate::verify::verify;
+use crate::webdav::http_client;
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Copy a document library (folder or WebDAV tree) to a target, incrementally.
+    Migrate(MigrateArgs),
+    /// Run the SharePoint pre-flight on a source alone; exits 2 if anything would be refused.
+    Check(CheckArgs),
+    /// Compare source and target: structure, sizes, SHA-256 of every file, modification times.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Pair {
+    /// Source: a folder path, or webdav://user@host[:port]/path (webdavs:// for TLS).
+    #[arg(long)]
+    pub source: String,
+    /// Target: a folder path, or webdav://user@host[:port]/path (webdavs:// for TLS).
+    #[arg(long)]
+    pub target: String,
+    /// File holding the source password (else env TENANTRY_SOURCE_PASSWORD).
+    #[arg(long)]
+    pub source_password_file: Option<PathBuf>,
+    /// File holding the target password (else env TENANTRY_TARGET_PASSWORD).
+    #[arg(long)]
+    pub target_password_file: Option<PathBuf>,
+    /// Transfers in flight at once.
+    #[arg(long, default_value_t = DEFAULT_PARALLEL)]
+    pub parallel: usize,
+    /// What to do with names SharePoint refuses.
+    #[arg(long, value_enum, default_value_t = OnInvalid::Fail)]
+    pub on_invalid: OnInvalid,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// PEM file of a CA to trust besides the system roots (self-hosted servers with a private CA).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub pair: Pair,
+    /// Where the state store (what was copied) lives.
+    #[arg(long, default_value = ".tenantry-files")]
+    pub state_dir: PathBuf,
+    /// Show what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete target files and folders that are not in the source.
+    #[arg(long)]
+    pub delete: bool,
+    /// Also re-hash files whose size and time are unchanged, and copy those whose content differs.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Attempts per request or file before it is reported as failed.
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A folder path or webdav:// URL.
+    pub source: String,
+    #[arg(long)]
+    pub source_password_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    /// PEM file of a CA to trust besides the system roots.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub pair: Pair,
+}
+
+/// Exit codes: 0 done, 1 some files failed or differ, 2 refused before anything moved.
+pub async fn run(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FilesCommand::Migrate(a) => run_migrate(a).await,
+        FilesCommand::Check(a) => run_check(a).await,
+        FilesCommand::Verify(a) => run_verify(a).await,
+    }
+}
+
+fn client(parallel: usize, ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let pem = match ca {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("reading CA certificate {}", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok(http_client(parallel, pem.as_deref())?)
+}
+
+fn open_pair(
+    p: &Pair,
+    retry: RetryPolicy,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn crate::endpoint::Endpoint>,
+    std::sync::Arc<dyn crate::endpoint::Endpoint>,
+)> {
+    let client = client(p.parallel, p.ca_cert.as_deref())?;
+    let s = location::open(
+        &p.source,
+        Secret {
+            file: p.source_password_file.as_deref(),
+            env: "TENANTRY_SOURCE_PASSWORD",
+        },
+        &client,
+        retry,
+    )?;
+    let t = location::open(
+        &p.target,
+        Secret {
+            file: p.target_password_file.as_deref(),
+            env: "TENANTRY_TARGET_PASSWORD",
+        },
+        &client,
+        retry,
+    )?;
+    Ok((s, t))
+}
+
+async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let retry = RetryPolicy {
+        attempts: a.retries.max(1),
+        ..Default::default()
+    };
+    let (s, t) = open_pair(&a.pair, retry)?;
+    let (sn, tn) = (
+        location::display_name(&a.pair.source),
+        location::display_name(&a.pair.target),
+    );
+    let opts = MigrateOptions {
+        parallel: a.pair.parallel,
+        dry_run: a.dry_run,
+        delete: a.delete,
+        checksum: a.checksum,
+        on_invalid: a.pair.on_invalid,
+        state_path: state_file(&a.state_dir, &sn, &tn),
+        retry,
+        progress: !a.pair.json || std::io::stderr().is_terminal(),
+    };
+    let report = migrate(s, t, &sn, &tn, &opts).await?;
+    if a.pair.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.refused_by_preflight {
+        ExitCode::from(2)
+    } else if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let client = client(1, a.ca_cert.as_deref())?;
+    let s = location::open(
+        &a.source,
+        Secret {
+            file: a.source_password_file.as_deref(),
+            env: "TENANTRY_SOURCE_PASSWORD",
+        },
+        &client,
+        RetryPolicy::default(),
+    )?;
+    let list = s
+        .list()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
+    let m = map_entries(&list, OnInvalid::Fail);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m.findings)?);
+    } else {
+        let mut out = String::new();
+        write_findings(&mut out, &m.findings);
+        if m.findings.is_empty() {
+            out = format!("pre-flight: {} entries, no problems\n", list.len());
+        }
+        print!("{out}");
+    }
+    Ok(if m.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+async fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (s, t) = open_pair(&a.pair, RetryPolicy::default())?;
+    let rep = verify(s, t, a.pair.on_invalid, a.pair.parallel)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if a.pair.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print!("{}", rep.to_text());
+    }
+    Ok(if rep.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

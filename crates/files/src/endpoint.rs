@@ -1,0 +1,241 @@
+//! The one trait every source and target implements, and the error type they share.
+//!
+//! Paths are relative, `/`-separated, decoded (no percent-encoding), without a leading slash;
+//! the root is `""`. Each endpoint translates them to its own addressing.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// Prefix of the temporary names uploads are written under before they are renamed into place.
+/// A crash leaves at most such files behind; the next run deletes them.
+pub const TEMP_PREFIX: &str = ".tenantry-part-";
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, EndpointError>> + Send>>;
+
+/// One file or folder in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub is_dir: bool,
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch (WebDAV only has whole seconds).
+    pub mtime_ns: Option<i64>,
+    pub etag: Option<String>,
+}
+
+impl Entry {
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// Whether a target keeps the modification time we send with a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtimeSupport {
+    /// Not known yet (no file written so far).
+    Unknown,
+    Kept,
+    /// The server sets the time itself (plain Apache mod_dav: getlastmodified is protected).
+    NotSupported,
+}
+
+/// What a completed upload reports back.
+#[derive(Clone, Debug, Default)]
+pub struct PutOutcome {
+    pub etag: Option<String>,
+    pub mtime_kept: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("throttled by the server (HTTP {status}){}", .retry_after.map(|d| format!(", asked to wait {}s", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Network trouble or a 5xx that may pass: worth retrying.
+    #[error("{0}")]
+    Transient(String),
+    #[error("the target is out of storage space (HTTP 507 Insufficient Storage / quota exceeded): free space or raise the quota, then re-run; files already copied are kept")]
+    InsufficientStorage,
+    #[error("the server refused the file as too large (HTTP 413): raise its upload limit (Apache: LimitRequestBody 0)")]
+    TooLarge,
+    #[error("authentication failed (HTTP {0}): check the user in the URL and the password file or environment variable")]
+    Auth(u16),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Any other HTTP status that retrying will not change.
+    #[error("{path}: HTTP {status}{}", if *.status == 409 { " (parent folder missing?)" } else { "" })]
+    Http { status: u16, path: String },
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl EndpointError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled { .. } | Self::Transient(_))
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn io(context: &str, e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound => Self::NotFound(context.to_string()),
+            Interrupted | TimedOut | WouldBlock => Self::Transient(format!("{context}: {e}")),
+            _ if e.raw_os_error() == Some(28) => Self::InsufficientStorage, // ENOSPC
+            _ => Self::Permanent(format!("{context}: {e}")),
+        }
+    }
+}
+
+/// A place files come from or go to: a local folder, a WebDAV server, later Microsoft Graph.
+///
+/// Writes are atomic from a reader's point of view: `put` must never leave a partial file at
+/// `path` (write elsewhere, then rename/MOVE), so a crash can only leave `TEMP_PREFIX` debris.
+#[async_trait::async_trait]
+pub trait Endpoint: Send + Sync {
+    /// A human description without secrets, for reports and logs.
+    fn describe(&self) -> String;
+
+    /// Every folder and file below the root, recursively (the root itself excluded).
+    async fn list(&self) -> Result<Vec<Entry>, EndpointError>;
+
+    /// Streams the content of a file.
+    async fn read(&self, path: &str) -> Result<ByteStream, EndpointError>;
+
+    /// Creates a folder; succeeds when it already exists. Parents are created first by the caller.
+    async fn mkdir(&self, path: &str) -> Result<(), EndpointError>;
+
+    /// Writes a whole file atomically, with `size` bytes from `body`, keeping `mtime_ns` if it can.
+    async fn put(
+        &self,
+        path: &str,
+        size: u64,
+        mtime_ns: Option<i64>,
+        body: ByteStream,
+    ) -> Result<PutOutcome, EndpointError>;
+
+    /// Deletes a file or a folder with everything below it; succeeds when it is already gone.
+    async fn delete(&self, path: &str) -> Result<(), EndpointError>;
+
+    /// Sets a folder's modification time, where the endpoint can. Returns whether it did.
+    async fn set_dir_mtime(&self, _path: &str, _mtime_ns: i64) -> Result<bool, EndpointError> {
+        Ok(false)
+    }
+
+    /// Whether files written so far kept their modification time.
+    fn mtime_support(&self) -> MtimeSupport;
+}
+
+/// Joins a relative path and a name.
+pub fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// The parent of a relative path (`""` for top-level entries).
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+/// Whether two modification times are the same to the second (WebDAV's precision).
+pub fn same_second(a: i64, b: i64) -> bool {
+    a.div_euclid(1_000_000_000) == b.div_euclid(1_000_000_000)
+}
+
+/// Whether a name is one of our temporary upload names.
+pub fn is_temp_name(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .unwrap_or(path)
+        .starts_with(TEMP_PREFIX)
+}
+
+/// A fresh temporary name for an upload beside `path`.
+pub fn temp_path_for(path: &str) -> String {
+    let n: u64 = rand::random();
+    join(parent(path), &format!("{TEMP_PREFIX}{n:016x}"))
+}
+
+/// Regroups a stream's small chunks (HTTP bodies arrive in pieces of a few KiB) into chunks of
+/// at least `min` bytes, so a PUT downstream writes with few large syscalls. Memory stays
+/// bounded by `min` plus one incoming chunk.
+pub fn rebuffer(inner: ByteStream, min: usize) -> ByteStream {
+    Box::pin(Rebuffer {
+        inner,
+        buf: bytes::BytesMut::new(),
+        min,
+        done: false,
+    })
+}
+
+struct Rebuffer {
+    inner: ByteStream,
+    buf: bytes::BytesMut,
+    min: usize,
+    done: bool,
+}
+
+impl Stream for Rebuffer {
+    type Item = Result<Bytes, EndpointError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if self.done {
+                let rest = self.buf.split().freeze();
+                return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    if self.buf.is_empty() && b.len() >= self.min {
+                        return Poll::Ready(Some(Ok(b)));
+                    }
+                    self.buf.extend_from_slice(&b);
+                    if self.buf.len() >= self.min {
+                        return Poll::Ready(Some(Ok(self.buf.split().freeze())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn rebuffer_keeps_bytes_and_order() {
+        let parts: Vec<Result<Bytes, EndpointError>> = (0..10u8)
+            .map(|i| Ok(Bytes::from(vec![i; 3 + i as usize])))
+            .collect();
+        let want: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 3 + i as usize]).collect();
+        let out: Vec<Bytes> = rebuffer(Box::pin(futures_util::stream::iter(parts)), 16)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert!(out[..out.len() - 1].iter().all(|b| b.len() >= 16));
+        assert_eq!(out.concat(), want);
+    }
+}

@@ -1,0 +1,210 @@
+//! A local folder (or a mounted file share) as an endpoint.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::endpoint::{
+    temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
+};
+
+/// Read buffer per open file: large enough for few syscalls, small enough to keep memory bounded.
+const CHUNK: usize = 256 * 1024;
+
+pub struct LocalEndpoint {
+    root: PathBuf,
+}
+
+impl LocalEndpoint {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn abs(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        }
+    }
+}
+
+pub fn system_time_to_ns(t: SystemTime) -> Option<i64> {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).ok(),
+        Err(e) => i64::try_from(e.duration().as_nanos()).ok().map(|n| -n),
+    }
+}
+
+pub fn ns_to_system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn walk(root: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<(), EndpointError> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let rd =
+        std::fs::read_dir(&dir).map_err(|e| EndpointError::io(&dir.display().to_string(), e))?;
+    for item in rd {
+        let item = item.map_err(|e| EndpointError::io(&dir.display().to_string(), e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        let path = crate::endpoint::join(rel, &name);
+        // Symlinks are not followed: a share's links may point outside it or loop.
+        let ft = item.file_type().map_err(|e| EndpointError::io(&path, e))?;
+        if ft.is_symlink() {
+            tracing::warn!(path, "symbolic link not migrated");
+            continue;
+        }
+        let md = item.metadata().map_err(|e| EndpointError::io(&path, e))?;
+        let mtime_ns = md.modified().ok().and_then(system_time_to_ns);
+        if ft.is_dir() {
+            out.push(Entry {
+                path: path.clone(),
+                is_dir: true,
+                size: 0,
+                mtime_ns,
+                etag: None,
+            });
+            walk(root, &path, out)?;
+        } else if ft.is_file() {
+            out.push(Entry {
+                path,
+                is_dir: false,
+                size: md.len(),
+                mtime_ns,
+                etag: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Endpoint for LocalEndpoint {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn list(&self) -> Result<Vec<Entry>, EndpointError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            match std::fs::metadata(&root) {
+                Ok(m) if m.is_dir() => {}
+                // A missing target root is just empty: it is created by the first write.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Ok(_) => {
+                    return Err(EndpointError::Permanent(format!(
+                        "{} is not a folder",
+                        root.display()
+                    )))
+                }
+                Err(e) => return Err(EndpointError::io(&root.display().to_string(), e)),
+            }
+            walk(&root, "", &mut out)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| EndpointError::Permanent(format!("listing task failed: {e}")))?
+    }
+
+    async fn read(&self, path: &str) -> Result<ByteStream, EndpointError> {
+        let file = tokio::fs::File::open(self.abs(path))
+            .await
+            .map_err(|e| EndpointError::io(path, e))?;
+        let p = path.to_string();
+        let s = tokio_util::io::ReaderStream::with_capacity(file, CHUNK)
+            .map(move |r| r.map_err(|e| EndpointError::io(&p, e)));
+        Ok(Box::pin(s))
+    }
+
+    async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {
+        tokio::fs::create_dir_all(self.abs(path))
+            .await
+            .map_err(|e| EndpointError::io(path, e))
+    }
+
+    async fn put(
+        &self,
+        path: &str,
+        _size: u64,
+        mtime_ns: Option<i64>,
+        mut body: ByteStream,
+    ) -> Result<PutOutcome, EndpointError> {
+        let dest = self.abs(path);
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| EndpointError::io(path, e))?;
+        }
+        let tmp = self.abs(&temp_path_for(path));
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| EndpointError::io(path, e))?;
+            while let Some(chunk) = body.next().await {
+                f.write_all(&chunk?)
+                    .await
+                    .map_err(|e| EndpointError::io(path, e))?;
+            }
+            f.flush().await.map_err(|e| EndpointError::io(path, e))?;
+            let f = f.into_std().await;
+            if let Some(ns) = mtime_ns {
+                f.set_modified(ns_to_system_time(ns))
+                    .map_err(|e| EndpointError::io(path, e))?;
+            }
+            drop(f);
+            // rename(2) is atomic: readers see the old file or the whole new one, never a part.
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(|e| EndpointError::io(path, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result?;
+        Ok(PutOutcome {
+            etag: None,
+            mtime_kept: mtime_ns.is_some(),
+        })
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), EndpointError> {
+        let p = self.abs(path);
+        let r = match tokio::fs::symlink_metadata(&p).await {
+            Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(&p).await,
+            Ok(_) => tokio::fs::remove_file(&p).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EndpointError::io(path, e)),
+        }
+    }
+
+    async fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<bool, EndpointError> {
+        let p = self.abs(path);
+        let r = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&p)?.set_modified(ns_to_system_time(mtime_ns))
+        })
+        .await
+        .map_err(|e| EndpointError::Permanent(e.to_string()))?;
+        r.map_err(|e| EndpointError::io(path, e))?;
+        Ok(true)
+    }
+
+    fn mtime_support(&self) -> MtimeSupport {
+        MtimeSupport::Kept
+    }
+}

@@ -1,0 +1,85 @@
+//! Progress on stderr: a redrawn line on a terminal, plain lines every few seconds otherwise.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Progress {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub start: Instant,
+}
+
+impl Progress {
+    pub fn new(files_total: u64, bytes_total: u64) -> Arc<Self> {
+        Arc::new(Self {
+            files_total,
+            bytes_total,
+            files_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            start: Instant::now(),
+        })
+    }
+
+    pub fn line(&self) -> String {
+        let files = self.files_done.load(Ordering::Relaxed);
+        let bytes = self.bytes_done.load(Ordering::Relaxed);
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        let rate = bytes as f64 / secs;
+        let eta = if rate > 0.0 && self.bytes_total > bytes {
+            format!("{:.0}s", (self.bytes_total - bytes) as f64 / rate)
+        } else {
+            "-".into()
+        };
+        format!(
+            "{files}/{} files, {:.1}/{:.1} MB, {:.1} MB/s, ETA {eta}",
+            self.files_total,
+            bytes as f64 / 1e6,
+            self.bytes_total as f64 / 1e6,
+            rate / 1e6
+        )
+    }
+
+    /// Starts printing; the returned guard stops it (and ends the line) when dropped.
+    pub fn spawn(self: &Arc<Self>) -> ProgressGuard {
+        let tty = std::io::stderr().is_terminal();
+        let every = if tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(10)
+        };
+        let p = self.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let mut e = std::io::stderr().lock();
+                if tty {
+                    let _ = write!(e, "\r\x1b[2K{}", p.line());
+                } else {
+                    let _ = writeln!(e, "progress: {}", p.line());
+                }
+                let _ = e.flush();
+            }
+        });
+        ProgressGuard { task, tty }
+    }
+}
+
+pub struct ProgressGuard {
+    task: tokio::task::JoinHandle<()>,
+    tty: bool,
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

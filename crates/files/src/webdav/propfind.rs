@@ -1,0 +1,269 @@
+//! Pure parsing of WebDAV `207 Multi-Status` bodies (RFC 4918 §14.16), and the href arithmetic
+//! around them. No I/O here, so every server's quirks can be pinned by a unit test.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// Everything but RFC 3986 unreserved characters is encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The body we send with PROPFIND: only what a listing needs.
+pub const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/></D:prop></D:propfind>"#;
+
+/// A PROPPATCH body setting `getlastmodified` (honoured by e.g. wsgidav with
+/// `mutable_live_props`, refused by Apache mod_dav).
+pub fn proppatch_mtime_body(secs: i64) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><D:getlastmodified>{}</D:getlastmodified></D:prop></D:set></D:propertyupdate>"#,
+        httpdate::fmt_http_date(when)
+    )
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DavEntry {
+    pub href: String,
+    pub is_collection: bool,
+    pub size: Option<u64>,
+    /// Seconds since the epoch.
+    pub mtime: Option<i64>,
+    pub etag: Option<String>,
+    /// Status codes of the propstat blocks (PROPPATCH results live here).
+    pub statuses: Vec<u16>,
+}
+
+#[derive(Default)]
+struct Props {
+    is_collection: bool,
+    size: Option<u64>,
+    mtime: Option<i64>,
+    etag: Option<String>,
+}
+
+fn status_code(line: &str) -> Option<u16> {
+    // "HTTP/1.1 200 OK"
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Parses a multistatus body. Only properties from `200` propstats are taken; prefixes are
+/// ignored (servers use `D:`, `d:`, `lp1:` or none).
+pub fn parse_multistatus(xml: &str) -> Result<Vec<DavEntry>, String> {
+    let mut r = Reader::from_str(xml);
+    r.config_mut().trim_text(true);
+    let mut out = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut cur: Option<DavEntry> = None;
+    let mut props = Props::default();
+    let mut status: Option<u16> = None;
+    loop {
+        let ev = r
+            .read_event()
+            .map_err(|e| format!("malformed multistatus XML: {e}"))?;
+        match ev {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                match name.as_str() {
+                    "response" => cur = Some(DavEntry::default()),
+                    "propstat" => {
+                        props = Props::default();
+                        status = None;
+                    }
+                    "collection" if stack.last().map(String::as_str) == Some("resourcetype") => {
+                        props.is_collection = true
+                    }
+                    _ => {}
+                }
+                stack.push(name);
+            }
+            Event::Empty(e) => {
+                let name = e.local_name();
+                if name.as_ref() == b"collection"
+                    && stack.last().map(String::as_str) == Some("resourcetype")
+                {
+                    props.is_collection = true;
+                }
+            }
+            Event::Text(t) => {
+                let text = t
+                    .unescape()
+                    .map_err(|e| format!("bad XML text: {e}"))?
+                    .trim()
+                    .to_string();
+                apply_text(&stack, &text, &mut cur, &mut props, &mut status);
+            }
+            Event::CData(t) => {
+                let text = String::from_utf8_lossy(&t).trim().to_string();
+                apply_text(&stack, &text, &mut cur, &mut props, &mut status);
+            }
+            Event::End(_) => {
+                let name = stack.pop().unwrap_or_default();
+                match name.as_str() {
+                    "propstat" => {
+                        if let Some(c) = cur.as_mut() {
+                            let st = status.unwrap_or(200);
+                            c.statuses.push(st);
+                            if st == 200 {
+                                let p = std::mem::take(&mut props);
+                                c.is_collection |= p.is_collection;
+                                c.size = c.size.or(p.size);
+                                c.mtime = c.mtime.or(p.mtime);
+                                c.etag = c.etag.take().or(p.etag);
+                            }
+                        }
+                    }
+                    "response" => {
+                        if let Some(c) = cur.take() {
+                            if !c.href.is_empty() {
+                                out.push(c);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn apply_text(
+    stack: &[String],
+    text: &str,
+    cur: &mut Option<DavEntry>,
+    props: &mut Props,
+    status: &mut Option<u16>,
+) {
+    let Some(c) = cur.as_mut() else { return };
+    let top = stack.last().map(String::as_str).unwrap_or("");
+    let in_propstat = stack.iter().any(|s| s == "propstat");
+    match top {
+        "href" if !in_propstat => c.href = text.to_string(),
+        "status" if in_propstat => *status = status_code(text),
+        "getcontentlength" => props.size = text.parse().ok(),
+        "getlastmodified" => {
+            props.mtime = httpdate::parse_http_date(text).ok().and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs() as i64)
+            })
+        }
+        "getetag" => props.etag = Some(text.to_string()),
+        _ => {}
+    }
+}
+
+/// Encodes a relative path for a URL, segment by segment; `dir` adds the trailing slash
+/// collections need (Apache answers 301 without it).
+pub fn encode_path(rel: &str, dir: bool) -> String {
+    let mut s = rel
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    if dir && !s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// Turns an href from a response into a path relative to the endpoint root, decoded.
+/// `base_path` is the decoded path of the root (e.g. `/dav/site`). Returns `None` for hrefs
+/// outside the root.
+pub fn href_to_rel(href: &str, base_path: &str) -> Option<String> {
+    let path = match href.find("://") {
+        Some(i) => {
+            let rest = &href[i + 3..];
+            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
+        }
+        None => href,
+    };
+    let decoded = percent_decode_str(path).decode_utf8().ok()?;
+    let decoded = decoded.trim_end_matches('/');
+    let base = base_path.trim_end_matches('/');
+    let rest = decoded.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(String::new());
+    }
+    rest.strip_prefix('/').map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APACHE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:" xmlns:ns0="DAV:">
+<D:response xmlns:lp1="DAV:" xmlns:lp2="http://apache.org/dav/props/">
+<D:href>/dav/</D:href>
+<D:propstat><D:prop><lp1:resourcetype><D:collection/></lp1:resourcetype>
+<lp1:getlastmodified>Tue, 03 Mar 2020 10:00:00 GMT</lp1:getlastmodified>
+<lp1:getetag>"1000-5a0"</lp1:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+<D:propstat><D:prop><D:getcontentlength/></D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>
+</D:response>
+<D:response xmlns:lp1="DAV:">
+<D:href>/dav/Gr%c3%bc%c3%9fe%20und%20mehr/r%C3%A9sum%C3%A9%20%232.docx</D:href>
+<D:propstat><D:prop><lp1:resourcetype/><lp1:getcontentlength>12345</lp1:getcontentlength>
+<lp1:getlastmodified>Wed, 21 Oct 2015 07:28:00 GMT</lp1:getlastmodified>
+<lp1:getetag>"3039-52297"</lp1:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+</D:response>
+</D:multistatus>"#;
+
+    #[test]
+    fn parses_apache_listing() {
+        let v = parse_multistatus(APACHE).unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(v[0].is_collection);
+        assert_eq!(v[0].size, None, "404 propstat ignored");
+        assert!(!v[1].is_collection);
+        assert_eq!(v[1].size, Some(12345));
+        assert_eq!(v[1].mtime, Some(1445412480));
+        assert_eq!(v[1].etag.as_deref(), Some("\"3039-52297\""));
+        assert_eq!(
+            href_to_rel(&v[1].href, "/dav").as_deref(),
+            Some("Grüße und mehr/résumé #2.docx")
+        );
+        assert_eq!(href_to_rel(&v[0].href, "/dav/").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn parses_unprefixed_absolute_hrefs_and_proppatch_statuses() {
+        let xml = r#"<multistatus xmlns="DAV:"><response><href>http://h:8/a/b%20c/</href>
+<propstat><prop><resourcetype><collection></collection></resourcetype></prop><status>HTTP/1.1 200 OK</status></propstat>
+<propstat><prop><getlastmodified/></prop><status>HTTP/1.1 403 Forbidden</status></propstat></response></multistatus>"#;
+        let v = parse_multistatus(xml).unwrap();
+        assert!(v[0].is_collection);
+        assert_eq!(v[0].statuses, vec![200, 403]);
+        assert_eq!(href_to_rel(&v[0].href, "/a").as_deref(), Some("b c"));
+        assert_eq!(href_to_rel("/other/x", "/a"), None);
+        assert_eq!(href_to_rel("/ab/x", "/a"), None);
+    }
+
+    #[test]
+    fn bad_xml_is_an_error_not_a_panic() {
+        assert!(parse_multistatus("<a><b></a>").is_err());
+        assert_eq!(parse_multistatus("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn encodes_segments() {
+        assert_eq!(
+            encode_path("Grüße und mehr/a#b?c%.txt", false),
+            "Gr%C3%BC%C3%9Fe%20und%20mehr/a%23b%3Fc%25.txt"
+        );
+        assert_eq!(encode_path("d", true), "d/");
+        assert_eq!(encode_path("", true), "");
+    }
+
+    #[test]
+    fn proppatch_body_has_http_date() {
+        assert!(proppatch_mtime_body(1445412480).contains("Wed, 21 Oct 2015 07:28:00 GMT"));
+    }
+}
