@@ -20,7 +20,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
-struct Remote {
+pub struct Remote {
     /// URL of the tenantry server.
     #[arg(
         long,
@@ -28,10 +28,10 @@ struct Remote {
         env = "TENANTRY_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
-    server: String,
+    pub server: String,
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +59,18 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Mailbox migration, IMAP to IMAP (runs here, not on the server).
+    #[command(subcommand)]
+    Mail(tenantry_mail::cli::MailCommand),
+    /// Document-library migration between WebDAV servers and folders (runs here).
+    #[command(subcommand)]
+    Files(tenantry_files::cli::FilesCommand),
+    /// Tenant moves: plan and run a whole move on the server.
+    #[command(subcommand)]
+    Move(crate::moves_cli::MoveCmd),
+    /// Connection profiles: credentials of mail servers and libraries for moves (stored encrypted).
+    #[command(subcommand)]
+    Profile(crate::moves_cli::ProfileCmd),
 }
 
 #[derive(Args, Debug)]
@@ -304,14 +316,14 @@ enum TokenCmd {
     },
 }
 
-fn client(remote: &Remote) -> anyhow::Result<Client> {
+pub fn client(remote: &Remote) -> anyhow::Result<Client> {
     let token = std::env::var("TENANTRY_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
     Client::new(&remote.server, token)
 }
 
-fn s(v: &Value, key: &str) -> String {
+pub fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -416,6 +428,10 @@ fn describe_outcome(v: &Value) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Mail(cmd) => tenantry_mail::cli::run(cmd).await,
+        Command::Files(cmd) => tenantry_files::cli::run(cmd).await,
+        Command::Move(cmd) => crate::moves_cli::run_move(cmd).await,
+        Command::Profile(cmd) => crate::moves_cli::run_profile(cmd).await,
         Command::Tenant(cmd) => tenant(cmd).await,
         Command::Sku(SkuCmd::List { remote }) => {
             let skus = client(&remote)?.get_all("/v1/skus").await?;

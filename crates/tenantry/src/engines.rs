@@ -1,8 +1,213 @@
-//! The data engines the server's move runner drives.
+//! The data engines the server's move runner drives: `tenantry-mail` for mailboxes and
+//! `tenantry-files` for libraries, behind the mover's `DataEngines` interface.
 
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::path::Path;
 use std::sync::Arc;
-use tenantry_mover::engines::{DataEngines, NoData};
+use tenantry_files::endpoint::Endpoint as Library;
+use tenantry_files::local::LocalEndpoint;
+use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
+use tenantry_files::preflight::{map_entries, OnInvalid};
+use tenantry_files::retry::RetryPolicy;
+use tenantry_files::webdav::WebDavEndpoint;
+use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
+use tenantry_mover::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError, Refusal};
 
 pub fn real() -> Arc<dyn DataEngines> {
-    Arc::new(NoData)
+    Arc::new(Engines {
+        http: reqwest::Client::new(),
+    })
+}
+
+struct Engines {
+    http: reqwest::Client,
+}
+
+fn mailbox(access: &MailAccess, side: Side, user: &str) -> Result<Endpoint, String> {
+    let url = tenantry_mail::cli::parse_url(&access.url).map_err(|e| format!("{side}: {e}"))?;
+    let security = if url.tls {
+        Security::Tls
+    } else if is_loopback(&url.host) {
+        Security::Plain
+    } else {
+        Security::StartTls
+    };
+    Ok(Endpoint {
+        side,
+        host: url.host,
+        port: url.port,
+        user: user.to_string(),
+        security,
+        // The admin (master) user opens each user's mailbox: no user passwords needed.
+        auth: Auth::Admin {
+            admin: access.admin_user.clone(),
+            password: access.password.0.clone(),
+        },
+        ca_file: None,
+    })
+}
+
+impl Engines {
+    fn library(&self, access: &LibraryAccess) -> Result<Arc<dyn Library>, String> {
+        let location = &access.location;
+        let http = location
+            .strip_prefix("webdav://")
+            .map(|r| format!("http://{r}"))
+            .or_else(|| {
+                location
+                    .strip_prefix("webdavs://")
+                    .map(|r| format!("https://{r}"))
+            });
+        match http {
+            Some(url) => {
+                let endpoint = WebDavEndpoint::new(
+                    self.http.clone(),
+                    &url,
+                    access.username.clone(),
+                    access.password.as_ref().map(|p| p.0.clone()),
+                    RetryPolicy::default(),
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(Arc::new(endpoint))
+            }
+            None if location.contains("://") => {
+                Err(format!("{location}: use a path, webdav:// or webdavs://"))
+            }
+            None => Ok(Arc::new(LocalEndpoint::new(location))),
+        }
+    }
+}
+
+#[async_trait]
+impl DataEngines for Engines {
+    async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError> {
+        let endpoint = mailbox(server, Side::Source, user).map_err(ProbeError::Unreachable)?;
+        match Session::connect(&endpoint).await {
+            Ok(session) => {
+                session.logout().await;
+                Ok(())
+            }
+            Err(e @ ImapError::LoginRefused { .. }) => Err(ProbeError::LoginRefused(e.to_string())),
+            Err(e) => Err(ProbeError::Unreachable(e.to_string())),
+        }
+    }
+
+    async fn migrate_mailbox(
+        &self,
+        source: &MailAccess,
+        source_user: &str,
+        target: &MailAccess,
+        target_user: &str,
+        state: &Path,
+    ) -> Result<Value, String> {
+        let src = mailbox(source, Side::Source, source_user)?;
+        let tgt = mailbox(target, Side::Target, target_user)?;
+        let options = tenantry_mail::sync::Options::default();
+        let progress = Arc::new(tenantry_mail::report::Progress::default());
+        let report =
+            tenantry_mail::sync::migrate_mailbox(&src, &tgt, state, &options, progress).await;
+        let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        if report.ok() {
+            Ok(value)
+        } else {
+            Err(format!("mailbox {source_user} not fully copied: {value}"))
+        }
+    }
+
+    async fn verify_mailbox(
+        &self,
+        source: &MailAccess,
+        source_user: &str,
+        target: &MailAccess,
+        target_user: &str,
+    ) -> Result<Value, String> {
+        let src = mailbox(source, Side::Source, source_user)?;
+        let tgt = mailbox(target, Side::Target, target_user)?;
+        let report = tenantry_mail::verify::verify_mailbox(
+            &src,
+            &tgt,
+            &tenantry_mail::sync::Options::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if report.ok() {
+            Ok(json!({"folders": report.folders.len()}))
+        } else {
+            Err(report.differences.join("; "))
+        }
+    }
+
+    async fn probe_library(&self, library: &LibraryAccess) -> Result<Vec<Refusal>, String> {
+        let endpoint = self.library(library)?;
+        let entries = endpoint.list().await.map_err(|e| e.to_string())?;
+        Ok(map_entries(&entries, OnInvalid::Rename)
+            .findings
+            .into_iter()
+            .map(|f| Refusal {
+                path: f.path,
+                problem: f
+                    .problems
+                    .iter()
+                    .map(|p| p.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+            .collect())
+    }
+
+    async fn migrate_library(
+        &self,
+        source: &LibraryAccess,
+        target: &LibraryAccess,
+        state: &Path,
+    ) -> Result<Value, String> {
+        let (src, dst) = (self.library(source)?, self.library(target)?);
+        let options = MigrateOptions {
+            parallel: DEFAULT_PARALLEL,
+            dry_run: false,
+            delete: false,
+            checksum: false,
+            on_invalid: OnInvalid::Rename,
+            state_path: state.to_path_buf(),
+            retry: RetryPolicy::default(),
+            progress: false,
+        };
+        let (source_name, target_name) = (source.location.clone(), target.location.clone());
+        // The engine's future is not `Send` (a borrow inside its transfer stream), so it runs on
+        // a blocking thread that drives it to completion on the same runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let report = tokio::task::spawn_blocking(move || {
+            runtime.block_on(migrate(src, dst, &source_name, &target_name, &options))
+        })
+        .await
+        .map_err(|e| format!("library migration stopped: {e}"))?
+        .map_err(|e| format!("{e:#}"))?;
+        let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        if report.failures.is_empty() {
+            Ok(value)
+        } else {
+            Err(format!(
+                "library {} not fully copied: {}",
+                source.location,
+                json!(report.failures)
+            ))
+        }
+    }
+
+    async fn verify_library(
+        &self,
+        source: &LibraryAccess,
+        target: &LibraryAccess,
+    ) -> Result<Value, String> {
+        let (src, dst) = (self.library(source)?, self.library(target)?);
+        let report = tenantry_files::verify::verify(src, dst, OnInvalid::Rename, DEFAULT_PARALLEL)
+            .await
+            .map_err(|e| e.to_string())?;
+        if report.ok() {
+            Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
+        } else {
+            Err(report.to_text())
+        }
+    }
 }

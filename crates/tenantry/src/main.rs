@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod engines;
+mod moves_cli;
 mod serve;
 mod table;
 

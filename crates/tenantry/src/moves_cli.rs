@@ -1,0 +1,451 @@
+//! `tenantry move …` and `tenantry profile …`: tenant moves over the server's API.
+
+use crate::cli::{client, s, Remote};
+use crate::table;
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCmd {
+    /// Store credentials (the password is read from a file, never from the command line).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// imap or webdav.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum MoveCmd {
+    /// Describe a move: tenants, path, users, mail servers, libraries.
+    Create {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        target: String,
+        /// retire-source (cancel the source's subscriptions) or keep-source (reduce them).
+        #[arg(long)]
+        path: String,
+        /// CSV of `sourceUpn,targetUpn` lines.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// Move every user of a domain: `fabrikam.com=contoso.com`.
+        #[arg(long)]
+        domain_rewrite: Option<String>,
+        /// Never buy seats in the target; missing seats become blockers.
+        #[arg(long)]
+        no_purchase: bool,
+        /// Source IMAP server (imaps://host:port) and the profile of its admin user.
+        #[arg(long, requires = "source_mail_profile")]
+        source_mail: Option<String>,
+        #[arg(long)]
+        source_mail_profile: Option<String>,
+        #[arg(long, requires = "target_mail_profile")]
+        target_mail: Option<String>,
+        #[arg(long)]
+        target_mail_profile: Option<String>,
+        /// A library: `SOURCE=TARGET` (URLs or paths); repeatable.
+        #[arg(long = "library")]
+        libraries: Vec<String>,
+        /// Profiles for the libraries: `SOURCE_PROFILE=TARGET_PROFILE` (either may be empty).
+        #[arg(long)]
+        library_profiles: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Compute the plan now: seats, purchases, the source's cancellation or reduction, costs,
+    /// findings and steps. Exits 3 when the plan has blockers.
+    Plan {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run (or resume) the move; with --wait, follow it to the end.
+    Run {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Status {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Pause {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Report {
+        id: String,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ProfileCmd::Create {
+            name,
+            kind,
+            username,
+            password_file,
+            remote,
+        } => {
+            let password = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("cannot read {}", password_file.display()))?;
+            let p = client(&remote)?
+                .post(
+                    "/v1/connectionProfiles",
+                    json!({"name": name, "kind": kind, "username": username, "password": password.trim_end_matches(['\r', '\n'])}),
+                )
+                .await?;
+            print_value(
+                &remote,
+                &p,
+                &["NAME", "KIND", "USERNAME"],
+                &["name", "kind", "username"],
+            );
+        }
+        ProfileCmd::List { remote } => {
+            let list = client(&remote)?.get("/v1/connectionProfiles").await?;
+            print_value(
+                &remote,
+                &list["value"],
+                &["NAME", "KIND", "USERNAME", "CREATED"],
+                &["name", "kind", "username", "createdDateTime"],
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_value(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
+    if remote.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+        return;
+    }
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| keys.iter().map(|k| s(v, k)).collect())
+        .collect();
+    table::print(headers, &rows);
+}
+
+fn money(cents: &Value) -> String {
+    format!("{:.2}", cents.as_u64().unwrap_or(0) as f64 / 100.0)
+}
+
+fn print_plan(plan: &Value) {
+    println!(
+        "Plan {} ({})",
+        s(plan, "fingerprint").chars().take(12).collect::<String>(),
+        s(plan, "path")
+    );
+    println!("\nUsers");
+    let users: Vec<Vec<String>> = plan["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            let skus: Vec<String> = u["licences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| s(l, "skuPartNumber"))
+                .collect();
+            vec![s(u, "sourceUpn"), s(u, "targetUpn"), skus.join(",")]
+        })
+        .collect();
+    table::print(&["SOURCE", "TARGET", "LICENCES"], &users);
+    println!("\nTarget licences");
+    let lines: Vec<Vec<String>> = plan["licences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let purchase = match s(&l["purchase"], "kind").as_str() {
+                "addSeats" => format!(
+                    "add seats: {} → {}",
+                    s(&l["purchase"], "from"),
+                    s(&l["purchase"], "to")
+                ),
+                "newSubscription" => {
+                    format!("new subscription of {}", s(&l["purchase"], "quantity"))
+                }
+                _ => "none".into(),
+            };
+            vec![
+                s(l, "skuPartNumber"),
+                s(l, "seatsNeeded"),
+                s(l, "targetFree"),
+                s(l, "seatsToBuy"),
+                purchase,
+                money(&l["chargeCents"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &["SKU", "NEEDED", "FREE", "TO BUY", "PURCHASE", "CHARGE"],
+        &lines,
+    );
+    println!("\nSource licences");
+    let actions: Vec<Vec<String>> = plan["sourceActions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let what = match s(a, "kind").as_str() {
+                "cancel" if a["immediate"] == true => {
+                    "cancel now (inside the 7-day window)".to_string()
+                }
+                "cancel" => "cancel: ends with its term (outside the refund window)".to_string(),
+                "reduce" => format!(
+                    "reduce {} → {} ({} now)",
+                    s(a, "from"),
+                    s(a, "to"),
+                    s(a, "removedNow")
+                ),
+                _ => "volume licensing: handled in the VLSC".to_string(),
+            };
+            vec![s(a, "skuPartNumber"), what, money(&a["refundCents"])]
+        })
+        .collect();
+    table::print(&["SKU", "ACTION", "REFUND"], &actions);
+    println!("\nOverlap (both tenants pay)");
+    let costs: Vec<Vec<String>> = plan["costs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                s(c, "skuPartNumber"),
+                s(c, "seatsMoved"),
+                money(&c["overlapCents"]),
+            ]
+        })
+        .collect();
+    table::print(&["SKU", "SEATS", "SOURCE COST UNTIL IT ENDS"], &costs);
+    println!("\nFindings");
+    let findings: Vec<Vec<String>> = plan["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| vec![s(f, "severity"), s(f, "code"), s(f, "message")])
+        .collect();
+    table::print(&["SEVERITY", "CODE", "MESSAGE"], &findings);
+    println!("\nSteps");
+    for (i, step) in plan["steps"].as_array().into_iter().flatten().enumerate() {
+        let detail = ["skuPartNumber", "targetUpn", "sourceUpn", "source"]
+            .iter()
+            .map(|k| s(step, k))
+            .find(|v| !v.is_empty())
+            .unwrap_or_default();
+        println!("{:>3}. {} {}", i + 1, s(step, "kind"), detail);
+    }
+}
+
+pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MoveCmd::Create {
+            source,
+            target,
+            path,
+            users,
+            domain_rewrite,
+            no_purchase,
+            source_mail,
+            source_mail_profile,
+            target_mail,
+            target_mail_profile,
+            libraries,
+            library_profiles,
+            remote,
+        } => {
+            let users_csv = match users {
+                Some(file) => Some(
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let rewrite = match domain_rewrite {
+                Some(rule) => {
+                    let Some((from, to)) = rule.split_once('=') else {
+                        bail!("--domain-rewrite must look like fabrikam.com=contoso.com")
+                    };
+                    Some(json!({"from": from, "to": to}))
+                }
+                None => None,
+            };
+            let (source_profile, target_profile) =
+                match library_profiles.as_deref().map(|p| p.split_once('=')) {
+                    Some(Some((a, b))) => (
+                        Some(a.to_string()).filter(|x| !x.is_empty()),
+                        Some(b.to_string()).filter(|x| !x.is_empty()),
+                    ),
+                    Some(None) => {
+                        bail!("--library-profiles must look like SOURCE_PROFILE=TARGET_PROFILE")
+                    }
+                    None => (None, None),
+                };
+            let mut libs = Vec::new();
+            for l in libraries {
+                let Some((from, to)) = l.split_once('=') else {
+                    bail!("--library must look like SOURCE=TARGET")
+                };
+                libs.push(json!({"source": from, "target": to, "sourceProfile": source_profile, "targetProfile": target_profile}));
+            }
+            let mail = |url: Option<String>, profile: Option<String>| {
+                url.map(|u| json!({"url": u, "profile": profile}))
+            };
+            let body = json!({
+                "sourceTenantId": source, "targetTenantId": target, "path": path, "usersCsv": users_csv,
+                "domainRewrite": rewrite, "allowPurchase": !no_purchase,
+                "sourceMail": mail(source_mail, source_mail_profile), "targetMail": mail(target_mail, target_mail_profile),
+                "libraries": libs,
+            });
+            let m = client(&remote)?.post("/v1/moves", body).await?;
+            print_value(&remote, &m, &["ID", "STATE"], &["id", "state"]);
+        }
+        MoveCmd::List { remote } => {
+            let all = client(&remote)?.get_all("/v1/moves").await?;
+            print_value(
+                &remote,
+                &Value::Array(all),
+                &["ID", "STATE", "CREATED"],
+                &["id", "state", "createdDateTime"],
+            );
+        }
+        MoveCmd::Plan { id, remote } => {
+            let plan = client(&remote)?
+                .get(&format!("/v1/moves/{id}/plan"))
+                .await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print_plan(&plan);
+            }
+            if plan["runnable"] != true {
+                eprintln!("\nThe plan has blockers: fix them, then plan again.");
+                return Ok(ExitCode::from(3));
+            }
+        }
+        MoveCmd::Run { id, wait, remote } => {
+            let c = client(&remote)?;
+            let m = c.post(&format!("/v1/moves/{id}/run"), json!({})).await?;
+            if !remote.json {
+                println!("Move {id} is {}.", s(&m, "state"));
+            }
+            if wait {
+                let mut last = String::new();
+                loop {
+                    let m = c.get(&format!("/v1/moves/{id}")).await?;
+                    let progress = &m["progress"];
+                    let line = format!(
+                        "{}: {}/{} steps done{}",
+                        s(&m, "state"),
+                        s(progress, "done"),
+                        s(progress, "steps"),
+                        progress["current"]
+                            .get("key")
+                            .and_then(Value::as_str)
+                            .map(|k| format!(", now {k}"))
+                            .unwrap_or_default()
+                    );
+                    if line != last && !remote.json {
+                        println!("{line}");
+                        last = line;
+                    }
+                    match s(&m, "state").as_str() {
+                        "Completed" => break,
+                        "Failed" | "Cancelled" | "Paused" => {
+                            if let Some(e) =
+                                progress["current"].get("error").and_then(Value::as_str)
+                            {
+                                eprintln!("last error: {e}");
+                            }
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                }
+            }
+        }
+        MoveCmd::Status { id, remote } => {
+            let m = client(&remote)?.get(&format!("/v1/moves/{id}")).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!(
+                    "{} {}: {}/{} steps done",
+                    s(&m, "id"),
+                    s(&m, "state"),
+                    s(&m["progress"], "done"),
+                    s(&m["progress"], "steps")
+                );
+            }
+        }
+        MoveCmd::Pause { id, remote } => {
+            let m = client(&remote)?
+                .post(&format!("/v1/moves/{id}/pause"), json!({}))
+                .await?;
+            print_value(&remote, &m, &["ID", "STATE"], &["id", "state"]);
+        }
+        MoveCmd::Cancel { id, remote } => {
+            let m = client(&remote)?
+                .post(&format!("/v1/moves/{id}/cancel"), json!({}))
+                .await?;
+            print_value(&remote, &m, &["ID", "STATE"], &["id", "state"]);
+        }
+        MoveCmd::Report { id, csv, remote } => {
+            let c = client(&remote)?;
+            let report = c.get(&format!("/v1/moves/{id}/report")).await?;
+            if csv {
+                print!("{}", tenantry_mover::report::to_csv(&report));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
