@@ -174,6 +174,9 @@ pub trait MoveStore: Send + Sync + 'static {
         now: Timestamp,
         lease_secs: i64,
     ) -> Result<Option<StepRecord>>;
+    /// Frees every lease: for a server starting on a database no other worker uses (SQLite), so
+    /// the steps a killed process was running resume at once instead of after their lease.
+    async fn release_leases(&self) -> Result<u64>;
     /// Extends a lease while a long step (a mailbox) runs.
     async fn renew_lease(
         &self,

@@ -105,6 +105,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     spawn_lifecycle_sweeper(app.clone(), Duration::from_secs(60));
+    // SQLite: this process is the only worker on the database, so leases of a previous,
+    // killed process are stale now.
+    let released = app
+        .store
+        .release_leases()
+        .await
+        .context("cannot read the move queue")?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "resuming move steps interrupted by the previous shutdown"
+        );
+    }
     let clock_app = app.clone();
     Arc::new(Runner {
         mover,

@@ -347,6 +347,17 @@ impl MoveStore for SqliteStore {
         .await
     }
 
+    async fn release_leases(&self) -> Result<u64> {
+        self.write(|ctx| {
+            let n = ctx.conn.execute(
+                "UPDATE move_steps SET state = 'Pending', lease_owner = NULL, lease_until = NULL WHERE state = 'Running'",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn renew_lease(
         &self,
         move_id: Uuid,

@@ -1,0 +1,268 @@
+//! A whole tenant move against real servers: two Dovecot instances (the source with '/' and
+//! "Sent", the target Exchange-like with '.' and "Sent Items", master users on both), two Apache
+//! mod_dav libraries, and `tenantry serve` on SQLite, killed with SIGKILL in the middle of the
+//! mailbox migration and restarted. Afterwards: seat counts exact on both sides, mail and files
+//! identical with no duplicates, the audit log complete.
+
+mod support;
+
+#[path = "../../mail/tests/support/mod.rs"]
+mod mail;
+
+#[path = "../../files/tests/support/mod.rs"]
+mod files;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::*;
+
+const USERS: [&str; 5] = ["adele", "bob", "cara", "dan", "eve"];
+
+fn dovecot(
+    domain: &'static str,
+    master: (&'static str, &'static str),
+    target: bool,
+) -> mail::Dovecot {
+    let users: Vec<(&'static str, &'static str)> = USERS
+        .iter()
+        .map(|u| {
+            (
+                &*Box::leak(format!("{u}@{domain}").into_boxed_str()),
+                "userpw",
+            )
+        })
+        .collect();
+    let base = if target {
+        mail::Config::target()
+    } else {
+        mail::Config::source()
+    };
+    mail::Dovecot::start(mail::Config {
+        users,
+        master: Some(master),
+        ..base
+    })
+}
+
+async fn seed_mail(server: &mail::Dovecot) -> usize {
+    let mut total = 0;
+    for (i, u) in USERS.iter().enumerate() {
+        let mut s = server.session(&format!("{u}@fabrikam.com"), "userpw").await;
+        for n in 0..(30 + i * 5) {
+            let body = mail::message(
+                &format!("{u} message {n}"),
+                "",
+                40_000 + n * 3_000,
+                n % 7 != 0,
+            );
+            let (folder, flags) = if n % 4 == 0 {
+                ("Sent", "\\Seen")
+            } else {
+                ("INBOX", if n % 3 == 0 { "\\Flagged $Work" } else { "" })
+            };
+            mail::append(&mut s, folder, flags, "05-Mar-2021 10:00:00 +0100", &body).await;
+            total += 1;
+        }
+        // An exact duplicate and a message without Message-ID.
+        let dup = mail::message(&format!("{u} duplicate"), "", 2_000, true);
+        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
+        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
+        total += 2;
+    }
+    total
+}
+
+async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
+        if until(&m) {
+            return m;
+        }
+        assert!(m["state"] != "Failed", "move failed: {m}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_move_survives_kill_9_and_ends_exact() {
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+    let messages = seed_mail(&source_mail).await;
+    let source_dav = files::Apache::start();
+    let target_dav = files::Apache::start();
+    files::sample_tree(&source_dav.root());
+    source_dav.fix_owner();
+
+    let mut s = Server::start();
+    let source = s.tenant("Fabrikam").await;
+    let target = s.tenant("Contoso").await;
+    s.subscription(&source, "ENTERPRISEPACK", 8).await;
+    s.subscription(&target, "ENTERPRISEPACK", 1).await;
+    for u in USERS {
+        let user = s
+            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
+                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
+            .await;
+        assert_eq!(
+            s.assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
+                .await
+                .0,
+            200
+        );
+    }
+    for (name, kind, user, pw) in [
+        ("src-imap", "imap", "srcadmin", "srcadminpw"),
+        ("dst-imap", "imap", "admin", "adminpw"),
+        ("src-dav", "webdav", files::USER, files::PASSWORD),
+        ("dst-dav", "webdav", files::USER, files::PASSWORD),
+    ] {
+        let (status, p) = s
+            .post(
+                "/v1/connectionProfiles",
+                OPERATOR,
+                json!({"name": name, "kind": kind, "username": user, "password": pw}),
+            )
+            .await;
+        assert_eq!(status, 201, "{p}");
+    }
+    let plain = |url: String| url.replace(&format!("{}@", files::USER), "");
+    let (status, m) = s
+        .post("/v1/moves", OPERATOR, json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
+            "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
+            "libraries": [{"source": plain(source_dav.url()), "target": plain(target_dav.url()), "sourceProfile": "src-dav", "targetProfile": "dst-dav"}],
+        }))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    assert_eq!(plan["licences"][0]["seatsToBuy"], 4);
+    let first_mailbox = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["kind"] == "migrateMailbox")
+        .unwrap();
+
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+    // Kill the server once the first mailbox is done and the next one is under way.
+    let at_kill = wait_state(
+        &s,
+        &id,
+        |m| m["progress"]["done"].as_u64().unwrap_or(0) > first_mailbox as u64,
+        "a mailbox step",
+    )
+    .await;
+    s.kill();
+    assert_eq!(
+        at_kill["state"], "Running",
+        "killed in the middle of the run"
+    );
+    s.restart();
+    wait_state(
+        &s,
+        &id,
+        |m| m["state"] == "Completed",
+        "completion after the restart",
+    )
+    .await;
+
+    // Licences: exactly what the five users need in the target, the source cancelled.
+    let target_e3 = s.subscribed(&target, "ENTERPRISEPACK").await;
+    assert_eq!(
+        (
+            target_e3["prepaidUnits"]["enabled"].as_u64(),
+            target_e3["consumedUnits"].as_u64()
+        ),
+        (Some(5), Some(5))
+    );
+    let (_, target_subs) = s
+        .get(&format!("/v1/tenants/{target}/subscriptions"), OPERATOR)
+        .await;
+    assert_eq!(
+        target_subs["value"].as_array().unwrap().len(),
+        1,
+        "seats added to the existing subscription, no second purchase"
+    );
+    let (_, users) = s
+        .get(&format!("/v1/tenants/{target}/users"), OPERATOR)
+        .await;
+    assert_eq!(
+        users["value"].as_array().unwrap().len(),
+        5,
+        "no user created twice"
+    );
+    let (_, source_subs) = s
+        .get(&format!("/v1/tenants/{source}/subscriptions"), OPERATOR)
+        .await;
+    assert_eq!(source_subs["value"][0]["status"], "Disabled");
+
+    // Mail: every mailbox identical (bodies, flags, dates, counts per folder: duplicates kept once each).
+    let mut copied = 0;
+    for u in USERS {
+        let src = source_mail.endpoint(&format!("{u}@fabrikam.com"), "userpw");
+        let mut tgt = target_mail.endpoint(&format!("{u}@contoso.com"), "userpw");
+        tgt.side = tenantry_mail::session::Side::Target;
+        let report = tenantry_mail::verify::verify_mailbox(
+            &src,
+            &tgt,
+            &tenantry_mail::sync::Options::default(),
+        )
+        .await
+        .unwrap();
+        assert!(report.ok(), "{u}: {:?}", report.differences);
+        copied += report.folders.iter().map(|f| f.target_count).sum::<usize>();
+    }
+    assert_eq!(copied, messages, "every message once, none twice");
+    // Files: the same tree, byte for byte.
+    let (a, b) = (
+        files::fingerprint(&source_dav.root()),
+        files::fingerprint(&target_dav.root()),
+    );
+    assert_eq!(
+        a.iter()
+            .map(|(k, v)| (k.clone(), v.is_dir, v.sha256.clone()))
+            .collect::<Vec<_>>(),
+        b.iter()
+            .map(|(k, v)| (k.clone(), v.is_dir, v.sha256.clone()))
+            .collect::<Vec<_>>()
+    );
+
+    // The audit log holds every change the move made.
+    let (_, log) = s
+        .get(
+            &format!("/v1/tenants/{target}/auditLogs?$top=1000"),
+            OPERATOR,
+        )
+        .await;
+    let actions: Vec<&str> = log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.iter().filter(|a| **a == "user.created").count(), 5);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "subscription.quantityChanged")
+            .count(),
+        1
+    );
+    assert!(actions.contains(&"move.completed"));
+    let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
+    assert_eq!(report["summary"]["done"], report["summary"]["steps"]);
+}
