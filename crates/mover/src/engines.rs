@@ -58,8 +58,13 @@ pub trait DataEngines: Send + Sync + 'static {
         target: &MailAccess,
         target_user: &str,
     ) -> Result<serde_json::Value, String>;
-    /// Lists the library and returns the names the target would refuse.
-    async fn probe_library(&self, library: &LibraryAccess) -> Result<Vec<Refusal>, String>;
+    /// Lists the library and returns the names the target would refuse. A source must exist; a
+    /// target folder may not exist yet (it is created), but its server must answer.
+    async fn probe_library(
+        &self,
+        library: &LibraryAccess,
+        is_source: bool,
+    ) -> Result<Vec<Refusal>, String>;
     async fn migrate_library(
         &self,
         source: &LibraryAccess,
@@ -102,7 +107,7 @@ impl DataEngines for NoData {
     ) -> Result<serde_json::Value, String> {
         Err("this server was built without the mail engine".into())
     }
-    async fn probe_library(&self, _: &LibraryAccess) -> Result<Vec<Refusal>, String> {
+    async fn probe_library(&self, _: &LibraryAccess, _: bool) -> Result<Vec<Refusal>, String> {
         Err("this server was built without the files engine".into())
     }
     async fn migrate_library(

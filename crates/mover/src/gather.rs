@@ -180,7 +180,7 @@ impl Mover {
                         .push(failure("library", &mapping.source, error_text(e)))
                 }
                 Ok((src, dst)) => {
-                    match self.engines.probe_library(&src).await {
+                    match self.engines.probe_library(&src, true).await {
                         Ok(refusals) => {
                             probes
                                 .refused_names
@@ -196,7 +196,7 @@ impl Mover {
                                 .push(failure("source", &mapping.source, e))
                         }
                     }
-                    if let Err(e) = self.engines.probe_library(&dst).await {
+                    if let Err(e) = self.engines.probe_library(&dst, false).await {
                         probes
                             .library_failures
                             .push(failure("target", &mapping.target, e));

@@ -50,6 +50,14 @@ fn mailbox(access: &MailAccess, side: Side, user: &str) -> Result<Endpoint, Stri
 
 impl Engines {
     fn library(&self, access: &LibraryAccess) -> Result<Arc<dyn Library>, String> {
+        self.library_with(access, RetryPolicy::default())
+    }
+
+    fn library_with(
+        &self,
+        access: &LibraryAccess,
+        retry: RetryPolicy,
+    ) -> Result<Arc<dyn Library>, String> {
         let location = &access.location;
         let http = location
             .strip_prefix("webdav://")
@@ -66,7 +74,7 @@ impl Engines {
                     &url,
                     access.username.clone(),
                     access.password.as_ref().map(|p| p.0.clone()),
-                    RetryPolicy::default(),
+                    retry,
                 )
                 .map_err(|e| e.to_string())?;
                 Ok(Arc::new(endpoint))
@@ -138,9 +146,30 @@ impl DataEngines for Engines {
         }
     }
 
-    async fn probe_library(&self, library: &LibraryAccess) -> Result<Vec<Refusal>, String> {
-        let endpoint = self.library(library)?;
+    async fn probe_library(
+        &self,
+        library: &LibraryAccess,
+        is_source: bool,
+    ) -> Result<Vec<Refusal>, String> {
+        let location = Path::new(&library.location);
+        if !library.location.contains("://") {
+            if is_source && !location.is_dir() {
+                return Err(format!("{}: no such folder", library.location));
+            }
+            if !is_source && !location.is_dir() {
+                return Ok(Vec::new()); // created by the migration
+            }
+        }
+        // A probe answers fast: one retry, not the minutes a migration would wait.
+        let quick = RetryPolicy {
+            attempts: 2,
+            ..RetryPolicy::default()
+        };
+        let endpoint = self.library_with(library, quick)?;
         let entries = endpoint.list().await.map_err(|e| e.to_string())?;
+        if !is_source {
+            return Ok(Vec::new());
+        }
         Ok(map_entries(&entries, OnInvalid::Rename)
             .findings
             .into_iter()

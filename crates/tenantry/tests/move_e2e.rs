@@ -90,7 +90,16 @@ async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_whole_move_survives_kill_9_and_ends_exact() {
+async fn retire_source_survives_kill_9_and_ends_exact() {
+    whole_move("retire-source").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_source_survives_kill_9_and_ends_exact() {
+    whole_move("keep-source").await;
+}
+
+async fn whole_move(path: &str) {
     let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
     let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
     let messages = seed_mail(&source_mail).await;
@@ -134,7 +143,7 @@ async fn a_whole_move_survives_kill_9_and_ends_exact() {
     let plain = |url: String| url.replace(&format!("{}@", files::USER), "");
     let (status, m) = s
         .post("/v1/moves", OPERATOR, json!({
-            "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
+            "sourceTenantId": source, "targetTenantId": target, "path": path,
             "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
             "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
             "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
@@ -208,7 +217,13 @@ async fn a_whole_move_survives_kill_9_and_ends_exact() {
     let (_, source_subs) = s
         .get(&format!("/v1/tenants/{source}/subscriptions"), OPERATOR)
         .await;
+    // Bought today, so inside the refund window: retire cancels at once; keep finds no seat still
+    // in use once the movers are unassigned, so it cancels at once too.
     assert_eq!(source_subs["value"][0]["status"], "Disabled");
+    assert_eq!(
+        s.subscribed(&source, "ENTERPRISEPACK").await["consumedUnits"],
+        if path == "keep-source" { 0 } else { 5 }
+    );
 
     // Mail: every mailbox identical (bodies, flags, dates, counts per folder: duplicates kept once each).
     let mut copied = 0;

@@ -276,3 +276,57 @@ async fn profiles_keep_secrets_encrypted_and_never_return_them() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_mail_servers_and_libraries_are_blockers() {
+    let s = Server::start();
+    let (source, target) = setup(&s, "wingtip.com").await;
+    s.ok(
+        Method::POST,
+        "/v1/connectionProfiles",
+        OPERATOR,
+        Some(json!({"name": "nowhere", "kind": "imap", "username": "admin", "password": "x"})),
+    )
+    .await;
+    let (_, m) = s
+        .post("/v1/moves", OPERATOR, json!({"sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
+            "domainRewrite": {"from": "wingtip.com", "to": "contoso.com"},
+            "sourceMail": {"url": "imap://127.0.0.1:1", "profile": "nowhere"},
+            "targetMail": {"url": "imap://127.0.0.1:1", "profile": "missing-profile"},
+            "libraries": [{"source": "/nonexistent/library/path", "target": "webdav://127.0.0.1:1/"}]}))
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], false);
+    let blockers: Vec<String> = plan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "Blocker")
+        .map(|f| format!("{} {}", f["code"], f["subject"]))
+        .collect();
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b.contains("EndpointUnavailable") && b.contains("source imap://127.0.0.1:1")),
+        "{blockers:?}"
+    );
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b.contains("EndpointUnavailable") && b.contains("target imap://127.0.0.1:1")),
+        "{blockers:?}"
+    );
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b.contains("/nonexistent/library/path")),
+        "{blockers:?}"
+    );
+    assert_problem(
+        &s.post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+            .await,
+        409,
+        "MoveHasBlockers",
+    );
+}
