@@ -94,7 +94,11 @@ pub struct PlannedLicence {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum TargetPurchase {
     /// Enough free seats already.
     None,
@@ -125,7 +129,11 @@ pub struct LicenceLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum SourceAction {
     /// Cancel: immediate with a refund inside the 7-day window, otherwise at the end of term.
     Cancel {
@@ -165,7 +173,11 @@ pub struct CostLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum Step {
     BuyTargetLicences {
         sku_id: SkuId,
@@ -568,9 +580,17 @@ fn source_actions(
     let mut actions = Vec::new();
     let mut excess_per_sku: BTreeMap<SkuId, u32> = BTreeMap::new();
     if input.spec.path == MovePath::KeepSource {
+        // A SKU the movers hold is reduced to what stays in use; a SKU no mover holds is not
+        // part of the move and is left alone, since the source tenant stays in use.
         for (sku, (capacity, consumed)) in &counts {
-            let staying = consumed.saturating_sub(moved_per_sku.get(sku).copied().unwrap_or(0));
-            excess_per_sku.insert(*sku, capacity.saturating_sub(staying));
+            let moved = moved_per_sku.get(sku).copied().unwrap_or(0);
+            let staying = consumed.saturating_sub(moved);
+            let excess = if moved > 0 {
+                capacity.saturating_sub(staying)
+            } else {
+                0
+            };
+            excess_per_sku.insert(*sku, excess);
         }
     }
     for sub in subs {

@@ -209,7 +209,7 @@ fn keep_reduces_the_source_to_what_stays_in_use_after_unassigning_movers() {
         .iter()
         .find(|a| matches!(a, SourceAction::Reduce { .. }))
         .unwrap();
-    // 10 seats, 4 assigned, 3 move: 1 stays.
+    // 10 seats, 4 assigned, 3 move: 1 stays. The volume E5 nobody moves is only flagged.
     assert!(matches!(
         reduce,
         SourceAction::Reduce {
@@ -325,4 +325,32 @@ fn mapping_csv_is_parsed_with_clear_errors() {
     let err = parse_user_csv("adele@a.com\n").unwrap_err();
     assert_eq!(err.code, "InvalidUserMapping");
     assert!(err.detail.contains("line 1"));
+}
+
+#[test]
+fn keep_leaves_skus_no_mover_holds_alone() {
+    let mut w = world(MovePath::KeepSource);
+    let s = w.source.tenant_id;
+    w.source
+        .subscriptions
+        .push(sub(s, "POWER_BI_PRO", 5, 100, Channel::Direct));
+    let p = run(&w, &BTreeSet::new());
+    let touched: Vec<String> = p
+        .source_actions
+        .iter()
+        .map(|a| {
+            serde_json::to_value(a).unwrap()["skuPartNumber"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        !touched.contains(&"POWER_BI_PRO".to_string()),
+        "{touched:?}"
+    );
+    assert!(
+        touched.contains(&"ENTERPRISEPACK".to_string()),
+        "{touched:?}"
+    );
 }
