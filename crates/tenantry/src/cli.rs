@@ -331,7 +331,7 @@ pub fn s(v: &Value, key: &str) -> String {
     }
 }
 
-fn output(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
+pub fn output(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
     if remote.json {
         println!(
             "{}",
@@ -348,6 +348,19 @@ fn output(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
         .map(|v| keys.iter().map(|k| s(v, k)).collect())
         .collect();
     table::print(headers, &rows);
+}
+
+/// Encodes a query value: everything but unreserved characters.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Accepts a skuPartNumber or a skuId and returns the SKU object.
@@ -454,7 +467,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let mut path = format!("/v1/tenants/{}/auditLogs?$top={top}", tenant.tenant);
             if let Some(a) = action {
-                path.push_str(&format!("&action={a}"));
+                path.push_str(&format!("&action={}", percent_encode(&a)));
             }
             let page = client(&remote)?.get(&path).await?;
             output(
@@ -657,10 +670,7 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
         } => {
             let mut path = format!("/v1/tenants/{}/users", tenant.tenant);
             if let Some(q) = search {
-                path.push_str(&format!(
-                    "?$search={}",
-                    q.replace('&', "%26").replace(' ', "%20")
-                ));
+                path.push_str(&format!("?$search={}", percent_encode(&q)));
             }
             let all = client(&remote)?.get_all(&path).await?;
             output(&remote, &Value::Array(all), &USER_HEADERS, &USER_KEYS);

@@ -1,6 +1,6 @@
 //! `tenantry move …` and `tenantry profile …`: tenant moves over the server's API.
 
-use crate::cli::{client, s, Remote};
+use crate::cli::{client, output, s, Remote};
 use crate::table;
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -132,7 +132,7 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
                     json!({"name": name, "kind": kind, "username": username, "password": password.trim_end_matches(['\r', '\n'])}),
                 )
                 .await?;
-            print_value(
+            output(
                 &remote,
                 &p,
                 &["NAME", "KIND", "USERNAME"],
@@ -141,7 +141,7 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
         }
         ProfileCmd::List { remote } => {
             let list = client(&remote)?.get("/v1/connectionProfiles").await?;
-            print_value(
+            output(
                 &remote,
                 &list["value"],
                 &["NAME", "KIND", "USERNAME", "CREATED"],
@@ -150,25 +150,6 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_value(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
-    if remote.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
-        return;
-    }
-    let items: Vec<&Value> = match value {
-        Value::Array(a) => a.iter().collect(),
-        one => vec![one],
-    };
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|v| keys.iter().map(|k| s(v, k)).collect())
-        .collect();
-    table::print(headers, &rows);
 }
 
 fn money(cents: &Value) -> String {
@@ -345,11 +326,11 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
                 "libraries": libs,
             });
             let m = client(&remote)?.post("/v1/moves", body).await?;
-            print_value(&remote, &m, &["ID", "STATE"], &["id", "state"]);
+            output(&remote, &m, &["ID", "STATE"], &["id", "state"]);
         }
         MoveCmd::List { remote } => {
             let all = client(&remote)?.get_all("/v1/moves").await?;
-            print_value(
+            output(
                 &remote,
                 &Value::Array(all),
                 &["ID", "STATE", "CREATED"],
@@ -429,13 +410,13 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
             let m = client(&remote)?
                 .post(&format!("/v1/moves/{id}/pause"), json!({}))
                 .await?;
-            print_value(&remote, &m, &["ID", "STATE"], &["id", "state"]);
+            output(&remote, &m, &["ID", "STATE"], &["id", "state"]);
         }
         MoveCmd::Cancel { id, remote } => {
             let m = client(&remote)?
                 .post(&format!("/v1/moves/{id}/cancel"), json!({}))
                 .await?;
-            print_value(&remote, &m, &["ID", "STATE"], &["id", "state"]);
+            output(&remote, &m, &["ID", "STATE"], &["id", "state"]);
         }
         MoveCmd::Report { id, csv, remote } => {
             let c = client(&remote)?;

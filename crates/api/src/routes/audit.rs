@@ -1,6 +1,6 @@
 //! The audit log, newest first.
 
-use super::list;
+use super::{list, urlencode};
 use crate::auth::Auth;
 use crate::dto::{AuditRecordDto, List};
 use crate::error::ApiResult;
@@ -35,10 +35,10 @@ pub async fn list_all(
     auth.authorize(tenant, Action::ReadAudit)?;
     let mut extra = String::new();
     if let Some(a) = &query.action {
-        extra.push_str(&format!("&action={a}"));
+        extra.push_str(&format!("&action={}", urlencode(a)));
     }
     if let Some(t) = &query.target_id {
-        extra.push_str(&format!("&targetId={t}"));
+        extra.push_str(&format!("&targetId={}", urlencode(t)));
     }
     let records = app
         .store

@@ -1,6 +1,6 @@
 //! Users and their licences (`assignLicense`, `licenseDetails`).
 
-use super::list;
+use super::{list, urlencode};
 use crate::auth::Auth;
 use crate::dto::{AssignLicense, CreateUser, LicenseDetailDto, List, PatchUser, UserDto};
 use crate::error::ApiResult;
@@ -86,17 +86,6 @@ pub async fn list_all(
     Ok(Json(list(users, &path, page.top, &extra, |u| {
         UserDto::new(u, None)
     })))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenantId}/users/{id}", tag = "users",

@@ -25,3 +25,15 @@ pub fn list<T, D>(
         value: page.items.into_iter().map(map).collect(),
     }
 }
+
+/// Percent-encodes a query value for a nextLink.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
