@@ -983,3 +983,38 @@ async fn operators_add_their_own_skus_and_tenants_buy_them() {
         .iter()
         .any(|s| s["skuPartNumber"] == "SPE_E5"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_role_hears_403_whatever_body_it_sends() {
+    let s = Server::start();
+    let t = s.tenant("Order").await;
+    let sub = s.subscription(&t, "ENTERPRISEPACK", 1).await;
+    let reader = s.token(&t, "GlobalReader").await;
+    let u = s.user(&t, "z").await;
+    let junk = json!({"no": "such fields"});
+    for (method, path) in [
+        (Method::POST, format!("/v1/tenants/{t}/subscriptions")),
+        (
+            Method::PATCH,
+            format!(
+                "/v1/tenants/{t}/subscriptions/{}",
+                sub["id"].as_str().unwrap()
+            ),
+        ),
+        (Method::POST, format!("/v1/tenants/{t}/users")),
+        (Method::PATCH, format!("/v1/tenants/{t}/users/{u}")),
+        (
+            Method::POST,
+            format!("/v1/tenants/{t}/users/{u}/assignLicense"),
+        ),
+        (Method::POST, format!("/v1/tenants/{t}/tokens")),
+        (Method::POST, "/v1/tenants".to_string()),
+        (Method::POST, "/v1/moves".to_string()),
+    ] {
+        assert_problem(
+            &s.call(method, &path, &reader, Some(junk.clone())).await,
+            403,
+            "Forbidden",
+        );
+    }
+}

@@ -64,10 +64,12 @@ pub async fn create(
     State(app): State<AppState>,
     auth: crate::auth::Auth,
     Path(tenant): Path<String>,
-    ApiJson(body): ApiJson<CreateSubscription>,
+    body: Result<ApiJson<CreateSubscription>, ApiError>,
 ) -> ApiResult<Response> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageBilling)?;
+    // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
+    let ApiJson(body) = body?;
     let sku = match (body.sku_id, body.sku_part_number) {
         (Some(id), None) => SkuRef::Id(SkuId(id)),
         (None, Some(part)) => SkuRef::PartNumber(part),
@@ -172,8 +174,10 @@ pub async fn patch(
     auth: crate::auth::Auth,
     IfMatch(if_match): IfMatch,
     Path((tenant, id)): Path<(String, String)>,
-    ApiJson(body): ApiJson<PatchSubscription>,
+    body: Result<ApiJson<PatchSubscription>, ApiError>,
 ) -> ApiResult<Response> {
+    auth.authorize(parse_id(&tenant, "tenant")?, Action::ManageBilling)?;
+    let ApiJson(body) = body?;
     change(
         &app,
         &auth,

@@ -3,7 +3,7 @@
 use super::{list, urlencode};
 use crate::auth::Auth;
 use crate::dto::{AssignLicense, CreateUser, LicenseDetailDto, List, PatchUser, UserDto};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{etag, parse_id, ApiJson, IfMatch, Paging};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -32,10 +32,12 @@ pub async fn create(
     State(app): State<AppState>,
     auth: Auth,
     Path(tenant): Path<String>,
-    ApiJson(body): ApiJson<CreateUser>,
+    body: Result<ApiJson<CreateUser>, ApiError>,
 ) -> ApiResult<Response> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageUsers)?;
+    // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
+    let ApiJson(body) = body?;
     let user = app
         .store
         .create_user(
@@ -113,10 +115,12 @@ pub async fn patch(
     auth: Auth,
     IfMatch(if_match): IfMatch,
     Path((tenant, id)): Path<(String, String)>,
-    ApiJson(body): ApiJson<PatchUser>,
+    body: Result<ApiJson<PatchUser>, ApiError>,
 ) -> ApiResult<Response> {
     let (tenant, id) = ids(&tenant, &id)?;
     auth.authorize(tenant, Action::ManageUsers)?;
+    // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
+    let ApiJson(body) = body?;
     let patch = UserPatch {
         user_principal_name: body.user_principal_name,
         display_name: body.display_name,
@@ -153,10 +157,12 @@ pub async fn assign_license(
     State(app): State<AppState>,
     auth: Auth,
     Path((tenant, id)): Path<(String, String)>,
-    ApiJson(body): ApiJson<AssignLicense>,
+    body: Result<ApiJson<AssignLicense>, ApiError>,
 ) -> ApiResult<Response> {
     let (tenant, id) = ids(&tenant, &id)?;
     auth.authorize(tenant, Action::AssignLicenses)?;
+    // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
+    let ApiJson(body) = body?;
     let add = body
         .add_licenses
         .into_iter()

@@ -120,10 +120,12 @@ pub async fn create_token(
     State(app): State<AppState>,
     auth: Auth,
     Path(tenant): Path<String>,
-    ApiJson(body): ApiJson<CreateToken>,
+    body: Result<ApiJson<CreateToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<TokenDto>)> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageTokens)?;
+    // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
+    let ApiJson(body) = body?;
     let role = Role::parse(&body.role).ok_or_else(|| {
         ApiError::unprocessable(
             "InvalidRole",
