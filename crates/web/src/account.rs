@@ -235,9 +235,9 @@ pub async fn issue_token(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageTokens)?;
     let result = async {
-        ctx.authorize(t.id, Action::ManageTokens)
-            .map_err(|e| FormError::from_web("token", e))?;
         let role = Role::parse(form.get("role"))
             .ok_or_else(|| FormError::invalid("token", "Choose one of the listed roles."))?;
         let token = new_token("tnt");

@@ -127,9 +127,9 @@ pub async fn buy(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageBilling)?;
     let result = async {
-        ctx.authorize(t.id, Action::ManageBilling)
-            .map_err(|e| FormError::from_web("buy", e))?;
         let sku: SkuId = form
             .get("sku")
             .parse()
@@ -256,9 +256,9 @@ pub async fn change(
         "cancel" | "reactivate" => "lifecycle",
         _ => return Err(WebError::not_found("page")),
     };
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageBilling)?;
     let result = async {
-        ctx.authorize(t.id, Action::ManageBilling)
-            .map_err(|e| FormError::from_web(form_name, e))?;
         let change = match op.as_str() {
             "add" => {
                 let n = parse_count(form_name, form.get("count"), "number of licences to add")?;

@@ -169,8 +169,6 @@ async fn change_licence(
     // `Some(form)`: assign, with the disabled plans the form lists; `None`: unassign.
     assign: Option<&FormData>,
 ) -> Result<String, FormError> {
-    ctx.authorize(t.id, Action::AssignLicenses)
-        .map_err(|e| FormError::from_web(form_name, e))?;
     let user: UserId = user
         .parse()
         .map_err(|_| FormError::invalid(form_name, "Choose a user from the list."))?;
@@ -226,6 +224,7 @@ pub async fn assign_from_sku(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    ctx.authorize(t.id, Action::AssignLicenses)?;
     let assign = match op.as_str() {
         "assign" => true,
         "unassign" => false,
@@ -318,9 +317,9 @@ pub async fn create_user(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageUsers)?;
     let result = async {
-        ctx.authorize(t.id, Action::ManageUsers)
-            .map_err(|e| FormError::from_web("create", e))?;
         let location = form.get("location").trim();
         let user = NewUser {
             user_principal_name: form.get("upn").to_string(),
@@ -411,9 +410,9 @@ pub async fn edit_user(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageUsers)?;
     let result = async {
-        ctx.authorize(t.id, Action::ManageUsers)
-            .map_err(|e| FormError::from_web("edit", e))?;
         let user: UserId = id
             .parse()
             .map_err(|_| WebError::not_found("user"))
@@ -454,6 +453,7 @@ pub async fn user_assign(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    ctx.authorize(t.id, Action::AssignLicenses)?;
     let sku = form.get("sku").to_string();
     match change_licence(&app, &ctx, &t, "licences", &id, &sku, Some(&form)).await {
         Ok(message) => Ok(ctx.done(&format!("/tenants/{}/users/{}", t.id, id.trim()), message)),
@@ -467,6 +467,7 @@ pub async fn user_unassign(
     Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    ctx.authorize(t.id, Action::AssignLicenses)?;
     let sku = form.get("sku").to_string();
     match change_licence(&app, &ctx, &t, "licences", &id, &sku, None).await {
         Ok(message) => Ok(ctx.done(&format!("/tenants/{}/users/{}", t.id, id.trim()), message)),
@@ -480,9 +481,9 @@ pub async fn delete_user(
     Posted { ctx, form: _ }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageUsers)?;
     let result = async {
-        ctx.authorize(t.id, Action::ManageUsers)
-            .map_err(|e| FormError::from_web("delete", e))?;
         let user: UserId = id
             .parse()
             .map_err(|_| FormError::from_web("delete", WebError::not_found("user")))?;
