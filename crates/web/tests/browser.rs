@@ -108,13 +108,44 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
     b.wait_text("#flash", "Assigned ENTERPRISEPACK to bob@contoso.com")
         .await;
     assert_eq!(b.text("#sku-available").await, "0");
+    // htmx is loaded (the CSP allows it) and swaps the form's answer in place: a marker set on
+    // the window now survives, which a full page load would wipe.
+    assert_eq!(
+        b.script(
+            "window.tenantryMarker = 7; return typeof window.htmx;",
+            serde_json::json!([])
+        )
+        .await,
+        serde_json::json!("object")
+    );
     b.select("#assign-user", "Cara").await;
     b.click("#assign").await;
     let refusal = b.wait_text("#assign-error", "no free licence").await;
     assert!(refusal.contains("2 of 2"), "{refusal}");
     let holders = b.text("#holders").await;
     assert!(holders.contains("adele@contoso.com") && !holders.contains("cara@"));
+    assert_eq!(
+        b.script("return window.tenantryMarker;", serde_json::json!([]))
+            .await,
+        serde_json::json!(7)
+    );
     b.screenshot("05-licences-no-free-seat.png").await;
+
+    // A user's page: the licence with its service plan turned off; a bad usage location is
+    // refused next to the form.
+    b.click_link("Adele Vance").await;
+    b.wait_text("#user-licences-h", "Licences").await;
+    let off = b
+        .script(
+            "return document.querySelectorAll('.licence input[name=disabled]:checked').length;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(off, serde_json::json!(1), "one service plan is off");
+    b.fill("#edit-location", "1A").await;
+    b.click("#save-user").await;
+    b.wait_text("#edit-error", "two-letter").await;
+    b.screenshot("05b-user-invalid-location.png").await;
 
     // The subscription: removing below the assigned count is refused with the reason.
     b.click("nav a[href$='/products']").await;

@@ -331,6 +331,18 @@ impl Browser {
         assert_eq!(ok, json!(true), "no option {text:?} in {css}");
     }
 
+    /// Follows the link whose text is exactly `text`.
+    pub async fn click_link(&self, text: &str) {
+        let ok = self
+            .script(
+                "const a = [...document.querySelectorAll('a')].find(a => a.textContent.trim() === arguments[0]);
+                 if (!a) return false; a.click(); return true;",
+                json!([text]),
+            )
+            .await;
+        assert_eq!(ok, json!(true), "no link {text:?}");
+    }
+
     pub async fn set_window(&self, width: u32, height: u32) {
         self.call(
             reqwest::Method::POST,
