@@ -178,6 +178,23 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
     assert_eq!(b.text("#sub-status").await, "Active");
     b.screenshot("08-reactivated.png").await;
 
+    // Unassign from the product's licence page: the seat is free again.
+    b.click("nav a[href$='/licenses']").await;
+    b.click("#licence-counts a").await;
+    let clicked = b
+        .script(
+            "const row = [...document.querySelectorAll('#holders tr')].find(r => r.textContent.includes('bob@contoso.com'));
+             row.querySelector('button').click(); return true;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(clicked, serde_json::json!(true));
+    b.wait_text("#flash", "Unassigned ENTERPRISEPACK from bob@contoso.com")
+        .await;
+    assert_eq!(b.text("#sku-available").await, "1");
+    b.click("nav a[href$='/products']").await;
+    b.click("#subscriptions a").await;
+
     // Transfer: explained as impossible, pointing to a tenant move.
     b.click("#transfer").await;
     let why = b

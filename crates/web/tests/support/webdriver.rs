@@ -361,6 +361,20 @@ impl Browser {
             .decode(v["value"].as_str().unwrap_or_default())
             .expect("screenshot is base64");
         assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+        // Every page shot is also checked: each form control has a label a screen reader reads.
+        let unlabelled = self
+            .script(
+                "return [...document.querySelectorAll('input, select, textarea')]
+                   .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+                   .map(e => e.outerHTML.slice(0, 120));",
+                json!([]),
+            )
+            .await;
+        assert_eq!(
+            unlabelled,
+            json!([]),
+            "form controls without a label on {name}"
+        );
         let path = super::output_dir().join(name);
         std::fs::write(&path, png).expect("write the screenshot");
         self.collect_console().await;
