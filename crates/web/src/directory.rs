@@ -342,7 +342,15 @@ pub async fn create_user(
     }
 }
 
-async fn user_page(app: &AppState, ctx: &Ctx, t: &Tenant, id: &str, err: Errors) -> WebResult {
+/// `typed`: the edit form as submitted, shown instead of the stored values after a refusal.
+async fn user_page(
+    app: &AppState,
+    ctx: &Ctx,
+    t: &Tenant,
+    id: &str,
+    err: Errors,
+    typed: Option<&FormData>,
+) -> WebResult {
     let id: UserId = id.parse().map_err(|_| WebError::not_found("user"))?;
     let u = app.store.get_user(t.id, id).await?;
     let held = app.store.license_details(t.id, id).await?;
@@ -386,7 +394,17 @@ async fn user_page(app: &AppState, ctx: &Ctx, t: &Tenant, id: &str, err: Errors)
         UserPage {
             l: Layout::new(ctx, &u.display_name, "users", Some(t)),
             tid: t.id.to_string(),
-            u: user_row(&u),
+            stored: (u.display_name.clone(), u.user_principal_name.clone()),
+            u: match typed {
+                Some(f) => UserRow {
+                    upn: f.get("upn").to_string(),
+                    name: f.get("name").to_string(),
+                    location: f.get("location").to_string(),
+                    enabled: f.checked("enabled"),
+                    ..user_row(&u)
+                },
+                None => user_row(&u),
+            },
             licences,
             assignable,
             can: Can::new(ctx, t.id),
@@ -401,7 +419,7 @@ pub async fn user(
     Path((tenant, id)): Path<(String, String)>,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
-    user_page(&app, &ctx, &t, &id, Errors::default()).await
+    user_page(&app, &ctx, &t, &id, Errors::default(), None).await
 }
 
 pub async fn edit_user(
@@ -437,12 +455,13 @@ pub async fn edit_user(
             format!("Saved {}.", u.user_principal_name),
         )),
         Err(e) => {
-            let e = if e.status == axum::http::StatusCode::PRECONDITION_FAILED {
-                FormError::new(e.form, e.status, "Someone changed this user meanwhile; the form now shows their version. Apply your change again.")
+            if e.status == axum::http::StatusCode::PRECONDITION_FAILED {
+                let e = FormError::new(e.form, e.status, "Someone changed this user meanwhile; the form now shows their version. Apply your change again.");
+                user_page(&app, &ctx, &t, &id, e.into(), None).await
             } else {
-                e
-            };
-            user_page(&app, &ctx, &t, &id, e.into()).await
+                // The form keeps what was typed, so the mistake can be fixed in place.
+                user_page(&app, &ctx, &t, &id, e.into(), Some(&form)).await
+            }
         }
     }
 }
@@ -457,7 +476,7 @@ pub async fn user_assign(
     let sku = form.get("sku").to_string();
     match change_licence(&app, &ctx, &t, "licences", &id, &sku, Some(&form)).await {
         Ok(message) => Ok(ctx.done(&format!("/tenants/{}/users/{}", t.id, id.trim()), message)),
-        Err(e) => user_page(&app, &ctx, &t, &id, e.into()).await,
+        Err(e) => user_page(&app, &ctx, &t, &id, e.into(), None).await,
     }
 }
 
@@ -471,7 +490,7 @@ pub async fn user_unassign(
     let sku = form.get("sku").to_string();
     match change_licence(&app, &ctx, &t, "licences", &id, &sku, None).await {
         Ok(message) => Ok(ctx.done(&format!("/tenants/{}/users/{}", t.id, id.trim()), message)),
-        Err(e) => user_page(&app, &ctx, &t, &id, e.into()).await,
+        Err(e) => user_page(&app, &ctx, &t, &id, e.into(), None).await,
     }
 }
 
@@ -504,6 +523,6 @@ pub async fn delete_user(
             &format!("/tenants/{}/users", t.id),
             format!("Deleted {upn}; their licences are free again."),
         )),
-        Err(e) => user_page(&app, &ctx, &t, &id, e.into()).await,
+        Err(e) => user_page(&app, &ctx, &t, &id, e.into(), None).await,
     }
 }

@@ -375,6 +375,8 @@ pub struct UsersPage {
 pub struct UserPage {
     pub l: Layout,
     pub tid: String,
+    /// Display name and sign-in name as stored (the form may show what was typed).
+    pub stored: (String, String),
     pub u: UserRow,
     pub licences: Vec<UserLicence>,
     pub assignable: Vec<SkuOption>,
@@ -410,4 +412,56 @@ pub struct TokensPage {
     pub err: Errors,
     /// A token just issued: shown on this response only.
     pub issued: Option<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_ledger::catalog::seed_catalog;
+    use tenantry_ledger::subscription::{BillingCycle, SubscriptionOrder, Term};
+    use tenantry_ledger::SubscriptionId;
+
+    const T0: Timestamp = Timestamp(1_700_000_000);
+
+    fn bought(channel: Channel) -> Subscription {
+        let sku = seed_catalog().into_iter().next().unwrap();
+        let order = SubscriptionOrder {
+            tenant_id: TenantId::new_random(),
+            quantity: 3,
+            term: Term::Annual,
+            billing_cycle: BillingCycle::Monthly,
+            channel,
+            is_trial: false,
+            auto_renew: true,
+        };
+        Subscription::purchase(SubscriptionId::new_random(), &order, &sku, T0)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn amounts_and_dates_read_plainly() {
+        assert_eq!(money(0), "0.00");
+        assert_eq!(money(4_537), "45.37");
+        assert_eq!(date(T0), "2023-11-14");
+        assert_eq!(date_time(T0), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn a_new_direct_subscription_offers_seat_changes_and_cancel_not_reactivate() {
+        let row = SubRow::new(&bought(Channel::Direct), "E", "E", T0);
+        assert!(row.can_change_seats && row.can_cancel && !row.can_reactivate);
+        assert_eq!(row.refundable, vec![(3, "2023-11-21".to_string())]);
+        assert!(
+            row.renewal.starts_with("Renews 2024-11-13"),
+            "{}",
+            row.renewal
+        );
+    }
+
+    #[test]
+    fn a_volume_subscription_offers_nothing_to_change() {
+        let row = SubRow::new(&bought(Channel::Volume), "E", "E", T0);
+        assert!(row.volume && !row.can_change_seats && !row.can_cancel && !row.can_reactivate);
+    }
 }

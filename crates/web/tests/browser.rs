@@ -145,6 +145,17 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
     b.fill("#edit-location", "1A").await;
     b.click("#save-user").await;
     b.wait_text("#edit-error", "two-letter").await;
+    let kept = b
+        .script(
+            "return document.querySelector('#edit-location').value;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(
+        kept,
+        serde_json::json!("1A"),
+        "the form keeps what was typed"
+    );
     b.screenshot("05b-user-invalid-location.png").await;
 
     // The subscription: removing below the assigned count is refused with the reason.
