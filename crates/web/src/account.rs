@@ -47,15 +47,15 @@ fn signin_response(
     csrf: &str,
     error: Option<String>,
     notice: Option<String>,
-    set_cookie: Option<String>,
+    set_cookie: Option<(String, bool)>,
 ) -> WebResult {
     let mut l = Layout::bare("Sign in");
     l.csrf = csrf.to_string();
     let mut response = page_response(status, false, SignInPage { l, error, notice })?;
-    if let Some(id) = set_cookie {
+    if let Some((id, secure)) = set_cookie {
         response
             .headers_mut()
-            .insert(header::SET_COOKIE, session::set_cookie(&id));
+            .insert(header::SET_COOKIE, session::set_cookie(&id, secure));
     }
     Ok(response)
 }
@@ -79,7 +79,8 @@ pub async fn signin_page(
         Some((_, s)) => signin_response(StatusCode::OK, &s.csrf, None, notice, None),
         None => {
             let (id, s) = sessions.create(None);
-            signin_response(StatusCode::OK, &s.csrf, None, notice, Some(id))
+            let secure = session::behind_https(&headers);
+            signin_response(StatusCode::OK, &s.csrf, None, notice, Some((id, secure)))
         }
     }
 }
@@ -113,7 +114,7 @@ pub async fn signin(State(app): State<AppState>, f: CsrfForm) -> WebResult {
             let mut response = Redirect::to("/").into_response();
             response
                 .headers_mut()
-                .insert(header::SET_COOKIE, session::set_cookie(&id));
+                .insert(header::SET_COOKIE, session::set_cookie(&id, f.https));
             Ok(response)
         }
         Err(message) => {

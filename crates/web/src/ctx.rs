@@ -243,6 +243,8 @@ pub struct CsrfForm {
     pub principal: Option<Principal>,
     pub csrf: String,
     pub htmx: bool,
+    /// Reached over HTTPS (a proxy said so): cookies get `Secure`.
+    pub https: bool,
     pub form: FormData,
 }
 
@@ -266,6 +268,7 @@ impl FromRequest<AppState> for CsrfForm {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let htmx = is_htmx(&parts);
+        let https = session::behind_https(&parts.headers);
         let req = Request::from_parts(parts, body);
         let Form(pairs) = Form::<Vec<(String, String)>>::from_request(req, state)
             .await
@@ -289,6 +292,7 @@ impl FromRequest<AppState> for CsrfForm {
             principal: s.principal,
             csrf: s.csrf,
             htmx,
+            https,
             form,
         })
     }

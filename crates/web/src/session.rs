@@ -125,9 +125,21 @@ pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
-pub fn set_cookie(id: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+/// Whether the browser reached us over HTTPS through a TLS-terminating proxy (then the cookie is
+/// marked `Secure`; on plain loopback HTTP a `Secure` cookie would not come back).
+pub fn behind_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+pub fn set_cookie(id: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 pub fn clear_cookie() -> HeaderValue {
@@ -160,6 +172,13 @@ mod tests {
             HeaderValue::from_static("tenantry_session="),
         );
         assert_eq!(cookie_value(&h), None);
+        assert!(!behind_https(&h));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(behind_https(&h));
+        assert!(set_cookie("x", true)
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
     }
 
     #[test]
