@@ -282,13 +282,23 @@ async fn users_page(
         )
         .await?;
     let field = |name: &str| form.map(|f| f.get(name).to_string()).unwrap_or_default();
+    let catalog = catalog(app).await?;
+    let mut users = Vec::with_capacity(page.items.len());
+    for u in &page.items {
+        let held = app.store.license_details(t.id, u.id).await?;
+        let parts: Vec<&str> = held
+            .iter()
+            .filter_map(|a| catalog.get(&a.sku_id).map(|s| s.sku_part_number.as_str()))
+            .collect();
+        users.push((user_row(u), parts.join(", ")));
+    }
     let status = err.status();
     ctx.page(
         status,
         UsersPage {
             l: Layout::new(ctx, "Users", "users", Some(t)),
             tid: t.id.to_string(),
-            users: page.items.iter().map(user_row).collect(),
+            users,
             next: page.next,
             q,
             can: Can::new(ctx, t.id),
@@ -497,12 +507,18 @@ pub async fn user_unassign(
 pub async fn delete_user(
     State(app): State<AppState>,
     Path((tenant, id)): Path<(String, String)>,
-    Posted { ctx, form: _ }: Posted,
+    Posted { ctx, form }: Posted,
 ) -> WebResult {
     let t = load_tenant(&app, &ctx, &tenant).await?;
     // Refused before anything else: a 403 page, whatever the page showed.
     ctx.authorize(t.id, Action::ManageUsers)?;
     let result = async {
+        if !form.checked("confirm") {
+            return Err(FormError::invalid(
+                "delete",
+                "Tick the box to confirm: deleting a user cannot be undone.",
+            ));
+        }
         let user: UserId = id
             .parse()
             .map_err(|_| FormError::from_web("delete", WebError::not_found("user")))?;

@@ -21,7 +21,7 @@ mod views;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use std::sync::Arc;
 use tenantry_api::AppState;
@@ -87,12 +87,18 @@ pub fn routes() -> Router<AppState> {
         )
         .route(&format!("{t}/audit"), get(audit::audit))
         .route(&format!("{t}/moves"), get(audit::moves))
+        // Any other page under a tenant: a readable 404 page rather than the API's JSON one.
+        .route(&format!("{t}/{{*rest}}"), any(page_not_found))
         .layer(axum::middleware::map_response(security_headers))
         .route("/assets/htmx.min.js", get(htmx))
         .route("/assets/admin.css", get(css))
         .route("/assets/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
         .layer(Extension(Arc::new(session::Sessions::default())))
+}
+
+async fn page_not_found() -> ctx::WebError {
+    ctx::WebError::not_found("page")
 }
 
 /// Pages are never cached, never framed, and run only this origin's scripts and styles.

@@ -361,7 +361,8 @@ pub struct UsersPage {
     pub l: Layout,
     pub tid: String,
     pub q: String,
-    pub users: Vec<UserRow>,
+    /// Each user with the part numbers of the licences they hold.
+    pub users: Vec<(UserRow, String)>,
     pub next: Option<i64>,
     pub can: Can,
     pub err: Errors,

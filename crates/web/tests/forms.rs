@@ -236,6 +236,7 @@ async fn the_server_refuses_what_the_pages_hide() {
         format!("/tenants/{}/products/not-a-uuid", contoso.id),
         format!("/tenants/{}/users/not-a-uuid", contoso.id),
         "/tenants/not-a-tenant/products".to_string(),
+        format!("/tenants/{}/no-such-page", contoso.id),
     ] {
         let (status, html) = c.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
@@ -274,6 +275,40 @@ async fn the_server_refuses_what_the_pages_hide() {
     c.cookie = old_cookie;
     let (status, _) = c.get(&products).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Deleting a user needs the confirmation box, and the User admin role (or Global admin).
+    let user = store
+        .create_user(
+            contoso.id,
+            tenantry_store::NewUser {
+                user_principal_name: "gone@contoso.com".into(),
+                display_name: "Gone".into(),
+                usage_location: None,
+                account_enabled: true,
+            },
+            "test".into(),
+            now,
+        )
+        .await
+        .unwrap();
+    let delete = format!("/tenants/{}/users/{}/delete", contoso.id, user.id);
+    let mut billing_admin = Client::new(&server.base);
+    billing_admin.sign_in(&billing).await;
+    let csrf = billing_admin.csrf(&products).await;
+    let r = billing_admin
+        .post(&delete, &[("csrf", &csrf), ("confirm", "1")])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let admin = tenant_token(&server, contoso.id, Role::UserAdmin).await;
+    let mut c = Client::new(&server.base);
+    c.sign_in(&admin).await;
+    let csrf = c.csrf(&products).await;
+    let r = c.post(&delete, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("Tick the box to confirm"));
+    let r = c.post(&delete, &[("csrf", &csrf), ("confirm", "1")]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(store.get_user(contoso.id, user.id).await.is_err());
 
     // The API is still there beside the pages.
     let r = anon
