@@ -74,7 +74,8 @@ pub async fn audit(
             at: date_time(r.at),
             actor: r.actor,
             action: r.action,
-            target: format!("{} {}", r.target_type, r.target_id),
+            target_type: r.target_type,
+            target_id: r.target_id,
             before: pretty(r.before),
             after: pretty(r.after),
         })

@@ -266,7 +266,8 @@ pub struct AuditRow {
     pub at: String,
     pub actor: String,
     pub action: String,
-    pub target: String,
+    pub target_type: String,
+    pub target_id: String,
     pub before: Option<String>,
     pub after: Option<String>,
 }

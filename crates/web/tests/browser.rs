@@ -246,6 +246,15 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
         .text("#audit-results")
         .await
         .contains("subscription.cancelled"));
+    // Following a target shows that object's whole history.
+    b.click("#audit-results td a").await;
+    b.wait_text("#audit-results", "subscription.reactivated")
+        .await;
+    let history = b.text("#audit-results").await;
+    assert!(
+        history.contains("subscription.created") && !history.contains("user.created"),
+        "{history}"
+    );
     b.screenshot("12-audit-filtered.png").await;
 
     // A narrow screen: nothing wider than the viewport.
