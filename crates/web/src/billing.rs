@@ -227,7 +227,7 @@ pub async fn subscription(
     subscription_page(&app, &ctx, &t, &id, Errors::default(), None).await
 }
 
-/// `add`, `remove`, `cancel`, `reactivate` or `transfer`.
+/// `add`, `remove`, `cancel`, `reactivate`, `extendTrial` or `transfer`.
 pub async fn change(
     State(app): State<AppState>,
     Path((tenant, id, op)): Path<(String, String, String)>,
@@ -253,7 +253,7 @@ pub async fn change(
     let form_name: &'static str = match op.as_str() {
         "add" => "add",
         "remove" => "remove",
-        "cancel" | "reactivate" => "lifecycle",
+        "cancel" | "reactivate" | "extendTrial" => "lifecycle",
         _ => return Err(WebError::not_found("page")),
     };
     // Refused before anything else: a 403 page, whatever the page showed.
@@ -278,6 +278,7 @@ pub async fn change(
                 SubscriptionChange::SetQuantity(sub.quantity - n)
             }
             "cancel" => SubscriptionChange::Cancel,
+            "extendTrial" => SubscriptionChange::ExtendTrial,
             _ => SubscriptionChange::Reactivate,
         };
         let (after, outcome) = app
@@ -338,6 +339,6 @@ fn describe(outcome: &ChangeOutcome, quantity: u32) -> String {
             "Reactivated: recurring billing is on; charged {}.",
             money(m.charged_cents)
         ),
-        ChangeOutcome::TrialExtended => "Trial extended.".to_string(),
+        ChangeOutcome::TrialExtended => "Trial extended by 30 days.".to_string(),
     }
 }

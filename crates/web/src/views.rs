@@ -140,6 +140,8 @@ pub struct SubRow {
     pub can_reactivate: bool,
     pub can_cancel: bool,
     pub can_change_seats: bool,
+    /// A trial not extended yet (the ledger checks the 15-day window).
+    pub can_extend_trial: bool,
     /// Seats still inside their 7-day refund window, and until when.
     pub refundable: Vec<(u32, String)>,
     pub term_end: String,
@@ -196,6 +198,7 @@ impl SubRow {
                     || (s.status == S::Active && !s.auto_renew)),
             can_cancel: !volume && s.status == S::Active && (s.auto_renew || s.is_trial),
             can_change_seats: !volume && s.status == S::Active && !s.is_trial,
+            can_extend_trial: s.is_trial && !s.trial_extended && s.status == S::Active,
             refundable: s
                 .seat_batches
                 .iter()

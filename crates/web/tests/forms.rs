@@ -253,6 +253,41 @@ async fn the_server_refuses_what_the_pages_hide() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let (_, html) = c.get(&products).await;
     assert!(html.contains("Bought 3 licence(s)"), "{html}");
+    // A trial: its seats are fixed and it can be extended only near its end; both refusals are
+    // the ledger's, shown next to the form.
+    let r = c
+        .post(
+            &products,
+            &[
+                ("csrf", &csrf),
+                ("sku", sku),
+                ("quantity", "2"),
+                ("trial", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let trial = store
+        .list_subscriptions(contoso.id, Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|s| s.is_trial)
+        .unwrap();
+    let sub = format!("{products}/{}", trial.id);
+    let (_, html) = c.get(&sub).await;
+    assert!(html.contains("id=\"extend-trial\"") && !html.contains("id=\"add\""));
+    let r = c
+        .post(&format!("{sub}/extendTrial"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("within 15 days of its end"));
+
     // htmx requests get their refusals with status 200 (htmx swaps only 2xx), the real status
     // in a header.
     let r = c
