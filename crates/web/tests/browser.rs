@@ -9,6 +9,7 @@ use support::webdriver::Browser;
 use support::{Server, OPERATOR};
 
 const ENTER: &str = "\u{E007}";
+const TAB: &str = "\u{E004}";
 
 async fn wait_until_gone(b: &Browser, css: &str, needle: &str) {
     let started = Instant::now();
@@ -56,6 +57,19 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
         "the browser console log cannot be read, so console errors would go unnoticed"
     );
     b.console_errors.clear();
+    // From the keyboard: the first Tab reaches the skip link, which leads to the content.
+    b.press(TAB).await;
+    let focused = b
+        .script(
+            "return document.activeElement.className;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(
+        focused,
+        serde_json::json!("skip"),
+        "Tab first reaches the skip link"
+    );
     b.screenshot("01-signin.png").await;
     b.type_in("#token", &format!("{OPERATOR}{ENTER}")).await;
     b.wait_text("#signed-in-as", "Platform operator").await;

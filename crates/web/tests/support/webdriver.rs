@@ -331,6 +331,19 @@ impl Browser {
         assert_eq!(ok, json!(true), "no option {text:?} in {css}");
     }
 
+    /// Presses a key on whatever has the focus (e.g. `"\u{E004}"`, Tab).
+    pub async fn press(&self, key: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &self.s("/actions"),
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+            ),
+        )
+        .await;
+    }
+
     /// Follows the link whose text is exactly `text`.
     pub async fn click_link(&self, text: &str) {
         let ok = self
