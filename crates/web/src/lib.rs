@@ -3,9 +3,12 @@
 //!
 //! It sits beside the API on the same port (`tenantry_api::router_with`) and talks to the store
 //! exactly as the API does: every handler authorises the signed-in principal for the tenant and
-//! the action (`Principal::authorize`), then calls one `LedgerStore` method, which runs the domain
-//! rules and writes the audit record. Nothing here decides a ledger rule; a refusal from the
-//! domain is shown as its `detail`, next to the form that caused it.
+//! the action (`Principal::authorize`), then makes at most one changing `LedgerStore` call, which
+//! runs the domain rules and writes the audit record (other calls only read, to draw the page).
+//! Nothing here decides a ledger rule; a refusal from the domain is shown as its `detail`, next to
+//! the form that caused it. Two checks are phrased here before the store is asked: only the
+//! operator records volume-licensing purchases (as in the API), and *Remove licences* must leave
+//! at least one (the ledger's minimum quantity; cancelling is the way to stop paying for all).
 //!
 //! Sign-in takes an API token (the operator token, or a tenant token with a role) and resolves it
 //! with the API's own `Auth` extractor; the browser then holds only a random session id in an
