@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry_api::{
-    clock::Clock, ensure_operator_token, router, spawn_lifecycle_sweeper, AppState, OperatorToken,
+    clock::Clock, ensure_operator_token, spawn_lifecycle_sweeper, AppState, OperatorToken,
 };
 use tenantry_mover::gather::Mover;
 use tenantry_mover::runner::Runner;
@@ -136,10 +136,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    axum::serve(
+        listener,
+        tenantry_api::router_with(app, tenantry_web::routes()),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")?;
     Ok(())
 }
 

@@ -1,0 +1,266 @@
+//! Signing in and out, the operator's tenant list, and API tokens.
+
+use crate::ctx::{page_response, CsrfForm, Ctx, Errors, FormError, Posted, WebError, WebResult};
+use crate::session::{self, Sessions};
+use crate::views::{date, Layout, SignInPage, TenantRow, TenantsPage, TokensPage};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tenantry_api::auth::{hash_token, new_token, Auth};
+use tenantry_api::AppState;
+use tenantry_ledger::role::{Action, Principal, Role};
+use tenantry_ledger::tenant::Tenant;
+use tenantry_ledger::TenantId;
+use tenantry_store::PageRequest;
+
+/// Parses the tenant of the URL and checks the principal may read it (another tenant: 404).
+pub async fn load_tenant(app: &AppState, ctx: &Ctx, tenant: &str) -> WebResult<Tenant> {
+    let id: TenantId = tenant.parse().map_err(|_| WebError::not_found("tenant"))?;
+    ctx.authorize(id, Action::Read)?;
+    Ok(app.store.get_tenant(id).await?)
+}
+
+pub async fn home(ctx: Ctx) -> Response {
+    match ctx.principal {
+        Principal::Operator => Redirect::to("/tenants").into_response(),
+        Principal::Tenant { tenant_id, .. } => {
+            Redirect::to(&format!("/tenants/{tenant_id}/products")).into_response()
+        }
+    }
+}
+
+pub async fn tenant_home(Path(tenant): Path<String>) -> Response {
+    Redirect::to(&format!("/tenants/{}/products", urlencode_path(&tenant))).into_response()
+}
+
+fn urlencode_path(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+fn signin_response(
+    status: StatusCode,
+    csrf: &str,
+    error: Option<String>,
+    notice: Option<String>,
+    set_cookie: Option<(String, bool)>,
+) -> WebResult {
+    let mut l = Layout::bare("Sign in");
+    l.csrf = csrf.to_string();
+    let mut response = page_response(status, false, SignInPage { l, error, notice })?;
+    if let Some((id, secure)) = set_cookie {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, session::set_cookie(&id, secure));
+    }
+    Ok(response)
+}
+
+pub async fn signin_page(
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult {
+    let existing =
+        session::cookie_value(&headers).and_then(|id| Some((id.clone(), sessions.get(&id)?)));
+    if let Some((_, s)) = &existing {
+        if s.principal.is_some() {
+            return Ok(Redirect::to("/").into_response());
+        }
+    }
+    let notice = q
+        .contains_key("signed_out")
+        .then(|| "You are signed out.".to_string());
+    match existing {
+        Some((_, s)) => signin_response(StatusCode::OK, &s.csrf, None, notice, None),
+        None => {
+            let (id, s) = sessions.create(None);
+            let secure = session::behind_https(&headers);
+            signin_response(StatusCode::OK, &s.csrf, None, notice, Some((id, secure)))
+        }
+    }
+}
+
+/// The principal a token names, found the way the API finds it (same cache, same store call).
+async fn principal_for(app: &AppState, token: &str) -> Result<Principal, String> {
+    let invalid =
+        || "That token is not valid. Paste the whole token, e.g. op_… or tnt_…".to_string();
+    if token.is_empty() || token.len() > 512 {
+        return Err(invalid());
+    }
+    let request = axum::http::Request::builder()
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(())
+        .map_err(|_| invalid())?;
+    let (mut parts, ()) = request.into_parts();
+    match Auth::from_request_parts(&mut parts, app).await {
+        Ok(Auth(principal)) => Ok(principal),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(invalid()),
+        Err(_) => Err("The server could not check the token; the cause has been logged.".into()),
+    }
+}
+
+pub async fn signin(State(app): State<AppState>, f: CsrfForm) -> WebResult {
+    let token = f.form.get("token").trim().to_string();
+    match principal_for(&app, &token).await {
+        Ok(principal) => {
+            // A new session id at sign-in: an id seen before signing in is worth nothing after.
+            f.sessions.remove(&f.sid);
+            let (id, _) = f.sessions.create(Some(principal));
+            let mut response = Redirect::to("/").into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session::set_cookie(&id, f.https));
+            Ok(response)
+        }
+        Err(message) => {
+            signin_response(StatusCode::UNAUTHORIZED, &f.csrf, Some(message), None, None)
+        }
+    }
+}
+
+pub async fn signout(f: CsrfForm) -> Response {
+    f.sessions.remove(&f.sid);
+    let mut response = Redirect::to("/signin?signed_out=1").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session::clear_cookie());
+    response
+}
+
+async fn tenants_page(
+    app: &AppState,
+    ctx: &Ctx,
+    err: Errors,
+    name: String,
+    domain: String,
+) -> WebResult {
+    if !ctx.principal.is_operator() {
+        return Err(WebError::new(
+            StatusCode::FORBIDDEN,
+            "Only the platform operator can list and create tenants.",
+        ));
+    }
+    let page = app
+        .store
+        .list_tenants(PageRequest {
+            top: 1000,
+            after: None,
+        })
+        .await?;
+    let tenants = page
+        .items
+        .into_iter()
+        .map(|t| TenantRow {
+            id: t.id.to_string(),
+            name: t.display_name,
+            domain: t.default_domain,
+            created: date(t.created_at),
+        })
+        .collect();
+    let status = err.status();
+    ctx.page(
+        status,
+        TenantsPage {
+            l: Layout::new(ctx, "Tenants", "tenants", None),
+            tenants,
+            err,
+            name,
+            domain,
+        },
+    )
+}
+
+pub async fn tenants(State(app): State<AppState>, ctx: Ctx) -> WebResult {
+    tenants_page(&app, &ctx, Errors::default(), String::new(), String::new()).await
+}
+
+pub async fn create_tenant(State(app): State<AppState>, Posted { ctx, form }: Posted) -> WebResult {
+    let name = form.get("name").to_string();
+    let domain = form.get("domain").to_string();
+    if !ctx.principal.is_operator() {
+        return Err(WebError::new(
+            StatusCode::FORBIDDEN,
+            "Only the platform operator can create tenants.",
+        ));
+    }
+    match app
+        .store
+        .create_tenant(name.clone(), domain.clone(), ctx.actor(), app.clock.now())
+        .await
+    {
+        Ok(t) => Ok(ctx.done(
+            "/tenants",
+            format!("Tenant {} ({}) created.", t.display_name, t.default_domain),
+        )),
+        Err(e) => {
+            let err = FormError::from_store("create", e).into();
+            tenants_page(&app, &ctx, err, name, domain).await
+        }
+    }
+}
+
+fn roles() -> Vec<(&'static str, &'static str)> {
+    Role::ALL
+        .into_iter()
+        .map(|r| (r.as_str(), crate::views::role_label(r.as_str())))
+        .collect()
+}
+
+pub async fn tokens(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(tenant): Path<String>,
+) -> WebResult {
+    let t = load_tenant(&app, &ctx, &tenant).await?;
+    ctx.authorize(t.id, Action::ManageTokens)?;
+    ctx.page(
+        StatusCode::OK,
+        TokensPage {
+            l: Layout::new(&ctx, "API tokens", "tokens", Some(&t)),
+            tid: t.id.to_string(),
+            roles: roles(),
+            err: Errors::default(),
+            issued: None,
+        },
+    )
+}
+
+pub async fn issue_token(
+    State(app): State<AppState>,
+    Path(tenant): Path<String>,
+    Posted { ctx, form }: Posted,
+) -> WebResult {
+    let t = load_tenant(&app, &ctx, &tenant).await?;
+    // Refused before anything else: a 403 page, whatever the page showed.
+    ctx.authorize(t.id, Action::ManageTokens)?;
+    let result = async {
+        let role = Role::parse(form.get("role"))
+            .ok_or_else(|| FormError::invalid("token", "Choose one of the listed roles."))?;
+        let token = new_token("tnt");
+        app.store
+            .create_token(t.id, role, hash_token(&token), ctx.actor(), app.clock.now())
+            .await
+            .map_err(|e| FormError::from_store("token", e))?;
+        Ok::<_, FormError>((crate::views::role_label(role.as_str()).to_string(), token))
+    }
+    .await;
+    let (err, issued) = match result {
+        Ok(issued) => (Errors::default(), Some(issued)),
+        Err(e) => (Errors::from(e), None),
+    };
+    ctx.page(
+        err.status(),
+        TokensPage {
+            l: Layout::new(&ctx, "API tokens", "tokens", Some(&t)),
+            tid: t.id.to_string(),
+            roles: roles(),
+            err,
+            issued,
+        },
+    )
+}

@@ -1,0 +1,107 @@
+//! The audit log (filters: action, target) and the Moves placeholder.
+
+use crate::account::load_tenant;
+use crate::ctx::{Ctx, WebResult};
+use crate::views::{date_time, AuditPage, AuditRow, Layout, MovesPage};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use tenantry_api::AppState;
+use tenantry_ledger::role::Action;
+use tenantry_store::{AuditFilter, PageRequest};
+
+/// The actions the store records, offered as a filter.
+const ACTIONS: [&str; 13] = [
+    "tenant.created",
+    "token.created",
+    "sku.added",
+    "subscription.created",
+    "subscription.quantityChanged",
+    "subscription.cancelled",
+    "subscription.reactivated",
+    "subscription.trialExtended",
+    "subscription.lifecycle",
+    "user.created",
+    "user.updated",
+    "user.licensesChanged",
+    "user.deleted",
+];
+
+#[derive(serde::Deserialize, Default)]
+pub struct AuditQuery {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+fn pretty(v: Option<serde_json::Value>) -> Option<String> {
+    v.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
+pub async fn audit(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(tenant): Path<String>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> WebResult {
+    let t = load_tenant(&app, &ctx, &tenant).await?;
+    ctx.authorize(t.id, Action::ReadAudit)?;
+    let q = query.map(|q| q.0).unwrap_or_default();
+    let action = q.action.trim().to_string();
+    let target = q.target.trim().to_string();
+    let page = app
+        .store
+        .audit_log(
+            t.id,
+            AuditFilter {
+                action: (!action.is_empty()).then(|| action.clone()),
+                target_id: (!target.is_empty()).then(|| target.clone()),
+            },
+            PageRequest {
+                top: 100,
+                after: q.after.as_deref().and_then(|a| a.parse().ok()),
+            },
+        )
+        .await?;
+    let records = page
+        .items
+        .into_iter()
+        .map(|r| AuditRow {
+            seq: r.seq,
+            at: date_time(r.at),
+            actor: r.actor,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            before: pretty(r.before),
+            after: pretty(r.after),
+        })
+        .collect();
+    let actions = ACTIONS.to_vec();
+    ctx.page(
+        StatusCode::OK,
+        AuditPage {
+            l: Layout::new(&ctx, "Audit log", "audit", Some(&t)),
+            tid: t.id.to_string(),
+            action,
+            target,
+            actions,
+            records,
+            next: page.next,
+        },
+    )
+}
+
+pub async fn moves(State(app): State<AppState>, ctx: Ctx, Path(tenant): Path<String>) -> WebResult {
+    let t = load_tenant(&app, &ctx, &tenant).await?;
+    ctx.page(
+        StatusCode::OK,
+        MovesPage {
+            l: Layout::new(&ctx, "Moves", "moves", Some(&t)),
+            tid: t.id.to_string(),
+        },
+    )
+}
