@@ -19,7 +19,7 @@ impl Server {
     pub async fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        let store: Arc<dyn tenantry_store::LedgerStore> =
+        let store: Arc<dyn tenantry_store::Store> =
             tenantry_store::open(&url).expect("open the store");
         let app = AppState::new(store, Clock::adjustable());
         ensure_operator_token(&app, Some(OPERATOR))
