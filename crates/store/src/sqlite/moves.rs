@@ -147,6 +147,21 @@ fn profile_from_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileRecord> {
     })
 }
 
+/// The first unfinished step of each running move whose lease is free (steps of one move run in
+/// order), oldest move first.
+fn next_claimable(conn: &Connection, now: Timestamp) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT s.move_id, s.key FROM move_steps s JOIN moves m ON m.id = s.move_id
+             WHERE m.state = 'Running' AND s.state IN ('Pending', 'Running')
+               AND s.seq = (SELECT MIN(seq) FROM move_steps x WHERE x.move_id = s.move_id AND x.state != 'Done')
+               AND (s.lease_until IS NULL OR s.lease_until < ?1)
+             ORDER BY m.seq LIMIT 1",
+        )?
+        .query_row([now.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 #[async_trait]
 impl MoveStore for SqliteStore {
     async fn create_move(
@@ -318,20 +333,16 @@ impl MoveStore for SqliteStore {
         now: Timestamp,
         lease_secs: i64,
     ) -> Result<Option<StepRecord>> {
+        // Workers poll often: look on a reader first, so an idle queue never takes the writer.
+        if self
+            .read(move |conn| next_claimable(conn, now))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         self.write(move |ctx| {
-            // The first unfinished step of each running move; steps of one move run in order.
-            let candidate: Option<(String, String)> = ctx
-                .conn
-                .prepare_cached(
-                    "SELECT s.move_id, s.key FROM move_steps s JOIN moves m ON m.id = s.move_id
-                     WHERE m.state = 'Running' AND s.state IN ('Pending', 'Running')
-                       AND s.seq = (SELECT MIN(seq) FROM move_steps x WHERE x.move_id = s.move_id AND x.state != 'Done')
-                       AND (s.lease_until IS NULL OR s.lease_until < ?1)
-                     ORDER BY m.seq LIMIT 1",
-                )?
-                .query_row([now.0], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((move_id, key)) = candidate else { return Ok(None) };
+            let Some((move_id, key)) = next_claimable(&ctx.conn, now)? else { return Ok(None) };
             ctx.conn
                 .prepare_cached(
                     "UPDATE move_steps SET state = 'Running', lease_owner = ?3, lease_until = ?4, attempts = attempts + 1, updated_at = ?5
