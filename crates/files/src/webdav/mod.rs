@@ -4,6 +4,7 @@
 
 pub mod propfind;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,9 @@ use crate::endpoint::{
     rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
 };
 use crate::retry::{parse_retry_after, RetryPolicy};
-use propfind::{encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, PROPFIND_BODY};
+use propfind::{
+    encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, DavEntry, PROPFIND_BODY,
+};
 
 /// How a target keeps modification times, found out on the first upload that can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +50,8 @@ pub struct WebDavEndpoint {
     password: Option<String>,
     retry: RetryPolicy,
     mtime_mode: OnceCell<MtimeMode>,
+    /// Set once the server refused a PROPPATCH of `getlastmodified`: no point asking per file.
+    proppatch_refused: AtomicBool,
 }
 
 /// One HTTP client for the whole run: its keep-alive pool is what makes small files fast.
@@ -104,6 +109,7 @@ impl WebDavEndpoint {
             password,
             retry,
             mtime_mode: OnceCell::new(),
+            proppatch_refused: AtomicBool::new(false),
         })
     }
 
@@ -134,20 +140,31 @@ impl WebDavEndpoint {
             .await
     }
 
-    async fn propfind(&self, rel: &str, depth: &str) -> Result<Vec<Entry>, EndpointError> {
-        let url = self.url(rel, true);
+    /// One PROPFIND for the properties a listing needs.
+    async fn propfind_raw(
+        &self,
+        rel: &str,
+        dir: bool,
+        depth: &'static str,
+    ) -> Result<Vec<DavEntry>, EndpointError> {
+        let url = self.url(rel, dir);
         let resp = self
             .send("PROPFIND", rel, || {
-                self.req(Method::from_bytes(b"PROPFIND").unwrap(), &url)
+                self.req(dav_method("PROPFIND"), &url)
                     .header("Depth", depth)
                     .header(CONTENT_TYPE, "application/xml; charset=utf-8")
                     .body(PROPFIND_BODY)
             })
             .await?;
         let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        let items = parse_multistatus(&body)
-            .map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))?;
-        Ok(items
+        parse_multistatus(&body).map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))
+    }
+
+    /// The children of a folder (and the folder itself, as servers answer Depth 1).
+    async fn propfind(&self, rel: &str) -> Result<Vec<Entry>, EndpointError> {
+        Ok(self
+            .propfind_raw(rel, true, "1")
+            .await?
             .into_iter()
             .filter_map(|d| {
                 let path = href_to_rel(&d.href, &self.base_path)?;
@@ -162,20 +179,13 @@ impl WebDavEndpoint {
             .collect())
     }
 
-    /// Reads a file's `getlastmodified` in seconds (Depth 0 PROPFIND on a file).
+    /// A file's `getlastmodified` in seconds.
     async fn remote_mtime(&self, rel: &str) -> Result<Option<i64>, EndpointError> {
-        let url = self.url(rel, false);
-        let resp = self
-            .send("PROPFIND", rel, || {
-                self.req(Method::from_bytes(b"PROPFIND").unwrap(), &url)
-                    .header("Depth", "0")
-                    .header(CONTENT_TYPE, "application/xml; charset=utf-8")
-                    .body(PROPFIND_BODY)
-            })
-            .await?;
-        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        let items = parse_multistatus(&body).map_err(EndpointError::Permanent)?;
-        Ok(items.first().and_then(|d| d.mtime))
+        Ok(self
+            .propfind_raw(rel, false, "0")
+            .await?
+            .first()
+            .and_then(|d| d.mtime))
     }
 
     /// PROPPATCHes `getlastmodified`; returns whether the server accepted it.
@@ -189,7 +199,7 @@ impl WebDavEndpoint {
         let body = proppatch_mtime_body(secs);
         let resp = self
             .send("PROPPATCH", rel, || {
-                self.req(Method::from_bytes(b"PROPPATCH").unwrap(), &url)
+                self.req(dav_method("PROPPATCH"), &url)
                     .header(CONTENT_TYPE, "application/xml; charset=utf-8")
                     .body(body.clone())
             })
@@ -241,7 +251,12 @@ impl WebDavEndpoint {
                     .unwrap_or(0);
                 if (now - secs).abs() <= 2 {
                     // The server's own stamp would look right: this file cannot tell us.
-                    return self.proppatch_mtime(tmp, false, secs).await;
+                    if self.proppatch_refused.load(Ordering::Relaxed) {
+                        return Ok(false);
+                    }
+                    let ok = self.proppatch_mtime(tmp, false, secs).await?;
+                    self.proppatch_refused.store(!ok, Ordering::Relaxed);
+                    return Ok(ok);
                 }
                 *self
                     .mtime_mode
@@ -288,13 +303,18 @@ impl WebDavEndpoint {
         let from = self.url(tmp, false);
         let to = self.url(path, false);
         self.send("MOVE", path, || {
-            self.req(Method::from_bytes(b"MOVE").unwrap(), &from)
+            self.req(dav_method("MOVE"), &from)
                 .header("Destination", &to)
                 .header("Overwrite", "T")
         })
         .await?;
         Ok(PutOutcome { etag, mtime_kept })
     }
+}
+
+/// A WebDAV method (RFC 4918 names, all valid tokens).
+fn dav_method(name: &'static str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("RFC 4918 method names are valid tokens")
 }
 
 fn header_is(h: &HeaderMap, name: &str, value: &str) -> bool {
@@ -371,7 +391,7 @@ impl Endpoint for WebDavEndpoint {
             while inflight.len() < LIST_PARALLEL {
                 let Some(dir) = queue.pop() else { break };
                 inflight.push(async move {
-                    let r = self.propfind(&dir, "1").await;
+                    let r = self.propfind(&dir).await;
                     (dir, r)
                 });
             }
@@ -413,9 +433,7 @@ impl Endpoint for WebDavEndpoint {
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {
         let url = self.url(path, true);
         match self
-            .send("MKCOL", path, || {
-                self.req(Method::from_bytes(b"MKCOL").unwrap(), &url)
-            })
+            .send("MKCOL", path, || self.req(dav_method("MKCOL"), &url))
             .await
         {
             Ok(_) => Ok(()),
