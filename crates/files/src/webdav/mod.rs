@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use crate::endpoint::{
     rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
 };
-use crate::retry::{parse_retry_after, RetryPolicy};
+use crate::retry::{throttle_wait, RetryPolicy};
 use propfind::{
     encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, DavEntry, PROPFIND_BODY,
 };
@@ -346,11 +346,8 @@ async fn check_status(resp: Response, path: &str) -> Result<Response, EndpointEr
     if st.is_success() {
         return Ok(resp);
     }
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let retry_after = throttle_wait(header(RETRY_AFTER.as_str()), header("ratelimit-reset"));
     Err(match st {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             EndpointError::Throttled {
