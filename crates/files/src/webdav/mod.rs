@@ -52,6 +52,9 @@ pub struct WebDavEndpoint {
     mtime_mode: OnceCell<MtimeMode>,
     /// Set once the server refused a PROPPATCH of `getlastmodified`: no point asking per file.
     proppatch_refused: AtomicBool,
+    /// When the server last asked us to wait (429/503 + Retry-After), every worker waits, not
+    /// only the one that was told: carrying on would count against the limit and prolong it.
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// One HTTP client for the whole run: its keep-alive pool is what makes small files fast.
@@ -110,11 +113,37 @@ impl WebDavEndpoint {
             retry,
             mtime_mode: OnceCell::new(),
             proppatch_refused: AtomicBool::new(false),
+            paused_until: std::sync::Mutex::new(None),
         })
     }
 
     fn url(&self, rel: &str, dir: bool) -> String {
         format!("{}{}", self.base, encode_path(rel, dir))
+    }
+
+    /// Waits out a pause the server asked for.
+    async fn wait_if_paused(&self) {
+        let until = *self.paused_until.lock().expect("pause lock");
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    /// Maps the status like `check_status`, and turns a throttle into a pause for all workers.
+    async fn checked(&self, resp: Response, path: &str) -> Result<Response, EndpointError> {
+        let r = check_status(resp, path).await;
+        if let Err(EndpointError::Throttled {
+            retry_after: Some(d),
+            ..
+        }) = &r
+        {
+            let t = tokio::time::Instant::now() + (*d).min(self.retry.max_retry_after);
+            let mut g = self.paused_until.lock().expect("pause lock");
+            if g.is_none_or(|cur| cur < t) {
+                *g = Some(t);
+            }
+        }
+        r
     }
 
     fn req(&self, method: Method, url: &str) -> RequestBuilder {
@@ -134,8 +163,9 @@ impl WebDavEndpoint {
     ) -> Result<Response, EndpointError> {
         self.retry
             .run(what, || async {
+                self.wait_if_paused().await;
                 let resp = make().send().await.map_err(|e| net_error(path, e))?;
-                check_status(resp, path).await
+                self.checked(resp, path).await
             })
             .await
     }
@@ -288,8 +318,9 @@ impl WebDavEndpoint {
             b = b.header("X-OC-Mtime", s.to_string());
         }
         // Not retried here: the body is consumed. The caller retries the whole copy.
+        self.wait_if_paused().await;
         let resp = b.send().await.map_err(|e| net_error(path, e))?;
-        let resp = check_status(resp, path).await?;
+        let resp = self.checked(resp, path).await?;
         let oc_accepted = header_is(resp.headers(), "x-oc-mtime", "accepted");
         let etag = resp
             .headers()
