@@ -287,6 +287,7 @@ async fn copy_once(
         target_path: job.target_path.clone(),
         size,
         source_mtime_ns: job.mtime_ns,
+        source_etag: job.source_etag.clone(),
         sha256: hex::encode(digest),
         target_etag: out.etag,
         mtime_kept: out.mtime_kept,

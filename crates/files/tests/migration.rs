@@ -409,3 +409,29 @@ fn unreachable_target_and_bad_input_fail_cleanly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported location"));
 }
+
+#[test]
+fn webdav_source_edit_within_the_same_second_is_caught_by_etag() {
+    let a = Apache::start();
+    sample_tree(&a.root());
+    a.fix_owner();
+    let t = tempfile::tempdir().unwrap();
+    let (dst, st) = (t.path().join("dst"), t.path().join("state"));
+    let d = dst.to_str().unwrap();
+    assert_eq!(copied(&migrate(&a.url(), d, &st, &[]).1), 6);
+    // Same size, same second in getlastmodified; only the ETag (sub-second mtime) moves.
+    let p = a.root().join("top level.txt");
+    std::fs::write(&p, b"HELLO WORLD").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_millis(1_650_000_000_500))
+        .unwrap();
+    let (code, v) = migrate(&a.url(), d, &st, &[]);
+    assert_eq!((code, copied(&v)), (0, 1), "{v}");
+    assert_eq!(
+        std::fs::read(dst.join("top level.txt")).unwrap(),
+        b"HELLO WORLD"
+    );
+}
