@@ -100,12 +100,25 @@ fn opts(state: &std::path::Path) -> MigrateOptions {
         checksum: false,
         on_invalid: OnInvalid::Fail,
         state_path: state.join("s.sqlite"),
-        retry: RetryPolicy {
-            attempts: 4,
-            base: Duration::from_millis(10),
-            ..Default::default()
-        },
+        retry: dav_retry(),
         progress: false,
+    }
+}
+
+/// A WebDAV endpoint on the test server, with the tests' fast retry policy.
+fn dav(port: u16, path: &str) -> Arc<dyn Endpoint> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    Arc::new(
+        WebDavEndpoint::new(http_client(4, None).unwrap(), &url, None, None, dav_retry()).unwrap(),
+    )
+}
+
+/// Fast retries, so tests only wait where the server says so.
+fn dav_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(10),
+        ..Default::default()
     }
 }
 
@@ -137,16 +150,7 @@ async fn throttled_source_429_and_503_honour_retry_after() {
     }))
     .await;
     let t = tempfile::tempdir().unwrap();
-    let src: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let src: Arc<dyn Endpoint> = dav(port, "/");
     let dst: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(t.path().join("dst")));
     let started = Instant::now();
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
@@ -180,16 +184,7 @@ async fn quota_507_fails_that_file_only_without_retrying_and_explains() {
     std::fs::write(src_dir.join("small.txt"), b"0123456789").unwrap();
     std::fs::write(src_dir.join("big.bin"), vec![7u8; 5000]).unwrap();
     let src: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(&src_dir));
-    let dst: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/lib"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let dst: Arc<dyn Endpoint> = dav(port, "/lib");
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
     assert!(!rep.ok());
     assert_eq!(rep.copied_files, 1);
@@ -234,16 +229,7 @@ async fn nextcloud_style_mtime_acceptance_needs_no_extra_requests() {
         std::fs::write(src_dir.join(n), n).unwrap();
     }
     let src: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(&src_dir));
-    let dst: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/remote.php/dav/files/u/"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let dst: Arc<dyn Endpoint> = dav(port, "/remote.php/dav/files/u/");
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
     assert!(rep.ok(), "{:?}", rep.failures);
     assert_eq!(rep.copied_files, 3);
@@ -285,16 +271,7 @@ async fn one_throttle_pauses_every_worker() {
     }))
     .await;
     let t = tempfile::tempdir().unwrap();
-    let src: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let src: Arc<dyn Endpoint> = dav(port, "/");
     let dst: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(t.path().join("dst")));
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
     assert!(rep.ok(), "{:?}", rep.failures);
