@@ -21,6 +21,8 @@ struct Args {
     small_files: usize,
     large_files: usize,
     big_file_mb: u64,
+    /// Which tools to run (`cp`, `tenantry`, `rclone`).
+    tools: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -28,6 +30,7 @@ fn parse_args() -> Args {
         small_files: 3200,
         large_files: 36,
         big_file_mb: 2048,
+        tools: vec!["cp".into(), "tenantry".into(), "rclone".into()],
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -131,8 +134,10 @@ struct Run {
     ok: bool,
 }
 
-/// Runs a command, sampling its peak RSS (VmHWM) from /proc while it runs.
+/// Runs a command, sampling its peak RSS (VmHWM) from /proc while it runs. Dirty pages of the
+/// previous run are flushed first, so no run pays for another's writeback.
 fn timed(name: &str, cmd: &mut Command) -> anyhow::Result<Run> {
+    Command::new("sync").status()?;
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::null())
@@ -239,59 +244,66 @@ fn main() -> anyhow::Result<()> {
     let src = fingerprint(&a.root());
 
     let mut rows = Vec::new();
+    let want = |t: &str| args.tools.iter().any(|x| x == t);
     // 1. cp -r, local to local (the floor).
-    let cp_dst = work.path().join("cp");
-    let r = timed(
-        "cp -r (local)",
-        Command::new("cp").arg("-r").arg(a.root()).arg(&cp_dst),
-    )?;
-    rows.push((r, compare(&src, &cp_dst), None));
-    empty_dir(&cp_dst)?;
+    if want("cp") {
+        let cp_dst = work.path().join("cp");
+        let r = timed(
+            "cp -r (local)",
+            Command::new("cp").arg("-r").arg(a.root()).arg(&cp_dst),
+        )?;
+        rows.push((r, compare(&src, &cp_dst), None));
+        empty_dir(&cp_dst)?;
+    }
 
     // 2. tenantry, Apache -> Apache.
-    let st = work.path().join("state");
-    let mut t = Command::new(&tenantry);
-    t.args([
-        "migrate",
-        "--source",
-        &a.url(),
-        "--target",
-        &b.url(),
-        "--state-dir",
-    ])
-    .arg(&st)
-    .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
-    .env("TENANTRY_TARGET_PASSWORD", PASSWORD);
-    let r = timed("tenantry (8 parallel)", &mut t)?;
-    let cmp = compare(&src, &b.root());
-    let noop = timed("tenantry no-op", &mut t)?;
-    rows.push((r, cmp, Some(noop.wall)));
-    empty_dir(&b.root())?;
-
-    // 3. rclone, Apache -> Apache, defaults and with 8 transfers.
-    let mut ob = Command::new("rclone")
-        .args(["obscure", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("rclone installed")?;
-    std::io::Write::write_all(&mut ob.stdin.take().unwrap(), PASSWORD.as_bytes())?;
-    let obscured = String::from_utf8(ob.wait_with_output()?.stdout)?
-        .trim()
-        .to_string();
-    for (label, extra) in [
-        ("rclone (defaults)", vec![]),
-        ("rclone (--transfers 8)", vec!["--transfers", "8"]),
-    ] {
-        let mut c = Command::new("rclone");
-        c.args(["copy", "src:", "dst:"]).args(&extra);
-        rclone_remote(&mut c, "src", a.port, &obscured);
-        rclone_remote(&mut c, "dst", b.port, &obscured);
-        let r = timed(label, &mut c)?;
+    if want("tenantry") {
+        let st = work.path().join("state");
+        let mut t = Command::new(&tenantry);
+        t.args([
+            "migrate",
+            "--source",
+            &a.url(),
+            "--target",
+            &b.url(),
+            "--state-dir",
+        ])
+        .arg(&st)
+        .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+        .env("TENANTRY_TARGET_PASSWORD", PASSWORD);
+        let r = timed("tenantry (8 parallel)", &mut t)?;
         let cmp = compare(&src, &b.root());
-        let noop = timed("rclone no-op", &mut c)?;
+        let noop = timed("tenantry no-op", &mut t)?;
         rows.push((r, cmp, Some(noop.wall)));
         empty_dir(&b.root())?;
+    }
+
+    // 3. rclone, Apache -> Apache, defaults and with 8 transfers.
+    if want("rclone") {
+        let mut ob = Command::new("rclone")
+            .args(["obscure", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("rclone installed")?;
+        std::io::Write::write_all(&mut ob.stdin.take().unwrap(), PASSWORD.as_bytes())?;
+        let obscured = String::from_utf8(ob.wait_with_output()?.stdout)?
+            .trim()
+            .to_string();
+        for (label, extra) in [
+            ("rclone (defaults)", vec![]),
+            ("rclone (--transfers 8)", vec!["--transfers", "8"]),
+        ] {
+            let mut c = Command::new("rclone");
+            c.args(["copy", "src:", "dst:"]).args(&extra);
+            rclone_remote(&mut c, "src", a.port, &obscured);
+            rclone_remote(&mut c, "dst", b.port, &obscured);
+            let r = timed(label, &mut c)?;
+            let cmp = compare(&src, &b.root());
+            let noop = timed("rclone no-op", &mut c)?;
+            rows.push((r, cmp, Some(noop.wall)));
+            empty_dir(&b.root())?;
+        }
     }
 
     println!("\ncorpus: {files} files, {mb:.0} MB (Apache mod_dav -> Apache mod_dav on loopback; cp -r is local)\n");

@@ -1,6 +1,7 @@
 //! The path of a migration: list both sides, pre-flight, plan, then copy with bounded
 //! concurrency, recording each completed file in the state store.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::endpoint::{is_temp_name, ByteStream, Endpoint, EndpointError, MtimeSupport};
+use crate::endpoint::{is_temp_name, parent, ByteStream, Endpoint, EndpointError, MtimeSupport};
 use crate::plan::{make_plan, CopyJob, PlanOptions};
 use crate::preflight::{map_entries, OnInvalid};
 use crate::progress::Progress;
@@ -185,8 +186,25 @@ pub async fn migrate(
             });
         }
     }
-    // Writing files changes their folders' times, so folders are stamped last, deepest first.
-    for (d, ns) in &plan.dir_mtimes {
+    // Writing files changes their folders' times, so folders are stamped last, deepest first,
+    // and only those this run touched (a no-op re-run sends nothing).
+    let mut touched: HashSet<&str> = HashSet::new();
+    let created = plan.mkdirs.iter().map(|d| format!("{d}/"));
+    let written = plan.copies.iter().map(|c| c.target_path.clone());
+    let removed = plan.deletes.iter().chain(&plan.stale_temps).cloned();
+    let changed: Vec<String> = created.chain(written).chain(removed).collect();
+    for p in &changed {
+        // A created folder "d/" marks d itself; every entry marks its ancestors.
+        let mut d = parent(p);
+        while !d.is_empty() && touched.insert(d) {
+            d = parent(d);
+        }
+    }
+    for (d, ns) in plan
+        .dir_mtimes
+        .iter()
+        .filter(|(d, _)| touched.contains(d.as_str()))
+    {
         match target.set_dir_mtime(d, *ns).await {
             Ok(true) => {}
             Ok(false) => break,
@@ -269,6 +287,7 @@ async fn copy_once(
         target_path: job.target_path.clone(),
         size,
         source_mtime_ns: job.mtime_ns,
+        source_etag: job.source_etag.clone(),
         sha256: hex::encode(digest),
         target_etag: out.etag,
         mtime_kept: out.mtime_kept,

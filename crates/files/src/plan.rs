@@ -26,6 +26,7 @@ pub struct CopyJob {
     pub target_path: String,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+    pub source_etag: Option<String>,
     pub reason: Reason,
     /// `--checksum`: same size and time; hash the source first and copy only if it differs
     /// from this recorded hash.
@@ -89,12 +90,17 @@ pub fn make_plan(
             target_path: m.target_path.clone(),
             size: e.size,
             mtime_ns: e.mtime_ns,
+            source_etag: e.etag.clone(),
             reason: Reason::New,
             only_if_hash_differs: None,
         };
         match state.get(&e.path) {
             None => {}
-            Some(r) if r.size != e.size || r.source_mtime_ns != e.mtime_ns => {
+            Some(r)
+                if r.size != e.size
+                    || r.source_mtime_ns != e.mtime_ns
+                    || (e.etag.is_some() && r.source_etag.is_some() && r.source_etag != e.etag) =>
+            {
                 job.reason = Reason::Changed
             }
             Some(r) if r.target_path != m.target_path => job.reason = Reason::New,
@@ -194,6 +200,7 @@ mod tests {
                 target_path: path.into(),
                 size,
                 source_mtime_ns: Some(mtime),
+                source_etag: None,
                 sha256: "h".into(),
                 target_etag: None,
                 mtime_kept: false,
@@ -237,6 +244,23 @@ mod tests {
         assert_eq!(got["grown"], Reason::Changed);
         assert_eq!(got["new"], Reason::New);
         assert!(p.deletes.is_empty());
+    }
+
+    #[test]
+    fn a_new_source_etag_catches_an_edit_within_the_same_second() {
+        let mut x = e("f", 3, 1);
+        x.etag = Some("\"v2\"".into());
+        let (k, mut r) = rec("f", 3, 1);
+        r.source_etag = Some("\"v1\"".into());
+        let state: HashMap<_, _> = [(k, r.clone())].into();
+        let p = make_plan(&[m(x.clone())], &state, &[e("f", 3, 1)], &PLAIN);
+        assert_eq!(p.copies[0].reason, Reason::Changed);
+        r.source_etag = Some("\"v2\"".into());
+        let state: HashMap<_, _> = [("f".to_string(), r)].into();
+        assert_eq!(
+            make_plan(&[m(x)], &state, &[e("f", 3, 1)], &PLAIN).unchanged,
+            1
+        );
     }
 
     #[test]

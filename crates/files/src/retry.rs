@@ -78,9 +78,27 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     )
 }
 
+/// How long a throttled response asks us to wait: the greater of `Retry-After` and
+/// `RateLimit-Reset` (seconds), as SharePoint's throttling guidance asks.
+pub fn throttle_wait(retry_after: Option<&str>, ratelimit_reset: Option<&str>) -> Option<Duration> {
+    let ra = retry_after.and_then(parse_retry_after);
+    let rr = ratelimit_reset.and_then(|v| v.trim().parse::<u64>().ok().map(Duration::from_secs));
+    ra.max(rr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttle_wait_takes_the_greater_hint() {
+        assert_eq!(
+            throttle_wait(Some("2"), Some("5")),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(throttle_wait(Some("7"), None), Some(Duration::from_secs(7)));
+        assert_eq!(throttle_wait(None, Some("x")), None);
+    }
 
     #[test]
     fn retry_after_forms() {

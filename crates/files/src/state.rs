@@ -20,6 +20,8 @@ pub struct Record {
     pub target_path: String,
     pub size: u64,
     pub source_mtime_ns: Option<i64>,
+    /// The source's ETag when it has one (WebDAV): catches edits within the same second.
+    pub source_etag: Option<String>,
     /// Hex SHA-256 of the content as it was streamed.
     pub sha256: String,
     pub target_etag: Option<String>,
@@ -44,6 +46,7 @@ CREATE TABLE IF NOT EXISTS files(
   target_path TEXT NOT NULL,
   size INTEGER NOT NULL,
   source_mtime_ns INTEGER,
+  source_etag TEXT,
   sha256 TEXT NOT NULL,
   target_etag TEXT,
   mtime_kept INTEGER NOT NULL,
@@ -79,6 +82,13 @@ impl StateStore {
         }
         let c = Connection::open(path)?;
         c.execute_batch(SCHEMA)?;
+        // Stores made before the column existed.
+        if !c
+            .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'source_etag'")?
+            .exists([])?
+        {
+            c.execute_batch("ALTER TABLE files ADD COLUMN source_etag TEXT")?;
+        }
         c.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('source', ?1), ('target', ?2)",
             params![source, target],
@@ -91,7 +101,7 @@ impl StateStore {
     pub fn load(&self) -> anyhow::Result<HashMap<String, Record>> {
         let c = Connection::open(&self.path)?;
         let mut st = c.prepare(
-            "SELECT source_path, target_path, size, source_mtime_ns, sha256, target_etag, mtime_kept FROM files",
+            "SELECT source_path, target_path, size, source_mtime_ns, sha256, target_etag, mtime_kept, source_etag FROM files",
         )?;
         let rows = st.query_map([], |r| {
             Ok(Record {
@@ -102,6 +112,7 @@ impl StateStore {
                 sha256: r.get(4)?,
                 target_etag: r.get(5)?,
                 mtime_kept: r.get::<_, i64>(6)? != 0,
+                source_etag: r.get(7)?,
             })
         })?;
         let mut m = HashMap::new();
@@ -149,8 +160,8 @@ fn write_loop(mut c: Connection, rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> 
             match m {
                 Msg::Put(r) => {
                     tx.execute(
-                        "INSERT OR REPLACE INTO files(source_path, target_path, size, source_mtime_ns, sha256, target_etag, mtime_kept, copied_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-                        params![r.source_path, r.target_path, r.size as i64, r.source_mtime_ns, r.sha256, r.target_etag, r.mtime_kept as i64, now()],
+                        "INSERT OR REPLACE INTO files(source_path, target_path, size, source_mtime_ns, sha256, target_etag, mtime_kept, copied_at, source_etag) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                        params![r.source_path, r.target_path, r.size as i64, r.source_mtime_ns, r.sha256, r.target_etag, r.mtime_kept as i64, now(), r.source_etag],
                     )?;
                 }
                 Msg::Remove(p) => {
@@ -231,6 +242,7 @@ mod tests {
             target_path: "d/é.txt".into(),
             size: 3,
             source_mtime_ns: Some(-5),
+            source_etag: Some("\"s\"".into()),
             sha256: "ab".into(),
             target_etag: Some("\"e\"".into()),
             mtime_kept: true,

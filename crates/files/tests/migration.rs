@@ -28,8 +28,18 @@ fn local_to_local_keeps_content_structure_and_mtimes() {
     assert_eq!(v["mtime"], "kept");
     assert_same_tree(&src, &dst, true);
     // Folder times are kept too (set after their content was written).
-    let (fs, fd) = (fingerprint(&src), fingerprint(&dst));
-    assert_eq!(fs["Verträge 2019"].mtime, fd["Verträge 2019"].mtime);
+    let same_folder_times = || {
+        let (fs, fd) = (fingerprint(&src), fingerprint(&dst));
+        for (k, n) in fs.iter().filter(|(_, n)| n.is_dir) {
+            assert_eq!(n.mtime, fd[k].mtime, "folder time of {k}");
+        }
+    };
+    same_folder_times();
+    // A re-run that rewrites a file deep down restamps the folders it touched.
+    write_file(&src, "a/b/c/d/deep file+plus.txt", b"DEEP", 1_500_000_001);
+    let (code, v) = migrate(src.to_str().unwrap(), dst.to_str().unwrap(), &st, &[]);
+    assert_eq!((code, copied(&v)), (0, 1), "{v}");
+    same_folder_times();
     let (code, rep) = verify(src.to_str().unwrap(), dst.to_str().unwrap());
     assert_eq!(code, 0, "{rep}");
     assert_eq!(rep["files_identical"], 6);
@@ -390,8 +400,38 @@ fn unreachable_target_and_bad_input_fail_cleanly() {
         t.path().join("st").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listing the target") && err.contains("onnect"),
+        "{err}"
+    );
     let out = cli(&["migrate", "--source", "ftp://x", "--target", "/tmp/x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported location"));
-    let _ = Path::new("");
+}
+
+#[test]
+fn webdav_source_edit_within_the_same_second_is_caught_by_etag() {
+    let a = Apache::start();
+    sample_tree(&a.root());
+    a.fix_owner();
+    let t = tempfile::tempdir().unwrap();
+    let (dst, st) = (t.path().join("dst"), t.path().join("state"));
+    let d = dst.to_str().unwrap();
+    assert_eq!(copied(&migrate(&a.url(), d, &st, &[]).1), 6);
+    // Same size, same second in getlastmodified; only the ETag (sub-second mtime) moves.
+    let p = a.root().join("top level.txt");
+    std::fs::write(&p, b"HELLO WORLD").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_millis(1_650_000_000_500))
+        .unwrap();
+    let (code, v) = migrate(&a.url(), d, &st, &[]);
+    assert_eq!((code, copied(&v)), (0, 1), "{v}");
+    assert_eq!(
+        std::fs::read(dst.join("top level.txt")).unwrap(),
+        b"HELLO WORLD"
+    );
 }

@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 type Handler =
     dyn Fn(&str, &str, usize) -> (u16, Vec<(&'static str, String)>, Vec<u8>) + Send + Sync;
 
+/// A pseudo response header that makes `serve` wait this many milliseconds before answering.
+const DELAY: &str = "x-test-delay-ms";
+
 /// Serves HTTP/1.1 with keep-alive; counts requests per "METHOD path".
 async fn serve(handler: Arc<Handler>) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -69,6 +72,11 @@ async fn serve(handler: Arc<Handler>) -> (u16, Arc<Mutex<HashMap<String, usize>>
                     let mut resp =
                         format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
                     for (k, v) in headers {
+                        // Test-only instruction: answer late, so requests are in flight together.
+                        if k == DELAY {
+                            tokio::time::sleep(Duration::from_millis(v.parse().unwrap())).await;
+                            continue;
+                        }
                         resp.push_str(&format!("{k}: {v}\r\n"));
                     }
                     resp.push_str("\r\n");
@@ -92,12 +100,25 @@ fn opts(state: &std::path::Path) -> MigrateOptions {
         checksum: false,
         on_invalid: OnInvalid::Fail,
         state_path: state.join("s.sqlite"),
-        retry: RetryPolicy {
-            attempts: 4,
-            base: Duration::from_millis(10),
-            ..Default::default()
-        },
+        retry: dav_retry(),
         progress: false,
+    }
+}
+
+/// A WebDAV endpoint on the test server, with the tests' fast retry policy.
+fn dav(port: u16, path: &str) -> Arc<dyn Endpoint> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    Arc::new(
+        WebDavEndpoint::new(http_client(4, None).unwrap(), &url, None, None, dav_retry()).unwrap(),
+    )
+}
+
+/// Fast retries, so tests only wait where the server says so.
+fn dav_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(10),
+        ..Default::default()
     }
 }
 
@@ -129,16 +150,7 @@ async fn throttled_source_429_and_503_honour_retry_after() {
     }))
     .await;
     let t = tempfile::tempdir().unwrap();
-    let src: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let src: Arc<dyn Endpoint> = dav(port, "/");
     let dst: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(t.path().join("dst")));
     let started = Instant::now();
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
@@ -172,16 +184,7 @@ async fn quota_507_fails_that_file_only_without_retrying_and_explains() {
     std::fs::write(src_dir.join("small.txt"), b"0123456789").unwrap();
     std::fs::write(src_dir.join("big.bin"), vec![7u8; 5000]).unwrap();
     let src: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(&src_dir));
-    let dst: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/lib"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let dst: Arc<dyn Endpoint> = dav(port, "/lib");
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
     assert!(!rep.ok());
     assert_eq!(rep.copied_files, 1);
@@ -226,16 +229,7 @@ async fn nextcloud_style_mtime_acceptance_needs_no_extra_requests() {
         std::fs::write(src_dir.join(n), n).unwrap();
     }
     let src: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(&src_dir));
-    let dst: Arc<dyn Endpoint> = Arc::new(
-        WebDavEndpoint::new(
-            http_client(4, None).unwrap(),
-            &format!("http://127.0.0.1:{port}/remote.php/dav/files/u/"),
-            None,
-            None,
-            opts(t.path()).retry,
-        )
-        .unwrap(),
-    );
+    let dst: Arc<dyn Endpoint> = dav(port, "/remote.php/dav/files/u/");
     let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
     assert!(rep.ok(), "{:?}", rep.failures);
     assert_eq!(rep.copied_files, 3);
@@ -247,4 +241,53 @@ async fn nextcloud_style_mtime_acceptance_needs_no_extra_requests() {
         Some(&1),
         "only the listing: {c:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_throttle_pauses_every_worker() {
+    let listing: String = (0..6)
+        .map(|i| format!(r#"<D:response><D:href>/f{i}</D:href><D:propstat><D:prop><D:resourcetype/><D:getcontentlength>4</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#))
+        .collect();
+    let listing = format!(r#"<D:multistatus xmlns:D="DAV:">{listing}</D:multistatus>"#);
+    let start = Instant::now();
+    // (path, arrival since start) of every GET; when the 429 was sent.
+    let log = Arc::new(Mutex::new((
+        Vec::<(String, Duration)>::new(),
+        None::<Duration>,
+    )));
+    let l2 = log.clone();
+    let (port, _) = serve(Arc::new(move |m: &str, p: &str, _| {
+        if m == "PROPFIND" {
+            return (207, vec![], listing.clone().into_bytes());
+        }
+        let mut g = l2.lock().unwrap();
+        let now = start.elapsed();
+        g.0.push((p.to_string(), now));
+        if p == "/f0" && g.1.is_none() {
+            g.1 = Some(now);
+            return (429, vec![("Retry-After", "1".into())], vec![]);
+        }
+        (200, vec![(DELAY, "300".into())], b"data".to_vec())
+    }))
+    .await;
+    let t = tempfile::tempdir().unwrap();
+    let src: Arc<dyn Endpoint> = dav(port, "/");
+    let dst: Arc<dyn Endpoint> = Arc::new(LocalEndpoint::new(t.path().join("dst")));
+    let rep = migrate(src, dst, "s", "t", &opts(t.path())).await.unwrap();
+    assert!(rep.ok(), "{:?}", rep.failures);
+    assert_eq!(rep.copied_files, 6);
+    let g = log.lock().unwrap();
+    let t429 = g.1.unwrap();
+    // The first four went out together; the two that started later waited for the pause.
+    let late: Vec<_> =
+        g.0.iter()
+            .filter(|(p, _)| p == "/f4" || p == "/f5")
+            .collect();
+    assert_eq!(late.len(), 2, "{:?}", g.0);
+    for (p, at) in late {
+        assert!(
+            *at >= t429 + Duration::from_millis(900),
+            "{p} at {at:?}, 429 at {t429:?}"
+        );
+    }
 }

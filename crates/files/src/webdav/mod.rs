@@ -4,6 +4,7 @@
 
 pub mod propfind;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,8 +17,10 @@ use tokio::sync::OnceCell;
 use crate::endpoint::{
     rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
 };
-use crate::retry::{parse_retry_after, RetryPolicy};
-use propfind::{encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, PROPFIND_BODY};
+use crate::retry::{throttle_wait, RetryPolicy};
+use propfind::{
+    encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, DavEntry, PROPFIND_BODY,
+};
 
 /// How a target keeps modification times, found out on the first upload that can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +50,11 @@ pub struct WebDavEndpoint {
     password: Option<String>,
     retry: RetryPolicy,
     mtime_mode: OnceCell<MtimeMode>,
+    /// Set once the server refused a PROPPATCH of `getlastmodified`: no point asking per file.
+    proppatch_refused: AtomicBool,
+    /// When the server last asked us to wait (429/503 + Retry-After), every worker waits, not
+    /// only the one that was told: carrying on would count against the limit and prolong it.
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// One HTTP client for the whole run: its keep-alive pool is what makes small files fast.
@@ -104,11 +112,38 @@ impl WebDavEndpoint {
             password,
             retry,
             mtime_mode: OnceCell::new(),
+            proppatch_refused: AtomicBool::new(false),
+            paused_until: std::sync::Mutex::new(None),
         })
     }
 
     fn url(&self, rel: &str, dir: bool) -> String {
         format!("{}{}", self.base, encode_path(rel, dir))
+    }
+
+    /// Waits out a pause the server asked for.
+    async fn wait_if_paused(&self) {
+        let until = *self.paused_until.lock().expect("pause lock");
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    /// Maps the status like `check_status`, and turns a throttle into a pause for all workers.
+    async fn checked(&self, resp: Response, path: &str) -> Result<Response, EndpointError> {
+        let r = check_status(resp, path).await;
+        if let Err(EndpointError::Throttled {
+            retry_after: Some(d),
+            ..
+        }) = &r
+        {
+            let t = tokio::time::Instant::now() + (*d).min(self.retry.max_retry_after);
+            let mut g = self.paused_until.lock().expect("pause lock");
+            if g.is_none_or(|cur| cur < t) {
+                *g = Some(t);
+            }
+        }
+        r
     }
 
     fn req(&self, method: Method, url: &str) -> RequestBuilder {
@@ -128,26 +163,38 @@ impl WebDavEndpoint {
     ) -> Result<Response, EndpointError> {
         self.retry
             .run(what, || async {
+                self.wait_if_paused().await;
                 let resp = make().send().await.map_err(|e| net_error(path, e))?;
-                check_status(resp, path).await
+                self.checked(resp, path).await
             })
             .await
     }
 
-    async fn propfind(&self, rel: &str, depth: &str) -> Result<Vec<Entry>, EndpointError> {
-        let url = self.url(rel, true);
+    /// One PROPFIND for the properties a listing needs.
+    async fn propfind_raw(
+        &self,
+        rel: &str,
+        dir: bool,
+        depth: &'static str,
+    ) -> Result<Vec<DavEntry>, EndpointError> {
+        let url = self.url(rel, dir);
         let resp = self
             .send("PROPFIND", rel, || {
-                self.req(Method::from_bytes(b"PROPFIND").unwrap(), &url)
+                self.req(dav_method("PROPFIND"), &url)
                     .header("Depth", depth)
                     .header(CONTENT_TYPE, "application/xml; charset=utf-8")
                     .body(PROPFIND_BODY)
             })
             .await?;
         let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        let items = parse_multistatus(&body)
-            .map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))?;
-        Ok(items
+        parse_multistatus(&body).map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))
+    }
+
+    /// The children of a folder (and the folder itself, as servers answer Depth 1).
+    async fn propfind(&self, rel: &str) -> Result<Vec<Entry>, EndpointError> {
+        Ok(self
+            .propfind_raw(rel, true, "1")
+            .await?
             .into_iter()
             .filter_map(|d| {
                 let path = href_to_rel(&d.href, &self.base_path)?;
@@ -162,20 +209,13 @@ impl WebDavEndpoint {
             .collect())
     }
 
-    /// Reads a file's `getlastmodified` in seconds (Depth 0 PROPFIND on a file).
+    /// A file's `getlastmodified` in seconds.
     async fn remote_mtime(&self, rel: &str) -> Result<Option<i64>, EndpointError> {
-        let url = self.url(rel, false);
-        let resp = self
-            .send("PROPFIND", rel, || {
-                self.req(Method::from_bytes(b"PROPFIND").unwrap(), &url)
-                    .header("Depth", "0")
-                    .header(CONTENT_TYPE, "application/xml; charset=utf-8")
-                    .body(PROPFIND_BODY)
-            })
-            .await?;
-        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        let items = parse_multistatus(&body).map_err(EndpointError::Permanent)?;
-        Ok(items.first().and_then(|d| d.mtime))
+        Ok(self
+            .propfind_raw(rel, false, "0")
+            .await?
+            .first()
+            .and_then(|d| d.mtime))
     }
 
     /// PROPPATCHes `getlastmodified`; returns whether the server accepted it.
@@ -189,7 +229,7 @@ impl WebDavEndpoint {
         let body = proppatch_mtime_body(secs);
         let resp = self
             .send("PROPPATCH", rel, || {
-                self.req(Method::from_bytes(b"PROPPATCH").unwrap(), &url)
+                self.req(dav_method("PROPPATCH"), &url)
                     .header(CONTENT_TYPE, "application/xml; charset=utf-8")
                     .body(body.clone())
             })
@@ -241,7 +281,12 @@ impl WebDavEndpoint {
                     .unwrap_or(0);
                 if (now - secs).abs() <= 2 {
                     // The server's own stamp would look right: this file cannot tell us.
-                    return self.proppatch_mtime(tmp, false, secs).await;
+                    if self.proppatch_refused.load(Ordering::Relaxed) {
+                        return Ok(false);
+                    }
+                    let ok = self.proppatch_mtime(tmp, false, secs).await?;
+                    self.proppatch_refused.store(!ok, Ordering::Relaxed);
+                    return Ok(ok);
                 }
                 *self
                     .mtime_mode
@@ -273,8 +318,9 @@ impl WebDavEndpoint {
             b = b.header("X-OC-Mtime", s.to_string());
         }
         // Not retried here: the body is consumed. The caller retries the whole copy.
+        self.wait_if_paused().await;
         let resp = b.send().await.map_err(|e| net_error(path, e))?;
-        let resp = check_status(resp, path).await?;
+        let resp = self.checked(resp, path).await?;
         let oc_accepted = header_is(resp.headers(), "x-oc-mtime", "accepted");
         let etag = resp
             .headers()
@@ -288,13 +334,18 @@ impl WebDavEndpoint {
         let from = self.url(tmp, false);
         let to = self.url(path, false);
         self.send("MOVE", path, || {
-            self.req(Method::from_bytes(b"MOVE").unwrap(), &from)
+            self.req(dav_method("MOVE"), &from)
                 .header("Destination", &to)
                 .header("Overwrite", "T")
         })
         .await?;
         Ok(PutOutcome { etag, mtime_kept })
     }
+}
+
+/// A WebDAV method (RFC 4918 names, all valid tokens).
+fn dav_method(name: &'static str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("RFC 4918 method names are valid tokens")
 }
 
 fn header_is(h: &HeaderMap, name: &str, value: &str) -> bool {
@@ -326,11 +377,8 @@ async fn check_status(resp: Response, path: &str) -> Result<Response, EndpointEr
     if st.is_success() {
         return Ok(resp);
     }
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let retry_after = throttle_wait(header(RETRY_AFTER.as_str()), header("ratelimit-reset"));
     Err(match st {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             EndpointError::Throttled {
@@ -371,7 +419,7 @@ impl Endpoint for WebDavEndpoint {
             while inflight.len() < LIST_PARALLEL {
                 let Some(dir) = queue.pop() else { break };
                 inflight.push(async move {
-                    let r = self.propfind(&dir, "1").await;
+                    let r = self.propfind(&dir).await;
                     (dir, r)
                 });
             }
@@ -413,9 +461,7 @@ impl Endpoint for WebDavEndpoint {
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {
         let url = self.url(path, true);
         match self
-            .send("MKCOL", path, || {
-                self.req(Method::from_bytes(b"MKCOL").unwrap(), &url)
-            })
+            .send("MKCOL", path, || self.req(dav_method("MKCOL"), &url))
             .await
         {
             Ok(_) => Ok(()),
