@@ -24,8 +24,11 @@ impl Pair {
         Pair::with_target(Config::target())
     }
     fn with_target(t: Config) -> Pair {
+        Pair::with(Config::source(), t)
+    }
+    fn with(s: Config, t: Config) -> Pair {
         Pair {
-            src: Dovecot::start(Config::source()),
+            src: Dovecot::start(s),
             tgt: Dovecot::start(t),
             tmp: tempfile::tempdir().unwrap(),
         }
@@ -742,5 +745,46 @@ async fn dropped_connections_reconnect_and_finish_without_duplicates() {
         count(&mailbox_digest(&mut t).await),
         n + 40,
         "no duplicates after reconnects"
+    );
+}
+
+#[tokio::test]
+async fn servers_without_extensions_use_the_fallback_paths() {
+    // Source without CONDSTORE / LIST-EXTENDED / SPECIAL-USE (LIST + LSUB, full flag rescans);
+    // target without LITERAL+ (synchronising literals) and LIST-EXTENDED.
+    let mut sc = Config::source();
+    sc.capability = Some("IMAP4rev1 LITERAL+ UIDPLUS UNSELECT");
+    let mut tc = Config::target();
+    tc.capability = Some("IMAP4rev1 UIDPLUS");
+    let p = Pair::with(sc, tc);
+    let mut s = p.source().await;
+    let n = seed(&mut s).await;
+    assert!(!s.has_cap("CONDSTORE"));
+    assert_eq!(p.migrate(&[]).await, 0);
+    assert_eq!(p.verify().await, 0);
+    s.select("INBOX", false).await.unwrap();
+    s.run(ImapCommand::new("UID STORE 1:2 +FLAGS (\\Answered)"))
+        .await
+        .unwrap();
+    append(
+        &mut s,
+        "INBOX",
+        "",
+        "01-Jan-2024 00:00:00 +0000",
+        &message("later", "", 3000, true),
+    )
+    .await;
+    assert_eq!(p.migrate(&[]).await, 0);
+    assert_eq!(p.verify().await, 0);
+    let mut t = p.target().await;
+    let dst = mailbox_digest(&mut t).await;
+    assert_eq!(count(&dst), n + 1);
+    // Subscriptions came through LSUB.
+    let tf = folders::list(&mut t).await.unwrap();
+    assert_eq!(
+        tf.iter()
+            .find(|f| f.wire == "Projects.2024")
+            .map(|f| f.subscribed),
+        Some(true)
     );
 }
