@@ -367,28 +367,36 @@ pub fn state_file(dir: &Path, src: &Endpoint, tgt: &Endpoint) -> PathBuf {
     ))
 }
 
-/// Runs every job, at most `parallel` at once, on this task.
+/// Runs every job, at most `parallel` at once, each on its own task (so mailboxes spread over
+/// the runtime's threads); results come back in input order.
 async fn for_each_parallel<T, F, Fut>(items: Vec<T>, parallel: usize, f: F) -> Vec<Fut::Output>
 where
-    F: Fn(T) -> Fut,
-    Fut: std::future::Future,
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
 {
     let n = items.len();
-    let queue = tokio::sync::Mutex::new(items.into_iter().enumerate().rev().collect::<Vec<_>>());
-    let results = tokio::sync::Mutex::new(Vec::with_capacity(n));
-    let workers = (0..parallel.max(1)).map(|_| async {
-        loop {
-            let Some((i, item)) = queue.lock().await.pop() else {
-                break;
-            };
-            let r = f(item).await;
-            results.lock().await.push((i, r));
+    let f = Arc::new(f);
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let (f, sem) = (f.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (i, f(item).await)
+        });
+    }
+    let mut out: Vec<(usize, Fut::Output)> = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(x) => out.push(x),
+            // A panicking job is a bug; surface it rather than report a partial run as fine.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
-    });
-    crate::sync::futures_join_all(workers.collect()).await;
-    let mut r = results.into_inner();
-    r.sort_by_key(|(i, _)| *i);
-    r.into_iter().map(|(_, r)| r).collect()
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
@@ -412,9 +420,10 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());
     let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
-    let mailboxes = for_each_parallel(jobs, a.conn.parallel, |(s, t)| {
-        let (opts, progress, path) = (&opts, progress.clone(), state_file(&dir, &s, &t));
-        async move { migrate_mailbox(&s, &t, &path, opts, progress).await }
+    let (opts, p) = (Arc::new(opts), progress.clone());
+    let mailboxes = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {
+        let (opts, progress, path) = (opts.clone(), p.clone(), state_file(&dir, &s, &t));
+        async move { migrate_mailbox(&s, &t, &path, &opts, progress).await }
     })
     .await;
     if let Some(t) = ticker {
@@ -445,10 +454,11 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
         folder_map: folder_map(&a.conn)?,
         ..Default::default()
     };
-    let results = for_each_parallel(jobs, a.conn.parallel, |(s, t)| {
-        let opts = &opts;
+    let opts = Arc::new(opts);
+    let results = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {
+        let opts = opts.clone();
         async move {
-            verify_mailbox(&s, &t, opts)
+            verify_mailbox(&s, &t, &opts)
                 .await
                 .map_err(|e| format!("{} -> {}: {e:#}", s.describe(), t.describe()))
         }
