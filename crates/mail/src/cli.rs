@@ -72,6 +72,10 @@ pub struct ConnArgs {
     /// with its own server's separator). Repeatable; wins over role mapping.
     #[arg(long = "folder-map", value_name = "SOURCE=TARGET")]
     pub folder_map: Vec<String>,
+    /// Leave a source folder out (decoded name, source separator; `NAME/*` adds its
+    /// subfolders). Repeatable. E.g. Exchange's `Files`, `Calendar/*`, `Contacts/*`.
+    #[arg(long, value_name = "FOLDER")]
+    pub exclude: Vec<String>,
     /// CSV: source_user,target_user[,source_password,target_password]; one mailbox per line.
     #[arg(long)]
     pub batch: Option<PathBuf>,
@@ -412,6 +416,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         connections: a.conn.connections.max(1),
         folder_map: folder_map(&a.conn)?,
+        exclude: a.conn.exclude.clone(),
         batch_bytes: a.batch_bytes.max(1),
         batch_count: a.batch_count.max(1),
         ignore_appenduid: a.ignore_appenduid,
@@ -452,6 +457,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let jobs = jobs(&a.conn)?;
     let opts = Options {
         folder_map: folder_map(&a.conn)?,
+        exclude: a.conn.exclude.clone(),
         ..Default::default()
     };
     let opts = Arc::new(opts);

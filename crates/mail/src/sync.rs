@@ -27,6 +27,8 @@ pub struct Options {
     pub connections: usize,
     /// Source display name → target display name.
     pub folder_map: BTreeMap<String, String>,
+    /// Source folders left out (`folders::excluded`).
+    pub exclude: Vec<String>,
     /// Upper bound of message bytes held per batch (two batches are in flight: one being
     /// fetched, one being appended), so memory stays bounded whatever the mailbox size.
     pub batch_bytes: u64,
@@ -44,6 +46,7 @@ impl Default for Options {
             dry_run: false,
             connections: 4,
             folder_map: BTreeMap::new(),
+            exclude: Vec::new(),
             batch_bytes: 8 << 20,
             batch_count: 500,
             ignore_appenduid: false,
@@ -274,7 +277,9 @@ async fn migrate_inner(
 ) -> Result<()> {
     let state = State::open(state_path)?;
     let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
-    let (src_folders, tgt_folders) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    let (mut src_folders, tgt_folders) =
+        (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    src_folders.retain(|f| !folders::excluded(f, &opts.exclude));
     let delim = match tgt_folders.iter().find_map(|f| f.delimiter) {
         Some(d) => Some(d),
         None => list_delimiter(&mut t).await?,

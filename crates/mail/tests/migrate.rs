@@ -491,8 +491,15 @@ async fn dry_run_changes_nothing_and_folder_map_overrides() {
     let mut t = p.target().await;
     assert_eq!(count(&mailbox_digest(&mut t).await), 0);
     assert_eq!(
-        p.migrate(&["--folder-map", "Projects/2024/Q1=Archive.Q1"])
-            .await,
+        p.migrate(&[
+            "--folder-map",
+            "Projects/2024/Q1=Archive.Q1",
+            "--exclude",
+            "Entwürfe/*",
+            "--exclude",
+            "a&b"
+        ])
+        .await,
         0
     );
     let names: Vec<String> = folders::list(&mut t)
@@ -502,6 +509,11 @@ async fn dry_run_changes_nothing_and_folder_map_overrides() {
         .map(|f| f.wire)
         .collect();
     assert!(names.contains(&"Archive.Q1".to_string()), "{names:?}");
+    // Excluded: "Entwürfe" and its subfolder, and "A&B" (case-insensitive).
+    assert!(
+        !names.iter().any(|n| n.starts_with("Entw") || n == "A&-B"),
+        "{names:?}"
+    );
     assert!(
         !names.contains(&"Projects.2024.Q1".to_string()),
         "{names:?}"
