@@ -593,6 +593,39 @@ impl Session {
         }
     }
 
+    /// Sends a command and hands each untagged response to `f` as it arrives (streaming).
+    pub async fn run_with(&mut self, cmd: Command, f: impl FnMut(Response)) -> Result<StatusInfo> {
+        let desc = cmd.redacted();
+        let tag = self.send(cmd).await?;
+        self.complete(&tag, &desc, f).await
+    }
+
+    /// Waits for several pipelined commands; returns each one's completion (OK or not), in
+    /// `tags` order.
+    pub async fn complete_many(&mut self, tags: &[String]) -> Result<Vec<StatusInfo>> {
+        let wanted: std::collections::HashSet<&str> = tags.iter().map(String::as_str).collect();
+        let mut done: std::collections::HashMap<String, StatusInfo> = Default::default();
+        while done.len() < wanted.len() {
+            match self.read_response().await? {
+                Response::Tagged(t, info) if wanted.contains(t.as_str()) => {
+                    done.insert(t, info);
+                }
+                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                    return Err(ImapError::Bye(self.side, info.text));
+                }
+                _ => {}
+            }
+        }
+        tags.iter()
+            .map(|t| {
+                done.get(t).cloned().ok_or_else(|| ImapError::Protocol {
+                    side: self.side,
+                    msg: format!("no completion for {t}"),
+                })
+            })
+            .collect()
+    }
+
     /// Sends a command and waits for it, collecting the untagged responses.
     pub async fn run(&mut self, cmd: Command) -> Result<(Vec<Response>, StatusInfo)> {
         let desc = cmd.redacted();

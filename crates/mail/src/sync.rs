@@ -15,7 +15,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::folders::{self, Mapping};
 use crate::protocol::command::{flag_list, Command};
-use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status, StatusInfo};
+use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status};
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
 use crate::session::{Endpoint, ImapError, Selected, Session};
 use crate::state::{FolderState, Pending, State};
@@ -203,41 +203,6 @@ pub async fn hash_bodies(
         }
     }
     Ok(out)
-}
-
-impl Session {
-    pub async fn run_with(
-        &mut self,
-        cmd: Command,
-        f: impl FnMut(Response),
-    ) -> crate::session::Result<StatusInfo> {
-        let desc = cmd.redacted();
-        let tag = self.send(cmd).await?;
-        self.complete(&tag, &desc, f).await
-    }
-
-    /// Waits for several pipelined commands; returns each one's completion, in `tags` order.
-    pub async fn complete_many(
-        &mut self,
-        tags: &[String],
-    ) -> crate::session::Result<Vec<StatusInfo>> {
-        let mut done: HashMap<String, StatusInfo> = HashMap::new();
-        while done.len() < tags.len() {
-            match self.read_response().await? {
-                Response::Tagged(t, info) if tags.contains(&t) => {
-                    done.insert(t, info);
-                }
-                Response::UntaggedStatus(info) if info.status == Status::Bye => {
-                    return Err(ImapError::Bye(self.side, info.text));
-                }
-                _ => {}
-            }
-        }
-        Ok(tags
-            .iter()
-            .map(|t| done.remove(t).expect("collected above"))
-            .collect())
-    }
 }
 
 struct Ctx<'a> {
