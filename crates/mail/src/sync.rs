@@ -841,7 +841,14 @@ async fn append_batch(
     let mut done = Vec::new();
     let mut dropped = Vec::new();
     let mut unknown = Vec::new();
+    let mut throttled = None;
     for (p, info) in items.iter().zip(results) {
+        if info.status != Status::Ok && info.text.to_ascii_lowercase().contains("throttl") {
+            // Not the message's fault: retried after the server's suggested backoff.
+            dropped.push(p.src_uid);
+            throttled = Some(info);
+            continue;
+        }
         if info.status != Status::Ok {
             dropped.push(p.src_uid);
             rep.failures.push(Failure {
@@ -873,6 +880,15 @@ async fn append_batch(
         }
     }
     ctx.state.resolve(key, &done, &dropped)?;
+    if let Some(info) = throttled {
+        return Err(ImapError::Refused {
+            side: t.side,
+            cmd: "APPEND".into(),
+            reason: info.describe(),
+            status: info,
+        }
+        .into());
+    }
     if !unknown.is_empty() {
         // No UIDPLUS: the pending rows stay and are found by content, like after a crash.
         let mut maps = ctx.state.maps(key)?;
