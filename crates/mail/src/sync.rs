@@ -289,6 +289,7 @@ async fn migrate_inner(
                     break;
                 };
                 let r = sync_with_retry(&mut pair, src, tgt, &m, ctx).await;
+                ctx.progress.folder_done(&src.describe(), &r);
                 results.lock().await.push(r);
             }
             pair.0.logout().await;
