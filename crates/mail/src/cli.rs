@@ -116,6 +116,9 @@ pub struct MigrateArgs {
     /// Ignore APPENDUID, as if the target lacked UIDPLUS (tests the fallback).
     #[arg(long, hide = true)]
     pub ignore_appenduid: bool,
+    /// Send single pipelined APPENDs even when the target offers MULTIAPPEND.
+    #[arg(long, hide = true)]
+    pub no_multiappend: bool,
 }
 
 #[derive(Debug, Args)]
@@ -420,6 +423,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         batch_bytes: a.batch_bytes.max(1),
         batch_count: a.batch_count.max(1),
         ignore_appenduid: a.ignore_appenduid,
+        multiappend: !a.no_multiappend,
         max_message_size: a.max_message_size,
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);

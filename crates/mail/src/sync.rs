@@ -15,7 +15,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::folders::{self, Mapping};
 use crate::protocol::command::{flag_list, Command};
-use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status};
+use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status, StatusInfo};
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
 use crate::session::{Endpoint, ImapError, Selected, Session};
 use crate::state::{FolderState, Pending, State};
@@ -35,6 +35,8 @@ pub struct Options {
     pub batch_count: usize,
     /// Behave as if the target lacked UIDPLUS (exercises the content-lookup fallback).
     pub ignore_appenduid: bool,
+    /// Use MULTIAPPEND when the target offers it.
+    pub multiappend: bool,
     /// Messages above this size are reported, not sent. Exchange Online refuses ~35 MB and
     /// may drop the connection instead of answering NO, which would stall the folder.
     pub max_message_size: Option<u64>,
@@ -50,6 +52,7 @@ impl Default for Options {
             batch_bytes: 8 << 20,
             batch_count: 500,
             ignore_appenduid: false,
+            multiappend: true,
             max_message_size: None,
         }
     }
@@ -807,77 +810,97 @@ async fn append_batch(
         queued.push((m, body));
     }
     ctx.state.add_pending(key, &items)?;
-    let mut tags = Vec::with_capacity(items.len());
-    for (p, (m, body)) in items.iter().zip(queued) {
-        let list: Vec<String> = p
-            .flags
-            .split(' ')
-            .filter(|f| !f.is_empty())
-            .map(String::from)
-            .collect();
-        let mut cmd = Command::new("APPEND ")
-            .string(target.as_bytes())
-            .text(" ")
-            .text(&flag_list(&list));
-        match m.date.as_deref() {
-            Some(d) if protocol::parse_internaldate(d).is_some() => {
-                cmd = cmd.text(&format!(" \"{d}\""));
-            }
-            // Sent without a date, the target uses "now": say so rather than hide it.
-            other => {
-                let note = format!(
-                    "uid {}: source INTERNALDATE {other:?} unusable, target date is the copy time",
-                    m.uid
-                );
-                rep.note = Some(
-                    rep.note
-                        .take()
-                        .map_or(note.clone(), |n| format!("{n}; {note}")),
-                );
-            }
+    let args: Vec<String> = items
+        .iter()
+        .zip(&queued)
+        .map(|(p, (m, _))| append_args(p, m, rep))
+        .collect();
+    let bodies: Vec<Arc<Vec<u8>>> = queued.into_iter().map(|(_, b)| Arc::new(b)).collect();
+    let uid_of = |info: &StatusInfo| -> Option<Vec<u32>> {
+        if ctx.opts.ignore_appenduid
+            || !info.code_is("APPENDUID")
+            || info.code.get(1).and_then(|v| v.as_u64()) != Some(u64::from(tsel.uidvalidity))
+        {
+            return None;
         }
-        tags.push(t.send(cmd.text(" ").literal(body)).await?);
+        protocol::parse_uid_set(&info.code.get(2)?.as_str()?)
+    };
+    // Per message: Ok(Some(uid)), Ok(None) (stored, UID unknown) or Err(the server's answer).
+    let mut outcome: Option<Vec<std::result::Result<Option<u32>, StatusInfo>>> = None;
+    if ctx.opts.multiappend && items.len() > 1 && t.has_cap("MULTIAPPEND") {
+        // One command, one transaction on the server (Dovecot: about twice as fast as
+        // pipelined single APPENDs). It is atomic: on NO nothing was stored, and the batch
+        // goes again message by message so one refused message does not sink the others.
+        let mut cmd = Command::new("APPEND ").string(target.as_bytes());
+        for (a, b) in args.iter().zip(&bodies) {
+            cmd = cmd.text(a).text(" ").literal_shared(b.clone());
+        }
+        let tag = t.send(cmd).await?;
+        let info = t.complete_many(&[tag]).await?.remove(0);
+        if info.status == Status::Ok {
+            let uids = uid_of(&info).filter(|u| u.len() == items.len());
+            outcome = Some(match uids {
+                Some(u) => u.into_iter().map(|x| Ok(Some(x))).collect(),
+                None => items.iter().map(|_| Ok(None)).collect(),
+            });
+        } else if info.text.to_ascii_lowercase().contains("throttl") {
+            outcome = Some(items.iter().map(|_| Err(info.clone())).collect());
+        }
     }
-    let results = t.complete_many(&tags).await?;
+    let outcome = match outcome {
+        Some(o) => o,
+        None => {
+            let mut tags = Vec::with_capacity(items.len());
+            for (a, b) in args.iter().zip(&bodies) {
+                let cmd = Command::new("APPEND ")
+                    .string(target.as_bytes())
+                    .text(a)
+                    .text(" ")
+                    .literal_shared(b.clone());
+                tags.push(t.send(cmd).await?);
+            }
+            t.complete_many(&tags)
+                .await?
+                .into_iter()
+                .map(|info| match info.status {
+                    Status::Ok => Ok(uid_of(&info).and_then(|u| u.first().copied())),
+                    _ => Err(info),
+                })
+                .collect()
+        }
+    };
+    drop(bodies);
     let mut done = Vec::new();
     let mut dropped = Vec::new();
     let mut unknown = Vec::new();
     let mut throttled = None;
-    for (p, info) in items.iter().zip(results) {
-        if info.status != Status::Ok && info.text.to_ascii_lowercase().contains("throttl") {
-            // Not the message's fault: retried after the server's suggested backoff.
-            dropped.push(p.src_uid);
-            throttled = Some(info);
-            continue;
-        }
-        if info.status != Status::Ok {
-            dropped.push(p.src_uid);
-            rep.failures.push(Failure {
-                folder: rep.source.clone(),
-                uid: p.src_uid,
-                size: p.size,
-                reason: format!("target refused: {}", info.describe()),
-            });
-            continue;
-        }
-        rep.copied += 1;
-        rep.bytes += p.size;
-        ctx.progress.add(1, p.size);
-        let uid = if !ctx.opts.ignore_appenduid
-            && info.code_is("APPENDUID")
-            && info.code.get(1).and_then(|v| v.as_u64()) == Some(u64::from(tsel.uidvalidity))
-        {
-            info.code
-                .get(2)
-                .and_then(|v| v.as_str())
-                .and_then(|s| protocol::parse_uid_set(&s))
-                .and_then(|v| v.first().copied())
-        } else {
-            None
-        };
-        match uid {
-            Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
-            None => unknown.push(p.clone()),
+    for (p, result) in items.iter().zip(outcome) {
+        match result {
+            Err(info) if info.text.to_ascii_lowercase().contains("throttl") => {
+                // Not the message's fault: retried after the server's suggested backoff.
+                dropped.push(p.src_uid);
+                throttled = Some(info);
+                continue;
+            }
+            Err(info) => {
+                dropped.push(p.src_uid);
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: p.src_uid,
+                    size: p.size,
+                    reason: format!("target refused: {}", info.describe()),
+                });
+                continue;
+            }
+            Ok(uid) => {
+                rep.copied += 1;
+                rep.bytes += p.size;
+                ctx.progress.add(1, p.size);
+                match uid {
+                    Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
+                    None => unknown.push(p.clone()),
+                }
+            }
         }
     }
     ctx.state.resolve(key, &done, &dropped)?;
@@ -896,6 +919,33 @@ async fn append_batch(
         reconcile(t, key, target, unknown, &mut maps, ctx, Duration::ZERO).await?;
     }
     Ok(())
+}
+
+/// ` (flags) "date"` of one APPEND (or one message of a MULTIAPPEND).
+fn append_args(p: &Pending, m: &Meta, rep: &mut FolderReport) -> String {
+    let list: Vec<String> = p
+        .flags
+        .split(' ')
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect();
+    let mut out = format!(" {}", flag_list(&list));
+    match m.date.as_deref() {
+        Some(d) if protocol::parse_internaldate(d).is_some() => out += &format!(" \"{d}\""),
+        // Sent without a date, the target uses "now": say so rather than hide it.
+        other => {
+            let note = format!(
+                "uid {}: source INTERNALDATE {other:?} unusable, target date is the copy time",
+                m.uid
+            );
+            rep.note = Some(
+                rep.note
+                    .take()
+                    .map_or(note.clone(), |n| format!("{n}; {note}")),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
