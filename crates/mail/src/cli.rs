@@ -108,7 +108,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
-    #[arg(long, default_value_t = 8 << 20, hide = true)]
+    #[arg(long, default_value_t = 4 << 20, hide = true)]
     pub batch_bytes: u64,
     /// Messages per pipelined batch (tuning and tests).
     #[arg(long, default_value_t = 500, hide = true)]

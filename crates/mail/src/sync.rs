@@ -49,7 +49,7 @@ impl Default for Options {
             connections: 4,
             folder_map: BTreeMap::new(),
             exclude: Vec::new(),
-            batch_bytes: 8 << 20,
+            batch_bytes: 4 << 20,
             batch_count: 500,
             ignore_appenduid: false,
             multiappend: true,
