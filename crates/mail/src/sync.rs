@@ -253,9 +253,11 @@ async fn migrate_inner(
         None => list_delimiter(&mut t).await?,
     };
     let plan = folders::plan(&src_folders, &tgt_folders, delim, &opts.folder_map);
-    if !opts.dry_run {
-        create_folders(&mut t, &plan, &tgt_folders, report).await;
-    }
+    let uncreatable = if opts.dry_run {
+        HashSet::new()
+    } else {
+        create_folders(&mut t, &plan, &tgt_folders, report).await?
+    };
     let ctx = Ctx {
         state: &state,
         opts,
@@ -263,7 +265,7 @@ async fn migrate_inner(
     };
     let queue: AsyncMutex<Vec<Mapping>> = AsyncMutex::new(
         plan.into_iter()
-            .filter(|m| m.source.selectable)
+            .filter(|m| m.source.selectable && !uncreatable.contains(&m.target))
             .rev()
             .collect(),
     );
@@ -337,22 +339,37 @@ async fn list_delimiter(t: &mut Session) -> Result<Option<char>> {
     }))
 }
 
+/// Creates missing target folders and copies subscriptions. Returns the target names the
+/// server refused to create (e.g. Exchange's reserved "Files"); their folders are reported
+/// once, with the server's reason, and not synced.
 async fn create_folders(
     t: &mut Session,
     plan: &[Mapping],
     existing: &[folders::Folder],
     report: &mut MailboxReport,
-) {
+) -> Result<HashSet<String>> {
+    let mut refused = HashSet::new();
     for m in plan {
-        if !m.target_exists {
+        if !m.target_exists && !refused.contains(&m.target) {
             let r = t
                 .run(Command::new("CREATE ").string(m.target.as_bytes()))
                 .await;
-            if let Err(e) = r {
-                // Another worker or an earlier run may have created it; SELECT will tell.
-                if !e.to_string().to_ascii_lowercase().contains("exists") {
-                    tracing::warn!("{e}");
+            match r {
+                Ok(_) => {}
+                // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
+                Err(ImapError::Refused { reason, .. })
+                    if reason.to_ascii_lowercase().contains("exists") => {}
+                Err(ImapError::Refused { reason, .. }) => {
+                    report.folders.push(FolderReport {
+                        source: m.source.display(),
+                        target: crate::protocol::utf7::decode(&m.target),
+                        error: Some(format!("target refused to create the folder: {reason}")),
+                        ..Default::default()
+                    });
+                    refused.insert(m.target.clone());
+                    continue;
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
@@ -370,6 +387,7 @@ async fn create_folders(
             }
         }
     }
+    Ok(refused)
 }
 
 /// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N

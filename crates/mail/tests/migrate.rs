@@ -457,6 +457,16 @@ async fn refused_messages_are_reported_and_the_rest_continue() {
         &message("big", "", 80_000, true),
     )
     .await;
+    // A path the target cannot create: its maildir++ layout puts the whole path in one
+    // directory name, over the file system's 255 bytes; the source keeps one per level.
+    let long = format!(
+        "Deep/{}/{}/{}",
+        "a".repeat(90),
+        "b".repeat(90),
+        "c".repeat(90)
+    );
+    create(&mut s, &long, false).await;
+    append(&mut s, &long, "", date, &message("deep", "", 500, true)).await;
     let progress = std::sync::Arc::new(tenantry_mail::report::Progress::default());
     let state = p.tmp.path().join("s.sqlite");
     let rep = tenantry_mail::sync::migrate_mailbox(
@@ -470,7 +480,12 @@ async fn refused_messages_are_reported_and_the_rest_continue() {
     assert!(!rep.ok());
     assert_eq!(rep.copied(), 5);
     let problems = rep.problems();
-    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("target refused to create the folder"),
+        "{problems:?}"
+    );
+    let problems = &problems[1..];
     assert!(
         problems[0].contains(&format!("uid {big_uid}")) && problems[0].contains("LIMIT"),
         "{problems:?}"
