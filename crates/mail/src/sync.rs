@@ -800,6 +800,8 @@ async fn append_batch(
     rep: &mut FolderReport,
     refused: &mut HashSet<String>,
 ) -> Result<()> {
+    // Show the folder data is flowing for (several workers: the busiest one wins).
+    ctx.progress.set_folder(&rep.source);
     // Intent first: durable before any byte of these APPENDs leaves.
     let mut items = Vec::new();
     let mut queued = Vec::new();
