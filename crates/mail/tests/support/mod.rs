@@ -191,7 +191,12 @@ namespace inbox {{
             .status();
         // The temp dir itself must be traversable by the mail user.
         let _ = Command::new("chmod").arg("755").arg(d).status();
-        let child = Command::new("dovecot")
+        // Root's PATH on a minimal machine may lack /usr/sbin.
+        let bin = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("dovecot");
+        let child = Command::new(bin)
             .arg("-F")
             .arg("-c")
             .arg(d.join("dovecot.conf"))
