@@ -72,6 +72,10 @@ pub struct ConnArgs {
     /// with its own server's separator). Repeatable; wins over role mapping.
     #[arg(long = "folder-map", value_name = "SOURCE=TARGET")]
     pub folder_map: Vec<String>,
+    /// Leave a source folder out (decoded name, source separator; `NAME/*` adds its
+    /// subfolders). Repeatable. E.g. Exchange's `Files`, `Calendar/*`, `Contacts/*`.
+    #[arg(long, value_name = "FOLDER")]
+    pub exclude: Vec<String>,
     /// CSV: source_user,target_user[,source_password,target_password]; one mailbox per line.
     #[arg(long)]
     pub batch: Option<PathBuf>,
@@ -104,7 +108,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
-    #[arg(long, default_value_t = 8 << 20, hide = true)]
+    #[arg(long, default_value_t = 4 << 20, hide = true)]
     pub batch_bytes: u64,
     /// Messages per pipelined batch (tuning and tests).
     #[arg(long, default_value_t = 500, hide = true)]
@@ -112,6 +116,9 @@ pub struct MigrateArgs {
     /// Ignore APPENDUID, as if the target lacked UIDPLUS (tests the fallback).
     #[arg(long, hide = true)]
     pub ignore_appenduid: bool,
+    /// Send single pipelined APPENDs even when the target offers MULTIAPPEND.
+    #[arg(long, hide = true)]
+    pub no_multiappend: bool,
 }
 
 #[derive(Debug, Args)]
@@ -367,28 +374,36 @@ pub fn state_file(dir: &Path, src: &Endpoint, tgt: &Endpoint) -> PathBuf {
     ))
 }
 
-/// Runs every job, at most `parallel` at once, on this task.
+/// Runs every job, at most `parallel` at once, each on its own task (so mailboxes spread over
+/// the runtime's threads); results come back in input order.
 async fn for_each_parallel<T, F, Fut>(items: Vec<T>, parallel: usize, f: F) -> Vec<Fut::Output>
 where
-    F: Fn(T) -> Fut,
-    Fut: std::future::Future,
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
 {
     let n = items.len();
-    let queue = tokio::sync::Mutex::new(items.into_iter().enumerate().rev().collect::<Vec<_>>());
-    let results = tokio::sync::Mutex::new(Vec::with_capacity(n));
-    let workers = (0..parallel.max(1)).map(|_| async {
-        loop {
-            let Some((i, item)) = queue.lock().await.pop() else {
-                break;
-            };
-            let r = f(item).await;
-            results.lock().await.push((i, r));
+    let f = Arc::new(f);
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let (f, sem) = (f.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (i, f(item).await)
+        });
+    }
+    let mut out: Vec<(usize, Fut::Output)> = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(x) => out.push(x),
+            // A panicking job is a bug; surface it rather than report a partial run as fine.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
-    });
-    crate::sync::futures_join_all(workers.collect()).await;
-    let mut r = results.into_inner();
-    r.sort_by_key(|(i, _)| *i);
-    r.into_iter().map(|(_, r)| r).collect()
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
@@ -404,17 +419,20 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         connections: a.conn.connections.max(1),
         folder_map: folder_map(&a.conn)?,
+        exclude: a.conn.exclude.clone(),
         batch_bytes: a.batch_bytes.max(1),
         batch_count: a.batch_count.max(1),
         ignore_appenduid: a.ignore_appenduid,
+        multiappend: !a.no_multiappend,
         max_message_size: a.max_message_size,
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());
     let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
-    let mailboxes = for_each_parallel(jobs, a.conn.parallel, |(s, t)| {
-        let (opts, progress, path) = (&opts, progress.clone(), state_file(&dir, &s, &t));
-        async move { migrate_mailbox(&s, &t, &path, opts, progress).await }
+    let (opts, p) = (Arc::new(opts), progress.clone());
+    let mailboxes = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {
+        let (opts, progress, path) = (opts.clone(), p.clone(), state_file(&dir, &s, &t));
+        async move { migrate_mailbox(&s, &t, &path, &opts, progress).await }
     })
     .await;
     if let Some(t) = ticker {
@@ -443,12 +461,14 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let jobs = jobs(&a.conn)?;
     let opts = Options {
         folder_map: folder_map(&a.conn)?,
+        exclude: a.conn.exclude.clone(),
         ..Default::default()
     };
-    let results = for_each_parallel(jobs, a.conn.parallel, |(s, t)| {
-        let opts = &opts;
+    let opts = Arc::new(opts);
+    let results = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {
+        let opts = opts.clone();
         async move {
-            verify_mailbox(&s, &t, opts)
+            verify_mailbox(&s, &t, &opts)
                 .await
                 .map_err(|e| format!("{} -> {}: {e:#}", s.describe(), t.describe()))
         }

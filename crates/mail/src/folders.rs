@@ -124,6 +124,23 @@ pub fn fallback_role(name: &str) -> Option<String> {
     Some(role.to_string())
 }
 
+/// Whether `--exclude` patterns leave a folder out: `NAME` matches that folder (case-insensitive,
+/// decoded, source separator), `NAME/*` (with the source's separator) also its subfolders.
+pub fn excluded(f: &Folder, patterns: &[String]) -> bool {
+    let name = f.display().to_lowercase();
+    let delim = f.delimiter.map(String::from).unwrap_or_default();
+    patterns.iter().any(|p| {
+        let p = p.to_lowercase();
+        match p
+            .strip_suffix(&format!("{delim}*"))
+            .filter(|_| !delim.is_empty())
+        {
+            Some(base) => name == base || name.starts_with(&format!("{base}{delim}")),
+            None => name == p,
+        }
+    })
+}
+
 /// One source folder's destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
@@ -245,6 +262,16 @@ mod tests {
         );
         assert!(m[2].note.is_some());
         assert!(m[0].target_exists && m[3].target_exists && !m[1].target_exists);
+    }
+
+    #[test]
+    fn exclusions_match_names_and_subtrees() {
+        let pats = vec!["Files".to_string(), "Calendar/*".to_string()];
+        assert!(excluded(&folder("Files", '/', None), &pats));
+        assert!(excluded(&folder("Calendar", '/', None), &pats));
+        assert!(excluded(&folder("Calendar/Holidays", '/', None), &pats));
+        assert!(!excluded(&folder("Files2", '/', None), &pats));
+        assert!(!excluded(&folder("CalendarX", '/', None), &pats));
     }
 
     #[test]

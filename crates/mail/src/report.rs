@@ -152,12 +152,32 @@ pub struct Progress {
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub folder: Mutex<String>,
+    /// Not a terminal: print one plain line per finished folder (for logs).
+    pub plain_lines: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     pub fn add(&self, messages: u64, bytes: u64) {
         self.messages.fetch_add(messages, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub fn folder_done(&self, mailbox: &str, f: &FolderReport) {
+        if !self.plain_lines.load(Ordering::Relaxed) || f.unchanged {
+            return;
+        }
+        let status = match (&f.error, f.failures.len()) {
+            (Some(e), _) => format!(", ERROR: {e}"),
+            (None, 0) => String::new(),
+            (None, n) => format!(", {n} not copied"),
+        };
+        eprintln!(
+            "{mailbox}: folder {} -> {}: {} copied ({:.1} MB), {} flag updates{status}",
+            f.source,
+            f.target,
+            f.copied,
+            f.bytes as f64 / 1e6,
+            f.flags_updated
+        );
     }
     pub fn set_folder(&self, name: &str) {
         if let Ok(mut f) = self.folder.lock() {
@@ -173,6 +193,7 @@ pub fn spawn_ticker(p: Arc<Progress>, quiet: bool) -> Option<tokio::task::JoinHa
         return None;
     }
     let tty = std::io::stderr().is_terminal();
+    p.plain_lines.store(!tty, Ordering::Relaxed);
     let every = if tty {
         Duration::from_millis(250)
     } else {

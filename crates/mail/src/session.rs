@@ -153,8 +153,8 @@ pub struct Session {
     io: BufReader<Box<dyn Stream>>,
     next_tag: u64,
     pub caps: Vec<String>,
-    /// Untagged responses not consumed by the command that caused them.
-    pub untagged: Vec<Response>,
+    /// Tagged completions read early (while waiting for a literal's `+`); handed out first.
+    stash: std::collections::VecDeque<Response>,
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(300);
@@ -242,7 +242,7 @@ impl Session {
             io: BufReader::with_capacity(256 * 1024, stream),
             next_tag: 0,
             caps: Vec::new(),
-            untagged: Vec::new(),
+            stash: std::collections::VecDeque::new(),
         };
         let greeting = s.greeting().await?;
         if ep.security == Security::StartTls {
@@ -382,7 +382,7 @@ impl Session {
                 Response::Tagged(t, info) if t == tag => {
                     return Err(self.refused_login(ep, display, &info));
                 }
-                other => self.untagged.push(other),
+                _ => {}
             }
         }
         self.write_raw(format!("{initial}\r\n").as_bytes()).await?;
@@ -417,7 +417,7 @@ impl Session {
                 Response::UntaggedStatus(info) if info.status == Status::Bye => {
                     return Err(self.refused_login(ep, display, &info));
                 }
-                other => self.untagged.push(other),
+                _ => {}
             }
         }
     }
@@ -486,14 +486,22 @@ impl Session {
                         self.write_raw(&buf).await?;
                         buf.clear();
                         loop {
-                            match self.read_response().await? {
+                            // Straight from the wire: earlier pipelined commands may complete
+                            // first; their completions wait in the stash.
+                            match self.read_wire().await? {
                                 Response::Continuation(_) => break,
-                                Response::Tagged(t, info) if t == tag => {
-                                    // Refused before the literal was sent: keep it for the caller.
-                                    self.untagged.push(Response::Tagged(t, info));
-                                    return Ok(tag);
+                                Response::Tagged(t, info) => {
+                                    let mine = t == tag;
+                                    self.stash.push_back(Response::Tagged(t, info));
+                                    if mine {
+                                        // Refused before the literal: the command ends here.
+                                        return Ok(tag);
+                                    }
                                 }
-                                other => self.untagged.push(other),
+                                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                                    return Err(ImapError::Bye(self.side, info.text));
+                                }
+                                _ => {}
                             }
                         }
                         self.write_raw_unflushed(&l).await?;
@@ -513,14 +521,14 @@ impl Session {
 
     /// Reads one complete response: a line and every literal it announces.
     pub async fn read_response(&mut self) -> Result<Response> {
-        // A tagged completion stashed by `send` (refused before its literal) comes first.
-        if let Some(pos) = self
-            .untagged
-            .iter()
-            .position(|r| matches!(r, Response::Tagged(..)))
-        {
-            return Ok(self.untagged.remove(pos));
+        if let Some(r) = self.stash.pop_front() {
+            return Ok(r);
         }
+        self.read_wire().await
+    }
+
+    /// Reads one response from the socket, ignoring the stash.
+    async fn read_wire(&mut self) -> Result<Response> {
         let mut f = protocol::Framed::default();
         loop {
             let start = f.text.len();
@@ -583,6 +591,39 @@ impl Session {
                 other => on_untagged(other),
             }
         }
+    }
+
+    /// Sends a command and hands each untagged response to `f` as it arrives (streaming).
+    pub async fn run_with(&mut self, cmd: Command, f: impl FnMut(Response)) -> Result<StatusInfo> {
+        let desc = cmd.redacted();
+        let tag = self.send(cmd).await?;
+        self.complete(&tag, &desc, f).await
+    }
+
+    /// Waits for several pipelined commands; returns each one's completion (OK or not), in
+    /// `tags` order.
+    pub async fn complete_many(&mut self, tags: &[String]) -> Result<Vec<StatusInfo>> {
+        let wanted: std::collections::HashSet<&str> = tags.iter().map(String::as_str).collect();
+        let mut done: std::collections::HashMap<String, StatusInfo> = Default::default();
+        while done.len() < wanted.len() {
+            match self.read_response().await? {
+                Response::Tagged(t, info) if wanted.contains(t.as_str()) => {
+                    done.insert(t, info);
+                }
+                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                    return Err(ImapError::Bye(self.side, info.text));
+                }
+                _ => {}
+            }
+        }
+        tags.iter()
+            .map(|t| {
+                done.get(t).cloned().ok_or_else(|| ImapError::Protocol {
+                    side: self.side,
+                    msg: format!("no completion for {t}"),
+                })
+            })
+            .collect()
     }
 
     /// Sends a command and waits for it, collecting the untagged responses.

@@ -27,12 +27,16 @@ pub struct Options {
     pub connections: usize,
     /// Source display name → target display name.
     pub folder_map: BTreeMap<String, String>,
+    /// Source folders left out (`folders::excluded`).
+    pub exclude: Vec<String>,
     /// Upper bound of message bytes held per batch (two batches are in flight: one being
     /// fetched, one being appended), so memory stays bounded whatever the mailbox size.
     pub batch_bytes: u64,
     pub batch_count: usize,
     /// Behave as if the target lacked UIDPLUS (exercises the content-lookup fallback).
     pub ignore_appenduid: bool,
+    /// Use MULTIAPPEND when the target offers it.
+    pub multiappend: bool,
     /// Messages above this size are reported, not sent. Exchange Online refuses ~35 MB and
     /// may drop the connection instead of answering NO, which would stall the folder.
     pub max_message_size: Option<u64>,
@@ -44,9 +48,11 @@ impl Default for Options {
             dry_run: false,
             connections: 4,
             folder_map: BTreeMap::new(),
-            batch_bytes: 8 << 20,
+            exclude: Vec::new(),
+            batch_bytes: 4 << 20,
             batch_count: 500,
             ignore_appenduid: false,
+            multiappend: true,
             max_message_size: None,
         }
     }
@@ -202,41 +208,6 @@ pub async fn hash_bodies(
     Ok(out)
 }
 
-impl Session {
-    pub async fn run_with(
-        &mut self,
-        cmd: Command,
-        f: impl FnMut(Response),
-    ) -> crate::session::Result<StatusInfo> {
-        let desc = cmd.redacted();
-        let tag = self.send(cmd).await?;
-        self.complete(&tag, &desc, f).await
-    }
-
-    /// Waits for several pipelined commands; returns each one's completion, in `tags` order.
-    pub async fn complete_many(
-        &mut self,
-        tags: &[String],
-    ) -> crate::session::Result<Vec<StatusInfo>> {
-        let mut done: HashMap<String, StatusInfo> = HashMap::new();
-        while done.len() < tags.len() {
-            match self.read_response().await? {
-                Response::Tagged(t, info) if tags.contains(&t) => {
-                    done.insert(t, info);
-                }
-                Response::UntaggedStatus(info) if info.status == Status::Bye => {
-                    return Err(ImapError::Bye(self.side, info.text));
-                }
-                _ => {}
-            }
-        }
-        Ok(tags
-            .iter()
-            .map(|t| done.remove(t).expect("collected above"))
-            .collect())
-    }
-}
-
 struct Ctx<'a> {
     state: &'a State,
     opts: &'a Options,
@@ -274,15 +245,19 @@ async fn migrate_inner(
 ) -> Result<()> {
     let state = State::open(state_path)?;
     let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
-    let (src_folders, tgt_folders) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    let (mut src_folders, tgt_folders) =
+        (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    src_folders.retain(|f| !folders::excluded(f, &opts.exclude));
     let delim = match tgt_folders.iter().find_map(|f| f.delimiter) {
         Some(d) => Some(d),
         None => list_delimiter(&mut t).await?,
     };
     let plan = folders::plan(&src_folders, &tgt_folders, delim, &opts.folder_map);
-    if !opts.dry_run {
-        create_folders(&mut t, &plan, &tgt_folders, report).await;
-    }
+    let uncreatable = if opts.dry_run {
+        HashSet::new()
+    } else {
+        create_folders(&mut t, &plan, &tgt_folders, report).await?
+    };
     let ctx = Ctx {
         state: &state,
         opts,
@@ -290,7 +265,7 @@ async fn migrate_inner(
     };
     let queue: AsyncMutex<Vec<Mapping>> = AsyncMutex::new(
         plan.into_iter()
-            .filter(|m| m.source.selectable)
+            .filter(|m| m.source.selectable && !uncreatable.contains(&m.target))
             .rev()
             .collect(),
     );
@@ -319,6 +294,7 @@ async fn migrate_inner(
                     break;
                 };
                 let r = sync_with_retry(&mut pair, src, tgt, &m, ctx).await;
+                ctx.progress.folder_done(&src.describe(), &r);
                 results.lock().await.push(r);
             }
             pair.0.logout().await;
@@ -363,22 +339,37 @@ async fn list_delimiter(t: &mut Session) -> Result<Option<char>> {
     }))
 }
 
+/// Creates missing target folders and copies subscriptions. Returns the target names the
+/// server refused to create (e.g. Exchange's reserved "Files"); their folders are reported
+/// once, with the server's reason, and not synced.
 async fn create_folders(
     t: &mut Session,
     plan: &[Mapping],
     existing: &[folders::Folder],
     report: &mut MailboxReport,
-) {
+) -> Result<HashSet<String>> {
+    let mut refused = HashSet::new();
     for m in plan {
-        if !m.target_exists {
+        if !m.target_exists && !refused.contains(&m.target) {
             let r = t
                 .run(Command::new("CREATE ").string(m.target.as_bytes()))
                 .await;
-            if let Err(e) = r {
-                // Another worker or an earlier run may have created it; SELECT will tell.
-                if !e.to_string().to_ascii_lowercase().contains("exists") {
-                    tracing::warn!("{e}");
+            match r {
+                Ok(_) => {}
+                // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
+                Err(ImapError::Refused { reason, .. })
+                    if reason.to_ascii_lowercase().contains("exists") => {}
+                Err(ImapError::Refused { reason, .. }) => {
+                    report.folders.push(FolderReport {
+                        source: m.source.display(),
+                        target: crate::protocol::utf7::decode(&m.target),
+                        error: Some(format!("target refused to create the folder: {reason}")),
+                        ..Default::default()
+                    });
+                    refused.insert(m.target.clone());
+                    continue;
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
@@ -396,6 +387,7 @@ async fn create_folders(
             }
         }
     }
+    Ok(refused)
 }
 
 /// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N
@@ -808,6 +800,8 @@ async fn append_batch(
     rep: &mut FolderReport,
     refused: &mut HashSet<String>,
 ) -> Result<()> {
+    // Show the folder data is flowing for (several workers: the busiest one wins).
+    ctx.progress.set_folder(&rep.source);
     // Intent first: durable before any byte of these APPENDs leaves.
     let mut items = Vec::new();
     let mut queued = Vec::new();
@@ -836,79 +830,142 @@ async fn append_batch(
         queued.push((m, body));
     }
     ctx.state.add_pending(key, &items)?;
-    let mut tags = Vec::with_capacity(items.len());
-    for (p, (m, body)) in items.iter().zip(queued) {
-        let list: Vec<String> = p
-            .flags
-            .split(' ')
-            .filter(|f| !f.is_empty())
-            .map(String::from)
-            .collect();
-        let mut cmd = Command::new("APPEND ")
-            .string(target.as_bytes())
-            .text(" ")
-            .text(&flag_list(&list));
-        match m.date.as_deref() {
-            Some(d) if protocol::parse_internaldate(d).is_some() => {
-                cmd = cmd.text(&format!(" \"{d}\""));
-            }
-            // Sent without a date, the target uses "now": say so rather than hide it.
-            other => {
-                let note = format!(
-                    "uid {}: source INTERNALDATE {other:?} unusable, target date is the copy time",
-                    m.uid
-                );
-                rep.note = Some(
-                    rep.note
-                        .take()
-                        .map_or(note.clone(), |n| format!("{n}; {note}")),
-                );
-            }
+    let args: Vec<String> = items
+        .iter()
+        .zip(&queued)
+        .map(|(p, (m, _))| append_args(p, m, rep))
+        .collect();
+    let bodies: Vec<Arc<Vec<u8>>> = queued.into_iter().map(|(_, b)| Arc::new(b)).collect();
+    let uid_of = |info: &StatusInfo| -> Option<Vec<u32>> {
+        if ctx.opts.ignore_appenduid
+            || !info.code_is("APPENDUID")
+            || info.code.get(1).and_then(|v| v.as_u64()) != Some(u64::from(tsel.uidvalidity))
+        {
+            return None;
         }
-        tags.push(t.send(cmd.text(" ").literal(body)).await?);
+        protocol::parse_uid_set(&info.code.get(2)?.as_str()?)
+    };
+    // Per message: Ok(Some(uid)), Ok(None) (stored, UID unknown) or Err(the server's answer).
+    let mut outcome: Option<Vec<std::result::Result<Option<u32>, StatusInfo>>> = None;
+    if ctx.opts.multiappend && items.len() > 1 && t.has_cap("MULTIAPPEND") {
+        // One command, one transaction on the server (Dovecot: about twice as fast as
+        // pipelined single APPENDs). It is atomic: on NO nothing was stored, and the batch
+        // goes again message by message so one refused message does not sink the others.
+        let mut cmd = Command::new("APPEND ").string(target.as_bytes());
+        for (a, b) in args.iter().zip(&bodies) {
+            cmd = cmd.text(a).text(" ").literal_shared(b.clone());
+        }
+        let tag = t.send(cmd).await?;
+        let info = t.complete_many(&[tag]).await?.remove(0);
+        if info.status == Status::Ok {
+            let uids = uid_of(&info).filter(|u| u.len() == items.len());
+            outcome = Some(match uids {
+                Some(u) => u.into_iter().map(|x| Ok(Some(x))).collect(),
+                None => items.iter().map(|_| Ok(None)).collect(),
+            });
+        } else if info.text.to_ascii_lowercase().contains("throttl") {
+            outcome = Some(items.iter().map(|_| Err(info.clone())).collect());
+        }
     }
-    let results = t.complete_many(&tags).await?;
+    let outcome = match outcome {
+        Some(o) => o,
+        None => {
+            let mut tags = Vec::with_capacity(items.len());
+            for (a, b) in args.iter().zip(&bodies) {
+                let cmd = Command::new("APPEND ")
+                    .string(target.as_bytes())
+                    .text(a)
+                    .text(" ")
+                    .literal_shared(b.clone());
+                tags.push(t.send(cmd).await?);
+            }
+            t.complete_many(&tags)
+                .await?
+                .into_iter()
+                .map(|info| match info.status {
+                    Status::Ok => Ok(uid_of(&info).and_then(|u| u.first().copied())),
+                    _ => Err(info),
+                })
+                .collect()
+        }
+    };
+    drop(bodies);
     let mut done = Vec::new();
     let mut dropped = Vec::new();
     let mut unknown = Vec::new();
-    for (p, info) in items.iter().zip(results) {
-        if info.status != Status::Ok {
-            dropped.push(p.src_uid);
-            rep.failures.push(Failure {
-                folder: rep.source.clone(),
-                uid: p.src_uid,
-                size: p.size,
-                reason: format!("target refused: {}", info.describe()),
-            });
-            continue;
-        }
-        rep.copied += 1;
-        rep.bytes += p.size;
-        ctx.progress.add(1, p.size);
-        let uid = if !ctx.opts.ignore_appenduid
-            && info.code_is("APPENDUID")
-            && info.code.get(1).and_then(|v| v.as_u64()) == Some(u64::from(tsel.uidvalidity))
-        {
-            info.code
-                .get(2)
-                .and_then(|v| v.as_str())
-                .and_then(|s| protocol::parse_uid_set(&s))
-                .and_then(|v| v.first().copied())
-        } else {
-            None
-        };
-        match uid {
-            Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
-            None => unknown.push(p.clone()),
+    let mut throttled = None;
+    for (p, result) in items.iter().zip(outcome) {
+        match result {
+            Err(info) if info.text.to_ascii_lowercase().contains("throttl") => {
+                // Not the message's fault: retried after the server's suggested backoff.
+                dropped.push(p.src_uid);
+                throttled = Some(info);
+                continue;
+            }
+            Err(info) => {
+                dropped.push(p.src_uid);
+                rep.failures.push(Failure {
+                    folder: rep.source.clone(),
+                    uid: p.src_uid,
+                    size: p.size,
+                    reason: format!("target refused: {}", info.describe()),
+                });
+                continue;
+            }
+            Ok(uid) => {
+                rep.copied += 1;
+                rep.bytes += p.size;
+                ctx.progress.add(1, p.size);
+                match uid {
+                    Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
+                    None => unknown.push(p.clone()),
+                }
+            }
         }
     }
     ctx.state.resolve(key, &done, &dropped)?;
+    if let Some(info) = throttled {
+        return Err(ImapError::Refused {
+            side: t.side,
+            cmd: "APPEND".into(),
+            reason: info.describe(),
+            status: info,
+        }
+        .into());
+    }
     if !unknown.is_empty() {
         // No UIDPLUS: the pending rows stay and are found by content, like after a crash.
         let mut maps = ctx.state.maps(key)?;
         reconcile(t, key, target, unknown, &mut maps, ctx, Duration::ZERO).await?;
     }
     Ok(())
+}
+
+/// ` (flags) "date"` of one APPEND (or one message of a MULTIAPPEND).
+fn append_args(p: &Pending, m: &Meta, rep: &mut FolderReport) -> String {
+    let list: Vec<String> = p
+        .flags
+        .split(' ')
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect();
+    let mut out = format!(" {}", flag_list(&list));
+    match m.date.as_deref() {
+        Some(d) if protocol::parse_internaldate(d).is_some() => out += &format!(" \"{d}\""),
+        // Sent without a date, the target uses "now": say so rather than hide it.
+        other => {
+            let note = format!(
+                "uid {}: source INTERNALDATE {other:?} unusable, target date is the copy time",
+                m.uid
+            );
+            rep.note = Some(
+                rep.note
+                    .take()
+                    .map_or(note.clone(), |n| format!("{n}; {note}")),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]

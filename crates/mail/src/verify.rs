@@ -79,7 +79,8 @@ pub async fn verify_mailbox(
     opts: &Options,
 ) -> Result<VerifyReport> {
     let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
-    let (sf, tf) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    let (mut sf, tf) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
+    sf.retain(|f| !folders::excluded(f, &opts.exclude));
     let delim = tf.iter().find_map(|f| f.delimiter);
     let plan = folders::plan(&sf, &tf, delim, &opts.folder_map);
     let mut rep = VerifyReport {

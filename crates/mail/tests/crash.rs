@@ -173,3 +173,48 @@ async fn a_50_mb_message_needs_a_small_multiple_of_its_size() {
     let (a, b) = (digest(&mut s).await, digest(&mut t).await);
     assert!(a == b, "bodies, flags and dates equal");
 }
+
+#[tokio::test]
+async fn plain_progress_lines_and_summary_when_not_a_terminal() {
+    let src = Dovecot::start(Config::source());
+    let tgt = Dovecot::start(Config::target());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = src.session("alice", "alicepw").await;
+    for i in 0..5 {
+        append(
+            &mut s,
+            "INBOX",
+            "",
+            "01-Jan-2024 00:00:00 +0000",
+            &message(&format!("p{i}"), "", 2000, true),
+        )
+        .await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry-mail"))
+        .args([
+            "migrate",
+            "--source",
+            &src.url("alice"),
+            "--target",
+            &tgt.url("alice"),
+        ])
+        .arg("--state-dir")
+        .arg(tmp.path())
+        .env("TENANTRY_SOURCE_PASSWORD", "alicepw")
+        .env("TENANTRY_TARGET_PASSWORD", "alicepw2")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("folder INBOX -> INBOX: 5 copied"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("5 messages copied"), "{stdout}");
+    for secret in ["alicepw", "alicepw2"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
+}

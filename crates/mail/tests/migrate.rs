@@ -24,8 +24,11 @@ impl Pair {
         Pair::with_target(Config::target())
     }
     fn with_target(t: Config) -> Pair {
+        Pair::with(Config::source(), t)
+    }
+    fn with(s: Config, t: Config) -> Pair {
         Pair {
-            src: Dovecot::start(Config::source()),
+            src: Dovecot::start(s),
             tgt: Dovecot::start(t),
             tmp: tempfile::tempdir().unwrap(),
         }
@@ -454,6 +457,16 @@ async fn refused_messages_are_reported_and_the_rest_continue() {
         &message("big", "", 80_000, true),
     )
     .await;
+    // A path the target cannot create: its maildir++ layout puts the whole path in one
+    // directory name, over the file system's 255 bytes; the source keeps one per level.
+    let long = format!(
+        "Deep/{}/{}/{}",
+        "a".repeat(90),
+        "b".repeat(90),
+        "c".repeat(90)
+    );
+    create(&mut s, &long, false).await;
+    append(&mut s, &long, "", date, &message("deep", "", 500, true)).await;
     let progress = std::sync::Arc::new(tenantry_mail::report::Progress::default());
     let state = p.tmp.path().join("s.sqlite");
     let rep = tenantry_mail::sync::migrate_mailbox(
@@ -467,7 +480,12 @@ async fn refused_messages_are_reported_and_the_rest_continue() {
     assert!(!rep.ok());
     assert_eq!(rep.copied(), 5);
     let problems = rep.problems();
-    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("target refused to create the folder"),
+        "{problems:?}"
+    );
+    let problems = &problems[1..];
     assert!(
         problems[0].contains(&format!("uid {big_uid}")) && problems[0].contains("LIMIT"),
         "{problems:?}"
@@ -488,8 +506,15 @@ async fn dry_run_changes_nothing_and_folder_map_overrides() {
     let mut t = p.target().await;
     assert_eq!(count(&mailbox_digest(&mut t).await), 0);
     assert_eq!(
-        p.migrate(&["--folder-map", "Projects/2024/Q1=Archive.Q1"])
-            .await,
+        p.migrate(&[
+            "--folder-map",
+            "Projects/2024/Q1=Archive.Q1",
+            "--exclude",
+            "Entwürfe/*",
+            "--exclude",
+            "a&b"
+        ])
+        .await,
         0
     );
     let names: Vec<String> = folders::list(&mut t)
@@ -499,6 +524,11 @@ async fn dry_run_changes_nothing_and_folder_map_overrides() {
         .map(|f| f.wire)
         .collect();
     assert!(names.contains(&"Archive.Q1".to_string()), "{names:?}");
+    // Excluded: "Entwürfe" and its subfolder, and "A&B" (case-insensitive).
+    assert!(
+        !names.iter().any(|n| n.starts_with("Entw") || n == "A&-B"),
+        "{names:?}"
+    );
     assert!(
         !names.contains(&"Projects.2024.Q1".to_string()),
         "{names:?}"
@@ -742,5 +772,46 @@ async fn dropped_connections_reconnect_and_finish_without_duplicates() {
         count(&mailbox_digest(&mut t).await),
         n + 40,
         "no duplicates after reconnects"
+    );
+}
+
+#[tokio::test]
+async fn servers_without_extensions_use_the_fallback_paths() {
+    // Source without CONDSTORE / LIST-EXTENDED / SPECIAL-USE (LIST + LSUB, full flag rescans);
+    // target without LITERAL+ (synchronising literals) and LIST-EXTENDED.
+    let mut sc = Config::source();
+    sc.capability = Some("IMAP4rev1 LITERAL+ UIDPLUS UNSELECT");
+    let mut tc = Config::target();
+    tc.capability = Some("IMAP4rev1 UIDPLUS");
+    let p = Pair::with(sc, tc);
+    let mut s = p.source().await;
+    let n = seed(&mut s).await;
+    assert!(!s.has_cap("CONDSTORE"));
+    assert_eq!(p.migrate(&[]).await, 0);
+    assert_eq!(p.verify().await, 0);
+    s.select("INBOX", false).await.unwrap();
+    s.run(ImapCommand::new("UID STORE 1:2 +FLAGS (\\Answered)"))
+        .await
+        .unwrap();
+    append(
+        &mut s,
+        "INBOX",
+        "",
+        "01-Jan-2024 00:00:00 +0000",
+        &message("later", "", 3000, true),
+    )
+    .await;
+    assert_eq!(p.migrate(&[]).await, 0);
+    assert_eq!(p.verify().await, 0);
+    let mut t = p.target().await;
+    let dst = mailbox_digest(&mut t).await;
+    assert_eq!(count(&dst), n + 1);
+    // Subscriptions came through LSUB.
+    let tf = folders::list(&mut t).await.unwrap();
+    assert_eq!(
+        tf.iter()
+            .find(|f| f.wire == "Projects.2024")
+            .map(|f| f.subscribed),
+        Some(true)
     );
 }

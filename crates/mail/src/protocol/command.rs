@@ -9,7 +9,9 @@ pub struct Command {
 #[derive(Debug)]
 pub enum Part {
     Text(Vec<u8>),
-    Literal(Vec<u8>),
+    /// Shared so a body can go into a MULTIAPPEND and, if that fails, into single APPENDs
+    /// without a copy.
+    Literal(std::sync::Arc<Vec<u8>>),
 }
 
 impl Command {
@@ -42,7 +44,10 @@ impl Command {
             self.literal(s.to_vec())
         }
     }
-    pub fn literal(mut self, bytes: Vec<u8>) -> Self {
+    pub fn literal(self, bytes: Vec<u8>) -> Self {
+        self.literal_shared(std::sync::Arc::new(bytes))
+    }
+    pub fn literal_shared(mut self, bytes: std::sync::Arc<Vec<u8>>) -> Self {
         self.parts.push(Part::Literal(bytes));
         self
     }

@@ -21,6 +21,8 @@ pub struct Config {
     pub master: Option<(&'static str, &'static str)>,
     /// quota_max_mail_size, e.g. "100k": larger APPENDs are refused.
     pub max_mail_size: Option<&'static str>,
+    /// Replaces the post-login CAPABILITY list (e.g. to hide LITERAL+, CONDSTORE, LIST-EXTENDED).
+    pub capability: Option<&'static str>,
 }
 
 impl Config {
@@ -36,6 +38,7 @@ impl Config {
             users: vec![("alice", "alicepw"), ("bob", "bobpw"), ("carol", "carolpw")],
             master: Some(("srcadmin", "srcadminpw")),
             max_mail_size: None,
+            capability: None,
         }
     }
     /// Exchange-like target: '.' separator, "Sent Items", "Deleted Items", a master user.
@@ -54,6 +57,7 @@ impl Config {
             ],
             master: Some(("admin", "adminpw")),
             max_mail_size: None,
+            capability: None,
         }
     }
 }
@@ -114,6 +118,10 @@ impl Dovecot {
             ),
             None => String::new(),
         };
+        let caps = cfg
+            .capability
+            .map(|c| format!("imap_capability = {c}\n"))
+            .unwrap_or_default();
         let layout = if cfg.separator == '/' {
             ":LAYOUT=fs"
         } else {
@@ -138,7 +146,7 @@ mail_uid = {mail_uid}
 mail_gid = {mail_gid}
 default_login_user = dovenull
 default_internal_user = dovecot
-{quota}
+{caps}{quota}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -183,7 +191,12 @@ namespace inbox {{
             .status();
         // The temp dir itself must be traversable by the mail user.
         let _ = Command::new("chmod").arg("755").arg(d).status();
-        let child = Command::new("dovecot")
+        // Root's PATH on a minimal machine may lack /usr/sbin.
+        let bin = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("dovecot");
+        let child = Command::new(bin)
             .arg("-F")
             .arg("-c")
             .arg(d.join("dovecot.conf"))
