@@ -438,11 +438,31 @@ fn describe_outcome(v: &Value) {
     }
 }
 
+/// The engines report reconnects and retries as warnings on stderr (`RUST_LOG` to change).
+fn engine_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
-        Command::Mail(cmd) => tenantry_mail::cli::run(cmd).await,
-        Command::Files(cmd) => tenantry_files::cli::run(cmd).await,
+        Command::Mail(cmd) => {
+            engine_logging();
+            // As the engine documents: 1 = not everything copied or verified, 2 = could not run.
+            Ok(tenantry_mail::cli::run(cmd).await.unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }))
+        }
+        Command::Files(cmd) => {
+            engine_logging();
+            tenantry_files::cli::run(cmd).await
+        }
         Command::Move(cmd) => crate::moves_cli::run_move(cmd).await,
         Command::Profile(cmd) => crate::moves_cli::run_profile(cmd).await,
         Command::Tenant(cmd) => tenant(cmd).await,
