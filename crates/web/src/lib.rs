@@ -19,6 +19,7 @@ mod audit;
 mod billing;
 mod ctx;
 mod directory;
+mod moves;
 mod session;
 mod views;
 
@@ -89,7 +90,19 @@ pub fn routes() -> Router<AppState> {
             post(directory::delete_user),
         )
         .route(&format!("{t}/audit"), get(audit::audit))
-        .route(&format!("{t}/moves"), get(audit::moves))
+        .route(&format!("{t}/moves"), get(moves::tenant_moves))
+        .route("/moves", get(moves::list).post(moves::create))
+        .route("/moves/new", get(moves::new_form))
+        .route(
+            "/moves/profiles",
+            get(moves::profiles).post(moves::create_profile),
+        )
+        .route("/moves/{id}", get(moves::show))
+        .route("/moves/{id}/progress", get(moves::progress))
+        .route("/moves/{id}/report", get(moves::report))
+        .route("/moves/{id}/report.json", get(moves::report_json))
+        .route("/moves/{id}/report.csv", get(moves::report_csv))
+        .route("/moves/{id}/{op}", post(moves::act))
         // Any other page under a tenant: a readable 404 page rather than the API's JSON one.
         .route(&format!("{t}/{{*rest}}"), any(page_not_found))
         .layer(axum::middleware::map_response(security_headers))
