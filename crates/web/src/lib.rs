@@ -10,6 +10,9 @@
 //! operator records volume-licensing purchases (as in the API), and *Remove licences* must leave
 //! at least one (the ledger's minimum quantity; cancelling is the way to stop paying for all).
 //!
+//! Tenant moves (`moves.rs`) are the operator's, as in the API: starting, pausing and cancelling
+//! go through the mover's own rules (`tenantry_mover::control`), never re-implemented here.
+//!
 //! Sign-in takes an API token (the operator token, or a tenant token with a role) and resolves it
 //! with the API's own `Auth` extractor; the browser then holds only a random session id in an
 //! HttpOnly, SameSite=Strict cookie, and every POST carries the session's CSRF token.

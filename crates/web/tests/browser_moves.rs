@@ -222,6 +222,12 @@ async fn an_operator_plans_runs_and_reports_tenant_moves_in_chromium() {
         steps.starts_with("Target licences ENTERPRISEPACK") && steps.ends_with("Write the report"),
         "{steps}"
     );
+    // The shot shows the money: licences bought in the target, the source's reduction, overlap.
+    b.script(
+        "document.querySelector('#plan-h').scrollIntoView();",
+        json!([]),
+    )
+    .await;
     b.screenshot("17-move-plan.png").await;
 
     // Run: no worker yet, so the page shows the move running and polls its progress.
