@@ -583,4 +583,64 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
     assert!(html.contains("kind must be imap or webdav") && !html.contains("s3cret-never-shown"));
     let (status, _) = op.get("/moves/not-a-uuid").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Once the source user exists the plan is clear: run, pause, resume and cancel, each the
+    // store's transition (no worker runs here, so the states stay put between the requests).
+    store
+        .create_user(
+            fabrikam.id,
+            tenantry_store::NewUser {
+                user_principal_name: "adele@fabrikam.com".into(),
+                display_name: "Adele".into(),
+                usage_location: Some("US".into()),
+                account_enabled: true,
+            },
+            "test".into(),
+            now,
+        )
+        .await
+        .unwrap();
+    let page = format!("/moves/{id}");
+    let (_, html) = op.get(&page).await;
+    assert!(
+        html.contains("id=\"no-blockers\"") && html.contains("Run the move"),
+        "{html}"
+    );
+    for (op_name, state, button) in [
+        ("run", MoveState::Running, "id=\"pause-move\""),
+        ("pause", MoveState::Paused, "Resume the move"),
+        ("resume", MoveState::Running, "hx-trigger=\"every 2s\""),
+        ("cancel", MoveState::Cancelled, "id=\"report-link\""),
+    ] {
+        let r = op
+            .post(&format!("/moves/{id}/{op_name}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{op_name}");
+        assert_eq!(store.get_move(id).await.unwrap().state, state, "{op_name}");
+        let (_, html) = op.get(&page).await;
+        assert!(html.contains(button), "{op_name}: {html}");
+    }
+    // Over: nothing more to run; the progress fragment no longer polls.
+    let r = op
+        .post(&format!("/moves/{id}/run"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("only a draft, paused or failed move can run"));
+    let (_, fragment) = op.get(&format!("/moves/{id}/progress")).await;
+    assert!(fragment.contains("Cancelled") && !fragment.contains("hx-trigger"));
+    // htmx polling a move that stopped running is told to reload the page (its actions change).
+    let r = op
+        .http
+        .get(format!("{}/moves/{id}/progress", server.base))
+        .header(COOKIE, &op.cookie)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["hx-refresh"], "true");
 }
