@@ -884,3 +884,58 @@ pub async fn report_csv(
         tenantry_mover::report::to_csv(&report),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_ledger::{SubscriptionId, Timestamp};
+
+    #[test]
+    fn source_actions_and_steps_read_plainly() {
+        let sub = SubscriptionId::new_random();
+        let reduce = SourceAction::Reduce {
+            subscription_id: sub,
+            sku_part_number: "ENTERPRISEPACK".into(),
+            from: 10,
+            to: 1,
+            removed_now: 4,
+            scheduled_at: Some(Timestamp(1_700_000_000)),
+            refund_cents: 12_345,
+        };
+        let row = source_action_row(&reduce);
+        assert_eq!(
+            row.text,
+            "Reduce from 10 to 1 licence(s); 4 removed now; the rest at renewal on 2023-11-14"
+        );
+        assert_eq!(row.refund, "123.45");
+        let cancel = SourceAction::Cancel {
+            subscription_id: sub,
+            sku_part_number: "SPE_E3".into(),
+            immediate: false,
+            effective_at: Timestamp(1_700_000_000),
+            refund_cents: 0,
+        };
+        assert!(source_action_row(&cancel)
+            .text
+            .starts_with("Cancel at the end of the term"));
+        let volume = SourceAction::VolumeLicensing {
+            subscription_id: sub,
+            sku_part_number: "SPE_E3".into(),
+            quantity: 50,
+        };
+        assert!(source_action_row(&volume).volume);
+        let buy = Step::BuyTargetLicences {
+            sku_id: "6fd2c87f-b296-42f0-b197-1e91e994b900".parse().unwrap(),
+            sku_part_number: "ENTERPRISEPACK".into(),
+            purchase: TargetPurchase::NewSubscription { quantity: 3 },
+        };
+        assert_eq!(
+            step_text(&buy),
+            "Target licences ENTERPRISEPACK: New subscription of 3 licence(s)"
+        );
+        assert_eq!(
+            step_text(&Step::SourceLicences { action: reduce }),
+            "Source licences ENTERPRISEPACK: Reduce from 10 to 1 licence(s); 4 removed now; the rest at renewal on 2023-11-14"
+        );
+    }
+}

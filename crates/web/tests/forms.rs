@@ -644,3 +644,21 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["hx-refresh"], "true");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_moves_says_so() {
+    let server = Server::start_with(false).await;
+    let mut op = Client::new(&server.base);
+    op.sign_in(OPERATOR).await;
+    let (status, html) = op.get("/moves").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("id=\"moves-disabled\"") && !html.contains("id=\"new-move\""),
+        "{html}"
+    );
+    for path in ["/moves/new", "/moves/profiles"] {
+        let (status, html) = op.get(path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(html.contains("not enabled on this server"), "{path}");
+    }
+}

@@ -22,6 +22,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(true).await
+    }
+
+    /// `moves`: whether the server has tenant moves enabled (`AppState::mover`).
+    pub async fn start_with(moves: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
         let store: Arc<dyn tenantry_store::Store> =
@@ -33,7 +38,7 @@ impl Server {
             sealer: Sealer::from_key([7; 32]),
             data_dir: dir.path().join("data"),
         });
-        let app = AppState::with_mover(store, Clock::adjustable(), Some(mover.clone()));
+        let app = AppState::with_mover(store, Clock::adjustable(), moves.then(|| mover.clone()));
         ensure_operator_token(&app, Some(OPERATOR))
             .await
             .expect("operator token");
