@@ -264,6 +264,20 @@ async fn an_operator_plans_runs_and_reports_tenant_moves_in_chromium() {
         .eq(&json!(false)));
     assert!(b.try_find("#run-move").await.is_none() && b.try_find("#pause-move").await.is_none());
     b.screenshot("18-move-completed.png").await;
+    // A narrow screen: the plan's wide tables scroll inside their frame, the page does not.
+    b.set_window(390, 844).await;
+    let fits = b
+        .script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        fits,
+        json!(true),
+        "the move page scrolls sideways at 390 px"
+    );
+    b.set_window(1280, 1000).await;
 
     // The report, and its downloads served with the session.
     b.click("#report-link").await;
