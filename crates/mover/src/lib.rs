@@ -7,6 +7,7 @@
 //! resumable by design. So a crash at any point, then a restart, finishes without a second
 //! purchase, user, message or file.
 
+pub mod control;
 pub mod engines;
 pub mod gather;
 pub mod report;

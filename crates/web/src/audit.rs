@@ -1,8 +1,8 @@
-//! The audit log (filters: action, target) and the Moves placeholder.
+//! The audit log (filters: action, target).
 
 use crate::account::load_tenant;
 use crate::ctx::{Ctx, WebResult};
-use crate::views::{date_time, AuditPage, AuditRow, Layout, MovesPage};
+use crate::views::{date_time, AuditPage, AuditRow, Layout};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -91,17 +91,6 @@ pub async fn audit(
             actions,
             records,
             next: page.next,
-        },
-    )
-}
-
-pub async fn moves(State(app): State<AppState>, ctx: Ctx, Path(tenant): Path<String>) -> WebResult {
-    let t = load_tenant(&app, &ctx, &tenant).await?;
-    ctx.page(
-        StatusCode::OK,
-        MovesPage {
-            l: Layout::new(&ctx, "Moves", "moves", Some(&t)),
-            tid: t.id.to_string(),
         },
     )
 }

@@ -214,6 +214,7 @@ async fn subscription_page(
             volume_guidance: guidance::VOLUME_READ_ONLY,
             transfer_refused: transfer_refused.map(|_| guidance::TRANSFER_REFUSED),
             refund_days: REFUND_WINDOW_DAYS,
+            operator: ctx.principal.is_operator(),
         },
     )
 }

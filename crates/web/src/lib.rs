@@ -10,6 +10,9 @@
 //! operator records volume-licensing purchases (as in the API), and *Remove licences* must leave
 //! at least one (the ledger's minimum quantity; cancelling is the way to stop paying for all).
 //!
+//! Tenant moves (`moves.rs`) are the operator's, as in the API: starting, pausing and cancelling
+//! go through the mover's own rules (`tenantry_mover::control`), never re-implemented here.
+//!
 //! Sign-in takes an API token (the operator token, or a tenant token with a role) and resolves it
 //! with the API's own `Auth` extractor; the browser then holds only a random session id in an
 //! HttpOnly, SameSite=Strict cookie, and every POST carries the session's CSRF token.
@@ -19,6 +22,7 @@ mod audit;
 mod billing;
 mod ctx;
 mod directory;
+mod moves;
 mod session;
 mod views;
 
@@ -89,7 +93,19 @@ pub fn routes() -> Router<AppState> {
             post(directory::delete_user),
         )
         .route(&format!("{t}/audit"), get(audit::audit))
-        .route(&format!("{t}/moves"), get(audit::moves))
+        .route(&format!("{t}/moves"), get(moves::tenant_moves))
+        .route("/moves", get(moves::list).post(moves::create))
+        .route("/moves/new", get(moves::new_form))
+        .route(
+            "/moves/profiles",
+            get(moves::profiles).post(moves::create_profile),
+        )
+        .route("/moves/{id}", get(moves::show))
+        .route("/moves/{id}/progress", get(moves::progress))
+        .route("/moves/{id}/report", get(moves::report))
+        .route("/moves/{id}/report.json", get(moves::report_json))
+        .route("/moves/{id}/report.csv", get(moves::report_csv))
+        .route("/moves/{id}/{op}", post(moves::act))
         // Any other page under a tenant: a readable 404 page rather than the API's JSON one.
         .route(&format!("{t}/{{*rest}}"), any(page_not_found))
         .layer(axum::middleware::map_response(security_headers))

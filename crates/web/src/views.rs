@@ -334,6 +334,8 @@ pub struct SubscriptionPage {
     /// Set after the *Transfer licences* action: why it cannot be done.
     pub transfer_refused: Option<&'static str>,
     pub refund_days: i64,
+    /// Only the operator plans moves: the transfer refusal links to the move form for them.
+    pub operator: bool,
 }
 
 #[derive(Template)]
@@ -401,11 +403,210 @@ pub struct AuditPage {
     pub next: Option<i64>,
 }
 
+pub struct MoveRow {
+    pub id: String,
+    pub state: &'static str,
+    pub source: String,
+    pub target: String,
+    pub path: &'static str,
+    pub done: usize,
+    pub steps: usize,
+    pub created: String,
+}
+
+/// Tenant moves: all of them (`tenant` = None) or those of one tenant (id, name).
 #[derive(Template)]
 #[template(path = "moves.html")]
 pub struct MovesPage {
     pub l: Layout,
-    pub tid: String,
+    pub tenant: Option<(String, String)>,
+    pub moves: Vec<MoveRow>,
+    pub enabled: bool,
+    pub not_enabled: &'static str,
+}
+
+pub struct TenantOption {
+    pub id: String,
+    pub label: String,
+}
+
+/// The create form, with what was typed (after a refusal) or the defaults.
+#[derive(Template)]
+#[template(path = "move_new.html")]
+pub struct MoveNewPage {
+    pub l: Layout,
+    pub tenants: Vec<TenantOption>,
+    /// Names of the connection profiles, offered as suggestions.
+    pub profiles: Vec<String>,
+    pub source: String,
+    pub target: String,
+    pub keep: bool,
+    pub users_csv: String,
+    pub rewrite_from: String,
+    pub rewrite_to: String,
+    pub allow_purchase: bool,
+    pub source_mail_url: String,
+    pub source_mail_profile: String,
+    pub target_mail_url: String,
+    pub target_mail_profile: String,
+    pub libraries: String,
+    pub library_source_profile: String,
+    pub library_target_profile: String,
+    pub err: Errors,
+}
+
+pub struct ProfileRow {
+    pub name: String,
+    pub kind: String,
+    pub username: String,
+    pub created: String,
+}
+
+#[derive(Template)]
+#[template(path = "move_profiles.html")]
+pub struct ProfilesPage {
+    pub l: Layout,
+    pub profiles: Vec<ProfileRow>,
+    pub name: String,
+    pub webdav: bool,
+    pub username: String,
+    pub err: Errors,
+}
+
+pub struct MoveSummary {
+    pub id: String,
+    pub state: &'static str,
+    pub source_id: String,
+    pub source: String,
+    pub target_id: String,
+    pub target: String,
+    pub path: &'static str,
+    pub keep: bool,
+    pub allow_purchase: bool,
+    pub mail: String,
+    pub libraries: usize,
+    pub created: String,
+    pub updated: String,
+}
+
+pub struct FindingRow {
+    pub code: String,
+    pub subject: String,
+    pub message: String,
+}
+
+pub struct PlanUserRow {
+    pub source: String,
+    pub target: String,
+    pub name: String,
+    pub location: String,
+    pub licences: String,
+    pub already_created: bool,
+}
+
+pub struct PlanLicenceRow {
+    pub part: String,
+    pub needed: u32,
+    pub already: u32,
+    pub free: u32,
+    pub to_buy: u32,
+    pub purchase: String,
+    pub charge: String,
+}
+
+pub struct SourceActionRow {
+    pub part: String,
+    pub subscription: String,
+    pub text: String,
+    pub refund: String,
+    pub volume: bool,
+}
+
+pub struct PlanCostRow {
+    pub part: String,
+    pub seats: u32,
+    pub until: String,
+    pub overlap: String,
+}
+
+/// A plan, formatted (money with 2 decimals, dates), blockers apart from warnings.
+pub struct PlanView {
+    pub computed: String,
+    pub fingerprint: String,
+    pub blockers: Vec<FindingRow>,
+    pub warnings: Vec<FindingRow>,
+    pub users: Vec<PlanUserRow>,
+    pub licences: Vec<PlanLicenceRow>,
+    pub charge_total: String,
+    pub source_actions: Vec<SourceActionRow>,
+    pub refund_total: String,
+    pub costs: Vec<PlanCostRow>,
+    pub overlap_total: String,
+    pub steps: Vec<String>,
+}
+
+/// Done/steps and the first unfinished step (its state, attempts and last error).
+pub struct ProgressView {
+    pub id: String,
+    pub state: &'static str,
+    pub running: bool,
+    pub done: usize,
+    pub steps: usize,
+    pub current_text: String,
+    pub current_state: &'static str,
+    pub current_attempts: u32,
+    pub current_error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "move.html")]
+pub struct MovePage {
+    pub l: Layout,
+    pub m: MoveSummary,
+    pub plan: Option<PlanView>,
+    /// The plan was computed for this page (the move can still start).
+    pub recomputed: bool,
+    pub runnable: bool,
+    pub can_start: bool,
+    /// Paused or failed: the start button says Resume.
+    pub resume: bool,
+    pub can_pause: bool,
+    pub can_cancel: bool,
+    pub has_steps: bool,
+    pub progress: ProgressView,
+    pub err: Errors,
+    /// The blockers that refused a run just now.
+    pub refused: Vec<String>,
+}
+
+/// The live progress alone: what htmx polls.
+#[derive(Template)]
+#[template(path = "move_progress.html")]
+pub struct MoveProgressFragment {
+    pub progress: ProgressView,
+}
+
+pub struct ReportRow {
+    pub kind: String,
+    pub subject: String,
+    pub state: String,
+    pub attempts: u64,
+    pub error: String,
+    pub result: String,
+}
+
+#[derive(Template)]
+#[template(path = "move_report.html")]
+pub struct MoveReportPage {
+    pub l: Layout,
+    pub id: String,
+    pub state: &'static str,
+    pub source: String,
+    pub target: String,
+    pub done: u64,
+    pub steps: u64,
+    pub by_state: String,
+    pub rows: Vec<ReportRow>,
 }
 
 #[derive(Template)]

@@ -227,9 +227,14 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
         .await;
     assert!(why.contains("Plan a tenant move instead"), "{why}");
     b.screenshot("09-transfer-refused.png").await;
-    b.click("#transfer-refused a").await;
-    b.wait_text("#moves-placeholder", "POST /v1/moves").await;
+    // The operator is taken to the move form, with this tenant as the source.
+    b.click("#plan-move").await;
+    b.wait_text("h1", "Plan a tenant move").await;
+    let url = b.url().await;
+    assert!(url.contains("/moves/new?source="), "{url}");
     b.screenshot("10-moves.png").await;
+    let tenant = url.rsplit('=').next().unwrap().to_string();
+    b.goto(&format!("{base}/tenants/{tenant}/products")).await;
 
     // A volume-licensing subscription (recorded by the operator) is read-only, with guidance.
     b.click("nav a[href$='/products']").await;

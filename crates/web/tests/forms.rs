@@ -354,3 +354,311 @@ async fn the_server_refuses_what_the_pages_hide() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
+    use tenantry_moves::model::{MovePath, MoveSpec, UserMapping};
+    use tenantry_store::moves::MoveState;
+
+    let server = Server::start().await;
+    let store = &server.app.store;
+    let now = server.app.clock.now();
+    let mut tenants = Vec::new();
+    for (name, domain) in [
+        ("Fabrikam", "fabrikam.onmicrosoft.com"),
+        ("Contoso", "contoso.onmicrosoft.com"),
+    ] {
+        tenants.push(
+            store
+                .create_tenant(name.into(), domain.into(), "test".into(), now)
+                .await
+                .unwrap(),
+        );
+    }
+    let (fabrikam, contoso) = (&tenants[0], &tenants[1]);
+    let spec = MoveSpec {
+        source_tenant_id: fabrikam.id,
+        target_tenant_id: contoso.id,
+        path: MovePath::RetireSource,
+        users: vec![UserMapping {
+            source_upn: "adele@fabrikam.com".into(),
+            target_upn: "adele@contoso.com".into(),
+        }],
+        domain_rewrite: None,
+        allow_purchase: true,
+        source_mail: None,
+        target_mail: None,
+        libraries: vec![],
+    };
+    let m = store.create_move(spec, "test".into(), now).await.unwrap();
+    let id = m.id;
+
+    // A tenant's Global admin: every moves page is a 403 that says who runs moves, and a forged
+    // POST (with the session's own CSRF token) is refused too. Another tenant stays a 404.
+    let admin = tenant_token(&server, contoso.id, Role::GlobalAdmin).await;
+    let mut c = Client::new(&server.base);
+    c.sign_in(&admin).await;
+    let csrf = c.csrf(&format!("/tenants/{}/products", contoso.id)).await;
+    for path in [
+        "/moves".to_string(),
+        "/moves/new".to_string(),
+        "/moves/profiles".to_string(),
+        format!("/moves/{id}"),
+        format!("/moves/{id}/progress"),
+        format!("/moves/{id}/report"),
+        format!("/moves/{id}/report.json"),
+        format!("/moves/{id}/report.csv"),
+        format!("/tenants/{}/moves", contoso.id),
+    ] {
+        let (status, html) = c.get(&path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            html.contains("only the platform operator plans and runs them"),
+            "{path}"
+        );
+    }
+    let (status, _) = c.get(&format!("/tenants/{}/moves", fabrikam.id)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for op in ["run", "pause", "cancel"] {
+        let r = c
+            .post(&format!("/moves/{id}/{op}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{op}");
+    }
+    let r = c
+        .post(
+            "/moves",
+            &[
+                ("csrf", &csrf),
+                ("source", &fabrikam.id.to_string()),
+                ("target", &contoso.id.to_string()),
+                ("path", "retire-source"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(
+            "/moves/profiles",
+            &[
+                ("csrf", &csrf),
+                ("name", "x"),
+                ("kind", "imap"),
+                ("username", "u"),
+                ("password", "p"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // The operator: a POST without the CSRF token, or with another one, is refused.
+    let mut op = Client::new(&server.base);
+    op.sign_in(OPERATOR).await;
+    let csrf = op.csrf("/moves").await;
+    for form in [vec![], vec![("csrf", "forged")]] {
+        for path in [
+            format!("/moves/{id}/run"),
+            format!("/moves/{id}/cancel"),
+            "/moves".to_string(),
+            "/moves/profiles".to_string(),
+        ] {
+            let r = op.post(&path, &form).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path} {form:?}");
+        }
+    }
+    assert_eq!(store.get_move(id).await.unwrap().state, MoveState::Draft);
+    assert_eq!(
+        store
+            .list_moves(Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // Domain refusals are shown next to the form: a bad mapping line, an unknown tenant.
+    let r = op
+        .post(
+            "/moves",
+            &[
+                ("csrf", &csrf),
+                ("source", &fabrikam.id.to_string()),
+                ("target", &contoso.id.to_string()),
+                ("path", "keep-source"),
+                ("users", "adele@fabrikam.com;adele@contoso.com"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("id=\"create-move-error\"")
+            && html.contains("expected `sourceUpn,targetUpn`"),
+        "{html}"
+    );
+    assert!(
+        html.contains("adele@fabrikam.com;adele@contoso.com"),
+        "what was typed stays"
+    );
+    let r = op
+        .post(
+            "/moves",
+            &[
+                ("csrf", &csrf),
+                ("source", &fabrikam.id.to_string()),
+                ("target", &uuid::Uuid::new_v4().to_string()),
+                ("path", "retire-source"),
+                ("users", "adele@fabrikam.com,adele@contoso.com"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("id=\"create-move-error\""));
+
+    // Run with a blocker (adele is not a user of the source): refused with the list, still Draft.
+    let r = op
+        .post(&format!("/moves/{id}/run"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("id=\"refused-blockers\"") && html.contains("UnknownSourceUser"),
+        "{html}"
+    );
+    assert_eq!(store.get_move(id).await.unwrap().state, MoveState::Draft);
+    // Pausing a move that is not running is the store's refusal, shown on the page.
+    let r = op
+        .post(&format!("/moves/{id}/pause"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    // The report downloads with the session; a profile's password never comes back.
+    let r = op
+        .http
+        .get(format!("{}/moves/{id}/report.csv", server.base))
+        .header(COOKIE, &op.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains(".csv"));
+    assert!(r.text().await.unwrap().starts_with("kind,subject,state"));
+    let (status, json) = op.get(&format!("/moves/{id}/report.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["move"]["state"], "Draft");
+    let r = op
+        .post(
+            "/moves/profiles",
+            &[
+                ("csrf", &csrf),
+                ("name", "fabrikam-dav"),
+                ("kind", "webdav"),
+                ("username", "dav"),
+                ("password", "s3cret-never-shown"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = op.get("/moves/profiles").await;
+    assert!(html.contains("fabrikam-dav") && !html.contains("s3cret-never-shown"));
+    let r = op
+        .post(
+            "/moves/profiles",
+            &[
+                ("csrf", &csrf),
+                ("name", "fabrikam-dav"),
+                ("kind", "ftp"),
+                ("username", "dav"),
+                ("password", "s3cret-never-shown"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("kind must be imap or webdav") && !html.contains("s3cret-never-shown"));
+    let (status, _) = op.get("/moves/not-a-uuid").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Once the source user exists the plan is clear: run, pause, resume and cancel, each the
+    // store's transition (no worker runs here, so the states stay put between the requests).
+    store
+        .create_user(
+            fabrikam.id,
+            tenantry_store::NewUser {
+                user_principal_name: "adele@fabrikam.com".into(),
+                display_name: "Adele".into(),
+                usage_location: Some("US".into()),
+                account_enabled: true,
+            },
+            "test".into(),
+            now,
+        )
+        .await
+        .unwrap();
+    let page = format!("/moves/{id}");
+    let (_, html) = op.get(&page).await;
+    assert!(
+        html.contains("id=\"no-blockers\"") && html.contains("Run the move"),
+        "{html}"
+    );
+    for (op_name, state, button) in [
+        ("run", MoveState::Running, "id=\"pause-move\""),
+        ("pause", MoveState::Paused, "Resume the move"),
+        ("resume", MoveState::Running, "hx-trigger=\"every 2s\""),
+        ("cancel", MoveState::Cancelled, "id=\"report-link\""),
+    ] {
+        let r = op
+            .post(&format!("/moves/{id}/{op_name}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{op_name}");
+        assert_eq!(store.get_move(id).await.unwrap().state, state, "{op_name}");
+        let (_, html) = op.get(&page).await;
+        assert!(html.contains(button), "{op_name}: {html}");
+    }
+    // Over: nothing more to run; the progress fragment no longer polls.
+    let r = op
+        .post(&format!("/moves/{id}/run"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("only a draft, paused or failed move can run"));
+    let (_, fragment) = op.get(&format!("/moves/{id}/progress")).await;
+    assert!(fragment.contains("Cancelled") && !fragment.contains("hx-trigger"));
+    // htmx polling a move that stopped running is told to reload the page (its actions change).
+    let r = op
+        .http
+        .get(format!("{}/moves/{id}/progress", server.base))
+        .header(COOKIE, &op.cookie)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["hx-refresh"], "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_moves_says_so() {
+    let server = Server::start_with(false).await;
+    let mut op = Client::new(&server.base);
+    op.sign_in(OPERATOR).await;
+    let (status, html) = op.get("/moves").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("id=\"moves-disabled\"") && !html.contains("id=\"new-move\""),
+        "{html}"
+    );
+    for path in ["/moves/new", "/moves/profiles"] {
+        let (status, html) = op.get(path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(html.contains("not enabled on this server"), "{path}");
+    }
+}

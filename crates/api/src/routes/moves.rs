@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tenantry_ledger::TenantId;
+use tenantry_mover::control::{blocker_lines, Start, CANCEL_FROM, PAUSE_FROM};
 use tenantry_mover::gather::Mover;
 use tenantry_moves::model::{
     parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec, UserMapping,
@@ -56,24 +57,14 @@ pub async fn create_profile(
     _auth: Operator,
     ApiJson(body): ApiJson<CreateProfile>,
 ) -> ApiResult<Response> {
-    let mover = mover(&app)?;
-    if !matches!(body.kind.as_str(), "imap" | "webdav") {
-        return Err(ApiError::unprocessable(
-            "InvalidProfileKind",
-            "kind must be imap or webdav",
-        ));
-    }
-    let name = body.name.trim().to_string();
-    if name.is_empty() || name.len() > 100 || body.username.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "InvalidProfile",
-            "name (1-100 characters) and username are required",
-        ));
-    }
-    let sealed = mover.sealer.seal(&body.password);
-    let profile = app
-        .store
-        .create_profile(name, body.kind, body.username, sealed, app.clock.now())
+    let profile = mover(&app)?
+        .create_profile(
+            &body.name,
+            &body.kind,
+            &body.username,
+            &body.password,
+            app.clock.now(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(profile_json(&profile))).into_response())
 }
@@ -231,46 +222,26 @@ pub async fn run(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = move_id(&id)?;
-    let record = app.store.get_move(id).await?;
-    if matches!(
-        record.state,
-        MoveState::Running | MoveState::Completed | MoveState::Cancelled
-    ) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "InvalidMoveState",
-            format!(
-                "this move is {}; only a draft, paused or failed move can run",
-                record.state.as_str()
-            ),
-        ));
+    match mover(&app)?
+        .start(id, auth.actor(), app.clock.now())
+        .await?
+    {
+        Start::Running(record) => {
+            Ok((StatusCode::ACCEPTED, Json(move_json(&app, &record).await?)).into_response())
+        }
+        Start::Blocked(plan) => {
+            let list = blocker_lines(&plan);
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "MoveHasBlockers",
+                format!(
+                    "the plan has {} blocker(s): {}",
+                    list.len(),
+                    list.join("; ")
+                ),
+            ))
+        }
     }
-    let plan = mover(&app)?.plan(id, app.clock.now()).await?;
-    if !plan.is_runnable() {
-        let list: Vec<String> = plan
-            .blockers()
-            .map(|f| format!("{} ({}): {}", f.code, f.subject, f.message))
-            .collect();
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "MoveHasBlockers",
-            format!(
-                "the plan has {} blocker(s): {}",
-                list.len(),
-                list.join("; ")
-            ),
-        ));
-    }
-    let steps = plan
-        .steps
-        .iter()
-        .map(|s| (s.key(), serde_json::to_value(s).unwrap_or_default()))
-        .collect();
-    let record = app
-        .store
-        .start_run(id, steps, auth.actor(), app.clock.now())
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(move_json(&app, &record).await?)).into_response())
 }
 
 async fn transition(
@@ -293,7 +264,7 @@ pub async fn pause(
     auth: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    transition(&app, &auth, &id, &[MoveState::Running], MoveState::Paused).await
+    transition(&app, &auth, &id, PAUSE_FROM, MoveState::Paused).await
 }
 
 #[utoipa::path(post, path = "/v1/moves/{id}/resume", tag = "moves", params(("id" = String, Path)), responses((status = 202), (status = 409)))]
@@ -311,19 +282,7 @@ pub async fn cancel(
     auth: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    transition(
-        &app,
-        &auth,
-        &id,
-        &[
-            MoveState::Draft,
-            MoveState::Running,
-            MoveState::Paused,
-            MoveState::Failed,
-        ],
-        MoveState::Cancelled,
-    )
-    .await
+    transition(&app, &auth, &id, CANCEL_FROM, MoveState::Cancelled).await
 }
 
 #[derive(Deserialize)]

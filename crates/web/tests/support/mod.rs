@@ -6,22 +6,39 @@ pub mod webdriver;
 
 use std::sync::Arc;
 use tenantry_api::{clock::Clock, ensure_operator_token, router_with, AppState};
+use tenantry_mover::gather::Mover;
+use tenantry_mover::runner::Runner;
+use tenantry_mover::secrets::Sealer;
 
 pub const OPERATOR: &str = "op_web_test_token_for_this_run_only";
 
 pub struct Server {
     pub base: String,
     pub app: AppState,
+    /// The move worker's mover: tests start the worker when they want steps to run.
+    pub mover: Arc<Mover>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(true).await
+    }
+
+    /// `moves`: whether the server has tenant moves enabled (`AppState::mover`).
+    pub async fn start_with(moves: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
         let store: Arc<dyn tenantry_store::Store> =
             tenantry_store::open(&url).expect("open the store");
-        let app = AppState::new(store, Clock::adjustable());
+        // Moves without data engines: ledger-only moves run, mail and libraries are refused.
+        let mover = Arc::new(Mover {
+            store: store.clone(),
+            engines: Arc::new(tenantry_mover::engines::NoData),
+            sealer: Sealer::from_key([7; 32]),
+            data_dir: dir.path().join("data"),
+        });
+        let app = AppState::with_mover(store, Clock::adjustable(), moves.then(|| mover.clone()));
         ensure_operator_token(&app, Some(OPERATOR))
             .await
             .expect("operator token");
@@ -36,8 +53,20 @@ impl Server {
         Server {
             base: format!("http://{addr}"),
             app,
+            mover,
             _dir: dir,
         }
+    }
+
+    /// Starts the move worker (as `tenantry serve` does): running moves make progress from now.
+    pub fn start_move_worker(&self) {
+        let app = self.app.clone();
+        Arc::new(Runner {
+            mover: self.mover.clone(),
+            worker: "web-test".into(),
+            clock: Arc::new(move || app.clock.now()),
+        })
+        .spawn();
     }
 }
 

@@ -1,0 +1,107 @@
+//! Starting, pausing and cancelling a move: the rules the API and the admin center share.
+
+use crate::gather::Mover;
+use tenantry_ledger::{LedgerError, Timestamp};
+use tenantry_moves::plan::Plan;
+use tenantry_store::moves::{MoveRecord, MoveState, ProfileRecord};
+use tenantry_store::StoreError;
+use uuid::Uuid;
+
+/// The states a move can be paused from.
+pub const PAUSE_FROM: &[MoveState] = &[MoveState::Running];
+/// The states a move can be cancelled from.
+pub const CANCEL_FROM: &[MoveState] = &[
+    MoveState::Draft,
+    MoveState::Running,
+    MoveState::Paused,
+    MoveState::Failed,
+];
+
+/// Whether a move in this state may be started (or resumed).
+pub fn can_start(state: MoveState) -> bool {
+    matches!(
+        state,
+        MoveState::Draft | MoveState::Paused | MoveState::Failed
+    )
+}
+
+/// What [`Mover::start`] did.
+pub enum Start {
+    /// The steps are recorded and the move is Running.
+    Running(MoveRecord),
+    /// The fresh plan has blockers: nothing was started.
+    Blocked(Plan),
+}
+
+/// One line per blocker: `code (subject): message`.
+pub fn blocker_lines(plan: &Plan) -> Vec<String> {
+    plan.blockers()
+        .map(|f| format!("{} ({}): {}", f.code, f.subject, f.message))
+        .collect()
+}
+
+impl Mover {
+    /// Plans again (a plan is never older than the state it runs on), refuses a plan with
+    /// blockers, then records the steps and sets the move Running. Only a draft, paused or
+    /// failed move can start (`InvalidMoveState` otherwise).
+    pub async fn start(
+        &self,
+        id: Uuid,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<Start, StoreError> {
+        let record = self.store.get_move(id).await?;
+        if !can_start(record.state) {
+            return Err(LedgerError::conflict(
+                "InvalidMoveState",
+                format!(
+                    "this move is {}; only a draft, paused or failed move can run",
+                    record.state.as_str()
+                ),
+            )
+            .into());
+        }
+        let plan = self.plan(id, now).await?;
+        if !plan.is_runnable() {
+            return Ok(Start::Blocked(plan));
+        }
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| (s.key(), serde_json::to_value(s).unwrap_or_default()))
+            .collect();
+        let record = self.store.start_run(id, steps, actor, now).await?;
+        Ok(Start::Running(record))
+    }
+}
+
+impl Mover {
+    /// Stores a connection profile: `kind` is `imap` or `webdav`; the password is sealed with
+    /// this server's key and never returned.
+    pub async fn create_profile(
+        &self,
+        name: &str,
+        kind: &str,
+        username: &str,
+        password: &str,
+        now: Timestamp,
+    ) -> Result<ProfileRecord, StoreError> {
+        if !matches!(kind, "imap" | "webdav") {
+            return Err(
+                LedgerError::invalid("InvalidProfileKind", "kind must be imap or webdav").into(),
+            );
+        }
+        let name = name.trim().to_string();
+        if name.is_empty() || name.len() > 100 || username.trim().is_empty() {
+            return Err(LedgerError::invalid(
+                "InvalidProfile",
+                "name (1-100 characters) and username are required",
+            )
+            .into());
+        }
+        let sealed = self.sealer.seal(password);
+        self.store
+            .create_profile(name, kind.to_string(), username.to_string(), sealed, now)
+            .await
+    }
+}
