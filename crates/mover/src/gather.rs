@@ -75,6 +75,18 @@ impl Mover {
         self.data_dir.join("moves").join(move_id.to_string())
     }
 
+    /// The plan to show: computed afresh (and stored) while the move can still start; once it
+    /// runs or has ended, the plan it runs on, since the worker reads that one.
+    pub async fn current_plan(&self, move_id: Uuid, now: Timestamp) -> Result<Plan, StoreError> {
+        let record = self.store.get_move(move_id).await?;
+        if !crate::control::can_start(record.state) {
+            if let Some(plan) = record.plan.and_then(|p| serde_json::from_value(p).ok()) {
+                return Ok(plan);
+            }
+        }
+        self.plan(move_id, now).await
+    }
+
     /// Computes the plan of a move as things are now, and stores it.
     pub async fn plan(&self, move_id: Uuid, now: Timestamp) -> Result<Plan, StoreError> {
         let record = self.store.get_move(move_id).await?;

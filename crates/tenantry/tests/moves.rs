@@ -103,6 +103,11 @@ async fn retire_source_moves_five_users_buys_in_target_and_cancels_source() {
         "bought today: inside the refund window, cancelled at once"
     );
 
+    // After the run, the plan shown is the one the run followed, not a recomputation.
+    let (_, after) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(after["fingerprint"], plan["fingerprint"]);
+    assert_eq!(after["licences"][0]["seatsToBuy"], 3);
+
     // Running again is refused; the report lists every step done.
     let again = s
         .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))

@@ -201,7 +201,9 @@ pub async fn plan(
     _auth: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let plan = mover(&app)?.plan(move_id(&id)?, app.clock.now()).await?;
+    let plan = mover(&app)?
+        .current_plan(move_id(&id)?, app.clock.now())
+        .await?;
     let mut value = serde_json::to_value(&plan).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
