@@ -240,6 +240,13 @@ pub trait LedgerStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<(User, Vec<Assignment>)>;
     async fn license_details(&self, tenant: TenantId, user: UserId) -> Result<Vec<Assignment>>;
+    /// Every licence held in the tenant, or only those of one SKU: one query for pages that
+    /// show many users' licences.
+    async fn tenant_assignments(
+        &self,
+        tenant: TenantId,
+        sku: Option<SkuId>,
+    ) -> Result<Vec<Assignment>>;
     async fn subscribed_skus(&self, tenant: TenantId) -> Result<Vec<SubscribedSku>>;
 
     // Audit.

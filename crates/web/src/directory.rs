@@ -12,7 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use std::collections::HashMap;
 use tenantry_api::AppState;
-use tenantry_ledger::assignment::AddLicense;
+use tenantry_ledger::assignment::{AddLicense, Assignment};
 use tenantry_ledger::role::Action;
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::{User, UserPatch};
@@ -93,10 +93,16 @@ async fn license_sku_page(
         .iter()
         .map(|p| (p.service_plan_id, p.display_name.as_str()))
         .collect();
+    let held: HashMap<UserId, Assignment> = app
+        .store
+        .tenant_assignments(t.id, Some(sku_id))
+        .await?
+        .into_iter()
+        .map(|a| (a.user_id, a))
+        .collect();
     let (mut holders, mut candidates, mut without_location) = (Vec::new(), Vec::new(), 0);
     for u in &users.items {
-        let held = app.store.license_details(t.id, u.id).await?;
-        match held.iter().find(|a| a.sku_id == sku_id) {
+        match held.get(&u.id) {
             Some(a) => holders.push(HolderRow {
                 user_id: u.id.to_string(),
                 upn: u.user_principal_name.clone(),
@@ -283,12 +289,17 @@ async fn users_page(
         .await?;
     let field = |name: &str| form.map(|f| f.get(name).to_string()).unwrap_or_default();
     let catalog = catalog(app).await?;
+    let mut held: HashMap<UserId, Vec<SkuId>> = HashMap::new();
+    for a in app.store.tenant_assignments(t.id, None).await? {
+        held.entry(a.user_id).or_default().push(a.sku_id);
+    }
     let mut users = Vec::with_capacity(page.items.len());
     for u in &page.items {
-        let held = app.store.license_details(t.id, u.id).await?;
         let parts: Vec<&str> = held
-            .iter()
-            .filter_map(|a| catalog.get(&a.sku_id).map(|s| s.sku_part_number.as_str()))
+            .get(&u.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|sku| catalog.get(sku).map(|s| s.sku_part_number.as_str()))
             .collect();
         users.push((user_row(u), parts.join(", ")));
     }

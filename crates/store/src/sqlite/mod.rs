@@ -247,28 +247,42 @@ fn save_user(conn: &Connection, user: &User, insert: bool) -> Result<()> {
     Ok(())
 }
 
-fn user_assignments(conn: &Connection, user: UserId) -> Result<Vec<Assignment>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT sku_id, disabled_plans, assigned_at FROM assignments WHERE user_id = ?1 ORDER BY assigned_at, sku_id",
-    )?;
-    let rows = stmt.query_map([user.to_string()], |r| {
+const ASSIGNMENT_COLUMNS: &str = "user_id, sku_id, disabled_plans, assigned_at";
+
+/// Runs a query selecting `ASSIGNMENT_COLUMNS` and decodes its rows.
+fn query_assignments(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Assignment>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (sku, plans, at) = row?;
+        let (user, sku, plans, at) = row?;
         out.push(Assignment {
-            user_id: user,
+            user_id: parse(user)?,
             sku_id: parse(sku)?,
             disabled_plans: serde_json::from_str::<BTreeSet<uuid::Uuid>>(&plans)?,
             assigned_at: Timestamp(at),
         });
     }
     Ok(out)
+}
+
+fn user_assignments(conn: &Connection, user: UserId) -> Result<Vec<Assignment>> {
+    query_assignments(
+        conn,
+        &format!("SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user_id = ?1 ORDER BY assigned_at, sku_id"),
+        [user.to_string()],
+    )
 }
 
 fn load_subscription(
@@ -1020,6 +1034,25 @@ impl LedgerStore for SqliteStore {
         self.read(move |conn| {
             load_user(conn, tenant, user)?;
             user_assignments(conn, user)
+        })
+        .await
+    }
+
+    async fn tenant_assignments(
+        &self,
+        tenant: TenantId,
+        sku: Option<SkuId>,
+    ) -> Result<Vec<Assignment>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            query_assignments(
+                conn,
+                &format!(
+                    "SELECT {ASSIGNMENT_COLUMNS} FROM assignments
+                     WHERE tenant_id = ?1 AND (?2 IS NULL OR sku_id = ?2) ORDER BY assigned_at, user_id"
+                ),
+                params![tenant.to_string(), sku.map(|s| s.to_string())],
+            )
         })
         .await
     }

@@ -150,6 +150,10 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 3: licences by tenant and SKU (who holds a product).
+    r#"
+    CREATE INDEX assignments_by_tenant ON assignments(tenant_id, sku_id);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
