@@ -1,7 +1,7 @@
 //! SQLite implementation of [`MoveStore`].
 
 use super::{
-    audit, ensure_tenant, insert_subscription, insert_user, json, page_of, parse, user_assignments,
+    audit, ensure_tenant, insert_subscription, insert_user, page_of, parse, user_assignments,
     user_from_row, SqliteStore, USER_COLUMNS,
 };
 use crate::moves::{
@@ -73,8 +73,26 @@ fn move_audit(
     after: Option<serde_json::Value>,
     now: Timestamp,
 ) -> Result<()> {
-    // A move concerns two tenants: both audit logs record it.
-    for tenant in [m.spec.source_tenant_id, m.spec.target_tenant_id] {
+    // A move concerns two tenants: both audit logs record it, with its state and side only.
+    // The spec (the other tenant, servers, profile names) and step errors are the operator's:
+    // they stay in the move and its steps, which only the operator reads.
+    let after = after.map(|a| {
+        let mut summary = serde_json::Map::new();
+        for key in ["state", "steps"] {
+            if let Some(v) = a.get(key) {
+                summary.insert(key.to_string(), v.clone());
+            }
+        }
+        serde_json::Value::Object(summary)
+    });
+    for (tenant, side) in [
+        (m.spec.source_tenant_id, "source"),
+        (m.spec.target_tenant_id, "target"),
+    ] {
+        let after = after.clone().map(|mut a| {
+            a["side"] = serde_json::json!(side);
+            a
+        });
         audit(
             conn,
             AuditEntry {
@@ -84,7 +102,7 @@ fn move_audit(
                 target_type: "move",
                 target_id: m.id.to_string(),
                 before: Some(serde_json::json!({"state": m.state.as_str()})),
-                after: after.clone(),
+                after,
             },
             now,
         )?;
@@ -194,7 +212,7 @@ impl MoveStore for SqliteStore {
                     now.0
                 ],
             )?;
-            move_audit(&ctx.conn, &record, actor, "move.created", json(&record.spec), now)?;
+            move_audit(&ctx.conn, &record, actor, "move.created", Some(serde_json::json!({"state": "Draft"})), now)?;
             Ok(record)
         })
         .await
@@ -259,16 +277,39 @@ impl MoveStore for SqliteStore {
                     .into())
                 }
             }
-            // Steps already recorded keep their state (done steps stay done); new ones are added,
-            // and the order follows the latest plan.
+            // The latest plan decides what is left to do: steps already done stay done, a step a
+            // worker is still executing (live lease) is left to it, every other unfinished step
+            // takes the new plan's content, and unfinished steps the new plan dropped (seats bought
+            // meanwhile by hand, say) are removed, so they can neither run nor block the queue.
+            let wanted: std::collections::HashSet<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
+            let recorded: Vec<(String, String, Option<i64>)> = ctx
+                .conn
+                .prepare_cached("SELECT key, state, lease_until FROM move_steps WHERE move_id = ?1")?
+                .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (key, state, lease_until) in recorded {
+                let busy = state == "Running" && lease_until.is_some_and(|t| t >= now.0);
+                if state != "Done" && !busy && !wanted.contains(key.as_str()) {
+                    ctx.conn.execute(
+                        "DELETE FROM move_steps WHERE move_id = ?1 AND key = ?2",
+                        params![id.to_string(), key],
+                    )?;
+                }
+            }
             for (seq, (key, step)) in steps.iter().enumerate() {
                 ctx.conn
                     .prepare_cached(
                         "INSERT INTO move_steps (move_id, seq, key, step, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'Pending', ?5)
                          ON CONFLICT (move_id, key) DO UPDATE SET seq = excluded.seq,
-                             step = CASE WHEN move_steps.state = 'Done' THEN move_steps.step ELSE excluded.step END,
-                             state = CASE WHEN move_steps.state = 'Done' THEN 'Done' ELSE 'Pending' END,
-                             attempts = CASE WHEN move_steps.state = 'Done' THEN move_steps.attempts ELSE 0 END",
+                             step = CASE WHEN move_steps.state = 'Done'
+                                 OR (move_steps.state = 'Running' AND move_steps.lease_until >= ?5)
+                                 THEN move_steps.step ELSE excluded.step END,
+                             state = CASE WHEN move_steps.state = 'Done' THEN 'Done'
+                                 WHEN move_steps.state = 'Running' AND move_steps.lease_until >= ?5 THEN 'Running'
+                                 ELSE 'Pending' END,
+                             attempts = CASE WHEN move_steps.state = 'Done'
+                                 OR (move_steps.state = 'Running' AND move_steps.lease_until >= ?5)
+                                 THEN move_steps.attempts ELSE 0 END",
                     )?
                     .execute(params![id.to_string(), seq as i64, key, step.to_string(), now.0])?;
             }
@@ -428,12 +469,14 @@ impl MoveStore for SqliteStore {
                             now.0
                         ],
                     )?;
-                    if final_failure {
-                        let record = load_move(&ctx.conn, move_id)?;
-                        ctx.conn.execute(
-                            "UPDATE moves SET state = 'Failed', updated_at = ?2 WHERE id = ?1",
+                    let record = load_move(&ctx.conn, move_id)?;
+                    // A move the operator paused or cancelled meanwhile keeps that state.
+                    let failed_now = final_failure
+                        && ctx.conn.execute(
+                            "UPDATE moves SET state = 'Failed', updated_at = ?2 WHERE id = ?1 AND state = 'Running'",
                             params![move_id.to_string(), now.0],
-                        )?;
+                        )? == 1;
+                    if failed_now {
                         move_audit(
                             &ctx.conn,
                             &record,
