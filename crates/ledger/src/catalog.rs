@@ -16,6 +16,9 @@ pub struct ServicePlan {
     pub exclusive_group: Option<String>,
 }
 
+/// A price cap far above any real licence (a million a month, per seat).
+pub const MAX_MONTHLY_PRICE_CENTS: u64 = 100_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sku {
     pub sku_id: SkuId,
@@ -51,6 +54,12 @@ impl Sku {
             return Err(LedgerError::invalid(
                 "InvalidDisplayName",
                 "displayName must be 1-256 characters",
+            ));
+        }
+        if self.monthly_price_cents > MAX_MONTHLY_PRICE_CENTS {
+            return Err(LedgerError::invalid(
+                "InvalidPrice",
+                format!("monthlyPriceCents must be at most {MAX_MONTHLY_PRICE_CENTS}"),
             ));
         }
         let mut seen = std::collections::HashSet::new();

@@ -10,10 +10,11 @@ pub fn prorate_cents(
     from: Timestamp,
     until: Timestamp,
 ) -> u64 {
-    let days = from.days_until(until) as u64;
-    // seats * price-per-year * days / 365, rounded half up.
-    let numerator = seats as u64 * monthly_price_cents * 12 * days;
-    (numerator + 182) / 365
+    let days = from.days_until(until) as u128;
+    // seats * price-per-year * days / 365, rounded half up; in u128, so that no price an
+    // operator can set overflows.
+    let numerator = seats as u128 * monthly_price_cents as u128 * 12 * days;
+    u64::try_from((numerator + 182) / 365).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -25,6 +26,13 @@ mod tests {
     fn a_full_year_costs_twelve_months() {
         let start = Timestamp(0);
         assert_eq!(prorate_cents(1, 2_300, start, start.plus_days(365)), 27_600);
+    }
+
+    #[test]
+    fn the_largest_orders_do_not_overflow() {
+        let start = Timestamp(0);
+        let cents = prorate_cents(1_000_000, 100_000_000, start, start.plus_days(3 * 365));
+        assert_eq!(cents, 1_000_000 * 100_000_000 * 36);
     }
 
     #[test]

@@ -150,6 +150,13 @@ pub fn parse_url(s: &str) -> Result<Url> {
         Some(i) => (Some(percent_decode(&rest[..i])), &rest[i + 1..]),
         None => (None, rest),
     };
+    // A password in the URL would show in the process list, errors and state-file names.
+    if user.as_deref().is_some_and(|u| u.contains(':')) {
+        bail!(
+            "a password in the URL is refused: use --source-password-file / --target-password-file \
+             or TENANTRY_SOURCE_PASSWORD / TENANTRY_TARGET_PASSWORD"
+        );
+    }
     let default_port = if tls { 993 } else { 143 };
     let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
         let (h, p) = h.split_once(']').context("unterminated IPv6 address")?;
@@ -606,6 +613,13 @@ mod tests {
             (Some("bob@x.org"), "::1", 143)
         );
         assert!(parse_url("http://x").is_err());
+        let err = parse_url("imaps://alice:hunter2@mail.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("password in the URL") && !err.contains("hunter2"),
+            "{err}"
+        );
         assert!(parse_url("imaps://u@h:notaport").is_err());
         assert!(parse_url("imaps://").is_err());
     }

@@ -176,15 +176,15 @@ pub fn batches<T>(
 ) -> Vec<&[T]> {
     let mut out = Vec::new();
     let mut start = 0;
-    let mut bytes = 0;
+    let mut bytes: u64 = 0;
     for (i, it) in items.iter().enumerate() {
         let s = size(it);
-        if i > start && (bytes + s > max_bytes || i - start >= max_count) {
+        if i > start && (bytes.saturating_add(s) > max_bytes || i - start >= max_count) {
             out.push(&items[start..i]);
             start = i;
             bytes = 0;
         }
-        bytes += s;
+        bytes = bytes.saturating_add(s);
     }
     if start < items.len() {
         out.push(&items[start..]);
@@ -685,7 +685,10 @@ async fn reconcile(
 ) -> Result<()> {
     let mut claimed: HashSet<u32> = maps.values().map(|m| m.tgt_uid).collect();
     claimed.extend(ctx.state.claimed(target)?);
-    let after = claimed.iter().max().copied().unwrap_or(0) + 1;
+    // UIDs go up to 2^32-1: past the last one nothing new can have been appended.
+    let Some(after) = claimed.iter().max().copied().unwrap_or(0).checked_add(1) else {
+        return Ok(());
+    };
     let deadline = Instant::now() + grace;
     let mut left = pending;
     let mut done = Vec::new();

@@ -111,3 +111,117 @@ pub struct MoveSpec {
     pub target_mail: Option<MailServer>,
     pub libraries: Vec<LibraryMapping>,
 }
+
+/// Whether the authority of `url` (after `scheme://`) carries a user or password.
+fn userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.rsplit_once('@').map(|(info, _)| info)
+}
+
+impl MoveSpec {
+    /// Checks what can be checked before anything is stored. Credentials belong in connection
+    /// profiles: a URL carrying them is refused without repeating it (it would show in the
+    /// move, its report and logs).
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        for (side, server) in [("source", &self.source_mail), ("target", &self.target_mail)] {
+            let Some(server) = server else { continue };
+            if !(server.url.starts_with("imaps://") || server.url.starts_with("imap://")) {
+                return Err(LedgerError::invalid(
+                    "InvalidMailServer",
+                    format!("the {side} mail server must be an imaps:// or imap:// URL"),
+                ));
+            }
+            if userinfo(&server.url).is_some() {
+                return Err(LedgerError::invalid(
+                    "CredentialsInUrl",
+                    format!("the {side} mail server URL must not name a user or password: put them in a connection profile"),
+                ));
+            }
+            if server.profile.trim().is_empty() {
+                return Err(LedgerError::invalid(
+                    "ProfileRequired",
+                    format!("the {side} mail server needs a connection profile (its admin user and password)"),
+                ));
+            }
+        }
+        for (index, library) in self.libraries.iter().enumerate() {
+            for location in [&library.source, &library.target] {
+                if location.contains("://") {
+                    if !(location.starts_with("webdav://") || location.starts_with("webdavs://")) {
+                        return Err(LedgerError::invalid(
+                            "InvalidLibrary",
+                            format!("library {}: use a path, webdav:// or webdavs://", index + 1),
+                        ));
+                    }
+                    if userinfo(location).is_some_and(|info| info.contains(':')) {
+                        return Err(LedgerError::invalid(
+                            "CredentialsInUrl",
+                            format!("library {}: a password in the URL is refused: put it in a connection profile", index + 1),
+                        ));
+                    }
+                } else if location.trim().is_empty() {
+                    return Err(LedgerError::invalid(
+                        "InvalidLibrary",
+                        format!(
+                            "library {}: the source and the target are both required",
+                            index + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MoveSpec {
+        MoveSpec {
+            source_tenant_id: TenantId::new_random(),
+            target_tenant_id: TenantId::new_random(),
+            path: MovePath::RetireSource,
+            users: vec![],
+            domain_rewrite: None,
+            allow_purchase: true,
+            source_mail: None,
+            target_mail: None,
+            libraries: vec![],
+        }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_without_being_repeated() {
+        let mut s = spec();
+        s.libraries.push(LibraryMapping {
+            source: "webdavs://svc:S3cret@dav.example/site".into(),
+            target: "/srv/x".into(),
+            source_profile: None,
+            target_profile: None,
+        });
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.code, "CredentialsInUrl");
+        assert!(!err.detail.contains("S3cret"));
+        let mut s = spec();
+        s.source_mail = Some(MailServer {
+            url: "imaps://admin:pw@mail.example".into(),
+            profile: "p".into(),
+        });
+        assert_eq!(s.validate().unwrap_err().code, "CredentialsInUrl");
+        let mut s = spec();
+        s.source_mail = Some(MailServer {
+            url: "imaps://mail.example:993".into(),
+            profile: "p".into(),
+        });
+        s.libraries.push(LibraryMapping {
+            source: "/srv/share".into(),
+            target: "webdav://alice@dav.example/".into(),
+            source_profile: None,
+            target_profile: None,
+        });
+        s.validate().unwrap();
+    }
+}

@@ -474,10 +474,17 @@ pub fn parse_internaldate(s: &str) -> Option<i64> {
     }
     let zh: i64 = std::str::from_utf8(&zone[1..3]).ok()?.parse().ok()?;
     let zm: i64 = std::str::from_utf8(&zone[3..5]).ok()?.parse().ok()?;
-    let offset = (zh * 3600 + zm * 60) * if zone[0] == b'-' { -1 } else { 1 };
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+    // Every field in range before any arithmetic: a hostile server cannot make it overflow.
+    if !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&sec)
+        || !(0..=23).contains(&zh)
+        || !(0..=59).contains(&zm)
+    {
         return None;
     }
+    let offset = (zh * 3600 + zm * 60) * if zone[0] == b'-' { -1 } else { 1 };
     Some(days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec - offset)
 }
 
@@ -663,6 +670,11 @@ mod tests {
         );
         assert_eq!(parse_internaldate(" 1-Jan-1970 00:00:00 +0000"), Some(0));
         assert_eq!(parse_internaldate("garbage"), None);
+        assert_eq!(
+            parse_internaldate("01-Jan-2020 -9223372036854775808:00:00 +0000"),
+            None
+        );
+        assert_eq!(parse_internaldate("01-Jan-2020 10:00:00 +9999"), None);
         assert_eq!(
             parse_internaldate("01-Jan-99999999999999 00:00:00 +0000"),
             None

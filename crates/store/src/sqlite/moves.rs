@@ -188,6 +188,7 @@ impl MoveStore for SqliteStore {
         actor: String,
         now: Timestamp,
     ) -> Result<MoveRecord> {
+        spec.validate()?;
         self.write(move |ctx| {
             ensure_tenant(&ctx.conn, spec.source_tenant_id)?;
             ensure_tenant(&ctx.conn, spec.target_tenant_id)?;
