@@ -17,6 +17,33 @@ use tenantry_store::{IdempotencyBegin, StoredResponse};
 
 const HEADER: &str = "idempotency-key";
 
+/// Set by a handler whose response carries a secret shown once (a new token): the listed
+/// top-level fields are blanked in the copy kept for replays, so the secret never rests in the
+/// database.
+pub const SECRET_FIELDS: &str = "x-tenantry-secret-fields";
+
+fn without_secrets(body: &[u8], fields: Option<&str>) -> String {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let Some(fields) = fields else { return text };
+    let Ok(serde_json::Value::Object(mut object)) =
+        serde_json::from_str::<serde_json::Value>(&text)
+    else {
+        return text;
+    };
+    for field in fields.split(',').map(str::trim) {
+        if object.contains_key(field) {
+            object.insert(field.to_string(), serde_json::Value::Null);
+        }
+    }
+    object.insert(
+        "replayNote".into(),
+        serde_json::Value::String(
+            "a replay: the secret was shown only in the first response".into(),
+        ),
+    );
+    serde_json::Value::Object(object).to_string()
+}
+
 pub async fn enforce(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
@@ -88,12 +115,13 @@ pub async fn enforce(State(app): State<AppState>, request: Request, next: Next) 
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let secrets = parts.headers.remove(SECRET_FIELDS);
     // Server errors are not remembered: the client may retry them with the same key.
     let stored = (!parts.status.is_server_error()).then(|| StoredResponse {
         status: parts.status.as_u16(),
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: without_secrets(&body, secrets.as_ref().and_then(|v| v.to_str().ok())),
     });
     if let Err(e) = app.store.idempotency_finish(scope, key, stored).await {
         tracing::error!(error = %e, "could not record an idempotent response");

@@ -9,7 +9,7 @@ pub mod clock;
 pub mod dto;
 pub mod error;
 pub mod extract;
-mod idempotency;
+pub mod idempotency;
 mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -55,7 +55,7 @@ impl Runner {
     }
 
     /// Claims and runs one step; `false` when there was nothing to do.
-    pub async fn run_one(&self) -> Result<bool, StoreError> {
+    pub async fn run_one(self: &Arc<Self>) -> Result<bool, StoreError> {
         let store = &self.mover.store;
         let Some(step) = store
             .claim_step(self.worker.clone(), (self.clock)(), LEASE_SECS)
@@ -82,8 +82,16 @@ impl Runner {
                 }
             })
         };
-        let outcome = self.execute(&step).await;
-        keeper.abort();
+        let _keeper = AbortOnDrop(keeper);
+        // The step runs in its own task: a panic in an engine fails the step (and is retried
+        // like any failure) instead of stopping this worker with the lease still held.
+        let outcome = {
+            let (runner, record) = (self.clone(), step.clone());
+            match tokio::spawn(async move { runner.execute(&record).await }).await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(format!("the step stopped unexpectedly: {e}")),
+            }
+        };
         if let Err(e) = &outcome {
             tracing::warn!(step = %step.key, attempt = step.attempts, error = %e, "move step failed");
         }
@@ -437,6 +445,15 @@ impl Runner {
                 "action": "volume licensing: change or end this agreement in the Volume Licensing Service Center"
             })),
         }
+    }
+}
+
+/// Stops the lease keeper however the step ends, unwinding included.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

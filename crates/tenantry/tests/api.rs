@@ -1018,3 +1018,33 @@ async fn a_forbidden_role_hears_403_whatever_body_it_sends() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_token_issue_never_stores_or_repeats_the_secret() {
+    let s = Server::start();
+    let t = s.tenant("Secret").await;
+    let url = format!("{}/v1/tenants/{t}/tokens", s.base);
+    let send = || {
+        s.http
+            .post(&url)
+            .bearer_auth(OPERATOR)
+            .header("Idempotency-Key", "issue-1")
+            .json(&json!({"role": "GlobalReader"}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("x-tenantry-secret-fields").is_none());
+    let first: Value = first.json().await.unwrap();
+    let token = first["token"].as_str().unwrap().to_string();
+    let again: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "no second token");
+    assert!(again["token"].is_null());
+    let db = std::fs::read(s.dir.path().join("ledger.db")).unwrap();
+    let wal = std::fs::read(s.dir.path().join("ledger.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
+    }
+    let (status, _) = s.get("/v1/tenants", &token).await;
+    assert_eq!(status, 200, "the first response's token works");
+}

@@ -11,6 +11,7 @@ use crate::extract::{parse_id, ApiJson, Paging};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use tenantry_ledger::catalog::{ServicePlan, Sku};
 use tenantry_ledger::role::{Action, Role};
@@ -121,7 +122,7 @@ pub async fn create_token(
     auth: Auth,
     Path(tenant): Path<String>,
     body: Result<ApiJson<CreateToken>, ApiError>,
-) -> ApiResult<(StatusCode, Json<TokenDto>)> {
+) -> ApiResult<axum::response::Response> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageTokens)?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
@@ -145,6 +146,7 @@ pub async fn create_token(
         .await?;
     Ok((
         StatusCode::CREATED,
+        [(crate::idempotency::SECRET_FIELDS, "token")],
         Json(TokenDto {
             id: record.id.0,
             tenant_id: tenant.0,
@@ -152,7 +154,8 @@ pub async fn create_token(
             token,
             created_date_time: rfc3339(record.created_at),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// Moves the test clock forward and applies the lifecycle transitions that are now due.
