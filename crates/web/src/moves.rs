@@ -659,17 +659,10 @@ async fn move_page(
     fresh: Option<Plan>,
 ) -> WebResult {
     let mover = mover(app)?;
-    let record = app.store.get_move(id).await?;
-    // While a move can still start, its plan is computed again, as a run would. Once running
-    // (or over) the stored plan is the one its steps came from: recomputing would replace it.
-    let recompute = can_start(record.state);
+    // Fresh while the move can still start; once it runs, the stored plan its steps follow.
     let plan: Option<Plan> = match fresh {
         Some(p) => Some(p),
-        None if recompute => Some(mover.plan(id, app.clock.now()).await?),
-        None => record
-            .plan
-            .clone()
-            .and_then(|p| serde_json::from_value(p).ok()),
+        None => Some(mover.current_plan(id, app.clock.now()).await?),
     };
     let record = app.store.get_move(id).await?;
     let steps = app.store.steps(id).await?;
@@ -700,7 +693,7 @@ async fn move_page(
             l: Layout::new(ctx, "Tenant move", "all-moves", None),
             m: summary,
             plan: plan.as_ref().map(plan_view),
-            recomputed: recompute,
+            recomputed: can_start(record.state),
             runnable: plan.as_ref().is_some_and(|p| p.is_runnable()),
             can_start: can_start(record.state),
             resume: matches!(record.state, MoveState::Paused | MoveState::Failed),
