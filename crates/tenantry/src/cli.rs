@@ -350,19 +350,6 @@ pub fn output(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
     table::print(headers, &rows);
 }
 
-/// Encodes a query value: everything but unreserved characters.
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Accepts a skuPartNumber or a skuId and returns the SKU object.
 async fn find_sku(client: &Client, wanted: &str) -> anyhow::Result<Value> {
     let skus = client.get_all("/v1/skus").await?;
@@ -487,7 +474,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let mut path = format!("/v1/tenants/{}/auditLogs?$top={top}", tenant.tenant);
             if let Some(a) = action {
-                path.push_str(&format!("&action={}", percent_encode(&a)));
+                path.push_str(&format!("&action={}", tenantry_api::routes::urlencode(&a)));
             }
             let page = client(&remote)?.get(&path).await?;
             output(
@@ -690,7 +677,7 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
         } => {
             let mut path = format!("/v1/tenants/{}/users", tenant.tenant);
             if let Some(q) = search {
-                path.push_str(&format!("?$search={}", percent_encode(&q)));
+                path.push_str(&format!("?$search={}", tenantry_api::routes::urlencode(&q)));
             }
             let all = client(&remote)?.get_all(&path).await?;
             output(&remote, &Value::Array(all), &USER_HEADERS, &USER_KEYS);
