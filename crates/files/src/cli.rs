@@ -23,7 +23,7 @@ pub enum FilesCommand {
     Migrate(MigrateArgs),
     /// Run the SharePoint pre-flight on a source alone; exits 2 if anything would be refused.
     Check(CheckArgs),
-    /// Compare source and target: structure, sizes, SHA-256 of every file, modification times.
+    /// Compare source and target: structure, sizes, content hash (BLAKE3) of every file, modification times.
     Verify(VerifyArgs),
 }
 

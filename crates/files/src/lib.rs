@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod endpoint;
+pub mod hash;
 pub mod local;
 pub mod location;
 pub mod migrate;

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 
 use crate::endpoint::{is_temp_name, parent, ByteStream, Endpoint, EndpointError, MtimeSupport};
+use crate::hash::{hash_stream, ContentHasher};
 use crate::plan::{make_plan, CopyJob, PlanOptions};
 use crate::preflight::{map_entries, OnInvalid};
 use crate::progress::Progress;
@@ -264,7 +264,7 @@ async fn copy_once(
 ) -> Result<Record, EndpointError> {
     let stream = source.read(&job.source_path).await?;
     // The body is owned by the HTTP client, so the hash and counters are shared with it.
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let hasher = Arc::new(Mutex::new(ContentHasher::default()));
     let (h, n, p) = (hasher.clone(), sent.clone(), progress.clone());
     let body: ByteStream = Box::pin(stream.inspect_ok(move |chunk| {
         h.lock().expect("hasher lock").update(chunk);
@@ -281,27 +281,15 @@ async fn copy_once(
         // size in the listing and copies it again.
         tracing::warn!(path = %job.source_path, listed = job.size, sent = size, "file changed during copy");
     }
-    let digest = std::mem::take(&mut *hasher.lock().expect("hasher lock")).finalize();
+    let content_hash = hasher.lock().expect("hasher lock").finish();
     Ok(Record {
         source_path: job.source_path.clone(),
         target_path: job.target_path.clone(),
         size,
         source_mtime_ns: job.mtime_ns,
         source_etag: job.source_etag.clone(),
-        sha256: hex::encode(digest),
+        content_hash,
         target_etag: out.etag,
         mtime_kept: out.mtime_kept,
     })
-}
-
-/// Hex SHA-256 and length of a whole stream.
-pub async fn hash_stream(mut s: ByteStream) -> Result<(String, u64), EndpointError> {
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(c) = s.next().await {
-        let c = c?;
-        n += c.len() as u64;
-        h.update(&c);
-    }
-    Ok((hex::encode(h.finalize()), n))
 }

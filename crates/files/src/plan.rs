@@ -109,7 +109,7 @@ pub fn make_plan(
             }
             Some(r) if opts.checksum => {
                 job.reason = Reason::Changed;
-                job.only_if_hash_differs = Some(r.sha256.clone());
+                job.only_if_hash_differs = Some(r.content_hash.clone());
             }
             Some(_) => {
                 plan.unchanged += 1;
@@ -201,7 +201,7 @@ mod tests {
                 size,
                 source_mtime_ns: Some(mtime),
                 source_etag: None,
-                sha256: "h".into(),
+                content_hash: "blake3:h".into(),
                 target_etag: None,
                 mtime_kept: false,
             },
@@ -281,7 +281,7 @@ mod tests {
             },
         );
         let ok = p.copies.iter().find(|c| c.source_path == "ok").unwrap();
-        assert_eq!(ok.only_if_hash_differs.as_deref(), Some("h"));
+        assert_eq!(ok.only_if_hash_differs.as_deref(), Some("blake3:h"));
     }
 
     #[test]

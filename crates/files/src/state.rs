@@ -22,8 +22,8 @@ pub struct Record {
     pub source_mtime_ns: Option<i64>,
     /// The source's ETag when it has one (WebDAV): catches edits within the same second.
     pub source_etag: Option<String>,
-    /// Hex SHA-256 of the content as it was streamed.
-    pub sha256: String,
+    /// Hash of the content as it was streamed (`blake3:<hex>`, see `hash`).
+    pub content_hash: String,
     pub target_etag: Option<String>,
     pub mtime_kept: bool,
 }
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS files(
   size INTEGER NOT NULL,
   source_mtime_ns INTEGER,
   source_etag TEXT,
-  sha256 TEXT NOT NULL,
+  content_hash TEXT NOT NULL,
   target_etag TEXT,
   mtime_kept INTEGER NOT NULL,
   copied_at INTEGER NOT NULL
@@ -82,12 +82,22 @@ impl StateStore {
         }
         let c = Connection::open(path)?;
         c.execute_batch(SCHEMA)?;
+        let has_column = |name: &str| -> rusqlite::Result<bool> {
+            c.prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = ?1")?
+                .exists([name])
+        };
         // Stores made before the column existed.
-        if !c
-            .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'source_etag'")?
-            .exists([])?
-        {
+        if !has_column("source_etag")? {
             c.execute_batch("ALTER TABLE files ADD COLUMN source_etag TEXT")?;
+        }
+        // Stores made when hashes were bare SHA-256 hex: keep them, labelled.
+        if has_column("sha256")? {
+            c.execute_batch(
+                "BEGIN;
+                 ALTER TABLE files RENAME COLUMN sha256 TO content_hash;
+                 UPDATE files SET content_hash = 'sha256:' || content_hash;
+                 COMMIT;",
+            )?;
         }
         c.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('source', ?1), ('target', ?2)",
@@ -101,7 +111,7 @@ impl StateStore {
     pub fn load(&self) -> anyhow::Result<HashMap<String, Record>> {
         let c = Connection::open(&self.path)?;
         let mut st = c.prepare(
-            "SELECT source_path, target_path, size, source_mtime_ns, sha256, target_etag, mtime_kept, source_etag FROM files",
+            "SELECT source_path, target_path, size, source_mtime_ns, content_hash, target_etag, mtime_kept, source_etag FROM files",
         )?;
         let rows = st.query_map([], |r| {
             Ok(Record {
@@ -109,7 +119,7 @@ impl StateStore {
                 target_path: r.get(1)?,
                 size: r.get::<_, i64>(2)? as u64,
                 source_mtime_ns: r.get(3)?,
-                sha256: r.get(4)?,
+                content_hash: r.get(4)?,
                 target_etag: r.get(5)?,
                 mtime_kept: r.get::<_, i64>(6)? != 0,
                 source_etag: r.get(7)?,
@@ -160,8 +170,8 @@ fn write_loop(mut c: Connection, rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> 
             match m {
                 Msg::Put(r) => {
                     tx.execute(
-                        "INSERT OR REPLACE INTO files(source_path, target_path, size, source_mtime_ns, sha256, target_etag, mtime_kept, copied_at, source_etag) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-                        params![r.source_path, r.target_path, r.size as i64, r.source_mtime_ns, r.sha256, r.target_etag, r.mtime_kept as i64, now(), r.source_etag],
+                        "INSERT OR REPLACE INTO files(source_path, target_path, size, source_mtime_ns, content_hash, target_etag, mtime_kept, copied_at, source_etag) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                        params![r.source_path, r.target_path, r.size as i64, r.source_mtime_ns, r.content_hash, r.target_etag, r.mtime_kept as i64, now(), r.source_etag],
                     )?;
                 }
                 Msg::Remove(p) => {
@@ -243,7 +253,7 @@ mod tests {
             size: 3,
             source_mtime_ns: Some(-5),
             source_etag: Some("\"s\"".into()),
-            sha256: "ab".into(),
+            content_hash: "blake3:ab".into(),
             target_etag: Some("\"e\"".into()),
             mtime_kept: true,
         };
@@ -262,5 +272,27 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m["d/é.txt"], r);
         assert_eq!(s.renames().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stores_with_bare_sha256_hashes_are_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.sqlite");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "CREATE TABLE files(source_path TEXT PRIMARY KEY, target_path TEXT NOT NULL,
+               size INTEGER NOT NULL, source_mtime_ns INTEGER, sha256 TEXT NOT NULL,
+               target_etag TEXT, mtime_kept INTEGER NOT NULL, copied_at INTEGER NOT NULL);
+             INSERT INTO files VALUES ('a.txt', 'a.txt', 1, 7, 'ca978112', NULL, 0, 0);",
+        )
+        .unwrap();
+        drop(c);
+        let s = StateStore::open(&p, "/a", "/b").unwrap();
+        let m = s.load().unwrap();
+        assert_eq!(m["a.txt"].content_hash, "sha256:ca978112");
+        assert_eq!(m["a.txt"].source_mtime_ns, Some(7));
+        // Opening again changes nothing.
+        let m2 = StateStore::open(&p, "/a", "/b").unwrap().load().unwrap();
+        assert_eq!(m, m2);
     }
 }

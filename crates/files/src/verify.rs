@@ -1,4 +1,4 @@
-//! `verify`: re-reads both sides and compares structure, sizes, SHA-256 and modification times.
+//! `verify`: re-reads both sides and compares structure, sizes, content hashes and modification times.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::endpoint::{is_temp_name, same_second, Endpoint, EndpointError};
-use crate::migrate::hash_stream;
+use crate::hash::hash_stream;
 use crate::preflight::{map_entries, OnInvalid};
 
 #[derive(Debug, Default, Serialize)]

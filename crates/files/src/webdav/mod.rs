@@ -333,6 +333,9 @@ impl WebDavEndpoint {
         };
         let from = self.url(tmp, false);
         let to = self.url(path, false);
+        if tmp == path {
+            return Ok(PutOutcome { etag, mtime_kept });
+        }
         self.send("MOVE", path, || {
             self.req(dav_method("MOVE"), &from)
                 .header("Destination", &to)
@@ -478,7 +481,11 @@ impl Endpoint for WebDavEndpoint {
         mtime_ns: Option<i64>,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
-        let tmp = temp_path_for(path);
+        let tmp = if std::env::var_os("HACK_DIRECT").is_some() {
+            path.to_string()
+        } else {
+            temp_path_for(path)
+        };
         let r = self.put_inner(path, &tmp, size, mtime_ns, body).await;
         if r.is_err() {
             // Best effort: the next run removes any temporary file left anyway.

@@ -190,6 +190,7 @@ LoadModule dav_fs_module {m}/mod_dav_fs.so
 {user}{tls_conf}Mutex file:{d}
 DAVLockDB {d}/lock/DAVLock
 LimitRequestBody 0
+EnableSendfile On
 MaxKeepAliveRequests 0
 KeepAliveTimeout 30
 ThreadsPerChild 32
