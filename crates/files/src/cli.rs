@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::endpoint::UploadPolicy;
 use crate::location::{self, Secret};
 use crate::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
 use crate::preflight::{map_entries, OnInvalid};
@@ -74,6 +75,12 @@ pub struct MigrateArgs {
     /// Attempts per request or file before it is reported as failed.
     #[arg(long, default_value_t = 6)]
     pub retries: u32,
+    /// How uploads reach their final name on a WebDAV target: `staged` writes a temporary name
+    /// then MOVEs it; `direct` PUTs to the final name (only for servers that write a PUT aside
+    /// and rename it when complete, as Apache mod_dav_fs and nginx do); `auto` finds out with
+    /// one probe upload.
+    #[arg(long, value_enum, default_value_t = UploadPolicy::Auto)]
+    pub upload: UploadPolicy,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +124,7 @@ fn client(parallel: usize, ca: Option<&std::path::Path>) -> anyhow::Result<reqwe
 fn open_pair(
     p: &Pair,
     retry: RetryPolicy,
+    upload: UploadPolicy,
 ) -> anyhow::Result<(
     std::sync::Arc<dyn crate::endpoint::Endpoint>,
     std::sync::Arc<dyn crate::endpoint::Endpoint>,
@@ -130,6 +138,7 @@ fn open_pair(
         },
         &client,
         retry,
+        upload,
     )?;
     let t = location::open(
         &p.target,
@@ -139,6 +148,7 @@ fn open_pair(
         },
         &client,
         retry,
+        upload,
     )?;
     Ok((s, t))
 }
@@ -148,7 +158,7 @@ async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
         attempts: a.retries.max(1),
         ..Default::default()
     };
-    let (s, t) = open_pair(&a.pair, retry)?;
+    let (s, t) = open_pair(&a.pair, retry, a.upload)?;
     let (sn, tn) = (
         location::display_name(&a.pair.source),
         location::display_name(&a.pair.target),
@@ -188,6 +198,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         },
         &client,
         RetryPolicy::default(),
+        UploadPolicy::Auto,
     )?;
     let list = s
         .list()
@@ -212,7 +223,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (s, t) = open_pair(&a.pair, RetryPolicy::default())?;
+    let (s, t) = open_pair(&a.pair, RetryPolicy::default(), UploadPolicy::Auto)?;
     let rep = verify(s, t, a.pair.on_invalid, a.pair.parallel)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

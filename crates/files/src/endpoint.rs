@@ -43,6 +43,30 @@ pub enum MtimeSupport {
     NotSupported,
 }
 
+/// How uploads become visible on a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadMode {
+    /// Written under a temporary name (`TEMP_PREFIX`), then renamed or MOVEd into place.
+    Staged,
+    /// Sent straight to the final name: the server itself writes the body aside and renames it
+    /// into place once complete (Apache mod_dav_fs, nginx, Nextcloud), so a reader never sees
+    /// part of a file and an interrupted upload leaves the old version. Saves one request per
+    /// file.
+    Direct,
+}
+
+/// Which upload mode to use on a WebDAV target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UploadPolicy {
+    /// Direct when a probe upload shows the server keeps partial uploads out of sight, staged
+    /// otherwise (and for runs too small for the probe to pay off).
+    #[default]
+    Auto,
+    Direct,
+    Staged,
+}
+
 /// What a completed upload reports back.
 #[derive(Clone, Debug, Default)]
 pub struct PutOutcome {
@@ -101,7 +125,8 @@ impl EndpointError {
 /// A place files come from or go to: a local folder, a WebDAV server, later Microsoft Graph.
 ///
 /// Writes are atomic from a reader's point of view: `put` must never leave a partial file at
-/// `path` (write elsewhere, then rename/MOVE), so a crash can only leave `TEMP_PREFIX` debris.
+/// `path` (write elsewhere, then rename/MOVE, or rely on a server that does so itself), so a
+/// crash can only leave `TEMP_PREFIX` debris.
 #[async_trait::async_trait]
 pub trait Endpoint: Send + Sync {
     /// A human description without secrets, for reports and logs.
@@ -135,6 +160,16 @@ pub trait Endpoint: Send + Sync {
 
     /// Whether files written so far kept their modification time.
     fn mtime_support(&self) -> MtimeSupport;
+
+    /// Called once before a run uploads `files` files, so the endpoint can settle how it writes.
+    async fn prepare_uploads(&self, _files: u64) -> Result<(), EndpointError> {
+        Ok(())
+    }
+
+    /// How uploads are made visible (known after `prepare_uploads`).
+    fn upload_mode(&self) -> UploadMode {
+        UploadMode::Staged
+    }
 }
 
 /// Joins a relative path and a name.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, UploadPolicy};
 use crate::local::LocalEndpoint;
 use crate::retry::RetryPolicy;
 use crate::webdav::WebDavEndpoint;
@@ -63,6 +63,7 @@ pub fn open(
     secret: Secret<'_>,
     client: &reqwest::Client,
     retry: RetryPolicy,
+    upload: UploadPolicy,
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
     let Some(url) = remote_url(loc) else {
         if loc.contains("://") {
@@ -94,13 +95,10 @@ pub fn open(
             ),
         }
     };
-    Ok(Arc::new(WebDavEndpoint::new(
-        client.clone(),
-        u.as_str(),
-        user,
-        password,
-        retry,
-    )?))
+    Ok(Arc::new(
+        WebDavEndpoint::new(client.clone(), u.as_str(), user, password, retry)?
+            .with_upload_policy(upload),
+    ))
 }
 
 #[cfg(test)]
@@ -114,16 +112,29 @@ mod tests {
             file: None,
             env: "TENANTRY_TEST_UNSET_VAR",
         };
-        let e = open("webdav://u:hunter2@h/x", s, &c, RetryPolicy::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open(
+            "webdav://u:hunter2@h/x",
+            s,
+            &c,
+            RetryPolicy::default(),
+            UploadPolicy::Auto,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         let s = Secret {
             file: None,
             env: "TENANTRY_TEST_UNSET_VAR",
         };
-        assert!(open("webdav://u@h/x", s, &c, RetryPolicy::default()).is_err());
+        assert!(open(
+            "webdav://u@h/x",
+            s,
+            &c,
+            RetryPolicy::default(),
+            UploadPolicy::Auto
+        )
+        .is_err());
         assert_eq!(display_name("webdavs://u@h:8/a%20b"), "https://u@h:8/a%20b");
     }
 }

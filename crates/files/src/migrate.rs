@@ -127,6 +127,13 @@ pub async fn migrate(
         report.failures.extend(failed);
     }
 
+    if !plan.copies.is_empty() {
+        target
+            .prepare_uploads(plan.copies.len() as u64)
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing the target for uploads: {e}"))?;
+        report.upload_mode = Some(target.upload_mode());
+    }
     let progress = Progress::new(plan.copies.len() as u64, report.planned_bytes);
     let guard = opts.progress.then(|| progress.spawn());
     let results: Vec<(CopyJob, Result<Option<Record>, EndpointError>)> =

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::endpoint::MtimeSupport;
+use crate::endpoint::{MtimeSupport, UploadMode};
 use crate::preflight::{Finding, Rename};
 
 #[derive(Clone, Debug, Serialize)]
@@ -36,6 +36,8 @@ pub struct MigrationReport {
     pub renames: Vec<Rename>,
     pub failures: Vec<Failure>,
     pub mtime: MtimeSupport,
+    /// How uploads were made visible (absent when nothing was uploaded).
+    pub upload_mode: Option<UploadMode>,
     pub notes: Vec<String>,
     pub elapsed_secs: f64,
     pub megabytes_per_sec: f64,
@@ -64,6 +66,7 @@ impl MigrationReport {
             renames: Vec::new(),
             failures: Vec::new(),
             mtime: MtimeSupport::Unknown,
+            upload_mode: None,
             notes: Vec::new(),
             elapsed_secs: 0.0,
             megabytes_per_sec: 0.0,
@@ -120,6 +123,18 @@ impl MigrationReport {
                 self.folders_created,
                 self.deleted.len()
             );
+        }
+        match self.upload_mode {
+            Some(UploadMode::Direct) => {
+                let _ = writeln!(
+                    s,
+                    "uploads: direct (the target keeps an upload out of sight until it is complete)"
+                );
+            }
+            Some(UploadMode::Staged) => {
+                let _ = writeln!(s, "uploads: under temporary names, then moved into place");
+            }
+            None => {}
         }
         for r in &self.renames {
             let _ = writeln!(s, "renamed: {} -> {}", r.source, r.target);

@@ -303,7 +303,7 @@ fn wsgidav_targets_keep_mtimes_by_header_or_proppatch() {
 
 /// Starts a migration, SIGKILLs it once a temporary upload under `watch` holds more than 1 MiB,
 /// and returns whether it was caught mid-file.
-fn kill_mid_file(src: &Path, target: &str, st: &Path, watch: &Path) -> bool {
+fn kill_mid_file(src: &Path, target: &str, st: &Path, watch: &Path, extra: &[&str]) -> bool {
     let mut child = Command::new(bin())
         .args([
             "migrate",
@@ -314,6 +314,7 @@ fn kill_mid_file(src: &Path, target: &str, st: &Path, watch: &Path) -> bool {
             "--state-dir",
         ])
         .arg(st)
+        .args(extra)
         .env("TENANTRY_TARGET_PASSWORD", PASSWORD)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -359,19 +360,27 @@ fn kill_9_mid_file_then_rerun_completes_without_partial_files() {
     write_file(&src, "big/video.mp4", &big, 1_200_000_000);
     drop(big);
     let local = t.path().join("local");
-    for (target, root) in [
-        (a.url(), a.root()),
-        (local.to_str().unwrap().to_string(), local.clone()),
+    let b = Apache::start();
+    // Staged uploads (temporary name + MOVE), direct uploads (Apache writes the PUT aside and
+    // renames it when complete), and a local folder.
+    for (target, root, extra) in [
+        (a.url(), a.root(), ["--upload", "staged"]),
+        (b.url(), b.root(), ["--upload", "direct"]),
+        (
+            local.to_str().unwrap().to_string(),
+            local.clone(),
+            ["--upload", "auto"],
+        ),
     ] {
         assert!(
-            kill_mid_file(&src, &target, &st, &root.join("big")),
+            kill_mid_file(&src, &target, &st, &root.join("big"), &extra),
             "{target}: upload finished before it could be killed"
         );
         assert!(
             !root.join("big/video.mp4").exists(),
             "no partial file at the final name"
         );
-        let (code, v) = migrate(src.to_str().unwrap(), &target, &st, &[]);
+        let (code, v) = migrate(src.to_str().unwrap(), &target, &st, &extra);
         assert_eq!(code, 0, "{v}");
         // Apache removes an aborted PUT itself; a local target keeps the debris until the re-run.
         if root == local {
@@ -381,6 +390,69 @@ fn kill_9_mid_file_then_rerun_completes_without_partial_files() {
         assert_same_tree(&src, &root, root == local);
         let (_, v) = migrate(src.to_str().unwrap(), &target, &st, &[]);
         assert_eq!(copied(&v), 0);
+    }
+}
+
+/// A tree of `n` small files over a few folders.
+fn many_files(root: &Path, n: usize) {
+    for i in 0..n {
+        write_file(
+            root,
+            &format!("Ordner {}/Datei {i:03}.txt", i % 4),
+            format!("file {i}\n").as_bytes(),
+            1_300_000_000 + i as u64,
+        );
+    }
+}
+
+#[test]
+fn uploads_go_direct_only_where_the_server_hides_unfinished_puts() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, st) = (t.path().join("src"), t.path().join("state"));
+    many_files(&src, 210);
+    let s = src.to_str().unwrap();
+    // Apache mod_dav_fs writes a PUT to a hidden temporary file and renames it when complete:
+    // the probe sees nothing under the name until then, so uploads go direct.
+    let a = Apache::start();
+    let (code, v) = migrate(s, &a.url(), &st, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["upload_mode"], "direct", "{v}");
+    assert_eq!(copied(&v), 210);
+    assert_same_tree(&src, &a.root(), false);
+    // wsgidav writes a PUT in place: the half-sent probe shows at once, so uploads are staged.
+    let w = WsgiDav::start(WsgiMtime::OcHeader);
+    let (code, v) = migrate(s, &w.url(), &st, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["upload_mode"], "staged", "{v}");
+    assert_same_tree(&src, &w.root(), true);
+    // Forced staging, and small runs that do not pay for a probe, use temporary names.
+    let b = Apache::start();
+    let (code, v) = migrate(s, &b.url(), &st, &["--upload", "staged"]);
+    assert_eq!(
+        (code, v["upload_mode"].as_str()),
+        (0, Some("staged")),
+        "{v}"
+    );
+    write_file(&src, "Ordner 0/neu.txt", b"new", 1_400_000_000);
+    let (code, v) = migrate(s, &a.url(), &st, &[]);
+    assert_eq!((code, copied(&v)), (0, 1), "{v}");
+    assert_eq!(v["upload_mode"], "staged", "{v}");
+    // Nothing to upload: no mode to report. The probe left nothing behind on any server.
+    let (code, v) = migrate(s, &a.url(), &st, &[]);
+    assert_eq!((code, copied(&v)), (0, 0), "{v}");
+    assert!(v["upload_mode"].is_null(), "{v}");
+    assert_same_tree(&src, &a.root(), false);
+    for root in [w.root(), b.root()] {
+        let debris: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".tenantry-part-")
+            })
+            .collect();
+        assert!(debris.is_empty(), "{debris:?}");
     }
 }
 

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use tokio::sync::OnceCell;
+use tokio::sync::{oneshot, OnceCell};
 
 use crate::endpoint::{
     rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
+    UploadMode, UploadPolicy,
 };
 use crate::retry::{throttle_wait, RetryPolicy};
 use propfind::{
@@ -40,6 +42,13 @@ const READ_CHUNK: usize = 256 * 1024;
 /// PROPFINDs in flight while listing.
 const LIST_PARALLEL: usize = 8;
 
+/// Uploads a run must have before probing the server's PUT pays off: the probe costs about
+/// `PROBE_WINDOW`, a direct upload saves one MOVE (around a millisecond on a LAN).
+const PROBE_MIN_FILES: u64 = 200;
+
+/// How long a probe upload stays half-sent while we look for it under its final name.
+const PROBE_WINDOW: Duration = Duration::from_millis(300);
+
 pub struct WebDavEndpoint {
     client: reqwest::Client,
     /// Root URL, always ending in `/`.
@@ -52,6 +61,9 @@ pub struct WebDavEndpoint {
     mtime_mode: OnceCell<MtimeMode>,
     /// Set once the server refused a PROPPATCH of `getlastmodified`: no point asking per file.
     proppatch_refused: AtomicBool,
+    upload_policy: UploadPolicy,
+    /// Settled by `prepare_uploads`; staged until then.
+    upload_mode: OnceCell<UploadMode>,
     /// When the server last asked us to wait (429/503 + Retry-After), every worker waits, not
     /// only the one that was told: carrying on would count against the limit and prolong it.
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
@@ -113,8 +125,15 @@ impl WebDavEndpoint {
             retry,
             mtime_mode: OnceCell::new(),
             proppatch_refused: AtomicBool::new(false),
+            upload_policy: UploadPolicy::Auto,
+            upload_mode: OnceCell::new(),
             paused_until: std::sync::Mutex::new(None),
         })
+    }
+
+    pub fn with_upload_policy(mut self, policy: UploadPolicy) -> Self {
+        self.upload_policy = policy;
+        self
     }
 
     fn url(&self, rel: &str, dir: bool) -> String {
@@ -207,6 +226,89 @@ impl WebDavEndpoint {
                 })
             })
             .collect())
+    }
+
+    /// Whether a file exists (is listed) under `rel`.
+    async fn exists(&self, rel: &str) -> Result<bool, EndpointError> {
+        match self.propfind_raw(rel, false, "0").await {
+            Ok(items) => Ok(!items.is_empty()),
+            Err(EndpointError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finds out whether the server keeps an upload out of sight until its body is complete:
+    /// sends the first part of a probe file, looks for it under its name for `PROBE_WINDOW`,
+    /// then completes it. A server that writes in place (wsgidav, many simple servers) shows
+    /// the half-sent file at once; one that writes aside and renames (Apache mod_dav_fs,
+    /// nginx, Nextcloud) shows nothing until the end.
+    async fn probe_put_is_atomic(&self) -> Result<bool, EndpointError> {
+        const FIRST: usize = 64 * 1024;
+        // A temporary name: if we die mid-probe, the next run removes it like any debris.
+        let probe = temp_path_for("");
+        let url = self.url(&probe, false);
+        let (sent_tx, sent_rx) = oneshot::channel::<()>();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let body = futures_util::stream::unfold(
+            (0u8, Some(sent_tx), Some(release_rx)),
+            |(step, sent, release)| async move {
+                match step {
+                    0 => Some((
+                        Ok::<_, std::io::Error>(Bytes::from(vec![b'.'; FIRST])),
+                        (1, sent, release),
+                    )),
+                    1 => {
+                        // The client asks for more once the first part is handed to the socket.
+                        if let Some(s) = sent {
+                            let _ = s.send(());
+                        }
+                        if let Some(r) = release {
+                            let _ = r.await;
+                        }
+                        Some((Ok(Bytes::from_static(b"\n")), (2, None, None)))
+                    }
+                    _ => None,
+                }
+            },
+        );
+        let put = async {
+            self.wait_if_paused().await;
+            let resp = self
+                .req(Method::PUT, &url)
+                .header(CONTENT_LENGTH, FIRST as u64 + 1)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .map_err(|e| net_error(&probe, e))?;
+            self.checked(resp, &probe).await
+        };
+        let probe_ref = &probe;
+        let watch = async move {
+            // Dropping `release_tx` when this block ends lets the upload finish, whatever happens.
+            let _release = release_tx;
+            if sent_rx.await.is_err() {
+                // The client dropped the body: the PUT failed early and says why.
+                return Ok(false);
+            }
+            let until = tokio::time::Instant::now() + PROBE_WINDOW;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                if self.exists(probe_ref).await? {
+                    return Ok(true);
+                }
+            }
+            Ok::<bool, EndpointError>(false)
+        };
+        let (put, seen_early) = tokio::join!(put, watch);
+        let outcome = async {
+            put?;
+            let seen_early = seen_early?;
+            // The finished probe must be there, or looking for it proved nothing.
+            Ok(!seen_early && self.exists(&probe).await?)
+        }
+        .await;
+        let _ = self.req(Method::DELETE, &url).send().await;
+        outcome
     }
 
     /// A file's `getlastmodified` in seconds.
@@ -481,13 +583,15 @@ impl Endpoint for WebDavEndpoint {
         mtime_ns: Option<i64>,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
-        let tmp = if std::env::var_os("HACK_DIRECT").is_some() {
-            path.to_string()
-        } else {
+        let staged = self.upload_mode() == UploadMode::Staged;
+        let tmp = if staged {
             temp_path_for(path)
+        } else {
+            path.to_string()
         };
         let r = self.put_inner(path, &tmp, size, mtime_ns, body).await;
-        if r.is_err() {
+        // Never delete the final name: a failed direct upload left the previous version there.
+        if r.is_err() && staged {
             // Best effort: the next run removes any temporary file left anyway.
             let url = self.url(&tmp, false);
             let _ = self.req(Method::DELETE, &url).send().await;
@@ -526,5 +630,30 @@ impl Endpoint for WebDavEndpoint {
             Some(MtimeMode::None) => MtimeSupport::NotSupported,
             Some(_) => MtimeSupport::Kept,
         }
+    }
+
+    async fn prepare_uploads(&self, files: u64) -> Result<(), EndpointError> {
+        let mode = match self.upload_policy {
+            UploadPolicy::Direct => UploadMode::Direct,
+            UploadPolicy::Staged => UploadMode::Staged,
+            UploadPolicy::Auto if files < PROBE_MIN_FILES => UploadMode::Staged,
+            UploadPolicy::Auto => match self.probe_put_is_atomic().await {
+                Ok(true) => UploadMode::Direct,
+                Ok(false) => UploadMode::Staged,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not probe how the target stores uploads; using temporary names");
+                    UploadMode::Staged
+                }
+            },
+        };
+        let _ = self.upload_mode.set(mode);
+        Ok(())
+    }
+
+    fn upload_mode(&self) -> UploadMode {
+        self.upload_mode
+            .get()
+            .copied()
+            .unwrap_or(UploadMode::Staged)
     }
 }
