@@ -21,7 +21,7 @@ struct Args {
     small_files: usize,
     large_files: usize,
     big_file_mb: u64,
-    /// Which tools to run (`cp`, `tenantry`, `rclone`).
+    /// Which tools to run (`cp`, `curl`, `tenantry`, `rclone`).
     tools: Vec<String>,
 }
 
@@ -30,7 +30,12 @@ fn parse_args() -> Args {
         small_files: 3200,
         large_files: 36,
         big_file_mb: 2048,
-        tools: vec!["cp".into(), "tenantry".into(), "rclone".into()],
+        tools: vec![
+            "cp".into(),
+            "curl".into(),
+            "tenantry".into(),
+            "rclone".into(),
+        ],
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -45,7 +50,7 @@ fn parse_args() -> Args {
             _ => {
                 eprintln!(
                     "usage: files-bench [--small-files N] [--large-files N] [--big-file-mb MB] \
-                     [--tools cp,tenantry,rclone]"
+                     [--tools cp,curl,tenantry,rclone]"
                 );
                 std::process::exit(2);
             }
@@ -156,7 +161,9 @@ fn level_the_field(source: &Path) -> anyhow::Result<()> {
         Ok(())
     }
     Command::new("sync").status()?;
-    if std::fs::write("/proc/sys/vm/drop_caches", "1").is_err() {
+    if std::env::var_os("BENCH_NO_DROP").is_some()
+        || std::fs::write("/proc/sys/vm/drop_caches", "1").is_err()
+    {
         eprintln!(
             "(not root: page cache not dropped between runs; timings may favour earlier runs)"
         );
@@ -170,7 +177,6 @@ fn timed(name: &str, source: &Path, cmd: &mut Command) -> anyhow::Result<Run> {
     level_the_field(source)?;
     let start = Instant::now();
     let mut child = cmd
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {name}"))?;
@@ -240,6 +246,94 @@ fn fresh_target(keep: &mut Vec<Apache>) -> &Apache {
     keep.last().expect("just pushed")
 }
 
+/// Percent-encodes a relative path for a URL, keeping the slashes.
+fn url_path(rel: &str) -> String {
+    let mut out = String::new();
+    for b in rel.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The folders and files below `root`, as relative paths, parents before children.
+fn tree(root: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        d: &mut Vec<String>,
+        f: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
+            if p.is_dir() {
+                d.push(rel);
+                walk(root, &p, d, f)?;
+            } else {
+                f.push(rel);
+            }
+        }
+        Ok(())
+    }
+    let (mut d, mut f) = (Vec::new(), Vec::new());
+    walk(root, root, &mut d, &mut f)?;
+    Ok((d, f))
+}
+
+/// The floor of the target server: `curl` PUTs the tree straight from local disk, 8 at a time,
+/// with no source server and no hashing. What a client cannot beat on this target.
+fn curl_floor(source: &Path, target: &Apache) -> anyhow::Result<Run> {
+    let (dirs, files) = tree(source)?;
+    let base = format!("http://127.0.0.1:{}/", target.port);
+    let auth = format!("user = \"{USER}:{PASSWORD}\"\n");
+    // Folders first (outside the timing): a PUT into a missing collection is refused.
+    let cfg: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            format!(
+                "{auth}url = \"{base}{}/\"\nrequest = \"MKCOL\"\noutput = \"/dev/null\"\n",
+                url_path(d)
+            )
+        })
+        .collect();
+    let cfg = cfg.join("next\n");
+    let mkcol = std::env::temp_dir().join(format!("files-bench-mkcol-{}", std::process::id()));
+    std::fs::write(&mkcol, &cfg)?;
+    let st = Command::new("curl")
+        .arg("-sS")
+        .arg("-K")
+        .arg(&mkcol)
+        .status()?;
+    std::fs::remove_file(&mkcol)?;
+    anyhow::ensure!(st.success(), "curl MKCOL failed");
+    // The config file keeps the password out of the process list.
+    let mut cfg = format!("{auth}parallel\nparallel-max = 8\nfail\n");
+    for f in &files {
+        cfg.push_str(&format!(
+            "url = \"{base}{}\"\nupload-file = \"{}\"\noutput = \"/dev/null\"\n",
+            url_path(f),
+            source.join(f).display()
+        ));
+    }
+    let put = std::env::temp_dir().join(format!("files-bench-put-{}", std::process::id()));
+    std::fs::write(&put, &cfg)?;
+    let r = timed(
+        "curl PUT (server floor)",
+        source,
+        Command::new("curl")
+            .arg("-sS")
+            .arg("-K")
+            .arg(&put)
+            .stdout(Stdio::null()),
+    );
+    std::fs::remove_file(&put)?;
+    r
+}
+
 fn rclone_remote(cmd: &mut Command, name: &str, port: u16, obscured: &str) {
     let n = name.to_uppercase();
     cmd.env(format!("RCLONE_CONFIG_{n}_TYPE"), "webdav")
@@ -279,18 +373,30 @@ fn main() -> anyhow::Result<()> {
         let r = timed(
             "cp -r (local)",
             &a.root(),
-            Command::new("cp").arg("-r").arg(a.root()).arg(&cp_dst),
+            Command::new("cp")
+                .arg("-r")
+                .arg(a.root())
+                .arg(&cp_dst)
+                .stdout(Stdio::null()),
         )?;
         rows.push((r, compare(&src, &cp_dst), None));
     }
 
-    // 2. tenantry, Apache -> Apache.
+    // 2. curl uploading from local disk: the target server's own limit.
+    if want("curl") {
+        let b = fresh_target(&mut targets);
+        let r = curl_floor(&a.root(), b)?;
+        rows.push((r, compare(&src, &b.root()), None));
+    }
+
+    // 3. tenantry, Apache -> Apache.
     if want("tenantry") {
         let b = fresh_target(&mut targets);
         let st = work.path().join("state");
         let mut t = Command::new(&tenantry);
         t.args([
             "migrate",
+            "--json",
             "--source",
             &a.url(),
             "--target",
@@ -300,13 +406,21 @@ fn main() -> anyhow::Result<()> {
         .arg(&st)
         .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
         .env("TENANTRY_TARGET_PASSWORD", PASSWORD);
+        let report = work.path().join("tenantry-report.json");
+        t.stdout(std::fs::File::create(&report)?);
         let r = timed("tenantry (8 parallel)", &a.root(), &mut t)?;
+        let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        eprintln!(
+            "tenantry: upload mode {}, mtimes {}, {} files copied",
+            rep["upload_mode"], rep["mtime"], rep["copied_files"]
+        );
+        t.stdout(Stdio::null());
         let cmp = compare(&src, &b.root());
         let noop = timed("tenantry no-op", &a.root(), &mut t)?;
         rows.push((r, cmp, Some(noop.wall)));
     }
 
-    // 3. rclone, Apache -> Apache, defaults and with 8 transfers.
+    // 4. rclone, Apache -> Apache, defaults and with 8 transfers.
     if want("rclone") {
         let mut ob = Command::new("rclone")
             .args(["obscure", "-"])
@@ -324,6 +438,7 @@ fn main() -> anyhow::Result<()> {
         ] {
             let b = fresh_target(&mut targets);
             let mut c = Command::new("rclone");
+            c.stdout(Stdio::null());
             c.args(["copy", "src:", "dst:"]).args(&extra);
             rclone_remote(&mut c, "src", a.port, &obscured);
             rclone_remote(&mut c, "dst", b.port, &obscured);
