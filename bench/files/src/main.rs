@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
-use support::{fingerprint, Apache, Node, PASSWORD, USER};
+use support::{fingerprint, Apache, Node, WsgiDav, WsgiMtime, PASSWORD, USER};
 
 struct Args {
     small_files: usize,
     large_files: usize,
     big_file_mb: u64,
-    /// Which tools to run (`cp`, `curl`, `tenantry`, `rclone`).
+    /// Which runs to make (`cp`, `curl`, `tenantry`, `rclone`, `mtime`).
     tools: Vec<String>,
 }
 
@@ -35,6 +35,7 @@ fn parse_args() -> Args {
             "curl".into(),
             "tenantry".into(),
             "rclone".into(),
+            "mtime".into(),
         ],
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -50,7 +51,7 @@ fn parse_args() -> Args {
             _ => {
                 eprintln!(
                     "usage: files-bench [--small-files N] [--large-files N] [--big-file-mb MB] \
-                     [--tools cp,curl,tenantry,rclone]"
+                     [--tools cp,curl,tenantry,rclone,mtime]"
                 );
                 std::process::exit(2);
             }
@@ -218,11 +219,23 @@ fn timed(name: &str, source: &Path, cmd: &mut Command) -> anyhow::Result<Run> {
 }
 
 fn compare(src: &BTreeMap<String, Node>, dst: &Path) -> (usize, usize, usize) {
+    compare_under(src, "", dst)
+}
+
+/// Like `compare`, for the source files below `prefix` (a folder, `""` for all) copied to `dst`.
+fn compare_under(src: &BTreeMap<String, Node>, prefix: &str, dst: &Path) -> (usize, usize, usize) {
     let fd = fingerprint(dst);
     let mut content = 0;
     let mut mtime = 0;
     let mut total = 0;
     for (k, n) in src.iter().filter(|(_, n)| !n.is_dir) {
+        let k = match prefix {
+            "" => k.as_str(),
+            p => match k.strip_prefix(p).and_then(|r| r.strip_prefix('/')) {
+                Some(r) => r,
+                None => continue,
+            },
+        };
         total += 1;
         if let Some(m) = fd.get(k) {
             if m.sha256 == n.sha256 {
@@ -334,14 +347,28 @@ fn curl_floor(source: &Path, target: &Apache) -> anyhow::Result<Run> {
     r
 }
 
-fn rclone_remote(cmd: &mut Command, name: &str, port: u16, obscured: &str) {
+/// The password in rclone's obscured form, for its environment configuration.
+fn rclone_obscure(password: &str) -> anyhow::Result<String> {
+    let mut ob = Command::new("rclone")
+        .args(["obscure", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("rclone installed")?;
+    std::io::Write::write_all(&mut ob.stdin.take().expect("piped"), password.as_bytes())?;
+    Ok(String::from_utf8(ob.wait_with_output()?.stdout)?
+        .trim()
+        .to_string())
+}
+
+fn rclone_remote(cmd: &mut Command, name: &str, port: u16, vendor: &str, obscured: &str) {
     let n = name.to_uppercase();
     cmd.env(format!("RCLONE_CONFIG_{n}_TYPE"), "webdav")
         .env(
             format!("RCLONE_CONFIG_{n}_URL"),
             format!("http://127.0.0.1:{port}/"),
         )
-        .env(format!("RCLONE_CONFIG_{n}_VENDOR"), "other")
+        .env(format!("RCLONE_CONFIG_{n}_VENDOR"), vendor)
         .env(format!("RCLONE_CONFIG_{n}_USER"), USER)
         .env(format!("RCLONE_CONFIG_{n}_PASS"), obscured);
 }
@@ -422,16 +449,7 @@ fn main() -> anyhow::Result<()> {
 
     // 4. rclone, Apache -> Apache, defaults and with 8 transfers.
     if want("rclone") {
-        let mut ob = Command::new("rclone")
-            .args(["obscure", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("rclone installed")?;
-        std::io::Write::write_all(&mut ob.stdin.take().unwrap(), PASSWORD.as_bytes())?;
-        let obscured = String::from_utf8(ob.wait_with_output()?.stdout)?
-            .trim()
-            .to_string();
+        let obscured = rclone_obscure(PASSWORD)?;
         for (label, extra) in [
             ("rclone (defaults)", vec![]),
             ("rclone (--transfers 8)", vec!["--transfers", "8"]),
@@ -440,12 +458,43 @@ fn main() -> anyhow::Result<()> {
             let mut c = Command::new("rclone");
             c.stdout(Stdio::null());
             c.args(["copy", "src:", "dst:"]).args(&extra);
-            rclone_remote(&mut c, "src", a.port, &obscured);
-            rclone_remote(&mut c, "dst", b.port, &obscured);
+            rclone_remote(&mut c, "src", a.port, "other", &obscured);
+            rclone_remote(&mut c, "dst", b.port, "other", &obscured);
             let r = timed(label, &a.root(), &mut c)?;
             let cmp = compare(&src, &b.root());
             let noop = timed("rclone no-op", &a.root(), &mut c)?;
             rows.push((r, cmp, Some(noop.wall)));
+        }
+    }
+
+    // 5. Modification times where the target keeps them: one folder into wsgidav, which applies
+    // `X-OC-Mtime` as Nextcloud and ownCloud do. rclone is told the target is ownCloud, so that
+    // it sends the header too.
+    let mut mtime_rows = Vec::new();
+    if want("mtime") {
+        let folder = FOLDERS[0];
+        let obscured = rclone_obscure(PASSWORD)?;
+        for tool in ["tenantry", "rclone"] {
+            let w = WsgiDav::start(WsgiMtime::OcHeader);
+            let mut c;
+            if tool == "tenantry" {
+                c = Command::new(&tenantry);
+                c.args(["migrate", "--source"])
+                    .arg(format!("{}{}", a.url(), url_path(folder)))
+                    .args(["--target", &w.url(), "--state-dir"])
+                    .arg(work.path().join("state-mtime"))
+                    .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+                    .env("TENANTRY_TARGET_PASSWORD", PASSWORD)
+                    .stdout(Stdio::null());
+            } else {
+                c = Command::new("rclone");
+                c.args(["copy", &format!("src:{folder}"), "dst:"])
+                    .stdout(Stdio::null());
+                rclone_remote(&mut c, "src", a.port, "other", &obscured);
+                rclone_remote(&mut c, "dst", w.port, "owncloud", &obscured);
+            }
+            let r = timed(&format!("{tool} -> wsgidav"), &a.root(), &mut c)?;
+            mtime_rows.push((r, compare_under(&src, folder, &w.root())));
         }
     }
 
@@ -477,7 +526,35 @@ fn main() -> anyhow::Result<()> {
             "mtime_match": mtime, "noop_secs": noop.map(|d| d.as_secs_f64()), "ok": r.ok,
         }));
     }
-    let out = serde_json::json!({"files": files, "bytes": bytes, "runs": json});
+    let mut mtime_json = Vec::new();
+    if !mtime_rows.is_empty() {
+        println!(
+            "\nmodification times where the target keeps them: {} -> wsgidav (X-OC-Mtime)\n",
+            FOLDERS[0]
+        );
+        println!(
+            "{:<24} {:>9} {:>14} {:>12}",
+            "tool", "wall s", "content ok", "mtime ok"
+        );
+        for (r, (total, content, mtime)) in &mtime_rows {
+            println!(
+                "{:<24} {:>9.1} {:>8}/{:<5} {:>6}/{:<5}{}",
+                r.name,
+                r.wall.as_secs_f64(),
+                content,
+                total,
+                mtime,
+                total,
+                if r.ok { "" } else { "  (FAILED)" }
+            );
+            mtime_json.push(serde_json::json!({
+                "tool": r.name, "wall_secs": r.wall.as_secs_f64(), "files": total,
+                "content_match": content, "mtime_match": mtime, "ok": r.ok,
+            }));
+        }
+    }
+    let out =
+        serde_json::json!({"files": files, "bytes": bytes, "runs": json, "mtime_runs": mtime_json});
     std::fs::write("files-bench.json", serde_json::to_string_pretty(&out)?)?;
     eprintln!("\nwritten files-bench.json");
     Ok(())
