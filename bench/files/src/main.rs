@@ -5,17 +5,25 @@
 //! file, nested non-ASCII folders, modification times spread over years), then reports wall
 //! time, MB/s, peak RSS, files whose content and mtime match, and the time of a no-op re-run.
 
-#[path = "../../../crates/files/tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
-use support::{fingerprint, Apache, Node, WsgiDav, WsgiMtime, PASSWORD, USER};
+use tenantry_testkit::apache::Apache;
+use tenantry_testkit::tree::{fingerprint, Node};
+use tenantry_testkit::wsgidav::{WsgiDav, WsgiMtime};
+use tenantry_testkit::{PASSWORD, USER};
+
+/// The `tenantry-files` binary: the executable beside this one (README.md builds both into
+/// the same folder).
+fn tenantry_files_bin() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .with_file_name("tenantry-files")
+}
 
 struct Args {
     small_files: usize,
@@ -375,7 +383,7 @@ fn rclone_remote(cmd: &mut Command, name: &str, port: u16, vendor: &str, obscure
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args();
-    let tenantry = support::bin();
+    let tenantry = tenantry_files_bin();
     if !tenantry.exists() {
         bail!(
             "{} not found: build it first with `cargo build --release -p tenantry-files -p tenantry-files-bench`",

@@ -9,21 +9,21 @@
 //! Checked by hand with isync 1.4.4: mbsync's copies differ from the source because it inserts
 //! an `X-TUID:` header into each message, and it does not copy keywords ($Label1, $Forwarded).
 
-#[path = "../../../crates/mail/tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use support::{Config, Dovecot};
+use clap::Parser;
+use tenantry_mail::cli::MailCommand;
 use tenantry_mail::folders;
 use tenantry_mail::protocol::command::Command as Imap;
 use tenantry_mail::protocol::utf7;
 use tenantry_mail::session::Session;
 use tenantry_mail::sync::Options;
 use tenantry_mail::verify::{folder_digest, MessageDigest};
+use tenantry_testkit::dovecot::{Config, Dovecot};
+use tenantry_testkit::process::run_measured;
 
 const FOLDERS: &[&str] = &[
     "INBOX",
@@ -200,7 +200,7 @@ struct Measured {
 }
 
 fn measure(cmd: &mut Command) -> Result<Measured> {
-    let (ok, peak_kb, wall) = support::run_measured(cmd);
+    let (ok, peak_kb, wall) = run_measured(cmd);
     Ok(Measured {
         ok,
         wall,
@@ -266,6 +266,32 @@ fn row(name: &str, m: &Measured, msgs: usize, bytes: u64, digest: &str, noop: &M
     );
 }
 
+#[derive(Parser)]
+struct EngineCli {
+    #[command(subcommand)]
+    cmd: MailCommand,
+}
+
+/// Runs `tenantry mail ...` in-process (the re-exec mode below); returns the exit code.
+async fn engine_cli(args: &[&str]) -> u8 {
+    let mut argv = vec!["tenantry-mail"];
+    argv.extend_from_slice(args);
+    let cli = EngineCli::try_parse_from(argv).unwrap();
+    match tenantry_mail::cli::run(cli.cmd).await {
+        Ok(code) => {
+            if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -274,7 +300,7 @@ fn main() -> Result<()> {
     // Re-exec mode: this same binary runs the engine, so its RSS is the engine's alone.
     if args.get(1).map(String::as_str) == Some("__tenantry") {
         let rest: Vec<&str> = args[2..].iter().map(String::as_str).collect();
-        let code = rt.block_on(support::cli(&rest));
+        let code = rt.block_on(engine_cli(&rest));
         std::process::exit(i32::from(code));
     }
     let n: usize = match args.iter().position(|a| a == "--messages") {

@@ -6,16 +6,14 @@
 
 mod support;
 
-#[path = "../../mail/tests/support/mod.rs"]
-mod mail;
-
-#[path = "../../files/tests/support/mod.rs"]
-mod files;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::*;
+use tenantry_testkit::apache::Apache;
+use tenantry_testkit::dovecot as mail;
+use tenantry_testkit::tree::{fingerprint, sample_tree};
+use tenantry_testkit::{PASSWORD as DAV_PASSWORD, USER as DAV_USER};
 
 const USERS: [&str; 5] = ["adele", "bob", "cara", "dan", "eve"];
 
@@ -103,9 +101,9 @@ async fn whole_move(path: &str) {
     let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
     let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
     let messages = seed_mail(&source_mail).await;
-    let source_dav = files::Apache::start();
-    let target_dav = files::Apache::start();
-    files::sample_tree(&source_dav.root());
+    let source_dav = Apache::start();
+    let target_dav = Apache::start();
+    sample_tree(&source_dav.root());
     source_dav.fix_owner();
 
     let mut s = Server::start();
@@ -128,8 +126,8 @@ async fn whole_move(path: &str) {
     for (name, kind, user, pw) in [
         ("src-imap", "imap", "srcadmin", "srcadminpw"),
         ("dst-imap", "imap", "admin", "adminpw"),
-        ("src-dav", "webdav", files::USER, files::PASSWORD),
-        ("dst-dav", "webdav", files::USER, files::PASSWORD),
+        ("src-dav", "webdav", DAV_USER, DAV_PASSWORD),
+        ("dst-dav", "webdav", DAV_USER, DAV_PASSWORD),
     ] {
         let (status, p) = s
             .post(
@@ -140,7 +138,7 @@ async fn whole_move(path: &str) {
             .await;
         assert_eq!(status, 201, "{p}");
     }
-    let plain = |url: String| url.replace(&format!("{}@", files::USER), "");
+    let plain = |url: String| url.replace(&format!("{DAV_USER}@"), "");
     let (status, m) = s
         .post("/v1/moves", OPERATOR, json!({
             "sourceTenantId": source, "targetTenantId": target, "path": path,
@@ -244,8 +242,8 @@ async fn whole_move(path: &str) {
     assert_eq!(copied, messages, "every message once, none twice");
     // Files: the same tree, byte for byte.
     let (a, b) = (
-        files::fingerprint(&source_dav.root()),
-        files::fingerprint(&target_dav.root()),
+        fingerprint(&source_dav.root()),
+        fingerprint(&target_dav.root()),
     );
     assert_eq!(
         a.iter()

@@ -1,0 +1,22 @@
+//! Test kit: throwaway servers and helpers shared by the integration tests and the benchmarks.
+//!
+//! Each server runs the real program (Dovecot, Apache with mod_dav, wsgidav) on free loopback
+//! ports with its own configuration in a temporary directory, and is stopped on drop. Nothing
+//! here knows about a particular binary: the helpers that run `tenantry-mail` or
+//! `tenantry-files` stay in the tests of those crates. Not for production use.
+//!
+//! With the `mail` feature, [`dovecot::Dovecot`] also opens IMAP sessions through the mail
+//! engine and fills mailboxes (fixtures only).
+
+pub mod apache;
+pub mod dovecot;
+pub mod net;
+pub mod process;
+pub mod tls;
+pub mod tree;
+pub mod wsgidav;
+
+/// The basic-auth user of the WebDAV servers ([`apache::Apache`], [`wsgidav::WsgiDav`]).
+pub const USER: &str = "alice";
+/// The password of [`USER`].
+pub const PASSWORD: &str = "s3cret-Pa55";
