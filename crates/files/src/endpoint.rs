@@ -56,6 +56,22 @@ pub enum UploadMode {
     Direct,
 }
 
+/// The upload mode of a run, and why it was chosen (for the report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadChoice {
+    pub mode: UploadMode,
+    pub reason: String,
+}
+
+impl UploadChoice {
+    pub fn staged(reason: impl Into<String>) -> Self {
+        Self {
+            mode: UploadMode::Staged,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Which upload mode to use on a WebDAV target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum UploadPolicy {
@@ -162,13 +178,11 @@ pub trait Endpoint: Send + Sync {
     fn mtime_support(&self) -> MtimeSupport;
 
     /// Called once before a run uploads `files` files, so the endpoint can settle how it writes.
-    async fn prepare_uploads(&self, _files: u64) -> Result<(), EndpointError> {
-        Ok(())
-    }
+    async fn prepare_uploads(&self, _files: u64) {}
 
-    /// How uploads are made visible (known after `prepare_uploads`).
-    fn upload_mode(&self) -> UploadMode {
-        UploadMode::Staged
+    /// How uploads are made visible (settled by `prepare_uploads`).
+    fn upload_choice(&self) -> UploadChoice {
+        UploadChoice::staged("written under a temporary name, then renamed")
     }
 }
 

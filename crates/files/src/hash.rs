@@ -12,23 +12,60 @@ use futures_util::StreamExt;
 use crate::endpoint::{ByteStream, EndpointError};
 
 /// Incremental content hash.
-#[derive(Default)]
-pub struct ContentHasher(blake3::Hasher);
+pub enum ContentHasher {
+    Blake3(Box<blake3::Hasher>),
+    /// Only to compare with records written before BLAKE3.
+    Sha256(sha2::Sha256),
+}
+
+impl Default for ContentHasher {
+    fn default() -> Self {
+        Self::Blake3(Box::default())
+    }
+}
 
 impl ContentHasher {
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+    /// A hasher of the algorithm `stored` names, so the result can be compared with it.
+    pub fn like(stored: &str) -> Self {
+        if stored.starts_with("sha256:") {
+            Self::Sha256(sha2::Sha256::default())
+        } else {
+            Self::default()
+        }
     }
 
-    /// The hash as stored and compared: `blake3:<64 hex digits>`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Blake3(h) => {
+                h.update(bytes);
+            }
+            Self::Sha256(h) => sha2::Digest::update(h, bytes),
+        }
+    }
+
+    /// The hash as stored and compared: `blake3:<64 hex digits>` (or `sha256:…`).
     pub fn finish(&self) -> String {
-        format!("blake3:{}", self.0.finalize().to_hex())
+        match self {
+            Self::Blake3(h) => format!("blake3:{}", h.finalize().to_hex()),
+            Self::Sha256(h) => format!("sha256:{}", hex::encode(sha2::Digest::finalize(h.clone()))),
+        }
     }
 }
 
 /// The content hash and length of a whole stream.
-pub async fn hash_stream(mut s: ByteStream) -> Result<(String, u64), EndpointError> {
-    let mut h = ContentHasher::default();
+pub async fn hash_stream(s: ByteStream) -> Result<(String, u64), EndpointError> {
+    hash_with(s, ContentHasher::default()).await
+}
+
+/// Like `hash_stream`, with the algorithm of the `stored` hash it will be compared with.
+pub async fn hash_stream_like(s: ByteStream, stored: &str) -> Result<(String, u64), EndpointError> {
+    hash_with(s, ContentHasher::like(stored)).await
+}
+
+async fn hash_with(
+    mut s: ByteStream,
+    mut h: ContentHasher,
+) -> Result<(String, u64), EndpointError> {
     let mut n = 0u64;
     while let Some(c) = s.next().await {
         let c = c?;
@@ -52,6 +89,18 @@ mod tests {
             h.finish(),
             "blake3:6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
+    }
+
+    #[tokio::test]
+    async fn old_sha256_records_are_compared_with_sha256() {
+        let stream = || {
+            let chunks = vec![Ok(bytes::Bytes::from_static(b"abc"))];
+            Box::pin(futures_util::stream::iter(chunks)) as ByteStream
+        };
+        let stored = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(hash_stream_like(stream(), stored).await.unwrap().0, stored);
+        let (b3, _) = hash_stream_like(stream(), "blake3:00").await.unwrap();
+        assert!(b3.starts_with("blake3:6437b3ac"));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::endpoint::{is_temp_name, parent, ByteStream, Endpoint, EndpointError, MtimeSupport};
-use crate::hash::{hash_stream, ContentHasher};
+use crate::hash::{hash_stream_like, ContentHasher};
 use crate::plan::{make_plan, CopyJob, PlanOptions};
 use crate::preflight::{map_entries, OnInvalid};
 use crate::progress::Progress;
@@ -128,11 +128,13 @@ pub async fn migrate(
     }
 
     if !plan.copies.is_empty() {
-        target
-            .prepare_uploads(plan.copies.len() as u64)
-            .await
-            .map_err(|e| anyhow::anyhow!("preparing the target for uploads: {e}"))?;
-        report.upload_mode = Some(target.upload_mode());
+        // Files only re-hashed (`--checksum`) are not counted: most of them upload nothing.
+        let uploads = plan
+            .copies
+            .iter()
+            .filter(|c| c.only_if_hash_differs.is_none())
+            .count();
+        target.prepare_uploads(uploads as u64).await;
     }
     let progress = Progress::new(plan.copies.len() as u64, report.planned_bytes);
     let guard = opts.progress.then(|| progress.spawn());
@@ -176,6 +178,11 @@ pub async fn migrate(
                 })
             }
         }
+    }
+    if report.copied_files > 0 {
+        let choice = target.upload_choice();
+        report.upload_mode = Some(choice.mode);
+        report.upload_mode_reason = Some(choice.reason);
     }
     if insufficient {
         report.notes.push(
@@ -244,7 +251,7 @@ async fn copy_with_retry(
         .run("copy", || async {
             if let Some(h) = &job.only_if_hash_differs {
                 let s = source.read(&job.source_path).await?;
-                if &hash_stream(s).await?.0 == h {
+                if &hash_stream_like(s, h).await?.0 == h {
                     return Ok(None);
                 }
             }

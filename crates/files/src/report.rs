@@ -36,8 +36,9 @@ pub struct MigrationReport {
     pub renames: Vec<Rename>,
     pub failures: Vec<Failure>,
     pub mtime: MtimeSupport,
-    /// How uploads were made visible (absent when nothing was uploaded).
+    /// How uploads were made visible, and why (absent when nothing was uploaded).
     pub upload_mode: Option<UploadMode>,
+    pub upload_mode_reason: Option<String>,
     pub notes: Vec<String>,
     pub elapsed_secs: f64,
     pub megabytes_per_sec: f64,
@@ -67,6 +68,7 @@ impl MigrationReport {
             failures: Vec::new(),
             mtime: MtimeSupport::Unknown,
             upload_mode: None,
+            upload_mode_reason: None,
             notes: Vec::new(),
             elapsed_secs: 0.0,
             megabytes_per_sec: 0.0,
@@ -124,17 +126,12 @@ impl MigrationReport {
                 self.deleted.len()
             );
         }
-        match self.upload_mode {
-            Some(UploadMode::Direct) => {
-                let _ = writeln!(
-                    s,
-                    "uploads: direct (the target keeps an upload out of sight until it is complete)"
-                );
-            }
-            Some(UploadMode::Staged) => {
-                let _ = writeln!(s, "uploads: under temporary names, then moved into place");
-            }
-            None => {}
+        if let (Some(mode), Some(why)) = (self.upload_mode, &self.upload_mode_reason) {
+            let how = match mode {
+                UploadMode::Direct => "direct to the final names",
+                UploadMode::Staged => "under temporary names, then moved into place",
+            };
+            let _ = writeln!(s, "uploads: {how} ({why})");
         }
         for r in &self.renames {
             let _ = writeln!(s, "renamed: {} -> {}", r.source, r.target);

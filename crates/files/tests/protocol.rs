@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tenantry_files::endpoint::Endpoint;
+use tenantry_files::endpoint::{Endpoint, UploadMode};
 use tenantry_files::local::LocalEndpoint;
 use tenantry_files::migrate::{migrate, MigrateOptions};
 use tenantry_files::preflight::OnInvalid;
@@ -290,4 +290,95 @@ async fn one_throttle_pauses_every_worker() {
             "{p} at {at:?}, 429 at {t429:?}"
         );
     }
+}
+
+/// A 207 answer for one file of `size` bytes.
+fn one_file(href: &str, size: usize) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/><D:getcontentlength>{size}</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
+    )
+    .into_bytes()
+}
+
+/// A server that shows an uploaded file only once its PUT is complete, listing it with
+/// `listed_size` bytes.
+async fn write_aside_server(listed_size: usize) -> u16 {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (port, _) = serve(Arc::new(move |m: &str, p: &str, _| {
+        use std::sync::atomic::Ordering::SeqCst;
+        match m {
+            "PUT" => {
+                done.store(true, SeqCst);
+                (201, vec![], vec![])
+            }
+            "PROPFIND" if done.load(SeqCst) => (207, vec![], one_file(p, listed_size)),
+            "PROPFIND" => (404, vec![], vec![]),
+            "DELETE" => (204, vec![], vec![]),
+            _ => (400, vec![], vec![]),
+        }
+    }))
+    .await;
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_probe_goes_direct_only_on_a_complete_hidden_upload() {
+    let dst = dav(write_aside_server(64 * 1024 + 1).await, "/lib");
+    dst.prepare_uploads(1000).await;
+    let c = dst.upload_choice();
+    assert_eq!(c.mode, UploadMode::Direct, "{}", c.reason);
+    assert!(c.reason.contains("probed"), "{}", c.reason);
+    // Listed with another size once complete: something else answered; stay staged.
+    let dst = dav(write_aside_server(10).await, "/lib");
+    dst.prepare_uploads(1000).await;
+    let c = dst.upload_choice();
+    assert_eq!(c.mode, UploadMode::Staged);
+    assert!(c.reason.contains("inconclusive"), "{}", c.reason);
+    // Too few files to pay for a probe: staged without asking.
+    let dst = dav(write_aside_server(64 * 1024 + 1).await, "/lib");
+    dst.prepare_uploads(3).await;
+    assert!(dst.upload_choice().reason.contains("fewer than"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_probe_gives_up_fast_on_throttling_and_within_its_limit_on_silence() {
+    // A throttled look is not waited out: the probe is inconclusive at once.
+    let (port, _) = serve(Arc::new(|m: &str, _p: &str, _| match m {
+        "PUT" => (201, vec![], vec![]),
+        "PROPFIND" => (429, vec![("Retry-After", "60".into())], vec![]),
+        "DELETE" => (204, vec![], vec![]),
+        _ => (400, vec![], vec![]),
+    }))
+    .await;
+    let dst = dav(port, "/lib");
+    let started = Instant::now();
+    dst.prepare_uploads(1000).await;
+    let c = dst.upload_choice();
+    assert_eq!(c.mode, UploadMode::Staged);
+    assert!(c.reason.contains("inconclusive"), "{}", c.reason);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A server that never answers the look while the upload is open (one request at a time):
+    // the probe ends at its limit instead of waiting on itself.
+    let (port, _) = serve(Arc::new(|m: &str, _p: &str, _| match m {
+        "PUT" => (201, vec![], vec![]),
+        "PROPFIND" => (404, vec![(DELAY, "60000".into())], vec![]),
+        "DELETE" => (204, vec![], vec![]),
+        _ => (400, vec![], vec![]),
+    }))
+    .await;
+    let dst = dav(port, "/lib");
+    let started = Instant::now();
+    dst.prepare_uploads(1000).await;
+    let c = dst.upload_choice();
+    assert_eq!(c.mode, UploadMode::Staged);
+    assert!(c.reason.contains("no answer within"), "{}", c.reason);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, OnceCell};
 
 use crate::endpoint::{
     rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
-    UploadMode, UploadPolicy,
+    UploadChoice, UploadMode, UploadPolicy,
 };
 use crate::retry::{throttle_wait, RetryPolicy};
 use propfind::{
@@ -46,8 +46,16 @@ const LIST_PARALLEL: usize = 8;
 /// `PROBE_WINDOW`, a direct upload saves one MOVE (around a millisecond on a LAN).
 const PROBE_MIN_FILES: u64 = 200;
 
-/// How long a probe upload stays half-sent while we look for it under its final name.
+/// How long a probe upload stays half-sent, at least, while we look for it under its name
+/// (longer on a slow link: four of the slowest round trips seen).
 const PROBE_WINDOW: Duration = Duration::from_millis(300);
+
+/// Looks at the half-sent probe, at least, before believing it stays out of sight.
+const PROBE_MIN_LOOKS: u32 = 3;
+
+/// The whole probe, at most; past it the probe is inconclusive and uploads are staged (a server
+/// that answers one request at a time would otherwise wait on us forever).
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct WebDavEndpoint {
     client: reqwest::Client,
@@ -63,7 +71,7 @@ pub struct WebDavEndpoint {
     proppatch_refused: AtomicBool,
     upload_policy: UploadPolicy,
     /// Settled by `prepare_uploads`; staged until then.
-    upload_mode: OnceCell<UploadMode>,
+    upload_choice: OnceCell<UploadChoice>,
     /// When the server last asked us to wait (429/503 + Retry-After), every worker waits, not
     /// only the one that was told: carrying on would count against the limit and prolong it.
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
@@ -126,7 +134,7 @@ impl WebDavEndpoint {
             mtime_mode: OnceCell::new(),
             proppatch_refused: AtomicBool::new(false),
             upload_policy: UploadPolicy::Auto,
-            upload_mode: OnceCell::new(),
+            upload_choice: OnceCell::new(),
             paused_until: std::sync::Mutex::new(None),
         })
     }
@@ -228,25 +236,90 @@ impl WebDavEndpoint {
             .collect())
     }
 
-    /// Whether a file exists (is listed) under `rel`.
-    async fn exists(&self, rel: &str) -> Result<bool, EndpointError> {
-        match self.propfind_raw(rel, false, "0").await {
-            Ok(items) => Ok(!items.is_empty()),
-            Err(EndpointError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
+    /// One look at `rel`, without retries (the probe must stay within its time): absent, or
+    /// present with its size.
+    async fn look_once(&self, rel: &str) -> Result<Option<u64>, EndpointError> {
+        let resp = self
+            .req(dav_method("PROPFIND"), &self.url(rel, false))
+            .header("Depth", "0")
+            .header(CONTENT_TYPE, "application/xml; charset=utf-8")
+            .body(PROPFIND_BODY)
+            .send()
+            .await
+            .map_err(|e| net_error(rel, e))?;
+        let resp = match self.checked(resp, rel).await {
+            Ok(r) => r,
+            Err(EndpointError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
+        let items = parse_multistatus(&body)
+            .map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))?;
+        Ok(items.first().map(|d| d.size.unwrap_or(0)))
+    }
+
+    /// Settles how this run uploads, probing the server when `--upload auto` asks for it.
+    async fn choose_upload_mode(&self, files: u64) -> UploadChoice {
+        let forced = |mode, reason: &str| UploadChoice {
+            mode,
+            reason: reason.into(),
+        };
+        match self.upload_policy {
+            UploadPolicy::Direct => forced(UploadMode::Direct, "--upload direct"),
+            UploadPolicy::Staged => forced(UploadMode::Staged, "--upload staged"),
+            UploadPolicy::Auto if files < PROBE_MIN_FILES => UploadChoice::staged(format!(
+                "fewer than {PROBE_MIN_FILES} files to upload: not worth probing the server"
+            )),
+            UploadPolicy::Auto => {
+                let probe = temp_path_for("");
+                let outcome = tokio::time::timeout(PROBE_LIMIT, self.probe_put_is_atomic(&probe))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(EndpointError::Transient(format!(
+                            "no answer within {}s",
+                            PROBE_LIMIT.as_secs()
+                        )))
+                    });
+                // The probe is a temporary name: if this fails, the next run removes it.
+                let url = self.url(&probe, false);
+                let deleted = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    self.req(Method::DELETE, &url).send(),
+                )
+                .await;
+                if !matches!(deleted, Ok(Ok(ref r)) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND)
+                {
+                    tracing::warn!(probe = %probe, "could not delete the upload probe; the next run removes it");
+                }
+                match outcome {
+                    Ok(true) => forced(
+                        UploadMode::Direct,
+                        "probed: a half-sent upload stayed out of sight until complete",
+                    ),
+                    Ok(false) => UploadChoice::staged(
+                        "probed: a half-sent upload showed under its name at once",
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upload probe inconclusive; using temporary names");
+                        UploadChoice::staged(format!(
+                            "upload probe inconclusive ({e}): temporary names to be safe"
+                        ))
+                    }
+                }
+            }
         }
     }
 
     /// Finds out whether the server keeps an upload out of sight until its body is complete:
-    /// sends the first part of a probe file, looks for it under its name for `PROBE_WINDOW`,
-    /// then completes it. A server that writes in place (wsgidav, many simple servers) shows
-    /// the half-sent file at once; one that writes aside and renames (Apache mod_dav_fs,
-    /// nginx, Nextcloud) shows nothing until the end.
-    async fn probe_put_is_atomic(&self) -> Result<bool, EndpointError> {
+    /// sends the first part of a probe file, holds the last byte back while it looks for the
+    /// name (at least `PROBE_MIN_LOOKS` times, over `PROBE_WINDOW` or four round trips), then
+    /// completes it and checks the finished file is there with its full size. A server that
+    /// writes in place (wsgidav, many simple servers) shows the half-sent file; one that
+    /// writes aside and renames (Apache mod_dav_fs, nginx, Nextcloud) shows nothing until the
+    /// end. Anything unexpected is an error, which the caller takes as "stage uploads".
+    async fn probe_put_is_atomic(&self, probe: &str) -> Result<bool, EndpointError> {
         const FIRST: usize = 64 * 1024;
-        // A temporary name: if we die mid-probe, the next run removes it like any debris.
-        let probe = temp_path_for("");
-        let url = self.url(&probe, false);
+        let url = self.url(probe, false);
         let (sent_tx, sent_rx) = oneshot::channel::<()>();
         let (release_tx, release_rx) = oneshot::channel::<()>();
         let body = futures_util::stream::unfold(
@@ -258,7 +331,8 @@ impl WebDavEndpoint {
                         (1, sent, release),
                     )),
                     1 => {
-                        // The client asks for more once the first part is handed to the socket.
+                        // The client asks for more once the first part is queued for the socket
+                        // (it is flushed while we hold the rest back).
                         if let Some(s) = sent {
                             let _ = s.send(());
                         }
@@ -279,36 +353,44 @@ impl WebDavEndpoint {
                 .body(reqwest::Body::wrap_stream(body))
                 .send()
                 .await
-                .map_err(|e| net_error(&probe, e))?;
-            self.checked(resp, &probe).await
+                .map_err(|e| net_error(probe, e))?;
+            self.checked(resp, probe).await
         };
-        let probe_ref = &probe;
         let watch = async move {
             // Dropping `release_tx` when this block ends lets the upload finish, whatever happens.
             let _release = release_tx;
-            if sent_rx.await.is_err() {
-                // The client dropped the body: the PUT failed early and says why.
-                return Ok(false);
-            }
-            let until = tokio::time::Instant::now() + PROBE_WINDOW;
-            while tokio::time::Instant::now() < until {
+            sent_rx.await.map_err(|_| {
+                EndpointError::Permanent("the probe upload ended before its body was sent".into())
+            })?;
+            let started = tokio::time::Instant::now();
+            let mut looks = 0;
+            let mut slowest = Duration::ZERO;
+            loop {
                 tokio::time::sleep(Duration::from_millis(25)).await;
-                if self.exists(probe_ref).await? {
+                let t = tokio::time::Instant::now();
+                if self.look_once(probe).await?.is_some() {
                     return Ok(true);
                 }
+                slowest = slowest.max(t.elapsed());
+                looks += 1;
+                if looks >= PROBE_MIN_LOOKS && started.elapsed() >= PROBE_WINDOW.max(slowest * 4) {
+                    return Ok::<bool, EndpointError>(false);
+                }
             }
-            Ok::<bool, EndpointError>(false)
         };
         let (put, seen_early) = tokio::join!(put, watch);
-        let outcome = async {
-            put?;
-            let seen_early = seen_early?;
-            // The finished probe must be there, or looking for it proved nothing.
-            Ok(!seen_early && self.exists(&probe).await?)
+        put?;
+        let seen_early = seen_early?;
+        match self.look_once(probe).await? {
+            Some(n) if n == FIRST as u64 + 1 => Ok(!seen_early),
+            Some(n) => Err(EndpointError::Permanent(format!(
+                "the probe file has {n} bytes after upload, not {}",
+                FIRST + 1
+            ))),
+            None => Err(EndpointError::Permanent(
+                "the finished probe file is not listed".into(),
+            )),
         }
-        .await;
-        let _ = self.req(Method::DELETE, &url).send().await;
-        outcome
     }
 
     /// A file's `getlastmodified` in seconds.
@@ -583,7 +665,7 @@ impl Endpoint for WebDavEndpoint {
         mtime_ns: Option<i64>,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
-        let staged = self.upload_mode() == UploadMode::Staged;
+        let staged = self.upload_choice().mode == UploadMode::Staged;
         let tmp = if staged {
             temp_path_for(path)
         } else {
@@ -632,28 +714,15 @@ impl Endpoint for WebDavEndpoint {
         }
     }
 
-    async fn prepare_uploads(&self, files: u64) -> Result<(), EndpointError> {
-        let mode = match self.upload_policy {
-            UploadPolicy::Direct => UploadMode::Direct,
-            UploadPolicy::Staged => UploadMode::Staged,
-            UploadPolicy::Auto if files < PROBE_MIN_FILES => UploadMode::Staged,
-            UploadPolicy::Auto => match self.probe_put_is_atomic().await {
-                Ok(true) => UploadMode::Direct,
-                Ok(false) => UploadMode::Staged,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not probe how the target stores uploads; using temporary names");
-                    UploadMode::Staged
-                }
-            },
-        };
-        let _ = self.upload_mode.set(mode);
-        Ok(())
+    async fn prepare_uploads(&self, files: u64) {
+        let choice = self.choose_upload_mode(files).await;
+        let _ = self.upload_choice.set(choice);
     }
 
-    fn upload_mode(&self) -> UploadMode {
-        self.upload_mode
+    fn upload_choice(&self) -> UploadChoice {
+        self.upload_choice
             .get()
-            .copied()
-            .unwrap_or(UploadMode::Staged)
+            .cloned()
+            .unwrap_or_else(|| UploadChoice::staged("uploads not prepared"))
     }
 }
