@@ -56,19 +56,26 @@ pub enum UploadMode {
     Direct,
 }
 
-/// The upload mode of a run, and why it was chosen (for the report).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The upload mode of a run, and why it was chosen (for the report, as `upload_mode` and
+/// `upload_mode_reason`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct UploadChoice {
+    #[serde(rename = "upload_mode")]
     pub mode: UploadMode,
+    #[serde(rename = "upload_mode_reason")]
     pub reason: String,
 }
 
 impl UploadChoice {
-    pub fn staged(reason: impl Into<String>) -> Self {
+    pub fn new(mode: UploadMode, reason: impl Into<String>) -> Self {
         Self {
-            mode: UploadMode::Staged,
+            mode,
             reason: reason.into(),
         }
+    }
+
+    pub fn staged(reason: impl Into<String>) -> Self {
+        Self::new(UploadMode::Staged, reason)
     }
 }
 

@@ -3,9 +3,8 @@
 //! BLAKE3 rather than SHA-256: on a migration the hash runs on every byte next to the servers,
 //! and BLAKE3's SIMD code costs about a quarter of the CPU of SHA-256 even with SHA extensions
 //! (measured in `bench/files`: 13% of the machine's CPU for SHA-256, under 4% for BLAKE3).
-//! Hashes are stored self-describing (`blake3:<hex>`), so records written with another
-//! algorithm (`sha256:<hex>`, before this change) never compare equal by accident: they only
-//! make a `--checksum` run copy the file once more.
+//! Hashes are stored self-describing (`blake3:<hex>`); records written before carry
+//! `sha256:<hex>`, and `--checksum` re-hashes those files with SHA-256 to compare them.
 
 use futures_util::StreamExt;
 

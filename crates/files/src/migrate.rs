@@ -180,9 +180,7 @@ pub async fn migrate(
         }
     }
     if report.copied_files > 0 {
-        let choice = target.upload_choice();
-        report.upload_mode = Some(choice.mode);
-        report.upload_mode_reason = Some(choice.reason);
+        report.upload = Some(target.upload_choice());
     }
     if insufficient {
         report.notes.push(

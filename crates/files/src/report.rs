@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::endpoint::{MtimeSupport, UploadMode};
+use crate::endpoint::{MtimeSupport, UploadChoice, UploadMode};
 use crate::preflight::{Finding, Rename};
 
 #[derive(Clone, Debug, Serialize)]
@@ -37,8 +37,8 @@ pub struct MigrationReport {
     pub failures: Vec<Failure>,
     pub mtime: MtimeSupport,
     /// How uploads were made visible, and why (absent when nothing was uploaded).
-    pub upload_mode: Option<UploadMode>,
-    pub upload_mode_reason: Option<String>,
+    #[serde(flatten)]
+    pub upload: Option<UploadChoice>,
     pub notes: Vec<String>,
     pub elapsed_secs: f64,
     pub megabytes_per_sec: f64,
@@ -67,8 +67,7 @@ impl MigrationReport {
             renames: Vec::new(),
             failures: Vec::new(),
             mtime: MtimeSupport::Unknown,
-            upload_mode: None,
-            upload_mode_reason: None,
+            upload: None,
             notes: Vec::new(),
             elapsed_secs: 0.0,
             megabytes_per_sec: 0.0,
@@ -126,12 +125,12 @@ impl MigrationReport {
                 self.deleted.len()
             );
         }
-        if let (Some(mode), Some(why)) = (self.upload_mode, &self.upload_mode_reason) {
+        if let Some(UploadChoice { mode, reason }) = &self.upload {
             let how = match mode {
                 UploadMode::Direct => "direct to the final names",
                 UploadMode::Staged => "under temporary names, then moved into place",
             };
-            let _ = writeln!(s, "uploads: {how} ({why})");
+            let _ = writeln!(s, "uploads: {how} ({reason})");
         }
         for r in &self.renames {
             let _ = writeln!(s, "renamed: {} -> {}", r.source, r.target);

@@ -181,6 +181,13 @@ impl WebDavEndpoint {
         }
     }
 
+    /// Sends a request once, after any pause the server asked for, and classifies the status.
+    async fn send_once(&self, b: RequestBuilder, path: &str) -> Result<Response, EndpointError> {
+        self.wait_if_paused().await;
+        let resp = b.send().await.map_err(|e| net_error(path, e))?;
+        self.checked(resp, path).await
+    }
+
     /// Sends a request built by `make` (called again for each retry) and classifies the status.
     async fn send(
         &self,
@@ -188,33 +195,34 @@ impl WebDavEndpoint {
         path: &str,
         make: impl Fn() -> RequestBuilder,
     ) -> Result<Response, EndpointError> {
-        self.retry
-            .run(what, || async {
-                self.wait_if_paused().await;
-                let resp = make().send().await.map_err(|e| net_error(path, e))?;
-                self.checked(resp, path).await
-            })
-            .await
+        self.retry.run(what, || self.send_once(make(), path)).await
     }
 
-    /// One PROPFIND for the properties a listing needs.
+    /// A PROPFIND for the properties a listing needs.
+    fn propfind_request(&self, rel: &str, dir: bool, depth: &'static str) -> RequestBuilder {
+        self.req(dav_method("PROPFIND"), &self.url(rel, dir))
+            .header("Depth", depth)
+            .header(CONTENT_TYPE, "application/xml; charset=utf-8")
+            .body(PROPFIND_BODY)
+    }
+
+    /// The entries of a 207 Multi-Status answer.
+    async fn multistatus(&self, resp: Response, rel: &str) -> Result<Vec<DavEntry>, EndpointError> {
+        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
+        parse_multistatus(&body).map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))
+    }
+
+    /// One PROPFIND (retried as any request) for the properties a listing needs.
     async fn propfind_raw(
         &self,
         rel: &str,
         dir: bool,
         depth: &'static str,
     ) -> Result<Vec<DavEntry>, EndpointError> {
-        let url = self.url(rel, dir);
         let resp = self
-            .send("PROPFIND", rel, || {
-                self.req(dav_method("PROPFIND"), &url)
-                    .header("Depth", depth)
-                    .header(CONTENT_TYPE, "application/xml; charset=utf-8")
-                    .body(PROPFIND_BODY)
-            })
+            .send("PROPFIND", rel, || self.propfind_request(rel, dir, depth))
             .await?;
-        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        parse_multistatus(&body).map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))
+        self.multistatus(resp, rel).await
     }
 
     /// The children of a folder (and the folder itself, as servers answer Depth 1).
@@ -239,34 +247,23 @@ impl WebDavEndpoint {
     /// One look at `rel`, without retries (the probe must stay within its time): absent, or
     /// present with its size.
     async fn look_once(&self, rel: &str) -> Result<Option<u64>, EndpointError> {
-        let resp = self
-            .req(dav_method("PROPFIND"), &self.url(rel, false))
-            .header("Depth", "0")
-            .header(CONTENT_TYPE, "application/xml; charset=utf-8")
-            .body(PROPFIND_BODY)
-            .send()
+        let resp = match self
+            .send_once(self.propfind_request(rel, false, "0"), rel)
             .await
-            .map_err(|e| net_error(rel, e))?;
-        let resp = match self.checked(resp, rel).await {
+        {
             Ok(r) => r,
             Err(EndpointError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        let items = parse_multistatus(&body)
-            .map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))?;
+        let items = self.multistatus(resp, rel).await?;
         Ok(items.first().map(|d| d.size.unwrap_or(0)))
     }
 
     /// Settles how this run uploads, probing the server when `--upload auto` asks for it.
     async fn choose_upload_mode(&self, files: u64) -> UploadChoice {
-        let forced = |mode, reason: &str| UploadChoice {
-            mode,
-            reason: reason.into(),
-        };
         match self.upload_policy {
-            UploadPolicy::Direct => forced(UploadMode::Direct, "--upload direct"),
-            UploadPolicy::Staged => forced(UploadMode::Staged, "--upload staged"),
+            UploadPolicy::Direct => UploadChoice::new(UploadMode::Direct, "--upload direct"),
+            UploadPolicy::Staged => UploadChoice::staged("--upload staged"),
             UploadPolicy::Auto if files < PROBE_MIN_FILES => UploadChoice::staged(format!(
                 "fewer than {PROBE_MIN_FILES} files to upload: not worth probing the server"
             )),
@@ -292,7 +289,7 @@ impl WebDavEndpoint {
                     tracing::warn!(probe = %probe, "could not delete the upload probe; the next run removes it");
                 }
                 match outcome {
-                    Ok(true) => forced(
+                    Ok(true) => UploadChoice::new(
                         UploadMode::Direct,
                         "probed: a half-sent upload stayed out of sight until complete",
                     ),
@@ -345,17 +342,12 @@ impl WebDavEndpoint {
                 }
             },
         );
-        let put = async {
-            self.wait_if_paused().await;
-            let resp = self
-                .req(Method::PUT, &url)
+        let put = self.send_once(
+            self.req(Method::PUT, &url)
                 .header(CONTENT_LENGTH, FIRST as u64 + 1)
-                .body(reqwest::Body::wrap_stream(body))
-                .send()
-                .await
-                .map_err(|e| net_error(probe, e))?;
-            self.checked(resp, probe).await
-        };
+                .body(reqwest::Body::wrap_stream(body)),
+            probe,
+        );
         let watch = async move {
             // Dropping `release_tx` when this block ends lets the upload finish, whatever happens.
             let _release = release_tx;
@@ -502,9 +494,7 @@ impl WebDavEndpoint {
             b = b.header("X-OC-Mtime", s.to_string());
         }
         // Not retried here: the body is consumed. The caller retries the whole copy.
-        self.wait_if_paused().await;
-        let resp = b.send().await.map_err(|e| net_error(path, e))?;
-        let resp = self.checked(resp, path).await?;
+        let resp = self.send_once(b, path).await?;
         let oc_accepted = header_is(resp.headers(), "x-oc-mtime", "accepted");
         let etag = resp
             .headers()
