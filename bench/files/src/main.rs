@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
+use tenantry_files::webdav::propfind::encode_path;
 use tenantry_testkit::apache::Apache;
 use tenantry_testkit::tree::{fingerprint, Node};
 use tenantry_testkit::wsgidav::{WsgiDav, WsgiMtime};
@@ -157,27 +158,17 @@ struct Run {
 /// source and writes into free memory. Without this, whichever tool runs after `cp -r` pays for
 /// reclaiming the pages `cp` filled (measured: 7.6 s alone, 13.2 s right after `cp -r`).
 fn level_the_field(source: &Path) -> anyhow::Result<()> {
-    fn read_all(dir: &Path, buf: &mut [u8]) -> std::io::Result<()> {
-        for e in std::fs::read_dir(dir)? {
-            let p = e?.path();
-            if p.is_dir() {
-                read_all(&p, buf)?;
-            } else {
-                let mut f = std::fs::File::open(&p)?;
-                while std::io::Read::read(&mut f, buf)? > 0 {}
-            }
-        }
-        Ok(())
-    }
     Command::new("sync").status()?;
     if std::env::var_os("BENCH_NO_DROP").is_some()
         || std::fs::write("/proc/sys/vm/drop_caches", "1").is_err()
     {
-        eprintln!(
-            "(not root: page cache not dropped between runs; timings may favour earlier runs)"
-        );
+        eprintln!("(page cache not dropped between runs: timings may favour earlier runs)");
     }
-    read_all(source, &mut vec![0u8; 1 << 20])?;
+    let mut buf = vec![0u8; 1 << 20];
+    for f in tree(source)?.1 {
+        let mut f = std::fs::File::open(source.join(f))?;
+        while std::io::Read::read(&mut f, &mut buf)? > 0 {}
+    }
     Ok(())
 }
 
@@ -267,19 +258,6 @@ fn fresh_target(keep: &mut Vec<Apache>) -> &Apache {
     keep.last().expect("just pushed")
 }
 
-/// Percent-encodes a relative path for a URL, keeping the slashes.
-fn url_path(rel: &str) -> String {
-    let mut out = String::new();
-    for b in rel.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The folders and files below `root`, as relative paths, parents before children.
 fn tree(root: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     fn walk(
@@ -317,7 +295,7 @@ fn curl_floor(source: &Path, target: &Apache) -> anyhow::Result<Run> {
         .map(|d| {
             format!(
                 "{auth}url = \"{base}{}/\"\nrequest = \"MKCOL\"\noutput = \"/dev/null\"\n",
-                url_path(d)
+                encode_path(d, false)
             )
         })
         .collect();
@@ -336,7 +314,7 @@ fn curl_floor(source: &Path, target: &Apache) -> anyhow::Result<Run> {
     for f in &files {
         cfg.push_str(&format!(
             "url = \"{base}{}\"\nupload-file = \"{}\"\noutput = \"/dev/null\"\n",
-            url_path(f),
+            encode_path(f, false),
             source.join(f).display()
         ));
     }
@@ -488,7 +466,7 @@ fn main() -> anyhow::Result<()> {
             if tool == "tenantry" {
                 c = Command::new(&tenantry);
                 c.args(["migrate", "--source"])
-                    .arg(format!("{}{}", a.url(), url_path(folder)))
+                    .arg(format!("{}{}", a.url(), encode_path(folder, false)))
                     .args(["--target", &w.url(), "--state-dir"])
                     .arg(work.path().join("state-mtime"))
                     .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
