@@ -59,13 +59,6 @@ pub fn browser_programs() -> (PathBuf, PathBuf) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 pub struct Browser {
     http: reqwest::Client,
     driver: Child,
@@ -83,7 +76,7 @@ pub struct Element(pub String);
 impl Browser {
     pub async fn start() -> Browser {
         let (chromium, driver_path) = browser_programs();
-        let port = free_port();
+        let port = tenantry_testkit::net::free_port();
         let driver = Command::new(&driver_path)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
