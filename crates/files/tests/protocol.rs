@@ -340,45 +340,35 @@ async fn upload_probe_goes_direct_only_on_a_complete_hidden_upload() {
     assert!(dst.upload_choice().reason.contains("fewer than"));
 }
 
+/// Runs the upload probe against a server that accepts PUTs and answers every PROPFIND with
+/// `look`; returns the choice and how long the probe took.
+async fn probe_with_looks(
+    look: (u16, Vec<(&'static str, String)>),
+) -> (tenantry_files::endpoint::UploadChoice, Duration) {
+    let (port, _) = serve(Arc::new(move |m: &str, _p: &str, _| match m {
+        "PUT" => (201, vec![], vec![]),
+        "PROPFIND" => (look.0, look.1.clone(), vec![]),
+        "DELETE" => (204, vec![], vec![]),
+        _ => (400, vec![], vec![]),
+    }))
+    .await;
+    let dst = dav(port, "/lib");
+    let started = Instant::now();
+    dst.prepare_uploads(1000).await;
+    (dst.upload_choice(), started.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_probe_gives_up_fast_on_throttling_and_within_its_limit_on_silence() {
     // A throttled look is not waited out: the probe is inconclusive at once.
-    let (port, _) = serve(Arc::new(|m: &str, _p: &str, _| match m {
-        "PUT" => (201, vec![], vec![]),
-        "PROPFIND" => (429, vec![("Retry-After", "60".into())], vec![]),
-        "DELETE" => (204, vec![], vec![]),
-        _ => (400, vec![], vec![]),
-    }))
-    .await;
-    let dst = dav(port, "/lib");
-    let started = Instant::now();
-    dst.prepare_uploads(1000).await;
-    let c = dst.upload_choice();
+    let (c, took) = probe_with_looks((429, vec![("Retry-After", "60".into())])).await;
     assert_eq!(c.mode, UploadMode::Staged);
     assert!(c.reason.contains("inconclusive"), "{}", c.reason);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
     // A server that never answers the look while the upload is open (one request at a time):
     // the probe ends at its limit instead of waiting on itself.
-    let (port, _) = serve(Arc::new(|m: &str, _p: &str, _| match m {
-        "PUT" => (201, vec![], vec![]),
-        "PROPFIND" => (404, vec![(DELAY, "60000".into())], vec![]),
-        "DELETE" => (204, vec![], vec![]),
-        _ => (400, vec![], vec![]),
-    }))
-    .await;
-    let dst = dav(port, "/lib");
-    let started = Instant::now();
-    dst.prepare_uploads(1000).await;
-    let c = dst.upload_choice();
+    let (c, took) = probe_with_looks((404, vec![(DELAY, "60000".into())])).await;
     assert_eq!(c.mode, UploadMode::Staged);
     assert!(c.reason.contains("no answer within"), "{}", c.reason);
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }
