@@ -200,10 +200,14 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         RetryPolicy::default(),
         UploadPolicy::Auto,
     )?;
-    let list = s
+    let listing = s
         .list()
         .await
         .map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
+    for r in &listing.refused {
+        eprintln!("source listing: {}: {}", r.path, r.reason);
+    }
+    let list = listing.entries;
     let m = map_entries(&list, OnInvalid::Fail);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m.findings)?);
@@ -215,7 +219,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         print!("{out}");
     }
-    Ok(if m.findings.is_empty() {
+    Ok(if m.findings.is_empty() && listing.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

@@ -32,6 +32,31 @@ impl Entry {
     }
 }
 
+/// An entry a listing left out because the server gave a path that is not safe to use (see
+/// `relpath`): reported by name, while the rest of the listing goes on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedEntry {
+    /// What the server sent (an href, or a path), escaped for display.
+    pub path: String,
+    pub reason: String,
+}
+
+/// What `Endpoint::list` returns: the usable entries, and those refused.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub refused: Vec<RefusedEntry>,
+}
+
+impl From<Vec<Entry>> for Listing {
+    fn from(entries: Vec<Entry>) -> Self {
+        Self {
+            entries,
+            refused: Vec::new(),
+        }
+    }
+}
+
 /// Whether a target keeps the modification time we send with a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -134,6 +159,11 @@ impl EndpointError {
         }
     }
 
+    /// A path that must not be used (it would leave the endpoint's root).
+    pub fn unsafe_path(e: crate::relpath::UnsafePath) -> Self {
+        Self::Permanent(e.to_string())
+    }
+
     pub fn io(context: &str, e: std::io::Error) -> Self {
         use std::io::ErrorKind::*;
         match e.kind() {
@@ -155,8 +185,9 @@ pub trait Endpoint: Send + Sync {
     /// A human description without secrets, for reports and logs.
     fn describe(&self) -> String;
 
-    /// Every folder and file below the root, recursively (the root itself excluded).
-    async fn list(&self) -> Result<Vec<Entry>, EndpointError>;
+    /// Every folder and file below the root, recursively (the root itself excluded). Every
+    /// entry's path has passed `relpath::check`; those that did not are in `refused`.
+    async fn list(&self) -> Result<Listing, EndpointError>;
 
     /// Streams the content of a file.
     async fn read(&self, path: &str) -> Result<ByteStream, EndpointError>;

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
+pub mod relpath;
 pub mod report;
 pub mod retry;
 pub mod state;

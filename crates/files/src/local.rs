@@ -7,8 +7,9 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::endpoint::{
-    temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
+    temp_path_for, ByteStream, Endpoint, EndpointError, Entry, Listing, MtimeSupport, PutOutcome,
 };
+use crate::relpath;
 
 /// Read buffer per open file: large enough for few syscalls, small enough to keep memory bounded.
 const CHUNK: usize = 256 * 1024;
@@ -22,12 +23,33 @@ impl LocalEndpoint {
         Self { root: root.into() }
     }
 
-    fn abs(&self, path: &str) -> PathBuf {
-        if path.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(path)
+    /// The file-system path of a relative path, refusing any that would leave the root: a
+    /// `..` or empty segment, or a symbolic link on the way (a link inside the target folder
+    /// may point anywhere, and writing through it would write there).
+    fn abs(&self, path: &str) -> Result<PathBuf, EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
+        let mut abs = self.root.clone();
+        let mut exists = true;
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            abs.push(segment);
+            if !exists {
+                continue;
+            }
+            match std::fs::symlink_metadata(&abs) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(EndpointError::Permanent(format!(
+                        "{path}: {} is a symbolic link; links are not followed, so nothing \
+                         is read or written outside {}",
+                        abs.display(),
+                        self.root.display()
+                    )))
+                }
+                Ok(_) => {}
+                // Nothing below a missing folder can be a link yet.
+                Err(_) => exists = false,
+            }
         }
+        Ok(abs)
     }
 }
 
@@ -94,14 +116,14 @@ impl Endpoint for LocalEndpoint {
         self.root.display().to_string()
     }
 
-    async fn list(&self) -> Result<Vec<Entry>, EndpointError> {
+    async fn list(&self) -> Result<Listing, EndpointError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             match std::fs::metadata(&root) {
                 Ok(m) if m.is_dir() => {}
                 // A missing target root is just empty: it is created by the first write.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
                 Ok(_) => {
                     return Err(EndpointError::Permanent(format!(
                         "{} is not a folder",
@@ -111,14 +133,15 @@ impl Endpoint for LocalEndpoint {
                 Err(e) => return Err(EndpointError::io(&root.display().to_string(), e)),
             }
             walk(&root, "", &mut out)?;
-            Ok(out)
+            // Names read from a directory are single segments, never `.` or `..`.
+            Ok(Listing::from(out))
         })
         .await
         .map_err(|e| EndpointError::Permanent(format!("listing task failed: {e}")))?
     }
 
     async fn read(&self, path: &str) -> Result<ByteStream, EndpointError> {
-        let file = tokio::fs::File::open(self.abs(path))
+        let file = tokio::fs::File::open(self.abs(path)?)
             .await
             .map_err(|e| EndpointError::io(path, e))?;
         let p = path.to_string();
@@ -128,7 +151,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {
-        tokio::fs::create_dir_all(self.abs(path))
+        tokio::fs::create_dir_all(self.abs(path)?)
             .await
             .map_err(|e| EndpointError::io(path, e))
     }
@@ -140,13 +163,13 @@ impl Endpoint for LocalEndpoint {
         mtime_ns: Option<i64>,
         mut body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
-        let dest = self.abs(path);
+        let dest = self.abs(path)?;
         if let Some(dir) = dest.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| EndpointError::io(path, e))?;
         }
-        let tmp = self.abs(&temp_path_for(path));
+        let tmp = self.abs(&temp_path_for(path))?;
         let result = async {
             let mut f = tokio::fs::File::create(&tmp)
                 .await
@@ -180,7 +203,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn delete(&self, path: &str) -> Result<(), EndpointError> {
-        let p = self.abs(path);
+        let p = self.abs(path)?;
         let r = match tokio::fs::symlink_metadata(&p).await {
             Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(&p).await,
             Ok(_) => tokio::fs::remove_file(&p).await,
@@ -194,7 +217,7 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<bool, EndpointError> {
-        let p = self.abs(path);
+        let p = self.abs(path)?;
         let r = tokio::task::spawn_blocking(move || {
             std::fs::File::open(&p)?.set_modified(ns_to_system_time(mtime_ns))
         })

@@ -43,10 +43,19 @@ pub async fn migrate(
     let started = Instant::now();
     let mut report = MigrationReport::new(source.describe(), target.describe(), opts.dry_run);
     let (src_list, tgt_list) = tokio::join!(source.list(), target.list());
-    let mut src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
+    let src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
+    let tgt_list = tgt_list.map_err(|e| anyhow::anyhow!("listing the target: {e}"))?;
+    // Entries a server listed under unusable paths are failures, named; the rest goes on.
+    for (side, refused) in [("source", &src_list.refused), ("target", &tgt_list.refused)] {
+        report.failures.extend(refused.iter().map(|r| Failure {
+            path: r.path.clone(),
+            error: format!("{side} listing: {}", r.reason),
+        }));
+    }
+    let mut src_list = src_list.entries;
     // Debris of an interrupted copy *into* the source is not content.
     src_list.retain(|e| !is_temp_name(&e.path));
-    let tgt_list = tgt_list.map_err(|e| anyhow::anyhow!("listing the target: {e}"))?;
+    let tgt_list = tgt_list.entries;
     for e in &src_list {
         if e.is_dir {
             report.source_folders += 1;

@@ -19,6 +19,8 @@ pub const MAX_FILE_BYTES: u64 = 250 * 1024 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
+    /// `.`, `..` or an empty name: they name a folder (this one, its parent), not an entry.
+    NotAName,
     InvalidCharacter {
         ch: char,
     },
@@ -50,12 +52,13 @@ impl Problem {
     pub fn renamable(&self) -> bool {
         !matches!(
             self,
-            Problem::PathTooLong { .. } | Problem::FileTooLarge { .. }
+            Problem::NotAName | Problem::PathTooLong { .. } | Problem::FileTooLarge { .. }
         )
     }
 
     pub fn describe(&self) -> String {
         match self {
+            Problem::NotAName => "'.', '..' or empty: not a name".into(),
             Problem::InvalidCharacter { ch } => format!("contains '{ch}'"),
             Problem::ReservedName => "reserved name".into(),
             Problem::VtiInName => "contains _vti_".into(),
@@ -85,6 +88,9 @@ fn is_reserved(name: &str) -> bool {
 
 /// Problems of one name, by itself.
 pub fn check_name(name: &str, is_dir: bool, at_root: bool) -> Vec<Problem> {
+    if matches!(name, "" | "." | "..") {
+        return vec![Problem::NotAName];
+    }
     let mut p = Vec::new();
     let mut seen = HashSet::new();
     for ch in name.chars() {
@@ -327,6 +333,16 @@ mod tests {
             is_dir: true,
             ..f(path)
         }
+    }
+
+    #[test]
+    fn dot_names_are_not_names() {
+        for bad in ["", ".", ".."] {
+            let p = check_name(bad, true, false);
+            assert_eq!(p, vec![Problem::NotAName], "{bad:?}");
+            assert!(!p[0].renamable());
+        }
+        assert!(check_name("...", true, false).is_empty());
     }
 
     #[test]

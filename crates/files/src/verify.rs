@@ -78,6 +78,15 @@ pub async fn verify(
 ) -> Result<VerifyReport, EndpointError> {
     let (s, t) = tokio::join!(source.list(), target.list());
     let (s, t) = (s?, t?);
+    let errors = [("source", &s.refused), ("target", &t.refused)]
+        .into_iter()
+        .flat_map(|(side, refused)| {
+            refused
+                .iter()
+                .map(move |r| format!("{side} listing: {}: {}", r.path, r.reason))
+        })
+        .collect();
+    let (s, t) = (s.entries, t.entries);
     // Fail means "nothing invalid was moved": expect the valid entries only.
     let policy = if on_invalid == OnInvalid::Rename {
         OnInvalid::Rename
@@ -87,6 +96,7 @@ pub async fn verify(
     let mapping = map_entries(&s, policy);
     let mut rep = VerifyReport {
         skipped_by_preflight: mapping.skipped.len() as u64,
+        errors,
         ..Default::default()
     };
     let tmap: HashMap<&str, &crate::endpoint::Entry> = t

@@ -166,11 +166,16 @@ impl DataEngines for Engines {
             ..RetryPolicy::default()
         };
         let endpoint = self.library_with(library, quick)?;
-        let entries = endpoint.list().await.map_err(|e| e.to_string())?;
+        let listing = endpoint.list().await.map_err(|e| e.to_string())?;
+        // Entries listed under unusable paths (`..`, another server) are named as refusals.
+        let refused = listing.refused.into_iter().map(|r| Refusal {
+            path: r.path,
+            problem: r.reason,
+        });
         if !is_source {
-            return Ok(Vec::new());
+            return Ok(refused.collect());
         }
-        Ok(map_entries(&entries, OnInvalid::Rename)
+        Ok(map_entries(&listing.entries, OnInvalid::Rename)
             .findings
             .into_iter()
             .map(|f| Refusal {
@@ -182,6 +187,7 @@ impl DataEngines for Engines {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+            .chain(refused)
             .collect())
     }
 

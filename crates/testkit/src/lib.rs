@@ -7,9 +7,12 @@
 //!
 //! With the `mail` feature, [`dovecot::Dovecot`] also opens IMAP sessions through the mail
 //! engine and fills mailboxes (fixtures only).
+//!
+//! [`hostile`] has servers that misbehave on request (scripted HTTP/WebDAV and IMAP peers).
 
 pub mod apache;
 pub mod dovecot;
+pub mod hostile;
 pub mod net;
 pub mod process;
 pub mod tls;

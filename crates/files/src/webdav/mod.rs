@@ -4,6 +4,7 @@
 
 pub mod propfind;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,12 +17,13 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::sync::{oneshot, OnceCell};
 
 use crate::endpoint::{
-    rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, MtimeSupport, PutOutcome,
-    UploadChoice, UploadMode, UploadPolicy,
+    parent, rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, Listing,
+    MtimeSupport, PutOutcome, RefusedEntry, UploadChoice, UploadMode, UploadPolicy,
 };
+use crate::relpath;
 use crate::retry::{throttle_wait, RetryPolicy};
 use propfind::{
-    encode_path, href_to_rel, parse_multistatus, proppatch_mtime_body, DavEntry, PROPFIND_BODY,
+    encode_path, parse_multistatus, proppatch_mtime_body, DavEntry, HrefRoot, PROPFIND_BODY,
 };
 
 /// How a target keeps modification times, found out on the first upload that can tell.
@@ -61,8 +63,8 @@ pub struct WebDavEndpoint {
     client: reqwest::Client,
     /// Root URL, always ending in `/`.
     base: String,
-    /// Decoded path of the root, for turning hrefs back into relative paths.
-    base_path: String,
+    /// The root, for turning the hrefs of listings back into relative paths.
+    root: HrefRoot,
     user: Option<String>,
     password: Option<String>,
     retry: RetryPolicy,
@@ -120,14 +122,11 @@ impl WebDavEndpoint {
         }
         let url = reqwest::Url::parse(&base)
             .map_err(|e| EndpointError::Permanent(format!("bad URL: {e}")))?;
-        let base_path = percent_encoding::percent_decode_str(url.path())
-            .decode_utf8()
-            .map_err(|_| EndpointError::Permanent("URL path is not UTF-8".into()))?
-            .into_owned();
+        let root = HrefRoot::new(&url).map_err(EndpointError::Permanent)?;
         Ok(Self {
             client,
             base,
-            base_path,
+            root,
             user,
             password,
             retry,
@@ -225,23 +224,41 @@ impl WebDavEndpoint {
         self.multistatus(resp, rel).await
     }
 
-    /// The children of a folder (and the folder itself, as servers answer Depth 1).
-    async fn propfind(&self, rel: &str) -> Result<Vec<Entry>, EndpointError> {
-        Ok(self
-            .propfind_raw(rel, true, "1")
-            .await?
-            .into_iter()
-            .filter_map(|d| {
-                let path = href_to_rel(&d.href, &self.base_path)?;
-                Some(Entry {
-                    path,
-                    is_dir: d.is_collection,
-                    size: d.size.unwrap_or(0),
-                    mtime_ns: d.mtime.map(|s| s * 1_000_000_000),
-                    etag: d.etag,
-                })
-            })
-            .collect())
+    /// The children of folder `dir`, each checked: a child must lie directly inside `dir` (which
+    /// also stops a server from sending the walk in circles) under a safe name. The folder
+    /// itself, which Depth 1 answers include, is left out.
+    async fn children(&self, dir: &str) -> Result<Listing, EndpointError> {
+        let mut out = Listing::default();
+        for d in self.propfind_raw(dir, true, "1").await? {
+            let path = match self.root.resolve(&d.href) {
+                Ok(p) if p == dir => continue,
+                Ok(p) if parent(&p) == dir && !p.is_empty() => p,
+                Ok(_) => {
+                    out.refused.push(RefusedEntry {
+                        path: format!("{:?}", d.href),
+                        reason: format!(
+                            "listed in folder {dir:?} but does not lie directly inside it"
+                        ),
+                    });
+                    continue;
+                }
+                Err(reason) => {
+                    out.refused.push(RefusedEntry {
+                        path: format!("{:?}", d.href),
+                        reason: format!("refused: {reason}"),
+                    });
+                    continue;
+                }
+            };
+            out.entries.push(Entry {
+                path,
+                is_dir: d.is_collection,
+                size: d.size.unwrap_or(0),
+                mtime_ns: d.mtime.and_then(|s| s.checked_mul(1_000_000_000)),
+                etag: d.etag,
+            });
+        }
+        Ok(out)
     }
 
     /// One look at `rel`, without retries (the probe must stay within its time): absent, or
@@ -588,15 +605,16 @@ impl Endpoint for WebDavEndpoint {
         }
     }
 
-    async fn list(&self) -> Result<Vec<Entry>, EndpointError> {
-        let mut out = Vec::new();
+    async fn list(&self) -> Result<Listing, EndpointError> {
+        let mut out = Listing::default();
+        let mut seen = HashSet::new();
         let mut queue = vec![String::new()];
         let mut inflight = FuturesUnordered::new();
         loop {
             while inflight.len() < LIST_PARALLEL {
                 let Some(dir) = queue.pop() else { break };
                 inflight.push(async move {
-                    let r = self.propfind(&dir).await;
+                    let r = self.children(&dir).await;
                     (dir, r)
                 });
             }
@@ -604,26 +622,30 @@ impl Endpoint for WebDavEndpoint {
                 break;
             };
             let entries = match r {
-                Ok(e) => e,
+                Ok(children) => {
+                    out.refused.extend(children.refused);
+                    children.entries
+                }
                 // A target root that does not exist yet is empty; it is created before copying.
                 Err(EndpointError::NotFound(_)) if dir.is_empty() => return Ok(out),
                 Err(e) => return Err(e),
             };
             for e in entries {
-                // Depth 1 answers with the folder itself too.
-                if e.path == dir || e.path.is_empty() {
+                // A server that lists a child twice gets it copied once.
+                if !seen.insert(e.path.clone()) {
                     continue;
                 }
                 if e.is_dir {
                     queue.push(e.path.clone());
                 }
-                out.push(e);
+                out.entries.push(e);
             }
         }
         Ok(out)
     }
 
     async fn read(&self, path: &str) -> Result<ByteStream, EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
         let url = self.url(path, false);
         let resp = self
             .send("GET", path, || self.req(Method::GET, &url))
@@ -636,6 +658,7 @@ impl Endpoint for WebDavEndpoint {
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
         let url = self.url(path, true);
         match self
             .send("MKCOL", path, || self.req(dav_method("MKCOL"), &url))
@@ -655,6 +678,7 @@ impl Endpoint for WebDavEndpoint {
         mtime_ns: Option<i64>,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
         let staged = self.upload_choice().mode == UploadMode::Staged;
         let tmp = if staged {
             temp_path_for(path)
@@ -672,6 +696,7 @@ impl Endpoint for WebDavEndpoint {
     }
 
     async fn delete(&self, path: &str) -> Result<(), EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
         for dir in [false, true] {
             let url = self.url(path, dir);
             match self
@@ -688,6 +713,7 @@ impl Endpoint for WebDavEndpoint {
     }
 
     async fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<bool, EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
         if self.mtime_mode.get() == Some(&MtimeMode::Proppatch) {
             self.proppatch_mtime(path, true, mtime_ns.div_euclid(1_000_000_000))
                 .await

@@ -5,6 +5,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+use crate::relpath::check_segment;
+
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -174,25 +176,81 @@ pub fn encode_path(rel: &str, dir: bool) -> String {
     s
 }
 
-/// Turns an href from a response into a path relative to the endpoint root, decoded.
-/// `base_path` is the decoded path of the root (e.g. `/dav/site`). Returns `None` for hrefs
-/// outside the root.
-pub fn href_to_rel(href: &str, base_path: &str) -> Option<String> {
-    let path = match href.find("://") {
-        Some(i) => {
-            let rest = &href[i + 3..];
-            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
-        }
-        None => href,
-    };
-    let decoded = percent_decode_str(path).decode_utf8().ok()?;
-    let decoded = decoded.trim_end_matches('/');
-    let base = base_path.trim_end_matches('/');
-    let rest = decoded.strip_prefix(base)?;
-    if rest.is_empty() {
-        return Some(String::new());
+/// The root of a WebDAV endpoint, against which the hrefs of its listings are resolved.
+#[derive(Clone, Debug)]
+pub struct HrefRoot {
+    /// Scheme, lower-cased host and effective port of the root URL.
+    origin: (String, String, Option<u16>),
+    /// Decoded segments of the root's path.
+    segments: Vec<String>,
+}
+
+impl HrefRoot {
+    pub fn new(root: &reqwest::Url) -> Result<Self, String> {
+        let segments = decode_segments(root.path())
+            .map_err(|reason| format!("the URL's path is not usable: {reason}"))?;
+        Ok(Self {
+            origin: origin_of(root),
+            segments,
+        })
     }
-    rest.strip_prefix('/').map(str::to_string)
+
+    /// The path an href names, relative to the root and decoded (`""` for the root itself).
+    ///
+    /// Decoding is per segment, so `%2F` cannot split a name and `%2e%2e` is seen as `..`;
+    /// every segment must pass `relpath::check_segment`. An href on another server, or outside
+    /// the root, is refused too: a listing names only what lies below the folder listed.
+    pub fn resolve(&self, href: &str) -> Result<String, &'static str> {
+        let path = match href.find("://") {
+            Some(i) => {
+                let rest = &href[i + 3..];
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let origin = reqwest::Url::parse(&format!("{}://{authority}/", &href[..i]))
+                    .map_err(|_| "it is not a valid URL")?;
+                if origin_of(&origin) != self.origin {
+                    return Err("it points to another server");
+                }
+                if path.is_empty() {
+                    "/"
+                } else {
+                    path
+                }
+            }
+            None if href.starts_with('/') => href,
+            None => return Err("it is not an absolute path"),
+        };
+        let segments = decode_segments(path)?;
+        let below = segments
+            .strip_prefix(self.segments.as_slice())
+            .ok_or("it lies outside the folder being listed")?;
+        Ok(below.join("/"))
+    }
+}
+
+fn origin_of(url: &reqwest::Url) -> (String, String, Option<u16>) {
+    (
+        url.scheme().to_ascii_lowercase(),
+        url.host_str().unwrap_or("").to_ascii_lowercase(),
+        url.port_or_known_default(),
+    )
+}
+
+/// The decoded segments of an absolute URL path; one trailing slash (a collection) is allowed.
+fn decode_segments(path: &str) -> Result<Vec<String>, &'static str> {
+    let path = path.strip_prefix('/').ok_or("it is not an absolute path")?;
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    path.split('/')
+        .map(|raw| {
+            let seg = percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| "a name is not valid UTF-8")?;
+            check_segment(&seg)?;
+            Ok(seg.into_owned())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -226,11 +284,16 @@ mod tests {
         assert_eq!(v[1].size, Some(12345));
         assert_eq!(v[1].mtime, Some(1445412480));
         assert_eq!(v[1].etag.as_deref(), Some("\"3039-52297\""));
+        let root = root("http://h/dav/");
         assert_eq!(
-            href_to_rel(&v[1].href, "/dav").as_deref(),
-            Some("Grüße und mehr/résumé #2.docx")
+            root.resolve(&v[1].href).as_deref(),
+            Ok("Grüße und mehr/résumé #2.docx")
         );
-        assert_eq!(href_to_rel(&v[0].href, "/dav/").as_deref(), Some(""));
+        assert_eq!(root.resolve(&v[0].href).as_deref(), Ok(""));
+        assert_eq!(
+            self::root("http://h/dav").resolve("/dav").as_deref(),
+            Ok("")
+        );
     }
 
     #[test]
@@ -241,9 +304,45 @@ mod tests {
         let v = parse_multistatus(xml).unwrap();
         assert!(v[0].is_collection);
         assert_eq!(v[0].statuses, vec![200, 403]);
-        assert_eq!(href_to_rel(&v[0].href, "/a").as_deref(), Some("b c"));
-        assert_eq!(href_to_rel("/other/x", "/a"), None);
-        assert_eq!(href_to_rel("/ab/x", "/a"), None);
+        let root = root("http://h:8/a");
+        assert_eq!(root.resolve(&v[0].href).as_deref(), Ok("b c"));
+        assert!(root.resolve("/other/x").is_err());
+        assert!(root.resolve("/ab/x").is_err());
+        assert_eq!(root.resolve("HTTP://H:8/a/x").as_deref(), Ok("x"));
+    }
+
+    fn root(url: &str) -> HrefRoot {
+        HrefRoot::new(&reqwest::Url::parse(url).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn hostile_hrefs_are_refused() {
+        let root = root("https://dav.example/dav/lib/");
+        for href in [
+            "/dav/lib/../../etc/passwd",
+            "/dav/lib/a/../../../x",
+            "/dav/lib/%2e%2e/%2E%2E/x",
+            "/dav/lib/a%2F..%2F..%2Fx",
+            "/dav/lib/..",
+            "/dav/lib/./x",
+            "/dav/lib//x",
+            "/dav/lib/a%00b",
+            "/dav/lib/%ff",
+            "/dav/other",
+            "/",
+            "relative/x",
+            "https://evil.example/dav/lib/x",
+            "https://dav.example:444/dav/lib/x",
+            "http://dav.example/dav/lib/x",
+            "https://dav.example@evil.example/dav/lib/x",
+        ] {
+            assert!(root.resolve(href).is_err(), "{href} was accepted");
+        }
+        assert_eq!(
+            root.resolve("https://DAV.example:443/dav/lib/a%20b/")
+                .as_deref(),
+            Ok("a b")
+        );
     }
 
     #[test]

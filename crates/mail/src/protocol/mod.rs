@@ -125,11 +125,19 @@ pub fn literal_len(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// Deepest list nesting accepted in a response. Real responses stay far below it (a
+/// BODYSTRUCTURE of a message nested 20 multiparts deep is about 25 levels); the parser recurses
+/// once per level, so without a bound a hostile server could exhaust the stack with a line of
+/// parentheses and abort the whole process.
+pub const MAX_NESTING: usize = 256;
+
 struct Parser<'a> {
     /// The response's text; each literal's bytes are not in it but in `literals`.
     b: &'a [u8],
     i: usize,
     literals: std::vec::IntoIter<Vec<u8>>,
+    /// Lists open at the current position.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -185,13 +193,18 @@ impl<'a> Parser<'a> {
     fn value(&mut self) -> Result<Value, ParseError> {
         match self.peek() {
             Some(b'(') => {
+                if self.depth >= MAX_NESTING {
+                    return self.err(&format!("lists nested deeper than {MAX_NESTING}"));
+                }
                 self.i += 1;
+                self.depth += 1;
                 let mut items = Vec::new();
                 loop {
                     self.skip_spaces();
                     match self.peek() {
                         Some(b')') => {
                             self.i += 1;
+                            self.depth -= 1;
                             return Ok(Value::List(items));
                         }
                         None => return self.err("unterminated list"),
@@ -355,6 +368,7 @@ pub fn parse_framed(f: Framed) -> Result<Response, ParseError> {
         b,
         i: 0,
         literals: f.literals.into_iter(),
+        depth: 0,
     };
     let tag = p.word();
     if tag == b"+" || b.starts_with(b"+") {
@@ -545,6 +559,33 @@ pub fn parse_uid_set(s: &str) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 20,000 levels overflowed the stack (and aborted the process) before the bound; run it
+        // on half the stack a tokio worker has, to be sure the bound holds there too.
+        let t = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(|| {
+                for n in [MAX_NESTING + 1, 20_000, 1_000_000] {
+                    for prefix in [&b"* OK ["[..], b"* 1 FETCH ", b"* LIST "] {
+                        let mut raw = prefix.to_vec();
+                        raw.extend(std::iter::repeat_n(b'(', n));
+                        raw.extend(std::iter::repeat_n(b')', n));
+                        raw.extend_from_slice(b"\r\n");
+                        let e = parse_response(&raw).unwrap_err();
+                        assert!(e.0.contains("nested deeper"), "{e}");
+                    }
+                }
+                let mut ok = b"* 1 FETCH ".to_vec();
+                ok.extend(std::iter::repeat_n(b'(', MAX_NESTING));
+                ok.extend(std::iter::repeat_n(b')', MAX_NESTING));
+                ok.extend_from_slice(b"\r\n");
+                assert!(parse_response(&ok).is_ok());
+            })
+            .unwrap();
+        t.join().expect("parser thread");
+    }
 
     #[test]
     fn parses_fetch_with_literal_body() {
