@@ -12,6 +12,7 @@
 
 pub mod apache;
 pub mod dovecot;
+pub mod faults;
 pub mod hostile;
 pub mod net;
 pub mod process;
