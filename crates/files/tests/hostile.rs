@@ -11,6 +11,7 @@ use tenantry_files::migrate::{migrate, MigrateOptions};
 use tenantry_files::preflight::OnInvalid;
 use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::{http_client, WebDavEndpoint};
+use tenantry_testkit::faults::{kind, record};
 use tenantry_testkit::hostile::{multistatus, respond, HttpServer};
 
 const PAYLOAD: &[u8] = b"pwned\n";
@@ -167,6 +168,15 @@ async fn a_hostile_listing_cannot_write_outside_the_target() {
         .filter(|r| r.method == "PROPFIND")
         .count();
     assert_eq!(propfinds, 2);
+    record(
+        kind::BAD_INPUT,
+        "files: hostile WebDAV listing (.., a/../.., %2e%2e, %2F, NUL, //, other host, outside the root, a loop)",
+        &format!(
+            "{} hostile hrefs refused and named, 0 files outside the target",
+            HOSTILE_HREFS.len() + 2
+        ),
+        0,
+    );
 }
 
 #[tokio::test]

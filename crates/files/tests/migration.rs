@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
+use tenantry_testkit::faults::{kind, record};
 
 fn copied(v: &serde_json::Value) -> u64 {
     v["copied_files"].as_u64().unwrap()
@@ -418,6 +419,12 @@ fn kill_9_mid_file_then_rerun_completes_without_partial_files() {
     let (code, v) = migrate(src.to_str().unwrap(), &b.url(), &st, &direct);
     assert_eq!((code, copied(&v)), (0, 1), "{v}");
     assert_eq!(hash(&b.root()), hash(&src));
+    record(
+        kind::FAULT,
+        "files: migrator killed -9 mid-file (256 MB), staged, direct, local; then an overwrite",
+        "4 kills, no partial file under a final name, old version intact",
+        0,
+    );
 }
 
 /// A tree of `n` small files over a few folders.

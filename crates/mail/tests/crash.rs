@@ -11,6 +11,7 @@ use tenantry_mail::folders;
 use tenantry_mail::session::Session;
 use tenantry_mail::sync::Options;
 use tenantry_mail::verify::{folder_digest, MessageDigest};
+use tenantry_testkit::faults::{kind, record};
 
 async fn digest(s: &mut Session) -> Vec<(String, Vec<MessageDigest>)> {
     let mut out = Vec::new();
@@ -113,6 +114,12 @@ async fn kill_9_at_any_moment_then_resume_gives_exactly_one_copy() {
         "exactly one copy of each message after {kills} kills"
     );
     assert_eq!(a, b);
+    record(
+        kind::FAULT,
+        "mail: migrator killed -9 at increasing moments, then re-run (Dovecot → Dovecot)",
+        &format!("{kills} kills, {n} messages, each exactly once"),
+        0,
+    );
 }
 
 #[tokio::test]

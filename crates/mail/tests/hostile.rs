@@ -4,6 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
+use tenantry_testkit::faults::{kind, record};
 use tenantry_testkit::hostile::ImapServer;
 
 /// `tenantry-mail migrate` from `source` into a port where nothing listens (the source fails
@@ -56,6 +57,12 @@ fn nested_lists_in_the_greeting_are_an_error_not_a_crash() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("nested deeper"), "{said}");
+    record(
+        kind::BAD_INPUT,
+        "mail: IMAP greeting with lists nested 20,000 deep (stack overflow before the fix)",
+        "a clear error and exit 1, no crash",
+        0,
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::*;
+use tenantry_testkit::faults::{kind, record};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_tenants_objects_are_not_found_on_every_endpoint() {
@@ -385,6 +386,12 @@ async fn two_hundred_concurrent_assignments_to_fifty_seats() {
         log["value"].as_array().unwrap().len(),
         50,
         "one audit record per successful assignment"
+    );
+    record(
+        kind::LOAD,
+        "ledger: 200 concurrent licence assignments to 50 seats, over HTTP",
+        "50 granted, 150 refused NoFreeSeat, 0 oversold",
+        0,
     );
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use tenantry_testkit::apache::Apache;
 use tenantry_testkit::dovecot as mail;
+use tenantry_testkit::faults::{kind, record};
 use tenantry_testkit::tree::{fingerprint, sample_tree};
 use tenantry_testkit::{PASSWORD as DAV_PASSWORD, USER as DAV_USER};
 
@@ -278,4 +279,12 @@ async fn whole_move(path: &str) {
     assert!(actions.contains(&"move.completed"));
     let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
     assert_eq!(report["summary"]["done"], report["summary"]["steps"]);
+    record(
+        kind::FAULT,
+        &format!("tenant move ({path}): server killed -9 mid-mailbox, restarted"),
+        &format!(
+            "5 users, {messages} messages, 1 library: exact seats, no second purchase or user"
+        ),
+        0,
+    );
 }

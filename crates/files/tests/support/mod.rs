@@ -1,7 +1,7 @@
 //! Test support for the files engine: the throwaway Apache mod_dav and wsgidav servers, fixture
 //! trees and tree fingerprints come from `tenantry-testkit`; the helpers that run this crate's
 //! `tenantry-files` binary stay here.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
