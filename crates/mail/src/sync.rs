@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::folders::{self, Mapping};
+use crate::framer::Limits;
 use crate::protocol::command::{flag_list, Command};
 use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status, StatusInfo};
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
@@ -37,9 +38,30 @@ pub struct Options {
     pub ignore_appenduid: bool,
     /// Use MULTIAPPEND when the target offers it.
     pub multiappend: bool,
-    /// Messages above this size are reported, not sent. Exchange Online refuses ~35 MB and
-    /// may drop the connection instead of answering NO, which would stall the folder.
+    /// Messages above this size are reported, not sent (default
+    /// `framer::DEFAULT_MAX_MESSAGE_SIZE`). Exchange Online refuses ~35 MB and may drop the
+    /// connection instead of answering NO, which would stall the folder. It also bounds the
+    /// literals a server may send (`Limits::for_message_size`).
     pub max_message_size: Option<u64>,
+    /// Longest silence from a server while an answer is expected.
+    pub idle_timeout: Duration,
+    /// Longest wait for one command's completion (a trickling server is cut off by it).
+    pub command_timeout: Duration,
+}
+
+impl Options {
+    pub fn max_message_size(&self) -> u64 {
+        self.max_message_size
+            .unwrap_or(crate::framer::DEFAULT_MAX_MESSAGE_SIZE)
+    }
+    /// What every connection of this run accepts from its server.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            idle: self.idle_timeout,
+            deadline: self.command_timeout,
+            ..Limits::for_message_size(self.max_message_size())
+        }
+    }
 }
 
 impl Default for Options {
@@ -54,6 +76,8 @@ impl Default for Options {
             ignore_appenduid: false,
             multiappend: true,
             max_message_size: None,
+            idle_timeout: Limits::DEFAULT_IDLE,
+            command_timeout: Limits::DEFAULT_DEADLINE,
         }
     }
 }
@@ -244,7 +268,11 @@ async fn migrate_inner(
     report: &mut MailboxReport,
 ) -> Result<()> {
     let state = State::open(state_path)?;
-    let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
+    let limits = opts.limits();
+    let (mut s, mut t) = tokio::try_join!(
+        Session::connect_with(src, &limits),
+        Session::connect_with(tgt, &limits)
+    )?;
     let (mut src_folders, tgt_folders) =
         (folders::list(&mut s).await?, folders::list(&mut t).await?);
     src_folders.retain(|f| !folders::excluded(f, &opts.exclude));
@@ -273,14 +301,17 @@ async fn migrate_inner(
     let extra = opts.connections.max(1) - 1;
     let mut first = Some((s, t));
     let workers = (0..=extra).map(|i| {
-        let (queue, results, ctx) = (&queue, &results, &ctx);
+        let (queue, results, ctx, limits) = (&queue, &results, &ctx, &limits);
         let first = if i == 0 { first.take() } else { None };
         async move {
             let pair = match first {
                 Some(p) => Some(p),
                 // More connections speed things up but are optional: a server that caps
                 // connections just leaves us with fewer workers.
-                None => match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
+                None => match tokio::try_join!(
+                    Session::connect_with(src, limits),
+                    Session::connect_with(tgt, limits)
+                ) {
                     Ok(p) => Some(p),
                     Err(e) => {
                         tracing::info!("extra connection not opened: {e}");
@@ -442,7 +473,11 @@ async fn sync_with_retry(
                 rep_retries += 1;
                 tracing::warn!("{}: {e:#}; reconnecting in {wait:?}", rep.source);
                 tokio::time::sleep(wait).await;
-                match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
+                let limits = ctx.opts.limits();
+                match tokio::try_join!(
+                    Session::connect_with(src, &limits),
+                    Session::connect_with(tgt, &limits)
+                ) {
                     Ok(p) => *pair = p,
                     Err(e2) => tracing::warn!("reconnect failed: {e2}"),
                 }
@@ -535,19 +570,18 @@ async fn sync_folder(
         .filter(|x| !maps.contains_key(&x.uid))
         .cloned()
         .collect();
-    if let Some(max) = ctx.opts.max_message_size {
-        new.retain(|x| {
-            if x.size > max {
-                rep.failures.push(Failure {
-                    folder: rep.source.clone(),
-                    uid: x.uid,
-                    size: x.size,
-                    reason: format!("larger than --max-message-size ({max} bytes)"),
-                });
-            }
-            x.size <= max
-        });
-    }
+    let max = ctx.opts.max_message_size();
+    new.retain(|x| {
+        if x.size > max {
+            rep.failures.push(Failure {
+                folder: rep.source.clone(),
+                uid: x.uid,
+                size: x.size,
+                reason: format!("larger than the {max}-byte limit (--max-message-size)"),
+            });
+        }
+        x.size <= max
+    });
     copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
     // Flag changes on messages copied earlier.
     let mut stores = Vec::new();
@@ -625,8 +659,14 @@ async fn match_by_content(
         .into_iter()
         .filter(|x| !claimed.contains(&x.uid))
         .collect();
-    let tsizes: HashSet<u64> = tmetas.iter().map(|x| x.size).collect();
-    let ssizes: HashSet<u64> = metas.iter().map(|x| x.size).collect();
+    // Messages above the size limit are never fetched (they are reported when copying).
+    let max = ctx.opts.max_message_size();
+    let tsizes: HashSet<u64> = tmetas
+        .iter()
+        .map(|x| x.size)
+        .filter(|&s| s <= max)
+        .collect();
+    let ssizes: HashSet<u64> = metas.iter().map(|x| x.size).filter(|&s| s <= max).collect();
     let scand: Vec<Meta> = metas
         .iter()
         .filter(|x| tsizes.contains(&x.size))

@@ -78,7 +78,11 @@ pub async fn verify_mailbox(
     tgt: &Endpoint,
     opts: &Options,
 ) -> Result<VerifyReport> {
-    let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
+    let limits = opts.limits();
+    let (mut s, mut t) = tokio::try_join!(
+        Session::connect_with(src, &limits),
+        Session::connect_with(tgt, &limits)
+    )?;
     let (mut sf, tf) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
     sf.retain(|f| !folders::excluded(f, &opts.exclude));
     let delim = tf.iter().find_map(|f| f.delimiter);
