@@ -510,7 +510,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
                         rep.differences.len()
                     );
                     for d in &rep.differences {
-                        println!("  {d}");
+                        println!("  {}", crate::report::for_terminal(d));
                     }
                 }
                 json.push(serde_json::to_value(&rep)?);
@@ -518,7 +518,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
             Err(e) => {
                 ok = false;
                 if !a.conn.json {
-                    println!("{e}");
+                    println!("{}", crate::report::for_terminal(&e));
                 }
                 json.push(serde_json::json!({ "error": e }));
             }

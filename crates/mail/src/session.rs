@@ -691,36 +691,47 @@ impl Session {
         }
         let (untagged, info) = self.run(cmd).await?;
         let mut sel = Selected::default();
-        let mut apply = |code: &[Value]| {
-            let Some(name) = code.first() else { return };
+        // A number that does not parse or overflows is refused: read as 0 it would reset the
+        // folder's state or hide its messages.
+        let mut apply = |code: &[Value]| -> std::result::Result<(), protocol::ParseError> {
+            let Some(name) = code.first() else {
+                return Ok(());
+            };
             if name.is_atom("UIDVALIDITY") {
-                sel.uidvalidity = code.get(1).and_then(Value::as_u64).unwrap_or(0) as u32;
+                sel.uidvalidity = protocol::number(code.get(1), "UIDVALIDITY")?;
             } else if name.is_atom("UIDNEXT") {
-                sel.uidnext = code.get(1).and_then(Value::as_u64).unwrap_or(0) as u32;
+                sel.uidnext = protocol::number(code.get(1), "UIDNEXT")?;
             } else if name.is_atom("HIGHESTMODSEQ") {
-                sel.highestmodseq = code.get(1).and_then(Value::as_u64);
+                sel.highestmodseq = Some(protocol::number(code.get(1), "HIGHESTMODSEQ")?);
             } else if name.is_atom("PERMANENTFLAGS") {
                 sel.permanent_flags = code
                     .get(1)
                     .and_then(Value::as_list)
                     .map(|l| l.iter().filter_map(Value::as_str).collect());
             }
+            Ok(())
         };
+        let mut exists = None;
+        let mut flags = None;
         for r in &untagged {
             match r {
-                Response::UntaggedStatus(i) => apply(&i.code),
-                Response::Numbered(n, name, _) if name == "EXISTS" => sel.exists = *n as u32,
+                Response::UntaggedStatus(i) => apply(&i.code).map_err(|e| self.protocol(&e.0))?,
+                Response::Numbered(n, name, _) if name == "EXISTS" => exists = Some(*n),
                 Response::Data(name, v) if name == "FLAGS" => {
-                    sel.flags = v
+                    flags = v
                         .first()
                         .and_then(Value::as_list)
                         .map(|l| l.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default()
                 }
                 _ => {}
             }
         }
-        apply(&info.code);
+        apply(&info.code).map_err(|e| self.protocol(&e.0))?;
+        if let Some(n) = exists {
+            sel.exists = u32::try_from(n)
+                .map_err(|_| self.protocol(&format!("EXISTS {n} is out of range")))?;
+        }
+        sel.flags = flags.unwrap_or_default();
         if sel.uidvalidity == 0 {
             return Err(self.protocol("SELECT without UIDVALIDITY"));
         }

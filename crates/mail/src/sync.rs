@@ -117,6 +117,8 @@ pub fn canonical_flags(flags: &[String], target: Option<&Selected>) -> (String, 
 }
 
 /// FETCHes metadata of `set` (UID set or `1:*`), optionally only what changed since a modseq.
+/// A message without a size, or with a number that does not parse, is an error: defaulted, it
+/// would be batched and matched wrongly or skipped.
 pub async fn fetch_meta(
     s: &mut Session,
     set: &str,
@@ -126,69 +128,142 @@ pub async fn fetch_meta(
     if let Some(m) = changed_since {
         cmd += &format!(" (CHANGEDSINCE {m})");
     }
-    let mut out = Vec::new();
+    // Per UID, what came; a server may also send unsolicited FETCHes (flag changes by another
+    // client) with only some attributes.
+    let mut seen: BTreeMap<u32, FetchItem> = BTreeMap::new();
+    let mut bad = None;
     s.run_with(Command::new(&cmd), |r| {
         if let Response::Numbered(_, name, v) = r {
             if name == "FETCH" {
-                let f = parse_fetch(v);
-                if let Some(uid) = f.uid {
-                    out.push(Meta {
-                        uid,
-                        flags: f.flags.unwrap_or_default(),
-                        date: f.internaldate,
-                        size: f.size.unwrap_or(0),
-                    });
+                match parse_fetch(v) {
+                    Ok(item) => {
+                        let Some(uid) = item.uid else { return };
+                        let e = seen.entry(uid).or_default();
+                        e.flags = e.flags.take().or(item.flags);
+                        e.internaldate = e.internaldate.take().or(item.internaldate);
+                        e.size = e.size.or(item.size);
+                    }
+                    Err(e) => bad = bad.take().or(Some(e)),
                 }
             }
         }
     })
     .await?;
-    out.sort_by_key(|m| m.uid);
-    out.dedup_by_key(|m| m.uid);
-    Ok(out)
+    if let Some(e) = bad {
+        anyhow::bail!("{}: {e}", s.side);
+    }
+    seen.into_iter()
+        .map(|(uid, item)| {
+            let size = item
+                .size
+                .with_context(|| format!("{}: no RFC822.SIZE for UID {uid}", s.side))?;
+            Ok(Meta {
+                uid,
+                flags: item.flags.unwrap_or_default(),
+                date: item.internaldate,
+                size,
+            })
+        })
+        .collect()
 }
 
 /// FETCHes the full bodies of some UIDs (BODY.PEEK so \Seen does not change on the source).
+/// A message the server answers OK for but sends no body of is looked up again: still there,
+/// it is `undelivered` (reported, not taken for expunged).
 pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
     let mut out = HashMap::new();
     if uids.is_empty() {
         return Ok(Bodies::default());
     }
+    let mut bad = None;
     let cmd = format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(uids));
     let r = s
         .run_with(Command::new(&cmd), |r| {
             if let Response::Numbered(_, name, v) = r {
                 if name == "FETCH" {
-                    let FetchItem { uid, body, .. } = parse_fetch(v);
-                    if let (Some(uid), Some(body)) = (uid, body) {
-                        out.insert(uid, body);
+                    match parse_fetch(v) {
+                        Ok(FetchItem {
+                            uid: Some(uid),
+                            body: Some(body),
+                            ..
+                        }) => {
+                            out.insert(uid, body);
+                        }
+                        Ok(_) => {}
+                        Err(e) => bad = bad.take().or(Some(e)),
                     }
                 }
             }
         })
         .await;
+    if let Some(e) = bad {
+        anyhow::bail!("{}: {e}", s.side);
+    }
     match r {
-        Ok(_) => Ok(Bodies {
-            map: out,
-            refused: None,
-        }),
+        Ok(_) => {
+            let missing: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !out.contains_key(u))
+                .collect();
+            let undelivered = if missing.is_empty() {
+                HashSet::new()
+            } else {
+                existing_uids(s, &missing).await?
+            };
+            Ok(Bodies {
+                map: out,
+                refused: None,
+                undelivered,
+            })
+        }
         // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
         // Exchange: unconvertible items). Keep what came; the rest is reported, not fatal.
         Err(ImapError::Refused { status, reason, .. }) if status.status == Status::No => {
             Ok(Bodies {
                 map: out,
                 refused: Some(reason),
+                undelivered: HashSet::new(),
             })
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Bodies of one FETCH, and the server's reason when it could not deliver them all.
+/// Which of `uids` the folder still holds.
+async fn existing_uids(s: &mut Session, uids: &[u32]) -> Result<HashSet<u32>> {
+    let wanted: HashSet<u32> = uids.iter().copied().collect();
+    let mut found = HashSet::new();
+    let mut bad = None;
+    let cmd = format!("UID FETCH {} (UID)", uid_set(uids));
+    s.run_with(Command::new(&cmd), |r| {
+        if let Response::Numbered(_, name, v) = r {
+            if name == "FETCH" {
+                match parse_fetch(v) {
+                    Ok(FetchItem { uid: Some(u), .. }) if wanted.contains(&u) => {
+                        found.insert(u);
+                    }
+                    Ok(_) => {}
+                    Err(e) => bad = bad.take().or(Some(e)),
+                }
+            }
+        }
+    })
+    .await?;
+    if let Some(e) = bad {
+        anyhow::bail!("{}: {e}", s.side);
+    }
+    Ok(found)
+}
+
+/// Bodies of one FETCH, and why some did not come.
 #[derive(Debug, Default)]
 pub struct Bodies {
     pub map: HashMap<u32, Vec<u8>>,
+    /// The server's reason when it answered NO (some messages could not be read).
     pub refused: Option<String>,
+    /// Answered OK without a body, yet still in the folder.
+    pub undelivered: HashSet<u32>,
 }
 
 /// Splits messages into batches bounded by bytes and count (a lone large message is its own batch).
@@ -850,16 +925,22 @@ async fn append_batch(
     let mut queued = Vec::new();
     for m in part {
         let Some(body) = bodies.map.remove(&m.uid) else {
-            // Expunged on the source since the listing: nothing to copy. But if the server
-            // said NO, the message exists and could not be read: report it.
-            if let Some(reason) = &bodies.refused {
-                rep.failures.push(Failure {
-                    folder: rep.source.clone(),
-                    uid: m.uid,
-                    size: m.size,
-                    reason: format!("source could not deliver it: {reason}"),
-                });
-            }
+            // Not delivered: reported with the reason, unless it was expunged on the source
+            // since the listing (then there is nothing to copy; counted).
+            let reason = if let Some(reason) = &bodies.refused {
+                format!("source could not deliver it: {reason}")
+            } else if bodies.undelivered.contains(&m.uid) {
+                "source answered OK but sent no body".to_string()
+            } else {
+                rep.expunged += 1;
+                continue;
+            };
+            rep.failures.push(Failure {
+                folder: rep.source.clone(),
+                uid: m.uid,
+                size: m.size,
+                reason,
+            });
             continue;
         };
         let (flags, r) = canonical_flags(&m.flags, Some(tsel));

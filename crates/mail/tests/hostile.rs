@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tenantry_testkit::dovecot::{Config, Dovecot};
 use tenantry_testkit::hostile::{ImapConn, ImapServer};
 
 /// `tenantry-mail migrate` from `source` into a port where nothing listens (the source fails
@@ -99,6 +100,12 @@ struct Watched {
 /// a run still going after two minutes is killed and reported as such (a hang fails the test
 /// instead of stalling the suite).
 fn migrate_watched(source_port: u16, extra: &[&str]) -> Watched {
+    let target = format!("imap://alice@127.0.0.1:{source_port}");
+    migrate_into(source_port, &target, "pw", extra)
+}
+
+/// As [`migrate_watched`], into `target` (a URL) with its password.
+fn migrate_into(source_port: u16, target: &str, target_pw: &str, extra: &[&str]) -> Watched {
     let tmp = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry-mail"))
@@ -107,14 +114,14 @@ fn migrate_watched(source_port: u16, extra: &[&str]) -> Watched {
             "--source",
             &format!("imap://alice@127.0.0.1:{source_port}"),
             "--target",
-            &format!("imap://alice@127.0.0.1:{source_port}"),
+            target,
             "--quiet",
         ])
         .args(extra)
         .arg("--state-dir")
         .arg(tmp.path())
         .env("TENANTRY_SOURCE_PASSWORD", "pw")
-        .env("TENANTRY_TARGET_PASSWORD", "pw")
+        .env("TENANTRY_TARGET_PASSWORD", target_pw)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -287,4 +294,166 @@ fn a_command_answered_only_with_chatter_is_cut_off_by_the_deadline() {
         run.said
     );
     assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+}
+
+/// A source with one folder holding two messages (UIDs 1 and 2), scripted except for what
+/// `answer` returns: it gets each command after login (verb upper-cased) and may answer it
+/// (tagged completion included), or leave it to the default script.
+fn scripted_source(
+    folder: &'static [u8],
+    answer: impl Fn(&str, &str) -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> ImapServer {
+    ImapServer::start(move |c| {
+        c.send(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")?;
+        c.serve(|tag, rest| {
+            if let Some(a) = answer(tag, rest) {
+                return a;
+            }
+            let upper = rest.to_ascii_uppercase();
+            let mut out = Vec::new();
+            if upper.starts_with("CAPABILITY") {
+                out.extend_from_slice(b"* CAPABILITY IMAP4rev1\r\n");
+            } else if upper.starts_with("LIST") {
+                out.extend_from_slice(format!("* LIST () \"/\" {{{}}}\r\n", folder.len()).as_bytes());
+                out.extend_from_slice(folder);
+                out.extend_from_slice(b"\r\n");
+            } else if upper.starts_with("EXAMINE") {
+                out.extend_from_slice(
+                    b"* 2 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 3] ok\r\n",
+                );
+            } else if upper.contains("RFC822.SIZE") {
+                for uid in [1, 2] {
+                    out.extend_from_slice(format!("* {uid} FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE {})\r\n", body(uid).len()).as_bytes());
+                }
+            } else if upper.contains("BODY.PEEK[]") || upper.contains("(UID)") {
+                for uid in [1, 2] {
+                    if upper.contains("BODY.PEEK[]") {
+                        let b = body(uid);
+                        out.extend_from_slice(format!("* {uid} FETCH (UID {uid} BODY[] {{{}}}\r\n", b.len()).as_bytes());
+                        out.extend_from_slice(&b);
+                        out.extend_from_slice(b")\r\n");
+                    } else {
+                        out.extend_from_slice(format!("* {uid} FETCH (UID {uid})\r\n").as_bytes());
+                    }
+                }
+            }
+            out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+            out
+        })
+    })
+}
+
+fn body(uid: u32) -> Vec<u8> {
+    format!("Subject: message {uid}\r\n\r\nbody {uid}\r\n").into_bytes()
+}
+
+/// Messages in the target's INBOX.
+async fn target_count(d: &Dovecot) -> u32 {
+    let mut s = d.session("alice", "alicepw2").await;
+    s.select("INBOX", true).await.unwrap().exists
+}
+
+fn json(run: &Watched) -> serde_json::Value {
+    let start = run.said.find('{').expect("a JSON report");
+    let end = run.said.rfind('}').expect("a JSON report");
+    serde_json::from_str(&run.said[start..=end]).unwrap()
+}
+
+#[tokio::test]
+async fn a_message_answered_ok_without_body_is_reported_not_skipped() {
+    // The FETCH answers OK but carries only UID 1's body; UID 2 is still in the folder.
+    let server = scripted_source(b"INBOX", |tag, rest| {
+        if !rest.contains("BODY.PEEK[]") {
+            return None;
+        }
+        let b = body(1);
+        let mut out = format!("* 1 FETCH (UID 1 BODY[] {{{}}}\r\n", b.len()).into_bytes();
+        out.extend_from_slice(&b);
+        out.extend_from_slice(format!(")\r\n* 2 FETCH (UID 2)\r\n{tag} OK done\r\n").as_bytes());
+        Some(out)
+    });
+    let target = Dovecot::start(Config::target());
+    let run = migrate_into(server.port(), &target.url("alice"), "alicepw2", &["--json"]);
+    assert!(
+        !run.success,
+        "exit 0 although a message was not copied: {}",
+        run.said
+    );
+    let failures = &json(&run)["mailboxes"][0]["folders"][0]["failures"];
+    assert_eq!(failures.as_array().map(Vec::len), Some(1), "{}", run.said);
+    assert_eq!(failures[0]["uid"], 2);
+    assert_eq!(failures[0]["reason"], "source answered OK but sent no body");
+    assert_eq!(target_count(&target).await, 1);
+}
+
+#[tokio::test]
+async fn a_uid_that_overflows_is_an_error_not_a_skipped_message() {
+    // UID 4294967298 does not fit 32 bits: it was read as "no UID" and the message skipped.
+    let server = scripted_source(b"INBOX", |tag, rest| {
+        if !rest.contains("RFC822.SIZE") {
+            return None;
+        }
+        let mut out = Vec::new();
+        for uid in ["1", "4294967298"] {
+            out.extend_from_slice(format!("* 1 FETCH (UID {uid} FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE 30)\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+        Some(out)
+    });
+    let target = Dovecot::start(Config::target());
+    let run = migrate_into(server.port(), &target.url("alice"), "alicepw2", &[]);
+    assert!(!run.success, "{}", run.said);
+    assert!(
+        run.said.contains(
+            "source: malformed IMAP response: FETCH UID \"4294967298\" is not a number in range"
+        ),
+        "{}",
+        run.said
+    );
+}
+
+#[tokio::test]
+async fn server_texts_reach_the_terminal_escaped_and_the_json_exact() {
+    // A folder name (the target refuses it) and a refusal text (for INBOX) that would rewrite the
+    // window title and clear the screen.
+    const NAME: &str = "Evil\x1b]0;owned\x07\x1b[2J";
+    let server = scripted_source(b"INBOX", |tag, rest| {
+        let upper = rest.to_ascii_uppercase();
+        if upper.starts_with("LIST") {
+            let mut out = format!("* LIST () \"/\" {{{}}}\r\n{NAME}\r\n", NAME.len()).into_bytes();
+            out.extend_from_slice(format!("* LIST () \"/\" INBOX\r\n{tag} OK done\r\n").as_bytes());
+            return Some(out);
+        }
+        upper
+            .starts_with("EXAMINE")
+            .then(|| format!("{tag} NO [ALERT] \x1b[31mno access\x1b[0m\r\n").into_bytes())
+    });
+    let target = Dovecot::start(Config::target());
+    let run = migrate_into(server.port(), &target.url("alice"), "alicepw2", &[]);
+    assert!(!run.success, "{}", run.said);
+    assert!(
+        !run.said.contains('\x1b') && !run.said.contains('\x07'),
+        "{:?}",
+        run.said
+    );
+    assert!(
+        run.said.contains(r"Evil\u{1b}]0;owned\u{7}\u{1b}[2J"),
+        "{}",
+        run.said
+    );
+    assert!(
+        run.said.contains(r"\u{1b}[31mno access\u{1b}[0m"),
+        "{}",
+        run.said
+    );
+    let run = migrate_into(server.port(), &target.url("alice"), "alicepw2", &["--json"]);
+    let report = json(&run);
+    let folders = report["mailboxes"][0]["folders"].as_array().unwrap();
+    assert!(folders.iter().any(|f| f["source"] == NAME), "{report}");
+    assert!(
+        folders.iter().any(|f| f["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\x1b[31mno access\x1b[0m"))),
+        "{report}"
+    );
 }
