@@ -359,7 +359,7 @@ async fn migrate_inner(
     let uncreatable = if opts.dry_run {
         HashSet::new()
     } else {
-        create_folders(&mut t, &plan, &tgt_folders, report).await?
+        create_folders(&mut t, &plan, &tgt_folders, delim, report).await?
     };
     let ctx = Ctx {
         state: &state,
@@ -448,34 +448,43 @@ async fn list_delimiter(t: &mut Session) -> Result<Option<char>> {
 /// Creates missing target folders and copies subscriptions. Returns the target names the
 /// server refused to create (e.g. Exchange's reserved "Files"); their folders are reported
 /// once, with the server's reason, and not synced.
+///
+/// A source folder that exists only as a `\Noselect` parent is not created: the child is, and
+/// servers such as Dovecot then show the parent as a `\Noselect` hierarchy level too. Only if
+/// the target refuses a child is the missing parent created (selectable: IMAP CREATE has no
+/// other kind) and the child tried again.
 async fn create_folders(
     t: &mut Session,
     plan: &[Mapping],
     existing: &[folders::Folder],
+    delim: Option<char>,
     report: &mut MailboxReport,
 ) -> Result<HashSet<String>> {
     let mut refused = HashSet::new();
+    let mut created_parents = HashSet::new();
     for m in plan {
-        if !m.target_exists && !refused.contains(&m.target) {
-            let r = t
-                .run(Command::new("CREATE ").string(m.target.as_bytes()))
-                .await;
-            match r {
-                Ok(_) => {}
-                // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
-                Err(ImapError::Refused { reason, .. })
-                    if reason.to_ascii_lowercase().contains("exists") => {}
-                Err(ImapError::Refused { reason, .. }) => {
-                    report.folders.push(FolderReport {
-                        source: m.source.display(),
-                        target: crate::protocol::utf7::decode(&m.target),
-                        error: Some(format!("target refused to create the folder: {reason}")),
-                        ..Default::default()
-                    });
-                    refused.insert(m.target.clone());
-                    continue;
+        if !m.target_exists && m.source.selectable && !refused.contains(&m.target) {
+            let mut answer = create_folder(t, &m.target).await?;
+            if answer.is_some() {
+                let parents = missing_parents(plan, m, delim, &created_parents);
+                if !parents.is_empty() {
+                    for parent in parents {
+                        if create_folder(t, parent).await?.is_none() {
+                            created_parents.insert(parent.to_string());
+                        }
+                    }
+                    answer = create_folder(t, &m.target).await?;
                 }
-                Err(e) => return Err(e.into()),
+            }
+            if let Some(reason) = answer {
+                report.folders.push(FolderReport {
+                    source: m.source.display(),
+                    target: crate::protocol::utf7::decode(&m.target),
+                    error: Some(format!("target refused to create the folder: {reason}")),
+                    ..Default::default()
+                });
+                refused.insert(m.target.clone());
+                continue;
             }
         }
         let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
@@ -494,6 +503,39 @@ async fn create_folders(
         }
     }
     Ok(refused)
+}
+
+/// CREATE; None when the folder exists afterwards, else the server's reason.
+async fn create_folder(t: &mut Session, name: &str) -> Result<Option<String>> {
+    match t.run(Command::new("CREATE ").string(name.as_bytes())).await {
+        Ok(_) => Ok(None),
+        // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
+        Err(ImapError::Refused { reason, .. })
+            if reason.to_ascii_lowercase().contains("exists") =>
+        {
+            Ok(None)
+        }
+        Err(ImapError::Refused { reason, .. }) => Ok(Some(reason)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Target names of `\Noselect` source parents of `child` missing on the target, outermost first.
+fn missing_parents<'a>(
+    plan: &'a [Mapping],
+    child: &Mapping,
+    delim: Option<char>,
+    created: &HashSet<String>,
+) -> Vec<&'a str> {
+    let Some(d) = delim else { return Vec::new() };
+    let mut out: Vec<&str> = plan
+        .iter()
+        .filter(|p| !p.source.selectable && !p.target_exists && !created.contains(&p.target))
+        .map(|p| p.target.as_str())
+        .filter(|p| child.target.starts_with(&format!("{p}{d}")))
+        .collect();
+    out.sort_by_key(|p| p.len());
+    out
 }
 
 /// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N

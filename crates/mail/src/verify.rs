@@ -110,7 +110,8 @@ async fn check_folder(
 ) -> Result<()> {
     let name = m.source.display();
     let tname = crate::protocol::utf7::decode(&m.target);
-    if !m.target_exists {
+    // A \Noselect parent holds no messages; the target needs it only as a hierarchy level.
+    if !m.target_exists && m.source.selectable {
         rep.differences.push(format!(
             "folder '{name}': missing on target (expected '{tname}')"
         ));
