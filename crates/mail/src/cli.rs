@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -85,6 +86,13 @@ pub struct ConnArgs {
     /// Connections per side and mailbox (folders run in parallel).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Longest silence, in seconds, from a server that owes an answer.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Longest wait, in seconds, for one command's complete answer (a server that trickles
+    /// data stays within --timeout; this cuts it off).
+    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 1800)]
+    pub command_timeout_secs: u64,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -104,7 +112,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Report, don't send, messages larger than this many bytes (e.g. 35000000 for Exchange
-    /// Online, which refuses larger APPENDs without announcing a limit).
+    /// Online, which refuses larger APPENDs without announcing a limit). Default 268435456
+    /// (256 MiB); a server's literals may exceed it by a quarter at most.
     #[arg(long)]
     pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
@@ -432,6 +441,8 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         ignore_appenduid: a.ignore_appenduid,
         multiappend: !a.no_multiappend,
         max_message_size: a.max_message_size,
+        idle_timeout: Duration::from_secs(a.conn.timeout_secs.max(1)),
+        command_timeout: Duration::from_secs(a.conn.command_timeout_secs.max(1)),
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());
@@ -469,6 +480,8 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let opts = Options {
         folder_map: folder_map(&a.conn)?,
         exclude: a.conn.exclude.clone(),
+        idle_timeout: Duration::from_secs(a.conn.timeout_secs.max(1)),
+        command_timeout: Duration::from_secs(a.conn.command_timeout_secs.max(1)),
         ..Default::default()
     };
     let opts = Arc::new(opts);
@@ -497,7 +510,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
                         rep.differences.len()
                     );
                     for d in &rep.differences {
-                        println!("  {d}");
+                        println!("  {}", crate::report::for_terminal(d));
                     }
                 }
                 json.push(serde_json::to_value(&rep)?);
@@ -505,7 +518,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
             Err(e) => {
                 ok = false;
                 if !a.conn.json {
-                    println!("{e}");
+                    println!("{}", crate::report::for_terminal(&e));
                 }
                 json.push(serde_json::json!({ "error": e }));
             }

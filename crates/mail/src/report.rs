@@ -7,6 +7,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// A server's text made safe for a terminal: control characters (escape sequences, carriage
+/// returns, newlines that would forge report lines) are shown escaped, e.g. `\u{1b}`. Only the
+/// text output uses it; the JSON report keeps exact values.
+pub fn for_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub folder: String,
@@ -27,6 +42,8 @@ pub struct FolderReport {
     /// Dry run: what a real run would copy.
     pub would_copy: u64,
     pub unchanged: bool,
+    /// Messages deleted on the source between listing and copying: nothing left to copy.
+    pub expunged: u64,
     pub failures: Vec<Failure>,
     /// Flags the target does not keep (not in its PERMANENTFLAGS), dropped.
     pub refused_flags: Vec<String>,
@@ -104,7 +121,12 @@ impl RunReport {
                     m.source, m.target
                 );
                 for f in m.folders.iter().filter(|f| f.would_copy > 0) {
-                    s += &format!("  {} -> {}: {}\n", f.source, f.target, f.would_copy);
+                    s += &format!(
+                        "  {} -> {}: {}\n",
+                        for_terminal(&f.source),
+                        for_terminal(&f.target),
+                        f.would_copy
+                    );
                 }
             } else {
                 s += &format!(
@@ -120,13 +142,20 @@ impl RunReport {
             }
             for f in &m.folders {
                 if let Some(n) = &f.note {
-                    s += &format!("  note: {n}\n");
+                    s += &format!("  note: {}\n", for_terminal(n));
+                }
+                if f.expunged > 0 {
+                    s += &format!(
+                        "  note: folder {}: {} message(s) deleted on the source during the run, not copied\n",
+                        for_terminal(&f.source),
+                        f.expunged
+                    );
                 }
                 if !f.refused_flags.is_empty() {
                     s += &format!(
                         "  note: target folder {} does not keep flags {}\n",
-                        f.target,
-                        f.refused_flags.join(" ")
+                        for_terminal(&f.target),
+                        for_terminal(&f.refused_flags.join(" "))
                     );
                 }
             }
@@ -139,7 +168,7 @@ impl RunReport {
         if !problems.is_empty() {
             s += &format!("{} problem(s):\n", problems.len());
             for p in problems {
-                s += &format!("  {p}\n");
+                s += &format!("  {}\n", for_terminal(&p));
             }
         }
         s
@@ -171,12 +200,13 @@ impl Progress {
             (None, n) => format!(", {n} not copied"),
         };
         eprintln!(
-            "{mailbox}: folder {} -> {}: {} copied ({:.1} MB), {} flag updates{status}",
-            f.source,
-            f.target,
+            "{mailbox}: folder {} -> {}: {} copied ({:.1} MB), {} flag updates{}",
+            for_terminal(&f.source),
+            for_terminal(&f.target),
             f.copied,
             f.bytes as f64 / 1e6,
-            f.flags_updated
+            f.flags_updated,
+            for_terminal(&status)
         );
     }
     pub fn set_folder(&self, name: &str) {
@@ -205,7 +235,11 @@ pub fn spawn_ticker(p: Arc<Progress>, quiet: bool) -> Option<tokio::task::JoinHa
             tokio::time::sleep(every).await;
             let m = p.messages.load(Ordering::Relaxed);
             let b = p.bytes.load(Ordering::Relaxed) as f64 / 1e6;
-            let folder = p.folder.lock().map(|f| f.clone()).unwrap_or_default();
+            let folder = p
+                .folder
+                .lock()
+                .map(|f| for_terminal(&f))
+                .unwrap_or_default();
             let secs = start.elapsed().as_secs_f64().max(0.001);
             let line = format!(
                 "{m} messages, {b:.1} MB ({:.1} MB/s), folder {folder}",
@@ -218,4 +252,44 @@ pub fn spawn_ticker(p: Arc<Progress>, quiet: bool) -> Option<tokio::task::JoinHa
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_texts_reach_a_terminal_escaped_and_json_exact() {
+        let evil = "Inbox\x1b]0;owned\x07\r\nfake line\u{9b}2J";
+        let report = RunReport {
+            mailboxes: vec![MailboxReport {
+                folders: vec![FolderReport {
+                    source: evil.into(),
+                    note: Some(evil.into()),
+                    failures: vec![Failure {
+                        folder: evil.into(),
+                        uid: 1,
+                        size: 2,
+                        reason: evil.into(),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            dry_run: false,
+        };
+        let text = report.text();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("Inbox\\u{1b}]0;owned\\u{7}\\u{d}\\u{a}fake line"),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("fake line")));
+        let json = serde_json::to_string(&report).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["mailboxes"][0]["folders"][0]["source"], evil);
+    }
 }

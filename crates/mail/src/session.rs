@@ -1,6 +1,7 @@
 //! One IMAP connection: TCP, TLS or STARTTLS, login, and sending commands / reading responses.
 //!
-//! Framing lives here (read a line, then any announced literal); parsing is `protocol`'s job.
+//! Framing within limits is `framer`'s job, parsing `protocol`'s; a session keeps the deadline
+//! of what it waits for.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -9,8 +10,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::framer::{self, FrameError, Limits};
 
 use crate::protocol::command::{Command, Part};
 use crate::protocol::{self, Response, Status, StatusInfo, Value};
@@ -62,6 +66,13 @@ pub enum ImapError {
         reason: String,
         status: StatusInfo,
     },
+    /// The server broke a limit (too long, too large, too slow, silent).
+    #[error("{side}: {host}: {what}")]
+    Limit {
+        side: Side,
+        host: String,
+        what: FrameError,
+    },
     #[error("{side}: protocol error: {msg}")]
     Protocol { side: Side, msg: String },
     #[error("{side}: {msg}")]
@@ -73,6 +84,7 @@ impl ImapError {
     pub fn is_transient(&self) -> bool {
         match self {
             ImapError::Io { .. } | ImapError::Bye(..) | ImapError::Protocol { .. } => true,
+            ImapError::Limit { what, .. } => what.is_transient(),
             ImapError::Refused { reason, .. } => reason.to_ascii_lowercase().contains("throttl"),
             _ => false,
         }
@@ -155,9 +167,10 @@ pub struct Session {
     pub caps: Vec<String>,
     /// Tagged completions read early (while waiting for a literal's `+`); handed out first.
     stash: std::collections::VecDeque<Response>,
+    limits: Limits,
+    /// When what is awaited now (greeting, login, a command's completion) must have come.
+    wait_until: Instant,
 }
-
-const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn tls_config(ep: &Endpoint) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
@@ -215,8 +228,13 @@ async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>) -> Result<Box<dyn Stream>
 }
 
 impl Session {
-    /// Connects, secures and logs in.
+    /// Connects, secures and logs in, with the default limits.
     pub async fn connect(ep: &Endpoint) -> Result<Session> {
+        Session::connect_with(ep, &Limits::default()).await
+    }
+
+    /// Connects, secures and logs in; every response is read within `limits`.
+    pub async fn connect_with(ep: &Endpoint, limits: &Limits) -> Result<Session> {
         let io_err = |source| ImapError::Io {
             side: ep.side,
             host: ep.host.clone(),
@@ -243,6 +261,8 @@ impl Session {
             next_tag: 0,
             caps: Vec::new(),
             stash: std::collections::VecDeque::new(),
+            limits: *limits,
+            wait_until: Instant::now() + limits.deadline,
         };
         let greeting = s.greeting().await?;
         if ep.security == Security::StartTls {
@@ -334,7 +354,13 @@ impl Session {
         self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
 
+    /// Starts the deadline of the next wait (a greeting, a login, a command's completion).
+    fn expect_by_deadline(&mut self) {
+        self.wait_until = Instant::now() + self.limits.deadline;
+    }
+
     async fn login(&mut self, ep: &Endpoint) -> Result<()> {
+        self.expect_by_deadline();
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
         let (mech, initial, display) = match &ep.auth {
             Auth::Password(pw) if !self.has_cap("AUTH=PLAIN") => {
@@ -432,7 +458,7 @@ impl Session {
     }
 
     async fn write_raw(&mut self, b: &[u8]) -> Result<()> {
-        let r = tokio::time::timeout(IO_TIMEOUT, async {
+        let r = tokio::time::timeout(self.limits.idle, async {
             self.io.get_mut().write_all(b).await?;
             self.io.get_mut().flush().await
         })
@@ -485,6 +511,7 @@ impl Session {
                     } else {
                         self.write_raw(&buf).await?;
                         buf.clear();
+                        self.expect_by_deadline();
                         loop {
                             // Straight from the wire: earlier pipelined commands may complete
                             // first; their completions wait in the stash.
@@ -515,7 +542,7 @@ impl Session {
     }
 
     async fn write_raw_unflushed(&mut self, b: &[u8]) -> Result<()> {
-        let r = tokio::time::timeout(IO_TIMEOUT, self.io.get_mut().write_all(b)).await;
+        let r = tokio::time::timeout(self.limits.idle, self.io.get_mut().write_all(b)).await;
         self.io_result(r)
     }
 
@@ -529,40 +556,26 @@ impl Session {
 
     /// Reads one response from the socket, ignoring the stash.
     async fn read_wire(&mut self) -> Result<Response> {
-        let mut f = protocol::Framed::default();
-        loop {
-            let start = f.text.len();
-            let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_until(b'\n', &mut f.text)).await;
-            let n = self.io_result(r)?;
-            if n == 0 {
-                return Err(ImapError::Io {
+        let framed = framer::read_response(&mut self.io, &self.limits, self.wait_until)
+            .await
+            .map_err(|what| match what {
+                FrameError::Io(source) => ImapError::Io {
+                    side: self.side,
+                    host: self.host.clone(),
+                    source,
+                },
+                FrameError::Closed => ImapError::Io {
                     side: self.side,
                     host: self.host.clone(),
                     source: std::io::ErrorKind::UnexpectedEof.into(),
-                });
-            }
-            let line = &f.text[start..];
-            let line = line
-                .strip_suffix(b"\r\n")
-                .or_else(|| line.strip_suffix(b"\n"))
-                .unwrap_or(line);
-            match protocol::literal_len(line) {
-                Some(len) => {
-                    let len = usize::try_from(len)
-                        .ok()
-                        .filter(|&l| l <= 1 << 31)
-                        .ok_or_else(|| self.protocol("literal too large"))?;
-                    // read_exact into a sized buffer: read_to_end would grow (and copy) the
-                    // buffer to twice the literal's size while probing for EOF.
-                    let mut data = vec![0u8; len];
-                    let r = tokio::time::timeout(IO_TIMEOUT, self.io.read_exact(&mut data)).await;
-                    self.io_result(r)?;
-                    f.literals.push(data);
-                }
-                None => break,
-            }
-        }
-        protocol::parse_framed(f).map_err(|e| self.protocol(&e.to_string()))
+                },
+                what => ImapError::Limit {
+                    side: self.side,
+                    host: self.host.clone(),
+                    what,
+                },
+            })?;
+        protocol::parse_framed(framed).map_err(|e| self.protocol(&e.to_string()))
     }
 
     /// Reads until the completion of `tag`; untagged responses are handed to `on_untagged`.
@@ -572,6 +585,7 @@ impl Session {
         cmd_desc: &str,
         mut on_untagged: impl FnMut(Response),
     ) -> Result<StatusInfo> {
+        self.expect_by_deadline();
         loop {
             match self.read_response().await? {
                 Response::Tagged(t, info) if t == tag => {
@@ -605,6 +619,7 @@ impl Session {
     pub async fn complete_many(&mut self, tags: &[String]) -> Result<Vec<StatusInfo>> {
         let wanted: std::collections::HashSet<&str> = tags.iter().map(String::as_str).collect();
         let mut done: std::collections::HashMap<String, StatusInfo> = Default::default();
+        self.expect_by_deadline();
         while done.len() < wanted.len() {
             match self.read_response().await? {
                 Response::Tagged(t, info) if wanted.contains(t.as_str()) => {
@@ -676,36 +691,47 @@ impl Session {
         }
         let (untagged, info) = self.run(cmd).await?;
         let mut sel = Selected::default();
-        let mut apply = |code: &[Value]| {
-            let Some(name) = code.first() else { return };
+        // A number that does not parse or overflows is refused: read as 0 it would reset the
+        // folder's state or hide its messages.
+        let mut apply = |code: &[Value]| -> std::result::Result<(), protocol::ParseError> {
+            let Some(name) = code.first() else {
+                return Ok(());
+            };
             if name.is_atom("UIDVALIDITY") {
-                sel.uidvalidity = code.get(1).and_then(Value::as_u64).unwrap_or(0) as u32;
+                sel.uidvalidity = protocol::number(code.get(1), "UIDVALIDITY")?;
             } else if name.is_atom("UIDNEXT") {
-                sel.uidnext = code.get(1).and_then(Value::as_u64).unwrap_or(0) as u32;
+                sel.uidnext = protocol::number(code.get(1), "UIDNEXT")?;
             } else if name.is_atom("HIGHESTMODSEQ") {
-                sel.highestmodseq = code.get(1).and_then(Value::as_u64);
+                sel.highestmodseq = Some(protocol::number(code.get(1), "HIGHESTMODSEQ")?);
             } else if name.is_atom("PERMANENTFLAGS") {
                 sel.permanent_flags = code
                     .get(1)
                     .and_then(Value::as_list)
                     .map(|l| l.iter().filter_map(Value::as_str).collect());
             }
+            Ok(())
         };
+        let mut exists = None;
+        let mut flags = None;
         for r in &untagged {
             match r {
-                Response::UntaggedStatus(i) => apply(&i.code),
-                Response::Numbered(n, name, _) if name == "EXISTS" => sel.exists = *n as u32,
+                Response::UntaggedStatus(i) => apply(&i.code).map_err(|e| self.protocol(&e.0))?,
+                Response::Numbered(n, name, _) if name == "EXISTS" => exists = Some(*n),
                 Response::Data(name, v) if name == "FLAGS" => {
-                    sel.flags = v
+                    flags = v
                         .first()
                         .and_then(Value::as_list)
                         .map(|l| l.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default()
                 }
                 _ => {}
             }
         }
-        apply(&info.code);
+        apply(&info.code).map_err(|e| self.protocol(&e.0))?;
+        if let Some(n) = exists {
+            sel.exists = u32::try_from(n)
+                .map_err(|_| self.protocol(&format!("EXISTS {n} is out of range")))?;
+        }
+        sel.flags = flags.unwrap_or_default();
         if sel.uidvalidity == 0 {
             return Err(self.protocol("SELECT without UIDVALIDITY"));
         }

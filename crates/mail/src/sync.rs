@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::folders::{self, Mapping};
+use crate::framer::Limits;
 use crate::protocol::command::{flag_list, Command};
 use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status, StatusInfo};
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
@@ -37,9 +38,30 @@ pub struct Options {
     pub ignore_appenduid: bool,
     /// Use MULTIAPPEND when the target offers it.
     pub multiappend: bool,
-    /// Messages above this size are reported, not sent. Exchange Online refuses ~35 MB and
-    /// may drop the connection instead of answering NO, which would stall the folder.
+    /// Messages above this size are reported, not sent (default
+    /// `framer::DEFAULT_MAX_MESSAGE_SIZE`). Exchange Online refuses ~35 MB and may drop the
+    /// connection instead of answering NO, which would stall the folder. It also bounds the
+    /// literals a server may send (`Limits::for_message_size`).
     pub max_message_size: Option<u64>,
+    /// Longest silence from a server while an answer is expected.
+    pub idle_timeout: Duration,
+    /// Longest wait for one command's completion (a trickling server is cut off by it).
+    pub command_timeout: Duration,
+}
+
+impl Options {
+    pub fn max_message_size(&self) -> u64 {
+        self.max_message_size
+            .unwrap_or(crate::framer::DEFAULT_MAX_MESSAGE_SIZE)
+    }
+    /// What every connection of this run accepts from its server.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            idle: self.idle_timeout,
+            deadline: self.command_timeout,
+            ..Limits::for_message_size(self.max_message_size())
+        }
+    }
 }
 
 impl Default for Options {
@@ -54,6 +76,8 @@ impl Default for Options {
             ignore_appenduid: false,
             multiappend: true,
             max_message_size: None,
+            idle_timeout: Limits::DEFAULT_IDLE,
+            command_timeout: Limits::DEFAULT_DEADLINE,
         }
     }
 }
@@ -93,6 +117,8 @@ pub fn canonical_flags(flags: &[String], target: Option<&Selected>) -> (String, 
 }
 
 /// FETCHes metadata of `set` (UID set or `1:*`), optionally only what changed since a modseq.
+/// A message without a size, or with a number that does not parse, is an error: defaulted, it
+/// would be batched and matched wrongly or skipped.
 pub async fn fetch_meta(
     s: &mut Session,
     set: &str,
@@ -102,69 +128,142 @@ pub async fn fetch_meta(
     if let Some(m) = changed_since {
         cmd += &format!(" (CHANGEDSINCE {m})");
     }
-    let mut out = Vec::new();
+    // Per UID, what came; a server may also send unsolicited FETCHes (flag changes by another
+    // client) with only some attributes.
+    let mut seen: BTreeMap<u32, FetchItem> = BTreeMap::new();
+    let mut bad = None;
     s.run_with(Command::new(&cmd), |r| {
         if let Response::Numbered(_, name, v) = r {
             if name == "FETCH" {
-                let f = parse_fetch(v);
-                if let Some(uid) = f.uid {
-                    out.push(Meta {
-                        uid,
-                        flags: f.flags.unwrap_or_default(),
-                        date: f.internaldate,
-                        size: f.size.unwrap_or(0),
-                    });
+                match parse_fetch(v) {
+                    Ok(item) => {
+                        let Some(uid) = item.uid else { return };
+                        let e = seen.entry(uid).or_default();
+                        e.flags = e.flags.take().or(item.flags);
+                        e.internaldate = e.internaldate.take().or(item.internaldate);
+                        e.size = e.size.or(item.size);
+                    }
+                    Err(e) => bad = bad.take().or(Some(e)),
                 }
             }
         }
     })
     .await?;
-    out.sort_by_key(|m| m.uid);
-    out.dedup_by_key(|m| m.uid);
-    Ok(out)
+    if let Some(e) = bad {
+        anyhow::bail!("{}: {e}", s.side);
+    }
+    seen.into_iter()
+        .map(|(uid, item)| {
+            let size = item
+                .size
+                .with_context(|| format!("{}: no RFC822.SIZE for UID {uid}", s.side))?;
+            Ok(Meta {
+                uid,
+                flags: item.flags.unwrap_or_default(),
+                date: item.internaldate,
+                size,
+            })
+        })
+        .collect()
 }
 
 /// FETCHes the full bodies of some UIDs (BODY.PEEK so \Seen does not change on the source).
+/// A message the server answers OK for but sends no body of is looked up again: still there,
+/// it is `undelivered` (reported, not taken for expunged).
 pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
     let mut out = HashMap::new();
     if uids.is_empty() {
         return Ok(Bodies::default());
     }
+    let mut bad = None;
     let cmd = format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(uids));
     let r = s
         .run_with(Command::new(&cmd), |r| {
             if let Response::Numbered(_, name, v) = r {
                 if name == "FETCH" {
-                    let FetchItem { uid, body, .. } = parse_fetch(v);
-                    if let (Some(uid), Some(body)) = (uid, body) {
-                        out.insert(uid, body);
+                    match parse_fetch(v) {
+                        Ok(FetchItem {
+                            uid: Some(uid),
+                            body: Some(body),
+                            ..
+                        }) => {
+                            out.insert(uid, body);
+                        }
+                        Ok(_) => {}
+                        Err(e) => bad = bad.take().or(Some(e)),
                     }
                 }
             }
         })
         .await;
+    if let Some(e) = bad {
+        anyhow::bail!("{}: {e}", s.side);
+    }
     match r {
-        Ok(_) => Ok(Bodies {
-            map: out,
-            refused: None,
-        }),
+        Ok(_) => {
+            let missing: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !out.contains_key(u))
+                .collect();
+            let undelivered = if missing.is_empty() {
+                HashSet::new()
+            } else {
+                existing_uids(s, &missing).await?
+            };
+            Ok(Bodies {
+                map: out,
+                refused: None,
+                undelivered,
+            })
+        }
         // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
         // Exchange: unconvertible items). Keep what came; the rest is reported, not fatal.
         Err(ImapError::Refused { status, reason, .. }) if status.status == Status::No => {
             Ok(Bodies {
                 map: out,
                 refused: Some(reason),
+                undelivered: HashSet::new(),
             })
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Bodies of one FETCH, and the server's reason when it could not deliver them all.
+/// Which of `uids` the folder still holds.
+async fn existing_uids(s: &mut Session, uids: &[u32]) -> Result<HashSet<u32>> {
+    let wanted: HashSet<u32> = uids.iter().copied().collect();
+    let mut found = HashSet::new();
+    let mut bad = None;
+    let cmd = format!("UID FETCH {} (UID)", uid_set(uids));
+    s.run_with(Command::new(&cmd), |r| {
+        if let Response::Numbered(_, name, v) = r {
+            if name == "FETCH" {
+                match parse_fetch(v) {
+                    Ok(FetchItem { uid: Some(u), .. }) if wanted.contains(&u) => {
+                        found.insert(u);
+                    }
+                    Ok(_) => {}
+                    Err(e) => bad = bad.take().or(Some(e)),
+                }
+            }
+        }
+    })
+    .await?;
+    if let Some(e) = bad {
+        anyhow::bail!("{}: {e}", s.side);
+    }
+    Ok(found)
+}
+
+/// Bodies of one FETCH, and why some did not come.
 #[derive(Debug, Default)]
 pub struct Bodies {
     pub map: HashMap<u32, Vec<u8>>,
+    /// The server's reason when it answered NO (some messages could not be read).
     pub refused: Option<String>,
+    /// Answered OK without a body, yet still in the folder.
+    pub undelivered: HashSet<u32>,
 }
 
 /// Splits messages into batches bounded by bytes and count (a lone large message is its own batch).
@@ -244,7 +343,11 @@ async fn migrate_inner(
     report: &mut MailboxReport,
 ) -> Result<()> {
     let state = State::open(state_path)?;
-    let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
+    let limits = opts.limits();
+    let (mut s, mut t) = tokio::try_join!(
+        Session::connect_with(src, &limits),
+        Session::connect_with(tgt, &limits)
+    )?;
     let (mut src_folders, tgt_folders) =
         (folders::list(&mut s).await?, folders::list(&mut t).await?);
     src_folders.retain(|f| !folders::excluded(f, &opts.exclude));
@@ -256,7 +359,7 @@ async fn migrate_inner(
     let uncreatable = if opts.dry_run {
         HashSet::new()
     } else {
-        create_folders(&mut t, &plan, &tgt_folders, report).await?
+        create_folders(&mut t, &plan, &tgt_folders, delim, report).await?
     };
     let ctx = Ctx {
         state: &state,
@@ -273,14 +376,17 @@ async fn migrate_inner(
     let extra = opts.connections.max(1) - 1;
     let mut first = Some((s, t));
     let workers = (0..=extra).map(|i| {
-        let (queue, results, ctx) = (&queue, &results, &ctx);
+        let (queue, results, ctx, limits) = (&queue, &results, &ctx, &limits);
         let first = if i == 0 { first.take() } else { None };
         async move {
             let pair = match first {
                 Some(p) => Some(p),
                 // More connections speed things up but are optional: a server that caps
                 // connections just leaves us with fewer workers.
-                None => match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
+                None => match tokio::try_join!(
+                    Session::connect_with(src, limits),
+                    Session::connect_with(tgt, limits)
+                ) {
                     Ok(p) => Some(p),
                     Err(e) => {
                         tracing::info!("extra connection not opened: {e}");
@@ -342,34 +448,43 @@ async fn list_delimiter(t: &mut Session) -> Result<Option<char>> {
 /// Creates missing target folders and copies subscriptions. Returns the target names the
 /// server refused to create (e.g. Exchange's reserved "Files"); their folders are reported
 /// once, with the server's reason, and not synced.
+///
+/// A source folder that exists only as a `\Noselect` parent is not created: the child is, and
+/// servers such as Dovecot then show the parent as a `\Noselect` hierarchy level too. Only if
+/// the target refuses a child is the missing parent created (selectable: IMAP CREATE has no
+/// other kind) and the child tried again.
 async fn create_folders(
     t: &mut Session,
     plan: &[Mapping],
     existing: &[folders::Folder],
+    delim: Option<char>,
     report: &mut MailboxReport,
 ) -> Result<HashSet<String>> {
     let mut refused = HashSet::new();
+    let mut created_parents = HashSet::new();
     for m in plan {
-        if !m.target_exists && !refused.contains(&m.target) {
-            let r = t
-                .run(Command::new("CREATE ").string(m.target.as_bytes()))
-                .await;
-            match r {
-                Ok(_) => {}
-                // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
-                Err(ImapError::Refused { reason, .. })
-                    if reason.to_ascii_lowercase().contains("exists") => {}
-                Err(ImapError::Refused { reason, .. }) => {
-                    report.folders.push(FolderReport {
-                        source: m.source.display(),
-                        target: crate::protocol::utf7::decode(&m.target),
-                        error: Some(format!("target refused to create the folder: {reason}")),
-                        ..Default::default()
-                    });
-                    refused.insert(m.target.clone());
-                    continue;
+        if !m.target_exists && m.source.selectable && !refused.contains(&m.target) {
+            let mut answer = create_folder(t, &m.target).await?;
+            if answer.is_some() {
+                let parents = missing_parents(plan, m, delim, &created_parents);
+                if !parents.is_empty() {
+                    for parent in parents {
+                        if create_folder(t, parent).await?.is_none() {
+                            created_parents.insert(parent.to_string());
+                        }
+                    }
+                    answer = create_folder(t, &m.target).await?;
                 }
-                Err(e) => return Err(e.into()),
+            }
+            if let Some(reason) = answer {
+                report.folders.push(FolderReport {
+                    source: m.source.display(),
+                    target: crate::protocol::utf7::decode(&m.target),
+                    error: Some(format!("target refused to create the folder: {reason}")),
+                    ..Default::default()
+                });
+                refused.insert(m.target.clone());
+                continue;
             }
         }
         let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
@@ -388,6 +503,39 @@ async fn create_folders(
         }
     }
     Ok(refused)
+}
+
+/// CREATE; None when the folder exists afterwards, else the server's reason.
+async fn create_folder(t: &mut Session, name: &str) -> Result<Option<String>> {
+    match t.run(Command::new("CREATE ").string(name.as_bytes())).await {
+        Ok(_) => Ok(None),
+        // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
+        Err(ImapError::Refused { reason, .. })
+            if reason.to_ascii_lowercase().contains("exists") =>
+        {
+            Ok(None)
+        }
+        Err(ImapError::Refused { reason, .. }) => Ok(Some(reason)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Target names of `\Noselect` source parents of `child` missing on the target, outermost first.
+fn missing_parents<'a>(
+    plan: &'a [Mapping],
+    child: &Mapping,
+    delim: Option<char>,
+    created: &HashSet<String>,
+) -> Vec<&'a str> {
+    let Some(d) = delim else { return Vec::new() };
+    let mut out: Vec<&str> = plan
+        .iter()
+        .filter(|p| !p.source.selectable && !p.target_exists && !created.contains(&p.target))
+        .map(|p| p.target.as_str())
+        .filter(|p| child.target.starts_with(&format!("{p}{d}")))
+        .collect();
+    out.sort_by_key(|p| p.len());
+    out
 }
 
 /// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N
@@ -442,7 +590,11 @@ async fn sync_with_retry(
                 rep_retries += 1;
                 tracing::warn!("{}: {e:#}; reconnecting in {wait:?}", rep.source);
                 tokio::time::sleep(wait).await;
-                match tokio::try_join!(Session::connect(src), Session::connect(tgt)) {
+                let limits = ctx.opts.limits();
+                match tokio::try_join!(
+                    Session::connect_with(src, &limits),
+                    Session::connect_with(tgt, &limits)
+                ) {
                     Ok(p) => *pair = p,
                     Err(e2) => tracing::warn!("reconnect failed: {e2}"),
                 }
@@ -535,19 +687,18 @@ async fn sync_folder(
         .filter(|x| !maps.contains_key(&x.uid))
         .cloned()
         .collect();
-    if let Some(max) = ctx.opts.max_message_size {
-        new.retain(|x| {
-            if x.size > max {
-                rep.failures.push(Failure {
-                    folder: rep.source.clone(),
-                    uid: x.uid,
-                    size: x.size,
-                    reason: format!("larger than --max-message-size ({max} bytes)"),
-                });
-            }
-            x.size <= max
-        });
-    }
+    let max = ctx.opts.max_message_size();
+    new.retain(|x| {
+        if x.size > max {
+            rep.failures.push(Failure {
+                folder: rep.source.clone(),
+                uid: x.uid,
+                size: x.size,
+                reason: format!("larger than the {max}-byte limit (--max-message-size)"),
+            });
+        }
+        x.size <= max
+    });
     copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
     // Flag changes on messages copied earlier.
     let mut stores = Vec::new();
@@ -625,8 +776,14 @@ async fn match_by_content(
         .into_iter()
         .filter(|x| !claimed.contains(&x.uid))
         .collect();
-    let tsizes: HashSet<u64> = tmetas.iter().map(|x| x.size).collect();
-    let ssizes: HashSet<u64> = metas.iter().map(|x| x.size).collect();
+    // Messages above the size limit are never fetched (they are reported when copying).
+    let max = ctx.opts.max_message_size();
+    let tsizes: HashSet<u64> = tmetas
+        .iter()
+        .map(|x| x.size)
+        .filter(|&s| s <= max)
+        .collect();
+    let ssizes: HashSet<u64> = metas.iter().map(|x| x.size).filter(|&s| s <= max).collect();
     let scand: Vec<Meta> = metas
         .iter()
         .filter(|x| tsizes.contains(&x.size))
@@ -810,16 +967,22 @@ async fn append_batch(
     let mut queued = Vec::new();
     for m in part {
         let Some(body) = bodies.map.remove(&m.uid) else {
-            // Expunged on the source since the listing: nothing to copy. But if the server
-            // said NO, the message exists and could not be read: report it.
-            if let Some(reason) = &bodies.refused {
-                rep.failures.push(Failure {
-                    folder: rep.source.clone(),
-                    uid: m.uid,
-                    size: m.size,
-                    reason: format!("source could not deliver it: {reason}"),
-                });
-            }
+            // Not delivered: reported with the reason, unless it was expunged on the source
+            // since the listing (then there is nothing to copy; counted).
+            let reason = if let Some(reason) = &bodies.refused {
+                format!("source could not deliver it: {reason}")
+            } else if bodies.undelivered.contains(&m.uid) {
+                "source answered OK but sent no body".to_string()
+            } else {
+                rep.expunged += 1;
+                continue;
+            };
+            rep.failures.push(Failure {
+                folder: rep.source.clone(),
+                uid: m.uid,
+                size: m.size,
+                reason,
+            });
             continue;
         };
         let (flags, r) = canonical_flags(&m.flags, Some(tsel));

@@ -78,7 +78,11 @@ pub async fn verify_mailbox(
     tgt: &Endpoint,
     opts: &Options,
 ) -> Result<VerifyReport> {
-    let (mut s, mut t) = tokio::try_join!(Session::connect(src), Session::connect(tgt))?;
+    let limits = opts.limits();
+    let (mut s, mut t) = tokio::try_join!(
+        Session::connect_with(src, &limits),
+        Session::connect_with(tgt, &limits)
+    )?;
     let (mut sf, tf) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
     sf.retain(|f| !folders::excluded(f, &opts.exclude));
     let delim = tf.iter().find_map(|f| f.delimiter);
@@ -106,7 +110,8 @@ async fn check_folder(
 ) -> Result<()> {
     let name = m.source.display();
     let tname = crate::protocol::utf7::decode(&m.target);
-    if !m.target_exists {
+    // A \Noselect parent holds no messages; the target needs it only as a hierarchy level.
+    if !m.target_exists && m.source.selectable {
         rep.differences.push(format!(
             "folder '{name}': missing on target (expected '{tname}')"
         ));

@@ -815,3 +815,46 @@ async fn servers_without_extensions_use_the_fallback_paths() {
         Some(true)
     );
 }
+
+#[tokio::test]
+async fn a_noselect_parent_stays_a_parent_on_the_target() {
+    // On the source `Projekt` exists only as the \Noselect parent of `Projekt/Överföring`; it
+    // must not become a selectable, empty folder on the target.
+    let p = Pair::new();
+    let mut s = p.source().await;
+    let child = tenantry_mail::protocol::utf7::encode("Projekt/Överföring");
+    create(&mut s, &child, false).await;
+    append(
+        &mut s,
+        &child,
+        "\\Seen",
+        "14-Mar-2021 08:30:00 +0200",
+        &message("inside", "", 600, true),
+    )
+    .await;
+    let parent = |list: &[folders::Folder]| {
+        list.iter()
+            .find(|f| f.path == ["Projekt"])
+            .map(|f| f.selectable)
+    };
+    assert_eq!(
+        parent(&folders::list(&mut s).await.unwrap()),
+        Some(false),
+        "the source lists Projekt as \\Noselect"
+    );
+    assert_eq!(p.migrate(&[]).await, 0);
+    let mut t = p.target().await;
+    let listed = folders::list(&mut t).await.unwrap();
+    // Dovecot creates the hierarchy level itself and lists it as \Noselect, like the source.
+    assert_eq!(
+        parent(&listed),
+        Some(false),
+        "Projekt must be listed, not selectable, on the target: {listed:?}"
+    );
+    let child = listed
+        .iter()
+        .find(|f| f.path == ["Projekt", "Överföring"])
+        .expect("child folder on the target");
+    assert_eq!(t.select(&child.wire, true).await.unwrap().exists, 1);
+    assert_eq!(p.verify().await, 0);
+}

@@ -32,9 +32,10 @@ impl Value {
         self.as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
+    /// An IMAP number (digits only); None for anything else, or above u64.
     pub fn as_u64(&self) -> Option<u64> {
         match self {
-            Value::Atom(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            Value::Atom(b) => parse_number(b),
             _ => None,
         }
     }
@@ -110,6 +111,26 @@ pub enum Response {
     /// `* LIST ...`, `* CAPABILITY ...`, `* SEARCH ...`: name upper-cased, then the rest.
     Data(String, Vec<Value>),
     Tagged(String, StatusInfo),
+}
+
+/// An IMAP number: ASCII digits only, within u64 (`+5`, `-1`, ` 5` and overflow are None).
+pub fn parse_number(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// A number the server sent for `what` that must fit `T`: refused, never read as 0, when it is
+/// missing, not a number, or too large.
+pub fn number<T: TryFrom<u64>>(v: Option<&Value>, what: &str) -> Result<T, ParseError> {
+    let shown = || {
+        v.and_then(Value::as_str)
+            .unwrap_or_else(|| format!("{v:?}"))
+    };
+    v.and_then(Value::as_u64)
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| ParseError(format!("{what} {:?} is not a number in range", shown())))
 }
 
 /// If a line (without CRLF) ends with a literal announcement `{n}` / `{n+}` / `~{n}`,
@@ -386,10 +407,9 @@ pub fn parse_framed(f: Framed) -> Result<Response, ParseError> {
             return Ok(Response::UntaggedStatus(p.status_info(status)?));
         }
         if !word.is_empty() && word.iter().all(u8::is_ascii_digit) {
-            let n = std::str::from_utf8(word)
-                .ok()
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(0);
+            let Some(n) = parse_number(word) else {
+                return p.err("message number out of range");
+            };
             p.skip_spaces();
             let name = String::from_utf8_lossy(p.word()).to_ascii_uppercase();
             return Ok(Response::Numbered(n, name, p.values_until_end()?));
@@ -418,38 +438,40 @@ pub struct FetchItem {
 }
 
 /// Reads the attribute list of `* n FETCH (...)`; takes the values so bodies are moved, not copied.
-pub fn parse_fetch(values: Vec<Value>) -> FetchItem {
+/// A UID, size or MODSEQ that is not a number in range is an error, never a default; a body
+/// sent as NIL (the server could not produce it) is no body.
+pub fn parse_fetch(values: Vec<Value>) -> Result<FetchItem, ParseError> {
     let mut item = FetchItem::default();
     let Some(Value::List(list)) = values.into_iter().next() else {
-        return item;
+        return Err(ParseError("FETCH without an attribute list".into()));
     };
     let mut it = list.into_iter();
     while let (Some(key), Some(val)) = (it.next(), it.next()) {
         let Value::Atom(k) = key else { continue };
         let k = k.to_ascii_uppercase();
         match k.as_slice() {
-            b"UID" => item.uid = val.as_u64().and_then(|u| u32::try_from(u).ok()),
+            b"UID" => item.uid = Some(number(Some(&val), "FETCH UID")?),
             b"FLAGS" => {
                 item.flags = val
                     .as_list()
                     .map(|l| l.iter().filter_map(Value::as_str).collect())
             }
             b"INTERNALDATE" => item.internaldate = val.as_str(),
-            b"RFC822.SIZE" => item.size = val.as_u64(),
-            b"MODSEQ" => item.modseq = val.as_list().and_then(|l| l.first()?.as_u64()),
+            b"RFC822.SIZE" => item.size = Some(number(Some(&val), "FETCH RFC822.SIZE")?),
+            b"MODSEQ" => {
+                let first = val.as_list().and_then(<[Value]>::first);
+                item.modseq = Some(number(first, "FETCH MODSEQ")?)
+            }
             _ if k.starts_with(b"BODY[")
                 || k.starts_with(b"RFC822")
                 || k.starts_with(b"BINARY[") =>
             {
-                item.body = match val {
-                    Value::Nil => Some(Vec::new()),
-                    v => v.into_bytes(),
-                }
+                item.body = val.into_bytes();
             }
             _ => {}
         }
     }
-    item
+    Ok(item)
 }
 
 /// Parses an INTERNALDATE (`"01-Jan-2020 09:00:00 +0000"`) to seconds since the epoch, so dates
@@ -594,7 +616,7 @@ mod tests {
             panic!()
         };
         assert_eq!(name, "FETCH");
-        let f = parse_fetch(vals);
+        let f = parse_fetch(vals).unwrap();
         assert_eq!(f.uid, Some(7));
         assert_eq!(f.flags.unwrap(), vec!["\\Seen", "$Foo"]);
         assert_eq!(f.size, Some(5));
@@ -693,6 +715,40 @@ mod tests {
             let _ = parse_internaldate(&String::from_utf8_lossy(&buf));
             let _ = utf7::decode(&String::from_utf8_lossy(&buf));
         }
+    }
+
+    #[test]
+    fn numbers_that_overflow_or_do_not_parse_are_refused() {
+        let fetch = |attrs: &str| {
+            let raw = format!("* 1 FETCH ({attrs})\r\n");
+            let Response::Numbered(_, _, v) = parse_response(raw.as_bytes()).unwrap() else {
+                panic!()
+            };
+            parse_fetch(v)
+        };
+        for bad in [
+            "UID 4294967296",
+            "UID -1",
+            "UID +7",
+            "UID x",
+            "RFC822.SIZE 18446744073709551616",
+            "RFC822.SIZE 12k",
+            "MODSEQ (x)",
+            "MODSEQ ()",
+        ] {
+            let e = fetch(bad).unwrap_err();
+            assert!(e.0.contains("not a number in range"), "{bad}: {e}");
+        }
+        let ok = fetch("UID 4294967295 RFC822.SIZE 18446744073709551615 MODSEQ (7)").unwrap();
+        assert_eq!(
+            (ok.uid, ok.size, ok.modseq),
+            (Some(u32::MAX), Some(u64::MAX), Some(7))
+        );
+        assert_eq!(fetch("UID 1 BODY[] NIL").unwrap().body, None);
+        assert!(parse_response(b"* 18446744073709551616 EXISTS\r\n").is_err());
+        let big = Value::Atom(b"4294967296".to_vec());
+        assert!(number::<u32>(Some(&big), "UIDNEXT").is_err());
+        assert_eq!(number::<u64>(Some(&big), "UIDNEXT"), Ok(4294967296));
     }
 
     #[test]
