@@ -12,9 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(framed) = frame(data) else { return };
     match parse_framed(framed) {
         Ok(Response::Numbered(_, name, values)) if name == "FETCH" => {
-            let item = parse_fetch(values);
-            if let Some(date) = item.internaldate {
-                let _ = parse_internaldate(&date);
+            if let Ok(item) = parse_fetch(values) {
+                if let Some(date) = item.internaldate {
+                    let _ = parse_internaldate(&date);
+                }
             }
         }
         Ok(Response::UntaggedStatus(info)) | Ok(Response::Tagged(_, info)) => {

@@ -12,6 +12,7 @@ use tenantry_mail::protocol::command::Command as ImapCommand;
 use tenantry_mail::session::Session;
 use tenantry_mail::sync::Options;
 use tenantry_mail::verify::{folder_digest, verify_mailbox, MessageDigest};
+use tenantry_testkit::faults::{kind, record, Direction, Proxy, ProxyConfig};
 
 struct Pair {
     src: Dovecot,
@@ -744,7 +745,15 @@ async fn dropped_connections_reconnect_and_finish_without_duplicates() {
         .await;
     }
     // The first two target connections die mid-transfer (after 60 KB from the client).
-    let port = cutting_proxy(p.tgt.port, 60_000, 2).await;
+    let proxy = Proxy::start(
+        p.tgt.port,
+        ProxyConfig {
+            cut_after: Some((Direction::ToServer, 60_000)),
+            cuts_at_most: Some(2),
+            ..Default::default()
+        },
+    );
+    let port = proxy.port();
     let d = p.tmp.path();
     let args = [
         "migrate".to_string(),
@@ -772,6 +781,13 @@ async fn dropped_connections_reconnect_and_finish_without_duplicates() {
         count(&mailbox_digest(&mut t).await),
         n + 40,
         "no duplicates after reconnects"
+    );
+    assert_eq!(proxy.cuts(), 2, "both connections were cut mid-transfer");
+    record(
+        kind::FAULT,
+        "mail: target connections cut mid-APPEND (Dovecot → proxy → Dovecot)",
+        &format!("{} cuts, {} messages, none twice", proxy.cuts(), n + 40),
+        0,
     );
 }
 
