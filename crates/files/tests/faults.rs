@@ -37,29 +37,29 @@ fn migrate_until_done(src: &str, target: &str, state: &Path, runs: usize) -> usi
     panic!("still failing after {runs} runs");
 }
 
+/// A proxy in front of `server` cutting up to 8 connections after `after` bytes one way, and
+/// the server's URL through it.
+fn cutting(server: &Apache, direction: Direction, after: u64) -> (Proxy, String) {
+    let url = server.url();
+    let port = url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let proxy = Proxy::start(
+        port.parse().unwrap(),
+        ProxyConfig {
+            cut_after: Some((direction, after)),
+            cuts_at_most: Some(8),
+            ..Default::default()
+        },
+    );
+    let through = url.replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    (proxy, through)
+}
+
 #[test]
 fn downloads_cut_mid_file_are_completed_by_retries_and_re_runs() {
     let a = Apache::start();
     tree_with_large_files(&a.root());
     a.fix_owner();
-    let port = a
-        .url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    let proxy = Proxy::start(
-        port.parse().unwrap(),
-        ProxyConfig {
-            cut_after: Some((Direction::ToClient, 300_000)),
-            cuts_at_most: Some(8),
-            ..Default::default()
-        },
-    );
-    let source = a
-        .url()
-        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    let (proxy, source) = cutting(&a, Direction::ToClient, 300_000);
     let t = tempfile::tempdir().unwrap();
     let (target, state) = (t.path().join("target"), t.path().join("state"));
     let runs = migrate_until_done(&source, target.to_str().unwrap(), &state, 10);
@@ -81,24 +81,7 @@ fn uploads_cut_mid_file_leave_no_partial_file_and_complete() {
     let t = tempfile::tempdir().unwrap();
     let (src, state) = (t.path().join("src"), t.path().join("state"));
     tree_with_large_files(&src);
-    let port = a
-        .url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    let proxy = Proxy::start(
-        port.parse().unwrap(),
-        ProxyConfig {
-            cut_after: Some((Direction::ToServer, 500_000)),
-            cuts_at_most: Some(8),
-            ..Default::default()
-        },
-    );
-    let target = a
-        .url()
-        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    let (proxy, target) = cutting(&a, Direction::ToServer, 500_000);
     let runs = migrate_until_done(src.to_str().unwrap(), &target, &state, 10);
     assert!(proxy.cuts() >= 4, "only {} cuts", proxy.cuts());
     // Same paths and bytes: no partial file and no temporary name is left on the server.

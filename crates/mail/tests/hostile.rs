@@ -256,6 +256,18 @@ fn a_literal_above_the_message_limit_is_refused_before_it_is_read() {
     assert!(run.elapsed < Duration::from_secs(50), "{:?}", run.elapsed);
 }
 
+/// A run against `port` with a 2 s command deadline fails on it, well before the server stops.
+fn assert_cut_off_by_the_deadline(port: u16) {
+    let run = migrate_watched(port, &["--timeout", "5", "--command-timeout", "2"]);
+    assert!(!run.success);
+    assert!(
+        run.said.contains("no complete response within 2 s"),
+        "{}",
+        run.said
+    );
+    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+}
+
 #[test]
 fn a_trickling_greeting_is_cut_off_by_the_deadline() {
     // One byte every 200 ms never trips the idle timeout; only the deadline ends it.
@@ -266,14 +278,7 @@ fn a_trickling_greeting_is_cut_off_by_the_deadline() {
         }
         Ok(())
     });
-    let run = migrate_watched(server.port(), &["--timeout", "5", "--command-timeout", "2"]);
-    assert!(!run.success);
-    assert!(
-        run.said.contains("no complete response within 2 s"),
-        "{}",
-        run.said
-    );
-    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+    assert_cut_off_by_the_deadline(server.port());
 }
 
 #[test]
@@ -293,14 +298,7 @@ fn a_command_answered_only_with_chatter_is_cut_off_by_the_deadline() {
         }
         Ok(())
     });
-    let run = migrate_watched(server.port(), &["--timeout", "5", "--command-timeout", "2"]);
-    assert!(!run.success);
-    assert!(
-        run.said.contains("no complete response within 2 s"),
-        "{}",
-        run.said
-    );
-    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+    assert_cut_off_by_the_deadline(server.port());
 }
 
 /// A source with one folder holding two messages (UIDs 1 and 2), scripted except for what
