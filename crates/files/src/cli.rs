@@ -12,7 +12,7 @@ use crate::endpoint::UploadPolicy;
 use crate::location::{self, Secret};
 use crate::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
 use crate::preflight::{map_entries, OnInvalid};
-use crate::report::write_findings;
+use crate::report::{for_terminal, write_findings};
 use crate::retry::RetryPolicy;
 use crate::state::state_file;
 use crate::verify::verify;
@@ -205,7 +205,10 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
     for r in &listing.refused {
-        eprintln!("source listing: {}: {}", r.path, r.reason);
+        eprint!(
+            "{}",
+            for_terminal(&format!("source listing: {}: {}\n", r.path, r.reason))
+        );
     }
     let list = listing.entries;
     let m = map_entries(&list, OnInvalid::Fail);
@@ -217,7 +220,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         if m.findings.is_empty() {
             out = format!("pre-flight: {} entries, no problems\n", list.len());
         }
-        print!("{out}");
+        print!("{}", for_terminal(&out));
     }
     Ok(if m.findings.is_empty() && listing.refused.is_empty() {
         ExitCode::SUCCESS

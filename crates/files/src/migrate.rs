@@ -45,6 +45,7 @@ pub async fn migrate(
     let (src_list, tgt_list) = tokio::join!(source.list(), target.list());
     let src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
     let tgt_list = tgt_list.map_err(|e| anyhow::anyhow!("listing the target: {e}"))?;
+    let src_refused = src_list.refused.len();
     // Entries a server listed under unusable paths are failures, named; the rest goes on.
     for (side, refused) in [("source", &src_list.refused), ("target", &tgt_list.refused)] {
         report.failures.extend(refused.iter().map(|r| Failure {
@@ -56,6 +57,15 @@ pub async fn migrate(
     // Debris of an interrupted copy *into* the source is not content.
     src_list.retain(|e| !is_temp_name(&e.path));
     let tgt_list = tgt_list.entries;
+    // With entries missing from the source listing, `--delete` cannot tell what the source
+    // still holds: deleting would remove the very folders it refused to name.
+    let delete = opts.delete && src_refused == 0;
+    if opts.delete && !delete {
+        report.notes.push(format!(
+            "--delete was not applied: the source listing refused {src_refused} entries, so \
+             what the source still holds is not known"
+        ));
+    }
     for e in &src_list {
         if e.is_dir {
             report.source_folders += 1;
@@ -82,7 +92,7 @@ pub async fn migrate(
         &tgt_list,
         &PlanOptions {
             checksum: opts.checksum,
-            delete: opts.delete,
+            delete,
         },
     );
     report.planned_copies = plan.copies.len() as u64;

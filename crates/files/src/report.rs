@@ -93,7 +93,7 @@ impl MigrationReport {
                 s,
                 "nothing moved: fix the names above, or re-run with --on-invalid skip|rename"
             );
-            return s;
+            return for_terminal(&s);
         }
         let _ = writeln!(
             s,
@@ -151,8 +151,24 @@ impl MigrationReport {
                 let _ = writeln!(s, "  {}: {}", f.path, f.error);
             }
         }
-        s
+        for_terminal(&s)
     }
+}
+
+/// Text for a terminal: names and messages come from servers, so control characters (an
+/// escape sequence could rewrite the screen) and bidirectional overrides (which could make a
+/// name read as another) are shown escaped, as `\u{1b}`. Line breaks stay.
+pub fn for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n') || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn write_findings(s: &mut String, findings: &[Finding]) {
@@ -167,5 +183,18 @@ pub fn write_findings(s: &mut String, findings: &[Finding]) {
     for f in findings {
         let why: Vec<String> = f.problems.iter().map(|p| p.describe()).collect();
         let _ = writeln!(s, "  {}: {}", f.path, why.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_text_shows_control_and_bidi_characters_escaped() {
+        assert_eq!(
+            for_terminal("a\u{1b}[2Jb\u{202e}c\td\n"),
+            "a\\u{1b}[2Jb\\u{202e}c\\u{9}d\n"
+        );
     }
 }

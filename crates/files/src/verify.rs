@@ -60,7 +60,7 @@ impl VerifyReport {
                 s.push_str(&format!("  {what}: {p}\n"));
             }
         }
-        s
+        crate::report::for_terminal(&s)
     }
 }
 

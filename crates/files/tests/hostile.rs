@@ -49,6 +49,8 @@ fn hostile_source() -> HttpServer {
                 entries.push(("/lib/sub/../../../escape-from-sub.txt", false, 6));
                 // A child of another folder: would make two folders list each other forever.
                 entries.push(("/lib/", true, 0));
+                // Deeper down, as from a server answering Depth 1 as infinity: left to the
+                // listing of its own folder (not listed here, so not copied).
                 entries.push(("/lib/sub/deeper/x.txt", false, 6));
             } else {
                 return respond(w, 404, &[], b"");
@@ -151,15 +153,22 @@ async fn a_hostile_listing_cannot_write_outside_the_target() {
         .iter()
         .map(|f| format!("{} {}", f.path, f.error))
         .collect();
-    for href in HOSTILE_HREFS.iter().chain(&[
-        "/lib/sub/../../../escape-from-sub.txt",
-        "/lib/sub/deeper/x.txt",
-    ]) {
+    // Each named exactly as the server sent it; the loop back to the root, too.
+    for href in HOSTILE_HREFS
+        .iter()
+        .chain(&["/lib/sub/../../../escape-from-sub.txt", "/lib/"])
+    {
         assert!(
-            failures.iter().any(|f| f.contains(href)),
+            failures
+                .iter()
+                .any(|f| f.starts_with(&format!("{href:?} "))),
             "{href} not reported: {failures:#?}"
         );
     }
+    assert!(
+        !failures.iter().any(|f| f.contains("deeper")),
+        "a descendant listed too deep is left to its own folder, not refused: {failures:#?}"
+    );
     assert!(failures.iter().all(|f| f.contains("source listing")));
     // The loop back to /lib/ was not followed: each folder was listed once.
     let propfinds = server
@@ -237,4 +246,37 @@ async fn endpoints_refuse_unsafe_paths_whoever_asks() {
         assert!(remote.delete(bad).await.is_err(), "{bad}");
     }
     assert!(server.requests().is_empty(), "a request went out");
+}
+
+#[tokio::test]
+async fn delete_is_not_applied_when_the_source_listing_refused_entries() {
+    let server = hostile_source();
+    let tmp = tempfile::tempdir().unwrap();
+    let target_dir = tmp.path().join("target");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(target_dir.join("kept")).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(target_dir.join("kept/old.txt"), b"old").unwrap();
+    let mut opts = options(&state);
+    opts.delete = true;
+
+    let report = migrate(
+        dav(&server.url("/lib/")),
+        Arc::new(LocalEndpoint::new(&target_dir)),
+        "src",
+        "dst",
+        &opts,
+    )
+    .await
+    .unwrap();
+
+    // A refused folder may be exactly what the target holds: nothing is deleted on a guess.
+    assert!(target_dir.join("kept/old.txt").is_file(), "{report:#?}");
+    assert!(report.deleted.is_empty());
+    assert!(
+        report.notes.iter().any(|n| n.contains("--delete was not applied")),
+        "{:?}",
+        report.notes
+    );
+    assert!(target_dir.join("ok.txt").is_file());
 }

@@ -167,14 +167,15 @@ impl DataEngines for Engines {
         };
         let endpoint = self.library_with(library, quick)?;
         let listing = endpoint.list().await.map_err(|e| e.to_string())?;
-        // Entries listed under unusable paths (`..`, another server) are named as refusals.
+        if !is_source {
+            // The target answers; what it holds is not copied, so its names do not matter.
+            return Ok(Vec::new());
+        }
+        // Entries listed under unusable paths (`..`, another host) are named as refusals.
         let refused = listing.refused.into_iter().map(|r| Refusal {
             path: r.path,
             problem: r.reason,
         });
-        if !is_source {
-            return Ok(refused.collect());
-        }
         Ok(map_entries(&listing.entries, OnInvalid::Rename)
             .findings
             .into_iter()

@@ -225,14 +225,18 @@ impl WebDavEndpoint {
     }
 
     /// The children of folder `dir`, each checked: a child must lie directly inside `dir` (which
-    /// also stops a server from sending the walk in circles) under a safe name. The folder
-    /// itself, which Depth 1 answers include, is left out.
+    /// also stops a server from sending the walk in circles) under a safe name; anything outside
+    /// `dir` is refused by name. The folder itself, which Depth 1 answers include, and deeper
+    /// descendants are left out.
     async fn children(&self, dir: &str) -> Result<Listing, EndpointError> {
         let mut out = Listing::default();
         for d in self.propfind_raw(dir, true, "1").await? {
             let path = match self.root.resolve(&d.href) {
                 Ok(p) if p == dir => continue,
                 Ok(p) if parent(&p) == dir && !p.is_empty() => p,
+                // Deeper down: some servers answer Depth 1 as infinity. The entry comes again
+                // from its own folder's listing, so the walk stays one level at a time.
+                Ok(p) if dir.is_empty() || p.starts_with(&format!("{dir}/")) => continue,
                 Ok(_) => {
                     out.refused.push(RefusedEntry {
                         path: format!("{:?}", d.href),

@@ -179,8 +179,8 @@ pub fn encode_path(rel: &str, dir: bool) -> String {
 /// The root of a WebDAV endpoint, against which the hrefs of its listings are resolved.
 #[derive(Clone, Debug)]
 pub struct HrefRoot {
-    /// Scheme, lower-cased host and effective port of the root URL.
-    origin: (String, String, Option<u16>),
+    /// Lower-cased host of the root URL.
+    host: String,
     /// Decoded segments of the root's path.
     segments: Vec<String>,
 }
@@ -190,7 +190,7 @@ impl HrefRoot {
         let segments = decode_segments(root.path())
             .map_err(|reason| format!("the URL's path is not usable: {reason}"))?;
         Ok(Self {
-            origin: origin_of(root),
+            host: host_of(root),
             segments,
         })
     }
@@ -198,8 +198,10 @@ impl HrefRoot {
     /// The path an href names, relative to the root and decoded (`""` for the root itself).
     ///
     /// Decoding is per segment, so `%2F` cannot split a name and `%2e%2e` is seen as `..`;
-    /// every segment must pass `relpath::check_segment`. An href on another server, or outside
+    /// every segment must pass `relpath::check_segment`. An href on another host, or outside
     /// the root, is refused too: a listing names only what lies below the folder listed.
+    /// Scheme and port may differ (a server behind TLS offload names itself `http://…`): only
+    /// the path of an href is ever used, requests always go to the root's own origin.
     pub fn resolve(&self, href: &str) -> Result<String, &'static str> {
         let path = match href.find("://") {
             Some(i) => {
@@ -207,8 +209,8 @@ impl HrefRoot {
                 let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
                 let origin = reqwest::Url::parse(&format!("{}://{authority}/", &href[..i]))
                     .map_err(|_| "it is not a valid URL")?;
-                if origin_of(&origin) != self.origin {
-                    return Err("it points to another server");
+                if host_of(&origin) != self.host {
+                    return Err("it points to another host");
                 }
                 if path.is_empty() {
                     "/"
@@ -227,12 +229,8 @@ impl HrefRoot {
     }
 }
 
-fn origin_of(url: &reqwest::Url) -> (String, String, Option<u16>) {
-    (
-        url.scheme().to_ascii_lowercase(),
-        url.host_str().unwrap_or("").to_ascii_lowercase(),
-        url.port_or_known_default(),
-    )
+fn host_of(url: &reqwest::Url) -> String {
+    url.host_str().unwrap_or("").to_ascii_lowercase()
 }
 
 /// The decoded segments of an absolute URL path; one trailing slash (a collection) is allowed.
@@ -332,8 +330,6 @@ mod tests {
             "/",
             "relative/x",
             "https://evil.example/dav/lib/x",
-            "https://dav.example:444/dav/lib/x",
-            "http://dav.example/dav/lib/x",
             "https://dav.example@evil.example/dav/lib/x",
         ] {
             assert!(root.resolve(href).is_err(), "{href} was accepted");
@@ -342,6 +338,11 @@ mod tests {
             root.resolve("https://DAV.example:443/dav/lib/a%20b/")
                 .as_deref(),
             Ok("a b")
+        );
+        // Behind TLS offload the server names itself over plain HTTP, on its own port.
+        assert_eq!(
+            root.resolve("http://dav.example:8080/dav/lib/x").as_deref(),
+            Ok("x")
         );
     }
 
