@@ -1,11 +1,9 @@
 //! Storage of tenant moves: the move and its plan, the steps of its run (a durable job queue with
 //! leases), the ledger effects each step made, and encrypted connection profiles.
 
-use crate::{NewUser, Page, PageRequest, Result, SkuRef};
+use crate::{Page, PageRequest, Result};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tenantry_ledger::subscription::{Subscription, SubscriptionOrder};
-use tenantry_ledger::user::User;
 use tenantry_ledger::{TenantId, Timestamp};
 use tenantry_moves::model::MoveSpec;
 use tenantry_moves::plan::TenantSnapshot;
@@ -101,25 +99,6 @@ pub struct StepRecord {
     pub updated_at: Timestamp,
 }
 
-/// A ledger change made on behalf of a move step, exactly once.
-#[derive(Debug, Clone)]
-pub enum MoveEffect {
-    CreateSubscription {
-        order: SubscriptionOrder,
-        sku: SkuRef,
-    },
-    CreateUser {
-        tenant: TenantId,
-        user: NewUser,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub enum EffectOutcome {
-    Subscription(Subscription),
-    User(User),
-}
-
 #[derive(Debug, Clone)]
 pub struct ProfileRecord {
     pub id: Uuid,
@@ -198,15 +177,6 @@ pub trait MoveStore: Send + Sync + 'static {
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>>;
     /// A consistent view of one tenant for the planner.
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot>;
-    /// Makes `effect` unless this move already made it under `key`; either way returns it.
-    async fn apply_effect(
-        &self,
-        move_id: Uuid,
-        key: String,
-        effect: MoveEffect,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<EffectOutcome>;
     /// Target UPNs (lower case) of users this move created.
     async fn users_created_by_move(&self, move_id: Uuid) -> Result<Vec<String>>;
 

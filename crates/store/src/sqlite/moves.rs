@@ -1,13 +1,10 @@
 //! SQLite implementation of [`MoveStore`].
 
 use super::{
-    audit, ensure_tenant, insert_subscription, insert_user, page_of, parse, user_assignments,
-    user_from_row, SqliteStore, USER_COLUMNS,
+    audit, ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore,
+    USER_COLUMNS,
 };
-use crate::moves::{
-    EffectOutcome, MoveEffect, MoveRecord, MoveState, MoveStore, ProfileRecord, StepRecord,
-    StepState,
-};
+use crate::moves::{MoveRecord, MoveState, MoveStore, ProfileRecord, StepRecord, StepState};
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -557,52 +554,6 @@ impl MoveStore for SqliteStore {
             })();
             conn.execute_batch("COMMIT")?;
             result
-        })
-        .await
-    }
-
-    async fn apply_effect(
-        &self,
-        move_id: Uuid,
-        key: String,
-        effect: MoveEffect,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<EffectOutcome> {
-        self.write(move |ctx| {
-            let done: Option<String> = ctx
-                .conn
-                .prepare_cached("SELECT value FROM move_effects WHERE move_id = ?1 AND key = ?2")?
-                .query_row([move_id.to_string(), key.clone()], |r| r.get(0))
-                .optional()?;
-            let (outcome, value) = match (done, effect) {
-                (Some(value), MoveEffect::CreateSubscription { order, .. }) => {
-                    let id = parse(value)?;
-                    let sub = super::load_subscription(&ctx.conn, order.tenant_id, id)?;
-                    return Ok(EffectOutcome::Subscription(sub));
-                }
-                (Some(value), MoveEffect::CreateUser { tenant, .. }) => {
-                    let id = parse(value)?;
-                    return Ok(EffectOutcome::User(super::load_user(
-                        &ctx.conn, tenant, id,
-                    )?));
-                }
-                (None, MoveEffect::CreateSubscription { order, sku }) => {
-                    let (sub, _) = insert_subscription(ctx, &order, &sku, actor, now)?;
-                    let id = sub.id.to_string();
-                    (EffectOutcome::Subscription(sub), id)
-                }
-                (None, MoveEffect::CreateUser { tenant, user }) => {
-                    let user = insert_user(&ctx.conn, tenant, &user, actor, now)?;
-                    let id = user.id.to_string();
-                    (EffectOutcome::User(user), id)
-                }
-            };
-            ctx.conn.execute(
-                "INSERT INTO move_effects (move_id, key, value) VALUES (?1, ?2, ?3)",
-                params![move_id.to_string(), key, value],
-            )?;
-            Ok(outcome)
         })
         .await
     }
