@@ -551,3 +551,31 @@ async fn concurrent_changes_from_one_version_let_exactly_one_win() {
     assert_eq!(stored.quantity, winners[0]);
     assert_eq!(stored.version, sub.version + 1);
 }
+
+// ---- moves' data access ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_profile_keeps_its_kind_and_sealed_secret() {
+    use tenantry_store::moves::ProfileKind;
+    let b = backend();
+    let name = format!("dav-{}", uuid::Uuid::new_v4().simple());
+    b.store()
+        .create_profile(
+            name.clone(),
+            ProfileKind::Webdav,
+            "admin".into(),
+            vec![7, 8, 9],
+            NOW,
+        )
+        .await
+        .unwrap();
+    let profile = b.store().get_profile(name.clone()).await.unwrap();
+    assert_eq!(profile.kind, ProfileKind::Webdav);
+    assert_eq!(profile.secret, [7, 8, 9]);
+    let again = b
+        .store()
+        .create_profile(name, ProfileKind::Imap, "other".into(), vec![1], NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(code(again), (ErrorKind::Conflict, "DuplicateProfile"));
+}

@@ -99,12 +99,35 @@ pub struct StepRecord {
     pub updated_at: Timestamp,
 }
 
+/// What a connection profile logs in to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileKind {
+    /// A mail server (the admin or master user of an IMAP server).
+    Imap,
+    /// A WebDAV server holding document libraries.
+    Webdav,
+}
+
+impl ProfileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::Imap => "imap",
+            ProfileKind::Webdav => "webdav",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ProfileKind> {
+        [ProfileKind::Imap, ProfileKind::Webdav]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProfileRecord {
     pub id: Uuid,
     pub name: String,
-    /// `imap` or `webdav`.
-    pub kind: String,
+    pub kind: ProfileKind,
     pub username: String,
     /// Encrypted; only the move runner decrypts it.
     pub secret: Vec<u8>,
@@ -183,7 +206,7 @@ pub trait MoveStore: Send + Sync + 'static {
     async fn create_profile(
         &self,
         name: String,
-        kind: String,
+        kind: ProfileKind,
         username: String,
         secret: Vec<u8>,
         now: Timestamp,

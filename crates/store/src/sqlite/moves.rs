@@ -4,7 +4,9 @@ use super::{
     audit, ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore,
     USER_COLUMNS,
 };
-use crate::moves::{MoveRecord, MoveState, MoveStore, ProfileRecord, StepRecord, StepState};
+use crate::moves::{
+    MoveRecord, MoveState, MoveStore, ProfileKind, ProfileRecord, StepRecord, StepState,
+};
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -155,7 +157,16 @@ fn profile_from_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileRecord> {
     Ok(ProfileRecord {
         id: parse(r.get(0)?)?,
         name: r.get(1)?,
-        kind: r.get(2)?,
+        kind: {
+            let kind: String = r.get(2)?;
+            ProfileKind::parse(&kind).ok_or_else(|| {
+                rusqlite::Error::InvalidColumnType(
+                    2,
+                    format!("unknown profile kind {kind}"),
+                    rusqlite::types::Type::Text,
+                )
+            })?
+        },
         username: r.get(3)?,
         secret: r.get(4)?,
         created_at: Timestamp(r.get(5)?),
@@ -573,7 +584,7 @@ impl MoveStore for SqliteStore {
     async fn create_profile(
         &self,
         name: String,
-        kind: String,
+        kind: ProfileKind,
         username: String,
         secret: Vec<u8>,
         now: Timestamp,
@@ -583,7 +594,7 @@ impl MoveStore for SqliteStore {
             ctx.conn
                 .execute(
                     "INSERT INTO connection_profiles (id, name, kind, username, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![record.id.to_string(), record.name, record.kind, record.username, record.secret, now.0],
+                    params![record.id.to_string(), record.name, record.kind.as_str(), record.username, record.secret, now.0],
                 )
                 .map_err(|e| {
                     if super::is_unique_violation(&e) {
