@@ -29,6 +29,7 @@ mod audit;
 mod caller;
 pub mod effects;
 pub mod error;
+pub mod format;
 pub mod orders;
 mod platform;
 mod subscriptions;
