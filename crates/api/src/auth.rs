@@ -5,9 +5,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
-use base64::Engine;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::RwLock;
 use tenantry_ledger::role::{Action, Principal};
@@ -15,19 +12,8 @@ use tenantry_ledger::TenantId;
 
 pub const OPERATOR_TOKEN_SETTING: &str = "operator_token_sha256";
 
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// A new secret token with a recognisable prefix (so secret scanners can find leaked ones).
-pub fn new_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!(
-        "{prefix}_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
+// Token secrets are made and hashed by the application layer, which issues tokens.
+pub use tenantry_app::tokens::{hash_token, new_token};
 
 /// Token hash → principal, filled on first use. Tokens are never modified once issued.
 #[derive(Default)]

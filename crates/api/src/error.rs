@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tenantry_ledger::{ErrorKind, LedgerError};
+use tenantry_ledger::LedgerError;
 use tenantry_store::StoreError;
 
 #[derive(Debug)]
@@ -77,13 +77,9 @@ impl IntoResponse for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
-        let status = match e.kind {
-            ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-        };
+        // The one mapping from error kind to status, shared with the admin center.
+        let status = StatusCode::from_u16(tenantry_app::error::http_status(e.kind))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError::new(status, e.code, e.detail)
     }
 }

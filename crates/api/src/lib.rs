@@ -1,7 +1,8 @@
 //! The HTTP API of tenantry: Graph-shaped licensing resources over the ledger store.
 //!
 //! A request goes: metrics → idempotency (POST with `Idempotency-Key`) → route → `Auth`
-//! extractor (bearer token → principal) → handler (role check, then one store call) → DTO.
+//! extractor (bearer token → principal) → handler (role check, then one operation of the
+//! application layer, `tenantry_app::Ledger`, or one read) → DTO.
 //! Errors of every layer become `application/problem+json` in `error.rs`, nowhere else.
 
 pub mod auth;
@@ -30,6 +31,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Arc<dyn Store>,
+    /// Every business operation (the store is for reads that need no rule).
+    pub ledger: tenantry_app::Ledger,
     pub clock: clock::Clock,
     pub tokens: auth::TokenCache,
     /// Tenant moves: absent when the server runs without them (the API answers 503).
@@ -55,6 +58,7 @@ impl AppState {
         mover: Option<Arc<tenantry_mover::gather::Mover>>,
     ) -> AppState {
         AppState(Arc::new(Inner {
+            ledger: tenantry_app::Ledger::new(store.clone()),
             store,
             clock,
             tokens: auth::TokenCache::default(),
@@ -207,7 +211,7 @@ pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Err(e) = app.store.advance_lifecycle(app.clock.now()).await {
+            if let Err(e) = app.ledger.advance_lifecycle(app.clock.now()).await {
                 tracing::error!(error = %e, "lifecycle sweep failed");
             }
         }

@@ -1,4 +1,5 @@
-//! The ledger's one error type: a kind (mapped to an HTTP status in exactly one place, the API),
+//! The ledger's one error type: a kind (mapped to an HTTP status in exactly one place,
+//! `tenantry_app::error::http_status`, for the API and the admin center alike),
 //! a stable machine-readable code and a human-readable detail.
 
 use std::fmt;

@@ -3,7 +3,7 @@
 use crate::gather::Mover;
 use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::plan::Plan;
-use tenantry_store::moves::{MoveRecord, MoveState, ProfileRecord};
+use tenantry_store::moves::{MoveRecord, MoveState, ProfileKind, ProfileRecord};
 use tenantry_store::StoreError;
 use uuid::Uuid;
 
@@ -86,11 +86,9 @@ impl Mover {
         password: &str,
         now: Timestamp,
     ) -> Result<ProfileRecord, StoreError> {
-        if !matches!(kind, "imap" | "webdav") {
-            return Err(
-                LedgerError::invalid("InvalidProfileKind", "kind must be imap or webdav").into(),
-            );
-        }
+        let kind = ProfileKind::parse(kind).ok_or_else(|| {
+            LedgerError::invalid("InvalidProfileKind", "kind must be imap or webdav")
+        })?;
         let name = name.trim().to_string();
         if name.is_empty() || name.len() > 100 || username.trim().is_empty() {
             return Err(LedgerError::invalid(
@@ -101,7 +99,7 @@ impl Mover {
         }
         let sealed = self.sealer.seal(password);
         self.store
-            .create_profile(name, kind.to_string(), username.to_string(), sealed, now)
+            .create_profile(name, kind, username.to_string(), sealed, now)
             .await
     }
 }

@@ -2,7 +2,7 @@
 //! `tenantry-moves`, and executes the plan's steps as durable jobs stored in the database.
 //!
 //! Every step is idempotent: ledger effects that could happen twice (a new subscription, a new
-//! user) are recorded in the same transaction as the effect (`MoveStore::apply_effect`); the others
+//! user) are recorded in the same transaction as the effect (`tenantry_app::Ledger::apply_effect`); the others
 //! set absolute values (a seat total, a licence set); the data engines are incremental and
 //! resumable by design. So a crash at any point, then a restart, finishes without a second
 //! purchase, user, message or file.

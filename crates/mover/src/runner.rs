@@ -7,15 +7,17 @@ use crate::report;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tenantry_ledger::assignment::AddLicense;
-use tenantry_ledger::subscription::{
-    BillingCycle, Channel, SubscriptionOrder, SubscriptionStatus, Term,
+use tenantry_app::{
+    Caller, ChangeOutcome, EffectOutcome, Ledger, MoveEffect, NewUser, Order, SkuRef,
+    SubscriptionChange,
 };
+use tenantry_ledger::assignment::AddLicense;
+use tenantry_ledger::subscription::SubscriptionStatus;
 use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, TenantId, Timestamp};
 use tenantry_moves::plan::{MovedUser, Plan, SourceAction, Step, TargetPurchase};
-use tenantry_store::moves::{EffectOutcome, MoveEffect, MoveRecord, StepRecord};
-use tenantry_store::{ChangeOutcome, NewUser, PageRequest, SkuRef, StoreError, SubscriptionChange};
+use tenantry_store::moves::{MoveRecord, StepRecord};
+use tenantry_store::{PageRequest, StoreError};
 
 /// How long a claimed step is ours before another worker may take it over.
 const LEASE_SECS: i64 = 120;
@@ -118,7 +120,8 @@ impl Runner {
             .ok_or("the move has no readable plan")?;
         let step: Step = serde_json::from_value(record.step.clone())
             .map_err(|e| format!("unreadable step: {e}"))?;
-        let actor = format!("system:mover (move {})", moved.id);
+        let caller = Caller::system(format!("system:mover (move {})", moved.id));
+        let ledger = Ledger::new(store.clone());
         let now = (self.clock)();
         let spec = &moved.spec;
         match &step {
@@ -140,13 +143,13 @@ impl Runner {
                             json!({"subscriptionId": sub.id, "quantity": sub.quantity, "already": true}),
                         );
                     }
-                    let (sub, _) = store
+                    let (sub, _) = ledger
                         .change_subscription(
+                            &caller,
                             spec.target_tenant_id,
                             *subscription_id,
                             None,
                             SubscriptionChange::SetQuantity(*to),
-                            actor,
                             now,
                         )
                         .await
@@ -154,21 +157,11 @@ impl Runner {
                     Ok(json!({"subscriptionId": sub.id, "quantity": sub.quantity}))
                 }
                 TargetPurchase::NewSubscription { quantity } => {
-                    let order = SubscriptionOrder {
-                        tenant_id: spec.target_tenant_id,
-                        quantity: *quantity,
-                        term: Term::Annual,
-                        billing_cycle: BillingCycle::Monthly,
-                        channel: Channel::Direct,
-                        is_trial: false,
-                        auto_renew: true,
-                    };
-                    let effect = MoveEffect::CreateSubscription {
-                        order,
-                        sku: SkuRef::Id(*sku_id),
-                    };
-                    match store
-                        .apply_effect(moved.id, record.key.clone(), effect, actor, now)
+                    // The defaults every purchase takes: annual, monthly billing, direct, renewing.
+                    let order = Order::new(spec.target_tenant_id, SkuRef::Id(*sku_id), *quantity);
+                    let effect = MoveEffect::CreateSubscription(order);
+                    match ledger
+                        .apply_effect(&caller, moved.id, record.key.clone(), effect, now)
                         .await
                         .map_err(text)?
                     {
@@ -190,8 +183,8 @@ impl Runner {
                         account_enabled: true,
                     },
                 };
-                store
-                    .apply_effect(moved.id, record.key.clone(), effect, actor, now)
+                ledger
+                    .apply_effect(&caller, moved.id, record.key.clone(), effect, now)
                     .await
                     .map_err(text)?;
                 Ok(json!({"targetUpn": target_upn}))
@@ -219,8 +212,8 @@ impl Runner {
                     })
                     .collect();
                 if !add.is_empty() {
-                    store
-                        .assign_licenses(spec.target_tenant_id, user.id, add, vec![], actor, now)
+                    ledger
+                        .assign_licenses(&caller, spec.target_tenant_id, user.id, add, vec![], now)
                         .await
                         .map_err(text)?;
                 }
@@ -297,13 +290,13 @@ impl Runner {
                     .filter(|s| planned.contains(s))
                     .collect();
                 if !remove.is_empty() {
-                    store
+                    ledger
                         .assign_licenses(
+                            &caller,
                             spec.source_tenant_id,
                             user.id,
                             vec![],
                             remove.clone(),
-                            actor,
                             now,
                         )
                         .await
@@ -311,7 +304,10 @@ impl Runner {
                 }
                 Ok(json!({"sourceUpn": source_upn, "removed": remove.len()}))
             }
-            Step::SourceLicences { action } => self.source_action(&moved, action, actor, now).await,
+            Step::SourceLicences { action } => {
+                self.source_action(&ledger, &caller, &moved, action, now)
+                    .await
+            }
             Step::Report => {
                 let report = report::build(store.as_ref(), moved.id)
                     .await
@@ -370,9 +366,10 @@ impl Runner {
 
     async fn source_action(
         &self,
+        ledger: &Ledger,
+        caller: &Caller,
         moved: &MoveRecord,
         action: &SourceAction,
-        actor: String,
         now: Timestamp,
     ) -> Result<Value, String> {
         let store = &self.mover.store;
@@ -390,13 +387,13 @@ impl Runner {
                         json!({"subscriptionId": sub.id, "already": true, "status": sub.status.as_str()}),
                     );
                 }
-                let (sub, outcome) = store
+                let (sub, outcome) = ledger
                     .change_subscription(
+                        caller,
                         tenant,
                         *subscription_id,
                         None,
                         SubscriptionChange::Cancel,
-                        actor,
                         now,
                     )
                     .await
@@ -423,13 +420,13 @@ impl Runner {
                         json!({"subscriptionId": sub.id, "already": true, "quantity": sub.quantity}),
                     );
                 }
-                let (sub, _) = store
+                let (sub, _) = ledger
                     .change_subscription(
+                        caller,
                         tenant,
                         *subscription_id,
                         None,
                         SubscriptionChange::SetQuantity(*to),
-                        actor,
                         now,
                     )
                     .await

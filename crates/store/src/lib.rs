@@ -1,29 +1,30 @@
-//! Storage for the ledger, behind one trait ([`LedgerStore`]) so that backends can be swapped at
-//! start-up and run by the same tests.
+//! Data access for the ledger and moves, behind traits ([`LedgerStore`], [`MoveStore`]) so that
+//! backends can be swapped at start-up and run by the same conformance suite
+//! (`crates/app/tests/conformance.rs`).
 //!
-//! Every mutation runs the domain rules of `tenantry-ledger` inside the storage transaction, writes
-//! its audit record in that same transaction, and takes seats with a conditional update, never a
-//! count-then-check in application code.
+//! This crate holds no business rule: the application layer (`tenantry-app`) writes each
+//! operation once and runs it as a unit of work over the primitives of [`LedgerTx`], inside one
+//! write transaction of the backend ([`LedgerStore::write_tx`]).
 
 pub mod moves;
 mod sqlite;
+pub mod tx;
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use tenantry_ledger::assignment::{AddLicense, Assignment};
+use tenantry_ledger::assignment::Assignment;
 use tenantry_ledger::audit::AuditRecord;
 use tenantry_ledger::catalog::Sku;
 use tenantry_ledger::counting::SubscribedSku;
 use tenantry_ledger::role::{Principal, Role};
-use tenantry_ledger::subscription::{
-    CancelOutcome, Money, SeatChange, Subscription, SubscriptionOrder,
-};
+use tenantry_ledger::subscription::Subscription;
 use tenantry_ledger::tenant::Tenant;
-use tenantry_ledger::user::{User, UserPatch};
+use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 
 pub use moves::MoveStore;
 pub use sqlite::SqliteStore;
+pub use tx::{transaction, LedgerTx, SeatPool, TxWork, UserWrite};
 
 /// Everything the server stores, behind one object.
 pub trait Store: LedgerStore + MoveStore {}
@@ -76,38 +77,6 @@ pub struct Page<T> {
     pub next: Option<i64>,
 }
 
-/// Names the SKU of an order either way Graph clients do.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub enum SkuRef {
-    Id(SkuId),
-    PartNumber(String),
-}
-
-/// A change to an existing subscription.
-#[derive(Debug, Clone, Copy)]
-pub enum SubscriptionChange {
-    SetQuantity(u32),
-    Cancel,
-    Reactivate,
-    ExtendTrial,
-}
-
-#[derive(Debug, Clone)]
-pub enum ChangeOutcome {
-    Seats(SeatChange),
-    Cancelled(CancelOutcome),
-    Reactivated(Money),
-    TrialExtended,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct NewUser {
-    pub user_principal_name: String,
-    pub display_name: String,
-    pub usage_location: Option<String>,
-    pub account_enabled: bool,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub action: Option<String>,
@@ -141,71 +110,48 @@ pub enum IdempotencyBegin {
     InProgress,
 }
 
+/// Data access for the ledger.
+///
+/// # Concurrency contract (every backend, checked by the conformance suite)
+/// - **Writes are units of work.** Every change runs in [`LedgerStore::write_tx`]: one
+///   transaction, serializable (SQLite: the single writer thread, `BEGIN IMMEDIATE`, each unit in
+///   its own savepoint inside a group commit; PostgreSQL: `SERIALIZABLE`, retried on a
+///   serialization failure, which is why a unit of work must be safe to run again). The unit
+///   hears its result only once the commit is durable; a unit that returns an error leaves
+///   nothing behind.
+/// - **Optimistic versions are checked in the write itself**: `UPDATE … WHERE version = ?`
+///   ([`LedgerTx::update_subscription`], [`LedgerTx::update_user`]), never read-then-compare.
+/// - **Seats are taken by a conditional update** (`consumed < capacity`,
+///   [`LedgerTx::take_seat`]); `capacity` is recomputed from the subscriptions in the same
+///   transaction whenever one is written. Nothing counts then checks.
+/// - **The audit record of a change is written in the change's transaction**, and the audit
+///   log is append-only (the backend refuses UPDATE and DELETE on it).
+/// - Reads (the other methods) see committed data only and may run beside writes.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
+    /// Runs one unit of work in one write transaction (see the contract above). Callers use
+    /// [`transaction`], its typed form.
+    async fn write_tx(&self, work: TxWork) -> Result<Box<dyn std::any::Any + Send>>;
+
     // Platform and tokens.
     async fn setting(&self, key: &'static str) -> Result<Option<String>>;
     async fn set_setting(&self, key: &'static str, value: String) -> Result<()>;
-    async fn create_token(
-        &self,
-        tenant: TenantId,
-        role: Role,
-        token_hash: String,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<TokenRecord>;
     async fn principal_for_token(&self, token_hash: String) -> Result<Option<Principal>>;
 
-    // Tenants.
-    async fn create_tenant(
-        &self,
-        display_name: String,
-        default_domain: String,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<Tenant>;
+    // Tenants and the catalog.
     async fn get_tenant(&self, id: TenantId) -> Result<Tenant>;
     async fn list_tenants(&self, page: PageRequest) -> Result<Page<Tenant>>;
-
-    // Catalog.
     async fn list_skus(&self) -> Result<Vec<Sku>>;
-    async fn add_sku(&self, sku: Sku, actor: String, now: Timestamp) -> Result<Sku>;
 
     // Subscriptions.
-    async fn create_subscription(
-        &self,
-        order: SubscriptionOrder,
-        sku: SkuRef,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<(Subscription, Money)>;
     async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription>;
     async fn list_subscriptions(
         &self,
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<Subscription>>;
-    /// Applies `change` if the subscription's version still equals `if_match` (when given).
-    async fn change_subscription(
-        &self,
-        tenant: TenantId,
-        id: SubscriptionId,
-        if_match: Option<u64>,
-        change: SubscriptionChange,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<(Subscription, ChangeOutcome)>;
-    /// Applies every lifecycle transition due by `now`; returns how many subscriptions changed.
-    async fn advance_lifecycle(&self, now: Timestamp) -> Result<usize>;
 
     // Users and licences.
-    async fn create_user(
-        &self,
-        tenant: TenantId,
-        user: NewUser,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<User>;
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User>;
     async fn list_users(
         &self,
@@ -213,32 +159,6 @@ pub trait LedgerStore: Send + Sync + 'static {
         search: Option<String>,
         page: PageRequest,
     ) -> Result<Page<User>>;
-    async fn update_user(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        if_match: Option<u64>,
-        patch: UserPatch,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<User>;
-    /// Deletes a user and gives their seats back.
-    async fn delete_user(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<()>;
-    async fn assign_licenses(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        add: Vec<AddLicense>,
-        remove: Vec<SkuId>,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<(User, Vec<Assignment>)>;
     async fn license_details(&self, tenant: TenantId, user: UserId) -> Result<Vec<Assignment>>;
     /// Every licence held in the tenant, or only those of one SKU: one query for pages that
     /// show many users' licences.

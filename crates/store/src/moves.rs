@@ -1,11 +1,9 @@
 //! Storage of tenant moves: the move and its plan, the steps of its run (a durable job queue with
 //! leases), the ledger effects each step made, and encrypted connection profiles.
 
-use crate::{NewUser, Page, PageRequest, Result, SkuRef};
+use crate::{Page, PageRequest, Result};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tenantry_ledger::subscription::{Subscription, SubscriptionOrder};
-use tenantry_ledger::user::User;
 use tenantry_ledger::{TenantId, Timestamp};
 use tenantry_moves::model::MoveSpec;
 use tenantry_moves::plan::TenantSnapshot;
@@ -101,31 +99,35 @@ pub struct StepRecord {
     pub updated_at: Timestamp,
 }
 
-/// A ledger change made on behalf of a move step, exactly once.
-#[derive(Debug, Clone)]
-pub enum MoveEffect {
-    CreateSubscription {
-        order: SubscriptionOrder,
-        sku: SkuRef,
-    },
-    CreateUser {
-        tenant: TenantId,
-        user: NewUser,
-    },
+/// What a connection profile logs in to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileKind {
+    /// A mail server (the admin or master user of an IMAP server).
+    Imap,
+    /// A WebDAV server holding document libraries.
+    Webdav,
 }
 
-#[derive(Debug, Clone)]
-pub enum EffectOutcome {
-    Subscription(Subscription),
-    User(User),
+impl ProfileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::Imap => "imap",
+            ProfileKind::Webdav => "webdav",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ProfileKind> {
+        [ProfileKind::Imap, ProfileKind::Webdav]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ProfileRecord {
     pub id: Uuid,
     pub name: String,
-    /// `imap` or `webdav`.
-    pub kind: String,
+    pub kind: ProfileKind,
     pub username: String,
     /// Encrypted; only the move runner decrypts it.
     pub secret: Vec<u8>,
@@ -198,22 +200,13 @@ pub trait MoveStore: Send + Sync + 'static {
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>>;
     /// A consistent view of one tenant for the planner.
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot>;
-    /// Makes `effect` unless this move already made it under `key`; either way returns it.
-    async fn apply_effect(
-        &self,
-        move_id: Uuid,
-        key: String,
-        effect: MoveEffect,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<EffectOutcome>;
     /// Target UPNs (lower case) of users this move created.
     async fn users_created_by_move(&self, move_id: Uuid) -> Result<Vec<String>>;
 
     async fn create_profile(
         &self,
         name: String,
-        kind: String,
+        kind: ProfileKind,
         username: String,
         secret: Vec<u8>,
         now: Timestamp,

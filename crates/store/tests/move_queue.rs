@@ -2,24 +2,21 @@
 //! after the operator stopped the move does not turn it into a restartable Failed move.
 
 use serde_json::json;
-use tenantry_ledger::Timestamp;
+use tenantry_ledger::tenant::Tenant;
+use tenantry_ledger::{TenantId, Timestamp};
 use tenantry_moves::model::{MovePath, MoveSpec};
 use tenantry_store::moves::{MoveState, StepState};
-use tenantry_store::{LedgerStore, MoveStore, SqliteStore};
+use tenantry_store::{transaction, LedgerStore, MoveStore, SqliteStore};
 
 const NOW: Timestamp = Timestamp(1_800_000_000);
 
 async fn setup() -> (tempfile::TempDir, SqliteStore, uuid::Uuid) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("q.db")).unwrap();
-    let a = store
-        .create_tenant("A".into(), "a.example.com".into(), "op".into(), NOW)
-        .await
-        .unwrap();
-    let b = store
-        .create_tenant("B".into(), "b.example.com".into(), "op".into(), NOW)
-        .await
-        .unwrap();
+    let (a, b) = (
+        tenant(&store, "a.example.com").await,
+        tenant(&store, "b.example.com").await,
+    );
     let spec = MoveSpec {
         source_tenant_id: a.id,
         target_tenant_id: b.id,
@@ -33,6 +30,22 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, uuid::Uuid) {
     };
     let m = store.create_move(spec, "op".into(), NOW).await.unwrap();
     (dir, store, m.id)
+}
+
+/// A tenant row, written through data access (the rules live in the application layer).
+async fn tenant(store: &SqliteStore, domain: &str) -> Tenant {
+    let t = Tenant {
+        id: TenantId::new_random(),
+        display_name: domain.into(),
+        default_domain: domain.into(),
+        created_at: NOW,
+    };
+    let row = t.clone();
+    let inserted = transaction(store, move |tx| tx.insert_tenant(&row))
+        .await
+        .unwrap();
+    assert!(inserted);
+    t
 }
 
 fn steps(keys: &[&str]) -> Vec<(String, serde_json::Value)> {

@@ -395,23 +395,24 @@ const USER_KEYS: [&str; 5] = [
 ];
 
 fn describe_outcome(v: &Value) {
+    use tenantry_app::format::money;
     let Some(outcome) = v.get("outcome") else {
         return;
     };
     let cents = |k: &str| outcome.get(k).and_then(Value::as_u64).unwrap_or(0);
     if cents("chargedCents") > 0 {
-        println!("Charged now: {:.2}", cents("chargedCents") as f64 / 100.0);
+        println!("Charged now: {}", money(cents("chargedCents")));
     }
     if cents("refundedCents") > 0 {
-        println!("Refunded: {:.2}", cents("refundedCents") as f64 / 100.0);
+        println!("Refunded: {}", money(cents("refundedCents")));
     }
-    if let Some(money) = outcome.get("money") {
-        let refund = money
+    if let Some(change) = outcome.get("money") {
+        let refund = change
             .get("refundedCents")
             .and_then(Value::as_u64)
             .unwrap_or(0);
         if refund > 0 {
-            println!("Refunded: {:.2}", refund as f64 / 100.0);
+            println!("Refunded: {}", money(refund));
         }
     }
     if let Some(q) = outcome.get("scheduledQuantity").and_then(Value::as_u64) {

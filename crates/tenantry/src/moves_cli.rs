@@ -153,7 +153,7 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
 }
 
 fn money(cents: &Value) -> String {
-    format!("{:.2}", cents.as_u64().unwrap_or(0) as f64 / 100.0)
+    tenantry_app::format::money(cents.as_u64().unwrap_or(0))
 }
 
 fn print_plan(plan: &Value) {

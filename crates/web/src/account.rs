@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tenantry_api::auth::{hash_token, new_token, Auth};
+use tenantry_api::auth::Auth;
 use tenantry_api::AppState;
 use tenantry_ledger::role::{Action, Principal, Role};
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::TenantId;
-use tenantry_store::PageRequest;
+use tenantry_store::{PageRequest, StoreError};
 
 /// Parses the tenant of the URL and checks the principal may read it (another tenant: 404).
 pub async fn load_tenant(app: &AppState, ctx: &Ctx, tenant: &str) -> WebResult<Tenant> {
@@ -189,8 +189,8 @@ pub async fn create_tenant(State(app): State<AppState>, Posted { ctx, form }: Po
         ));
     }
     match app
-        .store
-        .create_tenant(name.clone(), domain.clone(), ctx.actor(), app.clock.now())
+        .ledger
+        .create_tenant(&ctx.caller(), &name, &domain, app.clock.now())
         .await
     {
         Ok(t) => Ok(ctx.done(
@@ -239,14 +239,19 @@ pub async fn issue_token(
     // Refused before anything else: a 403 page, whatever the page showed.
     ctx.authorize(t.id, Action::ManageTokens)?;
     let result = async {
-        let role = Role::parse(form.get("role"))
-            .ok_or_else(|| FormError::invalid("token", "Choose one of the listed roles."))?;
-        let token = new_token("tnt");
-        app.store
-            .create_token(t.id, role, hash_token(&token), ctx.actor(), app.clock.now())
+        let issued = app
+            .ledger
+            .issue_token(&ctx.caller(), t.id, form.get("role"), app.clock.now())
             .await
-            .map_err(|e| FormError::from_store("token", e))?;
-        Ok::<_, FormError>((crate::views::role_label(role.as_str()).to_string(), token))
+            .map_err(|e| match e {
+                // The form offers the roles as a list: say so, not the API's wording.
+                StoreError::Ledger(e) if e.code == "InvalidRole" => {
+                    FormError::invalid("token", "Choose one of the listed roles.")
+                }
+                e => FormError::from_store("token", e),
+            })?;
+        let label = crate::views::role_label(issued.record.role.as_str()).to_string();
+        Ok::<_, FormError>((label, issued.token))
     }
     .await;
     let (err, issued) = match result {

@@ -10,15 +10,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use std::collections::HashMap;
 use tenantry_api::AppState;
+use tenantry_app::{orders, ChangeOutcome, Order, SkuRef, SubscriptionChange};
 use tenantry_ledger::catalog::Sku;
 use tenantry_ledger::role::Action;
-use tenantry_ledger::subscription::{
-    transfer_to_another_tenant, BillingCycle, Channel, SubscriptionOrder, SubscriptionStatus, Term,
-    REFUND_WINDOW_DAYS,
-};
+use tenantry_ledger::subscription::{SubscriptionStatus, REFUND_WINDOW_DAYS};
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::{guidance, LedgerError, SkuId, SubscriptionId};
-use tenantry_store::{ChangeOutcome, PageRequest, SkuRef, SubscriptionChange};
+use tenantry_store::{PageRequest, StoreError};
 
 pub async fn catalog(app: &AppState) -> WebResult<HashMap<SkuId, Sku>> {
     Ok(app
@@ -135,39 +133,17 @@ pub async fn buy(
             .parse()
             .map_err(|_| FormError::invalid("buy", "Choose a product from the list."))?;
         let quantity = parse_count("buy", form.get("quantity"), "number of licences")?;
-        let term = match form.get("term") {
-            "monthly" => Term::Monthly,
-            "threeYear" => Term::ThreeYear,
-            _ => Term::Annual,
-        };
-        let billing_cycle = match form.get("billing") {
-            "perTerm" => BillingCycle::PerTerm,
-            _ => BillingCycle::Monthly,
-        };
-        let channel = match form.get("channel") {
-            "partner" => Channel::Partner,
-            "volume" => Channel::Volume,
-            _ => Channel::Direct,
-        };
-        if channel == Channel::Volume && !ctx.principal.is_operator() {
-            // Same rule as the API: only the operator records volume-licensing purchases.
-            return Err(FormError::from_web(
-                "buy",
-                LedgerError::conflict("VolumeLicensingReadOnly", guidance::VOLUME_READ_ONLY).into(),
-            ));
-        }
-        let order = SubscriptionOrder {
-            tenant_id: t.id,
-            quantity,
-            term,
-            billing_cycle,
-            channel,
+        // Choices the form leaves out (or does not know) take the application layer's defaults.
+        let order = Order {
+            term: orders::parse_term(form.get("term")),
+            billing_cycle: orders::parse_billing_cycle(form.get("billing")),
+            channel: orders::parse_channel(form.get("channel")),
             is_trial: form.checked("trial"),
-            auto_renew: true,
+            ..Order::new(t.id, SkuRef::Id(sku), quantity)
         };
         let (sub, m) = app
-            .store
-            .create_subscription(order, SkuRef::Id(sku), ctx.actor(), app.clock.now())
+            .ledger
+            .buy(&ctx.caller(), order, app.clock.now())
             .await
             .map_err(|e| FormError::from_store("buy", e))?;
         Ok::<_, FormError>(format!(
@@ -241,15 +217,16 @@ pub async fn change(
     let sub = app.store.get_subscription(t.id, sub_id).await?;
     if op == "transfer" {
         // Anyone who can read the subscription may ask; the answer is always the same refusal.
-        return subscription_page(
-            &app,
-            &ctx,
-            &t,
-            &id,
-            Errors::default(),
-            Some(transfer_to_another_tenant()),
-        )
-        .await;
+        let refusal = match app
+            .ledger
+            .transfer_subscription(&ctx.caller(), t.id, sub_id)
+            .await
+        {
+            Err(StoreError::Ledger(refusal)) => refusal,
+            Err(e) => return Err(e.into()),
+            Ok(never) => match never {},
+        };
+        return subscription_page(&app, &ctx, &t, &id, Errors::default(), Some(refusal)).await;
     }
     let form_name: &'static str = match op.as_str() {
         "add" => "add",
@@ -283,8 +260,8 @@ pub async fn change(
             _ => SubscriptionChange::Reactivate,
         };
         let (after, outcome) = app
-            .store
-            .change_subscription(t.id, sub.id, Some(sub.version), change, ctx.actor(), app.clock.now())
+            .ledger
+            .change_subscription(&ctx.caller(), t.id, sub.id, Some(sub.version), change, app.clock.now())
             .await
             .map_err(|e| FormError::from_store(form_name, e))?;
         Ok::<_, FormError>(describe(&outcome, after.quantity))

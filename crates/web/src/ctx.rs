@@ -53,14 +53,10 @@ impl WebError {
     }
 }
 
+/// The status of a refusal: the API's, from the one mapping in the application layer.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-    }
+    StatusCode::from_u16(tenantry_app::error::http_status(kind))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl From<LedgerError> for WebError {
@@ -169,6 +165,11 @@ impl Ctx {
         self.principal
             .authorize(tenant, action)
             .map_err(WebError::from)
+    }
+
+    /// The caller the application layer authorizes and audits.
+    pub fn caller(&self) -> tenantry_app::Caller {
+        tenantry_app::Caller::new(self.principal)
     }
 
     pub fn actor(&self) -> String {

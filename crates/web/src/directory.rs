@@ -12,12 +12,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use std::collections::HashMap;
 use tenantry_api::AppState;
+use tenantry_app::NewUser;
 use tenantry_ledger::assignment::{AddLicense, Assignment};
 use tenantry_ledger::role::Action;
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::{User, UserPatch};
 use tenantry_ledger::{SkuId, UserId};
-use tenantry_store::{NewUser, PageRequest};
+use tenantry_store::PageRequest;
 use uuid::Uuid;
 
 /// The Licences page lists holders by reading each user's licences; beyond this many users the
@@ -201,8 +202,8 @@ async fn change_licence(
         .iter()
         .any(|a| a.sku_id == sku_id);
     let (u, _) = app
-        .store
-        .assign_licenses(t.id, user, add, remove, ctx.actor(), app.clock.now())
+        .ledger
+        .assign_licenses(&ctx.caller(), t.id, user, add, remove, app.clock.now())
         .await
         .map_err(|e| FormError::from_store(form_name, e))?;
     let part = catalog(app)
@@ -348,8 +349,8 @@ pub async fn create_user(
             usage_location: (!location.is_empty()).then(|| location.to_string()),
             account_enabled: form.checked("enabled"),
         };
-        app.store
-            .create_user(t.id, user, ctx.actor(), app.clock.now())
+        app.ledger
+            .create_user(&ctx.caller(), t.id, user, app.clock.now())
             .await
             .map_err(|e| FormError::from_store("create", e))
     }
@@ -464,8 +465,8 @@ pub async fn edit_user(
             usage_location: Some((!location.is_empty()).then(|| location.to_string())),
             account_enabled: Some(form.checked("enabled")),
         };
-        app.store
-            .update_user(t.id, user, version, patch, ctx.actor(), app.clock.now())
+        app.ledger
+            .update_user(&ctx.caller(), t.id, user, version, patch, app.clock.now())
             .await
             .map_err(|e| FormError::from_store("edit", e))
     }
@@ -534,12 +535,8 @@ pub async fn delete_user(
             .parse()
             .map_err(|_| FormError::from_web("delete", WebError::not_found("user")))?;
         let u = app
-            .store
-            .get_user(t.id, user)
-            .await
-            .map_err(|e| FormError::from_store("delete", e))?;
-        app.store
-            .delete_user(t.id, user, ctx.actor(), app.clock.now())
+            .ledger
+            .delete_user(&ctx.caller(), t.id, user, app.clock.now())
             .await
             .map_err(|e| FormError::from_store("delete", e))?;
         Ok::<_, FormError>(u.user_principal_name)

@@ -380,7 +380,7 @@ async fn profiles_page(app: &AppState, ctx: &Ctx, form: &FormData, err: Errors) 
         .into_iter()
         .map(|p| ProfileRow {
             name: p.name,
-            kind: p.kind,
+            kind: p.kind.as_str().to_string(),
             username: p.username,
             created: date_time(p.created_at),
         })

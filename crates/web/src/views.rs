@@ -118,10 +118,7 @@ pub fn date_time(t: Timestamp) -> String {
         .unwrap_or_default()
 }
 
-/// Cents as a decimal amount of the catalog's list-price currency.
-pub fn money(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
-}
+pub use tenantry_app::format::money;
 
 pub struct SubRow {
     pub id: String,

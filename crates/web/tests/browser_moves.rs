@@ -9,34 +9,20 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use support::webdriver::Browser;
 use support::{Server, OPERATOR};
+use tenantry_app::{Caller, NewUser, Order, SkuRef};
 use tenantry_ledger::assignment::AddLicense;
-use tenantry_ledger::subscription::{BillingCycle, Channel, SubscriptionOrder, Term};
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::SubscriptionId;
-use tenantry_store::{NewUser, SkuRef};
 
 const ENTER: &str = "\u{E007}";
 const E3: &str = "ENTERPRISEPACK";
 
 async fn buy(server: &Server, tenant: &Tenant, quantity: u32) -> SubscriptionId {
-    let order = SubscriptionOrder {
-        tenant_id: tenant.id,
-        quantity,
-        term: Term::Annual,
-        billing_cycle: BillingCycle::Monthly,
-        channel: Channel::Direct,
-        is_trial: false,
-        auto_renew: true,
-    };
+    let order = Order::new(tenant.id, SkuRef::PartNumber(E3.into()), quantity);
     let (sub, _) = server
         .app
-        .store
-        .create_subscription(
-            order,
-            SkuRef::PartNumber(E3.into()),
-            "test".into(),
-            server.app.clock.now(),
-        )
+        .ledger
+        .buy(&Caller::system("test"), order, server.app.clock.now())
         .await
         .unwrap();
     sub.id
@@ -45,8 +31,11 @@ async fn buy(server: &Server, tenant: &Tenant, quantity: u32) -> SubscriptionId 
 async fn user(server: &Server, tenant: &Tenant, upn: &str, licensed: bool) {
     let store = &server.app.store;
     let now = server.app.clock.now();
-    let u = store
+    let u = server
+        .app
+        .ledger
         .create_user(
+            &Caller::system("test"),
             tenant.id,
             NewUser {
                 user_principal_name: upn.into(),
@@ -54,7 +43,6 @@ async fn user(server: &Server, tenant: &Tenant, upn: &str, licensed: bool) {
                 usage_location: Some("US".into()),
                 account_enabled: true,
             },
-            "test".into(),
             now,
         )
         .await
@@ -67,8 +55,11 @@ async fn user(server: &Server, tenant: &Tenant, upn: &str, licensed: bool) {
             .into_iter()
             .find(|s| s.sku_part_number == E3)
             .unwrap();
-        store
+        server
+            .app
+            .ledger
             .assign_licenses(
+                &Caller::system("test"),
                 tenant.id,
                 u.id,
                 vec![AddLicense {
@@ -76,7 +67,6 @@ async fn user(server: &Server, tenant: &Tenant, upn: &str, licensed: bool) {
                     disabled_plans: vec![],
                 }],
                 vec![],
-                "test".into(),
                 now,
             )
             .await
@@ -104,20 +94,24 @@ async fn an_operator_plans_runs_and_reports_tenant_moves_in_chromium() {
     let now = server.app.clock.now();
     // Fabrikam moves five of its six licensed users to Contoso, which has two free licences
     // and one user already.
-    let fabrikam = store
+    let fabrikam = server
+        .app
+        .ledger
         .create_tenant(
-            "Fabrikam".into(),
-            "fabrikam.onmicrosoft.com".into(),
-            "test".into(),
+            &Caller::system("test"),
+            "Fabrikam",
+            "fabrikam.onmicrosoft.com",
             now,
         )
         .await
         .unwrap();
-    let contoso = store
+    let contoso = server
+        .app
+        .ledger
         .create_tenant(
-            "Contoso".into(),
-            "contoso.onmicrosoft.com".into(),
-            "test".into(),
+            &Caller::system("test"),
+            "Contoso",
+            "contoso.onmicrosoft.com",
             now,
         )
         .await

@@ -86,20 +86,18 @@ impl Client {
 }
 
 async fn tenant_token(server: &Server, tenant: tenantry_ledger::TenantId, role: Role) -> String {
-    let token = tenantry_api::auth::new_token("tnt");
     server
         .app
-        .store
-        .create_token(
+        .ledger
+        .issue_token(
+            &tenantry_app::Caller::system("test"),
             tenant,
-            role,
-            tenantry_api::auth::hash_token(&token),
-            "test".into(),
+            role.as_str(),
             server.app.clock.now(),
         )
         .await
-        .unwrap();
-    token
+        .unwrap()
+        .token
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,20 +105,24 @@ async fn the_server_refuses_what_the_pages_hide() {
     let server = Server::start().await;
     let store = &server.app.store;
     let now = server.app.clock.now();
-    let contoso = store
+    let contoso = server
+        .app
+        .ledger
         .create_tenant(
-            "Contoso".into(),
-            "contoso.onmicrosoft.com".into(),
-            "test".into(),
+            &tenantry_app::Caller::system("test"),
+            "Contoso",
+            "contoso.onmicrosoft.com",
             now,
         )
         .await
         .unwrap();
-    let fabrikam = store
+    let fabrikam = server
+        .app
+        .ledger
         .create_tenant(
-            "Fabrikam".into(),
-            "fabrikam.onmicrosoft.com".into(),
-            "test".into(),
+            &tenantry_app::Caller::system("test"),
+            "Fabrikam",
+            "fabrikam.onmicrosoft.com",
             now,
         )
         .await
@@ -312,16 +314,18 @@ async fn the_server_refuses_what_the_pages_hide() {
     assert_eq!(status, StatusCode::SEE_OTHER);
 
     // Deleting a user needs the confirmation box, and the User admin role (or Global admin).
-    let user = store
+    let user = server
+        .app
+        .ledger
         .create_user(
+            &tenantry_app::Caller::system("test"),
             contoso.id,
-            tenantry_store::NewUser {
+            tenantry_app::NewUser {
                 user_principal_name: "gone@contoso.com".into(),
                 display_name: "Gone".into(),
                 usage_location: None,
                 account_enabled: true,
             },
-            "test".into(),
             now,
         )
         .await
@@ -369,8 +373,10 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         ("Contoso", "contoso.onmicrosoft.com"),
     ] {
         tenants.push(
-            store
-                .create_tenant(name.into(), domain.into(), "test".into(), now)
+            server
+                .app
+                .ledger
+                .create_tenant(&tenantry_app::Caller::system("test"), name, domain, now)
                 .await
                 .unwrap(),
         );
@@ -586,16 +592,18 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
 
     // Once the source user exists the plan is clear: run, pause, resume and cancel, each the
     // store's transition (no worker runs here, so the states stay put between the requests).
-    store
+    server
+        .app
+        .ledger
         .create_user(
+            &tenantry_app::Caller::system("test"),
             fabrikam.id,
-            tenantry_store::NewUser {
+            tenantry_app::NewUser {
                 user_principal_name: "adele@fabrikam.com".into(),
                 display_name: "Adele".into(),
                 usage_location: Some("US".into()),
                 account_enabled: true,
             },
-            "test".into(),
             now,
         )
         .await

@@ -13,12 +13,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::collections::HashMap;
+use tenantry_app::{Caller, Order, SkuRef, SubscriptionChange};
 use tenantry_ledger::role::Action;
-use tenantry_ledger::subscription::{
-    transfer_to_another_tenant, BillingCycle, Channel, Subscription, SubscriptionOrder, Term,
-};
-use tenantry_ledger::{guidance, LedgerError, SkuId, SubscriptionId, TenantId};
-use tenantry_store::{ChangeOutcome, SkuRef, SubscriptionChange};
+use tenantry_ledger::subscription::Subscription;
+use tenantry_ledger::{SkuId, SubscriptionId, TenantId};
 
 async fn part_numbers(app: &AppState) -> ApiResult<HashMap<SkuId, String>> {
     Ok(app
@@ -70,34 +68,19 @@ pub async fn create(
     auth.authorize(tenant, Action::ManageBilling)?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
-    let sku = match (body.sku_id, body.sku_part_number) {
-        (Some(id), None) => SkuRef::Id(SkuId(id)),
-        (None, Some(part)) => SkuRef::PartNumber(part),
-        _ => {
-            return Err(ApiError::unprocessable(
-                "SkuRequired",
-                "name the product with exactly one of skuId or skuPartNumber",
-            ))
-        }
-    };
-    let channel = body.channel.unwrap_or(Channel::Direct);
-    if channel == Channel::Volume && !auth.0.is_operator() {
-        return Err(
-            LedgerError::conflict("VolumeLicensingReadOnly", guidance::VOLUME_READ_ONLY).into(),
-        );
-    }
-    let order = SubscriptionOrder {
-        tenant_id: tenant,
+    let order = Order {
+        tenant,
+        sku: SkuRef::from_parts(body.sku_id, body.sku_part_number)?,
         quantity: body.quantity,
-        term: body.term.unwrap_or(Term::Annual),
-        billing_cycle: body.billing_cycle.unwrap_or(BillingCycle::Monthly),
-        channel,
+        term: body.term,
+        billing_cycle: body.billing_cycle,
+        channel: body.channel,
         is_trial: body.is_trial,
-        auto_renew: body.auto_renew.unwrap_or(true),
+        auto_renew: body.auto_renew,
     };
     let (sub, money) = app
-        .store
-        .create_subscription(order, sku, auth.actor(), app.clock.now())
+        .ledger
+        .buy(&Caller::new(auth.0), order, app.clock.now())
         .await?;
     let dto = render(&app, &sub, serde_json::to_value(money).ok()).await?;
     Ok(with_etag(StatusCode::CREATED, dto, sub.version))
@@ -149,16 +132,17 @@ async fn change(
     let (tenant, id) = ids(tenant, id)?;
     auth.authorize(tenant, Action::ManageBilling)?;
     let (sub, outcome) = app
-        .store
-        .change_subscription(tenant, id, if_match, change, auth.actor(), app.clock.now())
+        .ledger
+        .change_subscription(
+            &Caller::new(auth.0),
+            tenant,
+            id,
+            if_match,
+            change,
+            app.clock.now(),
+        )
         .await?;
-    let outcome = match outcome {
-        ChangeOutcome::Seats(c) => serde_json::to_value(c).ok(),
-        ChangeOutcome::Cancelled(c) => serde_json::to_value(c).ok(),
-        ChangeOutcome::Reactivated(m) => serde_json::to_value(m).ok(),
-        ChangeOutcome::TrialExtended => None,
-    };
-    let dto = render(app, &sub, outcome).await?;
+    let dto = render(app, &sub, outcome.to_json()).await?;
     Ok(with_etag(StatusCode::OK, dto, sub.version))
 }
 
@@ -259,10 +243,10 @@ pub async fn transfer(
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let (tenant, id) = ids(&tenant, &id)?;
-    auth.authorize(tenant, Action::Read)?;
-    // Existence first, so that another tenant's subscription stays a 404.
-    app.store.get_subscription(tenant, id).await?;
-    Err(transfer_to_another_tenant().into())
+    match app
+        .ledger
+        .transfer_subscription(&Caller::new(auth.0), tenant, id)
+        .await? {}
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenantId}/subscribedSkus", tag = "subscriptions", params(("tenantId" = String, Path)),

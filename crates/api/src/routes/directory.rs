@@ -11,11 +11,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use tenantry_app::{Caller, NewUser};
 use tenantry_ledger::assignment::AddLicense;
 use tenantry_ledger::role::Action;
 use tenantry_ledger::user::UserPatch;
 use tenantry_ledger::{SkuId, TenantId, UserId};
-use tenantry_store::NewUser;
 
 fn ids(tenant: &str, user: &str) -> ApiResult<(TenantId, UserId)> {
     Ok((parse_id(tenant, "tenant")?, parse_id(user, "user")?))
@@ -39,8 +39,9 @@ pub async fn create(
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
     let user = app
-        .store
+        .ledger
         .create_user(
+            &Caller::new(auth.0),
             tenant,
             NewUser {
                 user_principal_name: body.user_principal_name,
@@ -48,7 +49,6 @@ pub async fn create(
                 usage_location: body.usage_location,
                 account_enabled: body.account_enabled,
             },
-            auth.actor(),
             app.clock.now(),
         )
         .await?;
@@ -128,8 +128,15 @@ pub async fn patch(
         account_enabled: body.account_enabled,
     };
     let user = app
-        .store
-        .update_user(tenant, id, if_match, patch, auth.actor(), app.clock.now())
+        .ledger
+        .update_user(
+            &Caller::new(auth.0),
+            tenant,
+            id,
+            if_match,
+            patch,
+            app.clock.now(),
+        )
         .await?;
     Ok(user_response(StatusCode::OK, UserDto::new(user, None)))
 }
@@ -143,8 +150,8 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let (tenant, id) = ids(&tenant, &id)?;
     auth.authorize(tenant, Action::ManageUsers)?;
-    app.store
-        .delete_user(tenant, id, auth.actor(), app.clock.now())
+    app.ledger
+        .delete_user(&Caller::new(auth.0), tenant, id, app.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -173,8 +180,15 @@ pub async fn assign_license(
         .collect();
     let remove = body.remove_licenses.into_iter().map(SkuId).collect();
     let (user, licences) = app
-        .store
-        .assign_licenses(tenant, id, add, remove, auth.actor(), app.clock.now())
+        .ledger
+        .assign_licenses(
+            &Caller::new(auth.0),
+            tenant,
+            id,
+            add,
+            remove,
+            app.clock.now(),
+        )
         .await?;
     let version = user.version;
     let mut response = user_response(StatusCode::OK, UserDto::new(user, Some(&licences)));

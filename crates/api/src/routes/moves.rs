@@ -46,7 +46,7 @@ pub struct CreateProfile {
 }
 
 fn profile_json(p: &tenantry_store::moves::ProfileRecord) -> Value {
-    json!({"id": p.id, "name": p.name, "kind": p.kind, "username": p.username, "createdDateTime": rfc3339(p.created_at)})
+    json!({"id": p.id, "name": p.name, "kind": p.kind.as_str(), "username": p.username, "createdDateTime": rfc3339(p.created_at)})
 }
 
 /// Stores credentials for a mail server or a library, encrypted at rest. The password is never returned.

@@ -1,7 +1,7 @@
 //! Tenants, the SKU catalog, API tokens and the test clock.
 
 use super::list;
-use crate::auth::{hash_token, new_token, Auth, Operator};
+use crate::auth::{Auth, Operator};
 use crate::clock::rfc3339;
 use crate::dto::{
     AdvanceClock, CreateSku, CreateTenant, CreateToken, List, SkuDto, TenantDto, TokenDto,
@@ -13,8 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use tenantry_app::{Caller, IssuedToken};
 use tenantry_ledger::catalog::{ServicePlan, Sku};
-use tenantry_ledger::role::{Action, Role};
+use tenantry_ledger::role::Action;
 use tenantry_ledger::{SkuId, TenantId};
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
@@ -25,11 +26,11 @@ pub async fn create_tenant(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantDto>)> {
     let tenant = app
-        .store
+        .ledger
         .create_tenant(
-            body.display_name,
-            body.default_domain,
-            auth.actor(),
+            &Caller::new(auth.0 .0),
+            &body.display_name,
+            &body.default_domain,
             app.clock.now(),
         )
         .await?;
@@ -109,8 +110,8 @@ pub async fn add_sku(
             .collect(),
     };
     let sku = app
-        .store
-        .add_sku(sku, auth.actor(), app.clock.now())
+        .ledger
+        .add_sku(&Caller::new(auth.0 .0), sku, app.clock.now())
         .await?;
     Ok((StatusCode::CREATED, Json(SkuDto::from(&sku))))
 }
@@ -127,22 +128,9 @@ pub async fn create_token(
     auth.authorize(tenant, Action::ManageTokens)?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
-    let role = Role::parse(&body.role).ok_or_else(|| {
-        ApiError::unprocessable(
-            "InvalidRole",
-            "role must be one of GlobalAdmin, BillingAdmin, LicenseAdmin, UserAdmin, GlobalReader",
-        )
-    })?;
-    let token = new_token("tnt");
-    let record = app
-        .store
-        .create_token(
-            tenant,
-            role,
-            hash_token(&token),
-            auth.actor(),
-            app.clock.now(),
-        )
+    let IssuedToken { record, token } = app
+        .ledger
+        .issue_token(&Caller::new(auth.0), tenant, &body.role, app.clock.now())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -150,7 +138,7 @@ pub async fn create_token(
         Json(TokenDto {
             id: record.id.0,
             tenant_id: tenant.0,
-            role: role.as_str().into(),
+            role: record.role.as_str().into(),
             token,
             created_date_time: rfc3339(record.created_at),
         }),
@@ -177,7 +165,7 @@ pub async fn advance_clock(
     }
     app.clock.advance(body.days * tenantry_ledger::time::DAY);
     let now = app.clock.now();
-    let changed = app.store.advance_lifecycle(now).await?;
+    let changed = app.ledger.advance_lifecycle(now).await?;
     Ok(Json(
         serde_json::json!({"now": rfc3339(now), "subscriptionsChanged": changed}),
     ))

@@ -3,11 +3,12 @@
 
 mod moves;
 mod schema;
+mod tx;
 mod writer;
 
 use crate::{
-    AuditFilter, ChangeOutcome, IdempotencyBegin, LedgerStore, NewUser, Page, PageRequest, Result,
-    SkuRef, StoreError, StoredResponse, SubscriptionChange, TokenRecord,
+    AuditFilter, IdempotencyBegin, LedgerStore, Page, PageRequest, Result, StoreError,
+    StoredResponse, TxWork,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -17,14 +18,14 @@ use std::str::FromStr;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tenantry_ledger::assignment::{plan_assignment, AddLicense, Assignment};
+use tenantry_ledger::assignment::Assignment;
 use tenantry_ledger::audit::{AuditEntry, AuditRecord};
 use tenantry_ledger::catalog::{seed_catalog, Sku};
 use tenantry_ledger::counting::{subscribed_skus, SubscribedSku};
 use tenantry_ledger::role::{Principal, Role};
-use tenantry_ledger::subscription::{Money, Subscription, SubscriptionOrder};
-use tenantry_ledger::tenant::{validate_display_name, validate_domain, Tenant};
-use tenantry_ledger::user::{User, UserPatch};
+use tenantry_ledger::subscription::Subscription;
+use tenantry_ledger::tenant::Tenant;
+use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 use writer::{Job, WriterCtx};
 
@@ -202,49 +203,17 @@ fn user_from_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
     })
 }
 
-fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> Result<User> {
-    conn.prepare_cached(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND tenant_id = ?2"
-    ))?
-    .query_row([id.to_string(), tenant.to_string()], user_from_row)
-    .optional()?
-    .ok_or_else(|| LedgerError::not_found("user").into())
+fn find_user(conn: &Connection, tenant: TenantId, id: UserId) -> Result<Option<User>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND tenant_id = ?2"
+        ))?
+        .query_row([id.to_string(), tenant.to_string()], user_from_row)
+        .optional()?)
 }
 
-fn save_user(conn: &Connection, user: &User, insert: bool) -> Result<()> {
-    let sql = if insert {
-        "INSERT INTO users (id, tenant_id, upn, display_name, usage_location, account_enabled, created_at, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-    } else {
-        "UPDATE users SET upn = ?3, display_name = ?4, usage_location = ?5, account_enabled = ?6, version = ?8
-         WHERE id = ?1 AND tenant_id = ?2 AND created_at = ?7"
-    };
-    conn.prepare_cached(sql)?
-        .execute(params![
-            user.id.to_string(),
-            user.tenant_id.to_string(),
-            user.user_principal_name,
-            user.display_name,
-            user.usage_location,
-            user.account_enabled,
-            user.created_at.0,
-            user.version as i64
-        ])
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                LedgerError::conflict(
-                    "DuplicateUserPrincipalName",
-                    format!(
-                        "a user named {} already exists in this tenant",
-                        user.user_principal_name
-                    ),
-                )
-                .into()
-            } else {
-                StoreError::from(e)
-            }
-        })?;
-    Ok(())
+fn load_user(conn: &Connection, tenant: TenantId, id: UserId) -> Result<User> {
+    find_user(conn, tenant, id)?.ok_or_else(|| LedgerError::not_found("user").into())
 }
 
 const ASSIGNMENT_COLUMNS: &str = "user_id, sku_id, disabled_plans, assigned_at";
@@ -285,25 +254,31 @@ fn user_assignments(conn: &Connection, user: UserId) -> Result<Vec<Assignment>> 
     )
 }
 
+fn find_subscription(
+    conn: &Connection,
+    tenant: TenantId,
+    id: SubscriptionId,
+) -> Result<Option<Subscription>> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM subscriptions WHERE id = ?1 AND tenant_id = ?2")?
+        .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
+        .optional()?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+}
+
 fn load_subscription(
     conn: &Connection,
     tenant: TenantId,
     id: SubscriptionId,
 ) -> Result<Subscription> {
-    let body: String = conn
-        .prepare_cached("SELECT body FROM subscriptions WHERE id = ?1 AND tenant_id = ?2")?
-        .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| LedgerError::not_found("subscription"))?;
-    Ok(serde_json::from_str(&body)?)
+    find_subscription(conn, tenant, id)?
+        .ok_or_else(|| LedgerError::not_found("subscription").into())
 }
 
-fn save_subscription(conn: &Connection, sub: &Subscription) -> Result<()> {
+fn insert_subscription(conn: &Connection, sub: &Subscription) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO subscriptions (id, tenant_id, sku_id, status, assignable_seats, next_lifecycle_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, assignable_seats = excluded.assignable_seats,
-             next_lifecycle_at = excluded.next_lifecycle_at, body = excluded.body",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         sub.id.to_string(),
@@ -346,41 +321,6 @@ fn pool(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<(u32, u32)> {
         .unwrap_or((0, 0)))
 }
 
-/// Seats of `sub` that assignments still need, given the other subscriptions of the same SKU.
-fn assigned_floor(conn: &Connection, sub: &Subscription) -> Result<u32> {
-    let (capacity, consumed) = pool(conn, sub.tenant_id, sub.sku_id)?;
-    let others = capacity.saturating_sub(sub.assignable_seats());
-    Ok(consumed.saturating_sub(others))
-}
-
-fn take_seat(
-    conn: &Connection,
-    ctx_catalog: &HashMap<SkuId, Sku>,
-    tenant: TenantId,
-    sku: SkuId,
-) -> Result<()> {
-    let taken = conn
-        .prepare_cached(
-            "UPDATE seat_pools SET consumed = consumed + 1
-             WHERE tenant_id = ?1 AND sku_id = ?2 AND consumed < capacity",
-        )?
-        .execute([tenant.to_string(), sku.to_string()])?;
-    if taken == 1 {
-        return Ok(());
-    }
-    let (capacity, consumed) = pool(conn, tenant, sku)?;
-    let name = ctx_catalog
-        .get(&sku)
-        .map_or_else(|| sku.to_string(), |s| s.sku_part_number.clone());
-    Err(LedgerError::conflict(
-        "NoFreeSeat",
-        format!(
-            "no free licence of {name}: {consumed} of {capacity} assignable seats are in use; buy more licences or unassign some"
-        ),
-    )
-    .into())
-}
-
 fn release_seat(conn: &Connection, tenant: TenantId, sku: SkuId) -> Result<()> {
     conn.prepare_cached(
         "UPDATE seat_pools SET consumed = consumed - 1 WHERE tenant_id = ?1 AND sku_id = ?2 AND consumed > 0",
@@ -402,102 +342,12 @@ fn page_of<T>(mut items: Vec<(i64, T)>, top: u32) -> Page<T> {
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Option<serde_json::Value> {
-    serde_json::to_value(value).ok()
-}
-
-fn assignment_summary(assignments: &[Assignment]) -> serde_json::Value {
-    serde_json::Value::Array(
-        assignments
-            .iter()
-            .map(|a| serde_json::json!({"skuId": a.sku_id, "disabledPlans": a.disabled_plans}))
-            .collect(),
-    )
-}
-
-fn resolve_sku<'a>(catalog: &'a HashMap<SkuId, Sku>, sku: &SkuRef) -> Result<&'a Sku> {
-    let found = match sku {
-        SkuRef::Id(id) => catalog.get(id),
-        SkuRef::PartNumber(part) => catalog
-            .values()
-            .find(|s| s.sku_part_number.eq_ignore_ascii_case(part)),
-    };
-    found.ok_or_else(|| {
-        let name = match sku {
-            SkuRef::Id(id) => id.to_string(),
-            SkuRef::PartNumber(p) => p.clone(),
-        };
-        LedgerError::invalid(
-            "UnknownSku",
-            format!("no SKU {name} in the catalog (GET /v1/skus lists them)"),
-        )
-        .into()
-    })
-}
-
-fn insert_subscription(
-    ctx: &mut WriterCtx,
-    order: &SubscriptionOrder,
-    sku: &SkuRef,
-    actor: String,
-    now: Timestamp,
-) -> Result<(Subscription, Money)> {
-    ensure_tenant(&ctx.conn, order.tenant_id)?;
-    let sku = resolve_sku(&ctx.catalog, sku)?;
-    let (sub, money) = Subscription::purchase(SubscriptionId::new_random(), order, sku, now)?;
-    save_subscription(&ctx.conn, &sub)?;
-    audit(
-        &ctx.conn,
-        AuditEntry {
-            tenant_id: Some(sub.tenant_id),
-            actor,
-            action: "subscription.created",
-            target_type: "subscription",
-            target_id: sub.id.to_string(),
-            before: None,
-            after: Some(serde_json::json!({"subscription": sub, "money": money})),
-        },
-        now,
-    )?;
-    Ok((sub, money))
-}
-
-fn insert_user(
-    conn: &Connection,
-    tenant: TenantId,
-    new: &NewUser,
-    actor: String,
-    now: Timestamp,
-) -> Result<User> {
-    let user = User::new(
-        UserId::new_random(),
-        tenant,
-        &new.user_principal_name,
-        &new.display_name,
-        new.usage_location.as_deref(),
-        new.account_enabled,
-        now,
-    )?;
-    ensure_tenant(conn, tenant)?;
-    save_user(conn, &user, true)?;
-    audit(
-        conn,
-        AuditEntry {
-            tenant_id: Some(tenant),
-            actor,
-            action: "user.created",
-            target_type: "user",
-            target_id: user.id.to_string(),
-            before: None,
-            after: json(&user),
-        },
-        now,
-    )?;
-    Ok(user)
-}
-
 #[async_trait]
 impl LedgerStore for SqliteStore {
+    async fn write_tx(&self, work: TxWork) -> Result<Box<dyn std::any::Any + Send>> {
+        self.write(move |ctx| tx::run(ctx, work)).await
+    }
+
     async fn setting(&self, key: &'static str) -> Result<Option<String>> {
         self.read(move |conn| {
             Ok(conn
@@ -515,39 +365,6 @@ impl LedgerStore for SqliteStore {
                 params![key, value],
             )?;
             Ok(())
-        })
-        .await
-    }
-
-    async fn create_token(
-        &self,
-        tenant: TenantId,
-        role: Role,
-        token_hash: String,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<TokenRecord> {
-        self.write(move |ctx| {
-            ensure_tenant(&ctx.conn, tenant)?;
-            let record = TokenRecord { id: TokenId::new_random(), tenant_id: tenant, role, created_at: now };
-            ctx.conn.execute(
-                "INSERT INTO tokens (id, tenant_id, role, token_hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![record.id.to_string(), tenant.to_string(), role.as_str(), token_hash, now.0, actor],
-            )?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant),
-                    actor,
-                    action: "token.created",
-                    target_type: "token",
-                    target_id: record.id.to_string(),
-                    before: None,
-                    after: Some(serde_json::json!({"role": role.as_str()})),
-                },
-                now,
-            )?;
-            Ok(record)
         })
         .await
     }
@@ -571,53 +388,6 @@ impl LedgerStore for SqliteStore {
                     token_id,
                 })
             }))
-        })
-        .await
-    }
-
-    async fn create_tenant(
-        &self,
-        display_name: String,
-        default_domain: String,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<Tenant> {
-        let tenant = Tenant {
-            id: TenantId::new_random(),
-            display_name: validate_display_name(&display_name)?,
-            default_domain: validate_domain(&default_domain)?,
-            created_at: now,
-        };
-        self.write(move |ctx| {
-            ctx.conn
-                .execute(
-                    "INSERT INTO tenants (id, display_name, default_domain, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![tenant.id.to_string(), tenant.display_name, tenant.default_domain, now.0],
-                )
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Ledger(LedgerError::conflict(
-                            "DomainInUse",
-                            format!("the domain {} already belongs to a tenant", tenant.default_domain),
-                        ))
-                    } else {
-                        e.into()
-                    }
-                })?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant.id),
-                    actor,
-                    action: "tenant.created",
-                    target_type: "tenant",
-                    target_id: tenant.id.to_string(),
-                    before: None,
-                    after: json(&tenant),
-                },
-                now,
-            )?;
-            Ok(tenant)
         })
         .await
     }
@@ -656,61 +426,6 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn add_sku(&self, mut sku: Sku, actor: String, now: Timestamp) -> Result<Sku> {
-        sku.custom = true;
-        sku.validate()?;
-        self.write(move |ctx| {
-            if ctx.catalog.values().any(|s| {
-                s.sku_id == sku.sku_id
-                    || s.sku_part_number.eq_ignore_ascii_case(&sku.sku_part_number)
-            }) {
-                return Err(LedgerError::conflict(
-                    "DuplicateSku",
-                    format!(
-                        "the catalog already has a SKU with this skuId or skuPartNumber ({})",
-                        sku.sku_part_number
-                    ),
-                )
-                .into());
-            }
-            ctx.conn.execute(
-                "INSERT INTO skus (sku_id, sku_part_number, body) VALUES (?1, ?2, ?3)",
-                params![
-                    sku.sku_id.to_string(),
-                    sku.sku_part_number,
-                    serde_json::to_string(&sku)?
-                ],
-            )?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: None,
-                    actor,
-                    action: "sku.added",
-                    target_type: "sku",
-                    target_id: sku.sku_id.to_string(),
-                    before: None,
-                    after: json(&sku),
-                },
-                now,
-            )?;
-            ctx.catalog.insert(sku.sku_id, sku.clone());
-            Ok(sku)
-        })
-        .await
-    }
-
-    async fn create_subscription(
-        &self,
-        order: SubscriptionOrder,
-        sku: SkuRef,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<(Subscription, Money)> {
-        self.write(move |ctx| insert_subscription(ctx, &order, &sku, actor, now))
-            .await
-    }
-
     async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
         self.read(move |conn| load_subscription(conn, tenant, id))
             .await
@@ -737,121 +452,6 @@ impl LedgerStore for SqliteStore {
             Ok(page_of(items, page.top))
         })
         .await
-    }
-
-    async fn change_subscription(
-        &self,
-        tenant: TenantId,
-        id: SubscriptionId,
-        if_match: Option<u64>,
-        change: SubscriptionChange,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<(Subscription, ChangeOutcome)> {
-        self.write(move |ctx| {
-            let mut sub = load_subscription(&ctx.conn, tenant, id)?;
-            if let Some(expected) = if_match {
-                if expected != sub.version {
-                    return Err(LedgerError::stale(format!(
-                        "the subscription changed since you read it (version {} now); read it again",
-                        sub.version
-                    ))
-                    .into());
-                }
-            }
-            let before = sub.clone();
-            // Time may have moved on since the last sweep: rules apply to the current status.
-            let floor = assigned_floor(&ctx.conn, &sub)?;
-            sub.advance(now, floor);
-            let sku = ctx
-                .catalog
-                .get(&sub.sku_id)
-                .ok_or_else(|| StoreError::Internal(format!("subscription {id} names unknown SKU {}", sub.sku_id)))?;
-            let (action, outcome) = match change {
-                SubscriptionChange::SetQuantity(quantity) => {
-                    let floor = assigned_floor(&ctx.conn, &sub)?;
-                    ("subscription.quantityChanged", ChangeOutcome::Seats(sub.change_quantity(quantity, floor, sku, now)?))
-                }
-                SubscriptionChange::Cancel => ("subscription.cancelled", ChangeOutcome::Cancelled(sub.cancel(sku, now)?)),
-                SubscriptionChange::Reactivate => {
-                    ("subscription.reactivated", ChangeOutcome::Reactivated(sub.reactivate(sku, now)?))
-                }
-                SubscriptionChange::ExtendTrial => {
-                    sub.extend_trial(now)?;
-                    ("subscription.trialExtended", ChangeOutcome::TrialExtended)
-                }
-            };
-            save_subscription(&ctx.conn, &sub)?;
-            let detail = match &outcome {
-                ChangeOutcome::Seats(change) => json(change),
-                ChangeOutcome::Cancelled(c) => json(c),
-                ChangeOutcome::Reactivated(m) => json(m),
-                ChangeOutcome::TrialExtended => None,
-            };
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant),
-                    actor,
-                    action,
-                    target_type: "subscription",
-                    target_id: id.to_string(),
-                    before: json(&before),
-                    after: Some(serde_json::json!({"subscription": sub, "outcome": detail})),
-                },
-                now,
-            )?;
-            Ok((sub, outcome))
-        })
-        .await
-    }
-
-    async fn advance_lifecycle(&self, now: Timestamp) -> Result<usize> {
-        self.write(move |ctx| {
-            let due: Vec<String> = ctx
-                .conn
-                .prepare_cached("SELECT body FROM subscriptions WHERE next_lifecycle_at <= ?1")?
-                .query_map([now.0], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut changed = 0;
-            for body in due {
-                let mut sub: Subscription = serde_json::from_str(&body)?;
-                let before = sub.clone();
-                let floor = assigned_floor(&ctx.conn, &sub)?;
-                let events = sub.advance(now, floor);
-                if events.is_empty() {
-                    continue;
-                }
-                save_subscription(&ctx.conn, &sub)?;
-                audit(
-                    &ctx.conn,
-                    AuditEntry {
-                        tenant_id: Some(sub.tenant_id),
-                        actor: "system:lifecycle".into(),
-                        action: "subscription.lifecycle",
-                        target_type: "subscription",
-                        target_id: sub.id.to_string(),
-                        before: json(&before),
-                        after: json(&sub),
-                    },
-                    now,
-                )?;
-                changed += 1;
-            }
-            Ok(changed)
-        })
-        .await
-    }
-
-    async fn create_user(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<User> {
-        self.write(move |ctx| insert_user(&ctx.conn, tenant, &new, actor, now))
-            .await
     }
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User> {
@@ -889,143 +489,6 @@ impl LedgerStore for SqliteStore {
                 |r| Ok((r.get(8)?, user_from_row(r)?)),
             )?;
             Ok(page_of(rows.collect::<rusqlite::Result<_>>()?, page.top))
-        })
-        .await
-    }
-
-    async fn update_user(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        if_match: Option<u64>,
-        patch: UserPatch,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<User> {
-        self.write(move |ctx| {
-            let mut user = load_user(&ctx.conn, tenant, id)?;
-            if let Some(expected) = if_match {
-                if expected != user.version {
-                    return Err(LedgerError::stale(
-                        "the user changed since you read it; read it again",
-                    )
-                    .into());
-                }
-            }
-            let before = user.clone();
-            let licensed = !user_assignments(&ctx.conn, id)?.is_empty();
-            user.apply(&patch, licensed)?;
-            save_user(&ctx.conn, &user, false)?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant),
-                    actor,
-                    action: "user.updated",
-                    target_type: "user",
-                    target_id: id.to_string(),
-                    before: json(&before),
-                    after: json(&user),
-                },
-                now,
-            )?;
-            Ok(user)
-        })
-        .await
-    }
-
-    async fn delete_user(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<()> {
-        self.write(move |ctx| {
-            let user = load_user(&ctx.conn, tenant, id)?;
-            let licences = user_assignments(&ctx.conn, id)?;
-            for licence in &licences {
-                release_seat(&ctx.conn, tenant, licence.sku_id)?;
-            }
-            ctx.conn.execute("DELETE FROM assignments WHERE user_id = ?1", [id.to_string()])?;
-            ctx.conn.execute("DELETE FROM users WHERE id = ?1", [id.to_string()])?;
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant),
-                    actor,
-                    action: "user.deleted",
-                    target_type: "user",
-                    target_id: id.to_string(),
-                    before: Some(serde_json::json!({"user": user, "licenses": assignment_summary(&licences)})),
-                    after: None,
-                },
-                now,
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn assign_licenses(
-        &self,
-        tenant: TenantId,
-        user_id: UserId,
-        add: Vec<AddLicense>,
-        remove: Vec<SkuId>,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<(User, Vec<Assignment>)> {
-        self.write(move |ctx| {
-            let user = load_user(&ctx.conn, tenant, user_id)?;
-            let current = user_assignments(&ctx.conn, user_id)?;
-            let change = plan_assignment(&user, &current, &add, &remove, &ctx.catalog, now)?;
-            for sku in &change.removed {
-                ctx.conn
-                    .prepare_cached("DELETE FROM assignments WHERE user_id = ?1 AND sku_id = ?2")?
-                    .execute([user_id.to_string(), sku.to_string()])?;
-                release_seat(&ctx.conn, tenant, *sku)?;
-            }
-            for a in &change.updated {
-                ctx.conn
-                    .prepare_cached("UPDATE assignments SET disabled_plans = ?3 WHERE user_id = ?1 AND sku_id = ?2")?
-                    .execute(params![user_id.to_string(), a.sku_id.to_string(), serde_json::to_string(&a.disabled_plans)?])?;
-            }
-            for a in &change.added {
-                take_seat(&ctx.conn, &ctx.catalog, tenant, a.sku_id)?;
-                ctx.conn
-                    .prepare_cached(
-                        "INSERT INTO assignments (user_id, tenant_id, sku_id, disabled_plans, assigned_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![
-                        user_id.to_string(),
-                        tenant.to_string(),
-                        a.sku_id.to_string(),
-                        serde_json::to_string(&a.disabled_plans)?,
-                        now.0
-                    ])?;
-            }
-            let mut after: Vec<Assignment> = current
-                .iter()
-                .filter(|a| !change.removed.contains(&a.sku_id))
-                .map(|a| change.updated.iter().find(|u| u.sku_id == a.sku_id).unwrap_or(a).clone())
-                .collect();
-            after.extend(change.added.iter().cloned());
-            audit(
-                &ctx.conn,
-                AuditEntry {
-                    tenant_id: Some(tenant),
-                    actor,
-                    action: "user.licensesChanged",
-                    target_type: "user",
-                    target_id: user_id.to_string(),
-                    before: Some(assignment_summary(&current)),
-                    after: Some(assignment_summary(&after)),
-                },
-                now,
-            )?;
-            Ok((user, after))
         })
         .await
     }

@@ -1,12 +1,11 @@
 //! SQLite implementation of [`MoveStore`].
 
 use super::{
-    audit, ensure_tenant, insert_subscription, insert_user, page_of, parse, user_assignments,
-    user_from_row, SqliteStore, USER_COLUMNS,
+    audit, ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore,
+    USER_COLUMNS,
 };
 use crate::moves::{
-    EffectOutcome, MoveEffect, MoveRecord, MoveState, MoveStore, ProfileRecord, StepRecord,
-    StepState,
+    MoveRecord, MoveState, MoveStore, ProfileKind, ProfileRecord, StepRecord, StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
@@ -158,7 +157,16 @@ fn profile_from_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileRecord> {
     Ok(ProfileRecord {
         id: parse(r.get(0)?)?,
         name: r.get(1)?,
-        kind: r.get(2)?,
+        kind: {
+            let kind: String = r.get(2)?;
+            ProfileKind::parse(&kind).ok_or_else(|| {
+                rusqlite::Error::InvalidColumnType(
+                    2,
+                    format!("unknown profile kind {kind}"),
+                    rusqlite::types::Type::Text,
+                )
+            })?
+        },
         username: r.get(3)?,
         secret: r.get(4)?,
         created_at: Timestamp(r.get(5)?),
@@ -561,52 +569,6 @@ impl MoveStore for SqliteStore {
         .await
     }
 
-    async fn apply_effect(
-        &self,
-        move_id: Uuid,
-        key: String,
-        effect: MoveEffect,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<EffectOutcome> {
-        self.write(move |ctx| {
-            let done: Option<String> = ctx
-                .conn
-                .prepare_cached("SELECT value FROM move_effects WHERE move_id = ?1 AND key = ?2")?
-                .query_row([move_id.to_string(), key.clone()], |r| r.get(0))
-                .optional()?;
-            let (outcome, value) = match (done, effect) {
-                (Some(value), MoveEffect::CreateSubscription { order, .. }) => {
-                    let id = parse(value)?;
-                    let sub = super::load_subscription(&ctx.conn, order.tenant_id, id)?;
-                    return Ok(EffectOutcome::Subscription(sub));
-                }
-                (Some(value), MoveEffect::CreateUser { tenant, .. }) => {
-                    let id = parse(value)?;
-                    return Ok(EffectOutcome::User(super::load_user(
-                        &ctx.conn, tenant, id,
-                    )?));
-                }
-                (None, MoveEffect::CreateSubscription { order, sku }) => {
-                    let (sub, _) = insert_subscription(ctx, &order, &sku, actor, now)?;
-                    let id = sub.id.to_string();
-                    (EffectOutcome::Subscription(sub), id)
-                }
-                (None, MoveEffect::CreateUser { tenant, user }) => {
-                    let user = insert_user(&ctx.conn, tenant, &user, actor, now)?;
-                    let id = user.id.to_string();
-                    (EffectOutcome::User(user), id)
-                }
-            };
-            ctx.conn.execute(
-                "INSERT INTO move_effects (move_id, key, value) VALUES (?1, ?2, ?3)",
-                params![move_id.to_string(), key, value],
-            )?;
-            Ok(outcome)
-        })
-        .await
-    }
-
     async fn users_created_by_move(&self, move_id: Uuid) -> Result<Vec<String>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -622,7 +584,7 @@ impl MoveStore for SqliteStore {
     async fn create_profile(
         &self,
         name: String,
-        kind: String,
+        kind: ProfileKind,
         username: String,
         secret: Vec<u8>,
         now: Timestamp,
@@ -632,7 +594,7 @@ impl MoveStore for SqliteStore {
             ctx.conn
                 .execute(
                     "INSERT INTO connection_profiles (id, name, kind, username, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![record.id.to_string(), record.name, record.kind, record.username, record.secret, now.0],
+                    params![record.id.to_string(), record.name, record.kind.as_str(), record.username, record.secret, now.0],
                 )
                 .map_err(|e| {
                     if super::is_unique_violation(&e) {
