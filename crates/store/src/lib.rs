@@ -271,6 +271,17 @@ pub trait LedgerStore: Send + Sync + 'static {
         key: String,
         response: Option<StoredResponse>,
     ) -> Result<()>;
+    /// Forgets the keys first used before `before`; returns how many.
+    async fn idempotency_expire(&self, before: Timestamp) -> Result<usize>;
+    /// Deletes an API token of `tenant` (audited): it stops working at once, on every server
+    /// sharing the database.
+    async fn revoke_token(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<()>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or a bare path).

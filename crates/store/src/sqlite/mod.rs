@@ -53,6 +53,16 @@ fn connect(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Creates the database file owner-only if it does not exist yet (SQLite gives its -wal and -shm
+/// files the same mode): it holds tenants, users and sealed connection secrets.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
 fn load_catalog(conn: &Connection) -> Result<HashMap<SkuId, Sku>> {
     let mut stmt = conn.prepare_cached("SELECT body FROM skus ORDER BY seq")?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -82,6 +92,9 @@ fn seed(conn: &Connection) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates its schema and seeds the catalog.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        create_private(path).map_err(|e| {
+            StoreError::Internal(format!("cannot create database {}: {e}", path.display()))
+        })?;
         let mut conn = connect(path, false).map_err(|e| {
             StoreError::Internal(format!("cannot open database {}: {e}", path.display()))
         })?;
@@ -1187,6 +1200,53 @@ impl LedgerStore for SqliteStore {
                     .prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
                     .execute(params![scope, key])?,
             };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_expire(&self, before: Timestamp) -> Result<usize> {
+        self.write(move |ctx| {
+            Ok(ctx
+                .conn
+                .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+                .execute([before.0])?)
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        actor: String,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write(move |ctx| {
+            let role: Option<String> = ctx
+                .conn
+                .prepare_cached("SELECT role FROM tokens WHERE id = ?1 AND tenant_id = ?2")?
+                .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
+                .optional()?;
+            let Some(role) = role else {
+                return Err(LedgerError::not_found("token").into());
+            };
+            ctx.conn
+                .prepare_cached("DELETE FROM tokens WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            audit(
+                &ctx.conn,
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "token.revoked",
+                    target_type: "token",
+                    target_id: id.to_string(),
+                    before: Some(serde_json::json!({"role": role})),
+                    after: None,
+                },
+                now,
+            )?;
             Ok(())
         })
         .await
