@@ -8,6 +8,9 @@
 //!   `/healthz` is answered within about the longer of the two, never starved for good.
 //! - A request head must arrive within `header_read_timeout` of the connection's start or of the
 //!   previous response (hyper's own timer: slow-loris clients are cut).
+//! - A request body must keep arriving: a gap longer than `header_read_timeout` between two of
+//!   its chunks fails the request (a client that sends a head and then trickles or stops its body
+//!   cannot hold a slot).
 //! - After a response, a connection with no new byte for `keep_alive_timeout` is closed; the same
 //!   timer closes a connection whose client stops reading its response.
 
@@ -81,7 +84,9 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut router = router.clone();
-            router.call(request.map(axum::body::Body::new))
+            router.call(request.map(|body| {
+                axum::body::Body::new(StallTimeout::new(body, limits.header_read_timeout))
+            }))
         });
         let io = TokioIo::new(KeepAliveTimeout::new(stream, limits.keep_alive_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));
@@ -98,6 +103,62 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("some connections were still busy at shutdown");
+    }
+}
+
+/// A request body that fails once no chunk has arrived for `gap`, counted from when the handler
+/// first asks for it (a handler may do other work before reading the body).
+struct StallTimeout {
+    inner: Incoming,
+    gap: Duration,
+    deadline: Pin<Box<Sleep>>,
+    started: bool,
+}
+
+impl StallTimeout {
+    fn new(inner: Incoming, gap: Duration) -> Self {
+        StallTimeout {
+            inner,
+            gap,
+            deadline: Box::pin(tokio::time::sleep(gap)),
+            started: false,
+        }
+    }
+}
+
+impl http_body::Body for StallTimeout {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if !this.started {
+            this.started = true;
+            let at = Instant::now() + this.gap;
+            this.deadline.as_mut().reset(at);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let at = Instant::now() + this.gap;
+                this.deadline.as_mut().reset(at);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending if this.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Some(Err(
+                io::Error::new(io::ErrorKind::TimedOut, "the request body stalled").into(),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

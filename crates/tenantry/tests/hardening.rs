@@ -91,6 +91,29 @@ async fn half_sent_connections_beyond_the_limit_are_closed_and_healthz_still_ans
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_does_not_hold_its_connection() {
+    let server = Server::start_with_args(&["--header-read-timeout", "2"]);
+    let base = server.base.clone();
+    let (answer, closed) = tokio::task::spawn_blocking(move || {
+        let mut s = connect(&base);
+        let head = format!(
+            "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPERATOR}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"displayName\""
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut answer = [0u8; 12];
+        let got = s.read(&mut answer).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&answer[..got]).into_owned();
+        (answer, closed_by_server(&mut s))
+    })
+    .await
+    .unwrap();
+    // The stalled body fails its request (a 4xx, not a 5xx), and the connection is let go.
+    assert!(answer.starts_with("HTTP/1.1 4"), "answered {answer:?}");
+    assert!(closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() {
     // The header-read timeout is long here, so only the keep-alive timeout can close it in time.
     let server =
