@@ -1,8 +1,9 @@
 //! Rate limit for failed authentications, per client address (a token bucket): guessing tokens
 //! or the operator token costs time, and a flood of bad tokens cannot load the database.
 //!
-//! Only failures take from the bucket, so a client with a good token is never slowed down. An
-//! IPv6 client is keyed by its /64, which one host usually holds whole.
+//! Only failures take from the bucket, so a client that authenticates correctly never uses it up;
+//! once an address has, every credential from it waits (429), so the wait reveals nothing about
+//! the token tried. An IPv6 client is keyed by its /64, which one host usually holds whole.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
