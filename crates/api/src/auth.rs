@@ -3,9 +3,10 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
-use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::RwLock;
 use tenantry_ledger::role::{Action, Principal};
 use tenantry_ledger::TenantId;
@@ -15,11 +16,11 @@ pub const OPERATOR_TOKEN_SETTING: &str = "operator_token_sha256";
 // Token secrets are made and hashed by the application layer, which issues tokens.
 pub use tenantry_app::tokens::{hash_token, new_token};
 
-/// Token hash → principal, filled on first use. Tokens are never modified once issued.
+/// The operator token's hash. Tenant tokens are looked up in the database on every request (one
+/// indexed read), never cached, so a revoked token stops working at once on every server.
 #[derive(Default)]
 pub struct TokenCache {
     operator_hash: RwLock<Option<String>>,
-    principals: RwLock<HashMap<String, Principal>>,
 }
 
 impl TokenCache {
@@ -60,6 +61,14 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The client's address, as the server loop recorded it (unknown in in-process tests).
+fn client_address(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
@@ -70,9 +79,13 @@ impl FromRequestParts<AppState> for Auth {
         let token = bearer(parts)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("send a token: Authorization: Bearer <token>"))?;
+        let client = client_address(parts);
+        if let Some(wait) = app.auth_failures.wait(client) {
+            return Err(ApiError::too_many_failed_authentications(wait));
+        }
         let hash = hash_token(token);
-        let cache = &app.tokens;
-        if cache
+        if app
+            .tokens
             .operator_hash
             .read()
             .expect("token cache lock")
@@ -81,24 +94,14 @@ impl FromRequestParts<AppState> for Auth {
         {
             return Ok(Auth(Principal::Operator));
         }
-        if let Some(principal) = cache
-            .principals
-            .read()
-            .expect("token cache lock")
-            .get(&hash)
-        {
-            return Ok(Auth(*principal));
-        }
-        match app.store.principal_for_token(hash.clone()).await? {
-            Some(principal) => {
-                cache
-                    .principals
-                    .write()
-                    .expect("token cache lock")
-                    .insert(hash, principal);
-                Ok(Auth(principal))
+        match app.store.principal_for_token(hash).await? {
+            Some(principal) => Ok(Auth(principal)),
+            None => {
+                app.auth_failures.failed(client);
+                // The token itself is never logged, not even in part.
+                tracing::warn!(%client, path = %parts.uri.path(), "authentication failed: unknown or revoked token");
+                Err(ApiError::unauthorized("the token is not valid"))
             }
-            None => Err(ApiError::unauthorized("the token is not valid")),
         }
     }
 }

@@ -444,9 +444,9 @@ pub struct AuditRecordDto {
     pub action: String,
     pub target_type: String,
     pub target_id: String,
-    #[schema(value_type = Option<Object>)]
+    /// The changed fields before the change (any JSON value), or null.
     pub before: Option<serde_json::Value>,
-    #[schema(value_type = Option<Object>)]
+    /// The changed fields after the change (any JSON value), or null.
     pub after: Option<serde_json::Value>,
 }
 

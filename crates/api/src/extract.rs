@@ -104,7 +104,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
 }
 
 /// The version an `If-Match` header asks for (`W/"7"` or `"7"`); `*` or no header means any.
+/// A well-formed entity tag this API never issues (e.g. `"abc"`) cannot match any version, so it
+/// asks for [`IfMatch::NEVER`] and the change answers 412 (RFC 9110 §13.1.1); only a value that is
+/// not an entity tag at all is a 400.
 pub struct IfMatch(pub Option<u64>);
+
+impl IfMatch {
+    /// A version no resource reaches.
+    pub const NEVER: u64 = u64::MAX;
+}
+
+/// The opaque part of an entity tag (`W/"x"` or `"x"`), if `text` is one (RFC 9110 §8.8.3).
+fn entity_tag(text: &str) -> Option<&str> {
+    let quoted = text.strip_prefix("W/").unwrap_or(text);
+    let opaque = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    opaque
+        .bytes()
+        .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+        .then_some(opaque)
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
@@ -117,17 +135,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         if text == "*" {
             return Ok(IfMatch(None));
         }
-        let version = text
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .parse::<u64>()
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "MalformedIfMatch",
-                    "If-Match must be an ETag this API returned",
-                )
-            })?;
-        Ok(IfMatch(Some(version)))
+        let opaque = entity_tag(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "MalformedIfMatch",
+                "If-Match must be an entity tag (W/\"7\"), as this API returns in ETag",
+            )
+        })?;
+        Ok(IfMatch(Some(opaque.parse::<u64>().unwrap_or(Self::NEVER))))
     }
 }
 

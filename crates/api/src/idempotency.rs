@@ -1,14 +1,15 @@
 //! `Idempotency-Key` on POST: the same key with the same request answers the first response again
 //! with no second effect; the same key with another request is refused (422).
 //!
-//! Keys are scoped to the credential that sent them. The key is reserved before the request runs,
+//! Keys are scoped to the principal that sent them and honoured only once it is authenticated;
+//! they expire after [`KEEP_FOR_SECS`] (the lifecycle sweeper deletes them). The key is reserved before the request runs,
 //! so two concurrent retries cannot both take effect (the second hears 409 until the first ends).
 
-use crate::auth::hash_token;
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::AppState;
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,9 @@ use sha2::{Digest, Sha256};
 use tenantry_store::{IdempotencyBegin, StoredResponse};
 
 const HEADER: &str = "idempotency-key";
+
+/// How long a key and its stored response are kept.
+pub const KEEP_FOR_SECS: i64 = 24 * 3600;
 
 /// Set by a handler whose response carries a secret shown once (a new token): the listed
 /// top-level fields are blanked in the copy kept for replays, so the secret never rests in the
@@ -61,12 +65,13 @@ pub async fn enforce(State(app): State<AppState>, request: Request, next: Next) 
             .into_response()
         }
     };
-    let scope = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| "anonymous".to_string(), hash_token);
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Only an authenticated caller gets a key stored, scoped to its principal: an anonymous or
+    // refused request goes on unrecorded and is answered 401 by the route's own `Auth`.
+    let scope = match Auth::from_request_parts(&mut parts, &app).await {
+        Ok(auth) => auth.actor(),
+        Err(_) => return next.run(Request::from_parts(parts, body)).await,
+    };
     let bytes = match to_bytes(body, crate::MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {

@@ -14,9 +14,11 @@ pub mod idempotency;
 mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod server;
+pub mod throttle;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use routes::{audit, billing, directory, moves, ops, platform};
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct Inner {
     pub ledger: tenantry_app::Ledger,
     pub clock: clock::Clock,
     pub tokens: auth::TokenCache,
+    /// Failed authentications per client address (429 past a burst).
+    pub auth_failures: throttle::FailureLimiter,
     /// Tenant moves: absent when the server runs without them (the API answers 503).
     pub mover: Option<Arc<tenantry_mover::gather::Mover>>,
     metrics: metrics::Metrics,
@@ -62,6 +66,7 @@ impl AppState {
             store,
             clock,
             tokens: auth::TokenCache::default(),
+            auth_failures: throttle::FailureLimiter::default(),
             mover,
             metrics: metrics::Metrics::default(),
         }))
@@ -126,6 +131,10 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .route(tenant, get(platform::get_tenant))
         .route("/v1/skus", get(platform::list_skus).post(platform::add_sku))
         .route(&format!("{tenant}/tokens"), post(platform::create_token))
+        .route(
+            &format!("{tenant}/tokens/{{token}}"),
+            delete(platform::revoke_token),
+        )
         .route("/v1/admin/clock", post(platform::advance_clock))
         .route(
             &format!("{tenant}/subscriptions"),
@@ -205,14 +214,20 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .with_state(app)
 }
 
-/// Applies subscription lifecycle transitions as time passes.
+/// Applies subscription lifecycle transitions as time passes, and forgets idempotency keys
+/// older than [`idempotency::KEEP_FOR_SECS`].
 pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Err(e) = app.ledger.advance_lifecycle(app.clock.now()).await {
+            let now = app.clock.now();
+            if let Err(e) = app.ledger.advance_lifecycle(now).await {
                 tracing::error!(error = %e, "lifecycle sweep failed");
+            }
+            let expired = tenantry_ledger::Timestamp(now.0 - idempotency::KEEP_FOR_SECS);
+            if let Err(e) = app.store.idempotency_expire(expired).await {
+                tracing::error!(error = %e, "idempotency key sweep failed");
             }
         }
     });

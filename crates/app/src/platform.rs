@@ -144,4 +144,35 @@ impl Ledger {
             .await?;
         Ok(IssuedToken { record, token })
     }
+
+    /// Revokes an API token of `tenant` (audited): it stops working at once, on every server
+    /// sharing the database, since tokens are looked up on every request.
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        id: TokenId,
+        now: Timestamp,
+    ) -> Result<()> {
+        caller.authorize(tenant, Action::ManageTokens)?;
+        let actor = caller.actor.clone();
+        self.write(move |tx| {
+            let Some(role) = tx.delete_token(tenant, id)? else {
+                return Err(LedgerError::not_found("token").into());
+            };
+            tx.insert_audit(
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor,
+                    action: "token.revoked",
+                    target_type: "token",
+                    target_id: id.to_string(),
+                    before: Some(serde_json::json!({"role": role.as_str()})),
+                    after: None,
+                },
+                now,
+            )
+        })
+        .await
+    }
 }

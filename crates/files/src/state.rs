@@ -77,9 +77,12 @@ fn now() -> i64 {
 
 impl StateStore {
     pub fn open(path: &Path, source: &str, target: &str) -> anyhow::Result<Self> {
+        // Owner-only: the state lists every document of a library. SQLite gives its -wal and
+        // -shm files the mode of the database file.
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
+            private_dir(d)?;
         }
+        private_file(path)?;
         let c = Connection::open(path)?;
         c.execute_batch(SCHEMA)?;
         let has_column = |name: &str| -> rusqlite::Result<bool> {
@@ -234,6 +237,22 @@ impl Clone for StateWriter {
             handle: None,
         }
     }
+}
+
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 #[cfg(test)]

@@ -274,7 +274,10 @@ async fn delete_is_not_applied_when_the_source_listing_refused_entries() {
     assert!(target_dir.join("kept/old.txt").is_file(), "{report:#?}");
     assert!(report.deleted.is_empty());
     assert!(
-        report.notes.iter().any(|n| n.contains("--delete was not applied")),
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("--delete was not applied")),
         "{:?}",
         report.notes
     );

@@ -43,10 +43,13 @@ pub struct Pending {
 
 impl State {
     pub fn open(path: &Path) -> Result<State> {
+        // Owner-only: the state names every folder and message of a mailbox. SQLite gives its
+        // -wal and -shm files the mode of the database file.
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            private_dir(dir)
                 .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         }
+        private_file(path).with_context(|| format!("cannot create state {}", path.display()))?;
         let db = Connection::open(path)
             .with_context(|| format!("cannot open state {}", path.display()))?;
         // WAL + NORMAL survives a killed process (not a power cut mid-write, which is fine:
@@ -220,6 +223,22 @@ impl State {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 #[cfg(test)]

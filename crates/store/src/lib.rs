@@ -191,6 +191,8 @@ pub trait LedgerStore: Send + Sync + 'static {
         key: String,
         response: Option<StoredResponse>,
     ) -> Result<()>;
+    /// Forgets the keys first used before `before`; returns how many.
+    async fn idempotency_expire(&self, before: Timestamp) -> Result<usize>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or a bare path).

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use tenantry_ledger::assignment::Assignment;
 use tenantry_ledger::audit::AuditEntry;
 use tenantry_ledger::catalog::Sku;
+use tenantry_ledger::role::Role;
 use tenantry_ledger::subscription::Subscription;
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::User;
-use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp, UserId};
+use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 use uuid::Uuid;
 
 /// Seats of one SKU in one tenant: `capacity` sums the subscriptions' assignable seats,
@@ -54,6 +55,8 @@ pub trait LedgerTx {
         token_hash: &str,
         created_by: &str,
     ) -> Result<()>;
+    /// Deletes a token of `tenant`; its role, or `None` when there is no such token there.
+    fn delete_token(&mut self, tenant: TenantId, id: TokenId) -> Result<Option<Role>>;
 
     // ---- subscriptions and seats ----
     fn load_subscription(

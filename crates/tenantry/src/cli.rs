@@ -314,6 +314,15 @@ enum TokenCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Revoke a token: it stops working at once, on every server sharing the database.
+    Revoke {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The token's id (not the secret), as `token create` printed with --json.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 pub fn client(remote: &Remote) -> anyhow::Result<Client> {
@@ -505,6 +514,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     s(&token, "role")
                 );
                 println!("  {}", s(&token, "token"));
+                println!("Token id (to revoke it): {}", s(&token, "id"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCmd::Revoke { tenant, id, remote }) => {
+            client(&remote)?
+                .delete(&format!("/v1/tenants/{}/tokens/{id}", tenant.tenant))
+                .await?;
+            if !remote.json {
+                println!("Revoked token {id}.");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tenantry_api::server::Limits;
 use tenantry_api::{
     clock::Clock, ensure_operator_token, spawn_lifecycle_sweeper, AppState, OperatorToken,
 };
@@ -34,6 +35,59 @@ pub struct ServeArgs {
     /// Where the mail and files engines keep their resumable state. Default: beside the database.
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// File holding the operator token (first line). Preferred over `TENANTRY_ADMIN_TOKEN`: a
+    /// process's initial environment stays readable to its user and root for as long as it runs.
+    #[arg(long, env = "TENANTRY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head, counted from the connection's start or the
+    /// previous response.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds an idle connection is kept open after a response.
+    #[arg(long, default_value_t = 5)]
+    pub keep_alive_timeout: u64,
+}
+
+/// Shortest operator token accepted: 32 characters of a random token are well above 128 bits.
+const MIN_OPERATOR_TOKEN_CHARS: usize = 32;
+
+/// The operator token from `--admin-token-file` or `TENANTRY_ADMIN_TOKEN` (never both), checked
+/// for a minimum strength.
+fn operator_token(args: &ServeArgs, from_env: Option<String>) -> anyhow::Result<Option<String>> {
+    let token = match (&args.admin_token_file, from_env) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "give the operator token either in a file (--admin-token-file) or in TENANTRY_ADMIN_TOKEN, not both"
+        ),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the operator token file {}", path.display())
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the operator token file {} is empty",
+                path.display()
+            );
+            Some(token)
+        }
+        (None, token) => token,
+    };
+    if let Some(token) = &token {
+        let chars = token.chars().count();
+        anyhow::ensure!(
+            chars >= MIN_OPERATOR_TOKEN_CHARS && token.chars().all(|c| c.is_ascii_graphic()),
+            "the operator token is too weak: it has {chars} characters, at least {MIN_OPERATOR_TOKEN_CHARS} printable ASCII characters without spaces are required (e.g. openssl rand -base64 32)"
+        );
+        let distinct: std::collections::HashSet<char> = token.chars().collect();
+        anyhow::ensure!(
+            distinct.len() >= 8,
+            "the operator token is too weak: it repeats a few characters; use a random one (e.g. openssl rand -base64 32)"
+        );
+    }
+    Ok(token)
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -43,6 +97,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+
+    // Read once and removed from the environment so that it does not reach child processes
+    // (the process's initial environment block keeps it: prefer --admin-token-file).
+    let env_token = std::env::var("TENANTRY_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    std::env::remove_var("TENANTRY_ADMIN_TOKEN");
+    let admin_token = operator_token(&args, env_token)?;
 
     let store = tenantry_store::open(&args.database).context("cannot open the database")?;
     let clock = if args.test_clock {
@@ -84,12 +146,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| db_dir.join("tenantry-data")),
     });
     let app = AppState::with_mover(store, clock, Some(mover.clone()));
-    // Read once and removed from the environment so that it does not linger in child processes.
-    let env_token = std::env::var("TENANTRY_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    std::env::remove_var("TENANTRY_ADMIN_TOKEN");
-    match ensure_operator_token(&app, env_token.as_deref())
+    match ensure_operator_token(&app, admin_token.as_deref())
         .await
         .context("cannot set up the operator token")?
     {
@@ -98,7 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             println!("  {token}");
         }
         OperatorToken::FromEnvironment => {
-            tracing::info!("operator token taken from TENANTRY_ADMIN_TOKEN")
+            tracing::info!("operator token taken from the configuration")
         }
         OperatorToken::Existing => {
             tracing::info!("operator token set on first start (only its hash is stored)")
@@ -136,13 +193,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    axum::serve(
+    let limits = Limits {
+        max_connections: args.max_connections,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        keep_alive_timeout: Duration::from_secs(args.keep_alive_timeout.max(1)),
+    };
+    tenantry_api::server::serve(
         listener,
         tenantry_api::router_with(app, tenantry_web::routes()),
+        limits,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server failed")?;
+    .await;
     Ok(())
 }
 

@@ -223,3 +223,41 @@ async fn cli_errors_are_clear_and_exit_non_zero() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("tenantry sku list"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_revokes_a_token() {
+    let s = Server::start();
+    let tenant = s.tenant("Revokers").await;
+    let out = tenantry(
+        &s,
+        OPERATOR,
+        &[
+            "token",
+            "create",
+            "--tenant",
+            &tenant,
+            "--role",
+            "GlobalReader",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (token, id) = (
+        created["token"].as_str().unwrap(),
+        created["id"].as_str().unwrap(),
+    );
+    assert!(tenantry(&s, token, &["tenant", "show", &tenant])
+        .status
+        .success());
+    let out = tenantry(&s, OPERATOR, &["token", "revoke", "--tenant", &tenant, id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Revoked"));
+    let refused = tenantry(&s, token, &["tenant", "show", &tenant]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not valid"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -3,11 +3,12 @@
 use crate::ctx::{page_response, CsrfForm, Ctx, Errors, FormError, Posted, WebError, WebResult};
 use crate::session::{self, Sessions};
 use crate::views::{date, Layout, SignInPage, TenantRow, TenantsPage, TokensPage};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tenantry_api::auth::Auth;
 use tenantry_api::AppState;
@@ -86,9 +87,18 @@ pub async fn signin_page(
 }
 
 /// The principal a token names, found the way the API finds it (same cache, same store call).
-async fn principal_for(app: &AppState, token: &str) -> Result<Principal, String> {
-    let invalid =
-        || "That token is not valid. Paste the whole token, e.g. op_… or tnt_…".to_string();
+/// A refusal carries the status the page answers with (401, or 429 after too many failures).
+async fn principal_for(
+    app: &AppState,
+    token: &str,
+    client: Option<ConnectInfo<SocketAddr>>,
+) -> Result<Principal, (StatusCode, String)> {
+    let invalid = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            "That token is not valid. Paste the whole token, e.g. op_… or tnt_…".to_string(),
+        )
+    };
     if token.is_empty() || token.len() > 512 {
         return Err(invalid());
     }
@@ -97,16 +107,34 @@ async fn principal_for(app: &AppState, token: &str) -> Result<Principal, String>
         .body(())
         .map_err(|_| invalid())?;
     let (mut parts, ()) = request.into_parts();
+    // The same per-address limit on failures as the API: the page passes the client's address on.
+    if let Some(client) = client {
+        parts.extensions.insert(client);
+    }
     match Auth::from_request_parts(&mut parts, app).await {
         Ok(Auth(principal)) => Ok(principal),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(invalid()),
-        Err(_) => Err("The server could not check the token; the cause has been logged.".into()),
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins from your address. Wait {} seconds, then try again.",
+                e.retry_after.unwrap_or(1)
+            ),
+        )),
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server could not check the token; the cause has been logged.".into(),
+        )),
     }
 }
 
-pub async fn signin(State(app): State<AppState>, f: CsrfForm) -> WebResult {
+pub async fn signin(
+    State(app): State<AppState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    f: CsrfForm,
+) -> WebResult {
     let token = f.form.get("token").trim().to_string();
-    match principal_for(&app, &token).await {
+    match principal_for(&app, &token, client.map(|Extension(c)| c)).await {
         Ok(principal) => {
             // A new session id at sign-in: an id seen before signing in is worth nothing after.
             f.sessions.remove(&f.sid);
@@ -117,9 +145,7 @@ pub async fn signin(State(app): State<AppState>, f: CsrfForm) -> WebResult {
                 .insert(header::SET_COOKIE, session::set_cookie(&id, f.https));
             Ok(response)
         }
-        Err(message) => {
-            signin_response(StatusCode::UNAUTHORIZED, &f.csrf, Some(message), None, None)
-        }
+        Err((status, message)) => signin_response(status, &f.csrf, Some(message), None, None),
     }
 }
 

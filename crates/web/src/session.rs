@@ -1,6 +1,11 @@
 //! Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, mapped in memory to the
 //! principal the signed-in token names and a per-session CSRF token.
 //!
+//! A visitor who has not signed in yet holds no memory here: their "session" is a cookie signed
+//! with a key of this process (issue time, nonce, BLAKE3 keyed MAC) from which the sign-in form's
+//! CSRF token is derived. So any number of anonymous visits cannot push out a pending sign-in or a
+//! signed-in session; only a valid token creates a stored session.
+//!
 //! Sessions live in memory only: a restart signs everyone out, which is acceptable for an admin
 //! center (the token stays valid; signing in again is one paste).
 
@@ -17,8 +22,10 @@ pub const COOKIE: &str = "tenantry_session";
 const IDLE_SIGNED_IN: Duration = Duration::from_secs(8 * 3600);
 /// A session that never signed in (it only carries the sign-in form's CSRF token).
 const IDLE_ANONYMOUS: Duration = Duration::from_secs(3600);
-/// Above this many sessions, expired ones are swept and then the oldest anonymous ones dropped.
+/// Above this many signed-in sessions, expired ones are swept before a new one is stored.
 const MAX_SESSIONS: usize = 10_000;
+/// Marks the id of an anonymous (signed, not stored) session.
+const ANONYMOUS_PREFIX: &str = "a.";
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -40,9 +47,31 @@ impl Session {
     }
 }
 
-#[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// Signs anonymous session ids; new at every start (a restart also ends pending sign-ins).
+    key: [u8; 32],
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        Sessions {
+            map: Mutex::default(),
+            key,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// 256 random bits, URL-safe.
@@ -58,8 +87,49 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new session; returns its id.
+    fn mac(&self, purpose: &str, body: &str) -> String {
+        b64(blake3::keyed_hash(&self.key, format!("{purpose}|{body}").as_bytes()).as_bytes())
+    }
+
+    /// A signed anonymous id `a.<issued>.<nonce>.<mac>`; nothing is stored.
+    fn create_anonymous(&self) -> (String, Session) {
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let body = format!("{}.{}", unix_now(), b64(&nonce));
+        let id = format!("{ANONYMOUS_PREFIX}{body}.{}", self.mac("id", &body));
+        let session = Session {
+            principal: None,
+            csrf: self.mac("csrf", &body),
+            flash: None,
+            last_seen: Instant::now(),
+        };
+        (id, session)
+    }
+
+    /// The anonymous session a signed id stands for, if the signature holds and it is fresh.
+    fn anonymous(&self, id: &str) -> Option<Session> {
+        let rest = id.strip_prefix(ANONYMOUS_PREFIX)?;
+        let (body, mac) = rest.rsplit_once('.')?;
+        if !same_secret(mac, &self.mac("id", body)) {
+            return None;
+        }
+        let issued: u64 = body.split_once('.')?.0.parse().ok()?;
+        if unix_now().saturating_sub(issued) > IDLE_ANONYMOUS.as_secs() {
+            return None;
+        }
+        Some(Session {
+            principal: None,
+            csrf: self.mac("csrf", body),
+            flash: None,
+            last_seen: Instant::now(),
+        })
+    }
+
+    /// A new session; returns its id. Only a signed-in one is stored.
     pub fn create(&self, principal: Option<Principal>) -> (String, Session) {
+        if principal.is_none() {
+            return self.create_anonymous();
+        }
         let id = random_secret();
         let session = Session {
             principal,
@@ -71,9 +141,6 @@ impl Sessions {
         if map.len() >= MAX_SESSIONS {
             let now = Instant::now();
             map.retain(|_, s| !s.expired(now));
-            if map.len() >= MAX_SESSIONS {
-                map.retain(|_, s| s.principal.is_some());
-            }
         }
         map.insert(id.clone(), session.clone());
         (id, session)
@@ -81,6 +148,9 @@ impl Sessions {
 
     /// The live session of this id (touching it), or `None`.
     pub fn get(&self, id: &str) -> Option<Session> {
+        if id.starts_with(ANONYMOUS_PREFIX) {
+            return self.anonymous(id);
+        }
         let mut map = self.lock();
         let now = Instant::now();
         match map.get_mut(id) {
@@ -184,7 +254,7 @@ mod tests {
     #[test]
     fn sessions_carry_a_csrf_token_and_a_one_shot_flash() {
         let sessions = Sessions::default();
-        let (id, s) = sessions.create(None);
+        let (id, s) = sessions.create(Some(Principal::Operator));
         assert_eq!(s.csrf.len(), 43);
         sessions.set_flash(&id, "done".into());
         assert_eq!(sessions.take_flash(&id).as_deref(), Some("done"));
@@ -192,5 +262,35 @@ mod tests {
         sessions.remove(&id);
         assert!(sessions.get(&id).is_none());
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
+    }
+
+    #[test]
+    fn anonymous_visits_store_nothing_and_evict_no_pending_sign_in() {
+        let sessions = Sessions::default();
+        let (pending, first) = sessions.create(None);
+        let (signed_in, _) = sessions.create(Some(Principal::Operator));
+        for _ in 0..MAX_SESSIONS + 1 {
+            sessions.create(None);
+        }
+        assert_eq!(
+            sessions.lock().len(),
+            1,
+            "only the signed-in session is stored"
+        );
+        let again = sessions
+            .get(&pending)
+            .expect("the pending sign-in is still valid");
+        assert_eq!(again.csrf, first.csrf);
+        assert!(again.principal.is_none());
+        assert!(sessions.get(&signed_in).is_some());
+        // A forged or altered anonymous id is worth nothing.
+        let mut forged = pending.clone();
+        forged.replace_range(2..3, if &pending[2..3] == "1" { "2" } else { "1" });
+        assert!(sessions.get(&forged).is_none());
+        assert!(
+            Sessions::default().get(&pending).is_none(),
+            "another process's key"
+        );
+        assert!(sessions.get("a.0.AAAA.xyz").is_none());
     }
 }

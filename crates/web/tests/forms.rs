@@ -670,3 +670,34 @@ async fn a_server_without_moves_says_so() {
         assert!(html.contains("not enabled on this server"), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_failures_are_limited_with_a_clear_message() {
+    let server = Server::start().await;
+    let mut anon = Client::new(&server.base);
+    let (_, html) = anon.get("/signin").await;
+    let csrf = csrf_of(&html);
+    let mut statuses = Vec::new();
+    let mut last_page = String::new();
+    for _ in 0..30 {
+        let r = anon
+            .post("/signin", &[("csrf", &csrf), ("token", "op_wrong")])
+            .await;
+        statuses.push(r.status().as_u16());
+        last_page = r.text().await.unwrap();
+        if statuses.last() == Some(&429) {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 401));
+    assert!(
+        last_page.contains("Too many failed sign-ins from your address"),
+        "{last_page}"
+    );
+    // The right token from the same address waits too (no oracle while limited).
+    let r = anon
+        .post("/signin", &[("csrf", &csrf), ("token", OPERATOR)])
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -16,7 +16,7 @@ use axum::Json;
 use tenantry_app::{Caller, IssuedToken};
 use tenantry_ledger::catalog::{ServicePlan, Sku};
 use tenantry_ledger::role::Action;
-use tenantry_ledger::{SkuId, TenantId};
+use tenantry_ledger::{SkuId, TenantId, TokenId};
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
     responses((status = 201, body = TenantDto), (status = 403), (status = 409, description = "domain in use"), (status = 422)))]
@@ -144,6 +144,24 @@ pub async fn create_token(
         }),
     )
         .into_response())
+}
+
+/// Revokes an API token: it stops working at once, on every server sharing the database.
+#[utoipa::path(delete, path = "/v1/tenants/{tenantId}/tokens/{tokenId}", tag = "tenants",
+    params(("tenantId" = String, Path), ("tokenId" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such token in this tenant")))]
+pub async fn revoke_token(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((tenant, token)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::ManageTokens)?;
+    let token: TokenId = parse_id(&token, "token")?;
+    app.ledger
+        .revoke_token(&Caller::new(auth.0), tenant, token, app.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Moves the test clock forward and applies the lifecycle transitions that are now due.

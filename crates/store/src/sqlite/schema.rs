@@ -154,6 +154,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX assignments_by_tenant ON assignments(tenant_id, sku_id);
     "#,
+    // 4: idempotency keys expire (swept by age).
+    r#"
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

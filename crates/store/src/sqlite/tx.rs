@@ -14,10 +14,11 @@ use std::collections::HashMap;
 use tenantry_ledger::assignment::Assignment;
 use tenantry_ledger::audit::AuditEntry;
 use tenantry_ledger::catalog::Sku;
+use tenantry_ledger::role::Role;
 use tenantry_ledger::subscription::Subscription;
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::User;
-use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp, UserId};
+use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 use uuid::Uuid;
 
 struct SqliteTx<'a> {
@@ -110,6 +111,16 @@ impl LedgerTx for SqliteTx<'_> {
             ],
         )?;
         Ok(())
+    }
+
+    fn delete_token(&mut self, tenant: TenantId, id: TokenId) -> Result<Option<Role>> {
+        let role: Option<String> = self
+            .ctx
+            .conn
+            .prepare_cached("DELETE FROM tokens WHERE id = ?1 AND tenant_id = ?2 RETURNING role")?
+            .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
+            .optional()?;
+        Ok(role.as_deref().and_then(Role::parse))
     }
 
     fn load_subscription(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const OPERATOR: &str = "op_test_token_for_this_run_only";
+pub const OPERATOR: &str = "op_test_token_for_this_run_only_7f3a9c";
 
 pub struct Server {
     pub dir: tempfile::TempDir,
@@ -18,6 +18,10 @@ pub struct Server {
     pub http: reqwest::Client,
     /// Lines the server printed on stdout at start-up.
     pub banner: Vec<String>,
+    /// More `serve` options (`start_with_args`).
+    extra_args: Vec<String>,
+    /// The server's log goes to `log_path()` instead of the test's stderr.
+    log_to_file: bool,
 }
 
 pub fn binary() -> PathBuf {
@@ -36,9 +40,31 @@ impl Server {
                 .build()
                 .unwrap(),
             banner: Vec::new(),
+            extra_args: Vec::new(),
+            log_to_file: false,
         };
         server.launch(Some(OPERATOR));
         server
+    }
+
+    /// A server started with more `serve` options, logging to `log_path()`.
+    pub fn start_with_args(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            base: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+            banner: Vec::new(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            log_to_file: true,
+        };
+        server.launch(Some(OPERATOR));
+        server
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
     }
 
     pub fn start_without_operator_token() -> Server {
@@ -49,6 +75,8 @@ impl Server {
             child: None,
             http: reqwest::Client::new(),
             banner: Vec::new(),
+            extra_args: Vec::new(),
+            log_to_file: false,
         };
         server.launch(None);
         server
@@ -69,9 +97,18 @@ impl Server {
             &self.database(),
         ])
         .env_remove("TENANTRY_ADMIN_TOKEN")
+        .args(&self.extra_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+        if self.log_to_file {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())
+                .expect("server log");
+            cmd.stderr(log);
+        }
         if let Some(token) = operator_token {
             cmd.env("TENANTRY_ADMIN_TOKEN", token);
         }

@@ -47,9 +47,13 @@ impl Server {
             .expect("bind");
         let addr = listener.local_addr().unwrap();
         let router = router_with(app.clone(), tenantry_web::routes());
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("serve");
-        });
+        // The server's own accept loop: requests carry the client's address, as in `serve`.
+        tokio::spawn(tenantry_api::server::serve(
+            listener,
+            router,
+            tenantry_api::server::Limits::default(),
+            std::future::pending(),
+        ));
         Server {
             base: format!("http://{addr}"),
             app,
