@@ -44,7 +44,7 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 pub fn text(bytes: &[u8]) -> Result<&str, CsvError> {
     refuse_utf16(bytes)?;
     std::str::from_utf8(bytes).map_err(|e| CsvError {
-        line: LineCounter::new(bytes).at(e.valid_up_to() as u64),
+        line: LineCounter::new(&lone_cr_to_lf(bytes)).at(e.valid_up_to() as u64),
         reason: NOT_UTF8.into(),
     })
 }
@@ -69,7 +69,8 @@ fn refuse_utf16(bytes: &[u8]) -> Result<(), CsvError> {
 /// skipped, when `is_header` says so.
 pub fn read_rows(bytes: &[u8], is_header: impl Fn(&Row) -> bool) -> Result<Vec<Row>, CsvError> {
     refuse_utf16(bytes)?;
-    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+    let bytes = lone_cr_to_lf(bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes));
+    let bytes = bytes.as_ref();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -102,6 +103,19 @@ pub fn read_rows(bytes: &[u8], is_header: impl Fn(&Row) -> bool) -> Result<Vec<R
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Old Mac exports end lines with a lone CR; the reader's comments end only at LF, and so does
+/// our line count: make every line end in LF.
+fn lone_cr_to_lf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone) {
+        return bytes.into();
+    }
+    (0..bytes.len())
+        .map(|i| if lone(i) { b'\n' } else { bytes[i] })
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// The 1-based line of a byte offset, for offsets that only grow.
@@ -223,6 +237,13 @@ mod tests {
             vec![vec!["a@x", "b@y", "1,5"], vec!["c@x", "d@y", "2,5"]]
         );
         assert_eq!(rows[1].line, 4);
+        let rows = read_rows(b"a;b\rc;d\r\r#x\re;f\r", no_header).unwrap();
+        let lines: Vec<u64> = rows.iter().map(|r| r.line).collect();
+        assert_eq!(
+            lines,
+            vec![1, 2, 5],
+            "lone CR ends a line, as in old Mac exports"
+        );
         assert_eq!(sniff_separator(b"a\tb\n"), b'\t');
         assert_eq!(sniff_separator(b"\"a;b\",c\n"), b',');
         assert_eq!(sniff_separator(b"one-column\n"), b',');
@@ -250,5 +271,57 @@ mod tests {
         let err = read_rows(b"\xFF\xFEa\0,\0", no_header).unwrap_err();
         assert!(err.reason.contains("UTF-16"), "{err}");
         assert!(read_rows(b"", no_header).unwrap().is_empty());
+    }
+
+    /// Any bytes: no panic, and every line number is within the file and rows come in order.
+    #[test]
+    fn random_input_never_panics_and_lines_stay_in_the_file() {
+        let pieces: &[&[u8]] = &[
+            b"a",
+            b"@",
+            b",",
+            b";",
+            b"\t",
+            b"\"",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"#",
+            b" ",
+            b"\xEF\xBB\xBF",
+            b"\xFF",
+            b"\xC3\xA9",
+            b"\xC3",
+        ];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..next() % 24)
+                .flat_map(|_| pieces[(next() % pieces.len() as u64) as usize].to_vec())
+                .collect();
+            let lines = 1 + lone_cr_to_lf(&bytes)
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            let header = next() % 2 == 0;
+            match read_rows(&bytes, |_| header) {
+                Ok(rows) => {
+                    let mut last = 0;
+                    for r in &rows {
+                        assert!(r.line > last && r.line <= lines, "{bytes:?}: {rows:?}");
+                        last = r.line;
+                    }
+                }
+                Err(e) => assert!((1..=lines).contains(&e.line), "{bytes:?}: {e}"),
+            }
+            if let Err(e) = text(&bytes) {
+                assert!((1..=lines).contains(&e.line), "{bytes:?}: {e}");
+            }
+        }
     }
 }
