@@ -232,12 +232,14 @@ impl WebDavEndpoint {
     /// The entries of a 207 Multi-Status answer, at most `max_entries`, parsed as the body
     /// arrives: memory holds the entries and one XML event, never the body. The body is cut
     /// off past `max_listing_bytes`, and an event past about `MAX_XML_EVENT_BYTES` (the
-    /// count is per network chunk, so twice that is allowed before reading stops).
+    /// count is per network chunk, so twice that is allowed before reading stops). Entries
+    /// after the first (the folder listed) are taken from `budget` as they are read.
     async fn multistatus(
         &self,
         resp: Response,
         rel: &str,
         max_entries: u64,
+        budget: Option<&EntryBudget>,
     ) -> Result<Vec<DavEntry>, EndpointError> {
         let max_body = self.limits.max_listing_bytes;
         let since_event = Arc::new(AtomicU64::new(0));
@@ -270,10 +272,26 @@ impl WebDavEndpoint {
             max_entries,
             max_event_bytes: MAX_XML_EVENT_BYTES,
         };
-        let parsed = read_multistatus(tokio_util::io::StreamReader::new(body), caps, || {
-            since_event.store(0, Ordering::Relaxed)
+        let mut taken = 0u64;
+        let parsed = read_multistatus(tokio_util::io::StreamReader::new(body), caps, |n| {
+            since_event.store(0, Ordering::Relaxed);
+            let beyond_self = (n as u64).saturating_sub(1);
+            match budget {
+                Some(b) if beyond_self > taken => {
+                    let more = beyond_self - taken;
+                    taken = beyond_self;
+                    b.take(more)
+                }
+                _ => Ok(()),
+            }
         })
         .await;
+        if parsed.is_err() {
+            // A retry reads the answer again and takes its entries again.
+            if let Some(b) = budget {
+                b.give_back(taken);
+            }
+        }
         if let Some(e) = stopped.lock().expect("listing error slot").take() {
             return Err(e);
         }
@@ -288,24 +306,29 @@ impl WebDavEndpoint {
         dir: bool,
         depth: &'static str,
         max_entries: u64,
+        budget: Option<&EntryBudget>,
     ) -> Result<Vec<DavEntry>, EndpointError> {
         self.retry
             .run("PROPFIND", || async {
                 let resp = self
                     .send_once(self.propfind_request(rel, dir, depth), rel)
                     .await?;
-                self.multistatus(resp, rel, max_entries).await
+                self.multistatus(resp, rel, max_entries, budget).await
             })
             .await
     }
 
     /// The children of folder `dir`, each checked: a child must lie directly inside `dir` (which
     /// also stops a server from sending the walk in circles) under a safe name. The folder
-    /// itself, which Depth 1 answers include, is left out. The answer may hold `max_entries`,
-    /// the folder itself included.
-    async fn children(&self, dir: &str, max_entries: u64) -> Result<Listing, EndpointError> {
+    /// itself, which Depth 1 answers include, is left out. The other entries are taken from
+    /// the walk's `budget` as they are read.
+    async fn children(&self, dir: &str, budget: &EntryBudget) -> Result<Listing, EndpointError> {
         let mut out = Listing::default();
-        for d in self.propfind_raw(dir, true, "1", max_entries).await? {
+        // The budget is the cap: no count per answer besides it.
+        for d in self
+            .propfind_raw(dir, true, "1", u64::MAX, Some(budget))
+            .await?
+        {
             let path = match self.root.resolve(&d.href) {
                 Ok(p) if p == dir => continue,
                 Ok(p) if parent(&p) == dir && !p.is_empty() => p,
@@ -348,7 +371,7 @@ impl WebDavEndpoint {
             Err(EndpointError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let items = self.multistatus(resp, rel, 1).await?;
+        let items = self.multistatus(resp, rel, 1, None).await?;
         Ok(items.first().map(|d| d.size.unwrap_or(0)))
     }
 
@@ -481,7 +504,7 @@ impl WebDavEndpoint {
     /// A file's `getlastmodified` in seconds.
     async fn remote_mtime(&self, rel: &str) -> Result<Option<i64>, EndpointError> {
         Ok(self
-            .propfind_raw(rel, false, "0", 1)
+            .propfind_raw(rel, false, "0", 1, None)
             .await?
             .first()
             .and_then(|d| d.mtime))
@@ -509,7 +532,7 @@ impl WebDavEndpoint {
             Err(EndpointError::Http { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let items = match self.multistatus(resp, rel, 16).await {
+        let items = match self.multistatus(resp, rel, 16, None).await {
             Ok(items) => items,
             Err(e @ EndpointError::Transient(_)) => return Err(e),
             // An answer we cannot read accepted nothing we can rely on.
@@ -618,6 +641,37 @@ impl WebDavEndpoint {
     }
 }
 
+/// The entries a walk may still take, shared by the listings in flight: each answer takes its
+/// entries as it reads them, so together they never hold much more than `--max-entries`
+/// (each alone could, were the cap per answer).
+struct EntryBudget {
+    max: u64,
+    taken: AtomicU64,
+}
+
+impl EntryBudget {
+    fn new(max: u64) -> Self {
+        Self {
+            max,
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self, n: u64) -> Result<(), String> {
+        if self.taken.fetch_add(n, Ordering::Relaxed).saturating_add(n) > self.max {
+            return Err(format!(
+                "the listing has more than {} entries (--max-entries)",
+                self.max
+            ));
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, n: u64) {
+        self.taken.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// A WebDAV method (RFC 4918 names, all valid tokens).
 fn dav_method(name: &'static str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("RFC 4918 method names are valid tokens")
@@ -708,6 +762,9 @@ impl Endpoint for WebDavEndpoint {
             max_depth,
             ..
         } = self.limits;
+        // Declared before `inflight`, which borrows it.
+        let budget = EntryBudget::new(max_entries);
+        let budget = &budget;
         let mut out = Listing::default();
         let mut seen = HashSet::new();
         let mut queue = vec![String::new()];
@@ -715,8 +772,6 @@ impl Endpoint for WebDavEndpoint {
         loop {
             while inflight.len() < LIST_PARALLEL {
                 let Some(dir) = queue.pop() else { break };
-                let listed = (out.entries.len() + out.refused.len()) as u64;
-                let budget = max_entries.saturating_sub(listed);
                 inflight.push(async move {
                     let r = self.children(&dir, budget).await;
                     (dir, r)

@@ -100,11 +100,12 @@ pub fn parse_multistatus_capped(
 }
 
 /// Reads a multistatus body as it arrives, holding one XML event at a time (plus the entries).
-/// `after_event` runs after each event: the caller's byte budget for one event starts again.
+/// `after_event` runs after each event with the number of entries read so far: the caller's
+/// byte budget for one event starts again, and it may stop the reading with an error.
 pub async fn read_multistatus<R: tokio::io::AsyncBufRead + Unpin>(
     body: R,
     caps: MultistatusCaps,
-    mut after_event: impl FnMut(),
+    mut after_event: impl FnMut(usize) -> Result<(), String>,
 ) -> Result<Vec<DavEntry>, String> {
     let mut r = Reader::from_reader(body);
     r.config_mut().trim_text(true);
@@ -121,7 +122,7 @@ pub async fn read_multistatus<R: tokio::io::AsyncBufRead + Unpin>(
             return Ok(p.entries);
         }
         buf.clear();
-        after_event();
+        after_event(p.entries.len())?;
     }
 }
 
@@ -479,8 +480,9 @@ mod tests {
     #[tokio::test]
     async fn streamed_and_whole_parses_agree() {
         let mut resets = 0;
-        let streamed = read_multistatus(APACHE.as_bytes(), MultistatusCaps::default(), || {
-            resets += 1
+        let streamed = read_multistatus(APACHE.as_bytes(), MultistatusCaps::default(), |_| {
+            resets += 1;
+            Ok(())
         })
         .await
         .unwrap();
