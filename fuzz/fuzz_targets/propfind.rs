@@ -10,13 +10,13 @@ use tenantry_files::webdav::propfind::{encode_path, parse_multistatus, HrefRoot}
 const BASE: &str = "https://dav.example/dav/lib/";
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(xml) = std::str::from_utf8(data) else { return };
     let root = HrefRoot::new(&reqwest::Url::parse(BASE).unwrap()).unwrap();
     // The body as a listing, and the body as one href (hrefs are where paths come from).
-    let hrefs = parse_multistatus(xml)
+    let hrefs = parse_multistatus(data)
         .map(|entries| entries.into_iter().map(|e| e.href).collect::<Vec<_>>())
         .unwrap_or_default();
-    for href in hrefs.iter().map(String::as_str).chain([xml]) {
+    let whole = std::str::from_utf8(data).ok();
+    for href in hrefs.iter().map(String::as_str).chain(whole) {
         let Ok(path) = root.resolve(href) else { continue };
         // What a request for this path would be sent to, as the URL parser normalises it.
         let url = reqwest::Url::parse(&format!("{BASE}{}", encode_path(&path, false))).unwrap();

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::endpoint::UploadPolicy;
+use crate::limits::{Limits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES};
 use crate::location::{self, Secret};
 use crate::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
 use crate::preflight::{map_entries, OnInvalid};
@@ -54,6 +55,30 @@ pub struct Pair {
     /// PEM file of a CA to trust besides the system roots (self-hosted servers with a private CA).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Bounds on what a server can make a run hold in memory.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Most files and folders a WebDAV listing may have; past it the run stops before copying
+    /// (a listing costs about 200 bytes of memory per entry).
+    #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES)]
+    pub max_entries: u64,
+    /// Most folder levels a WebDAV listing descends; deeper stops the run before copying.
+    #[arg(long, default_value_t = DEFAULT_MAX_DEPTH)]
+    pub max_depth: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_entries: self.max_entries,
+            max_depth: self.max_depth,
+            ..Limits::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +119,8 @@ pub struct CheckArgs {
     /// PEM file of a CA to trust besides the system roots.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +166,7 @@ fn open_pair(
         &client,
         retry,
         upload,
+        p.limits.limits(),
     )?;
     let t = location::open(
         &p.target,
@@ -149,6 +177,7 @@ fn open_pair(
         &client,
         retry,
         upload,
+        p.limits.limits(),
     )?;
     Ok((s, t))
 }
@@ -199,6 +228,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         &client,
         RetryPolicy::default(),
         UploadPolicy::Auto,
+        a.limits.limits(),
     )?;
     let listing = s
         .list()

@@ -189,8 +189,10 @@ pub trait Endpoint: Send + Sync {
     /// entry's path has passed `relpath::check`; those that did not are in `refused`.
     async fn list(&self) -> Result<Listing, EndpointError>;
 
-    /// Streams the content of a file.
-    async fn read(&self, path: &str) -> Result<ByteStream, EndpointError>;
+    /// Streams the content of a file listed with `size` bytes. More bytes than that fail the
+    /// stream (`limit_to_listed`) before they are passed on; fewer end it early, and the caller
+    /// records what it got.
+    async fn read(&self, path: &str, size: u64) -> Result<ByteStream, EndpointError>;
 
     /// Creates a folder; succeeds when it already exists. Parents are created first by the caller.
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError>;
@@ -257,6 +259,25 @@ pub fn temp_path_for(path: &str) -> String {
     join(parent(path), &format!("{TEMP_PREFIX}{n:016x}"))
 }
 
+/// Passes on at most `size` bytes of `inner`; a byte more fails the stream instead. A server (or a
+/// file that grew since it was listed) cannot make a copy larger than what was planned, hashed
+/// for and announced to the target as the upload's length.
+pub fn limit_to_listed(inner: ByteStream, size: u64, path: &str) -> ByteStream {
+    let path = path.to_string();
+    let mut seen = 0u64;
+    Box::pin(futures_util::StreamExt::map(inner, move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > size {
+            return Err(EndpointError::Permanent(format!(
+                "{path}: the source sent more than the {size} bytes it listed; \
+                 the file was not written (run again to copy it if it grew)"
+            )));
+        }
+        Ok(chunk)
+    }))
+}
+
 /// Regroups a stream's small chunks (HTTP bodies arrive in pieces of a few KiB) into chunks of
 /// at least `min` bytes, so a PUT downstream writes with few large syscalls. Memory stays
 /// bounded by `min` plus one incoming chunk.
@@ -311,6 +332,25 @@ impl Stream for Rebuffer {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn limit_to_listed_fails_past_the_size_and_passes_up_to_it() {
+        let parts = || -> ByteStream {
+            Box::pin(futures_util::stream::iter(
+                [b"abc".as_slice(), b"def", b"g"].map(|b| Ok(Bytes::from_static(b))),
+            ))
+        };
+        let got: Vec<_> = limit_to_listed(parts(), 6, "f").collect().await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].as_ref().unwrap().as_ref(), b"abc");
+        assert_eq!(got[1].as_ref().unwrap().as_ref(), b"def");
+        let err = got[2].as_ref().unwrap_err().to_string();
+        assert!(err.contains("more than the 6 bytes"), "{err}");
+        let all: Vec<_> = limit_to_listed(parts(), 7, "f").collect().await;
+        assert!(all.iter().all(Result::is_ok));
+        let short: Vec<_> = limit_to_listed(parts(), 100, "f").collect().await;
+        assert_eq!(short.len(), 3, "fewer bytes than listed pass as they are");
+    }
 
     #[tokio::test]
     async fn rebuffer_keeps_bytes_and_order() {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod endpoint;
 pub mod hash;
+pub mod limits;
 pub mod local;
 pub mod location;
 pub mod migrate;

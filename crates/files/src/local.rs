@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::endpoint::{
-    temp_path_for, ByteStream, Endpoint, EndpointError, Entry, Listing, MtimeSupport, PutOutcome,
+    limit_to_listed, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, Listing,
+    MtimeSupport, PutOutcome,
 };
 use crate::relpath;
 
@@ -140,14 +141,14 @@ impl Endpoint for LocalEndpoint {
         .map_err(|e| EndpointError::Permanent(format!("listing task failed: {e}")))?
     }
 
-    async fn read(&self, path: &str) -> Result<ByteStream, EndpointError> {
+    async fn read(&self, path: &str, size: u64) -> Result<ByteStream, EndpointError> {
         let file = tokio::fs::File::open(self.abs(path)?)
             .await
             .map_err(|e| EndpointError::io(path, e))?;
         let p = path.to_string();
         let s = tokio_util::io::ReaderStream::with_capacity(file, CHUNK)
             .map(move |r| r.map_err(|e| EndpointError::io(&p, e)));
-        Ok(Box::pin(s))
+        Ok(limit_to_listed(Box::pin(s), size, path))
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {

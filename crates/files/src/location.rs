@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::endpoint::{Endpoint, UploadPolicy};
+use crate::limits::Limits;
 use crate::local::LocalEndpoint;
 use crate::retry::RetryPolicy;
 use crate::webdav::WebDavEndpoint;
@@ -58,12 +59,56 @@ pub fn display_name(loc: &str) -> String {
     }
 }
 
+/// Who a WebDAV endpoint logs in as when credentials can come from two places: a user in the
+/// URL (`webdav://alice@host/lib`) and a connection profile (user, password). The rule: the
+/// profile holds the credentials; a user in the URL is accepted only as the same user (or as
+/// the user of a profile that holds only a password), so exactly one `Authorization` header is
+/// ever sent, for the user the operator can see. A password in the URL is refused.
+///
+/// Returns the URL without user info, and the user and password to send.
+pub fn resolve_login(
+    url: &str,
+    profile_user: Option<&str>,
+    profile_password: Option<&str>,
+) -> Result<(String, Option<String>, Option<String>), String> {
+    // Do not echo the URL in errors: it could hold a password.
+    let mut u = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    if u.password().is_some() {
+        return Err(
+            "a password in the library URL is refused: keep it in the connection profile".into(),
+        );
+    }
+    let url_user = percent_encoding::percent_decode_str(u.username())
+        .decode_utf8_lossy()
+        .into_owned();
+    let _ = u.set_username("");
+    let password = profile_password.map(str::to_string);
+    let user = match (url_user.as_str(), profile_user) {
+        ("", user) => user.map(str::to_string),
+        (url_user, Some(profile)) if url_user != profile => {
+            return Err(format!(
+                "the library URL names user {url_user:?} but its connection profile logs in as \
+                 {profile:?}: name the user in one place (the profile)"
+            ))
+        }
+        (url_user, _) if password.is_none() => {
+            return Err(format!(
+                "the library URL names user {url_user:?} but there is no password for it: \
+                 put the user and password in a connection profile"
+            ))
+        }
+        (url_user, _) => Some(url_user.to_string()),
+    };
+    Ok((u.to_string(), user, password))
+}
+
 pub fn open(
     loc: &str,
     secret: Secret<'_>,
     client: &reqwest::Client,
     retry: RetryPolicy,
     upload: UploadPolicy,
+    limits: Limits,
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
     let Some(url) = remote_url(loc) else {
         if loc.contains("://") {
@@ -97,7 +142,8 @@ pub fn open(
     };
     Ok(Arc::new(
         WebDavEndpoint::new(client.clone(), u.as_str(), user, password, retry)?
-            .with_upload_policy(upload),
+            .with_upload_policy(upload)
+            .with_limits(limits),
     ))
 }
 
@@ -118,6 +164,7 @@ mod tests {
             &c,
             RetryPolicy::default(),
             UploadPolicy::Auto,
+            Limits::default(),
         )
         .err()
         .unwrap()
@@ -132,9 +179,39 @@ mod tests {
             s,
             &c,
             RetryPolicy::default(),
-            UploadPolicy::Auto
+            UploadPolicy::Auto,
+            Limits::default()
         )
         .is_err());
         assert_eq!(display_name("webdavs://u@h:8/a%20b"), "https://u@h:8/a%20b");
+    }
+
+    #[test]
+    fn one_login_whether_the_user_is_in_the_url_or_the_profile() {
+        let login = |url, user, pw| resolve_login(url, user, pw);
+        let ok =
+            |u: &str, p: &str| Ok(("http://h/lib".to_string(), Some(u.into()), Some(p.into())));
+        assert_eq!(
+            login("http://h/lib", Some("bob"), Some("pw")),
+            ok("bob", "pw")
+        );
+        assert_eq!(
+            login("http://bob@h/lib", Some("bob"), Some("pw")),
+            ok("bob", "pw")
+        );
+        assert_eq!(
+            login("http://b%C3%B6b@h/lib", None, Some("pw")),
+            ok("böb", "pw")
+        );
+        assert_eq!(
+            login("http://h/lib", None, None),
+            Ok(("http://h/lib".to_string(), None, None))
+        );
+        let e = login("http://alice@h/lib", Some("bob"), Some("pw")).unwrap_err();
+        assert!(e.contains("\"alice\"") && e.contains("\"bob\""), "{e}");
+        let e = login("http://alice@h/lib", None, None).unwrap_err();
+        assert!(e.contains("no password"), "{e}");
+        let e = login("http://bob:hunter2@h/lib", Some("bob"), Some("pw")).unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("refused"), "{e}");
     }
 }

@@ -267,7 +267,7 @@ async fn copy_with_retry(
     retry
         .run("copy", || async {
             if let Some(h) = &job.only_if_hash_differs {
-                let s = source.read(&job.source_path).await?;
+                let s = source.read(&job.source_path, job.size).await?;
                 if &hash_stream_like(s, h).await?.0 == h {
                     return Ok(None);
                 }
@@ -293,7 +293,7 @@ async fn copy_once(
     progress: &Arc<Progress>,
     sent: &Arc<AtomicU64>,
 ) -> Result<Record, EndpointError> {
-    let stream = source.read(&job.source_path).await?;
+    let stream = source.read(&job.source_path, job.size).await?;
     // The body is owned by the HTTP client, so the hash and counters are shared with it.
     let hasher = Arc::new(Mutex::new(ContentHasher::default()));
     let (h, n, p) = (hasher.clone(), sent.clone(), progress.clone());

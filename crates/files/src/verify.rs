@@ -126,7 +126,12 @@ pub async fn verify(
             (Some(a), Some(b)) => same_second(a, b),
             _ => false,
         };
-        jobs.push((m.entry.path.clone(), m.target_path.clone(), mtime_equal));
+        jobs.push((
+            m.entry.path.clone(),
+            m.target_path.clone(),
+            m.entry.size,
+            mtime_equal,
+        ));
     }
     let wanted: std::collections::HashSet<&str> = mapping
         .mapped
@@ -141,11 +146,11 @@ pub async fn verify(
     rep.extra_on_target.sort();
 
     let results: Vec<(String, Outcome)> = futures_util::stream::iter(jobs)
-        .map(|(sp, tp, mtime_equal)| {
+        .map(|(sp, tp, size, mtime_equal)| {
             let (source, target) = (source.clone(), target.clone());
             async move {
-                let a = async { hash_stream(source.read(&sp).await?).await };
-                let b = async { hash_stream(target.read(&tp).await?).await };
+                let a = async { hash_stream(source.read(&sp, size).await?).await };
+                let b = async { hash_stream(target.read(&tp, size).await?).await };
                 let out = match tokio::join!(a, b) {
                     (Ok(x), Ok(y)) if x == y => Outcome::Same { mtime_equal },
                     (Ok(_), Ok(_)) => Outcome::Differs,

@@ -234,7 +234,7 @@ async fn endpoints_refuse_unsafe_paths_whoever_asks() {
         assert!(local.put(bad, 6, None, body()).await.is_err(), "{bad}");
         assert!(local.mkdir(bad).await.is_err(), "{bad}");
         assert!(local.delete(bad).await.is_err(), "{bad}");
-        assert!(local.read(bad).await.is_err(), "{bad}");
+        assert!(local.read(bad, 6).await.is_err(), "{bad}");
     }
     assert_eq!(files_below(tmp.path()), Vec::<String>::new());
 

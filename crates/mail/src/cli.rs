@@ -321,29 +321,26 @@ fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
             endpoint(&tgt, conn, None, None)?,
         )]);
     };
-    let text = std::fs::read_to_string(batch)
-        .with_context(|| format!("cannot read {}", batch.display()))?;
+    let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
+    let rows = tenantry_csv::read_rows(&bytes, |first| {
+        first.field(0).to_ascii_lowercase().starts_with("source")
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", batch.display()))?;
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty()
-            || line.starts_with('#')
-            || (n == 0 && line.to_ascii_lowercase().starts_with("source"))
-        {
-            continue;
-        }
-        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cols.len() < 2 || cols[0].is_empty() || cols[1].is_empty() {
+    for row in rows {
+        let cols = &row.fields;
+        if cols.len() < 2 || cols.len() > 4 || cols[0].is_empty() || cols[1].is_empty() {
             bail!(
-                "{}:{}: expected source_user,target_user[,source_password,target_password]",
+                "{}: line {}: expected source_user,target_user[,source_password,target_password], found {} field(s)",
                 batch.display(),
-                n + 1
+                row.line,
+                cols.len()
             );
         }
-        let pw = |i: usize| cols.get(i).copied().filter(|p| !p.is_empty());
+        let pw = |i: usize| Some(row.field(i)).filter(|p| !p.is_empty());
         out.push((
-            endpoint(&src, conn, Some(cols[0]), pw(2))?,
-            endpoint(&tgt, conn, Some(cols[1]), pw(3))?,
+            endpoint(&src, conn, Some(&cols[0]), pw(2))?,
+            endpoint(&tgt, conn, Some(&cols[1]), pw(3))?,
         ));
     }
     Ok(out)

@@ -36,40 +36,26 @@ impl DomainRewrite {
     }
 }
 
-/// Parses a mapping CSV: `sourceUpn,targetUpn` per line; a header line and `#` comments are skipped.
+/// Parses a mapping CSV: `sourceUpn,targetUpn` per row (`,` or `;`, quoted or not, with or
+/// without a byte-order mark: see `tenantry_csv`); a header row and `#` comments are skipped.
 pub fn parse_user_csv(text: &str) -> Result<Vec<UserMapping>, LedgerError> {
-    let mut out = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line
-            .split(',')
-            .map(|f| f.trim().trim_matches('"'))
-            .collect();
-        if number == 0 && fields.first().is_some_and(|f| !f.contains('@')) {
-            continue; // header
-        }
-        match fields.as_slice() {
-            [source, target] if source.contains('@') && target.contains('@') => {
-                out.push(UserMapping {
-                    source_upn: source.to_string(),
-                    target_upn: target.to_string(),
-                })
-            }
-            _ => {
-                return Err(LedgerError::invalid(
-                    "InvalidUserMapping",
-                    format!(
-                        "line {}: expected `sourceUpn,targetUpn`, found `{line}`",
-                        number + 1
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(out)
+    let invalid = |message: String| LedgerError::invalid("InvalidUserMapping", message);
+    let rows = tenantry_csv::read_rows(text.as_bytes(), |first| !first.field(0).contains('@'))
+        .map_err(|e| invalid(e.to_string()))?;
+    rows.into_iter()
+        .map(|row| match row.fields.as_slice() {
+            [source, target] if source.contains('@') && target.contains('@') => Ok(UserMapping {
+                source_upn: source.clone(),
+                target_upn: target.clone(),
+            }),
+            fields => Err(invalid(format!(
+                "line {}: expected `sourceUpn,targetUpn` (two addresses), found {} field(s): {}",
+                row.line,
+                fields.len(),
+                fields.join(" | ")
+            ))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -328,6 +328,26 @@ fn mapping_csv_is_parsed_with_clear_errors() {
 }
 
 #[test]
+fn mapping_csv_from_a_spreadsheet_is_read() {
+    // Byte-order mark, `;` separator, quoted fields, CRLF, an empty row, as Excel writes them.
+    let m = parse_user_csv(
+        "\u{feff}Source UPN;Target UPN\r\n\"adele@a.com\";\"adele@b.com\"\r\n;\r\nbob@a.com;bob@b.com\r\n",
+    )
+    .unwrap();
+    let pairs: Vec<(&str, &str)> = m
+        .iter()
+        .map(|u| (u.source_upn.as_str(), u.target_upn.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("adele@a.com", "adele@b.com"), ("bob@a.com", "bob@b.com")]
+    );
+    let err = parse_user_csv("a@x;b@y\nc@x;d@y;e@z\n").unwrap_err();
+    assert!(err.detail.starts_with("line 2: "), "{}", err.detail);
+    assert!(err.detail.contains("3 field(s)"), "{}", err.detail);
+}
+
+#[test]
 fn keep_leaves_skus_no_mover_holds_alone() {
     let mut w = world(MovePath::KeepSource);
     let s = w.source.tenant_id;

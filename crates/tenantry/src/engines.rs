@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tenantry_files::endpoint::Endpoint as Library;
 use tenantry_files::local::LocalEndpoint;
+use tenantry_files::location::resolve_login;
 use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
 use tenantry_files::preflight::{map_entries, OnInvalid};
 use tenantry_files::retry::RetryPolicy;
@@ -69,14 +70,14 @@ impl Engines {
             });
         match http {
             Some(url) => {
-                let endpoint = WebDavEndpoint::new(
-                    self.http.clone(),
+                // One login: the profile's, and a user in the URL only if it is the same.
+                let (url, user, password) = resolve_login(
                     &url,
-                    access.username.clone(),
-                    access.password.as_ref().map(|p| p.0.clone()),
-                    retry,
-                )
-                .map_err(|e| e.to_string())?;
+                    access.username.as_deref(),
+                    access.password.as_ref().map(|p| p.0.as_str()),
+                )?;
+                let endpoint = WebDavEndpoint::new(self.http.clone(), &url, user, password, retry)
+                    .map_err(|e| e.to_string())?;
                 Ok(Arc::new(endpoint))
             }
             None if location.contains("://") => {
@@ -245,5 +246,63 @@ impl DataEngines for Engines {
         } else {
             Err(report.to_text())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_mover::secrets::Secret;
+    use tenantry_testkit::hostile::{multistatus, respond, HttpServer};
+
+    fn library(location: String, user: &str) -> LibraryAccess {
+        LibraryAccess {
+            location,
+            username: Some(user.into()),
+            password: Some(Secret("pw".into())),
+        }
+    }
+
+    /// A library URL naming the profile's user sends one `Authorization` header, the
+    /// profile's; a URL naming another user is refused before anything is sent.
+    #[tokio::test]
+    async fn a_user_in_the_url_and_a_profile_send_one_authorization() {
+        let server = HttpServer::start(|req, w| {
+            let body = multistatus(&[(req.path.as_str(), true, 0)]);
+            respond(w, 207, &[], body.as_bytes())
+        });
+        let engines = real();
+        let same = library(
+            format!("webdav://bob@127.0.0.1:{}/lib/", server.port()),
+            "bob",
+        );
+        engines.probe_library(&same, true).await.unwrap();
+        let requests = server.requests();
+        assert!(!requests.is_empty());
+        for r in &requests {
+            let auth: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            // "bob:pw"
+            assert_eq!(auth, vec!["Basic Ym9iOnB3"], "{} {}", r.method, r.path);
+        }
+
+        let other = library(
+            format!("webdav://alice@127.0.0.1:{}/lib/", server.port()),
+            "bob",
+        );
+        let err = engines.probe_library(&other, true).await.unwrap_err();
+        assert!(
+            err.contains("\"alice\"") && err.contains("\"bob\""),
+            "{err}"
+        );
+        assert_eq!(
+            server.requests().len(),
+            requests.len(),
+            "a request went out"
+        );
     }
 }

@@ -44,7 +44,7 @@ pub enum MoveCmd {
         /// retire-source (cancel the source's subscriptions) or keep-source (reduce them).
         #[arg(long)]
         path: String,
-        /// CSV of `sourceUpn,targetUpn` lines.
+        /// CSV of `sourceUpn,targetUpn` rows (`,` or `;`, optional header, UTF-8 with or without BOM).
         #[arg(long)]
         users: Option<PathBuf>,
         /// Move every user of a domain: `fabrikam.com=contoso.com`.
@@ -283,10 +283,14 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let users_csv = match users {
-                Some(file) => Some(
-                    std::fs::read_to_string(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?,
-                ),
+                Some(file) => {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    // The server reads the rows; a file that is not text is named here.
+                    let text = tenantry_csv::text(&bytes)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    Some(text.to_string())
+                }
                 None => None,
             };
             let rewrite = match domain_rewrite {

@@ -261,3 +261,53 @@ async fn cli_revokes_a_token() {
         stderr(&refused)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_move_reads_a_users_file_as_a_spreadsheet_writes_it() {
+    let s = Server::start();
+    let (source, target) = (s.tenant("Litware").await, s.tenant("Tailspin").await);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("users.csv");
+    let create = |csv: &[u8]| {
+        std::fs::write(&file, csv).unwrap();
+        tenantry(
+            &s,
+            OPERATOR,
+            &[
+                "move",
+                "create",
+                "--source",
+                &source,
+                "--target",
+                &target,
+                "--path",
+                "keep-source",
+                "--users",
+                file.to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+    // Excel's "CSV UTF-8" in a `;` locale: byte-order mark, header, quotes, CRLF.
+    let out = create(
+        b"\xEF\xBB\xBFSource UPN;Target UPN\r\n\"adele@litware.com\";adele@tailspin.com\r\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        created["spec"]["users"],
+        serde_json::json!([{"sourceUpn": "adele@litware.com", "targetUpn": "adele@tailspin.com"}])
+    );
+
+    // A bad row, and a file in a legacy code page: each named by its line.
+    let out = create(b"a@litware.com,a@tailspin.com\n\nb@litware.com\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    let out = create(b"a@litware.com,a@tailspin.com\nb\xE9@litware.com,b@tailspin.com\n");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("users.csv: line 2: not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+}

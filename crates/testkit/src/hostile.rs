@@ -52,6 +52,44 @@ pub fn respond(
     Ok(Then::KeepAlive)
 }
 
+/// Writes a status line and headers only, with `Connection: close`: the handler writes the
+/// body itself (`trickle`, `repeat_body`), and a body without `Content-Length` ends when the
+/// connection does.
+pub fn respond_head(
+    w: &mut dyn Write,
+    status: u16,
+    headers: &[(&str, &str)],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    w.flush()
+}
+
+/// Writes `bytes` one byte every `every`, cycling, until the client hangs up: a server that
+/// keeps a connection busy without ever finishing.
+pub fn trickle(w: &mut dyn Write, bytes: &[u8], every: Duration) -> std::io::Result<Then> {
+    for b in bytes.iter().cycle() {
+        w.write_all(&[*b])?;
+        w.flush()?;
+        std::thread::sleep(every);
+    }
+    Ok(Then::Close)
+}
+
+/// Writes `chunk` `times` times (a large body from a small buffer), stopping early when the
+/// client hangs up, then closes the connection.
+pub fn repeat_body(w: &mut dyn Write, chunk: &[u8], times: u64) -> std::io::Result<Then> {
+    for _ in 0..times {
+        w.write_all(chunk)?;
+    }
+    w.flush()?;
+    Ok(Then::Close)
+}
+
 /// A `207 Multi-Status` body listing `(href, is_collection, size)`.
 pub fn multistatus(entries: &[(&str, bool, u64)]) -> String {
     let mut s =

@@ -5,7 +5,7 @@
 pub mod propfind;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,13 +17,15 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::sync::{oneshot, OnceCell};
 
 use crate::endpoint::{
-    parent, rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, Listing,
-    MtimeSupport, PutOutcome, RefusedEntry, UploadChoice, UploadMode, UploadPolicy,
+    limit_to_listed, parent, rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry,
+    Listing, MtimeSupport, PutOutcome, RefusedEntry, UploadChoice, UploadMode, UploadPolicy,
 };
+use crate::limits::{Limits, MAX_XML_EVENT_BYTES};
 use crate::relpath;
 use crate::retry::{throttle_wait, RetryPolicy};
 use propfind::{
-    encode_path, parse_multistatus, proppatch_mtime_body, DavEntry, HrefRoot, PROPFIND_BODY,
+    encode_path, proppatch_mtime_body, read_multistatus, DavEntry, HrefRoot, MultistatusCaps,
+    PROPFIND_BODY,
 };
 
 /// How a target keeps modification times, found out on the first upload that can tell.
@@ -68,6 +70,7 @@ pub struct WebDavEndpoint {
     user: Option<String>,
     password: Option<String>,
     retry: RetryPolicy,
+    limits: Limits,
     mtime_mode: OnceCell<MtimeMode>,
     /// Set once the server refused a PROPPATCH of `getlastmodified`: no point asking per file.
     proppatch_refused: AtomicBool,
@@ -108,7 +111,8 @@ pub fn http_client(
 }
 
 impl WebDavEndpoint {
-    /// `base` is an `http(s)://host[:port]/path` URL without credentials.
+    /// `base` is an `http(s)://host[:port]/path` URL without credentials (a URL with user info
+    /// is refused).
     pub fn new(
         client: reqwest::Client,
         base: &str,
@@ -122,6 +126,14 @@ impl WebDavEndpoint {
         }
         let url = reqwest::Url::parse(&base)
             .map_err(|e| EndpointError::Permanent(format!("bad URL: {e}")))?;
+        // The HTTP client would turn user info into an `Authorization` header of its own,
+        // beside ours: credentials come only through `user` and `password`
+        // (`location::resolve_login` settles them).
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(EndpointError::Permanent(
+                "the WebDAV URL holds credentials; they are passed separately".into(),
+            ));
+        }
         let root = HrefRoot::new(&url).map_err(EndpointError::Permanent)?;
         Ok(Self {
             client,
@@ -130,6 +142,7 @@ impl WebDavEndpoint {
             user,
             password,
             retry,
+            limits: Limits::default(),
             mtime_mode: OnceCell::new(),
             proppatch_refused: AtomicBool::new(false),
             upload_policy: UploadPolicy::Auto,
@@ -140,6 +153,11 @@ impl WebDavEndpoint {
 
     pub fn with_upload_policy(mut self, policy: UploadPolicy) -> Self {
         self.upload_policy = policy;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -172,8 +190,13 @@ impl WebDavEndpoint {
         r
     }
 
+    /// A request with the credentials and the deadline for a request without a large body (a
+    /// transfer or a listing sets its own).
     fn req(&self, method: Method, url: &str) -> RequestBuilder {
-        let b = self.client.request(method, url);
+        let b = self
+            .client
+            .request(method, url)
+            .timeout(self.limits.request_deadline);
         match &self.user {
             Some(u) => b.basic_auth(u, self.password.as_deref()),
             None => b,
@@ -202,35 +225,111 @@ impl WebDavEndpoint {
         self.req(dav_method("PROPFIND"), &self.url(rel, dir))
             .header("Depth", depth)
             .header(CONTENT_TYPE, "application/xml; charset=utf-8")
+            .timeout(self.limits.listing_deadline)
             .body(PROPFIND_BODY)
     }
 
-    /// The entries of a 207 Multi-Status answer.
-    async fn multistatus(&self, resp: Response, rel: &str) -> Result<Vec<DavEntry>, EndpointError> {
-        let body = resp.text().await.map_err(|e| net_error(rel, e))?;
-        parse_multistatus(&body).map_err(|e| EndpointError::Permanent(format!("{rel}: {e}")))
+    /// The entries of a 207 Multi-Status answer, at most `max_entries`, parsed as the body
+    /// arrives: memory holds the entries and one XML event, never the body. The body is cut
+    /// off past `max_listing_bytes`, and an event past about `MAX_XML_EVENT_BYTES` (the
+    /// count is per network chunk, so twice that is allowed before reading stops). Entries
+    /// after the first (the folder listed) are taken from `budget` as they are read.
+    async fn multistatus(
+        &self,
+        resp: Response,
+        rel: &str,
+        max_entries: u64,
+        budget: Option<&EntryBudget>,
+    ) -> Result<Vec<DavEntry>, EndpointError> {
+        let max_body = self.limits.max_listing_bytes;
+        let since_event = Arc::new(AtomicU64::new(0));
+        // Why reading stopped, as our own error: a network error stays retryable.
+        let stopped: Arc<std::sync::Mutex<Option<EndpointError>>> = Arc::default();
+        let (counter, slot, path) = (since_event.clone(), stopped.clone(), rel.to_string());
+        let mut total = 0u64;
+        let body = resp.bytes_stream().map(move |chunk| {
+            let fail = |e: EndpointError| {
+                let msg = e.to_string();
+                *slot.lock().expect("listing error slot") = Some(e);
+                std::io::Error::other(msg)
+            };
+            let chunk = chunk.map_err(|e| fail(net_error(&path, e)))?;
+            let n = chunk.len() as u64;
+            total += n;
+            if total > max_body {
+                return Err(fail(EndpointError::Permanent(format!(
+                    "{path}: the listing answer is larger than {max_body} bytes"
+                ))));
+            }
+            if counter.fetch_add(n, Ordering::Relaxed) + n > 2 * MAX_XML_EVENT_BYTES {
+                return Err(fail(EndpointError::Permanent(format!(
+                    "{path}: the listing holds an XML element or text over {MAX_XML_EVENT_BYTES} bytes"
+                ))));
+            }
+            Ok(chunk)
+        });
+        let caps = MultistatusCaps {
+            max_entries,
+            max_event_bytes: MAX_XML_EVENT_BYTES,
+        };
+        let mut taken = 0u64;
+        let parsed = read_multistatus(tokio_util::io::StreamReader::new(body), caps, |n| {
+            since_event.store(0, Ordering::Relaxed);
+            let beyond_self = (n as u64).saturating_sub(1);
+            match budget {
+                Some(b) if beyond_self > taken => {
+                    let more = beyond_self - taken;
+                    taken = beyond_self;
+                    b.take(more)
+                }
+                _ => Ok(()),
+            }
+        })
+        .await;
+        if parsed.is_err() {
+            // A retry reads the answer again and takes its entries again.
+            if let Some(b) = budget {
+                b.give_back(taken);
+            }
+        }
+        if let Some(e) = stopped.lock().expect("listing error slot").take() {
+            return Err(e);
+        }
+        parsed.map_err(|e| EndpointError::Permanent(format!("{}: {e}", display_path(rel))))
     }
 
-    /// One PROPFIND (retried as any request) for the properties a listing needs.
+    /// One PROPFIND (retried as any request, answer included) for the properties a listing
+    /// needs.
     async fn propfind_raw(
         &self,
         rel: &str,
         dir: bool,
         depth: &'static str,
+        max_entries: u64,
+        budget: Option<&EntryBudget>,
     ) -> Result<Vec<DavEntry>, EndpointError> {
-        let resp = self
-            .send("PROPFIND", rel, || self.propfind_request(rel, dir, depth))
-            .await?;
-        self.multistatus(resp, rel).await
+        self.retry
+            .run("PROPFIND", || async {
+                let resp = self
+                    .send_once(self.propfind_request(rel, dir, depth), rel)
+                    .await?;
+                self.multistatus(resp, rel, max_entries, budget).await
+            })
+            .await
     }
 
     /// The children of folder `dir`, each checked: a child must lie directly inside `dir` (which
     /// also stops a server from sending the walk in circles) under a safe name; anything outside
     /// `dir` is refused by name. The folder itself, which Depth 1 answers include, and deeper
-    /// descendants are left out.
-    async fn children(&self, dir: &str) -> Result<Listing, EndpointError> {
+    /// descendants are left out. The other entries are taken from the walk's `budget` as they
+    /// are read.
+    async fn children(&self, dir: &str, budget: &EntryBudget) -> Result<Listing, EndpointError> {
         let mut out = Listing::default();
-        for d in self.propfind_raw(dir, true, "1").await? {
+        // The budget is the cap: no count per answer besides it.
+        for d in self
+            .propfind_raw(dir, true, "1", u64::MAX, Some(budget))
+            .await?
+        {
             let path = match self.root.resolve(&d.href) {
                 Ok(p) if p == dir => continue,
                 Ok(p) if parent(&p) == dir && !p.is_empty() => p,
@@ -276,7 +375,7 @@ impl WebDavEndpoint {
             Err(EndpointError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let items = self.multistatus(resp, rel).await?;
+        let items = self.multistatus(resp, rel, 1, None).await?;
         Ok(items.first().map(|d| d.size.unwrap_or(0)))
     }
 
@@ -409,7 +508,7 @@ impl WebDavEndpoint {
     /// A file's `getlastmodified` in seconds.
     async fn remote_mtime(&self, rel: &str) -> Result<Option<i64>, EndpointError> {
         Ok(self
-            .propfind_raw(rel, false, "0")
+            .propfind_raw(rel, false, "0", 1, None)
             .await?
             .first()
             .and_then(|d| d.mtime))
@@ -437,8 +536,12 @@ impl WebDavEndpoint {
             Err(EndpointError::Http { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let text = resp.text().await.map_err(|e| net_error(rel, e))?;
-        let items = parse_multistatus(&text).unwrap_or_default();
+        let items = match self.multistatus(resp, rel, 16, None).await {
+            Ok(items) => items,
+            Err(e @ EndpointError::Transient(_)) => return Err(e),
+            // An answer we cannot read accepted nothing we can rely on.
+            Err(_) => Vec::new(),
+        };
         Ok(!items.is_empty()
             && items
                 .iter()
@@ -509,6 +612,7 @@ impl WebDavEndpoint {
         let secs = mtime_ns.map(|n| n.div_euclid(1_000_000_000));
         let mut b = self
             .req(Method::PUT, &self.url(tmp, false))
+            .timeout(self.limits.transfer_deadline(size))
             .header(CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(body));
         if let Some(s) = secs.filter(|s| *s >= 0) {
@@ -541,6 +645,37 @@ impl WebDavEndpoint {
     }
 }
 
+/// The entries a walk may still take, shared by the listings in flight: each answer takes its
+/// entries as it reads them, so together they never hold much more than `--max-entries`
+/// (each alone could, were the cap per answer).
+struct EntryBudget {
+    max: u64,
+    taken: AtomicU64,
+}
+
+impl EntryBudget {
+    fn new(max: u64) -> Self {
+        Self {
+            max,
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self, n: u64) -> Result<(), String> {
+        if self.taken.fetch_add(n, Ordering::Relaxed).saturating_add(n) > self.max {
+            return Err(format!(
+                "the listing has more than {} entries (--max-entries)",
+                self.max
+            ));
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, n: u64) {
+        self.taken.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// A WebDAV method (RFC 4918 names, all valid tokens).
 fn dav_method(name: &'static str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("RFC 4918 method names are valid tokens")
@@ -552,9 +687,25 @@ fn header_is(h: &HeaderMap, name: &str, value: &str) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case(value))
 }
 
+/// `/` for the root, which is `""` as a relative path.
+fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
 /// Network-level failures are transient; the URL is dropped from the message (it is long and
 /// adds nothing to the path we name), the causes are kept (TLS and DNS errors hide there).
 fn net_error(path: &str, e: reqwest::Error) -> EndpointError {
+    if e.is_timeout() {
+        return EndpointError::Transient(format!(
+            "{}: timed out: the server stalled, or sent too slowly to finish within the \
+             deadline for this request",
+            display_path(path)
+        ));
+    }
     let e = e.without_url();
     let mut msg = e.to_string();
     let mut cause = std::error::Error::source(&e);
@@ -563,10 +714,7 @@ fn net_error(path: &str, e: reqwest::Error) -> EndpointError {
         msg.push_str(&c.to_string());
         cause = c.source();
     }
-    EndpointError::Transient(format!(
-        "{}: {msg}",
-        if path.is_empty() { "/" } else { path }
-    ))
+    EndpointError::Transient(format!("{}: {msg}", display_path(path)))
 }
 
 /// Maps an HTTP status to our error kinds.
@@ -609,7 +757,18 @@ impl Endpoint for WebDavEndpoint {
         }
     }
 
+    /// A walk within `Limits`: past `max_entries` entries or `max_depth` levels the listing
+    /// fails as a whole, because a partial listing would plan deletions (`--delete`) of what it
+    /// did not see.
     async fn list(&self) -> Result<Listing, EndpointError> {
+        let Limits {
+            max_entries,
+            max_depth,
+            ..
+        } = self.limits;
+        // Declared before `inflight`, which borrows it.
+        let budget = EntryBudget::new(max_entries);
+        let budget = &budget;
         let mut out = Listing::default();
         let mut seen = HashSet::new();
         let mut queue = vec![String::new()];
@@ -618,7 +777,7 @@ impl Endpoint for WebDavEndpoint {
             while inflight.len() < LIST_PARALLEL {
                 let Some(dir) = queue.pop() else { break };
                 inflight.push(async move {
-                    let r = self.children(&dir).await;
+                    let r = self.children(&dir, budget).await;
                     (dir, r)
                 });
             }
@@ -640,25 +799,37 @@ impl Endpoint for WebDavEndpoint {
                     continue;
                 }
                 if e.is_dir {
+                    if e.path.split('/').count() > max_depth {
+                        return Err(EndpointError::Permanent(format!(
+                            "{:?}: folders nest more than {max_depth} levels deep (--max-depth)",
+                            e.path
+                        )));
+                    }
                     queue.push(e.path.clone());
                 }
                 out.entries.push(e);
+            }
+            if (out.entries.len() + out.refused.len()) as u64 > max_entries {
+                return Err(EndpointError::Permanent(format!(
+                    "the listing has more than {max_entries} entries (--max-entries)"
+                )));
             }
         }
         Ok(out)
     }
 
-    async fn read(&self, path: &str) -> Result<ByteStream, EndpointError> {
+    async fn read(&self, path: &str, size: u64) -> Result<ByteStream, EndpointError> {
         relpath::check(path).map_err(EndpointError::unsafe_path)?;
         let url = self.url(path, false);
+        let deadline = self.limits.transfer_deadline(size);
         let resp = self
-            .send("GET", path, || self.req(Method::GET, &url))
+            .send("GET", path, || {
+                self.req(Method::GET, &url).timeout(deadline)
+            })
             .await?;
         let p = Arc::new(path.to_string());
-        Ok(rebuffer(
-            Box::pin(resp.bytes_stream().map_err(move |e| net_error(&p, e))),
-            READ_CHUNK,
-        ))
+        let body = Box::pin(resp.bytes_stream().map_err(move |e| net_error(&p, e)));
+        Ok(rebuffer(limit_to_listed(body, size, path), READ_CHUNK))
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {

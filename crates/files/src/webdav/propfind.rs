@@ -52,112 +52,209 @@ fn status_code(line: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Parses a multistatus body. Only properties from `200` propstats are taken; prefixes are
-/// ignored (servers use `D:`, `d:`, `lp1:` or none).
-pub fn parse_multistatus(xml: &str) -> Result<Vec<DavEntry>, String> {
-    let mut r = Reader::from_str(xml);
-    r.config_mut().trim_text(true);
-    let mut out = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
-    let mut cur: Option<DavEntry> = None;
-    let mut props = Props::default();
-    let mut status: Option<u16> = None;
-    loop {
-        let ev = r
-            .read_event()
-            .map_err(|e| format!("malformed multistatus XML: {e}"))?;
-        match ev {
-            Event::Start(e) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                match name.as_str() {
-                    "response" => cur = Some(DavEntry::default()),
-                    "propstat" => {
-                        props = Props::default();
-                        status = None;
-                    }
-                    "collection" if stack.last().map(String::as_str) == Some("resourcetype") => {
-                        props.is_collection = true
-                    }
-                    _ => {}
-                }
-                stack.push(name);
-            }
-            Event::Empty(e) => {
-                let name = e.local_name();
-                if name.as_ref() == b"collection"
-                    && stack.last().map(String::as_str) == Some("resourcetype")
-                {
-                    props.is_collection = true;
-                }
-            }
-            Event::Text(t) => {
-                let text = t
-                    .unescape()
-                    .map_err(|e| format!("bad XML text: {e}"))?
-                    .trim()
-                    .to_string();
-                apply_text(&stack, &text, &mut cur, &mut props, &mut status);
-            }
-            Event::CData(t) => {
-                let text = String::from_utf8_lossy(&t).trim().to_string();
-                apply_text(&stack, &text, &mut cur, &mut props, &mut status);
-            }
-            Event::End(_) => {
-                let name = stack.pop().unwrap_or_default();
-                match name.as_str() {
-                    "propstat" => {
-                        if let Some(c) = cur.as_mut() {
-                            let st = status.unwrap_or(200);
-                            c.statuses.push(st);
-                            if st == 200 {
-                                let p = std::mem::take(&mut props);
-                                c.is_collection |= p.is_collection;
-                                c.size = c.size.or(p.size);
-                                c.mtime = c.mtime.or(p.mtime);
-                                c.etag = c.etag.take().or(p.etag);
-                            }
-                        }
-                    }
-                    "response" => {
-                        if let Some(c) = cur.take() {
-                            if !c.href.is_empty() {
-                                out.push(c);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    Ok(out)
+/// Bounds on one `207 Multi-Status` body, so a server cannot make a listing take unbounded
+/// memory: the entries of one answer, and the bytes of one XML event (a tag or a text, which the
+/// reader must hold whole). The body as a whole is bounded by the caller as it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MultistatusCaps {
+    pub max_entries: u64,
+    pub max_event_bytes: u64,
 }
 
-fn apply_text(
-    stack: &[String],
-    text: &str,
-    cur: &mut Option<DavEntry>,
-    props: &mut Props,
-    status: &mut Option<u16>,
-) {
-    let Some(c) = cur.as_mut() else { return };
-    let top = stack.last().map(String::as_str).unwrap_or("");
-    let in_propstat = stack.iter().any(|s| s == "propstat");
-    match top {
-        "href" if !in_propstat => c.href = text.to_string(),
-        "status" if in_propstat => *status = status_code(text),
-        "getcontentlength" => props.size = text.parse().ok(),
-        "getlastmodified" => {
-            props.mtime = httpdate::parse_http_date(text).ok().and_then(|t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs() as i64)
-            })
+impl Default for MultistatusCaps {
+    fn default() -> Self {
+        Self {
+            max_entries: crate::limits::DEFAULT_MAX_ENTRIES,
+            max_event_bytes: crate::limits::MAX_XML_EVENT_BYTES,
         }
-        "getetag" => props.etag = Some(text.to_string()),
-        _ => {}
+    }
+}
+
+/// Parses a whole multistatus body held in memory (PROPPATCH answers, tests, fuzzing). Only
+/// properties from `200` propstats are taken; prefixes are ignored (servers use `D:`, `d:`,
+/// `lp1:` or none).
+pub fn parse_multistatus(xml: &[u8]) -> Result<Vec<DavEntry>, String> {
+    parse_multistatus_capped(xml, MultistatusCaps::default())
+}
+
+/// [`parse_multistatus`] within `caps`.
+pub fn parse_multistatus_capped(
+    xml: &[u8],
+    caps: MultistatusCaps,
+) -> Result<Vec<DavEntry>, String> {
+    let mut r = Reader::from_reader(xml);
+    r.config_mut().trim_text(true);
+    let mut p = MultistatusParser::new(caps);
+    let mut buf = Vec::new();
+    loop {
+        let before = r.buffer_position();
+        let ev = r
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("malformed multistatus XML: {e}"))?;
+        p.check_event_size(r.buffer_position() - before)?;
+        if !p.feed(ev)? {
+            return Ok(p.entries);
+        }
+        buf.clear();
+    }
+}
+
+/// Reads a multistatus body as it arrives, holding one XML event at a time (plus the entries).
+/// `after_event` runs after each event with the number of entries read so far: the caller's
+/// byte budget for one event starts again, and it may stop the reading with an error.
+pub async fn read_multistatus<R: tokio::io::AsyncBufRead + Unpin>(
+    body: R,
+    caps: MultistatusCaps,
+    mut after_event: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Vec<DavEntry>, String> {
+    let mut r = Reader::from_reader(body);
+    r.config_mut().trim_text(true);
+    let mut p = MultistatusParser::new(caps);
+    let mut buf = Vec::new();
+    loop {
+        let before = r.buffer_position();
+        let ev = r
+            .read_event_into_async(&mut buf)
+            .await
+            .map_err(|e| format!("malformed multistatus XML: {e}"))?;
+        p.check_event_size(r.buffer_position() - before)?;
+        if !p.feed(ev)? {
+            return Ok(p.entries);
+        }
+        buf.clear();
+        after_event(p.entries.len())?;
+    }
+}
+
+/// Nesting a multistatus needs is 6 levels (multistatus/response/propstat/prop/resourcetype/
+/// collection); servers add a few of their own. Deeper is an attack on the element stack.
+const MAX_XML_DEPTH: usize = 64;
+
+/// The state of a multistatus parse, fed one XML event at a time.
+struct MultistatusParser {
+    caps: MultistatusCaps,
+    entries: Vec<DavEntry>,
+    stack: Vec<String>,
+    cur: Option<DavEntry>,
+    props: Props,
+    status: Option<u16>,
+}
+
+impl MultistatusParser {
+    fn new(caps: MultistatusCaps) -> Self {
+        Self {
+            caps,
+            entries: Vec::new(),
+            stack: Vec::new(),
+            cur: None,
+            props: Props::default(),
+            status: None,
+        }
+    }
+
+    fn check_event_size(&self, bytes: u64) -> Result<(), String> {
+        if bytes > self.caps.max_event_bytes {
+            return Err(format!(
+                "the listing holds an XML element or text of {bytes} bytes (at most {} are read)",
+                self.caps.max_event_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes one event; `false` at the end of the document.
+    fn feed(&mut self, ev: Event<'_>) -> Result<bool, String> {
+        match ev {
+            Event::Start(e) => {
+                if self.stack.len() >= MAX_XML_DEPTH {
+                    return Err(format!(
+                        "the listing nests XML elements more than {MAX_XML_DEPTH} deep"
+                    ));
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                match name.as_str() {
+                    "response" => self.cur = Some(DavEntry::default()),
+                    "propstat" => {
+                        self.props = Props::default();
+                        self.status = None;
+                    }
+                    "collection" if self.top() == "resourcetype" => self.props.is_collection = true,
+                    _ => {}
+                }
+                self.stack.push(name);
+            }
+            Event::Empty(e)
+                if e.local_name().as_ref() == b"collection" && self.top() == "resourcetype" =>
+            {
+                self.props.is_collection = true;
+            }
+            Event::Text(t) => {
+                let text = t.unescape().map_err(|e| format!("bad XML text: {e}"))?;
+                self.text(text.trim());
+            }
+            Event::CData(t) => {
+                let text = String::from_utf8_lossy(&t).into_owned();
+                self.text(text.trim());
+            }
+            Event::End(_) => {
+                let name = self.stack.pop().unwrap_or_default();
+                match name.as_str() {
+                    "propstat" => self.end_propstat(),
+                    "response" => {
+                        if let Some(c) = self.cur.take().filter(|c| !c.href.is_empty()) {
+                            if self.entries.len() as u64 >= self.caps.max_entries {
+                                return Err(format!(
+                                    "the listing has more than {} entries (--max-entries)",
+                                    self.caps.max_entries
+                                ));
+                            }
+                            self.entries.push(c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Eof => return Ok(false),
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn top(&self) -> &str {
+        self.stack.last().map(String::as_str).unwrap_or("")
+    }
+
+    fn end_propstat(&mut self) {
+        let Some(c) = self.cur.as_mut() else { return };
+        let st = self.status.unwrap_or(200);
+        c.statuses.push(st);
+        if st == 200 {
+            let p = std::mem::take(&mut self.props);
+            c.is_collection |= p.is_collection;
+            c.size = c.size.or(p.size);
+            c.mtime = c.mtime.or(p.mtime);
+            c.etag = c.etag.take().or(p.etag);
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        let top = self.top().to_string();
+        let in_propstat = self.stack.iter().any(|s| s == "propstat");
+        let Some(c) = self.cur.as_mut() else { return };
+        match top.as_str() {
+            "href" if !in_propstat => c.href = text.to_string(),
+            "status" if in_propstat => self.status = status_code(text),
+            "getcontentlength" => self.props.size = text.parse().ok(),
+            "getlastmodified" => {
+                self.props.mtime = httpdate::parse_http_date(text).ok().and_then(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs() as i64)
+                })
+            }
+            "getetag" => self.props.etag = Some(text.to_string()),
+            _ => {}
+        }
     }
 }
 
@@ -274,7 +371,7 @@ mod tests {
 
     #[test]
     fn parses_apache_listing() {
-        let v = parse_multistatus(APACHE).unwrap();
+        let v = parse_multistatus(APACHE.as_bytes()).unwrap();
         assert_eq!(v.len(), 2);
         assert!(v[0].is_collection);
         assert_eq!(v[0].size, None, "404 propstat ignored");
@@ -299,7 +396,7 @@ mod tests {
         let xml = r#"<multistatus xmlns="DAV:"><response><href>http://h:8/a/b%20c/</href>
 <propstat><prop><resourcetype><collection></collection></resourcetype></prop><status>HTTP/1.1 200 OK</status></propstat>
 <propstat><prop><getlastmodified/></prop><status>HTTP/1.1 403 Forbidden</status></propstat></response></multistatus>"#;
-        let v = parse_multistatus(xml).unwrap();
+        let v = parse_multistatus(xml.as_bytes()).unwrap();
         assert!(v[0].is_collection);
         assert_eq!(v[0].statuses, vec![200, 403]);
         let root = root("http://h:8/a");
@@ -348,8 +445,50 @@ mod tests {
 
     #[test]
     fn bad_xml_is_an_error_not_a_panic() {
-        assert!(parse_multistatus("<a><b></a>").is_err());
-        assert_eq!(parse_multistatus("").unwrap(), vec![]);
+        assert!(parse_multistatus(b"<a><b></a>").is_err());
+        assert_eq!(parse_multistatus(b"").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn caps_bound_entries_event_size_and_nesting() {
+        let caps = MultistatusCaps {
+            max_entries: 1,
+            max_event_bytes: 4096,
+        };
+        let err = parse_multistatus_capped(APACHE.as_bytes(), caps).unwrap_err();
+        assert!(err.contains("more than 1 entries"), "{err}");
+        let two = MultistatusCaps {
+            max_entries: 2,
+            ..caps
+        };
+        assert_eq!(
+            parse_multistatus_capped(APACHE.as_bytes(), two)
+                .unwrap()
+                .len(),
+            2
+        );
+        let long = format!(
+            "<multistatus xmlns=\"DAV:\"><response><href>/{}</href></response></multistatus>",
+            "a".repeat(5000)
+        );
+        let err = parse_multistatus_capped(long.as_bytes(), caps).unwrap_err();
+        assert!(err.contains("XML element or text of"), "{err}");
+        let deep = "<a>".repeat(100);
+        let err = parse_multistatus(deep.as_bytes()).unwrap_err();
+        assert!(err.contains("more than 64 deep"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn streamed_and_whole_parses_agree() {
+        let mut resets = 0;
+        let streamed = read_multistatus(APACHE.as_bytes(), MultistatusCaps::default(), |_| {
+            resets += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(streamed, parse_multistatus(APACHE.as_bytes()).unwrap());
+        assert!(resets > 10, "the byte budget restarts after each event");
     }
 
     #[test]
