@@ -3,6 +3,8 @@
 
 mod support;
 
+use futures_util::StreamExt;
+
 use support::*;
 
 const HOME: &str = "/alice/";
@@ -197,5 +199,191 @@ async fn a_home_moves_byte_for_byte_with_properties_then_only_changes_move() {
     assert!(
         weekly.contains("SUMMARY:Abgesagt? Nein: verlegt"),
         "{weekly}"
+    );
+}
+
+fn event(uid: &str, summary: &str) -> String {
+    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//tenantry//corpus//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:20240110T100000Z\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_any_moment_then_rerun_puts_every_object_there_exactly_once() {
+    const N: usize = 240;
+    let src = Radicale::start();
+    let dst = Radicale::start();
+    let http = Http::default();
+    http.mkcalendar(
+        &src.http("/alice/big/"),
+        "Big",
+        "#123456FF",
+        "many events",
+        &["VEVENT"],
+    )
+    .await;
+    let puts = (0..N).map(|i| {
+        let http = &http;
+        let url = src.http(&format!("/alice/big/ev-{i:04}.ics"));
+        async move {
+            http.put(
+                &url,
+                &event(&format!("ev-{i:04}"), &format!("Termin Nr. {i} – ü")),
+            )
+            .await
+        }
+    });
+    // A few at a time: Radicale's listen backlog is small.
+    futures_util::stream::iter(puts)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    let state = tempfile::tempdir().unwrap();
+    let (s, t) = (
+        src.url("caldav", "/alice/big/"),
+        dst.url("caldav", "/alice/big/"),
+    );
+    let target_dir = dst.collection_dir("alice/big");
+    let count = || stored_names(&target_dir).len();
+
+    // Kill three times: before anything landed, early, and half-way.
+    for kill_at in [0, 20, N / 2] {
+        let mut child = std::process::Command::new(bin())
+            .args([
+                "calendars",
+                "migrate",
+                "--source",
+                &s,
+                "--target",
+                &t,
+                "--state-dir",
+                state.path().to_str().unwrap(),
+                "--json",
+                "--parallel",
+                "4",
+            ])
+            .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+            .env("TENANTRY_TARGET_PASSWORD", PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while count() < kill_at
+            && std::time::Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let before = count();
+    assert!(
+        before < N,
+        "the runs were not interrupted ({before} of {N} already there)"
+    );
+
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 0, "{rep:#}");
+    let done = rep["copied"].as_u64().unwrap()
+        + rep["reconciled"].as_u64().unwrap()
+        + rep["unchanged"].as_u64().unwrap();
+    assert_eq!(done, N as u64, "{rep:#}");
+    let names = stored_names(&target_dir);
+    assert_eq!(names.len(), N, "every object exactly once");
+    assert_eq!(names, stored_names(&src.collection_dir("alice/big")));
+    let (code, v) = verify("calendars", &s, &t);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["identical"], N, "{v:#}");
+
+    // A crash between the target's acknowledgement and the record is the worst moment: with
+    // the records gone, every object meets its own copy, which is recognised by name and UID.
+    std::fs::remove_dir_all(state.path()).unwrap();
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(
+        (rep["copied"].as_u64(), rep["reconciled"].as_u64()),
+        (Some(0), Some(N as u64)),
+        "{rep:#}"
+    );
+    assert_eq!(stored_names(&target_dir).len(), N);
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["copied"], 0, "{rep:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_uids_are_reported_with_what_was_done() {
+    let src = Radicale::start();
+    let dst = Radicale::start();
+    let http = Http::default();
+    http.mkcalendar(&src.http("/alice/a/"), "A", "#111111FF", "a", &["VEVENT"])
+        .await;
+    http.mkcalendar(&src.http("/alice/b/"), "B", "#222222FF", "b", &["VEVENT"])
+        .await;
+    // Two objects with one UID in one collection: Radicale refuses that over HTTP (as RFC 4791
+    // asks), but other servers and old exports hold such data; put them in its storage.
+    let a = src.collection_dir("alice/a");
+    std::fs::write(a.join("first.ics"), event("same-uid", "first")).unwrap();
+    std::fs::write(a.join("second.ics"), event("same-uid", "second")).unwrap();
+    http.put(
+        &src.http("/alice/b/shared.ics"),
+        &event("shared-uid", "from the source"),
+    )
+    .await;
+    // The target already has the second UID in a calendar of its own.
+    http.mkcalendar(
+        &dst.http("/alice/old/"),
+        "Old",
+        "#333333FF",
+        "old",
+        &["VEVENT"],
+    )
+    .await;
+    http.put(
+        &dst.http("/alice/old/elsewhere.ics"),
+        &event("shared-uid", "already on the target"),
+    )
+    .await;
+
+    let state = tempfile::tempdir().unwrap();
+    let (s, t) = (src.url("caldav", HOME), dst.url("caldav", HOME));
+    for run in 0..2 {
+        let (code, rep) = migrate("calendars", &s, &t, state.path());
+        assert_eq!(code, 1, "an object was not copied: run {run} {rep:#}");
+        let dups = rep["duplicates"].as_array().unwrap();
+        let same = dups
+            .iter()
+            .find(|d| d["uid"] == "same-uid")
+            .unwrap_or_else(|| panic!("{rep:#}"));
+        assert_eq!(same["copied"], false, "{rep:#}");
+        assert_eq!(same["collection"], "a");
+        assert!(
+            same["action"].as_str().unwrap().contains("not copied"),
+            "{rep:#}"
+        );
+        if run == 0 {
+            let shared = dups
+                .iter()
+                .find(|d| d["uid"] == "shared-uid")
+                .unwrap_or_else(|| panic!("{rep:#}"));
+            assert_eq!(shared["copied"], true, "{rep:#}");
+            assert!(
+                shared["also_in"]
+                    .as_str()
+                    .unwrap()
+                    .contains("old/elsewhere.ics"),
+                "{rep:#}"
+            );
+        }
+    }
+    // One of the two same-UID objects is on the target, the shared one in both calendars.
+    assert_eq!(stored_names(&dst.collection_dir("alice/a")).len(), 1);
+    assert_eq!(
+        stored_names(&dst.collection_dir("alice/b")),
+        vec!["shared.ics"]
+    );
+    assert_eq!(
+        stored_names(&dst.collection_dir("alice/old")),
+        vec!["elsewhere.ics"]
     );
 }

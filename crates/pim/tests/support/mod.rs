@@ -1,6 +1,6 @@
 //! Test support for the calendar and contact engine: a corpus of real-world-shaped objects,
 //! seeding a Radicale server over HTTP, and running the `tenantry-pim` binary.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

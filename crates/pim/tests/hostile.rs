@@ -1,0 +1,151 @@
+//! Servers that refuse or misbehave, scripted with `tenantry_testkit::hostile::HttpServer`:
+//! every refusal is listed with the server's reason and the rest goes on; hrefs that would
+//! leave the collection are refused; nothing is sent that could schedule.
+
+mod support;
+
+use std::io::Write;
+
+use support::*;
+use tenantry_testkit::hostile::{respond, HttpRequest, HttpServer, Then};
+
+fn event(uid: &str, extra: &str) -> String {
+    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:20240110T100000Z\r\nSUMMARY:x{extra}\r\nORGANIZER:mailto:boss@example.com\r\nATTENDEE:mailto:everyone@example.com\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+}
+
+const SOURCE_OBJECTS: [&str; 6] = [
+    "ok.ics",
+    "forbidden.ics",
+    "quota.ics",
+    "taken.ics",
+    "big.ics",
+    "garbage.ics",
+];
+
+fn source_body(name: &str) -> String {
+    match name {
+        "garbage.ics" => "this is not a calendar\r\n".into(),
+        "big.ics" => event("big", &"y".repeat(5000)),
+        n => event(n.trim_end_matches(".ics"), ""),
+    }
+}
+
+fn collection(path: &str, max_size: Option<u64>, members: &[&str]) -> String {
+    let max = max_size
+        .map(|m| format!("<C:max-resource-size>{m}</C:max-resource-size>"))
+        .unwrap_or_default();
+    let mut s = format!(
+        r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:response><D:href>{path}</D:href><D:propstat><D:prop><D:resourcetype><D:collection/><C:calendar/></D:resourcetype><D:displayname>Hostile</D:displayname>{max}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#
+    );
+    for m in members {
+        s += &format!(
+            r#"<D:response><D:href>{m}</D:href><D:propstat><D:prop><D:resourcetype/><D:getetag>"e-{}"</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#,
+            m.len()
+        );
+    }
+    s + "</D:multistatus>"
+}
+
+fn handle(req: &HttpRequest, w: &mut dyn Write) -> std::io::Result<Then> {
+    let xml = [("Content-Type", "application/xml")];
+    match (req.method.as_str(), req.path.as_str()) {
+        ("PROPFIND", "/src/") => {
+            let mut members: Vec<String> = SOURCE_OBJECTS.iter().map(|n| format!("/src/{n}")).collect();
+            members.push("/src/../etc/passwd.ics".into());
+            members.push("/elsewhere/x.ics".into());
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            respond(w, 207, &xml, collection("/src/", None, &members).as_bytes())
+        }
+        ("GET", p) if p.starts_with("/src/") => {
+            respond(w, 200, &[("ETag", "\"s\"")], source_body(&p[5..]).as_bytes())
+        }
+        ("PROPFIND", "/dst/") => respond(w, 207, &xml, collection("/dst/", Some(3000), &[]).as_bytes()),
+        ("REPORT", "/dst/") => respond(w, 207, &xml, collection("/dst/", Some(3000), &[]).as_bytes()),
+        ("PUT", "/dst/ok.ics") => respond(w, 201, &[("ETag", "\"t1\"")], b""),
+        ("PUT", "/dst/forbidden.ics") => respond(
+            w,
+            403,
+            &xml,
+            br#"<?xml version="1.0"?><D:error xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/></D:error>"#,
+        ),
+        ("PUT", "/dst/quota.ics") => respond(w, 507, &[("Content-Type", "text/plain")], b"Quota exceeded for alice\r\n\x1b[2J"),
+        ("PUT", "/dst/taken.ics") => respond(w, 412, &[], b""),
+        ("GET", "/dst/taken.ics") => respond(w, 200, &[("ETag", "\"t9\"")], event("someone-else", "").as_bytes()),
+        _ => respond(w, 404, &[], b""),
+    }
+}
+
+#[test]
+fn a_refusing_target_gets_every_refusal_listed_with_its_reason_and_the_rest_goes_on() {
+    let server = HttpServer::start(handle);
+    let state = tempfile::tempdir().unwrap();
+    let (s, t) = (
+        format!("caldav://127.0.0.1:{}/src/", server.port()),
+        format!("caldav://127.0.0.1:{}/dst/", server.port()),
+    );
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 1, "{rep:#}");
+    assert_eq!(rep["copied"], 1, "{rep:#}");
+    let failures = rep["failures"].as_array().unwrap();
+    let reason = |name: &str| {
+        let f = failures
+            .iter()
+            .find(|f| f["object"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {rep:#}"));
+        (
+            f["status"].as_u64(),
+            f["error"].as_str().unwrap().to_string(),
+        )
+    };
+    let (st, e) = reason("forbidden.ics");
+    assert_eq!(st, Some(403));
+    assert!(e.contains("valid-calendar-data"), "{e}");
+    let (st, e) = reason("quota.ics");
+    assert_eq!(st, Some(507));
+    assert!(
+        e.contains("Quota exceeded for alice") && !e.contains('\x1b'),
+        "{e:?}"
+    );
+    let (st, e) = reason("taken.ics");
+    assert_eq!(st, Some(412));
+    assert!(e.contains("another object (UID someone-else)"), "{e}");
+    let (_, e) = reason("big.ics");
+    assert!(e.contains("over the target's limit of 3000 bytes"), "{e}");
+    let (_, e) = reason("garbage.ics");
+    assert!(e.contains("unparsable"), "{e}");
+    assert_eq!(failures.len(), 5, "{rep:#}");
+    // Hrefs outside the collection are refused by name, never fetched.
+    let refused = rep["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 2, "{rep:#}");
+
+    let reqs = server.requests();
+    for r in &reqs {
+        assert!(
+            r.path.starts_with("/src/") || r.path.starts_with("/dst/"),
+            "request outside the collections: {} {}",
+            r.method,
+            r.path
+        );
+        assert!(
+            !r.path.contains("passwd") && !r.path.contains("elsewhere"),
+            "{}",
+            r.path
+        );
+    }
+    let puts: Vec<&HttpRequest> = reqs.iter().filter(|r| r.method == "PUT").collect();
+    assert_eq!(
+        puts.len(),
+        4,
+        "no PUT for the unparsable or oversized objects"
+    );
+    for p in &puts {
+        assert_eq!(p.header("Schedule-Reply"), Some("F"), "{}", p.path);
+        assert_eq!(p.header("If-None-Match"), Some("*"), "{}", p.path);
+        // Byte for byte what the source served.
+        assert_eq!(p.body, source_body(&p.path[5..]).as_bytes(), "{}", p.path);
+    }
+    // Nothing overwrote the object that belongs to someone else.
+    assert!(!puts
+        .iter()
+        .any(|p| p.path == "/dst/taken.ics" && p.header("If-Match").is_some()));
+}
