@@ -149,3 +149,68 @@ fn a_refusing_target_gets_every_refusal_listed_with_its_reason_and_the_rest_goes
         .iter()
         .any(|p| p.path == "/dst/taken.ics" && p.header("If-Match").is_some()));
 }
+
+/// One `response` with the given resourcetype children.
+fn entry(href: &str, types: &str) -> String {
+    format!(
+        r#"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype><D:collection/>{types}</D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#
+    )
+}
+
+fn multistatus(entries: &[String]) -> String {
+    format!(
+        r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CR="urn:ietf:params:xml:ns:carddav">{}</D:multistatus>"#,
+        entries.concat()
+    )
+}
+
+fn home(req: &HttpRequest, w: &mut dyn Write) -> std::io::Result<Then> {
+    let xml = [("Content-Type", "application/xml")];
+    let body = match (req.method.as_str(), req.path.as_str()) {
+        // The home lists a calendar, scheduling boxes (even claiming to be calendars) and an
+        // address book.
+        ("PROPFIND", "/home/") => multistatus(&[
+            entry("/home/", "<D:principal/>"),
+            entry("/home/cal/", "<C:calendar/>"),
+            entry("/home/inbox/", "<C:calendar/><C:schedule-inbox/>"),
+            entry("/home/outbox/", "<C:calendar/><C:schedule-outbox/>"),
+            entry("/home/book/", "<CR:addressbook/>"),
+        ]),
+        ("PROPFIND", "/dsthome/") => multistatus(&[entry("/dsthome/", "<D:principal/>")]),
+        ("PROPFIND", "/dsthome/cal/") => multistatus(&[entry("/dsthome/cal/", "<C:calendar/>")]),
+        ("PROPFIND", "/home/cal/") => {
+            return respond(
+                w,
+                207,
+                &xml,
+                collection("/home/cal/", None, &["/home/cal/a.ics"]).as_bytes(),
+            )
+        }
+        ("GET", "/home/cal/a.ics") => return respond(w, 200, &[], event("a", "").as_bytes()),
+        ("MKCALENDAR", "/dsthome/cal/") | ("PUT", "/dsthome/cal/a.ics") => {
+            return respond(w, 201, &[], b"")
+        }
+        ("REPORT", _) => multistatus(&[]),
+        _ => return respond(w, 404, &[], b""),
+    };
+    respond(w, 207, &xml, body.as_bytes())
+}
+
+#[test]
+fn scheduling_inboxes_outboxes_and_other_kinds_are_never_touched() {
+    let server = HttpServer::start(home);
+    let state = tempfile::tempdir().unwrap();
+    let (s, t) = (
+        format!("caldav://127.0.0.1:{}/home/", server.port()),
+        format!("caldav://127.0.0.1:{}/dsthome/", server.port()),
+    );
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["copied"], 1, "{rep:#}");
+    assert_eq!(rep["collections"].as_array().unwrap().len(), 1, "{rep:#}");
+    for r in server.requests() {
+        for never in ["inbox", "outbox", "book"] {
+            assert!(!r.path.contains(never), "{} {}", r.method, r.path);
+        }
+    }
+}

@@ -84,6 +84,15 @@ async fn a_home_moves_byte_for_byte_with_properties_then_only_changes_move() {
     let (s_cal, t_cal) = (src.url("caldav", HOME), dst.url("caldav", HOME));
     let (s_card, t_card) = (src.url("carddav", HOME), dst.url("carddav", HOME));
 
+    // A dry run says what would move and changes nothing.
+    let (code, rep) = migrate_with("calendars", &s_cal, &t_cal, state.path(), &["--dry-run"]);
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["copied"], 6, "{rep:#}");
+    assert!(
+        !dst.collection_dir("alice/work").exists(),
+        "a dry run created a collection"
+    );
+
     let (code, rep) = migrate("calendars", &s_cal, &t_cal, state.path());
     assert_eq!(code, 0, "{rep:#}");
     assert_eq!(rep["copied"], 6, "{rep:#}");

@@ -24,7 +24,18 @@ pub fn cli(args: &[&str]) -> Output {
 
 /// Runs `<kind> migrate --json`; returns the exit code and the report.
 pub fn migrate(kind: &str, source: &str, target: &str, state: &Path) -> (i32, serde_json::Value) {
-    let out = cli(&[
+    migrate_with(kind, source, target, state, &[])
+}
+
+/// `migrate` with extra arguments (`--dry-run`, ...).
+pub fn migrate_with(
+    kind: &str,
+    source: &str,
+    target: &str,
+    state: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
+    let mut args = vec![
         kind,
         "migrate",
         "--source",
@@ -34,8 +45,9 @@ pub fn migrate(kind: &str, source: &str, target: &str, state: &Path) -> (i32, se
         "--state-dir",
         state.to_str().unwrap(),
         "--json",
-    ]);
-    json_of(out)
+    ];
+    args.extend_from_slice(extra);
+    json_of(cli(&args))
 }
 
 pub fn verify(kind: &str, source: &str, target: &str) -> (i32, serde_json::Value) {
