@@ -110,6 +110,23 @@ fn open_pair(kind: Kind, p: &Pair, retry: RetryPolicy) -> anyhow::Result<(Dav, D
     ))
 }
 
+/// Finds each side's home when its location names only a server (RFC 6764).
+async fn discover(kind: Kind, s: &mut Dav, t: &mut Dav) -> anyhow::Result<()> {
+    for (side, dav) in [("source", s), ("target", t)] {
+        if let Some(home) = crate::discovery::resolve_home(dav, kind)
+            .await
+            .with_context(|| format!("--{side}"))?
+        {
+            eprintln!(
+                "{side}: discovered the {} home {}",
+                kind.name(),
+                home.path()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn read(f: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(f).with_context(|| format!("reading CA certificate {}", f.display()))
 }
@@ -119,7 +136,8 @@ async fn run_migrate(kind: Kind, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         attempts: a.retries.max(1),
         ..Default::default()
     };
-    let (s, t) = open_pair(kind, &a.pair, retry)?;
+    let (mut s, mut t) = open_pair(kind, &a.pair, retry)?;
+    discover(kind, &mut s, &mut t).await?;
     let (sn, tn) = (
         location::display_name(kind, &a.pair.source),
         location::display_name(kind, &a.pair.target),
@@ -144,7 +162,8 @@ async fn run_migrate(kind: Kind, a: MigrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_verify(kind: Kind, a: Pair) -> anyhow::Result<ExitCode> {
-    let (s, t) = open_pair(kind, &a, RetryPolicy::default())?;
+    let (mut s, mut t) = open_pair(kind, &a, RetryPolicy::default())?;
+    discover(kind, &mut s, &mut t).await?;
     let rep = verify(kind, &s, &t, a.parallel).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);

@@ -32,6 +32,12 @@ pub enum DavError {
     /// The server refused the request; retrying will not change that.
     #[error("HTTP {status}{}", .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     Refused { status: u16, reason: Option<String> },
+    /// A redirect (followed only by discovery, and only on the same server).
+    #[error("redirected (HTTP {status})")]
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
     /// The server answered something we cannot use.
     #[error("{0}")]
     Protocol(String),
@@ -106,6 +112,10 @@ async fn classify(resp: Response) -> Result<Response, DavError> {
             retry_after,
         },
         StatusCode::UNAUTHORIZED => DavError::Auth(401),
+        s if s.is_redirection() => DavError::Redirect {
+            status: s.as_u16(),
+            location: header("location").map(str::to_string),
+        },
         StatusCode::NOT_FOUND => DavError::NotFound,
         StatusCode::LOCKED
         | StatusCode::REQUEST_TIMEOUT
@@ -133,6 +143,11 @@ impl Dav {
             retry,
             paused_until: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Points this client at another URL of the same server (a discovered home).
+    pub fn rebase(&mut self, url: Url) {
+        self.access.url = url;
     }
 
     /// The location's URL (always ending in `/`).

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod collections;
 pub mod dav;
+pub mod discovery;
 pub mod kind;
 pub mod location;
 pub mod migrate;

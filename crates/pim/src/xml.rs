@@ -36,6 +36,10 @@ pub struct DavResponse {
     /// `calendar-data` / `address-data` of a query report (whitespace-trimmed: for UIDs only,
     /// never for copying).
     pub data: Option<String>,
+    /// `current-user-principal` (RFC 5397).
+    pub principal: Option<String>,
+    /// `calendar-home-set` or `addressbook-home-set`.
+    pub home: Option<String>,
 }
 
 impl DavResponse {
@@ -133,6 +137,10 @@ pub fn parse_multistatus(xml: &str) -> Result<Multistatus, String> {
                     }
                     ("max-resource-size", "prop") => ps.max_resource_size = value.parse().ok(),
                     ("calendar-data" | "address-data", "prop") => ps.data = Some(value.to_string()),
+                    ("href", "current-user-principal") => ps.principal = Some(value.to_string()),
+                    ("href", "calendar-home-set" | "addressbook-home-set") => {
+                        ps.home = ps.home.take().or(Some(value.to_string()))
+                    }
                     ("propstat", _) => {
                         if let (Some(c), Some(200) | None) = (cur.as_mut(), ps_status) {
                             merge(c, std::mem::take(&mut ps));
@@ -172,6 +180,8 @@ fn merge(c: &mut DavResponse, p: DavResponse) {
     c.sync_token = c.sync_token.take().or(p.sync_token);
     c.max_resource_size = c.max_resource_size.or(p.max_resource_size);
     c.data = c.data.take().or(p.data);
+    c.principal = c.principal.take().or(p.principal);
+    c.home = c.home.take().or(p.home);
     let (cp, pp) = (&mut c.props, p.props);
     cp.displayname = cp.displayname.take().or(pp.displayname);
     cp.color = cp.color.take().or(pp.color);
@@ -185,6 +195,17 @@ const NS: &str = r#"xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns
 pub fn propfind_collections() -> String {
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?><D:propfind {NS}><D:prop><D:resourcetype/><D:displayname/><A:calendar-color/><C:calendar-description/><CR:addressbook-description/><C:supported-calendar-component-set/><D:sync-token/><C:max-resource-size/><CR:max-resource-size/></D:prop></D:propfind>"#
+    )
+}
+
+/// PROPFIND body for discovery (RFC 6764 §6): the user's principal and home of the kind.
+pub fn propfind_principal(kind: Kind) -> String {
+    let home = match kind {
+        Kind::Calendars => "<C:calendar-home-set/>",
+        Kind::Contacts => "<CR:addressbook-home-set/>",
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><D:propfind {NS}><D:prop><D:current-user-principal/>{home}</D:prop></D:propfind>"#
     )
 }
 
@@ -390,6 +411,15 @@ mod tests {
         );
         assert_eq!(error_reason("  "), None);
         assert_eq!(error_reason(&"x".repeat(1000)).unwrap().len(), 200);
+    }
+
+    #[test]
+    fn parses_principal_and_home_hrefs() {
+        let x = r#"<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><response><href>/alice/</href><propstat><prop><current-user-principal><href>/principals/alice/</href></current-user-principal><C:calendar-home-set><href>/cal/alice/</href></C:calendar-home-set></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        let r = &parse_multistatus(x).unwrap().responses[0];
+        assert_eq!(r.href, "/alice/");
+        assert_eq!(r.principal.as_deref(), Some("/principals/alice/"));
+        assert_eq!(r.home.as_deref(), Some("/cal/alice/"));
     }
 
     #[test]

@@ -396,3 +396,21 @@ async fn duplicate_uids_are_reported_with_what_was_done() {
         vec!["elsewhere.ics"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_server_url_finds_the_users_homes_by_rfc_6764_discovery() {
+    let src = seeded_source().await;
+    let dst = Radicale::start();
+    let state = tempfile::tempdir().unwrap();
+    for (kind, scheme, copied) in [("calendars", "caldav", 6), ("contacts", "carddav", 2)] {
+        let (s, t) = (src.url(scheme, "/"), dst.url(scheme, "/"));
+        let (code, rep) = migrate(kind, &s, &t, state.path());
+        assert_eq!(code, 0, "{rep:#}");
+        assert_eq!(rep["copied"], copied, "{rep:#}");
+        let (code, v) = verify(kind, &s, &t);
+        assert_eq!(code, 0, "{v:#}");
+    }
+    for c in ["alice/work", "alice/tasks", "alice/people"] {
+        assert_same(&src, &dst, c).await;
+    }
+}
