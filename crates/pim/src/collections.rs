@@ -75,9 +75,17 @@ fn collection(name: String, url: Url, r: &DavResponse) -> Collection {
     }
 }
 
-/// Looks at what the location names (one PROPFIND, Depth 1).
+/// Looks at what the location names: a Depth 0 PROPFIND, then — unless it is a collection of
+/// the kind, whose Depth 1 answer would list every object — a Depth 1 one for its children.
 pub async fn find(dav: &Dav, kind: Kind) -> Result<Found, DavError> {
     let base = dav.base().clone();
+    match probe(dav, &base).await? {
+        None => return Ok(Found::Missing),
+        Some(r) if r.is(kind.collection_type()) => {
+            return Ok(Found::Collection(collection(last_segment(&base), base, &r)))
+        }
+        Some(_) => {}
+    }
     let ms = match dav.propfind(&base, "1", &xml::propfind_collections()).await {
         Ok(ms) => ms,
         Err(DavError::NotFound) => return Ok(Found::Missing),
