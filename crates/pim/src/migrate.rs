@@ -361,6 +361,13 @@ impl Run<'_> {
                     self.state.remove_object(src_key, &name)?;
                     report.deleted += 1;
                 }
+                // Some servers answer If-Match on a missing resource with 412: gone is gone.
+                Err(DavError::Refused { status: 412, .. })
+                    if matches!(self.dst.get(&url).await, Err(DavError::NotFound)) =>
+                {
+                    self.state.remove_object(src_key, &name)?;
+                    report.deleted += 1;
+                }
                 Err(e @ DavError::Refused { status: 412, .. }) => report.failures.push(Failure {
                     uid: Some(rec.uid),
                     ..fail(

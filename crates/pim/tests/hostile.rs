@@ -214,3 +214,62 @@ fn scheduling_inboxes_outboxes_and_other_kinds_are_never_touched() {
         }
     }
 }
+
+#[test]
+fn a_deletion_answered_412_counts_as_done_only_when_the_object_is_gone() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for still_there in [false, true] {
+        let deleted_on_source = Arc::new(AtomicBool::new(false));
+        let flag = deleted_on_source.clone();
+        let server = HttpServer::start(move |req: &HttpRequest, w: &mut dyn Write| {
+            let xml = [("Content-Type", "application/xml")];
+            let members: &[&str] = if flag.load(Ordering::SeqCst) {
+                &[]
+            } else {
+                &["/src/a.ics"]
+            };
+            match (req.method.as_str(), req.path.as_str()) {
+                ("PROPFIND", "/src/") => {
+                    respond(w, 207, &xml, collection("/src/", None, members).as_bytes())
+                }
+                ("GET", "/src/a.ics") => respond(w, 200, &[], event("a", "").as_bytes()),
+                ("PROPFIND", "/dst/") => {
+                    respond(w, 207, &xml, collection("/dst/", None, &[]).as_bytes())
+                }
+                ("REPORT", "/dst/") => {
+                    respond(w, 207, &xml, collection("/dst/", None, &[]).as_bytes())
+                }
+                ("PUT", "/dst/a.ics") => respond(w, 201, &[("ETag", "\"t1\"")], b""),
+                // A server that checks If-Match before existence.
+                ("DELETE", "/dst/a.ics") => respond(w, 412, &[], b""),
+                ("GET", "/dst/a.ics") if still_there => respond(
+                    w,
+                    200,
+                    &[("ETag", "\"t2\"")],
+                    event("a", " edited on the target").as_bytes(),
+                ),
+                _ => respond(w, 404, &[], b""),
+            }
+        });
+        let state = tempfile::tempdir().unwrap();
+        let (s, t) = (
+            format!("caldav://127.0.0.1:{}/src/", server.port()),
+            format!("caldav://127.0.0.1:{}/dst/", server.port()),
+        );
+        let (code, rep) = migrate("calendars", &s, &t, state.path());
+        assert_eq!((code, rep["copied"].as_u64()), (0, Some(1)), "{rep:#}");
+        deleted_on_source.store(true, Ordering::SeqCst);
+        let (code, rep) = migrate("calendars", &s, &t, state.path());
+        if still_there {
+            assert_eq!((code, rep["deleted"].as_u64()), (1, Some(0)), "{rep:#}");
+            let e = rep["failures"][0]["error"].as_str().unwrap();
+            assert!(e.contains("changed on the target"), "{e}");
+        } else {
+            assert_eq!((code, rep["deleted"].as_u64()), (0, Some(1)), "{rep:#}");
+            // And the record is gone: a further run has nothing to delete.
+            let (code, rep) = migrate("calendars", &s, &t, state.path());
+            assert_eq!((code, rep["deleted"].as_u64()), (0, Some(0)), "{rep:#}");
+        }
+    }
+}
