@@ -21,7 +21,7 @@ pub struct Secret<'a> {
 }
 
 impl Secret<'_> {
-    fn read(&self) -> anyhow::Result<Option<String>> {
+    pub fn read(&self) -> anyhow::Result<Option<String>> {
         if let Some(f) = self.file {
             let s = std::fs::read_to_string(f)
                 .with_context(|| format!("reading password file {}", f.display()))?;

@@ -65,6 +65,12 @@ enum Command {
     /// Document-library migration between WebDAV servers and folders (runs here).
     #[command(subcommand)]
     Files(tenantry_files::cli::FilesCommand),
+    /// Calendar and task-list migration between CalDAV servers (runs here).
+    #[command(subcommand)]
+    Calendars(tenantry_pim::cli::PimCommand),
+    /// Address-book migration between CardDAV servers (runs here).
+    #[command(subcommand)]
+    Contacts(tenantry_pim::cli::PimCommand),
     /// Tenant moves: plan and run a whole move on the server.
     #[command(subcommand)]
     Move(crate::moves_cli::MoveCmd),
@@ -459,6 +465,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Files(cmd) => {
             engine_logging();
             tenantry_files::cli::run(cmd).await
+        }
+        Command::Calendars(cmd) => {
+            engine_logging();
+            Ok(tenantry_pim::cli::run(tenantry_pim::kind::Kind::Calendars, cmd).await)
+        }
+        Command::Contacts(cmd) => {
+            engine_logging();
+            Ok(tenantry_pim::cli::run(tenantry_pim::kind::Kind::Contacts, cmd).await)
         }
         Command::Move(cmd) => crate::moves_cli::run_move(cmd).await,
         Command::Profile(cmd) => crate::moves_cli::run_profile(cmd).await,

@@ -1,6 +1,6 @@
 //! Test kit: throwaway servers and helpers shared by the integration tests and the benchmarks.
 //!
-//! Each server runs the real program (Dovecot, Apache with mod_dav, wsgidav) on free loopback
+//! Each server runs the real program (Dovecot, Apache with mod_dav, wsgidav, Radicale) on free loopback
 //! ports with its own configuration in a temporary directory, and is stopped on drop. Nothing
 //! here knows about a particular binary: the helpers that run `tenantry-mail` or
 //! `tenantry-files` stay in the tests of those crates. Not for production use.
@@ -16,6 +16,7 @@ pub mod faults;
 pub mod hostile;
 pub mod net;
 pub mod process;
+pub mod radicale;
 pub mod tls;
 pub mod tree;
 pub mod wsgidav;

@@ -1,0 +1,141 @@
+//! RFC 6764 discovery, for a location that names only a server (`caldav://alice@host/`): the
+//! `/.well-known/caldav` (or `carddav`) entry point, one same-server redirect at most, the
+//! user's `current-user-principal` (RFC 5397), then its `calendar-home-set` /
+//! `addressbook-home-set` (RFC 4791 §6.2.1, RFC 6352 §7.1.1). Every href and redirect must stay
+//! on the server named (checked by `HrefRoot` against its root).
+
+use reqwest::Url;
+use tenantry_files::webdav::propfind::HrefRoot;
+
+use crate::collections::child_url;
+use crate::dav::{Dav, DavError};
+use crate::kind::Kind;
+use crate::xml;
+
+/// A same-server URL for an href (or a redirect's `Location`), checked segment by segment.
+fn same_server(origin: &Url, href: &str) -> Result<Url, String> {
+    let root = HrefRoot::new(&origin.join("/").map_err(|e| e.to_string())?)?;
+    // Absolute hrefs are checked as sent (joining would resolve `%2e%2e` first); a relative
+    // one (seen in `Location`) is joined first.
+    let absolute = if href.starts_with('/') || href.contains("://") {
+        href.to_string()
+    } else {
+        origin
+            .join(href)
+            .map_err(|e| format!("bad href {href:?}: {e}"))?
+            .to_string()
+    };
+    let path = root
+        .resolve(&absolute)
+        .map_err(|why| format!("href {href:?} refused: {why}"))?;
+    let root_url = origin.join("/").map_err(|e| e.to_string())?;
+    if path.is_empty() {
+        return Ok(root_url);
+    }
+    child_url(&root_url, &path, true).map_err(|e| e.to_string())
+}
+
+/// When the location's path is `/`, finds the user's home of the kind and points `dav` at it.
+/// Returns the home found, or `None` when the location named a path of its own.
+pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Url>> {
+    if dav.base().path() != "/" {
+        return Ok(None);
+    }
+    let origin = dav.base().clone();
+    let body = xml::propfind_principal(kind);
+    let well_known = origin.join(match kind {
+        Kind::Calendars => "/.well-known/caldav",
+        Kind::Contacts => "/.well-known/carddav",
+    })?;
+    // The entry point: the well-known URL, where it redirects (same server), else the root.
+    let mut at = well_known;
+    let mut answer = None;
+    for _ in 0..2 {
+        match dav.propfind(&at, "0", &body).await {
+            Ok(ms) => {
+                answer = Some(ms);
+                break;
+            }
+            Err(DavError::Redirect {
+                location: Some(l), ..
+            }) => at = same_server(&origin, &l).map_err(anyhow::Error::msg)?,
+            Err(DavError::NotFound | DavError::Redirect { .. } | DavError::Refused { .. }) => break,
+            Err(e) => return Err(anyhow::anyhow!("discovery at {}: {e}", at.path())),
+        }
+    }
+    let ms = match answer {
+        Some(ms) => ms,
+        None => dav.propfind(&origin, "0", &body).await.map_err(|e| {
+            anyhow::anyhow!(
+                "discovery: the server has no well-known entry and its root answered {e}"
+            )
+        })?,
+    };
+    let principal = ms
+        .responses
+        .iter()
+        .find_map(|r| r.principal.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "discovery: the server names no current-user-principal; give the URL of the home"
+            )
+        })?;
+    let principal = same_server(&origin, &principal).map_err(anyhow::Error::msg)?;
+    let ms = dav
+        .propfind(&principal, "0", &body)
+        .await
+        .map_err(|e| anyhow::anyhow!("discovery at the principal {}: {e}", principal.path()))?;
+    let home = ms
+        .responses
+        .iter()
+        .find_map(|r| r.home.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "discovery: the principal {} names no {} home",
+                principal.path(),
+                kind.name()
+            )
+        })?;
+    let home = same_server(&origin, &home).map_err(anyhow::Error::msg)?;
+    dav.rebase(home.clone());
+    Ok(Some(home))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_hrefs_stay_on_the_server() {
+        let o = Url::parse("https://dav.example:8443/").unwrap();
+        assert_eq!(
+            same_server(&o, "/alice/").unwrap().as_str(),
+            "https://dav.example:8443/alice/"
+        );
+        assert_eq!(
+            same_server(&o, "https://dav.example:8443/p/al%20ice")
+                .unwrap()
+                .as_str(),
+            "https://dav.example:8443/p/al%20ice/"
+        );
+        assert_eq!(
+            same_server(&o, "/").unwrap().as_str(),
+            "https://dav.example:8443/"
+        );
+        // Only the path of an href is used: a server behind TLS offload naming itself over
+        // plain HTTP is still asked over HTTPS.
+        assert_eq!(
+            same_server(&o, "http://dav.example/alice/")
+                .unwrap()
+                .as_str(),
+            "https://dav.example:8443/alice/"
+        );
+        for bad in [
+            "https://evil.example/alice/",
+            "/a/%2e%2e/%2e%2e/etc/",
+            "/a%2Fb/",
+        ] {
+            assert!(same_server(&o, bad).is_err(), "{bad}");
+        }
+    }
+}

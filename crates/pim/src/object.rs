@@ -1,0 +1,175 @@
+//! Pure inspection of one calendar object (iCalendar, RFC 5545) or contact (vCard 3 / 4): is it
+//! well formed enough to store, and what is its UID. Nothing here changes a byte: objects are
+//! sent as the source served them, and this only decides whether and where.
+
+use crate::kind::Kind;
+
+/// What the engine needs to know about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub uid: String,
+    /// The component holding the UID: `VEVENT`, `VTODO`, `VJOURNAL`, `VFREEBUSY` or `VCARD`.
+    pub component: String,
+}
+
+/// Content lines with folding undone (RFC 5545 §3.1, RFC 6350 §3.2). Invalid UTF-8 is read
+/// lossily: it only matters for the names and UIDs looked at here.
+fn unfolded(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: Vec<String> = Vec::new();
+    for raw in text.split('\n') {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        match (line.strip_prefix([' ', '\t']), out.last_mut()) {
+            (Some(rest), Some(prev)) => prev.push_str(rest),
+            _ if line.is_empty() => {}
+            _ => out.push(line.to_string()),
+        }
+    }
+    out
+}
+
+/// Splits a content line into its upper-cased name (group prefix dropped) and its value; the
+/// value starts at the first `:` outside a quoted parameter.
+fn split_line(line: &str) -> Option<(String, &str)> {
+    let mut quoted = false;
+    let mut name_end = None;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if name_end.is_none() && !quoted => name_end = Some(i),
+            ':' if !quoted => {
+                let name = &line[..name_end.unwrap_or(i)];
+                let name = name.rsplit('.').next().unwrap_or(name);
+                return Some((name.to_ascii_uppercase(), &line[i + 1..]));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Checks the object's structure and finds its UID.
+pub fn inspect(kind: Kind, bytes: &[u8]) -> Result<ObjectInfo, String> {
+    let lines = unfolded(bytes);
+    let outer = match kind {
+        Kind::Calendars => "VCALENDAR",
+        Kind::Contacts => "VCARD",
+    };
+    let mut stack: Vec<String> = Vec::new();
+    let mut outers = 0;
+    let mut found: Option<ObjectInfo> = None;
+    for line in &lines {
+        let (name, value) =
+            split_line(line).ok_or_else(|| format!("a line without a value: {:.40?}", line))?;
+        let value = value.trim();
+        match name.as_str() {
+            "BEGIN" => {
+                let comp = value.to_ascii_uppercase();
+                if stack.is_empty() {
+                    if comp != outer {
+                        return Err(format!("starts with BEGIN:{comp:.20}, not BEGIN:{outer}"));
+                    }
+                    outers += 1;
+                    if outers > 1 {
+                        return Err(format!("more than one {outer} in one object"));
+                    }
+                }
+                stack.push(comp);
+            }
+            "END" => match stack.pop() {
+                Some(open) if open.eq_ignore_ascii_case(value) => {}
+                Some(open) => return Err(format!("END:{value:.20} closes {open}")),
+                None => return Err(format!("END:{value:.20} without BEGIN")),
+            },
+            _ if stack.is_empty() => return Err(format!("{name:.20} outside {outer}")),
+            "METHOD" if kind == Kind::Calendars && stack.len() == 1 => {
+                return Err("it has a METHOD: an iTIP message, not a stored calendar object".into())
+            }
+            "UID" => {
+                let holder = stack.last().map(String::as_str).unwrap_or("");
+                let top_level = match kind {
+                    Kind::Calendars => {
+                        stack.len() == 2
+                            && matches!(holder, "VEVENT" | "VTODO" | "VJOURNAL" | "VFREEBUSY")
+                    }
+                    Kind::Contacts => stack.len() == 1,
+                };
+                if !top_level {
+                    continue;
+                }
+                match &found {
+                    Some(f) if f.uid != value => {
+                        return Err(format!(
+                            "components with different UIDs ({:.60} and {value:.60})",
+                            f.uid
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        found = Some(ObjectInfo {
+                            uid: value.to_string(),
+                            component: holder.to_string(),
+                        })
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(format!("BEGIN:{open} is never closed"));
+    }
+    if outers == 0 {
+        return Err(format!("no {outer} in it"));
+    }
+    match found {
+        Some(f) if !f.uid.is_empty() => Ok(f),
+        _ => Err("it has no UID".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:abc-\r\n 123@example.com\r\nSUMMARY:x\r\nBEGIN:VALARM\r\nUID:alarm-uid\r\nEND:VALARM\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:abc-123@example.com\r\nRECURRENCE-ID:20240101T100000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    #[test]
+    fn finds_the_uid_of_a_recurring_event_with_overrides() {
+        let i = inspect(Kind::Calendars, EVENT.as_bytes()).unwrap();
+        assert_eq!(i.uid, "abc-123@example.com", "folded UID is unfolded");
+        assert_eq!(i.component, "VEVENT");
+    }
+
+    #[test]
+    fn vcards_3_and_4_with_groups_and_quoted_params() {
+        let v3 = "BEGIN:VCARD\nVERSION:3.0\nFN:Zoë\nitem1.UID;X-A=\"a:b\":urn:uuid:1\nEND:VCARD\n";
+        assert_eq!(
+            inspect(Kind::Contacts, v3.as_bytes()).unwrap().uid,
+            "urn:uuid:1"
+        );
+        let v4 = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:u4\r\nPHOTO:data:image/jpeg;base64,AAAA\r\n BBBB\r\nEND:VCARD\r\n";
+        assert_eq!(
+            inspect(Kind::Contacts, v4.as_bytes()).unwrap().component,
+            "VCARD"
+        );
+    }
+
+    #[test]
+    fn refuses_what_a_server_should_not_store() {
+        for (kind, text, why) in [
+            (Kind::Calendars, "garbage", "without a value"),
+            (Kind::Calendars, "BEGIN:VCARD\nUID:x\nEND:VCARD\n", "not BEGIN:VCALENDAR"),
+            (Kind::Calendars, "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nEND:VCALENDAR\n", "closes VEVENT"),
+            (Kind::Calendars, "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nEND:VEVENT\n", "never closed"),
+            (Kind::Calendars, "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n", "no UID"),
+            (Kind::Calendars, "BEGIN:VCALENDAR\nMETHOD:REQUEST\nBEGIN:VEVENT\nUID:x\nEND:VEVENT\nEND:VCALENDAR\n", "iTIP"),
+            (Kind::Calendars, "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:a\nEND:VEVENT\nBEGIN:VTODO\nUID:b\nEND:VTODO\nEND:VCALENDAR\n", "different UIDs"),
+            (Kind::Contacts, "BEGIN:VCARD\nFN:x\nEND:VCARD\nBEGIN:VCARD\nFN:y\nEND:VCARD\n", "more than one"),
+            (Kind::Contacts, "", "no VCARD"),
+        ] {
+            let e = inspect(kind, text.as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
+}
