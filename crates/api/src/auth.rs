@@ -11,6 +11,9 @@ use std::sync::RwLock;
 use tenantry_ledger::role::{Action, Principal};
 use tenantry_ledger::TenantId;
 
+/// How an application's access token begins (issued by `tenantry_app::Ledger::issue_app_token`).
+const APP_TOKEN_PREFIX: &str = "tat_";
+
 pub const OPERATOR_TOKEN_SETTING: &str = "operator_token_sha256";
 
 // Token secrets are made and hashed by the application layer, which issues tokens.
@@ -62,7 +65,7 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 /// The client's address, as the server loop recorded it (unknown in in-process tests).
-fn client_address(parts: &Parts) -> IpAddr {
+pub(crate) fn client_address(parts: &Parts) -> IpAddr {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -94,12 +97,20 @@ impl FromRequestParts<AppState> for Auth {
         {
             return Ok(Auth(Principal::Operator));
         }
-        match app.store.principal_for_token(hash).await? {
+        // Applications' access tokens (client credentials) expire; API tokens do not.
+        let principal = if token.starts_with(APP_TOKEN_PREFIX) {
+            app.store
+                .principal_for_app_token(hash, app.clock.now())
+                .await?
+        } else {
+            app.store.principal_for_token(hash).await?
+        };
+        match principal {
             Some(principal) => Ok(Auth(principal)),
             None => {
                 app.auth_failures.failed(client);
                 // The token itself is never logged, not even in part.
-                tracing::warn!(%client, path = %parts.uri.path(), "authentication failed: unknown or revoked token");
+                tracing::warn!(%client, path = %parts.uri.path(), "authentication failed: unknown, revoked or expired token");
                 Err(ApiError::unauthorized("the token is not valid"))
             }
         }

@@ -488,3 +488,25 @@ pub struct TokenDto {
 pub struct AdvanceClock {
     pub days: i64,
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateApplication {
+    pub display_name: String,
+    /// `GlobalAdmin`, `BillingAdmin`, `LicenseAdmin`, `UserAdmin` or `GlobalReader`.
+    pub role: String,
+}
+
+/// An application registered for the client-credentials grant.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationDto {
+    /// The application (client) id.
+    pub client_id: Uuid,
+    pub tenant_id: Uuid,
+    pub display_name: String,
+    pub role: String,
+    /// The secret, shown only in this response.
+    pub client_secret: String,
+    pub created_date_time: String,
+}

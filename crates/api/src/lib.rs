@@ -10,12 +10,14 @@ pub mod clock;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod graph;
 pub mod idempotency;
 mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod throttle;
+pub mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -41,6 +43,8 @@ pub struct Inner {
     pub auth_failures: throttle::FailureLimiter,
     /// Tenant moves: absent when the server runs without them (the API answers 503).
     pub mover: Option<Arc<tenantry_mover::gather::Mover>>,
+    /// The Graph surface's request budget and token lifetime.
+    pub graph: graph::Settings,
     metrics: metrics::Metrics,
 }
 
@@ -68,6 +72,7 @@ impl AppState {
             tokens: auth::TokenCache::default(),
             auth_failures: throttle::FailureLimiter::default(),
             mover,
+            graph: graph::Settings::default(),
             metrics: metrics::Metrics::default(),
         }))
     }
@@ -131,6 +136,10 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .route(tenant, get(platform::get_tenant))
         .route("/v1/skus", get(platform::list_skus).post(platform::add_sku))
         .route(&format!("{tenant}/tokens"), post(platform::create_token))
+        .route(
+            &format!("{tenant}/applications"),
+            post(platform::create_application),
+        )
         .route(
             &format!("{tenant}/tokens/{{token}}"),
             delete(platform::revoke_token),
@@ -201,6 +210,7 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         ));
     Router::new()
         .merge(api)
+        .merge(graph::routes(app.clone()))
         .merge(extra)
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -214,8 +224,8 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .with_state(app)
 }
 
-/// Applies subscription lifecycle transitions as time passes, and forgets idempotency keys
-/// older than [`idempotency::KEEP_FOR_SECS`].
+/// Applies subscription lifecycle transitions as time passes, forgets idempotency keys
+/// older than [`idempotency::KEEP_FOR_SECS`] and expired application access tokens.
 pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -228,6 +238,9 @@ pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
             let expired = tenantry_ledger::Timestamp(now.0 - idempotency::KEEP_FOR_SECS);
             if let Err(e) = app.store.idempotency_expire(expired).await {
                 tracing::error!(error = %e, "idempotency key sweep failed");
+            }
+            if let Err(e) = app.ledger.sweep_app_tokens(now).await {
+                tracing::error!(error = %e, "expired access token sweep failed");
             }
         }
     });

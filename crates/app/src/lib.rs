@@ -25,6 +25,7 @@
 //! The move state machine (`MoveStore::start_run`, `finish_step`, …) still lives in the SQLite
 //! backend; moving it here is the next step (issue 11).
 
+pub mod applications;
 mod audit;
 mod caller;
 pub mod effects;
@@ -36,6 +37,7 @@ mod subscriptions;
 pub mod tokens;
 mod users;
 
+pub use applications::{AppAccessToken, RegisteredApplication};
 pub use caller::Caller;
 pub use effects::{EffectOutcome, MoveEffect};
 pub use orders::{Order, SkuRef};

@@ -6,6 +6,7 @@
 //! operation once and runs it as a unit of work over the primitives of [`LedgerTx`], inside one
 //! write transaction of the backend ([`LedgerStore::write_tx`]).
 
+pub mod directory;
 pub mod moves;
 mod sqlite;
 pub mod tx;
@@ -22,13 +23,14 @@ use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 
+pub use directory::{AppTokenRecord, ApplicationRecord, DirectoryStore, UserFilter};
 pub use moves::MoveStore;
 pub use sqlite::SqliteStore;
 pub use tx::{transaction, LedgerTx, SeatPool, TxWork, UserWrite};
 
 /// Everything the server stores, behind one object.
-pub trait Store: LedgerStore + MoveStore {}
-impl<T: LedgerStore + MoveStore> Store for T {}
+pub trait Store: LedgerStore + MoveStore + DirectoryStore {}
+impl<T: LedgerStore + MoveStore + DirectoryStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -2,7 +2,7 @@
 //! work that runs over them. Business rules are not here: the application layer (`tenantry-app`)
 //! decides, these methods only read and write rows.
 
-use crate::{Result, StoreError, TokenRecord};
+use crate::{AppTokenRecord, ApplicationRecord, Result, StoreError, TokenRecord};
 use std::any::Any;
 use std::collections::HashMap;
 use tenantry_ledger::assignment::Assignment;
@@ -95,6 +95,20 @@ pub trait LedgerTx {
     /// The value a move recorded for an effect key, if it made that effect already.
     fn find_effect(&mut self, move_id: Uuid, key: &str) -> Result<Option<String>>;
     fn record_effect(&mut self, move_id: Uuid, key: &str, value: &str) -> Result<()>;
+
+    // ---- applications (client credentials) and their access tokens ----
+    /// Registers an application with the hash of its secret (never the secret).
+    fn insert_application(
+        &mut self,
+        app: &ApplicationRecord,
+        secret_hash: &str,
+        created_by: &str,
+    ) -> Result<()>;
+    /// An application and its secret's hash.
+    fn load_application(&mut self, client_id: Uuid) -> Result<Option<(ApplicationRecord, String)>>;
+    fn insert_app_token(&mut self, token: &AppTokenRecord) -> Result<()>;
+    /// Deletes the access tokens expired at `now`; how many.
+    fn delete_expired_app_tokens(&mut self, now: Timestamp) -> Result<usize>;
 }
 
 /// A unit of work, type-erased so that the store trait stays object-safe; [`transaction`] gives

@@ -59,6 +59,9 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Applications: a client id and secret for the OAuth2 client-credentials grant (/v1.0).
+    #[command(subcommand)]
+    App(AppCmd),
     /// Mailbox migration, IMAP to IMAP (runs here, not on the server).
     #[command(subcommand)]
     Mail(tenantry_mail::cli::MailCommand),
@@ -253,7 +256,7 @@ enum LicenseCmd {
     Assign {
         #[command(flatten)]
         tenant: TenantArg,
-        /// User id.
+        /// User id or userPrincipalName.
         #[arg(long)]
         user: String,
         /// skuPartNumber or skuId.
@@ -326,6 +329,23 @@ enum TokenCmd {
         tenant: TenantArg,
         /// The token's id (not the secret), as `token create` printed with --json.
         id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppCmd {
+    /// Register an application with one role; its client secret is shown once.
+    Create {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// GlobalAdmin, BillingAdmin, LicenseAdmin, UserAdmin or GlobalReader.
+        #[arg(long)]
+        role: String,
+        /// The application's display name.
+        #[arg(long, default_value = "tenantry app")]
+        name: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -529,6 +549,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 println!("  {}", s(&token, "token"));
                 println!("Token id (to revoke it): {}", s(&token, "id"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App(AppCmd::Create {
+            tenant,
+            role,
+            name,
+            remote,
+        }) => {
+            let app = client(&remote)?
+                .post(
+                    &format!("/v1/tenants/{}/applications", tenant.tenant),
+                    json!({"displayName": name, "role": role}),
+                )
+                .await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&app)?);
+            } else {
+                println!(
+                    "Application {} ({})",
+                    s(&app, "displayName"),
+                    s(&app, "role")
+                );
+                println!("  tenant id:     {}", s(&app, "tenantId"));
+                println!("  client id:     {}", s(&app, "clientId"));
+                println!(
+                    "  client secret (shown only this once): {}",
+                    s(&app, "clientSecret")
+                );
+                println!(
+                    "Token endpoint: POST /{}/oauth2/v2.0/token",
+                    s(&app, "tenantId")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -767,6 +820,11 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A user id or userPrincipalName as a path segment.
+fn user_path(user: &str) -> String {
+    tenantry_api::routes::urlencode(user)
+}
+
 async fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         LicenseCmd::Assign {
@@ -798,7 +856,11 @@ async fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
             let body = json!({"addLicenses": [{"skuId": sku["skuId"], "disabledPlans": disabled_ids}], "removeLicenses": []});
             let u = c
                 .post(
-                    &format!("/v1/tenants/{}/users/{user}/assignLicense", tenant.tenant),
+                    &format!(
+                        "/v1/tenants/{}/users/{}/assignLicense",
+                        tenant.tenant,
+                        user_path(&user)
+                    ),
                     body,
                 )
                 .await?;
@@ -815,7 +877,11 @@ async fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
             let body = json!({"addLicenses": [], "removeLicenses": [sku["skuId"]]});
             let u = c
                 .post(
-                    &format!("/v1/tenants/{}/users/{user}/assignLicense", tenant.tenant),
+                    &format!(
+                        "/v1/tenants/{}/users/{}/assignLicense",
+                        tenant.tenant,
+                        user_path(&user)
+                    ),
                     body,
                 )
                 .await?;
@@ -828,8 +894,9 @@ async fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
         } => {
             let page = client(&remote)?
                 .get(&format!(
-                    "/v1/tenants/{}/users/{user}/licenseDetails",
-                    tenant.tenant
+                    "/v1/tenants/{}/users/{}/licenseDetails",
+                    tenant.tenant,
+                    user_path(&user)
                 ))
                 .await?;
             let mut rows = Vec::new();

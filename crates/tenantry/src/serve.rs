@@ -49,6 +49,16 @@ pub struct ServeArgs {
     /// Seconds an idle connection is kept open after a response.
     #[arg(long, default_value_t = 5)]
     pub keep_alive_timeout: u64,
+    /// Seconds an application's access token (client credentials) stays valid.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    pub token_lifetime: i64,
+    /// Requests one token may make on /v1.0 per `--graph-budget-window` seconds; past it, 429
+    /// with Retry-After.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub graph_budget: u32,
+    /// The window of `--graph-budget`, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub graph_budget_window: u64,
 }
 
 /// Shortest operator token accepted: 32 characters of a random token are well above 128 bits.
@@ -146,6 +156,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| db_dir.join("tenantry-data")),
     });
     let app = AppState::with_mover(store, clock, Some(mover.clone()));
+    app.graph.set_token_lifetime_secs(args.token_lifetime);
+    app.graph.budget.configure(
+        args.graph_budget,
+        Duration::from_secs(args.graph_budget_window),
+    );
     match ensure_operator_token(&app, admin_token.as_deref())
         .await
         .context("cannot set up the operator token")?

@@ -17,8 +17,18 @@ use tenantry_ledger::role::Action;
 use tenantry_ledger::user::UserPatch;
 use tenantry_ledger::{SkuId, TenantId, UserId};
 
-fn ids(tenant: &str, user: &str) -> ApiResult<(TenantId, UserId)> {
-    Ok((parse_id(tenant, "tenant")?, parse_id(user, "user")?))
+/// The tenant and the user a path names (by id or userPrincipalName), once `action` is allowed:
+/// a forbidden caller hears 403 (or 404 for another tenant) before any lookup.
+async fn user_in(
+    app: &AppState,
+    auth: &Auth,
+    action: Action,
+    tenant: &str,
+    user: &str,
+) -> ApiResult<(TenantId, UserId)> {
+    let tenant: TenantId = parse_id(tenant, "tenant")?;
+    auth.authorize(tenant, action)?;
+    Ok((tenant, crate::users::resolve(app, tenant, user).await?))
 }
 
 fn user_response(status: StatusCode, dto: UserDto) -> Response {
@@ -91,14 +101,13 @@ pub async fn list_all(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenantId}/users/{id}", tag = "users",
-    params(("tenantId" = String, Path), ("id" = String, Path)), responses((status = 200, body = UserDto), (status = 404)))]
+    params(("tenantId" = String, Path), ("id" = String, Path, description = "user id or userPrincipalName")), responses((status = 200, body = UserDto), (status = 404)))]
 pub async fn get(
     State(app): State<AppState>,
     auth: Auth,
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (tenant, id) = ids(&tenant, &id)?;
-    auth.authorize(tenant, Action::Read)?;
+    let (tenant, id) = user_in(&app, &auth, Action::Read, &tenant, &id).await?;
     let user = app.store.get_user(tenant, id).await?;
     let licences = app.store.license_details(tenant, id).await?;
     Ok(user_response(
@@ -108,7 +117,7 @@ pub async fn get(
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{tenantId}/users/{id}", tag = "users",
-    params(("tenantId" = String, Path), ("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("tenantId" = String, Path), ("id" = String, Path, description = "user id or userPrincipalName"), ("If-Match" = Option<String>, Header)),
     request_body = PatchUser, responses((status = 200, body = UserDto), (status = 404), (status = 409), (status = 412), (status = 422)))]
 pub async fn patch(
     State(app): State<AppState>,
@@ -117,8 +126,7 @@ pub async fn patch(
     Path((tenant, id)): Path<(String, String)>,
     body: Result<ApiJson<PatchUser>, ApiError>,
 ) -> ApiResult<Response> {
-    let (tenant, id) = ids(&tenant, &id)?;
-    auth.authorize(tenant, Action::ManageUsers)?;
+    let (tenant, id) = user_in(&app, &auth, Action::ManageUsers, &tenant, &id).await?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
     let patch = UserPatch {
@@ -142,14 +150,13 @@ pub async fn patch(
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenantId}/users/{id}", tag = "users",
-    params(("tenantId" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404)))]
+    params(("tenantId" = String, Path), ("id" = String, Path, description = "user id or userPrincipalName")), responses((status = 204), (status = 404)))]
 pub async fn delete(
     State(app): State<AppState>,
     auth: Auth,
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (tenant, id) = ids(&tenant, &id)?;
-    auth.authorize(tenant, Action::ManageUsers)?;
+    let (tenant, id) = user_in(&app, &auth, Action::ManageUsers, &tenant, &id).await?;
     app.ledger
         .delete_user(&Caller::new(auth.0), tenant, id, app.clock.now())
         .await?;
@@ -158,7 +165,7 @@ pub async fn delete(
 
 /// Graph `assignLicense`: adds and removes licences in one step; all or nothing.
 #[utoipa::path(post, path = "/v1/tenants/{tenantId}/users/{id}/assignLicense", tag = "users",
-    params(("tenantId" = String, Path), ("id" = String, Path)), request_body = AssignLicense,
+    params(("tenantId" = String, Path), ("id" = String, Path, description = "user id or userPrincipalName")), request_body = AssignLicense,
     responses((status = 200, body = UserDto), (status = 404), (status = 409, description = "NoFreeSeat"), (status = 422)))]
 pub async fn assign_license(
     State(app): State<AppState>,
@@ -166,8 +173,7 @@ pub async fn assign_license(
     Path((tenant, id)): Path<(String, String)>,
     body: Result<ApiJson<AssignLicense>, ApiError>,
 ) -> ApiResult<Response> {
-    let (tenant, id) = ids(&tenant, &id)?;
-    auth.authorize(tenant, Action::AssignLicenses)?;
+    let (tenant, id) = user_in(&app, &auth, Action::AssignLicenses, &tenant, &id).await?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
     let add = body
@@ -199,15 +205,14 @@ pub async fn assign_license(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenantId}/users/{id}/licenseDetails", tag = "users",
-    params(("tenantId" = String, Path), ("id" = String, Path)),
+    params(("tenantId" = String, Path), ("id" = String, Path, description = "user id or userPrincipalName")),
     responses((status = 200, body = inline(List<LicenseDetailDto>)), (status = 404)))]
 pub async fn license_details(
     State(app): State<AppState>,
     auth: Auth,
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<Json<List<LicenseDetailDto>>> {
-    let (tenant, id) = ids(&tenant, &id)?;
-    auth.authorize(tenant, Action::Read)?;
+    let (tenant, id) = user_in(&app, &auth, Action::Read, &tenant, &id).await?;
     let licences = app.store.license_details(tenant, id).await?;
     let catalog = app.store.list_skus().await?;
     let value = licences

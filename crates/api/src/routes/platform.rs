@@ -4,7 +4,8 @@ use super::list;
 use crate::auth::{Auth, Operator};
 use crate::clock::rfc3339;
 use crate::dto::{
-    AdvanceClock, CreateSku, CreateTenant, CreateToken, List, SkuDto, TenantDto, TokenDto,
+    AdvanceClock, ApplicationDto, CreateApplication, CreateSku, CreateTenant, CreateToken, List,
+    SkuDto, TenantDto, TokenDto,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_id, ApiJson, Paging};
@@ -13,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use tenantry_app::{Caller, IssuedToken};
+use tenantry_app::{Caller, IssuedToken, RegisteredApplication};
 use tenantry_ledger::catalog::{ServicePlan, Sku};
 use tenantry_ledger::role::Action;
 use tenantry_ledger::{SkuId, TenantId, TokenId};
@@ -140,6 +141,48 @@ pub async fn create_token(
             tenant_id: tenant.0,
             role: record.role.as_str().into(),
             token,
+            created_date_time: rfc3339(record.created_at),
+        }),
+    )
+        .into_response())
+}
+
+/// Registers an application for the OAuth2 client-credentials grant
+/// (`POST /{tenantId}/oauth2/v2.0/token`); the client secret is shown in this answer only.
+#[utoipa::path(post, path = "/v1/tenants/{tenantId}/applications", tag = "tenants", params(("tenantId" = String, Path)),
+    request_body = CreateApplication, responses((status = 201, body = ApplicationDto), (status = 403), (status = 404), (status = 422)))]
+pub async fn create_application(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+    body: Result<ApiJson<CreateApplication>, ApiError>,
+) -> ApiResult<axum::response::Response> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::ManageTokens)?;
+    // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
+    let ApiJson(body) = body?;
+    let RegisteredApplication {
+        record,
+        client_secret,
+    } = app
+        .ledger
+        .register_application(
+            &Caller::new(auth.0),
+            tenant,
+            &body.display_name,
+            &body.role,
+            app.clock.now(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        [(crate::idempotency::SECRET_FIELDS, "clientSecret")],
+        Json(ApplicationDto {
+            client_id: record.client_id,
+            tenant_id: tenant.0,
+            display_name: record.display_name,
+            role: record.role.as_str().into(),
+            client_secret,
             created_date_time: rfc3339(record.created_at),
         }),
     )

@@ -1,6 +1,7 @@
 //! The SQLite backend: WAL journal, `synchronous=FULL` (a commit survives power loss), one writer
 //! thread with group commit ([`writer`]) and a pool of reader connections.
 
+mod directory;
 mod moves;
 mod schema;
 mod tx;

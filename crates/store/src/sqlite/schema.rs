@@ -160,7 +160,71 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Migrations known by a number of their own rather than by position, so that work developed
+/// side by side does not fight over the next position. Each is applied once, after the sequence
+/// above, and recorded in `schema_migrations`.
+const NUMBERED: &[(i64, &str)] = &[
+    // 20: Graph surface — registered applications (client credentials) and the short-lived
+    // access tokens issued to them (only hashes are stored).
+    (
+        20,
+        r#"
+    CREATE TABLE applications (
+        seq          INTEGER PRIMARY KEY,
+        client_id    TEXT NOT NULL UNIQUE,
+        tenant_id    TEXT NOT NULL REFERENCES tenants(id),
+        display_name TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        secret_hash  TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        created_by   TEXT NOT NULL
+    );
+    CREATE TABLE app_tokens (
+        token_hash TEXT PRIMARY KEY,
+        client_id  TEXT NOT NULL REFERENCES applications(client_id),
+        tenant_id  TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX app_tokens_by_expiry ON app_tokens(expires_at);
+    "#,
+    ),
+];
+
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_sequence(conn)?;
+    migrate_numbered(conn)
+}
+
+fn migrate_numbered(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (number INTEGER PRIMARY KEY)",
+    )?;
+    let applied: Vec<i64> = conn
+        .prepare("SELECT number FROM schema_migrations")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if let Some(unknown) = applied
+        .iter()
+        .find(|n| !NUMBERED.iter().any(|(m, _)| m == *n))
+    {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database has schema migration {unknown}, which this tenantry does not know; upgrade tenantry"
+        )));
+    }
+    for (number, sql) in NUMBERED.iter().filter(|(n, _)| !applied.contains(n)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (number) VALUES (?1)",
+            [number],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn migrate_sequence(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize =
         conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     if current > MIGRATIONS.len() {

@@ -7,7 +7,7 @@ use super::{
     refresh_capacity, release_seat, user_assignments, USER_COLUMNS,
 };
 use crate::tx::{LedgerTx, SeatPool, TxWork, UserWrite};
-use crate::{Result, TokenRecord};
+use crate::{AppTokenRecord, ApplicationRecord, Result, TokenRecord};
 use rusqlite::{params, OptionalExtension};
 use std::any::Any;
 use std::collections::HashMap;
@@ -320,5 +320,26 @@ impl LedgerTx for SqliteTx<'_> {
             params![move_id.to_string(), key, value],
         )?;
         Ok(())
+    }
+
+    fn insert_application(
+        &mut self,
+        app: &ApplicationRecord,
+        secret_hash: &str,
+        created_by: &str,
+    ) -> Result<()> {
+        super::directory::insert_application(&self.ctx.conn, app, secret_hash, created_by)
+    }
+
+    fn load_application(&mut self, client_id: Uuid) -> Result<Option<(ApplicationRecord, String)>> {
+        super::directory::load_application(&self.ctx.conn, client_id)
+    }
+
+    fn insert_app_token(&mut self, token: &AppTokenRecord) -> Result<()> {
+        super::directory::insert_app_token(&self.ctx.conn, token)
+    }
+
+    fn delete_expired_app_tokens(&mut self, now: Timestamp) -> Result<usize> {
+        super::directory::delete_expired_app_tokens(&self.ctx.conn, now)
     }
 }
