@@ -39,7 +39,8 @@ pub const SIMPLE_UPLOAD_MAX: usize = 4 * 1024 * 1024;
 pub struct FakeGraphOptions {
     /// `expires_in` of issued tokens (Entra ID issues 60–90 minute tokens; tests use seconds).
     pub token_lifetime: Duration,
-    /// Answer one in `n` Graph and upload requests with 429 + Retry-After.
+    /// Answer one in `n` Graph and upload requests with 429 + Retry-After, and every request in
+    /// the `retry_after_secs` that follow.
     pub throttle_every: Option<u64>,
     pub retry_after_secs: u64,
     /// Upload sessions expire this long after their last fragment.
@@ -71,7 +72,13 @@ impl Default for FakeGraphOptions {
 pub struct FakeStats {
     /// Every request but the token endpoint's.
     pub requests: u64,
+    /// Requests answered 429 (injected ones and those arriving while the tenant is throttled).
     pub throttled: u64,
+    /// Injected throttling episodes (each refuses the tenant for `retry_after_secs`).
+    pub throttle_windows: u64,
+    /// Requests that arrived well after a 429 was sent and before its Retry-After had passed:
+    /// a client retrying hard instead of waiting.
+    pub ignored_retry_after: u64,
     pub tokens_issued: u64,
     /// Requests refused for a missing, unknown or expired token.
     pub unauthorized: u64,
@@ -160,6 +167,8 @@ struct World {
     seq: u64,
     stats: FakeStats,
     fragments: Vec<Fragment>,
+    /// (when the last injected 429 was sent, until when every request is refused).
+    throttled_window: Option<(Instant, Instant)>,
 }
 
 /// The running fake. Stopped on drop.
@@ -188,6 +197,7 @@ impl FakeGraph {
             seq: 0,
             stats: FakeStats::default(),
             fragments: Vec::new(),
+            throttled_window: None,
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();
@@ -647,6 +657,20 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Requests arriving this soon after a 429 was sent were in flight already.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(500);
+
+fn throttled(retry_after: u64) -> Response {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "activityLimitReached",
+        "The request has been throttled",
+    );
+    r.headers_mut()
+        .insert("Retry-After", retry_after.to_string().parse().unwrap());
+    r
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -689,22 +713,28 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     if path.starts_with("/dl/") {
         return download(&mut w, &path, &parts.headers);
     }
-    // Throttling (https://learn.microsoft.com/graph/throttling): 429 with a Retry-After in
-    // seconds; SharePoint adds the same on uploads
-    // (https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online).
+    // Throttling (https://learn.microsoft.com/graph/throttling): once over the limit, "further
+    // requests from that client app" are refused for some time — 429 with a Retry-After in
+    // seconds, uploads included
+    // (https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online:
+    // throttled requests count against the limit too).
+    let now = Instant::now();
+    if let Some((started, until)) = w.throttled_window.filter(|(_, until)| now < *until) {
+        w.stats.throttled += 1;
+        // Sent before the 429 reached the client, or sent despite it?
+        if now.duration_since(started) > IN_FLIGHT_GRACE {
+            w.stats.ignored_retry_after += 1;
+        }
+        let left = until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64;
+        return throttled(left);
+    }
     if let Some(n) = w.opts.throttle_every {
         if n > 0 && w.stats.requests % n == 0 {
             w.stats.throttled += 1;
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "activityLimitReached",
-                "The request has been throttled",
-            );
-            r.headers_mut().insert(
-                "Retry-After",
-                w.opts.retry_after_secs.to_string().parse().unwrap(),
-            );
-            return r;
+            w.stats.throttle_windows += 1;
+            let secs = w.opts.retry_after_secs;
+            w.throttled_window = Some((now, now + Duration::from_secs(secs)));
+            return throttled(secs);
         }
     }
     if let Some(sid) = path.strip_prefix("/up/") {
