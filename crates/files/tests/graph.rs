@@ -414,6 +414,12 @@ fn bad_credentials_and_locations_are_clear_errors() {
         err.contains("no library named") && err.contains("Documents"),
         "{err}"
     );
+    // A source folder that is not there is an error, not an empty library.
+    let missing = format!("sharepoint://{HOST}/sites/Finance/Documents/Typo");
+    let out = run(&fake, &["check", &missing]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("no folder \"Typo\""), "{err}");
     // The library's title works as well as its URL name.
     let by_title = format!("sharepoint://{HOST}/sites/Finance/Documents");
     let out = run(&fake, &["check", &by_title]);

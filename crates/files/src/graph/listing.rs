@@ -114,6 +114,27 @@ pub fn entries(
     out
 }
 
+/// Whether `prefix` (a decoded folder path in the drive) is a folder; the root always is.
+pub fn folder_exists(items: &HashMap<String, Node>, root: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    let mut cur = root.to_string();
+    for seg in prefix.split('/') {
+        // Names are case-insensitive in SharePoint and OneDrive.
+        let next = items.iter().find(|(_, n)| {
+            n.is_dir
+                && n.parent.as_deref() == Some(cur.as_str())
+                && n.name.to_lowercase() == seg.to_lowercase()
+        });
+        match next {
+            Some((id, _)) => cur = id.clone(),
+            None => return false,
+        }
+    }
+    true
+}
+
 /// `full` relative to `prefix`, if it is below it.
 fn under<'a>(full: &'a str, prefix: &str) -> Option<&'a str> {
     if prefix.is_empty() {
@@ -198,6 +219,8 @@ mod tests {
         // Below a prefix, paths are relative to it.
         let l = entries(&items, "R", "Docs", &HashMap::new());
         assert_eq!(l.entries.len(), 1);
+        assert!(folder_exists(&items, "R", "docs") && folder_exists(&items, "R", ""));
+        assert!(!folder_exists(&items, "R", "Docs/a.txt") && !folder_exists(&items, "R", "Nope"));
         assert_eq!(l.entries[0].path, "a.txt");
     }
 

@@ -113,14 +113,18 @@ pub fn open(
         Some(p) => Some(GraphStore::open(p, loc).context("opening the state store")?),
         None => None,
     };
-    Ok(Arc::new(GraphEndpoint::new(
+    let ep = GraphEndpoint::new(
         client,
         loc.to_string(),
         parsed.drive,
         parsed.folder,
         store,
         args.graph_small_files,
-    )))
+    );
+    Ok(Arc::new(match side {
+        Side::Source => ep.must_exist(),
+        Side::Target => ep,
+    }))
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ pub struct GraphEndpoint {
     prefix: String,
     store: Option<GraphStore>,
     small: SmallUpload,
+    /// A source's folder must exist (a typo must not look like an empty library); a target's
+    /// is created.
+    must_exist: bool,
     fragment: usize,
     /// 0 unknown, 1 kept, 2 not kept.
     mtime: AtomicU8,
@@ -92,11 +95,18 @@ impl GraphEndpoint {
             prefix: prefix.trim_matches('/').to_string(),
             store,
             small,
+            must_exist: false,
             fragment: DEFAULT_FRAGMENT,
             mtime: AtomicU8::new(0),
             notices: Mutex::new(Vec::new()),
             rewrites: Mutex::new(rewrites),
         }
+    }
+
+    /// For a source: listing a folder that is not in the library is an error.
+    pub fn must_exist(mut self) -> Self {
+        self.must_exist = true;
+        self
     }
 
     pub fn client(&self) -> &GraphClient {
@@ -192,6 +202,12 @@ impl GraphEndpoint {
         };
         if let Some(s) = &self.store {
             s.save_listing(&items, &root, &page.delta_link)?;
+        }
+        if self.must_exist && !listing::folder_exists(&items, &root, &self.prefix) {
+            return Err(EndpointError::NotFound(format!(
+                "{}: no folder {:?} in the library",
+                self.display, self.prefix
+            )));
         }
         let rewrites = self.rewrites.lock().expect("rewrites lock").clone();
         Ok(listing::entries(&items, &root, &self.prefix, &rewrites))
