@@ -430,3 +430,52 @@ fn bad_credentials_and_locations_are_clear_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn webdav_to_sharepoint_is_identical_with_times() {
+    let dav = Apache::start();
+    sample_tree(&dav.root());
+    dav.fix_owner();
+    let fake = FakeGraph::start(FakeGraphOptions {
+        rewrite_office_files: false,
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let st = state.to_str().unwrap();
+    let url = dav.url();
+    let args = [
+        "migrate",
+        "--source",
+        &url,
+        "--target",
+        &lib,
+        "--state-dir",
+        st,
+        "--json",
+    ];
+    let out = command(&fake, &args)
+        .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_ok(out.status.code().unwrap_or(-1), &rep);
+    assert_eq!(rep["copied_files"], 6, "{rep:#}");
+    // Every file of the WebDAV tree is on SharePoint byte for byte, with its time (WebDAV has
+    // whole seconds, as SharePoint keeps).
+    for (rel, node) in fingerprint(&dav.root()) {
+        if node.is_dir {
+            continue;
+        }
+        let f = fake.file(&drive, &format!("Migrated/{rel}")).unwrap();
+        assert_eq!(
+            f.content,
+            std::fs::read(dav.root().join(&rel)).unwrap(),
+            "{rel}"
+        );
+        assert_eq!(f.modified.unix_timestamp() as u64, node.mtime, "{rel}");
+    }
+}
