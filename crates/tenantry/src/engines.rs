@@ -11,6 +11,7 @@ use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
 use tenantry_files::preflight::{map_entries, OnInvalid};
 use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::WebDavEndpoint;
+use tenantry_mail::framer::Limits;
 use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
 use tenantry_mover::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError, Refusal};
 
@@ -87,11 +88,20 @@ impl Engines {
     }
 }
 
+/// How long probing one mailbox (greeting and login) may take.
+pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[async_trait]
 impl DataEngines for Engines {
     async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError> {
         let endpoint = mailbox(server, Side::Source, user).map_err(ProbeError::Unreachable)?;
-        match Session::connect(&endpoint).await {
+        // A probe only greets and logs in: a server that trickles must not hold a plan (which
+        // probes mailboxes one after another) for the 30-minute command deadline.
+        let limits = Limits {
+            deadline: PROBE_DEADLINE,
+            ..Limits::default()
+        };
+        match Session::connect_with(&endpoint, &limits).await {
             Ok(session) => {
                 session.logout().await;
                 Ok(())
