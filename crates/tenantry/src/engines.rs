@@ -256,3 +256,40 @@ impl DataEngines for Engines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use tenantry_mover::secrets::Secret;
+    use tenantry_testkit::hostile::ImapServer;
+
+    #[tokio::test]
+    async fn a_trickling_server_holds_a_probe_for_the_probe_deadline_only() {
+        // One byte every 200 ms never trips the idle timeout: the probe waited the 30-minute
+        // command deadline, and planning probes mailboxes one after another.
+        let server = ImapServer::start(|c| {
+            for _ in 0..3000 {
+                c.send(b"x")?;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        });
+        let access = MailAccess {
+            url: format!("imap://127.0.0.1:{}", server.port()),
+            admin_user: "admin".into(),
+            password: Secret("pw".into()),
+        };
+        let started = Instant::now();
+        let e = real().probe_mailbox(&access, "alice").await.unwrap_err();
+        let ProbeError::Unreachable(why) = e else {
+            panic!("{e:?}")
+        };
+        assert!(why.contains("no complete response within 30 s"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
