@@ -473,6 +473,10 @@ struct TargetScript {
     create: fn(&str) -> Option<String>,
     /// APPEND literals are read at this many bytes per second (a slow link); 0: at once.
     read_rate: usize,
+    /// Capabilities offered.
+    caps: &'static str,
+    /// Sent before the `+` that invites a synchronising literal (without LITERAL+).
+    before_continuation: fn() -> Vec<u8>,
 }
 
 impl Default for TargetScript {
@@ -484,6 +488,8 @@ impl Default for TargetScript {
             },
             create: |_| None,
             read_rate: 0,
+            caps: "IMAP4rev1 UIDPLUS LITERAL+ MULTIAPPEND",
+            before_continuation: Vec::new,
         }
     }
 }
@@ -525,9 +531,9 @@ fn fake_target(script: TargetScript) -> FakeTarget {
     let messages: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
     let commands: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
     let (store, log) = (messages.clone(), commands.clone());
-    const CAPS: &str = "IMAP4rev1 UIDPLUS LITERAL+ MULTIAPPEND";
     let server = ImapServer::start(move |c| {
-        c.send(format!("* OK [CAPABILITY {CAPS}] ready\r\n").as_bytes())?;
+        let caps = script.caps;
+        c.send(format!("* OK [CAPABILITY {caps}] ready\r\n").as_bytes())?;
         loop {
             // One command: its line, and every literal it announces (read at the script's pace).
             let mut line = String::new();
@@ -539,13 +545,20 @@ fn fake_target(script: TargetScript) -> FakeTarget {
                 }
                 let piece = String::from_utf8_lossy(&piece).trim_end().to_string();
                 line.push_str(&piece);
-                let Some(n) = piece
-                    .strip_suffix("+}")
+                let Some((n, sync)) = piece
+                    .strip_suffix('}')
                     .and_then(|p| p.rsplit_once('{'))
-                    .and_then(|(_, n)| n.parse::<usize>().ok())
+                    .and_then(|(_, n)| match n.strip_suffix('+') {
+                        Some(n) => Some((n.parse::<usize>().ok()?, false)),
+                        None => Some((n.parse::<usize>().ok()?, true)),
+                    })
                 else {
                     break;
                 };
+                if sync {
+                    c.send(&(script.before_continuation)())?;
+                    c.send(b"+ go\r\n")?;
+                }
                 let mut data = Vec::with_capacity(n);
                 while data.len() < n {
                     let step = match script.read_rate {
@@ -567,12 +580,14 @@ fn fake_target(script: TargetScript) -> FakeTarget {
             let mut done = format!("{tag} OK done\r\n");
             let all = store.lock().unwrap().clone();
             match verb.as_str() {
-                "LOGIN" => done = format!("{tag} OK [CAPABILITY {CAPS}] logged in\r\n"),
+                "LOGIN" => done = format!("{tag} OK [CAPABILITY {caps}] logged in\r\n"),
                 "LOGOUT" => {
                     c.send(format!("* BYE\r\n{tag} OK bye\r\n").as_bytes())?;
                     return Ok(());
                 }
-                "CAPABILITY" => out.extend_from_slice(format!("* CAPABILITY {CAPS}\r\n").as_bytes()),
+                "CAPABILITY" => {
+                    out.extend_from_slice(format!("* CAPABILITY {caps}\r\n").as_bytes())
+                }
                 "LIST" if rest.ends_with("\"\" \"\"") => {
                     out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n")
                 }
@@ -994,5 +1009,51 @@ fn a_child_refused_for_another_reason_leaves_no_parent_behind() {
             "CREATE \"Archive/Files\"",
             "DELETE \"Archive\""
         ]
+    );
+}
+
+#[test]
+fn completions_of_commands_never_sent_are_not_kept() {
+    // Without LITERAL+ each APPEND waits for `+`; completions arriving meanwhile are kept for
+    // later. A target answering with a million completions of made-up tags had them all kept.
+    let source = scripted_source(b"INBOX", |_, _| None);
+    let target = fake_target(TargetScript {
+        caps: "IMAP4rev1 UIDPLUS",
+        before_continuation: || b"t999999 OK [ALERT] not yours\r\n".repeat(1_000_000),
+        ..Default::default()
+    });
+    let run = migrate_into(source.port(), &target.url(), "pw", &[]);
+    eprintln!("peak RSS {} KB", run.peak_kb);
+    assert!(run.success, "{}", run.said);
+    assert_eq!(target.messages.lock().unwrap().len(), 2);
+    assert!(run.peak_kb < 60 * 1024, "peak RSS {} KB", run.peak_kb);
+}
+
+#[tokio::test]
+async fn a_listing_of_endless_made_up_uids_is_cut_off() {
+    // Two messages exist, but the listing goes on with flags-only entries for ever new UIDs:
+    // each was kept until the command completed.
+    let server = scripted_source(b"INBOX", |tag, rest| {
+        if !rest.contains("RFC822.SIZE") {
+            return None;
+        }
+        let mut out = Vec::new();
+        for uid in [1, 2] {
+            out.extend_from_slice(format!("* {uid} FETCH (UID {uid} FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE {})\r\n", body(uid).len()).as_bytes());
+        }
+        for uid in 3..50_000 {
+            out.extend_from_slice(format!("* 2 FETCH (UID {uid} FLAGS (\\Seen))\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+        Some(out)
+    });
+    let target = Dovecot::start(Config::target());
+    let run = migrate_into(server.port(), &target.url("alice"), "alicepw2", &[]);
+    assert!(!run.success, "{}", run.said);
+    assert!(
+        run.said
+            .contains("source: server listed more than 10004 messages"),
+        "{}",
+        run.said
     );
 }
