@@ -220,7 +220,9 @@ fn tls_config(ep: &Endpoint) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>) -> Result<Box<dyn Stream>> {
+/// The TLS handshake, within `limit` (a server that never finishes it must not hold a run or
+/// a probe).
+async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>, limit: Duration) -> Result<Box<dyn Stream>> {
     let config = tls_config(ep)?;
     let name = rustls::pki_types::ServerName::try_from(
         ep.host
@@ -233,9 +235,14 @@ async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>) -> Result<Box<dyn Stream>
         host: ep.host.clone(),
         msg: e.to_string(),
     })?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let tls = tokio::time::timeout(limit, handshake)
         .await
+        .map_err(|_| ImapError::Tls {
+            side: ep.side,
+            host: ep.host.clone(),
+            msg: format!("no TLS handshake within {} s", limit.as_secs()),
+        })?
         .map_err(|e| ImapError::Tls {
             side: ep.side,
             host: ep.host.clone(),
@@ -269,7 +276,7 @@ impl Session {
         let _ = tcp.set_nodelay(true);
         let mut stream: Box<dyn Stream> = Box::new(tcp);
         if ep.security == Security::Tls {
-            stream = tls_wrap(ep, stream).await?;
+            stream = tls_wrap(ep, stream, limits.deadline).await?;
         }
         let mut s = Session {
             side: ep.side,
@@ -301,7 +308,10 @@ impl Session {
             if !inner.buffer().is_empty() {
                 return Err(s.protocol("data after STARTTLS (possible injection)"));
             }
-            s.io = BufReader::with_capacity(256 * 1024, tls_wrap(ep, inner.into_inner()).await?);
+            s.io = BufReader::with_capacity(
+                256 * 1024,
+                tls_wrap(ep, inner.into_inner(), limits.deadline).await?,
+            );
             s.caps.clear();
         }
         if greeting != Status::PreAuth {

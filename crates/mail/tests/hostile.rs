@@ -1057,3 +1057,23 @@ async fn a_listing_of_endless_made_up_uids_is_cut_off() {
         run.said
     );
 }
+
+#[test]
+fn a_tls_handshake_that_never_ends_is_cut_off_by_the_deadline() {
+    // The server takes the connection and says nothing: the handshake had no bound at all.
+    let silent = ImapServer::start(|_| {
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    });
+    let source = scripted_source(b"INBOX", |_, _| None);
+    let target = format!("imaps://alice@127.0.0.1:{}", silent.port());
+    let run = migrate_into(source.port(), &target, "pw", &["--command-timeout", "2"]);
+    assert!(!run.success);
+    assert!(
+        run.said
+            .contains("TLS error with 127.0.0.1: no TLS handshake within 2 s"),
+        "{}",
+        run.said
+    );
+    assert!(run.elapsed < Duration::from_secs(50), "{:?}", run.elapsed);
+}
