@@ -224,10 +224,12 @@ pub async fn fetch_meta(
 /// still there, it is `undelivered` (reported, not taken for expunged).
 ///
 /// Only the UIDs asked for are kept, and only up to their sizes and a quarter more in all
-/// (`body_budget`): whatever else a server sends is dropped as it comes.
+/// (`body_budget`): whatever else a server sends is dropped as it comes, and a body that would
+/// exceed the budget is dropped and reported for its message (`oversent`).
 pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
     let mut out = HashMap::new();
     let mut too_large = HashMap::new();
+    let mut oversent = HashMap::new();
     if wanted.is_empty() {
         return Ok(Bodies::default());
     }
@@ -248,17 +250,16 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
                             body: Some(body),
                             ..
                         }) if asked.contains(&uid) => {
-                            held += body.len() as u64;
-                            if held > budget {
-                                bad = Some(format!(
-                                    "server sent more than {budget} bytes of bodies for {} messages",
-                                    asked.len()
-                                ));
+                            let len = body.len() as u64;
+                            let old = out.remove(&uid).map_or(0, |b: Vec<u8>| b.len() as u64);
+                            held -= old;
+                            if held + len > budget {
+                                oversent.insert(uid, len);
                                 return;
                             }
-                            if let Some(old) = out.insert(uid, body) {
-                                held -= old.len() as u64;
-                            }
+                            held += len;
+                            oversent.remove(&uid);
+                            out.insert(uid, body);
                         }
                         Ok(FetchItem {
                             uid: Some(uid),
@@ -282,7 +283,9 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
             let missing: Vec<u32> = uids
                 .iter()
                 .copied()
-                .filter(|u| !out.contains_key(u) && !too_large.contains_key(u))
+                .filter(|u| {
+                    !out.contains_key(u) && !too_large.contains_key(u) && !oversent.contains_key(u)
+                })
                 .collect();
             let undelivered = if missing.is_empty() {
                 HashSet::new()
@@ -294,6 +297,7 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
                 refused: None,
                 undelivered,
                 too_large,
+                oversent,
             })
         }
         // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
@@ -304,6 +308,7 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
                 refused: Some(reason),
                 undelivered: HashSet::new(),
                 too_large,
+                oversent,
             })
         }
         Err(e) => Err(e.into()),
@@ -311,12 +316,10 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
 }
 
 /// Most body bytes one FETCH may deliver: the listed sizes and a quarter more (estimated
-/// sizes, as Exchange reports them), and a little per message for tiny ones.
+/// sizes, as Exchange reports them), and 4 MiB for a message whose estimate is far off.
 fn body_budget(wanted: &[Meta]) -> u64 {
     let sizes: u64 = wanted.iter().map(|m| m.size).fold(0, u64::saturating_add);
-    sizes
-        .saturating_add(sizes / 4)
-        .saturating_add(wanted.len() as u64 * 1024)
+    sizes.saturating_add(sizes / 4).saturating_add(4 << 20)
 }
 
 /// Which of `uids` the folder still holds.
@@ -355,6 +358,8 @@ pub struct Bodies {
     pub undelivered: HashSet<u32>,
     /// Bodies announced larger than the literal limit: read and thrown away (announced size).
     pub too_large: HashMap<u32, u64>,
+    /// Bodies beyond what the listed sizes allow the whole FETCH (`body_budget`): dropped.
+    pub oversent: HashMap<u32, u64>,
 }
 
 /// Splits messages into batches bounded by bytes and count (a lone large message is its own batch).
@@ -1124,6 +1129,11 @@ async fn append_batch(
             let reason = if let Some(len) = bodies.too_large.get(&m.uid) {
                 let max = ctx.opts.limits().max_literal;
                 format!("source sent it as {len} bytes, above the {max}-byte limit (--max-message-size); not read")
+            } else if let Some(len) = bodies.oversent.get(&m.uid) {
+                format!(
+                    "source sent it as {len} bytes, far more than its RFC822.SIZE {}; not kept",
+                    m.size
+                )
             } else if let Some(reason) = &bodies.refused {
                 format!("source could not deliver it: {reason}")
             } else if bodies.undelivered.contains(&m.uid) {

@@ -1077,3 +1077,42 @@ fn a_tls_handshake_that_never_ends_is_cut_off_by_the_deadline() {
     );
     assert!(run.elapsed < Duration::from_secs(50), "{:?}", run.elapsed);
 }
+
+#[tokio::test]
+async fn a_body_far_beyond_its_listed_size_fails_that_message_alone() {
+    // UID 1 is listed as 100 bytes but comes as 10 MB: what a FETCH delivers is bounded by the
+    // sizes asked for, and the message that breaks the bound is the one reported.
+    const BIG: usize = 10_000_000;
+    let server = scripted_source(b"INBOX", |tag, rest| {
+        let mut out = Vec::new();
+        if rest.contains("RFC822.SIZE") {
+            out.extend_from_slice(b"* 1 FETCH (UID 1 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE 100)\r\n");
+            out.extend_from_slice(format!("* 2 FETCH (UID 2 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE {})\r\n", body(2).len()).as_bytes());
+        } else if rest.contains("BODY.PEEK[]") {
+            out.extend_from_slice(format!("* 1 FETCH (UID 1 BODY[] {{{BIG}}}\r\n").as_bytes());
+            out.extend(std::iter::repeat_n(b'x', BIG));
+            out.extend_from_slice(b")\r\n");
+            let b = body(2);
+            out.extend_from_slice(
+                format!("* 2 FETCH (UID 2 BODY[] {{{}}}\r\n", b.len()).as_bytes(),
+            );
+            out.extend_from_slice(&b);
+            out.extend_from_slice(b")\r\n");
+        } else {
+            return None;
+        }
+        out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+        Some(out)
+    });
+    let target = Dovecot::start(Config::target());
+    let run = migrate_into(server.port(), &target.url("alice"), "alicepw2", &["--json"]);
+    assert!(!run.success, "{}", run.said);
+    let failures = failures(&run);
+    assert_eq!(failures.len(), 1, "{}", run.said);
+    assert_eq!(failures[0]["uid"], 1);
+    assert_eq!(
+        failures[0]["reason"],
+        "source sent it as 10000000 bytes, far more than its RFC822.SIZE 100; not kept"
+    );
+    assert_eq!(target_count(&target).await, 1);
+}
