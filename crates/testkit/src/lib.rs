@@ -15,6 +15,7 @@ pub mod dovecot;
 pub mod faults;
 pub mod hostile;
 pub mod net;
+pub mod postgres;
 pub mod process;
 pub mod tls;
 pub mod tree;

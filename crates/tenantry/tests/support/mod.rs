@@ -1,5 +1,6 @@
-//! Test harness: runs the real `tenantry serve` binary on a temporary SQLite file and a free
-//! loopback port, and talks to it over HTTP.
+//! Test harness: runs the real `tenantry serve` binary on a free loopback port, on the database
+//! `TENANTRY_TEST_DATABASE` chooses (`tenantry_testkit::postgres`: a fresh PostgreSQL database
+//! per server, or by default a temporary SQLite file), and talks to it over HTTP.
 #![allow(dead_code)]
 
 use reqwest::{Method, StatusCode};
@@ -18,6 +19,8 @@ pub struct Server {
     pub http: reqwest::Client,
     /// Lines the server printed on stdout at start-up.
     pub banner: Vec<String>,
+    /// PostgreSQL: the server's own database, dropped with it.
+    pub postgres: Option<std::sync::Arc<tenantry_testkit::postgres::TestDatabase>>,
 }
 
 pub fn binary() -> PathBuf {
@@ -26,6 +29,13 @@ pub fn binary() -> PathBuf {
 
 impl Server {
     pub fn start() -> Server {
+        Self::start_on(tenantry_testkit::postgres::database_from_env().map(std::sync::Arc::new))
+    }
+
+    /// A server on this PostgreSQL database (shared with other servers), or on SQLite (`None`).
+    pub fn start_on(
+        postgres: Option<std::sync::Arc<tenantry_testkit::postgres::TestDatabase>>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             dir,
@@ -36,6 +46,7 @@ impl Server {
                 .build()
                 .unwrap(),
             banner: Vec::new(),
+            postgres,
         };
         server.launch(Some(OPERATOR));
         server
@@ -49,13 +60,40 @@ impl Server {
             child: None,
             http: reqwest::Client::new(),
             banner: Vec::new(),
+            postgres: tenantry_testkit::postgres::database_from_env().map(std::sync::Arc::new),
         };
         server.launch(None);
         server
     }
 
     pub fn database(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("ledger.db").display())
+        match &self.postgres {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("ledger.db").display()),
+        }
+    }
+
+    /// Everything the database holds on disk, to look for secrets in: the SQLite file and its
+    /// WAL, or a dump of the PostgreSQL database.
+    pub fn stored_bytes(&self) -> Vec<Vec<u8>> {
+        match &self.postgres {
+            Some(db) => {
+                let dump = Command::new(
+                    tenantry_testkit::postgres::bin_dir()
+                        .expect("PostgreSQL installed")
+                        .join("pg_dump"),
+                )
+                .args(["--data-only", "-d", &db.url])
+                .output()
+                .expect("run pg_dump");
+                assert!(dump.status.success(), "pg_dump failed");
+                vec![dump.stdout]
+            }
+            None => vec![
+                std::fs::read(self.dir.path().join("ledger.db")).unwrap(),
+                std::fs::read(self.dir.path().join("ledger.db-wal")).unwrap_or_default(),
+            ],
+        }
     }
 
     pub fn launch(&mut self, operator_token: Option<&str>) {
@@ -67,11 +105,22 @@ impl Server {
             "--test-clock",
             "--database",
             &self.database(),
-        ])
-        .env_remove("TENANTRY_ADMIN_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        ]);
+        if self.postgres.is_some() {
+            // A shared database has no "beside the database": name both local paths.
+            let key = self.dir.path().join("tenantry.key");
+            if !key.exists() {
+                std::fs::write(&key, "7".repeat(64)).unwrap();
+            }
+            cmd.arg("--secret-key-file")
+                .arg(&key)
+                .arg("--data-dir")
+                .arg(self.dir.path().join("data"));
+        }
+        cmd.env_remove("TENANTRY_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         if let Some(token) = operator_token {
             cmd.env("TENANTRY_ADMIN_TOKEN", token);
         }
