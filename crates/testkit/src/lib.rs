@@ -19,6 +19,7 @@ pub mod faults;
 pub mod graph_fake;
 pub mod hostile;
 pub mod net;
+pub mod postgres;
 pub mod process;
 pub mod radicale;
 pub mod tls;
