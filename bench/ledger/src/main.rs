@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let store = tenantry_store::open(&format!("sqlite://{}", db.display()))?;
+    let store = server_rt.block_on(tenantry_store::open(&format!("sqlite://{}", db.display())))?;
     let app = AppState::new(store, Clock::system());
     let listener = server_rt.block_on(async {
         ensure_operator_token(&app, Some(TOKEN)).await?;

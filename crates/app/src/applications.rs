@@ -69,15 +69,17 @@ impl Ledger {
         let client_secret = new_token("tcs");
         let secret_hash = hash_token(&client_secret);
         let actor = caller.actor.clone();
+        // Chosen once, outside the unit of work: a backend may run the unit again.
+        let client_id = Uuid::new_v4();
         let record = self
             .write(move |tx| {
                 if !tx.tenant_exists(tenant)? {
                     return Err(LedgerError::not_found("tenant").into());
                 }
                 let record = ApplicationRecord {
-                    client_id: Uuid::new_v4(),
+                    client_id,
                     tenant_id: tenant,
-                    display_name,
+                    display_name: display_name.clone(),
                     role,
                     created_at: now,
                 };
@@ -85,7 +87,7 @@ impl Ledger {
                 tx.insert_audit(
                     AuditEntry {
                         tenant_id: Some(tenant),
-                        actor,
+                        actor: actor.clone(),
                         action: "application.created",
                         target_type: "application",
                         target_id: record.client_id.to_string(),
@@ -131,7 +133,7 @@ impl Ledger {
                     return Ok(false);
                 }
                 tx.insert_app_token(&AppTokenRecord {
-                    token_hash,
+                    token_hash: token_hash.clone(),
                     client_id,
                     tenant_id: tenant,
                     role: app.role,

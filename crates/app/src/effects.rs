@@ -43,7 +43,7 @@ impl Ledger {
         let actor = caller.actor.clone();
         self.write(move |tx| {
             let done = tx.find_effect(move_id, &key)?;
-            let (outcome, value) = match (done, effect) {
+            let (outcome, value) = match (done, effect.clone()) {
                 (Some(value), MoveEffect::CreateSubscription(order)) => {
                     let sub = tx
                         .load_subscription(order.tenant, recorded_id(&value)?)?
@@ -57,12 +57,12 @@ impl Ledger {
                     return Ok(EffectOutcome::User(user));
                 }
                 (None, MoveEffect::CreateSubscription(order)) => {
-                    let (sub, _) = crate::subscriptions::purchase(tx, &order, actor, now)?;
+                    let (sub, _) = crate::subscriptions::purchase(tx, &order, actor.clone(), now)?;
                     let id = sub.id.to_string();
                     (EffectOutcome::Subscription(sub), id)
                 }
                 (None, MoveEffect::CreateUser { tenant, user }) => {
-                    let user = insert_user(tx, tenant, &user, actor, now)?;
+                    let user = insert_user(tx, tenant, &user, actor.clone(), now)?;
                     let id = user.id.to_string();
                     (EffectOutcome::User(user), id)
                 }

@@ -22,8 +22,11 @@
 //! - Reads that need no rule stay direct data-access calls (`store.get_user`, …), after the
 //!   surface's `authorize`.
 //!
-//! The move state machine (`MoveStore::start_run`, `finish_step`, …) still lives in the SQLite
-//! backend; moving it here is the next step (issue 11).
+//! - **Moves** ([`moves`]): the move state machine (start, pause, cancel, the step queue with
+//!   leases, retries and back-off) is written here too, over the move primitives of
+//!   [`tenantry_store::MoveTx`].
+//! - A unit of work is `Fn`: a backend may run it again after a serialization failure, so it
+//!   clones what it needs from its captures instead of consuming them.
 
 pub mod applications;
 mod audit;
@@ -31,6 +34,7 @@ mod caller;
 pub mod effects;
 pub mod error;
 pub mod format;
+pub mod moves;
 pub mod orders;
 mod platform;
 mod subscriptions;
@@ -69,7 +73,7 @@ impl Ledger {
     async fn write<R, F>(&self, work: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn tenantry_store::LedgerTx) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn tenantry_store::LedgerTx) -> Result<R> + Send + 'static,
     {
         tenantry_store::transaction(&*self.store, work).await
     }

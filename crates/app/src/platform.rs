@@ -48,7 +48,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: Some(tenant.id),
-                    actor,
+                    actor: actor.clone(),
                     action: "tenant.created",
                     target_type: "tenant",
                     target_id: tenant.id.to_string(),
@@ -57,7 +57,7 @@ impl Ledger {
                 },
                 now,
             )?;
-            Ok(tenant)
+            Ok(tenant.clone())
         })
         .await
     }
@@ -82,7 +82,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: None,
-                    actor,
+                    actor: actor.clone(),
                     action: "sku.added",
                     target_type: "sku",
                     target_id: sku.sku_id.to_string(),
@@ -91,7 +91,7 @@ impl Ledger {
                 },
                 now,
             )?;
-            Ok(sku)
+            Ok(sku.clone())
         })
         .await
     }
@@ -130,7 +130,7 @@ impl Ledger {
                 tx.insert_audit(
                     AuditEntry {
                         tenant_id: Some(tenant),
-                        actor,
+                        actor: actor.clone(),
                         action: "token.created",
                         target_type: "token",
                         target_id: record.id.to_string(),
@@ -163,7 +163,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: Some(tenant),
-                    actor,
+                    actor: actor.clone(),
                     action: "token.revoked",
                     target_type: "token",
                     target_id: id.to_string(),

@@ -102,7 +102,8 @@ impl Ledger {
             .into());
         }
         let actor = caller.actor.clone();
-        self.write(move |tx| purchase(tx, &order, actor, now)).await
+        self.write(move |tx| purchase(tx, &order, actor.clone(), now))
+            .await
     }
 
     /// Applies `change` if the subscription's version still equals `if_match` (when given).
@@ -162,7 +163,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: Some(tenant),
-                    actor,
+                    actor: actor.clone(),
                     action,
                     target_type: "subscription",
                     target_id: id.to_string(),

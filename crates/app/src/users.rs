@@ -77,7 +77,7 @@ impl Ledger {
     ) -> Result<User> {
         caller.authorize(tenant, Action::ManageUsers)?;
         let actor = caller.actor.clone();
-        self.write(move |tx| insert_user(tx, tenant, &new, actor, now))
+        self.write(move |tx| insert_user(tx, tenant, &new, actor.clone(), now))
             .await
     }
 
@@ -110,7 +110,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: Some(tenant),
-                    actor,
+                    actor: actor.clone(),
                     action: "user.updated",
                     target_type: "user",
                     target_id: id.to_string(),
@@ -144,7 +144,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: Some(tenant),
-                    actor,
+                    actor: actor.clone(),
                     action: "user.deleted",
                     target_type: "user",
                     target_id: id.to_string(),
@@ -207,7 +207,7 @@ impl Ledger {
             tx.insert_audit(
                 AuditEntry {
                     tenant_id: Some(tenant),
-                    actor,
+                    actor: actor.clone(),
                     action: "user.licensesChanged",
                     target_type: "user",
                     target_id: user_id.to_string(),

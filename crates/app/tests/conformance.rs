@@ -1,7 +1,9 @@
 //! The conformance suite: the data-access contract and the business operations, run against the
-//! backend `TENANTRY_TEST_DATABASE` names (default: a temporary SQLite file). Every backend must
-//! pass all of it unchanged. Tests use fresh random domains, so a shared database also works.
+//! backend `TENANTRY_TEST_DATABASE` names (default: a temporary SQLite file; `postgres` or a
+//! `postgres://` URL: a fresh PostgreSQL database per test). Every backend must pass all of it
+//! unchanged, the move state machine and its step queue included.
 
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tenantry_app::{
@@ -14,13 +16,19 @@ use tenantry_ledger::subscription::{Channel, Subscription};
 use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::{User, UserPatch};
 use tenantry_ledger::{ErrorKind, SkuId, TenantId, Timestamp, TokenId};
-use tenantry_store::{transaction, AuditFilter, SeatPool, Store, StoreError, UserWrite};
+use tenantry_moves::model::{MovePath, MoveSpec};
+use tenantry_store::moves::{MoveState, StepRecord, StepState};
+use tenantry_store::{
+    transaction, AuditFilter, PageRequest, SeatPool, Store, StoreError, UserFilter, UserWrite,
+};
 
 const NOW: Timestamp = Timestamp(1_800_000_000);
 const E3: &str = "ENTERPRISEPACK";
 
 struct Backend {
     ledger: Ledger,
+    // Dropped after the store: a PostgreSQL database is dropped once its pool is gone.
+    _database: Option<tenantry_testkit::postgres::TestDatabase>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -30,24 +38,25 @@ impl Backend {
     }
 }
 
-fn backend() -> Backend {
-    match std::env::var("TENANTRY_TEST_DATABASE") {
-        Ok(url) if !url.is_empty() => {
-            let store = tenantry_store::open(&url)
-                .unwrap_or_else(|e| panic!("cannot open TENANTRY_TEST_DATABASE: {e}"));
-            Backend {
-                ledger: Ledger::new(store),
-                _dir: None,
-            }
-        }
-        _ => {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
-            Backend {
-                ledger: Ledger::new(tenantry_store::open(&url).unwrap()),
-                _dir: Some(dir),
-            }
-        }
+/// The backend `TENANTRY_TEST_DATABASE` chooses (the rule: `tenantry_testkit::postgres`): a fresh
+/// PostgreSQL database per test, or a temporary SQLite file per test.
+async fn backend() -> Backend {
+    if let Some(database) = tenantry_testkit::postgres::database_from_env() {
+        let store = tenantry_store::open(&database.url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the test database: {e}"));
+        return Backend {
+            ledger: Ledger::new(store),
+            _database: Some(database),
+            _dir: None,
+        };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
+    Backend {
+        ledger: Ledger::new(tenantry_store::open(&url).await.unwrap()),
+        _database: None,
+        _dir: Some(dir),
     }
 }
 
@@ -128,7 +137,7 @@ async fn assigned(b: &Backend, tenant: TenantId) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seats_are_taken_only_below_capacity() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     buy(&b, t.id, 2).await;
     let sku = e3(&b).await;
@@ -152,7 +161,7 @@ async fn seats_are_taken_only_below_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_are_checked_by_the_write_itself() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let sub = buy(&b, t.id, 2).await;
     let u = user(&b, t.id, "adele").await;
@@ -197,7 +206,7 @@ async fn sub_id(b: &Backend, tenant: TenantId) -> tenantry_ledger::SubscriptionI
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_unit_of_work_leaves_nothing_behind() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let ghost = Tenant {
         id: TenantId::new_random(),
@@ -245,7 +254,7 @@ async fn a_refused_unit_of_work_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_names_are_reported_not_failed() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     user(&b, t.id, "adele").await;
     let taken = b
@@ -279,7 +288,7 @@ async fn unique_names_are_reported_not_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seats_are_bought_assigned_and_never_reduced_below_assigned() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let sub = buy(&b, t.id, 2).await;
     let sku = e3(&b).await;
@@ -343,7 +352,7 @@ async fn seats_are_bought_assigned_and_never_reduced_below_assigned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_and_tenants_are_checked_by_every_operation() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let other = tenant(&b).await;
     let order = || Order::new(t.id, SkuRef::PartNumber(E3.into()), 1);
@@ -386,7 +395,7 @@ async fn roles_and_tenants_are_checked_by_every_operation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issued_token_names_its_tenant_and_role_and_is_stored_hashed() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let issued = b
         .ledger
@@ -425,7 +434,7 @@ async fn an_issued_token_names_its_tenant_and_role_and_is_stored_hashed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_effect_happens_once_whatever_the_retries() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let move_id = uuid::Uuid::new_v4();
     let mut ids = Vec::new();
@@ -453,7 +462,7 @@ async fn a_move_effect_happens_once_whatever_the_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_patch_with_a_stale_version_is_refused() {
-    let b = backend();
+    let b = backend().await;
     let t = tenant(&b).await;
     let u = user(&b, t.id, "adele").await;
     let patch = |name: &str| UserPatch {
@@ -482,7 +491,7 @@ async fn a_user_patch_with_a_stale_version_is_refused() {
 async fn concurrent_assignments_take_exactly_the_free_seats() {
     const SEATS: u32 = 10;
     const USERS: usize = 40;
-    let b = Arc::new(backend());
+    let b = Arc::new(backend().await);
     let t = tenant(&b).await;
     buy(&b, t.id, SEATS).await;
     let sku = e3(&b).await;
@@ -518,7 +527,7 @@ async fn concurrent_assignments_take_exactly_the_free_seats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_changes_from_one_version_let_exactly_one_win() {
     const WRITERS: u32 = 8;
-    let b = Arc::new(backend());
+    let b = Arc::new(backend().await);
     let t = tenant(&b).await;
     let sub = buy(&b, t.id, 5).await;
     let tasks: Vec<_> = (0..WRITERS)
@@ -557,7 +566,7 @@ async fn concurrent_changes_from_one_version_let_exactly_one_win() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_profile_keeps_its_kind_and_sealed_secret() {
     use tenantry_store::moves::ProfileKind;
-    let b = backend();
+    let b = backend().await;
     let name = format!("dav-{}", uuid::Uuid::new_v4().simple());
     b.store()
         .create_profile(
@@ -578,4 +587,717 @@ async fn a_connection_profile_keeps_its_kind_and_sealed_secret() {
         .await
         .unwrap_err();
     assert_eq!(code(again), (ErrorKind::Conflict, "DuplicateProfile"));
+}
+
+// ---- the move state machine ---------------------------------------------------------------------
+
+const RUNNING: &[MoveState] = &[MoveState::Running];
+
+/// A move between two fresh tenants, in Draft.
+async fn draft_move(b: &Backend) -> uuid::Uuid {
+    let (source, target) = (tenant(b).await, tenant(b).await);
+    let spec = MoveSpec {
+        source_tenant_id: source.id,
+        target_tenant_id: target.id,
+        path: MovePath::RetireSource,
+        users: vec![],
+        domain_rewrite: None,
+        allow_purchase: true,
+        source_mail: None,
+        target_mail: None,
+        libraries: vec![],
+    };
+    b.ledger
+        .create_move(spec, "op".into(), NOW)
+        .await
+        .unwrap()
+        .id
+}
+
+fn steps(keys: &[&str]) -> Vec<(String, serde_json::Value)> {
+    keys.iter()
+        .map(|k| (k.to_string(), serde_json::json!({"kind": "report"})))
+        .collect()
+}
+
+async fn step_of(b: &Backend, id: uuid::Uuid, key: &str) -> StepRecord {
+    b.store()
+        .steps(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.key == key)
+        .unwrap()
+}
+
+async fn claim(b: &Backend, worker: &str, at: Timestamp) -> Option<StepRecord> {
+    b.ledger.claim_step(worker.into(), at, 60).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_runs_its_steps_in_order_and_completes() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    assert!(claim(&b, "w", NOW).await.is_none(), "a draft has no work");
+    b.ledger
+        .start_run(id, steps(&["buy:x", "report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let first = claim(&b, "w", NOW).await.unwrap();
+    assert_eq!((first.key.as_str(), first.attempts), ("buy:x", 1));
+    assert_eq!(first.lease_owner.as_deref(), Some("w"));
+    // The second step waits for the first, even for another worker.
+    assert!(claim(&b, "w2", NOW).await.is_none());
+    b.ledger
+        .finish_step(id, first.key, "w".into(), Ok(json!({"ok": 1})), 3, NOW)
+        .await
+        .unwrap();
+    let second = claim(&b, "w2", NOW).await.unwrap();
+    assert_eq!(second.key, "report");
+    b.ledger
+        .finish_step(id, second.key, "w2".into(), Ok(json!({})), 3, NOW)
+        .await
+        .unwrap();
+    let m = b.store().get_move(id).await.unwrap();
+    assert_eq!(m.state, MoveState::Completed);
+    let done = step_of(&b, id, "buy:x").await;
+    assert_eq!(
+        (done.state, done.result, done.lease_owner),
+        (StepState::Done, Some(json!({"ok": 1})), None)
+    );
+    let restart = b
+        .ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(code(restart), (ErrorKind::Conflict, "MoveFinished"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_backs_off_retries_then_fails_the_move() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let mut at = NOW;
+    for attempt in 1..=2u32 {
+        let step = claim(&b, "w", at).await.unwrap();
+        assert_eq!(step.attempts, attempt);
+        b.ledger
+            .finish_step(id, step.key, "w".into(), Err("boom".into()), 2, at)
+            .await
+            .unwrap();
+        let wait = tenantry_app::moves::backoff_secs(attempt);
+        if attempt < 2 {
+            let pending = step_of(&b, id, "mailbox:a").await;
+            assert_eq!(pending.state, StepState::Pending);
+            assert_eq!(pending.error.as_deref(), Some("boom"));
+            assert!(
+                claim(&b, "w", Timestamp(at.0 + wait - 1)).await.is_none(),
+                "a failed step waits its back-off"
+            );
+            at = Timestamp(at.0 + wait + 1);
+        }
+    }
+    assert_eq!(step_of(&b, id, "mailbox:a").await.state, StepState::Failed);
+    assert_eq!(
+        b.store().get_move(id).await.unwrap().state,
+        MoveState::Failed
+    );
+    // Resuming a failed move gives its failed step fresh attempts.
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), at)
+        .await
+        .unwrap();
+    let resumed = step_of(&b, id, "mailbox:a").await;
+    assert_eq!((resumed.state, resumed.attempts), (StepState::Pending, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_follow_the_transitions() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    let refused = b
+        .ledger
+        .set_move_state(id, RUNNING, MoveState::Paused, "op".into(), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(code(refused), (ErrorKind::Conflict, "InvalidMoveState"));
+    b.ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let running = b
+        .ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(code(running), (ErrorKind::Conflict, "MoveRunning"));
+    b.ledger
+        .set_move_state(id, RUNNING, MoveState::Paused, "op".into(), NOW)
+        .await
+        .unwrap();
+    assert!(
+        claim(&b, "w", NOW).await.is_none(),
+        "a paused move has no work"
+    );
+    b.ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    assert!(claim(&b, "w", NOW).await.is_some());
+    b.ledger
+        .set_move_state(
+            id,
+            &[MoveState::Running, MoveState::Paused],
+            MoveState::Cancelled,
+            "op".into(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let again = b
+        .ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(code(again), (ErrorKind::Conflict, "MoveFinished"));
+    let actions: Vec<String> = b
+        .store()
+        .audit_log(
+            b.store().get_move(id).await.unwrap().spec.target_tenant_id,
+            AuditFilter {
+                action: None,
+                target_id: Some(id.to_string()),
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "move.cancelled",
+            "move.started",
+            "move.paused",
+            "move.started",
+            "move.created"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plan_drops_unfinished_steps_it_no_longer_has() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["buy:x", "report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    b.ledger
+        .set_move_state(id, RUNNING, MoveState::Paused, "op".into(), NOW)
+        .await
+        .unwrap();
+    // Meanwhile the seats were bought by hand: the new plan has no purchase.
+    b.ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let keys: Vec<String> = b
+        .store()
+        .steps(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["report"]);
+    assert_eq!(claim(&b, "w", NOW).await.unwrap().key, "report");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_a_worker_still_runs_is_left_to_it_on_resume() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a", "report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let claimed = claim(&b, "w", NOW).await.unwrap();
+    b.ledger
+        .set_move_state(id, RUNNING, MoveState::Paused, "op".into(), NOW)
+        .await
+        .unwrap();
+    b.ledger
+        .start_run(id, steps(&["mailbox:a", "report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let step = step_of(&b, id, &claimed.key).await;
+    assert_eq!((step.state, step.attempts), (StepState::Running, 1));
+    assert!(b
+        .ledger
+        .renew_lease(id, claimed.key.clone(), "w".into(), Timestamp(NOW.0 + 120))
+        .await
+        .unwrap());
+    assert!(!b
+        .ledger
+        .renew_lease(id, claimed.key, "intruder".into(), Timestamp(NOW.0 + 120))
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_failure_does_not_turn_a_cancelled_move_into_a_failed_one() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let step = claim(&b, "w", NOW).await.unwrap();
+    b.ledger
+        .set_move_state(id, RUNNING, MoveState::Cancelled, "op".into(), NOW)
+        .await
+        .unwrap();
+    b.ledger
+        .finish_step(id, step.key, "w".into(), Err("boom".into()), 1, NOW)
+        .await
+        .unwrap();
+    let record = b.store().get_move(id).await.unwrap();
+    assert_eq!(record.state, MoveState::Cancelled);
+    // Both tenants' audit logs know the state, not the operator's details.
+    let log = b
+        .store()
+        .audit_log(
+            record.spec.source_tenant_id,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    for r in log.items.iter().filter(|r| r.target_type == "move") {
+        let after = r.after.as_ref().unwrap();
+        assert!(
+            after.get("sourceTenantId").is_none() && after.get("error").is_none(),
+            "{after}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_claimed_again_and_the_old_worker_is_ignored() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let first = claim(&b, "dead", NOW).await.unwrap();
+    assert!(
+        claim(&b, "w2", Timestamp(NOW.0 + 59)).await.is_none(),
+        "a live lease is not taken over"
+    );
+    let again = claim(&b, "w2", Timestamp(NOW.0 + 61)).await.unwrap();
+    assert_eq!(
+        (again.key.as_str(), again.attempts),
+        (first.key.as_str(), 2)
+    );
+    assert_eq!(again.lease_owner.as_deref(), Some("w2"));
+    // The presumed-dead worker comes back: its lease is gone, its report is ignored.
+    assert!(!b
+        .ledger
+        .renew_lease(id, first.key.clone(), "dead".into(), Timestamp(NOW.0 + 200))
+        .await
+        .unwrap());
+    b.ledger
+        .finish_step(
+            id,
+            first.key.clone(),
+            "dead".into(),
+            Ok(json!({"by": "dead"})),
+            3,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(step_of(&b, id, &first.key).await.state, StepState::Running);
+    b.ledger
+        .finish_step(
+            id,
+            first.key.clone(),
+            "w2".into(),
+            Ok(json!({"by": "w2"})),
+            3,
+            NOW,
+        )
+        .await
+        .unwrap();
+    let done = step_of(&b, id, &first.key).await;
+    assert_eq!(
+        (done.state, done.result),
+        (StepState::Done, Some(json!({"by": "w2"})))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_take_each_step_exactly_once() {
+    const MOVES: usize = 6;
+    const STEPS: usize = 4;
+    const CLAIMERS: usize = 8;
+    let b = Arc::new(backend().await);
+    let mut ids = Vec::new();
+    for _ in 0..MOVES {
+        let id = draft_move(&b).await;
+        let keys: Vec<String> = (0..STEPS).map(|i| format!("step:{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        b.ledger
+            .start_run(id, steps(&keys), "op".into(), NOW)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let mut tasks = Vec::new();
+    for n in 0..CLAIMERS {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("w{n}");
+            let mut mine = Vec::new();
+            let mut idle = 0;
+            // Steps of one move run in order, so a claimer may find nothing while others hold
+            // the heads of every move: it stops only after a run of empty polls.
+            while idle < 50 {
+                match b.ledger.claim_step(worker.clone(), NOW, 600).await.unwrap() {
+                    Some(step) => {
+                        idle = 0;
+                        mine.push((step.move_id, step.key.clone()));
+                        b.ledger
+                            .finish_step(
+                                step.move_id,
+                                step.key,
+                                worker.clone(),
+                                Ok(json!({})),
+                                3,
+                                NOW,
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    None => {
+                        idle += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            mine
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    let distinct: BTreeSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(
+        claimed.len(),
+        MOVES * STEPS,
+        "every step claimed once: {claimed:?}"
+    );
+    assert_eq!(distinct.len(), claimed.len(), "no step claimed twice");
+    for id in ids {
+        let steps = b.store().steps(id).await.unwrap();
+        assert!(steps
+            .iter()
+            .all(|s| s.state == StepState::Done && s.attempts == 1));
+        assert_eq!(
+            b.store().get_move(id).await.unwrap().state,
+            MoveState::Completed
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_leases_frees_a_dead_workers_steps_at_once() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    claim(&b, "dead", NOW).await.unwrap();
+    assert!(b.ledger.release_leases().await.unwrap() >= 1);
+    let step = claim(&b, "w2", NOW).await.unwrap();
+    assert_eq!(
+        (step.lease_owner.as_deref(), step.attempts),
+        (Some("w2"), 2)
+    );
+}
+
+// ---- the directory reads and applications (the Graph surface) ----------------------------------
+
+async fn named_user(
+    b: &Backend,
+    tenant: TenantId,
+    upn: &str,
+    name: &str,
+    location: Option<&str>,
+    enabled: bool,
+) -> User {
+    let new = NewUser {
+        user_principal_name: upn.into(),
+        display_name: name.into(),
+        usage_location: location.map(Into::into),
+        account_enabled: enabled,
+    };
+    b.ledger
+        .create_user(&operator(), tenant, new, NOW)
+        .await
+        .unwrap()
+}
+
+async fn matching(b: &Backend, tenant: TenantId, filter: UserFilter) -> Vec<String> {
+    let page = PageRequest {
+        top: 100,
+        after: None,
+    };
+    let found = b
+        .store()
+        .query_users(tenant, filter.clone(), page)
+        .await
+        .unwrap();
+    let count = b.store().count_users(tenant, filter).await.unwrap();
+    assert_eq!(
+        count,
+        found.items.len() as u64,
+        "the count agrees with the listing"
+    );
+    found
+        .items
+        .into_iter()
+        .map(|u| u.user_principal_name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_found_by_principal_name_and_filtered_ignoring_case() {
+    let b = backend().await;
+    let t = tenant(&b).await;
+    let other = tenant(&b).await;
+    let sku = e3(&b).await;
+    buy(&b, t.id, 5).await;
+    let adele = named_user(
+        &b,
+        t.id,
+        "Adele.Vance@contoso.com",
+        "Adele Vance",
+        Some("US"),
+        true,
+    )
+    .await;
+    named_user(
+        &b,
+        t.id,
+        "alex@contoso.com",
+        "Alex Wilber",
+        Some("gb"),
+        false,
+    )
+    .await;
+    named_user(&b, t.id, "pct@contoso.com", "100% _Sales", None, true).await;
+    named_user(
+        &b,
+        other.id,
+        "adele.vance@contoso.com",
+        "Adele Other",
+        Some("US"),
+        true,
+    )
+    .await;
+    b.ledger
+        .assign_licenses(&operator(), t.id, adele.id, licence(sku), vec![], NOW)
+        .await
+        .unwrap();
+
+    let found = b
+        .store()
+        .find_user_by_upn(t.id, "ADELE.vance@CONTOSO.com".into())
+        .await
+        .unwrap()
+        .expect("found whatever the case");
+    assert_eq!(found.id, adele.id, "and only in its own tenant");
+    assert!(b
+        .store()
+        .find_user_by_upn(t.id, "nobody@contoso.com".into())
+        .await
+        .unwrap()
+        .is_none());
+    let missing = b
+        .store()
+        .find_user_by_upn(TenantId::new_random(), "adele.vance@contoso.com".into())
+        .await
+        .unwrap_err();
+    assert_eq!(code(missing).1, "NotFound");
+
+    let all = |f: UserFilter| matching(&b, t.id, f);
+    assert_eq!(all(UserFilter::default()).await.len(), 3);
+    let upn = UserFilter {
+        user_principal_name: Some("ADELE.VANCE@contoso.COM".into()),
+        ..Default::default()
+    };
+    assert_eq!(all(upn).await, ["Adele.Vance@contoso.com"]);
+    let disabled = UserFilter {
+        account_enabled: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(all(disabled).await, ["alex@contoso.com"]);
+    let location = UserFilter {
+        usage_location: Some("GB".into()),
+        ..Default::default()
+    };
+    assert_eq!(all(location).await, ["alex@contoso.com"]);
+    let prefix = UserFilter {
+        display_name_prefix: Some("al".into()),
+        ..Default::default()
+    };
+    assert_eq!(all(prefix).await, ["alex@contoso.com"]);
+    // LIKE's wildcards in the text are matched as themselves.
+    let wildcard = UserFilter {
+        display_name_prefix: Some("1_0".into()),
+        ..Default::default()
+    };
+    assert!(all(wildcard).await.is_empty());
+    let percent = UserFilter {
+        display_name_contains: Some("% _SALES".into()),
+        ..Default::default()
+    };
+    assert_eq!(all(percent).await, ["pct@contoso.com"]);
+    let word = UserFilter {
+        display_name_contains: Some("VANCE".into()),
+        ..Default::default()
+    };
+    assert_eq!(all(word).await, ["Adele.Vance@contoso.com"]);
+    let licensed = UserFilter {
+        assigned_sku: Some(sku),
+        ..Default::default()
+    };
+    assert_eq!(all(licensed).await, ["Adele.Vance@contoso.com"]);
+    let both = UserFilter {
+        assigned_sku: Some(sku),
+        account_enabled: Some(false),
+        ..Default::default()
+    };
+    assert!(all(both).await.is_empty(), "conditions combine with and");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_users_page_in_creation_order_from_the_skiptoken() {
+    let b = backend().await;
+    let t = tenant(&b).await;
+    let mut enabled = Vec::new();
+    for i in 0..7 {
+        let on = i % 3 != 1;
+        let upn = format!("u{i}@contoso.com");
+        named_user(&b, t.id, &upn, &format!("User {i}"), None, on).await;
+        if on {
+            enabled.push(upn);
+        }
+    }
+    let filter = UserFilter {
+        account_enabled: Some(true),
+        ..Default::default()
+    };
+    let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = b
+            .store()
+            .query_users(t.id, filter.clone(), PageRequest { top: 2, after })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        pages += 1;
+        seen.extend(page.items.into_iter().map(|u| u.user_principal_name));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, enabled, "each matching user once, in creation order");
+    assert_eq!(pages, 3, "five users in pages of two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_token_stands_for_its_application_until_it_expires() {
+    let b = backend().await;
+    let t = tenant(&b).await;
+    let app = b
+        .ledger
+        .register_application(&operator(), t.id, "script", "LicenseAdmin", NOW)
+        .await
+        .unwrap();
+    let client_id = app.record.client_id;
+    let wrong = b
+        .ledger
+        .issue_app_token(t.id, client_id, "not the secret", 3600, NOW)
+        .await
+        .unwrap();
+    assert!(wrong.is_none(), "a wrong secret gets nothing");
+    let elsewhere = tenant(&b).await;
+    let foreign = b
+        .ledger
+        .issue_app_token(elsewhere.id, client_id, &app.client_secret, 3600, NOW)
+        .await
+        .unwrap();
+    assert!(foreign.is_none(), "another tenant's client gets nothing");
+    let issued = b
+        .ledger
+        .issue_app_token(t.id, client_id, &app.client_secret, 3600, NOW)
+        .await
+        .unwrap()
+        .expect("issued");
+    let hash = tenantry_app::tokens::hash_token(&issued.access_token);
+    let principal = |at: i64| {
+        b.store()
+            .principal_for_app_token(hash.clone(), Timestamp(at))
+    };
+    assert_eq!(
+        principal(NOW.0 + 3599).await.unwrap(),
+        Some(Principal::Tenant {
+            tenant_id: t.id,
+            role: Role::LicenseAdmin,
+            token_id: TokenId(client_id),
+        })
+    );
+    assert_eq!(principal(NOW.0 + 3600).await.unwrap(), None, "expired");
+    assert_eq!(
+        b.store()
+            .principal_for_app_token(issued.access_token.clone(), NOW)
+            .await
+            .unwrap(),
+        None,
+        "the token itself must not be what is stored"
+    );
+    assert_eq!(b.ledger.sweep_app_tokens(NOW).await.unwrap(), 0);
+    assert_eq!(
+        b.ledger
+            .sweep_app_tokens(Timestamp(NOW.0 + 3600))
+            .await
+            .unwrap(),
+        1
+    );
+    let (record, secret_hash) =
+        transaction(b.store().as_ref(), move |tx| tx.load_application(client_id))
+            .await
+            .unwrap()
+            .expect("the application");
+    assert_eq!(record.display_name, "script");
+    assert_eq!(record.tenant_id, t.id);
+    assert_eq!(
+        secret_hash,
+        tenantry_app::tokens::hash_token(&app.client_secret),
+        "only the secret's hash is stored"
+    );
 }

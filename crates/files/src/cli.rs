@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::endpoint::UploadPolicy;
+use crate::endpoint::{Endpoint, UploadPolicy};
+use crate::graph::args::{GraphArgs, Side};
 use crate::limits::{Limits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES};
 use crate::location::{self, Secret};
 use crate::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
@@ -57,6 +58,9 @@ pub struct Pair {
     pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// App-only credentials for sharepoint:// and onedrive:// locations.
+    #[command(flatten)]
+    pub graph: GraphArgs,
 }
 
 /// Bounds on what a server can make a run hold in memory.
@@ -121,6 +125,8 @@ pub struct CheckArgs {
     pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub graph: GraphArgs,
 }
 
 #[derive(Debug, Args)]
@@ -148,38 +154,56 @@ fn client(parallel: usize, ca: Option<&std::path::Path>) -> anyhow::Result<reqwe
     Ok(http_client(parallel, pem.as_deref())?)
 }
 
+type Opened = std::sync::Arc<dyn Endpoint>;
+
+/// `state`: the run's state store, where a Graph endpoint keeps its delta link and upload sessions.
 fn open_pair(
     p: &Pair,
     retry: RetryPolicy,
     upload: UploadPolicy,
-) -> anyhow::Result<(
-    std::sync::Arc<dyn crate::endpoint::Endpoint>,
-    std::sync::Arc<dyn crate::endpoint::Endpoint>,
-)> {
+    state: Option<&std::path::Path>,
+) -> anyhow::Result<(Opened, Opened)> {
     let client = client(p.parallel, p.ca_cert.as_deref())?;
-    let s = location::open(
-        &p.source,
-        Secret {
-            file: p.source_password_file.as_deref(),
-            env: "TENANTRY_SOURCE_PASSWORD",
-        },
-        &client,
-        retry,
-        upload,
-        p.limits.limits(),
-    )?;
-    let t = location::open(
-        &p.target,
-        Secret {
-            file: p.target_password_file.as_deref(),
-            env: "TENANTRY_TARGET_PASSWORD",
-        },
-        &client,
-        retry,
-        upload,
-        p.limits.limits(),
-    )?;
+    let graph = |loc: &str, side| crate::graph::location::open(loc, side, &p.graph, &client, state);
+    let s = if crate::graph::location::is_graph(&p.source) {
+        graph(&p.source, Side::Source)?
+    } else {
+        open_plain(
+            &p.source,
+            p.source_password_file.as_deref(),
+            "TENANTRY_SOURCE_PASSWORD",
+            &client,
+            retry,
+            upload,
+            p.limits.limits(),
+        )?
+    };
+    let t = if crate::graph::location::is_graph(&p.target) {
+        graph(&p.target, Side::Target)?
+    } else {
+        open_plain(
+            &p.target,
+            p.target_password_file.as_deref(),
+            "TENANTRY_TARGET_PASSWORD",
+            &client,
+            retry,
+            upload,
+            p.limits.limits(),
+        )?
+    };
     Ok((s, t))
+}
+
+fn open_plain(
+    loc: &str,
+    file: Option<&std::path::Path>,
+    env: &'static str,
+    client: &reqwest::Client,
+    retry: RetryPolicy,
+    upload: UploadPolicy,
+    limits: Limits,
+) -> anyhow::Result<Opened> {
+    location::open(loc, Secret { file, env }, client, retry, upload, limits)
 }
 
 async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -187,18 +211,19 @@ async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
         attempts: a.retries.max(1),
         ..Default::default()
     };
-    let (s, t) = open_pair(&a.pair, retry, a.upload)?;
     let (sn, tn) = (
         location::display_name(&a.pair.source),
         location::display_name(&a.pair.target),
     );
+    let state_path = state_file(&a.state_dir, &sn, &tn);
+    let (s, t) = open_pair(&a.pair, retry, a.upload, Some(&state_path))?;
     let opts = MigrateOptions {
         parallel: a.pair.parallel,
         dry_run: a.dry_run,
         delete: a.delete,
         checksum: a.checksum,
         on_invalid: a.pair.on_invalid,
-        state_path: state_file(&a.state_dir, &sn, &tn),
+        state_path,
         retry,
         progress: !a.pair.json || std::io::stderr().is_terminal(),
     };
@@ -219,17 +244,21 @@ async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let client = client(1, a.ca_cert.as_deref())?;
-    let s = location::open(
-        &a.source,
-        Secret {
-            file: a.source_password_file.as_deref(),
-            env: "TENANTRY_SOURCE_PASSWORD",
-        },
-        &client,
-        RetryPolicy::default(),
-        UploadPolicy::Auto,
-        a.limits.limits(),
-    )?;
+    let s = if crate::graph::location::is_graph(&a.source) {
+        crate::graph::location::open(&a.source, Side::Source, &a.graph, &client, None)?
+    } else {
+        location::open(
+            &a.source,
+            Secret {
+                file: a.source_password_file.as_deref(),
+                env: "TENANTRY_SOURCE_PASSWORD",
+            },
+            &client,
+            RetryPolicy::default(),
+            UploadPolicy::Auto,
+            a.limits.limits(),
+        )?
+    };
     let listing = s
         .list()
         .await
@@ -260,7 +289,7 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (s, t) = open_pair(&a.pair, RetryPolicy::default(), UploadPolicy::Auto)?;
+    let (s, t) = open_pair(&a.pair, RetryPolicy::default(), UploadPolicy::Auto, None)?;
     let rep = verify(s, t, a.pair.on_invalid, a.pair.parallel)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -224,6 +224,12 @@ pub trait Endpoint: Send + Sync {
     fn upload_choice(&self) -> UploadChoice {
         UploadChoice::staged("written under a temporary name, then renamed")
     }
+
+    /// Things the run's report should say about this endpoint (files the service rewrote after
+    /// upload, time spent throttled).
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Joins a relative path and a name.

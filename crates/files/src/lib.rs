@@ -1,12 +1,13 @@
 //! tenantry-files: the document-library migration engine.
 //!
-//! Moves a tree of folders and files from one endpoint (a local folder / file share, or a WebDAV
-//! server) to another, checking SharePoint's naming rules before anything moves, hashing every
+//! Moves a tree of folders and files from one endpoint (a local folder / file share, a WebDAV
+//! server, or a SharePoint / OneDrive library through Microsoft Graph) to another, checking SharePoint's naming rules before anything moves, hashing every
 //! byte on the way, and remembering what it copied so a re-run only moves what changed.
 //! See `ARCHITECTURE.md` beside this crate for the map.
 
 pub mod cli;
 pub mod endpoint;
+pub mod graph;
 pub mod hash;
 pub mod limits;
 pub mod local;

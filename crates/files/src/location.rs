@@ -48,6 +48,9 @@ fn remote_url(loc: &str) -> Option<String> {
 
 /// A stable name of a location without any secret, for reports and the state-file key.
 pub fn display_name(loc: &str) -> String {
+    if crate::graph::location::is_graph(loc) {
+        return loc.to_string();
+    }
     match remote_url(loc).and_then(|u| reqwest::Url::parse(&u).ok()) {
         Some(mut u) => {
             let _ = u.set_password(None);
@@ -112,7 +115,7 @@ pub fn open(
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
     let Some(url) = remote_url(loc) else {
         if loc.contains("://") {
-            bail!("unsupported location scheme (use a path, webdav:// or webdavs://)");
+            bail!("unsupported location scheme (use a path, webdav://, webdavs://, sharepoint:// or onedrive://)");
         }
         return Ok(Arc::new(LocalEndpoint::new(loc)));
     };

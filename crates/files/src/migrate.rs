@@ -252,6 +252,8 @@ pub async fn migrate(
                 .into(),
         );
     }
+    report.notes.extend(source.notices());
+    report.notes.extend(target.notices());
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.megabytes_per_sec = report.copied_bytes as f64 / 1e6 / report.elapsed_secs.max(0.001);
     Ok(report)

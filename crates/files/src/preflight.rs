@@ -33,6 +33,9 @@ pub enum Problem {
     TrailingSpace,
     /// A folder whose name starts with `~`.
     FolderStartsWithTilde,
+    /// A folder whose name ends in `.`: Graph's path addressing (`root:/a./b:`) cannot reach
+    /// what is inside it, and SharePoint refuses it.
+    FolderEndsWithDot,
     /// `forms` at the library root.
     FormsAtRoot,
     /// Another entry in the same folder has the same name but for case (SharePoint names are
@@ -66,6 +69,7 @@ impl Problem {
             Problem::LeadingSpace => "leading space".into(),
             Problem::TrailingSpace => "trailing space".into(),
             Problem::FolderStartsWithTilde => "folder name starts with ~".into(),
+            Problem::FolderEndsWithDot => "folder name ends with '.'".into(),
             Problem::FormsAtRoot => "folder 'forms' at the library root".into(),
             Problem::CaseCollision => "same name as another entry but for case".into(),
             Problem::PathTooLong { chars } => {
@@ -119,6 +123,9 @@ pub fn check_name(name: &str, is_dir: bool, at_root: bool) -> Vec<Problem> {
     if is_dir && at_root && name.eq_ignore_ascii_case("forms") {
         p.push(Problem::FormsAtRoot);
     }
+    if is_dir && name.ends_with('.') {
+        p.push(Problem::FolderEndsWithDot);
+    }
     p
 }
 
@@ -161,6 +168,11 @@ pub fn rename_name(name: &str, is_dir: bool, at_root: bool) -> String {
     // After the `~` → `_` above, which can make one (`~vti_` → `_vti_`: found by fuzzing).
     while let Some(i) = s.to_ascii_lowercase().find("_vti_") {
         s.replace_range(i..i + 5, "-vti-");
+    }
+    // A folder's final dot becomes its full-width look-alike, like the characters above.
+    if is_dir && s.ends_with('.') {
+        s.pop();
+        s.push('．');
     }
     if is_reserved(&s) || (is_dir && at_root && s.eq_ignore_ascii_case("forms")) {
         s.push('_');
@@ -351,7 +363,12 @@ mod tests {
             assert_eq!(p, vec![Problem::NotAName], "{bad:?}");
             assert!(!p[0].renamable());
         }
-        assert!(check_name("...", true, false).is_empty());
+        // A name of dots is a name; as a folder it ends in a dot, which SharePoint refuses.
+        assert!(check_name("...", false, false).is_empty());
+        assert_eq!(
+            check_name("...", true, false),
+            vec![Problem::FolderEndsWithDot]
+        );
     }
 
     #[test]
@@ -393,6 +410,16 @@ mod tests {
         );
         assert_eq!(check_name(" a", false, false), vec![Problem::LeadingSpace]);
         assert_eq!(check_name("a ", false, false), vec![Problem::TrailingSpace]);
+        assert_eq!(
+            check_name("v1.", true, false),
+            vec![Problem::FolderEndsWithDot]
+        );
+        assert!(
+            check_name("v1.", false, false).is_empty(),
+            "files keep their dot"
+        );
+        assert_eq!(rename_name("v1.", true, false), "v1．");
+        assert!(check_name(&rename_name("v1.", true, false), true, false).is_empty());
         assert_eq!(
             check_name("~tmp", true, false),
             vec![Problem::FolderStartsWithTilde]

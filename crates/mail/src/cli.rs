@@ -86,12 +86,15 @@ pub struct ConnArgs {
     /// Connections per side and mailbox (folders run in parallel).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Longest silence, in seconds, from a server that owes an answer.
-    #[arg(long = "timeout", value_name = "SECS", default_value_t = 300)]
+    /// Longest silence, in seconds, from a server that owes an answer (1 to 604800, a week).
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout_secs: u64,
     /// Longest wait, in seconds, for one command's complete answer (a server that trickles
-    /// data stays within --timeout; this cuts it off).
-    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 1800)]
+    /// data stays within --timeout; this cuts it off). 1 to 604800; extended by one second
+    /// per 64 KiB of message data the command moves.
+    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub command_timeout_secs: u64,
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -100,6 +103,14 @@ pub struct ConnArgs {
     #[arg(long, short)]
     pub quiet: bool,
 }
+
+/// Upper bound of --timeout and --command-timeout: longer waits are no use, and far larger
+/// ones would overflow the clock.
+const MAX_TIMEOUT_SECS: u64 = 7 * 86400;
+
+/// Upper bound of --max-message-size: a literal buffer of this size (and a quarter) is the
+/// most a server can make tenantry reserve.
+const MAX_MESSAGE_SIZE: u64 = 1 << 32;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -113,8 +124,9 @@ pub struct MigrateArgs {
     pub dry_run: bool,
     /// Report, don't send, messages larger than this many bytes (e.g. 35000000 for Exchange
     /// Online, which refuses larger APPENDs without announcing a limit). Default 268435456
-    /// (256 MiB); a server's literals may exceed it by a quarter at most.
-    #[arg(long)]
+    /// (256 MiB), at most 4294967296 (4 GiB); a server's literals may exceed it by a quarter at
+    /// most (a larger body is read, thrown away and reported).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_SIZE))]
     pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
     #[arg(long, default_value_t = 4 << 20, hide = true)]

@@ -22,6 +22,19 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 << 20;
 /// hundred; tenantry sends no SEARCH, whose answers could grow larger.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The lines of one response together may be this many times `max_line` (4 MiB by default):
+/// only literals may be large. A response's text is what parses into `Value`s (see
+/// `protocol::MAX_VALUES` for their count), so this bounds its parsed memory too.
+pub const TEXT_LINES: usize = 4;
+
+/// Most literals in one response. Real ones carry one or two (a body, a folder name); each
+/// costs a buffer even when empty.
+pub const MAX_LITERALS: usize = 1024;
+
+/// Literal bytes per second expected from the slowest link the deadline allows for when a
+/// body too large to keep is read and thrown away (see `Limits::deadline_for`).
+pub const SLOW_LINK_BYTES_PER_SEC: u64 = 64 * 1024;
+
 /// What one connection accepts from its server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -58,6 +71,24 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Longest the lines of one response may be together.
+    pub fn max_text(&self) -> usize {
+        self.max_line.saturating_mul(TEXT_LINES)
+    }
+
+    /// When something started now that moves `bytes` must be done: the deadline, plus the time
+    /// those bytes take at `SLOW_LINK_BYTES_PER_SEC`, so a large body on a slow link is not cut
+    /// off (a trickling server still is, by this later point).
+    pub fn deadline_for(&self, bytes: u64) -> Instant {
+        let extra = Duration::from_secs(bytes / SLOW_LINK_BYTES_PER_SEC);
+        let now = Instant::now();
+        now.checked_add(self.deadline.saturating_add(extra))
+            // Far beyond any run, yet an Instant (a huge --command-timeout must not panic).
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400))
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits::for_message_size(DEFAULT_MAX_MESSAGE_SIZE)
@@ -80,6 +111,12 @@ pub enum FrameError {
     LiteralTooLarge { len: u64, max: u64 },
     #[error("response exceeded {0} bytes")]
     ResponseTooLarge(u64),
+    #[error("the lines of one response exceeded {0} bytes")]
+    TextTooLarge(usize),
+    #[error("response carried more than {0} literals")]
+    TooManyLiterals(usize),
+    #[error("server sent more than {count} responses or {bytes} bytes for one command")]
+    TooMuchChatter { count: usize, bytes: u64 },
 }
 
 impl FrameError {
@@ -94,6 +131,11 @@ impl FrameError {
 }
 
 /// Reads one complete response; fails by `deadline` at the latest.
+///
+/// A literal above `max_literal` is refused before it is read — except a message body in a
+/// `FETCH` response: that one is read and thrown away (never held; bounded by `deadline`), so
+/// one oversized message is reported and the rest of its folder still copied. It stands in the
+/// result as an empty literal listed in `Framed::discarded`.
 pub async fn read_response<R: AsyncBufRead + Unpin>(
     io: &mut R,
     limits: &Limits,
@@ -123,11 +165,20 @@ async fn read_sized<R: AsyncBufRead + Unpin>(
         let Some(len) = literal_len(line) else {
             return Ok(f);
         };
+        if f.literals.len() >= MAX_LITERALS {
+            return Err(FrameError::TooManyLiterals(MAX_LITERALS));
+        }
         if len > limits.max_literal {
-            return Err(FrameError::LiteralTooLarge {
-                len,
-                max: limits.max_literal,
-            });
+            if !is_fetch(&f.text) {
+                return Err(FrameError::LiteralTooLarge {
+                    len,
+                    max: limits.max_literal,
+                });
+            }
+            discard(io, len, limits.idle).await?;
+            f.discarded.push((f.literals.len(), len));
+            f.literals.push(Vec::new());
+            continue;
         }
         literal_bytes += len;
         if f.text.len() as u64 + literal_bytes > limits.max_response {
@@ -169,6 +220,9 @@ async fn read_line<R: AsyncBufRead + Unpin>(
         if out.len() - start + take > limits.max_line {
             return Err(FrameError::LineTooLong(limits.max_line));
         }
+        if out.len() + take > limits.max_text() {
+            return Err(FrameError::TextTooLarge(limits.max_text()));
+        }
         if (out.len() + take) as u64 + literal_bytes > limits.max_response {
             return Err(FrameError::ResponseTooLarge(limits.max_response));
         }
@@ -178,6 +232,37 @@ async fn read_line<R: AsyncBufRead + Unpin>(
             return Ok(());
         }
     }
+}
+
+/// Whether a response's text starts as `* <number> FETCH`: the only responses whose oversized
+/// literals (message bodies) are skipped rather than refused.
+fn is_fetch(text: &[u8]) -> bool {
+    let Some(rest) = text.strip_prefix(b"* ") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    digits > 0
+        && rest[digits..]
+            .get(..7)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b" FETCH "))
+}
+
+/// Reads `len` bytes and drops them, a buffer at a time.
+async fn discard<R: AsyncBufRead + Unpin>(
+    io: &mut R,
+    mut len: u64,
+    idle: Duration,
+) -> Result<(), FrameError> {
+    while len > 0 {
+        let buf = idle_bounded(idle, io.fill_buf()).await?;
+        if buf.is_empty() {
+            return Err(FrameError::Closed);
+        }
+        let take = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        io.consume(take);
+        len -= take as u64;
+    }
+    Ok(())
 }
 
 async fn idle_bounded<T>(
@@ -224,7 +309,7 @@ mod tests {
         let long = [b'x'; 65];
         let e = read(&long, &small()).await.unwrap_err();
         assert!(matches!(e, FrameError::LineTooLong(64)), "{e}");
-        let e = read(b"* 1 FETCH (BODY[] {101}\r\n", &small())
+        let e = read(b"* LIST () \"/\" {101}\r\n", &small())
             .await
             .unwrap_err();
         assert!(
@@ -240,5 +325,68 @@ mod tests {
         assert!(matches!(e, FrameError::ResponseTooLarge(250)), "{e}");
         let e = read(b"* OK no end", &small()).await.unwrap_err();
         assert!(matches!(e, FrameError::Closed), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_lines_of_one_response_are_bounded_together() {
+        // Each line is short and each literal empty, but the text goes on: it is what parses
+        // into values, so it is bounded apart from the literals.
+        let mut many = Vec::new();
+        for _ in 0..10 {
+            many.extend_from_slice(b"* OK [ALERT a a a a a a a a a a {0}\r\n");
+        }
+        many.extend_from_slice(b"]\r\n");
+        let limits = Limits {
+            max_response: 100_000,
+            ..small()
+        };
+        let e = read(&many, &limits).await.unwrap_err();
+        assert!(matches!(e, FrameError::TextTooLarge(256)), "{e}");
+        let mut empties = b"* OK [ALERT".to_vec();
+        for _ in 0..=MAX_LITERALS {
+            empties.extend_from_slice(b" {0}\r\n");
+        }
+        let limits = Limits {
+            max_line: 1 << 20,
+            max_response: 1 << 30,
+            ..small()
+        };
+        let e = read(&empties, &limits).await.unwrap_err();
+        assert!(
+            matches!(e, FrameError::TooManyLiterals(MAX_LITERALS)),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_skipped_not_held_and_the_stream_goes_on() {
+        let mut wire = b"* 1 FETCH (UID 9 BODY[] {300}\r\n".to_vec();
+        wire.extend([b'x'; 300]);
+        wire.extend_from_slice(b")\r\n* 2 FETCH (UID 10 BODY[] {2}\r\nok)\r\n");
+        let mut io = tokio::io::BufReader::with_capacity(16, &wire[..]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let f = read_response(&mut io, &small(), deadline).await.unwrap();
+        assert_eq!(f.literals, vec![Vec::<u8>::new()]);
+        assert_eq!(f.discarded, vec![(0, 300)]);
+        let crate::protocol::Response::Numbered(_, _, v) =
+            crate::protocol::parse_framed(f).unwrap()
+        else {
+            panic!()
+        };
+        let item = crate::protocol::parse_fetch(v).unwrap();
+        assert_eq!(
+            (item.uid, item.body, item.discarded_body),
+            (Some(9), None, Some(300))
+        );
+        let f = read_response(&mut io, &small(), deadline).await.unwrap();
+        assert_eq!(f.literals, vec![b"ok".to_vec()]);
+        // Outside a FETCH an oversized literal is still refused before it is read.
+        let e = read(b"* LIST () \"/\" {300}\r\n", &small())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, FrameError::LiteralTooLarge { len: 300, .. }),
+            "{e}"
+        );
     }
 }

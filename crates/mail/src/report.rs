@@ -13,7 +13,9 @@ use serde::Serialize;
 pub fn for_terminal(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        // Bidi embeddings, overrides and isolates reorder what follows them on screen: a
+        // folder name could make a line read differently from what it says.
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -291,5 +293,19 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["mailboxes"][0]["folders"][0]["source"], evil);
+    }
+
+    #[test]
+    fn bidi_controls_are_escaped_for_a_terminal() {
+        // "Inbox\u{202e}txt.exe" shows as "Inboxexe.txt"; isolates reorder text the same way.
+        for c in [
+            '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}',
+        ] {
+            let shown = for_terminal(&format!("Inbox{c}txt.exe"));
+            assert!(!shown.contains(c), "{shown:?}");
+            assert_eq!(shown, format!("Inbox{}txt.exe", c.escape_unicode()));
+        }
+        assert_eq!(for_terminal("Überfällig ✓"), "Überfällig ✓");
     }
 }

@@ -167,10 +167,27 @@ pub struct Session {
     pub caps: Vec<String>,
     /// Tagged completions read early (while waiting for a literal's `+`); handed out first.
     stash: std::collections::VecDeque<Response>,
+    /// Tags sent whose completion was not read yet: only their completions are stashed.
+    outstanding: std::collections::HashSet<String>,
     limits: Limits,
     /// When what is awaited now (greeting, login, a command's completion) must have come.
     wait_until: Instant,
+    /// Bytes the next completion waits on (literals sent, bodies expected): they extend its
+    /// deadline (`Limits::deadline_for`).
+    pending_bytes: u64,
+    /// Bytes of all responses read so far (to bound what `run` collects).
+    received: u64,
 }
+
+/// Most untagged responses `run` collects for one command: real commands it is used for
+/// (LIST, SELECT, CAPABILITY, CREATE) get a few thousand at most. Streaming commands
+/// (`run_with`) hold nothing and are not bounded by it.
+pub const MAX_UNTAGGED: usize = 100_000;
+/// Most bytes of untagged responses `run` collects for one command.
+pub const MAX_UNTAGGED_BYTES: u64 = 64 << 20;
+
+/// Literals are written in pieces of this size, each within the idle timeout.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 fn tls_config(ep: &Endpoint) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
@@ -203,7 +220,9 @@ fn tls_config(ep: &Endpoint) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>) -> Result<Box<dyn Stream>> {
+/// The TLS handshake, within `limit` (a server that never finishes it must not hold a run or
+/// a probe).
+async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>, limit: Duration) -> Result<Box<dyn Stream>> {
     let config = tls_config(ep)?;
     let name = rustls::pki_types::ServerName::try_from(
         ep.host
@@ -216,9 +235,14 @@ async fn tls_wrap(ep: &Endpoint, tcp: Box<dyn Stream>) -> Result<Box<dyn Stream>
         host: ep.host.clone(),
         msg: e.to_string(),
     })?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let tls = tokio::time::timeout(limit, handshake)
         .await
+        .map_err(|_| ImapError::Tls {
+            side: ep.side,
+            host: ep.host.clone(),
+            msg: format!("no TLS handshake within {} s", limit.as_secs()),
+        })?
         .map_err(|e| ImapError::Tls {
             side: ep.side,
             host: ep.host.clone(),
@@ -252,7 +276,7 @@ impl Session {
         let _ = tcp.set_nodelay(true);
         let mut stream: Box<dyn Stream> = Box::new(tcp);
         if ep.security == Security::Tls {
-            stream = tls_wrap(ep, stream).await?;
+            stream = tls_wrap(ep, stream, limits.deadline).await?;
         }
         let mut s = Session {
             side: ep.side,
@@ -261,8 +285,11 @@ impl Session {
             next_tag: 0,
             caps: Vec::new(),
             stash: std::collections::VecDeque::new(),
+            outstanding: Default::default(),
             limits: *limits,
-            wait_until: Instant::now() + limits.deadline,
+            wait_until: limits.deadline_for(0),
+            pending_bytes: 0,
+            received: 0,
         };
         let greeting = s.greeting().await?;
         if ep.security == Security::StartTls {
@@ -281,7 +308,10 @@ impl Session {
             if !inner.buffer().is_empty() {
                 return Err(s.protocol("data after STARTTLS (possible injection)"));
             }
-            s.io = BufReader::with_capacity(256 * 1024, tls_wrap(ep, inner.into_inner()).await?);
+            s.io = BufReader::with_capacity(
+                256 * 1024,
+                tls_wrap(ep, inner.into_inner(), limits.deadline).await?,
+            );
             s.caps.clear();
         }
         if greeting != Status::PreAuth {
@@ -311,7 +341,7 @@ impl Session {
                     // greeting carries the capabilities.
                     self.take_caps(&info);
                     if info.status == Status::Bye {
-                        return Err(ImapError::Bye(self.side, info.text));
+                        return Err(self.bye(&info));
                     }
                     if info.status == Status::PreAuth || !info.text.starts_with("Waiting") {
                         return Ok(info.status);
@@ -354,9 +384,16 @@ impl Session {
         self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
 
-    /// Starts the deadline of the next wait (a greeting, a login, a command's completion).
+    /// Starts the deadline of the next wait (a greeting, a login, a command's completion),
+    /// extended for the bytes it involves.
     fn expect_by_deadline(&mut self) {
-        self.wait_until = Instant::now() + self.limits.deadline;
+        self.wait_until = self.limits.deadline_for(self.pending_bytes);
+    }
+
+    /// The next command's answer carries about `bytes` (bodies being fetched): its deadline
+    /// allows for them on a slow link.
+    pub fn expect_bytes(&mut self, bytes: u64) {
+        self.pending_bytes = self.pending_bytes.saturating_add(bytes);
     }
 
     async fn login(&mut self, ep: &Endpoint) -> Result<()> {
@@ -406,6 +443,7 @@ impl Session {
             match self.read_response().await? {
                 Response::Continuation(_) => break,
                 Response::Tagged(t, info) if t == tag => {
+                    self.outstanding.remove(&t);
                     return Err(self.refused_login(ep, display, &info));
                 }
                 _ => {}
@@ -433,6 +471,7 @@ impl Session {
                     self.write_raw(reply).await?;
                 }
                 Response::Tagged(t, info) if t == tag => {
+                    self.outstanding.remove(&t);
                     if info.status == Status::Ok {
                         self.caps.clear();
                         self.take_caps(&info);
@@ -491,6 +530,7 @@ impl Session {
     pub async fn send(&mut self, cmd: Command) -> Result<String> {
         self.next_tag += 1;
         let tag = format!("t{}", self.next_tag);
+        self.outstanding.insert(tag.clone());
         let plus = self.has_cap("LITERAL+");
         let minus = self.has_cap("LITERAL-");
         let mut buf = Vec::with_capacity(64);
@@ -504,10 +544,11 @@ impl Session {
                     buf.extend_from_slice(
                         format!("{{{}{}}}\r\n", l.len(), if nonsync { "+" } else { "" }).as_bytes(),
                     );
+                    self.expect_bytes(l.len() as u64);
                     if nonsync {
                         self.write_raw(&buf).await?;
                         buf.clear();
-                        self.write_raw_unflushed(&l).await?;
+                        self.write_literal(&l).await?;
                     } else {
                         self.write_raw(&buf).await?;
                         buf.clear();
@@ -517,7 +558,9 @@ impl Session {
                             // first; their completions wait in the stash.
                             match self.read_wire().await? {
                                 Response::Continuation(_) => break,
-                                Response::Tagged(t, info) => {
+                                // Only completions of commands still waited for: a server
+                                // cannot fill the stash with made-up or repeated tags.
+                                Response::Tagged(t, info) if self.outstanding.remove(&t) => {
                                     let mine = t == tag;
                                     self.stash.push_back(Response::Tagged(t, info));
                                     if mine {
@@ -526,12 +569,12 @@ impl Session {
                                     }
                                 }
                                 Response::UntaggedStatus(info) if info.status == Status::Bye => {
-                                    return Err(ImapError::Bye(self.side, info.text));
+                                    return Err(self.bye(&info));
                                 }
                                 _ => {}
                             }
                         }
-                        self.write_raw_unflushed(&l).await?;
+                        self.write_literal(&l).await?;
                     }
                 }
             }
@@ -541,9 +584,26 @@ impl Session {
         Ok(tag)
     }
 
-    async fn write_raw_unflushed(&mut self, b: &[u8]) -> Result<()> {
-        let r = tokio::time::timeout(self.limits.idle, self.io.get_mut().write_all(b)).await;
-        self.io_result(r)
+    /// Writes a literal (unflushed) piece by piece: the idle timeout applies to each piece, so
+    /// a large body on a slow link is not cut off; the whole write ends by the deadline
+    /// extended for its size, so a target that reads a trickle is.
+    async fn write_literal(&mut self, b: &[u8]) -> Result<()> {
+        let until = self.limits.deadline_for(b.len() as u64);
+        for piece in b.chunks(WRITE_CHUNK) {
+            let idle = tokio::time::timeout(self.limits.idle, self.io.get_mut().write_all(piece));
+            let r = match tokio::time::timeout_at(until, idle).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(ImapError::Limit {
+                        side: self.side,
+                        host: self.host.clone(),
+                        what: FrameError::Deadline(self.limits.deadline),
+                    })
+                }
+            };
+            self.io_result(r)?;
+        }
+        Ok(())
     }
 
     /// Reads one complete response: a line and every literal it announces.
@@ -556,25 +616,28 @@ impl Session {
 
     /// Reads one response from the socket, ignoring the stash.
     async fn read_wire(&mut self) -> Result<Response> {
-        let framed = framer::read_response(&mut self.io, &self.limits, self.wait_until)
-            .await
-            .map_err(|what| match what {
-                FrameError::Io(source) => ImapError::Io {
-                    side: self.side,
-                    host: self.host.clone(),
-                    source,
-                },
-                FrameError::Closed => ImapError::Io {
-                    side: self.side,
-                    host: self.host.clone(),
-                    source: std::io::ErrorKind::UnexpectedEof.into(),
-                },
-                what => ImapError::Limit {
-                    side: self.side,
-                    host: self.host.clone(),
-                    what,
-                },
-            })?;
+        let framed = framer::read_response(&mut self.io, &self.limits, self.wait_until).await;
+        if let Ok(f) = &framed {
+            let held = f.text.len() + f.literals.iter().map(Vec::len).sum::<usize>();
+            self.received = self.received.saturating_add(held as u64);
+        }
+        let framed = framed.map_err(|what| match what {
+            FrameError::Io(source) => ImapError::Io {
+                side: self.side,
+                host: self.host.clone(),
+                source,
+            },
+            FrameError::Closed => ImapError::Io {
+                side: self.side,
+                host: self.host.clone(),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            },
+            what => ImapError::Limit {
+                side: self.side,
+                host: self.host.clone(),
+                what,
+            },
+        })?;
         protocol::parse_framed(framed).map_err(|e| self.protocol(&e.to_string()))
     }
 
@@ -588,23 +651,32 @@ impl Session {
         self.expect_by_deadline();
         loop {
             match self.read_response().await? {
-                Response::Tagged(t, info) if t == tag => {
-                    return match info.status {
-                        Status::Ok => Ok(info),
-                        _ => Err(ImapError::Refused {
-                            side: self.side,
-                            cmd: cmd_desc.to_string(),
-                            reason: info.describe(),
-                            status: info,
-                        }),
-                    };
-                }
+                Response::Tagged(t, info) if t == tag => return self.completed(&t, info, cmd_desc),
                 Response::UntaggedStatus(info) if info.status == Status::Bye => {
-                    return Err(ImapError::Bye(self.side, info.text));
+                    return Err(self.bye(&info));
                 }
                 other => on_untagged(other),
             }
         }
+    }
+
+    /// A command's tagged completion: OK, or the refusal as an error.
+    fn completed(&mut self, tag: &str, info: StatusInfo, cmd_desc: &str) -> Result<StatusInfo> {
+        self.outstanding.remove(tag);
+        self.pending_bytes = 0;
+        match info.status {
+            Status::Ok => Ok(info),
+            _ => Err(ImapError::Refused {
+                side: self.side,
+                cmd: cmd_desc.to_string(),
+                reason: info.describe(),
+                status: info,
+            }),
+        }
+    }
+
+    fn bye(&self, info: &StatusInfo) -> ImapError {
+        ImapError::Bye(self.side, protocol::clip(&info.text))
     }
 
     /// Sends a command and hands each untagged response to `f` as it arrives (streaming).
@@ -623,14 +695,16 @@ impl Session {
         while done.len() < wanted.len() {
             match self.read_response().await? {
                 Response::Tagged(t, info) if wanted.contains(t.as_str()) => {
+                    self.outstanding.remove(&t);
                     done.insert(t, info);
                 }
                 Response::UntaggedStatus(info) if info.status == Status::Bye => {
-                    return Err(ImapError::Bye(self.side, info.text));
+                    return Err(self.bye(&info));
                 }
                 _ => {}
             }
         }
+        self.pending_bytes = 0;
         tags.iter()
             .map(|t| {
                 done.get(t).cloned().ok_or_else(|| ImapError::Protocol {
@@ -650,9 +724,35 @@ impl Session {
             desc
         };
         let tag = self.send(cmd).await?;
+        self.expect_by_deadline();
+        let start = self.received;
         let mut out = Vec::new();
-        let info = self.complete(&tag, &desc, |r| out.push(r)).await?;
-        Ok((out, info))
+        loop {
+            match self.read_response().await? {
+                Response::Tagged(t, info) if t == tag => {
+                    let info = self.completed(&t, info, &desc)?;
+                    return Ok((out, info));
+                }
+                Response::UntaggedStatus(info) if info.status == Status::Bye => {
+                    return Err(self.bye(&info));
+                }
+                // Another command's completion (or a made-up tag): not this command's answer.
+                Response::Tagged(..) => {}
+                other => out.push(other),
+            }
+            // Held until the command completes, so bounded: endless `* 1 EXISTS` would
+            // otherwise grow it until the deadline.
+            if out.len() > MAX_UNTAGGED || self.received - start > MAX_UNTAGGED_BYTES {
+                return Err(ImapError::Limit {
+                    side: self.side,
+                    host: self.host.clone(),
+                    what: FrameError::TooMuchChatter {
+                        count: MAX_UNTAGGED,
+                        bytes: MAX_UNTAGGED_BYTES,
+                    },
+                });
+            }
+        }
     }
 
     pub async fn logout(mut self) {

@@ -116,14 +116,31 @@ pub fn canonical_flags(flags: &[String], target: Option<&Selected>) -> (String, 
     (kept.join(" "), refused)
 }
 
-/// FETCHes metadata of `set` (UID set or `1:*`), optionally only what changed since a modseq.
-/// A message without a size, or with a number that does not parse, is an error: defaulted, it
-/// would be batched and matched wrongly or skipped.
-pub async fn fetch_meta(
+/// The messages a metadata FETCH listed, and those whose metadata was malformed.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub metas: Vec<Meta>,
+    /// UID and what was wrong with its metadata: the message cannot be batched or matched.
+    pub malformed: Vec<(u32, String)>,
+}
+
+/// How many messages a listing of a folder with `exists` messages may hold: messages arrive
+/// while it runs, but not without bound (the server could list made-up UIDs forever).
+pub fn listing_cap(exists: u32) -> usize {
+    (exists as usize).saturating_mul(2).saturating_add(10_000)
+}
+
+/// FETCHes metadata of `set` (UID set or `1:*`), optionally only what changed since a modseq,
+/// for at most `cap` messages (`listing_cap`). A message whose size is missing or whose
+/// numbers do not parse is listed as malformed: defaulted, it would be batched and matched
+/// wrongly or skipped. An entry that brought none of the requested attributes (a flag change
+/// another client caused, sent unsolicited) is no listing and left out.
+pub async fn fetch_listing(
     s: &mut Session,
     set: &str,
     changed_since: Option<u64>,
-) -> Result<Vec<Meta>> {
+    cap: usize,
+) -> Result<Listing> {
     let mut cmd = format!("UID FETCH {set} (UID FLAGS INTERNALDATE RFC822.SIZE)");
     if let Some(m) = changed_since {
         cmd += &format!(" (CHANGEDSINCE {m})");
@@ -131,66 +148,128 @@ pub async fn fetch_meta(
     // Per UID, what came; a server may also send unsolicited FETCHes (flag changes by another
     // client) with only some attributes.
     let mut seen: BTreeMap<u32, FetchItem> = BTreeMap::new();
+    let mut malformed: BTreeMap<u32, String> = BTreeMap::new();
     let mut bad = None;
     s.run_with(Command::new(&cmd), |r| {
-        if let Response::Numbered(_, name, v) = r {
-            if name == "FETCH" {
-                match parse_fetch(v) {
-                    Ok(item) => {
-                        let Some(uid) = item.uid else { return };
-                        let e = seen.entry(uid).or_default();
-                        e.flags = e.flags.take().or(item.flags);
-                        e.internaldate = e.internaldate.take().or(item.internaldate);
-                        e.size = e.size.or(item.size);
-                    }
-                    Err(e) => bad = bad.take().or(Some(e)),
-                }
+        let Response::Numbered(_, name, v) = r else {
+            return;
+        };
+        if name != "FETCH" || bad.is_some() {
+            return;
+        }
+        let uid = protocol::fetch_uid(&v);
+        match (parse_fetch(v), uid) {
+            (Ok(FetchItem { uid: Some(uid), .. }), _) | (Err(_), Some(uid))
+                if !seen.contains_key(&uid)
+                    && !malformed.contains_key(&uid)
+                    && seen.len() + malformed.len() >= cap =>
+            {
+                bad = Some(format!("server listed more than {cap} messages"));
             }
+            (Ok(item), _) => {
+                let Some(uid) = item.uid else { return };
+                let e = seen.entry(uid).or_default();
+                e.flags = e.flags.take().or(item.flags);
+                e.internaldate = e.internaldate.take().or(item.internaldate);
+                e.size = e.size.or(item.size);
+            }
+            (Err(e), Some(uid)) => {
+                malformed.entry(uid).or_insert_with(|| e.to_string());
+            }
+            (Err(e), _) => bad = Some(e.to_string()),
         }
     })
     .await?;
     if let Some(e) = bad {
         anyhow::bail!("{}: {e}", s.side);
     }
-    seen.into_iter()
-        .map(|(uid, item)| {
-            let size = item
-                .size
-                .with_context(|| format!("{}: no RFC822.SIZE for UID {uid}", s.side))?;
-            Ok(Meta {
-                uid,
-                flags: item.flags.unwrap_or_default(),
-                date: item.internaldate,
-                size,
-            })
-        })
-        .collect()
+    let mut out = Listing::default();
+    for (uid, item) in seen {
+        if malformed.contains_key(&uid) {
+            continue;
+        }
+        let Some(size) = item.size else {
+            if item.internaldate.is_some() {
+                malformed.insert(uid, "no RFC822.SIZE".into());
+            }
+            continue;
+        };
+        out.metas.push(Meta {
+            uid,
+            flags: item.flags.unwrap_or_default(),
+            date: item.internaldate,
+            size,
+        });
+    }
+    out.malformed = malformed.into_iter().collect();
+    Ok(out)
 }
 
-/// FETCHes the full bodies of some UIDs (BODY.PEEK so \Seen does not change on the source).
-/// A message the server answers OK for but sends no body of is looked up again: still there,
-/// it is `undelivered` (reported, not taken for expunged).
-pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
+/// As `fetch_listing`, for callers that need every message: a malformed one is an error.
+pub async fn fetch_meta(
+    s: &mut Session,
+    set: &str,
+    changed_since: Option<u64>,
+    cap: usize,
+) -> Result<Vec<Meta>> {
+    let listing = fetch_listing(s, set, changed_since, cap).await?;
+    if let Some((uid, why)) = listing.malformed.first() {
+        anyhow::bail!("{}: UID {uid}: {why}", s.side);
+    }
+    Ok(listing.metas)
+}
+
+/// FETCHes the full bodies of some messages (BODY.PEEK so \Seen does not change on the
+/// source). A message the server answers OK for but sends no body of is looked up again:
+/// still there, it is `undelivered` (reported, not taken for expunged).
+///
+/// Only the UIDs asked for are kept, and only up to their sizes and a quarter more in all
+/// (`body_budget`): whatever else a server sends is dropped as it comes, and a body that would
+/// exceed the budget is dropped and reported for its message (`oversent`).
+pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
     let mut out = HashMap::new();
-    if uids.is_empty() {
+    let mut too_large = HashMap::new();
+    let mut oversent = HashMap::new();
+    if wanted.is_empty() {
         return Ok(Bodies::default());
     }
+    let uids: Vec<u32> = wanted.iter().map(|m| m.uid).collect();
+    let asked: HashSet<u32> = uids.iter().copied().collect();
+    let budget = body_budget(wanted);
+    let mut held = 0u64;
     let mut bad = None;
-    let cmd = format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(uids));
+    let cmd = format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(&uids));
+    s.expect_bytes(wanted.iter().map(|m| m.size).sum());
     let r = s
         .run_with(Command::new(&cmd), |r| {
             if let Response::Numbered(_, name, v) = r {
-                if name == "FETCH" {
+                if name == "FETCH" && bad.is_none() {
                     match parse_fetch(v) {
                         Ok(FetchItem {
                             uid: Some(uid),
                             body: Some(body),
                             ..
-                        }) => {
+                        }) if asked.contains(&uid) => {
+                            let len = body.len() as u64;
+                            let old = out.remove(&uid).map_or(0, |b: Vec<u8>| b.len() as u64);
+                            held -= old;
+                            if held + len > budget {
+                                oversent.insert(uid, len);
+                                return;
+                            }
+                            held += len;
+                            oversent.remove(&uid);
                             out.insert(uid, body);
                         }
+                        Ok(FetchItem {
+                            uid: Some(uid),
+                            discarded_body: Some(len),
+                            ..
+                        }) if asked.contains(&uid) => {
+                            too_large.insert(uid, len);
+                        }
                         Ok(_) => {}
-                        Err(e) => bad = bad.take().or(Some(e)),
+                        Err(e) => bad = Some(e.to_string()),
                     }
                 }
             }
@@ -204,7 +283,9 @@ pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
             let missing: Vec<u32> = uids
                 .iter()
                 .copied()
-                .filter(|u| !out.contains_key(u))
+                .filter(|u| {
+                    !out.contains_key(u) && !too_large.contains_key(u) && !oversent.contains_key(u)
+                })
                 .collect();
             let undelivered = if missing.is_empty() {
                 HashSet::new()
@@ -215,6 +296,8 @@ pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
                 map: out,
                 refused: None,
                 undelivered,
+                too_large,
+                oversent,
             })
         }
         // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
@@ -224,10 +307,19 @@ pub async fn fetch_bodies(s: &mut Session, uids: &[u32]) -> Result<Bodies> {
                 map: out,
                 refused: Some(reason),
                 undelivered: HashSet::new(),
+                too_large,
+                oversent,
             })
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Most body bytes one FETCH may deliver: the listed sizes and a quarter more (estimated
+/// sizes, as Exchange reports them), and 4 MiB for a message whose estimate is far off.
+fn body_budget(wanted: &[Meta]) -> u64 {
+    let sizes: u64 = wanted.iter().map(|m| m.size).fold(0, u64::saturating_add);
+    sizes.saturating_add(sizes / 4).saturating_add(4 << 20)
 }
 
 /// Which of `uids` the folder still holds.
@@ -264,6 +356,10 @@ pub struct Bodies {
     pub refused: Option<String>,
     /// Answered OK without a body, yet still in the folder.
     pub undelivered: HashSet<u32>,
+    /// Bodies announced larger than the literal limit: read and thrown away (announced size).
+    pub too_large: HashMap<u32, u64>,
+    /// Bodies beyond what the listed sizes allow the whole FETCH (`body_budget`): dropped.
+    pub oversent: HashMap<u32, u64>,
 }
 
 /// Splits messages into batches bounded by bytes and count (a lone large message is its own batch).
@@ -299,8 +395,7 @@ pub async fn hash_bodies(
 ) -> Result<HashMap<u32, String>> {
     let mut out = HashMap::new();
     for b in batches(metas, |m| m.size, opts.batch_bytes, opts.batch_count) {
-        let uids: Vec<u32> = b.iter().map(|m| m.uid).collect();
-        for (uid, body) in fetch_bodies(s, &uids).await?.map {
+        for (uid, body) in fetch_bodies(s, b).await?.map {
             out.insert(uid, sha_hex(&body));
         }
     }
@@ -451,8 +546,10 @@ async fn list_delimiter(t: &mut Session) -> Result<Option<char>> {
 ///
 /// A source folder that exists only as a `\Noselect` parent is not created: the child is, and
 /// servers such as Dovecot then show the parent as a `\Noselect` hierarchy level too. Only if
-/// the target refuses a child is the missing parent created (selectable: IMAP CREATE has no
-/// other kind) and the child tried again.
+/// the target refuses a child *for its missing parent* (`refused_for_parent`) are the missing
+/// parents created (selectable: IMAP CREATE has no other kind) and the child tried again; if
+/// it is still refused, the parents created for it are deleted again, so a refusal for another
+/// reason (a reserved name, a quota) leaves no stray selectable folders behind.
 async fn create_folders(
     t: &mut Session,
     plan: &[Mapping],
@@ -465,18 +562,36 @@ async fn create_folders(
     for m in plan {
         if !m.target_exists && m.source.selectable && !refused.contains(&m.target) {
             let mut answer = create_folder(t, &m.target).await?;
-            if answer.is_some() {
-                let parents = missing_parents(plan, m, delim, &created_parents);
-                if !parents.is_empty() {
+            let parents = missing_parents(plan, m, delim, &created_parents);
+            if let Err(reason) = &answer {
+                if refused_for_parent(reason, &m.target, &parents) {
+                    let mut made = Vec::new();
                     for parent in parents {
-                        if create_folder(t, parent).await?.is_none() {
-                            created_parents.insert(parent.to_string());
+                        match create_folder(t, parent).await? {
+                            Ok(true) => made.push(parent),
+                            Ok(false) => {
+                                created_parents.insert(parent.to_string());
+                            }
+                            Err(_) => {}
                         }
                     }
                     answer = create_folder(t, &m.target).await?;
+                    if answer.is_ok() {
+                        created_parents.extend(made.into_iter().map(String::from));
+                    } else {
+                        // They did not help: remove what was created only for this child.
+                        for parent in made.into_iter().rev() {
+                            if let Err(e) = t
+                                .run(Command::new("DELETE ").string(parent.as_bytes()))
+                                .await
+                            {
+                                tracing::warn!("parent folder {parent} created for nothing and not deleted: {e}");
+                            }
+                        }
+                    }
                 }
             }
-            if let Some(reason) = answer {
+            if let Err(reason) = answer {
                 report.folders.push(FolderReport {
                     source: m.source.display(),
                     target: crate::protocol::utf7::decode(&m.target),
@@ -505,19 +620,35 @@ async fn create_folders(
     Ok(refused)
 }
 
-/// CREATE; None when the folder exists afterwards, else the server's reason.
-async fn create_folder(t: &mut Session, name: &str) -> Result<Option<String>> {
+/// CREATE: Ok(true) when this CREATE made the folder, Ok(false) when it existed already, else
+/// the server's reason.
+async fn create_folder(t: &mut Session, name: &str) -> Result<std::result::Result<bool, String>> {
     match t.run(Command::new("CREATE ").string(name.as_bytes())).await {
-        Ok(_) => Ok(None),
+        Ok(_) => Ok(Ok(true)),
         // Created meanwhile (another run), or a case-insensitive twin: SELECT will do.
         Err(ImapError::Refused { reason, .. })
             if reason.to_ascii_lowercase().contains("exists") =>
         {
-            Ok(None)
+            Ok(Ok(false))
         }
-        Err(ImapError::Refused { reason, .. }) => Ok(Some(reason)),
+        Err(ImapError::Refused { reason, .. }) => Ok(Err(reason)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether a CREATE of `child` was refused because a parent in `parents` is missing: the
+/// server says so (`[NONEXISTENT]`, "parent", "does not exist", "no such"), or names a parent
+/// (apart from the child's own name, which contains it).
+fn refused_for_parent(reason: &str, child: &str, parents: &[&str]) -> bool {
+    if parents.is_empty() {
+        return false;
+    }
+    let lower = reason.to_ascii_lowercase();
+    let says = ["nonexistent", "parent", "not exist", "n't exist", "no such"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let rest = reason.replace(child, "");
+    says || parents.iter().any(|p| rest.contains(p))
 }
 
 /// Target names of `\Noselect` source parents of `child` missing on the target, outermost first.
@@ -634,7 +765,7 @@ async fn sync_folder(
             _ => HashMap::new(),
         };
         if ssel.exists > 0 {
-            let metas = fetch_meta(s, "1:*", None).await?;
+            let metas = fetch_meta(s, "1:*", None, listing_cap(ssel.exists)).await?;
             rep.would_copy = metas.iter().filter(|x| !maps.contains_key(&x.uid)).count() as u64;
         }
         return Ok(());
@@ -667,11 +798,21 @@ async fn sync_folder(
         (Some(p), Some(_)) if !fresh && p.modseq > 0 => Some(p.modseq),
         _ => None,
     };
-    let metas = if ssel.exists > 0 {
-        fetch_meta(s, "1:*", changed_since).await?
+    let listing = if ssel.exists > 0 {
+        fetch_listing(s, "1:*", changed_since, listing_cap(ssel.exists)).await?
     } else {
-        Vec::new()
+        Listing::default()
     };
+    // One message with bad metadata is that message's failure, not the folder's.
+    for (uid, why) in &listing.malformed {
+        rep.failures.push(Failure {
+            folder: rep.source.clone(),
+            uid: *uid,
+            size: 0,
+            reason: format!("source sent unusable metadata: {why}"),
+        });
+    }
+    let metas = listing.metas;
     let mut maps = ctx.state.maps(key)?;
     if fresh {
         // The target may already hold these messages (an earlier run whose state was lost,
@@ -679,7 +820,18 @@ async fn sync_folder(
         rep.matched +=
             match_by_content(s, t, key, &m.target, &metas, &tsel, &mut maps, ctx).await?;
     } else if !pending_rows.is_empty() {
-        reconcile(t, key, &m.target, pending_rows, &mut maps, ctx, CRASH_GRACE).await?;
+        let (target, exists) = (&m.target, tsel.exists);
+        reconcile(
+            t,
+            key,
+            target,
+            exists,
+            pending_rows,
+            &mut maps,
+            ctx,
+            CRASH_GRACE,
+        )
+        .await?;
     }
     let mut refused: HashSet<String> = HashSet::new();
     let mut new: Vec<Meta> = metas
@@ -771,8 +923,10 @@ async fn match_by_content(
         return Ok(0);
     }
     let claimed = ctx.state.claimed(target)?;
-    let tmetas: Vec<Meta> = fetch_meta(t, "1:*", None)
+    // A target message with malformed metadata is just not matched (it may get a copy).
+    let tmetas: Vec<Meta> = fetch_listing(t, "1:*", None, listing_cap(tsel.exists))
         .await?
+        .metas
         .into_iter()
         .filter(|x| !claimed.contains(&x.uid))
         .collect();
@@ -835,6 +989,7 @@ async fn reconcile(
     t: &mut Session,
     key: &str,
     target: &str,
+    exists: u32,
     pending: Vec<Pending>,
     maps: &mut HashMap<u32, crate::state::Mapped>,
     ctx: &Ctx<'_>,
@@ -847,12 +1002,15 @@ async fn reconcile(
         return Ok(());
     };
     let deadline = Instant::now() + grace;
+    let pending_count = u32::try_from(pending.len()).unwrap_or(u32::MAX);
     let mut left = pending;
     let mut done = Vec::new();
     loop {
         let sizes: HashSet<u64> = left.iter().map(|p| p.size).collect();
-        let tmetas: Vec<Meta> = fetch_meta(t, &format!("{after}:*"), None)
+        let cap = listing_cap(exists.saturating_add(pending_count));
+        let tmetas: Vec<Meta> = fetch_listing(t, &format!("{after}:*"), None, cap)
             .await?
+            .metas
             .into_iter()
             .filter(|x| x.uid >= after && !claimed.contains(&x.uid) && sizes.contains(&x.size))
             .collect();
@@ -918,13 +1076,12 @@ async fn copy_messages(
     if parts.is_empty() {
         return Ok(());
     }
-    let uids = |b: &[Meta]| b.iter().map(|m| m.uid).collect::<Vec<_>>();
-    let mut fetched = fetch_bodies(s, &uids(parts[0])).await?;
+    let mut fetched = fetch_bodies(s, parts[0]).await?;
     for (i, part) in parts.iter().enumerate() {
-        let next = parts.get(i + 1).map(|b| uids(b));
+        let next = parts.get(i + 1);
         let fetch_next = async {
             match next {
-                Some(u) => fetch_bodies(s, &u).await.map(Some),
+                Some(u) => fetch_bodies(s, u).await.map(Some),
                 None => Ok(None),
             }
         };
@@ -969,7 +1126,15 @@ async fn append_batch(
         let Some(body) = bodies.map.remove(&m.uid) else {
             // Not delivered: reported with the reason, unless it was expunged on the source
             // since the listing (then there is nothing to copy; counted).
-            let reason = if let Some(reason) = &bodies.refused {
+            let reason = if let Some(len) = bodies.too_large.get(&m.uid) {
+                let max = ctx.opts.limits().max_literal;
+                format!("source sent it as {len} bytes, above the {max}-byte limit (--max-message-size); not read")
+            } else if let Some(len) = bodies.oversent.get(&m.uid) {
+                format!(
+                    "source sent it as {len} bytes, far more than its RFC822.SIZE {}; not kept",
+                    m.size
+                )
+            } else if let Some(reason) = &bodies.refused {
                 format!("source could not deliver it: {reason}")
             } else if bodies.undelivered.contains(&m.uid) {
                 "source answered OK but sent no body".to_string()
@@ -1002,14 +1167,17 @@ async fn append_batch(
         .map(|(p, (m, _))| append_args(p, m, rep))
         .collect();
     let bodies: Vec<Arc<Vec<u8>>> = queued.into_iter().map(|(_, b)| Arc::new(b)).collect();
-    let uid_of = |info: &StatusInfo| -> Option<Vec<u32>> {
+    // The UIDs of `appended` messages; None (found by content instead) when the APPENDUID is
+    // missing, for another UIDVALIDITY, or names more or fewer UIDs.
+    let uid_of = |info: &StatusInfo, appended: usize| -> Option<Vec<u32>> {
         if ctx.opts.ignore_appenduid
             || !info.code_is("APPENDUID")
             || info.code.get(1).and_then(|v| v.as_u64()) != Some(u64::from(tsel.uidvalidity))
         {
             return None;
         }
-        protocol::parse_uid_set(&info.code.get(2)?.as_str()?)
+        protocol::parse_uid_set(&info.code.get(2)?.as_str()?, appended)
+            .filter(|u| u.len() == appended)
     };
     // Per message: Ok(Some(uid)), Ok(None) (stored, UID unknown) or Err(the server's answer).
     let mut outcome: Option<Vec<std::result::Result<Option<u32>, StatusInfo>>> = None;
@@ -1024,7 +1192,7 @@ async fn append_batch(
         let tag = t.send(cmd).await?;
         let info = t.complete_many(&[tag]).await?.remove(0);
         if info.status == Status::Ok {
-            let uids = uid_of(&info).filter(|u| u.len() == items.len());
+            let uids = uid_of(&info, items.len());
             outcome = Some(match uids {
                 Some(u) => u.into_iter().map(|x| Ok(Some(x))).collect(),
                 None => items.iter().map(|_| Ok(None)).collect(),
@@ -1049,7 +1217,7 @@ async fn append_batch(
                 .await?
                 .into_iter()
                 .map(|info| match info.status {
-                    Status::Ok => Ok(uid_of(&info).and_then(|u| u.first().copied())),
+                    Status::Ok => Ok(uid_of(&info, 1).and_then(|u| u.first().copied())),
                     _ => Err(info),
                 })
                 .collect()
@@ -1102,7 +1270,18 @@ async fn append_batch(
     if !unknown.is_empty() {
         // No UIDPLUS: the pending rows stay and are found by content, like after a crash.
         let mut maps = ctx.state.maps(key)?;
-        reconcile(t, key, target, unknown, &mut maps, ctx, Duration::ZERO).await?;
+        let exists = tsel.exists;
+        reconcile(
+            t,
+            key,
+            target,
+            exists,
+            unknown,
+            &mut maps,
+            ctx,
+            Duration::ZERO,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -1175,6 +1354,26 @@ mod tests {
             canonical_flags(&flags, Some(&any)).0,
             "$Label1 $MDNSent \\Seen"
         );
+    }
+
+    #[test]
+    fn parents_are_created_only_for_a_refusal_about_them() {
+        let parents = ["Archive"];
+        for why in [
+            "[NONEXISTENT] Parent folder missing",
+            "Mailbox doesn't exist: Archive",
+            "no such parent",
+        ] {
+            assert!(refused_for_parent(why, "Archive/Files", &parents), "{why}");
+        }
+        for why in [
+            "[CANNOT] Reserved name",
+            "[OVERQUOTA] Folder quota exceeded",
+            "Cannot create Archive/Files",
+        ] {
+            assert!(!refused_for_parent(why, "Archive/Files", &parents), "{why}");
+        }
+        assert!(!refused_for_parent("[NONEXISTENT]", "Archive/Files", &[]));
     }
 
     #[test]

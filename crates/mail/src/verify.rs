@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::folders::{self, Mapping};
 use crate::protocol::parse_internaldate;
 use crate::session::{Endpoint, Selected, Session};
-use crate::sync::{canonical_flags, fetch_meta, hash_bodies, Options};
+use crate::sync::{canonical_flags, fetch_meta, hash_bodies, listing_cap, Options};
 
 /// One message as compared: body digest, date in epoch seconds, canonical flags.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -54,7 +54,7 @@ pub async fn folder_digest(
     if sel.exists == 0 {
         return Ok((Vec::new(), 0));
     }
-    let metas = fetch_meta(s, "1:*", None).await?;
+    let metas = fetch_meta(s, "1:*", None, listing_cap(sel.exists)).await?;
     let hashes = hash_bodies(s, &metas, opts).await?;
     let mut out = Vec::with_capacity(metas.len());
     let mut bytes = 0;

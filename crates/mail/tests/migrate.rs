@@ -320,11 +320,11 @@ async fn uidvalidity_reset_is_remapped_by_content_without_duplicates() {
     // Recreate "Projects/2024/Q1" on the source: same messages, new UIDVALIDITY, plus one more.
     let f = "Projects/2024/Q1";
     let sel = s.select(f, true).await.unwrap();
-    let metas = tenantry_mail::sync::fetch_meta(&mut s, "1:*", None)
+    let cap = tenantry_mail::sync::listing_cap(sel.exists);
+    let metas = tenantry_mail::sync::fetch_meta(&mut s, "1:*", None, cap)
         .await
         .unwrap();
-    let uids: Vec<u32> = metas.iter().map(|m| m.uid).collect();
-    let bodies = tenantry_mail::sync::fetch_bodies(&mut s, &uids)
+    let bodies = tenantry_mail::sync::fetch_bodies(&mut s, &metas)
         .await
         .unwrap();
     s.run(ImapCommand::new("UNSELECT")).await.unwrap();

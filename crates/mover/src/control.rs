@@ -1,6 +1,7 @@
 //! Starting, pausing and cancelling a move: the rules the API and the admin center share.
 
 use crate::gather::Mover;
+use tenantry_app::Ledger;
 use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::plan::Plan;
 use tenantry_store::moves::{MoveRecord, MoveState, ProfileKind, ProfileRecord};
@@ -70,7 +71,9 @@ impl Mover {
             .iter()
             .map(|s| (s.key(), serde_json::to_value(s).unwrap_or_default()))
             .collect();
-        let record = self.store.start_run(id, steps, actor, now).await?;
+        let record = Ledger::new(self.store.clone())
+            .start_run(id, steps, actor, now)
+            .await?;
         Ok(Start::Running(record))
     }
 }

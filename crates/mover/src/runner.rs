@@ -58,8 +58,8 @@ impl Runner {
 
     /// Claims and runs one step; `false` when there was nothing to do.
     pub async fn run_one(self: &Arc<Self>) -> Result<bool, StoreError> {
-        let store = &self.mover.store;
-        let Some(step) = store
+        let queue = Ledger::new(self.mover.store.clone());
+        let Some(step) = queue
             .claim_step(self.worker.clone(), (self.clock)(), LEASE_SECS)
             .await?
         else {
@@ -67,14 +67,14 @@ impl Runner {
         };
         // Keep the lease while a long step (a large mailbox) runs.
         let keeper = {
-            let (store, worker, clock) = (store.clone(), self.worker.clone(), self.clock.clone());
+            let (queue, worker, clock) = (queue.clone(), self.worker.clone(), self.clock.clone());
             let (move_id, key) = (step.move_id, step.key.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs((LEASE_SECS / 3) as u64)).await;
                     let until = Timestamp(clock().0 + LEASE_SECS);
                     if !matches!(
-                        store
+                        queue
                             .renew_lease(move_id, key.clone(), worker.clone(), until)
                             .await,
                         Ok(true)
@@ -97,7 +97,7 @@ impl Runner {
         if let Err(e) = &outcome {
             tracing::warn!(step = %step.key, attempt = step.attempts, error = %e, "move step failed");
         }
-        store
+        queue
             .finish_step(
                 step.move_id,
                 step.key,

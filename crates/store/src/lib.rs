@@ -8,6 +8,7 @@
 
 pub mod directory;
 pub mod moves;
+mod postgres;
 mod sqlite;
 pub mod tx;
 
@@ -24,7 +25,8 @@ use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 
 pub use directory::{AppTokenRecord, ApplicationRecord, DirectoryStore, UserFilter};
-pub use moves::MoveStore;
+pub use moves::{MoveStore, MoveTx};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{transaction, LedgerTx, SeatPool, TxWork, UserWrite};
 
@@ -197,13 +199,17 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn idempotency_expire(&self, before: Timestamp) -> Result<usize>;
 }
 
-/// Opens the store a database URL names: `sqlite://PATH` (or a bare path).
-pub fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+/// Opens the store a database URL names: `postgres://…` (or `postgresql://…`) for PostgreSQL,
+/// `sqlite://PATH` or a bare path for SQLite. Either is migrated to this binary's schema.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Internal(
-            "PostgreSQL support is not built yet; use sqlite://PATH".into(),
-        ));
+        return Ok(Arc::new(PgStore::open(url).await?));
     }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
     Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?))
+}
+
+/// Whether `url` names a PostgreSQL database (shared by processes, possibly on other machines).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

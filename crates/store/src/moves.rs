@@ -96,6 +96,10 @@ pub struct StepRecord {
     pub attempts: u32,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The worker holding the step while it runs (`None` when free).
+    pub lease_owner: Option<String>,
+    /// Running: when the lease ends. Pending after a failure: not before then (back-off).
+    pub lease_until: Option<Timestamp>,
     pub updated_at: Timestamp,
 }
 
@@ -134,14 +138,59 @@ pub struct ProfileRecord {
     pub created_at: Timestamp,
 }
 
+/// What one write transaction can do to moves and their steps: rows only, no rule. The move state
+/// machine (which transition is allowed, retries and back-off, when a move completes or fails)
+/// is written once in the application layer (`tenantry_app::moves`) over these primitives.
+///
+/// # Contract (every backend, checked by the conformance suite)
+/// - Conditional writes ([`MoveTx::update_move_state`], [`MoveTx::update_step`]) change a row
+///   only where it is still in the state (and, for a step, held by the lease owner) the caller
+///   read; `false` otherwise. Nothing is read-then-compared outside the write.
+/// - [`MoveTx::claim_next_step`] is one atomic primitive: of the running moves (oldest first),
+///   the first unfinished step of a move (steps of one move run in order) whose lease is free
+///   or expired (`lease_until < now`, or none) becomes `Running`, leased to `worker` until
+///   `lease_until`, its `attempts` counted up by one. Concurrent claims never return the same
+///   step while its lease is live, and do not wait for each other (PostgreSQL:
+///   `FOR UPDATE SKIP LOCKED`; SQLite: the single writer and a conditional update).
+pub trait MoveTx {
+    fn load_move(&mut self, id: Uuid) -> Result<Option<MoveRecord>>;
+    fn insert_move(&mut self, record: &MoveRecord) -> Result<()>;
+    /// Sets the move's state where it is still `expected`; `false` when it is not.
+    fn update_move_state(
+        &mut self,
+        id: Uuid,
+        expected: MoveState,
+        to: MoveState,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// The steps of a move, in order.
+    fn move_steps(&mut self, move_id: Uuid) -> Result<Vec<StepRecord>>;
+    fn load_step(&mut self, move_id: Uuid, key: &str) -> Result<Option<StepRecord>>;
+    fn insert_step(&mut self, step: &StepRecord) -> Result<()>;
+    /// Writes every field of `step` where the stored step is still in state `expected` and
+    /// held by `expected_owner` (`None`: held by nobody); `false` when it is not.
+    fn update_step(
+        &mut self,
+        step: &StepRecord,
+        expected: StepState,
+        expected_owner: Option<&str>,
+    ) -> Result<bool>;
+    fn delete_step(&mut self, move_id: Uuid, key: &str) -> Result<()>;
+    /// Takes the lease of the next step to run (see the contract above).
+    fn claim_next_step(
+        &mut self,
+        worker: &str,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<StepRecord>>;
+    /// Frees every running step's lease (back to `Pending`); the number freed.
+    fn release_all_leases(&mut self) -> Result<u64>;
+}
+
+/// Reads of moves, and the writes that are plain rows (a plan, a connection profile). State
+/// changes go through [`MoveTx`] inside [`crate::LedgerStore::write_tx`].
 #[async_trait]
 pub trait MoveStore: Send + Sync + 'static {
-    async fn create_move(
-        &self,
-        spec: MoveSpec,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<MoveRecord>;
     async fn get_move(&self, id: Uuid) -> Result<MoveRecord>;
     async fn list_moves(&self, page: PageRequest) -> Result<Page<MoveRecord>>;
     async fn save_plan(
@@ -151,52 +200,9 @@ pub trait MoveStore: Send + Sync + 'static {
         fingerprint: String,
         now: Timestamp,
     ) -> Result<MoveRecord>;
-    /// Starts (or restarts) the run: records the steps not recorded yet and sets `Running`.
-    async fn start_run(
-        &self,
-        id: Uuid,
-        steps: Vec<(String, serde_json::Value)>,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<MoveRecord>;
-    /// Moves from one of `from` to `to`; refuses other transitions with a clear conflict.
-    async fn set_move_state(
-        &self,
-        id: Uuid,
-        from: &'static [MoveState],
-        to: MoveState,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<MoveRecord>;
-    /// Takes the lease of the next step to run: the first unfinished step of a running move
-    /// whose lease is free or expired.
-    async fn claim_step(
-        &self,
-        worker: String,
-        now: Timestamp,
-        lease_secs: i64,
-    ) -> Result<Option<StepRecord>>;
-    /// Frees every lease: for a server starting on a database no other worker uses (SQLite), so
-    /// the steps a killed process was running resume at once instead of after their lease.
-    async fn release_leases(&self) -> Result<u64>;
-    /// Extends a lease while a long step (a mailbox) runs.
-    async fn renew_lease(
-        &self,
-        move_id: Uuid,
-        key: String,
-        worker: String,
-        until: Timestamp,
-    ) -> Result<bool>;
-    /// Records a step's end. A failure is retried until `max_attempts`, then fails the move.
-    async fn finish_step(
-        &self,
-        move_id: Uuid,
-        key: String,
-        worker: String,
-        outcome: std::result::Result<serde_json::Value, String>,
-        max_attempts: u32,
-        now: Timestamp,
-    ) -> Result<()>;
+    /// Whether [`MoveTx::claim_next_step`] would find a step now: a read, so that idle workers
+    /// polling the queue never open a write transaction.
+    async fn claimable_step_exists(&self, now: Timestamp) -> Result<bool>;
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>>;
     /// A consistent view of one tenant for the planner.
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot>;

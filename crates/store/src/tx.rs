@@ -2,6 +2,7 @@
 //! work that runs over them. Business rules are not here: the application layer (`tenantry-app`)
 //! decides, these methods only read and write rows.
 
+use crate::moves::MoveTx;
 use crate::{AppTokenRecord, ApplicationRecord, Result, StoreError, TokenRecord};
 use std::any::Any;
 use std::collections::HashMap;
@@ -39,7 +40,10 @@ pub enum UserWrite {
 ///
 /// Methods are synchronous: the transaction is already open and owned by this unit of work
 /// (SQLite: on the writer thread; PostgreSQL: one connection in one `SERIALIZABLE` transaction).
-pub trait LedgerTx {
+///
+/// A unit of work also reaches the move primitives ([`MoveTx`], a supertrait), so a move's state
+/// change and its audit record commit together.
+pub trait LedgerTx: MoveTx {
     // ---- catalog and tenants ----
     /// The SKU catalog as of this transaction.
     fn catalog(&mut self) -> Result<&HashMap<SkuId, Sku>>;
@@ -112,16 +116,16 @@ pub trait LedgerTx {
 }
 
 /// A unit of work, type-erased so that the store trait stays object-safe; [`transaction`] gives
-/// callers the typed form.
-pub type TxWork =
-    Box<dyn FnOnce(&mut dyn LedgerTx) -> Result<Box<dyn Any + Send>> + Send + 'static>;
+/// callers the typed form. It is `Fn`, not `FnOnce`: a backend may run it again after a
+/// serialization failure (PostgreSQL), so it must not consume what it captured.
+pub type TxWork = Box<dyn Fn(&mut dyn LedgerTx) -> Result<Box<dyn Any + Send>> + Send + 'static>;
 
 /// Runs `work` in one write transaction of `store` and returns its typed result.
 pub async fn transaction<S, R, F>(store: &S, work: F) -> Result<R>
 where
     S: crate::LedgerStore + ?Sized,
     R: Send + 'static,
-    F: FnOnce(&mut dyn LedgerTx) -> Result<R> + Send + 'static,
+    F: Fn(&mut dyn LedgerTx) -> Result<R> + Send + 'static,
 {
     let erased: TxWork = Box::new(move |tx| work(tx).map(|r| Box::new(r) as Box<dyn Any + Send>));
     store

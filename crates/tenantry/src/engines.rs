@@ -12,6 +12,7 @@ use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
 use tenantry_files::preflight::{map_entries, OnInvalid};
 use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::WebDavEndpoint;
+use tenantry_mail::framer::Limits;
 use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
 use tenantry_mover::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError, Refusal};
 
@@ -88,11 +89,20 @@ impl Engines {
     }
 }
 
+/// How long probing one mailbox (greeting and login) may take.
+pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[async_trait]
 impl DataEngines for Engines {
     async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError> {
         let endpoint = mailbox(server, Side::Source, user).map_err(ProbeError::Unreachable)?;
-        match Session::connect(&endpoint).await {
+        // A probe only greets and logs in: a server that trickles must not hold a plan (which
+        // probes mailboxes one after another) for the 30-minute command deadline.
+        let limits = Limits {
+            deadline: PROBE_DEADLINE,
+            ..Limits::default()
+        };
+        match Session::connect_with(&endpoint, &limits).await {
             Ok(session) => {
                 session.logout().await;
                 Ok(())
@@ -252,8 +262,9 @@ impl DataEngines for Engines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
     use tenantry_mover::secrets::Secret;
-    use tenantry_testkit::hostile::{multistatus, respond, HttpServer};
+    use tenantry_testkit::hostile::{multistatus, respond, HttpServer, ImapServer};
 
     fn library(location: String, user: &str) -> LibraryAccess {
         LibraryAccess {
@@ -303,6 +314,35 @@ mod tests {
             server.requests().len(),
             requests.len(),
             "a request went out"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trickling_server_holds_a_probe_for_the_probe_deadline_only() {
+        // One byte every 200 ms never trips the idle timeout: the probe waited the 30-minute
+        // command deadline, and planning probes mailboxes one after another.
+        let server = ImapServer::start(|c| {
+            for _ in 0..3000 {
+                c.send(b"x")?;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        });
+        let access = MailAccess {
+            url: format!("imap://127.0.0.1:{}", server.port()),
+            admin_user: "admin".into(),
+            password: Secret("pw".into()),
+        };
+        let started = Instant::now();
+        let e = real().probe_mailbox(&access, "alice").await.unwrap_err();
+        let ProbeError::Unreachable(why) = e else {
+            panic!("{e:?}")
+        };
+        assert!(why.contains("no complete response within 30 s"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            started.elapsed()
         );
     }
 }

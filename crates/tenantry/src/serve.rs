@@ -1,4 +1,4 @@
-//! `tenantry serve`: the API on an embedded SQLite database.
+//! `tenantry serve`: the API on an embedded SQLite database or a shared PostgreSQL one.
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -17,7 +17,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Database URL: sqlite://PATH.
+    /// Database URL: sqlite://PATH (embedded, one process) or postgres://USER@HOST:PORT/DB
+    /// (shared by many processes; then --data-dir and a secret key are required). No TLS to
+    /// PostgreSQL yet: reach it on a trusted network or through a local tunnel.
     #[arg(
         long,
         env = "TENANTRY_DATABASE",
@@ -29,10 +31,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub test_clock: bool,
     /// Key file for connection-profile secrets (created on first use, owner-only); the env
-    /// `TENANTRY_SECRET_KEY` (64 hex characters) takes precedence. Default: beside the database.
+    /// `TENANTRY_SECRET_KEY` (64 hex characters) takes precedence. Default: beside the SQLite
+    /// database; with PostgreSQL one of the two is required and the file must exist.
     #[arg(long)]
     pub secret_key_file: Option<std::path::PathBuf>,
-    /// Where the mail and files engines keep their resumable state. Default: beside the database.
+    /// Where the mail and files engines keep their resumable state. Default: beside the SQLite
+    /// database; required with PostgreSQL.
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
     /// File holding the operator token (first line). Preferred over `TENANTRY_ADMIN_TOKEN`: a
@@ -108,6 +112,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
 
+    // Local paths first: a wrong command line is refused before anything touches the database.
+    let local = LocalPaths::resolve(&args)?;
+    let env_key = std::env::var("TENANTRY_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    std::env::remove_var("TENANTRY_SECRET_KEY");
+    if local.shared_database && env_key.is_none() && !local.key_file.exists() {
+        anyhow::bail!(
+            "the secret key file {} does not exist: with PostgreSQL every process must use the same key, \
+             so it is not created here; copy the key of the first server, or create one with \
+             `openssl rand -hex 32 > FILE` (mode 600)",
+            local.key_file.display()
+        );
+    }
     // Read once and removed from the environment so that it does not reach child processes
     // (the process's initial environment block keeps it: prefer --admin-token-file).
     let env_token = std::env::var("TENANTRY_ADMIN_TOKEN")
@@ -116,44 +134,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::env::remove_var("TENANTRY_ADMIN_TOKEN");
     let admin_token = operator_token(&args, env_token)?;
 
-    let store = tenantry_store::open(&args.database).context("cannot open the database")?;
+    let store = tenantry_store::open(&args.database)
+        .await
+        .context("cannot open the database")?;
     let clock = if args.test_clock {
         Clock::adjustable()
     } else {
         Clock::system()
     };
-    let db_dir = std::path::Path::new(
-        args.database
-            .strip_prefix("sqlite://")
-            .unwrap_or(&args.database),
-    )
-    .parent()
-    .map(|p| {
-        if p.as_os_str().is_empty() {
-            std::path::Path::new(".")
-        } else {
-            p
-        }
-    })
-    .unwrap_or(std::path::Path::new("."))
-    .to_path_buf();
-    let key_file = args
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| db_dir.join("tenantry.key"));
-    let env_key = std::env::var("TENANTRY_SECRET_KEY")
-        .ok()
-        .filter(|k| !k.is_empty());
-    std::env::remove_var("TENANTRY_SECRET_KEY");
+    let key_file = local.key_file;
     let sealer = Sealer::load(env_key.as_deref(), &key_file).map_err(anyhow::Error::msg)?;
     let mover = Arc::new(Mover {
         store: store.clone(),
         engines: crate::engines::real(),
         sealer,
-        data_dir: args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| db_dir.join("tenantry-data")),
+        data_dir: local.data_dir,
     });
     let app = AppState::with_mover(store, clock, Some(mover.clone()));
     app.graph.set_token_lifetime_secs(args.token_lifetime);
@@ -178,17 +173,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     spawn_lifecycle_sweeper(app.clone(), Duration::from_secs(60));
     // SQLite: this process is the only worker on the database, so leases of a previous,
-    // killed process are stale now.
-    let released = app
-        .store
-        .release_leases()
-        .await
-        .context("cannot read the move queue")?;
-    if released > 0 {
-        tracing::info!(
-            released,
-            "resuming move steps interrupted by the previous shutdown"
-        );
+    // killed process are stale now. PostgreSQL: other processes' workers may hold live leases;
+    // a dead one's expire and are claimed again.
+    if !local.shared_database {
+        let released = app
+            .ledger
+            .release_leases()
+            .await
+            .context("cannot read the move queue")?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "resuming move steps interrupted by the previous shutdown"
+            );
+        }
     }
     let clock_app = app.clone();
     Arc::new(Runner {
@@ -221,6 +219,64 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// Where this process keeps its local files: the key that seals connection profiles and the
+/// engines' resumable state.
+struct LocalPaths {
+    key_file: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    /// PostgreSQL: other processes, maybe on other machines, share the database.
+    shared_database: bool,
+}
+
+impl LocalPaths {
+    /// SQLite: both default to beside the database file. PostgreSQL has no such place: the
+    /// data directory must be named, and the key given (every process sharing the database must
+    /// seal and open profiles with the same key).
+    fn resolve(args: &ServeArgs) -> anyhow::Result<LocalPaths> {
+        if tenantry_store::is_postgres(&args.database) {
+            let data_dir = args.data_dir.clone().context(
+                "with a PostgreSQL database, pass --data-dir DIR: where this process keeps the \
+                 mail and files engines' resumable state",
+            )?;
+            let has_env_key = std::env::var("TENANTRY_SECRET_KEY").is_ok_and(|k| !k.is_empty());
+            let key_file = match (&args.secret_key_file, has_env_key) {
+                (Some(file), _) => file.clone(),
+                // Not read: the key comes from the environment.
+                (None, true) => data_dir.join("tenantry.key"),
+                (None, false) => anyhow::bail!(
+                    "with a PostgreSQL database, pass --secret-key-file FILE or set \
+                     TENANTRY_SECRET_KEY: every process sharing the database must use the same key"
+                ),
+            };
+            return Ok(LocalPaths {
+                key_file,
+                data_dir,
+                shared_database: true,
+            });
+        }
+        let db_dir = std::path::Path::new(
+            args.database
+                .strip_prefix("sqlite://")
+                .unwrap_or(&args.database),
+        )
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+        Ok(LocalPaths {
+            key_file: args
+                .secret_key_file
+                .clone()
+                .unwrap_or_else(|| db_dir.join("tenantry.key")),
+            data_dir: args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| db_dir.join("tenantry-data")),
+            shared_database: false,
+        })
+    }
 }
 
 async fn shutdown_signal() {

@@ -272,9 +272,7 @@ async fn profiles_keep_secrets_encrypted_and_never_return_them() {
         409,
         "DuplicateProfile",
     );
-    let db = std::fs::read(s.dir.path().join("ledger.db")).unwrap();
-    let wal = std::fs::read(s.dir.path().join("ledger.db-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
+    for bytes in s.stored_bytes() {
         assert!(
             !bytes.windows(11).any(|w| w == b"s3cret-Pa55"),
             "the password is not stored in clear"

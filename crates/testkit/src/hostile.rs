@@ -255,6 +255,20 @@ impl ImapConn {
         Some((tag.to_string(), rest.to_string()))
     }
 
+    /// Reads exactly `n` bytes the client sent (e.g. slowly, to play a slow link).
+    pub fn read_bytes(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut data = vec![0; n];
+        self.reader.read_exact(&mut data)?;
+        Ok(data)
+    }
+
+    /// Reads one line the client sent, CRLF included.
+    pub fn read_line_raw(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line)?;
+        Ok(line)
+    }
+
     /// Answers commands with `ok` until the client hangs up: `LOGIN`/`AUTHENTICATE` and
     /// `LOGOUT` get what a server would say; every other command gets `respond(tag, rest)`.
     pub fn serve(&mut self, mut respond: impl FnMut(&str, &str) -> Vec<u8>) -> std::io::Result<()> {

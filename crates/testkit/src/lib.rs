@@ -8,13 +8,18 @@
 //! With the `mail` feature, [`dovecot::Dovecot`] also opens IMAP sessions through the mail
 //! engine and fills mailboxes (fixtures only).
 //!
+//! [`graph_fake`] is a stateful fake of Microsoft Graph (drives, uploads, delta, tokens), written
+//! from Microsoft's documentation: Microsoft's services cannot run here.
+//!
 //! [`hostile`] has servers that misbehave on request (scripted HTTP/WebDAV and IMAP peers).
 
 pub mod apache;
 pub mod dovecot;
 pub mod faults;
+pub mod graph_fake;
 pub mod hostile;
 pub mod net;
+pub mod postgres;
 pub mod process;
 pub mod radicale;
 pub mod tls;

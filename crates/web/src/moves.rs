@@ -3,7 +3,7 @@
 //!
 //! A move spans two tenants, so a tenant principal is refused (403) with an explanation. The
 //! rules are the mover's: starting goes through `Mover::start` (re-plan, refuse blockers, record
-//! the steps), pausing and cancelling through `MoveStore::set_move_state` with the mover's
+//! the steps), pausing and cancelling through `Ledger::set_move_state` with the mover's
 //! `PAUSE_FROM` / `CANCEL_FROM`, profiles through `Mover::create_profile` (sealed at rest).
 
 use crate::account::load_tenant;
@@ -357,7 +357,7 @@ pub async fn create(State(app): State<AppState>, Posted { ctx, form }: Posted) -
     mover(&app)?;
     let result = async {
         let spec = spec_of(&form)?;
-        app.store
+        app.ledger
             .create_move(spec, ctx.actor(), app.clock.now())
             .await
             .map_err(|e| FormError::from_store("create", e))
@@ -743,13 +743,13 @@ pub async fn act(
             Err(e) => Err(FormError::from_store("run", e)),
         },
         "pause" => app
-            .store
+            .ledger
             .set_move_state(id, PAUSE_FROM, MoveState::Paused, actor, now)
             .await
             .map(|_| "Paused: the current step finishes, no other starts until you resume.")
             .map_err(|e| FormError::from_store("run", e)),
         "cancel" => app
-            .store
+            .ledger
             .set_move_state(id, CANCEL_FROM, MoveState::Cancelled, actor, now)
             .await
             .map(|_| "Cancelled: no further step will run. What was done stays done.")

@@ -396,7 +396,10 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         target_mail: None,
         libraries: vec![],
     };
-    let m = store.create_move(spec, "test".into(), now).await.unwrap();
+    let m = tenantry_app::Ledger::new(store.clone())
+        .create_move(spec, "test".into(), now)
+        .await
+        .unwrap();
     let id = m.id;
 
     // A tenant's Global admin: every moves page is a 403 that says who runs moves, and a forged

@@ -155,7 +155,7 @@ pub async fn create(
         libraries: body.libraries,
     };
     let record = app
-        .store
+        .ledger
         .create_move(spec, auth.actor(), app.clock.now())
         .await?;
     Ok((StatusCode::CREATED, Json(move_json(&app, &record).await?)).into_response())
@@ -254,7 +254,7 @@ async fn transition(
     to: MoveState,
 ) -> ApiResult<Json<Value>> {
     let record = app
-        .store
+        .ledger
         .set_move_state(move_id(id)?, from, to, auth.actor(), app.clock.now())
         .await?;
     Ok(Json(move_json(app, &record).await?))

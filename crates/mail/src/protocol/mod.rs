@@ -19,6 +19,9 @@ pub enum Value {
     Atom(Vec<u8>),
     Str(Vec<u8>),
     List(Vec<Value>),
+    /// A literal of this many bytes that was read and thrown away because it exceeded the
+    /// literal limit (an oversized message body; see `framer`).
+    Discarded(u64),
 }
 
 impl Value {
@@ -91,11 +94,11 @@ impl StatusInfo {
     pub fn code_is(&self, name: &str) -> bool {
         self.code.first().is_some_and(|v| v.is_atom(name))
     }
-    /// "[CODE] text", for error messages.
+    /// "[CODE] text", for error messages (cut to `MAX_SHOWN` characters: it is the server's).
     pub fn describe(&self) -> String {
         match self.code.first().and_then(Value::as_str) {
-            Some(code) => format!("[{code}] {}", self.text),
-            None => self.text.clone(),
+            Some(code) => clip(&format!("[{}] {}", clip(&code), self.text)),
+            None => clip(&self.text),
         }
     }
 }
@@ -113,6 +116,18 @@ pub enum Response {
     Tagged(String, StatusInfo),
 }
 
+/// Most characters of server-supplied text an error message carries: a server could otherwise
+/// put megabytes into every failure of a report, its JSON and the serve database.
+pub const MAX_SHOWN: usize = 200;
+
+/// `s` cut to `MAX_SHOWN` characters, with "…" when something was cut.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_SHOWN) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 /// An IMAP number: ASCII digits only, within u64 (`+5`, `-1`, ` 5` and overflow are None).
 pub fn parse_number(b: &[u8]) -> Option<u64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
@@ -124,13 +139,21 @@ pub fn parse_number(b: &[u8]) -> Option<u64> {
 /// A number the server sent for `what` that must fit `T`: refused, never read as 0, when it is
 /// missing, not a number, or too large.
 pub fn number<T: TryFrom<u64>>(v: Option<&Value>, what: &str) -> Result<T, ParseError> {
-    let shown = || {
-        v.and_then(Value::as_str)
-            .unwrap_or_else(|| format!("{v:?}"))
-    };
+    let shown = || clip(&v.and_then(Value::as_str).unwrap_or_else(|| shown_value(v)));
     v.and_then(Value::as_u64)
         .and_then(|n| T::try_from(n).ok())
         .ok_or_else(|| ParseError(format!("{what} {:?} is not a number in range", shown())))
+}
+
+/// A short description of a value that is no string: its kind, never its whole content.
+fn shown_value(v: Option<&Value>) -> String {
+    match v {
+        None => "nothing".into(),
+        Some(Value::Nil) => "NIL".into(),
+        Some(Value::List(l)) => format!("a list of {} values", l.len()),
+        Some(Value::Discarded(n)) => format!("a discarded {n}-byte literal"),
+        Some(v) => clip(&format!("{v:?}")),
+    }
 }
 
 /// If a line (without CRLF) ends with a literal announcement `{n}` / `{n+}` / `~{n}`,
@@ -152,6 +175,12 @@ pub fn literal_len(line: &[u8]) -> Option<u64> {
 /// parentheses and abort the whole process.
 pub const MAX_NESTING: usize = 256;
 
+/// Most values (atoms, strings, lists, literals) in one response. Each costs a `Value` and an
+/// allocation, about 30 times the two bytes `a ` it takes on the wire; real responses hold a
+/// few hundred (a FETCH with a long keyword list), so this keeps a response's parsed form
+/// within a few MB whatever its text.
+pub const MAX_VALUES: usize = 100_000;
+
 struct Parser<'a> {
     /// The response's text; each literal's bytes are not in it but in `literals`.
     b: &'a [u8],
@@ -159,6 +188,12 @@ struct Parser<'a> {
     literals: std::vec::IntoIter<Vec<u8>>,
     /// Lists open at the current position.
     depth: usize,
+    /// Values parsed so far (`MAX_VALUES`).
+    values: usize,
+    /// Which literals (by position) the framer discarded, with their announced sizes.
+    discarded: std::collections::HashMap<usize, u64>,
+    /// Literals consumed so far.
+    literal_index: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -212,6 +247,10 @@ impl<'a> Parser<'a> {
         }
     }
     fn value(&mut self) -> Result<Value, ParseError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return self.err(&format!("more than {MAX_VALUES} values in one response"));
+        }
         match self.peek() {
             Some(b'(') => {
                 if self.depth >= MAX_NESTING {
@@ -284,8 +323,14 @@ impl<'a> Parser<'a> {
             return self.err("literal announcement not at end of line");
         }
         self.i = start + 2;
+        let index = self.literal_index;
+        self.literal_index += 1;
+        let data = self.literals.next();
+        if let Some(&len) = self.discarded.get(&index) {
+            return Ok(Value::Discarded(len));
+        }
         // Moved, not copied: a 50 MB body exists once in memory.
-        match self.literals.next() {
+        match data {
             Some(data) if data.len() == n => Ok(Value::Str(data)),
             _ => self.err("truncated literal"),
         }
@@ -347,6 +392,9 @@ impl<'a> Parser<'a> {
 pub struct Framed {
     pub text: Vec<u8>,
     pub literals: Vec<Vec<u8>>,
+    /// Literals read and thrown away for their size: (position among `literals`, where each
+    /// stands as an empty buffer; announced length).
+    pub discarded: Vec<(usize, u64)>,
 }
 
 /// Splits raw bytes holding one complete response into `Framed` (for tests and fuzzing;
@@ -390,6 +438,9 @@ pub fn parse_framed(f: Framed) -> Result<Response, ParseError> {
         i: 0,
         literals: f.literals.into_iter(),
         depth: 0,
+        values: 0,
+        discarded: f.discarded.into_iter().collect(),
+        literal_index: 0,
     };
     let tag = p.word();
     if tag == b"+" || b.starts_with(b"+") {
@@ -435,6 +486,8 @@ pub struct FetchItem {
     pub size: Option<u64>,
     pub modseq: Option<u64>,
     pub body: Option<Vec<u8>>,
+    /// The body's announced size when it was too large to be read (`Value::Discarded`).
+    pub discarded_body: Option<u64>,
 }
 
 /// Reads the attribute list of `* n FETCH (...)`; takes the values so bodies are moved, not copied.
@@ -466,12 +519,23 @@ pub fn parse_fetch(values: Vec<Value>) -> Result<FetchItem, ParseError> {
                 || k.starts_with(b"RFC822")
                 || k.starts_with(b"BINARY[") =>
             {
-                item.body = val.into_bytes();
+                match val {
+                    Value::Discarded(n) => item.discarded_body = Some(n),
+                    val => item.body = val.into_bytes(),
+                }
             }
             _ => {}
         }
     }
     Ok(item)
+}
+
+/// The UID in a FETCH attribute list, without taking it apart: lets a message whose other
+/// attributes are malformed be named (and failed alone).
+pub fn fetch_uid(values: &[Value]) -> Option<u32> {
+    let list = values.first()?.as_list()?;
+    let at = list.iter().step_by(2).position(|k| k.is_atom("UID"))?;
+    number(list.get(at * 2 + 1), "FETCH UID").ok()
 }
 
 /// Parses an INTERNALDATE (`"01-Jan-2020 09:00:00 +0000"`) to seconds since the epoch, so dates
@@ -559,21 +623,27 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-/// Expands a sequence set from a server (`APPENDUID 7 3:5,9`); `*` is not valid there.
-pub fn parse_uid_set(s: &str) -> Option<Vec<u32>> {
+/// Expands a sequence set from a server (`APPENDUID 7 3:5,9`) that should name `expected`
+/// UIDs; `*` is not valid there. None when it does not parse or names more: it is expanded
+/// only up to one UID past `expected`, so a set of a million huge ranges costs nothing.
+pub fn parse_uid_set(s: &str, expected: usize) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     for part in s.split(',') {
-        match part.split_once(':') {
+        let (lo, hi) = match part.split_once(':') {
             Some((a, b)) => {
                 let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-                let (lo, hi) = (a.min(b), a.max(b));
-                if hi - lo > 10_000_000 {
-                    return None;
-                }
-                out.extend(lo..=hi);
+                (a.min(b), a.max(b))
             }
-            None => out.push(part.parse().ok()?),
+            None => {
+                let n = part.parse().ok()?;
+                (n, n)
+            }
+        };
+        let room = expected.checked_sub(out.len())?;
+        if (hi - lo) as usize >= room {
+            return None;
         }
+        out.extend(lo..=hi);
     }
     Some(out)
 }
@@ -780,9 +850,60 @@ mod tests {
     }
 
     #[test]
+    fn a_response_of_many_tiny_values_is_refused() {
+        let mut raw = b"* OK [ALERT".to_vec();
+        raw.extend(std::iter::repeat_n(&b" a"[..], MAX_VALUES + 1).flatten());
+        raw.extend_from_slice(b"]\r\n");
+        let e = parse_response(&raw).unwrap_err();
+        assert!(e.0.contains("more than 100000 values"), "{e}");
+        let mut fine = b"* FLAGS (".to_vec();
+        fine.extend(std::iter::repeat_n(&b" $k"[..], 10_000).flatten());
+        fine.extend_from_slice(b")\r\n");
+        assert!(parse_response(&fine).is_ok());
+    }
+
+    #[test]
+    fn server_text_in_errors_is_clipped() {
+        let raw = format!(
+            "* 1 FETCH (UID {{300000}}\r\n{})\r\n",
+            "9".repeat(299_999) + "x"
+        );
+        let Response::Numbered(_, _, v) = parse_response(raw.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let e = parse_fetch(v).unwrap_err();
+        assert!(e.0.len() < 300, "{} bytes", e.0.len());
+        assert!(e.0.contains("…"), "{e}");
+        let info = StatusInfo {
+            status: Status::No,
+            code: vec![Value::Atom(b"ALERT".to_vec())],
+            text: "é".repeat(1_000_000),
+        };
+        assert_eq!(info.describe().chars().count(), MAX_SHOWN + 1);
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn the_uid_of_a_malformed_fetch_is_still_known() {
+        let Response::Numbered(_, _, v) =
+            parse_response(b"* 3 FETCH (FLAGS () UID 40 RFC822.SIZE 12k)\r\n").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(fetch_uid(&v), Some(40));
+        assert!(parse_fetch(v).is_err());
+    }
+
+    #[test]
     fn uid_sets_round_trip() {
         assert_eq!(uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
-        assert_eq!(parse_uid_set("1:3,7").unwrap(), vec![1, 2, 3, 7]);
-        assert_eq!(parse_uid_set("x"), None);
+        assert_eq!(parse_uid_set("1:3,7", 4).unwrap(), vec![1, 2, 3, 7]);
+        assert_eq!(parse_uid_set("7:5", 3).unwrap(), vec![5, 6, 7]);
+        assert_eq!(parse_uid_set("x", 1), None);
+        // More UIDs than messages appended: unusable, and never expanded.
+        assert_eq!(parse_uid_set("1:3,7", 3), None);
+        assert_eq!(parse_uid_set("1:4294967295", 2), None);
+        let huge = vec!["1:10000000"; 100_000].join(",");
+        assert_eq!(parse_uid_set(&huge, 500), None);
     }
 }

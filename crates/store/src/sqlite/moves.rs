@@ -1,19 +1,17 @@
 //! SQLite implementation of [`MoveStore`].
 
+use super::tx::SqliteTx;
 use super::{
-    audit, ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore,
-    USER_COLUMNS,
+    ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore, USER_COLUMNS,
 };
 use crate::moves::{
-    MoveRecord, MoveState, MoveStore, ProfileKind, ProfileRecord, StepRecord, StepState,
+    MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord, StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use tenantry_ledger::audit::AuditEntry;
 use tenantry_ledger::subscription::Subscription;
 use tenantry_ledger::{LedgerError, TenantId, Timestamp};
-use tenantry_moves::model::MoveSpec;
 use tenantry_moves::plan::{TenantSnapshot, UserLicences};
 use uuid::Uuid;
 
@@ -64,51 +62,6 @@ fn load_move(conn: &Connection, id: Uuid) -> Result<MoveRecord> {
     to_record(row)
 }
 
-fn move_audit(
-    conn: &Connection,
-    m: &MoveRecord,
-    actor: String,
-    action: &'static str,
-    after: Option<serde_json::Value>,
-    now: Timestamp,
-) -> Result<()> {
-    // A move concerns two tenants: both audit logs record it, with its state and side only.
-    // The spec (the other tenant, servers, profile names) and step errors are the operator's:
-    // they stay in the move and its steps, which only the operator reads.
-    let after = after.map(|a| {
-        let mut summary = serde_json::Map::new();
-        for key in ["state", "steps"] {
-            if let Some(v) = a.get(key) {
-                summary.insert(key.to_string(), v.clone());
-            }
-        }
-        serde_json::Value::Object(summary)
-    });
-    for (tenant, side) in [
-        (m.spec.source_tenant_id, "source"),
-        (m.spec.target_tenant_id, "target"),
-    ] {
-        let after = after.clone().map(|mut a| {
-            a["side"] = serde_json::json!(side);
-            a
-        });
-        audit(
-            conn,
-            AuditEntry {
-                tenant_id: Some(tenant),
-                actor: actor.clone(),
-                action,
-                target_type: "move",
-                target_id: m.id.to_string(),
-                before: Some(serde_json::json!({"state": m.state.as_str()})),
-                after,
-            },
-            now,
-        )?;
-    }
-    Ok(())
-}
-
 fn step_from_row(r: &rusqlite::Row) -> rusqlite::Result<StepRow> {
     Ok((
         r.get(0)?,
@@ -120,6 +73,8 @@ fn step_from_row(r: &rusqlite::Row) -> rusqlite::Result<StepRow> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
     ))
 }
 
@@ -133,10 +88,12 @@ type StepRow = (
     Option<String>,
     Option<String>,
     i64,
+    Option<String>,
+    Option<i64>,
 );
 
 fn to_step(row: StepRow) -> Result<StepRecord> {
-    let (move_id, seq, key, step, state, attempts, result, error, updated) = row;
+    let (move_id, seq, key, step, state, attempts, result, error, updated, owner, until) = row;
     Ok(StepRecord {
         move_id: parse(move_id)?,
         seq,
@@ -147,11 +104,26 @@ fn to_step(row: StepRow) -> Result<StepRecord> {
         attempts: attempts as u32,
         result: result.map(|r| serde_json::from_str(&r)).transpose()?,
         error,
+        lease_owner: owner,
+        lease_until: until.map(Timestamp),
         updated_at: Timestamp(updated),
     })
 }
 
-const STEP_COLUMNS: &str = "move_id, seq, key, step, state, attempts, result, error, updated_at";
+const STEP_COLUMNS: &str =
+    "move_id, seq, key, step, state, attempts, result, error, updated_at, lease_owner, lease_until";
+
+fn query_steps(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StepRecord>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows: Vec<StepRow> = stmt
+        .query_map(params, step_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter().map(to_step).collect()
+}
 
 fn profile_from_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileRecord> {
     Ok(ProfileRecord {
@@ -173,6 +145,14 @@ fn profile_from_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileRecord> {
     })
 }
 
+fn steps_of(conn: &Connection, move_id: Uuid) -> Result<Vec<StepRecord>> {
+    query_steps(
+        conn,
+        &format!("SELECT {STEP_COLUMNS} FROM move_steps WHERE move_id = ?1 ORDER BY seq"),
+        [move_id.to_string()],
+    )
+}
+
 /// The first unfinished step of each running move whose lease is free (steps of one move run in
 /// order), oldest move first.
 fn next_claimable(conn: &Connection, now: Timestamp) -> Result<Option<(String, String)>> {
@@ -190,43 +170,6 @@ fn next_claimable(conn: &Connection, now: Timestamp) -> Result<Option<(String, S
 
 #[async_trait]
 impl MoveStore for SqliteStore {
-    async fn create_move(
-        &self,
-        spec: MoveSpec,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<MoveRecord> {
-        spec.validate()?;
-        self.write(move |ctx| {
-            ensure_tenant(&ctx.conn, spec.source_tenant_id)?;
-            ensure_tenant(&ctx.conn, spec.target_tenant_id)?;
-            let record = MoveRecord {
-                id: Uuid::new_v4(),
-                spec,
-                state: MoveState::Draft,
-                plan: None,
-                fingerprint: None,
-                created_at: now,
-                updated_at: now,
-            };
-            ctx.conn.execute(
-                "INSERT INTO moves (id, source_tenant_id, target_tenant_id, spec, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![
-                    record.id.to_string(),
-                    record.spec.source_tenant_id.to_string(),
-                    record.spec.target_tenant_id.to_string(),
-                    serde_json::to_string(&record.spec)?,
-                    record.state.as_str(),
-                    now.0
-                ],
-            )?;
-            move_audit(&ctx.conn, &record, actor, "move.created", Some(serde_json::json!({"state": "Draft"})), now)?;
-            Ok(record)
-        })
-        .await
-    }
-
     async fn get_move(&self, id: Uuid) -> Result<MoveRecord> {
         self.read(move |conn| load_move(conn, id)).await
     }
@@ -266,271 +209,13 @@ impl MoveStore for SqliteStore {
         .await
     }
 
-    async fn start_run(
-        &self,
-        id: Uuid,
-        steps: Vec<(String, serde_json::Value)>,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<MoveRecord> {
-        self.write(move |ctx| {
-            let record = load_move(&ctx.conn, id)?;
-            match record.state {
-                MoveState::Draft | MoveState::Paused | MoveState::Failed => {}
-                MoveState::Running => return Err(LedgerError::conflict("MoveRunning", "this move is already running").into()),
-                other => {
-                    return Err(LedgerError::conflict(
-                        "MoveFinished",
-                        format!("this move is {}; create a new move to run again", other.as_str()),
-                    )
-                    .into())
-                }
-            }
-            // The latest plan decides what is left to do: steps already done stay done, a step a
-            // worker is still executing (live lease) is left to it, every other unfinished step
-            // takes the new plan's content, and unfinished steps the new plan dropped (seats bought
-            // meanwhile by hand, say) are removed, so they can neither run nor block the queue.
-            let wanted: std::collections::HashSet<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
-            let recorded: Vec<(String, String, Option<i64>)> = ctx
-                .conn
-                .prepare_cached("SELECT key, state, lease_until FROM move_steps WHERE move_id = ?1")?
-                .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (key, state, lease_until) in recorded {
-                let busy = state == "Running" && lease_until.is_some_and(|t| t >= now.0);
-                if state != "Done" && !busy && !wanted.contains(key.as_str()) {
-                    ctx.conn.execute(
-                        "DELETE FROM move_steps WHERE move_id = ?1 AND key = ?2",
-                        params![id.to_string(), key],
-                    )?;
-                }
-            }
-            for (seq, (key, step)) in steps.iter().enumerate() {
-                ctx.conn
-                    .prepare_cached(
-                        "INSERT INTO move_steps (move_id, seq, key, step, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'Pending', ?5)
-                         ON CONFLICT (move_id, key) DO UPDATE SET seq = excluded.seq,
-                             step = CASE WHEN move_steps.state = 'Done'
-                                 OR (move_steps.state = 'Running' AND move_steps.lease_until >= ?5)
-                                 THEN move_steps.step ELSE excluded.step END,
-                             state = CASE WHEN move_steps.state = 'Done' THEN 'Done'
-                                 WHEN move_steps.state = 'Running' AND move_steps.lease_until >= ?5 THEN 'Running'
-                                 ELSE 'Pending' END,
-                             attempts = CASE WHEN move_steps.state = 'Done'
-                                 OR (move_steps.state = 'Running' AND move_steps.lease_until >= ?5)
-                                 THEN move_steps.attempts ELSE 0 END",
-                    )?
-                    .execute(params![id.to_string(), seq as i64, key, step.to_string(), now.0])?;
-            }
-            ctx.conn.execute(
-                "UPDATE moves SET state = 'Running', updated_at = ?2 WHERE id = ?1",
-                params![id.to_string(), now.0],
-            )?;
-            move_audit(&ctx.conn, &record, actor, "move.started", Some(serde_json::json!({"state": "Running", "steps": steps.len()})), now)?;
-            load_move(&ctx.conn, id)
-        })
-        .await
-    }
-
-    async fn set_move_state(
-        &self,
-        id: Uuid,
-        from: &'static [MoveState],
-        to: MoveState,
-        actor: String,
-        now: Timestamp,
-    ) -> Result<MoveRecord> {
-        self.write(move |ctx| {
-            let record = load_move(&ctx.conn, id)?;
-            if !from.contains(&record.state) {
-                return Err(LedgerError::conflict(
-                    "InvalidMoveState",
-                    format!(
-                        "this move is {}; it cannot become {}",
-                        record.state.as_str(),
-                        to.as_str()
-                    ),
-                )
-                .into());
-            }
-            ctx.conn.execute(
-                "UPDATE moves SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.to_string(), to.as_str(), now.0],
-            )?;
-            let action = match to {
-                MoveState::Paused => "move.paused",
-                MoveState::Cancelled => "move.cancelled",
-                MoveState::Completed => "move.completed",
-                MoveState::Failed => "move.failed",
-                _ => "move.stateChanged",
-            };
-            move_audit(
-                &ctx.conn,
-                &record,
-                actor,
-                action,
-                Some(serde_json::json!({"state": to.as_str()})),
-                now,
-            )?;
-            load_move(&ctx.conn, id)
-        })
-        .await
-    }
-
-    async fn claim_step(
-        &self,
-        worker: String,
-        now: Timestamp,
-        lease_secs: i64,
-    ) -> Result<Option<StepRecord>> {
-        // Workers poll often: look on a reader first, so an idle queue never takes the writer.
-        if self
-            .read(move |conn| next_claimable(conn, now))
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        self.write(move |ctx| {
-            let Some((move_id, key)) = next_claimable(&ctx.conn, now)? else { return Ok(None) };
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE move_steps SET state = 'Running', lease_owner = ?3, lease_until = ?4, attempts = attempts + 1, updated_at = ?5
-                     WHERE move_id = ?1 AND key = ?2",
-                )?
-                .execute(params![move_id, key, worker, now.0 + lease_secs, now.0])?;
-            let row = ctx
-                .conn
-                .prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM move_steps WHERE move_id = ?1 AND key = ?2"))?
-                .query_row([&move_id, &key], step_from_row)?;
-            Ok(Some(to_step(row)?))
-        })
-        .await
-    }
-
-    async fn release_leases(&self) -> Result<u64> {
-        self.write(|ctx| {
-            let n = ctx.conn.execute(
-                "UPDATE move_steps SET state = 'Pending', lease_owner = NULL, lease_until = NULL WHERE state = 'Running'",
-                [],
-            )?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
-    async fn renew_lease(
-        &self,
-        move_id: Uuid,
-        key: String,
-        worker: String,
-        until: Timestamp,
-    ) -> Result<bool> {
-        self.write(move |ctx| {
-            let n = ctx.conn.execute(
-                "UPDATE move_steps SET lease_until = ?4 WHERE move_id = ?1 AND key = ?2 AND lease_owner = ?3 AND state = 'Running'",
-                params![move_id.to_string(), key, worker, until.0],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn finish_step(
-        &self,
-        move_id: Uuid,
-        key: String,
-        worker: String,
-        outcome: std::result::Result<serde_json::Value, String>,
-        max_attempts: u32,
-        now: Timestamp,
-    ) -> Result<()> {
-        self.write(move |ctx| {
-            let attempts: Option<i64> = ctx
-                .conn
-                .prepare_cached("SELECT attempts FROM move_steps WHERE move_id = ?1 AND key = ?2 AND lease_owner = ?3")?
-                .query_row(params![move_id.to_string(), key, worker], |r| r.get(0))
-                .optional()?;
-            let Some(attempts) = attempts else {
-                // Our lease was taken over (we were presumed dead): the new owner reports.
-                return Ok(());
-            };
-            match outcome {
-                Ok(result) => {
-                    ctx.conn.execute(
-                        "UPDATE move_steps SET state = 'Done', result = ?3, error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?4
-                         WHERE move_id = ?1 AND key = ?2",
-                        params![move_id.to_string(), key, result.to_string(), now.0],
-                    )?;
-                }
-                Err(error) => {
-                    let final_failure = attempts as u32 >= max_attempts;
-                    ctx.conn.execute(
-                        "UPDATE move_steps SET state = ?3, error = ?4, lease_owner = NULL, lease_until = ?5, updated_at = ?6
-                         WHERE move_id = ?1 AND key = ?2",
-                        params![
-                            move_id.to_string(),
-                            key,
-                            if final_failure { "Failed" } else { "Pending" },
-                            error,
-                            // Back off before the next attempt: 5 s, 10 s, 20 s...
-                            now.0 + 5 * (1 << attempts.clamp(0, 6)),
-                            now.0
-                        ],
-                    )?;
-                    let record = load_move(&ctx.conn, move_id)?;
-                    // A move the operator paused or cancelled meanwhile keeps that state.
-                    let failed_now = final_failure
-                        && ctx.conn.execute(
-                            "UPDATE moves SET state = 'Failed', updated_at = ?2 WHERE id = ?1 AND state = 'Running'",
-                            params![move_id.to_string(), now.0],
-                        )? == 1;
-                    if failed_now {
-                        move_audit(
-                            &ctx.conn,
-                            &record,
-                            "system:mover".into(),
-                            "move.failed",
-                            Some(serde_json::json!({"state": "Failed", "step": key, "error": error})),
-                            now,
-                        )?;
-                    }
-                }
-            }
-            // The last step done completes the move.
-            let unfinished: i64 = ctx.conn.query_row(
-                "SELECT COUNT(*) FROM move_steps WHERE move_id = ?1 AND state != 'Done'",
-                [move_id.to_string()],
-                |r| r.get(0),
-            )?;
-            if unfinished == 0 {
-                let record = load_move(&ctx.conn, move_id)?;
-                if record.state == MoveState::Running {
-                    ctx.conn.execute(
-                        "UPDATE moves SET state = 'Completed', updated_at = ?2 WHERE id = ?1",
-                        params![move_id.to_string(), now.0],
-                    )?;
-                    move_audit(&ctx.conn, &record, "system:mover".into(), "move.completed", Some(serde_json::json!({"state": "Completed"})), now)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+    async fn claimable_step_exists(&self, now: Timestamp) -> Result<bool> {
+        self.read(move |conn| Ok(next_claimable(conn, now)?.is_some()))
+            .await
     }
 
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {STEP_COLUMNS} FROM move_steps WHERE move_id = ?1 ORDER BY seq"
-            ))?;
-            let rows = stmt.query_map([move_id.to_string()], step_from_row)?;
-            let mut out = Vec::new();
-            for row in rows {
-                out.push(to_step(row?)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| steps_of(conn, move_id)).await
     }
 
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot> {
@@ -625,5 +310,160 @@ impl MoveStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+}
+
+impl MoveTx for SqliteTx<'_> {
+    fn load_move(&mut self, id: Uuid) -> Result<Option<MoveRecord>> {
+        match load_move(&self.ctx.conn, id) {
+            Ok(m) => Ok(Some(m)),
+            Err(StoreError::Ledger(e)) if e.kind == tenantry_ledger::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn insert_move(&mut self, record: &MoveRecord) -> Result<()> {
+        self.ctx.conn.execute(
+            "INSERT INTO moves (id, source_tenant_id, target_tenant_id, spec, state, plan, fingerprint, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                record.id.to_string(),
+                record.spec.source_tenant_id.to_string(),
+                record.spec.target_tenant_id.to_string(),
+                serde_json::to_string(&record.spec)?,
+                record.state.as_str(),
+                record.plan.as_ref().map(|p| p.to_string()),
+                record.fingerprint,
+                record.created_at.0,
+                record.updated_at.0
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_move_state(
+        &mut self,
+        id: Uuid,
+        expected: MoveState,
+        to: MoveState,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let n = self
+            .ctx
+            .conn
+            .prepare_cached(
+                "UPDATE moves SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
+            )?
+            .execute(params![
+                id.to_string(),
+                expected.as_str(),
+                to.as_str(),
+                now.0
+            ])?;
+        Ok(n == 1)
+    }
+
+    fn move_steps(&mut self, move_id: Uuid) -> Result<Vec<StepRecord>> {
+        steps_of(&self.ctx.conn, move_id)
+    }
+
+    fn load_step(&mut self, move_id: Uuid, key: &str) -> Result<Option<StepRecord>> {
+        Ok(query_steps(
+            &self.ctx.conn,
+            &format!("SELECT {STEP_COLUMNS} FROM move_steps WHERE move_id = ?1 AND key = ?2"),
+            params![move_id.to_string(), key],
+        )?
+        .pop())
+    }
+
+    fn insert_step(&mut self, s: &StepRecord) -> Result<()> {
+        self.ctx.conn.prepare_cached(
+            "INSERT INTO move_steps (move_id, seq, key, step, state, attempts, lease_owner, lease_until, result, error, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            s.move_id.to_string(),
+            s.seq,
+            s.key,
+            s.step.to_string(),
+            s.state.as_str(),
+            s.attempts,
+            s.lease_owner,
+            s.lease_until.map(|t| t.0),
+            s.result.as_ref().map(|r| r.to_string()),
+            s.error,
+            s.updated_at.0
+        ])?;
+        Ok(())
+    }
+
+    fn update_step(
+        &mut self,
+        s: &StepRecord,
+        expected: StepState,
+        expected_owner: Option<&str>,
+    ) -> Result<bool> {
+        let n = self.ctx.conn.prepare_cached(
+            "UPDATE move_steps SET seq = ?3, step = ?4, state = ?5, attempts = ?6, lease_owner = ?7, lease_until = ?8,
+                 result = ?9, error = ?10, updated_at = ?11
+             WHERE move_id = ?1 AND key = ?2 AND state = ?12 AND lease_owner IS ?13",
+        )?
+        .execute(params![
+            s.move_id.to_string(),
+            s.key,
+            s.seq,
+            s.step.to_string(),
+            s.state.as_str(),
+            s.attempts,
+            s.lease_owner,
+            s.lease_until.map(|t| t.0),
+            s.result.as_ref().map(|r| r.to_string()),
+            s.error,
+            s.updated_at.0,
+            expected.as_str(),
+            expected_owner
+        ])?;
+        Ok(n == 1)
+    }
+
+    fn delete_step(&mut self, move_id: Uuid, key: &str) -> Result<()> {
+        self.ctx.conn.execute(
+            "DELETE FROM move_steps WHERE move_id = ?1 AND key = ?2",
+            params![move_id.to_string(), key],
+        )?;
+        Ok(())
+    }
+
+    fn claim_next_step(
+        &mut self,
+        worker: &str,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<StepRecord>> {
+        // The single writer makes the pick and the conditional update one atomic step.
+        let Some((move_id, key)) = next_claimable(&self.ctx.conn, now)? else {
+            return Ok(None);
+        };
+        self.ctx.conn.prepare_cached(
+            "UPDATE move_steps SET state = 'Running', lease_owner = ?3, lease_until = ?4, attempts = attempts + 1, updated_at = ?5
+             WHERE move_id = ?1 AND key = ?2 AND (lease_until IS NULL OR lease_until < ?5)",
+        )?
+        .execute(params![move_id, key, worker, lease_until.0, now.0])?;
+        Ok(query_steps(
+            &self.ctx.conn,
+            &format!("SELECT {STEP_COLUMNS} FROM move_steps WHERE move_id = ?1 AND key = ?2 AND lease_owner = ?3"),
+            params![move_id, key, worker],
+        )?
+        .pop())
+    }
+
+    fn release_all_leases(&mut self) -> Result<u64> {
+        let n = self.ctx.conn.execute(
+            "UPDATE move_steps SET state = 'Pending', lease_owner = NULL, lease_until = NULL WHERE state = 'Running'",
+            [],
+        )?;
+        Ok(n as u64)
     }
 }

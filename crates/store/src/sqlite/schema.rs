@@ -241,3 +241,50 @@ fn migrate_sequence(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A database written by a tenantry that knew only the `user_version` sequence (no
+    /// `schema_migrations` table) gains the numbered migrations and keeps its rows.
+    #[test]
+    fn a_sequence_only_database_upgrades_to_the_numbered_migrations() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_sequence(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO tenants (id, display_name, default_domain, created_at)
+             VALUES ('t1', 'Contoso', 'contoso.onmicrosoft.com', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
+        let numbered: Vec<i64> = conn
+            .prepare("SELECT number FROM schema_migrations")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(numbered, [20], "migration 20 recorded once");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);
+    }
+
+    #[test]
+    fn an_unknown_numbered_migration_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute("INSERT INTO schema_migrations (number) VALUES (99)", [])
+            .unwrap();
+        let refused = migrate(&mut conn).unwrap_err().to_string();
+        assert!(refused.contains("upgrade tenantry"), "{refused}");
+    }
+}

@@ -21,8 +21,8 @@ use tenantry_ledger::user::User;
 use tenantry_ledger::{SkuId, SubscriptionId, TenantId, Timestamp, TokenId, UserId};
 use uuid::Uuid;
 
-struct SqliteTx<'a> {
-    ctx: &'a mut WriterCtx,
+pub(super) struct SqliteTx<'a> {
+    pub(super) ctx: &'a mut WriterCtx,
     /// SKUs added by this unit: they join the cached catalog only if the unit succeeds.
     added_skus: Vec<Sku>,
 }

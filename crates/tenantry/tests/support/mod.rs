@@ -1,5 +1,6 @@
-//! Test harness: runs the real `tenantry serve` binary on a temporary SQLite file and a free
-//! loopback port, and talks to it over HTTP.
+//! Test harness: runs the real `tenantry serve` binary on a free loopback port, on the database
+//! `TENANTRY_TEST_DATABASE` chooses (`tenantry_testkit::postgres`: a fresh PostgreSQL database
+//! per server, or by default a temporary SQLite file), and talks to it over HTTP.
 #![allow(dead_code)]
 
 use reqwest::{Method, StatusCode};
@@ -22,6 +23,8 @@ pub struct Server {
     extra_args: Vec<String>,
     /// The server's log goes to `log_path()` instead of the test's stderr.
     log_to_file: bool,
+    /// PostgreSQL: the server's own database, dropped with it.
+    pub postgres: Option<std::sync::Arc<tenantry_testkit::postgres::TestDatabase>>,
 }
 
 pub fn binary() -> PathBuf {
@@ -30,6 +33,13 @@ pub fn binary() -> PathBuf {
 
 impl Server {
     pub fn start() -> Server {
+        Self::start_on(tenantry_testkit::postgres::database_from_env().map(std::sync::Arc::new))
+    }
+
+    /// A server on this PostgreSQL database (shared with other servers), or on SQLite (`None`).
+    pub fn start_on(
+        postgres: Option<std::sync::Arc<tenantry_testkit::postgres::TestDatabase>>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             dir,
@@ -42,6 +52,7 @@ impl Server {
             banner: Vec::new(),
             extra_args: Vec::new(),
             log_to_file: false,
+            postgres,
         };
         server.launch(Some(OPERATOR));
         server
@@ -58,6 +69,8 @@ impl Server {
             banner: Vec::new(),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             log_to_file: true,
+            // These servers' own files (database, logs) are what their tests look at.
+            postgres: None,
         };
         server.launch(Some(OPERATOR));
         server
@@ -77,13 +90,40 @@ impl Server {
             banner: Vec::new(),
             extra_args: Vec::new(),
             log_to_file: false,
+            postgres: tenantry_testkit::postgres::database_from_env().map(std::sync::Arc::new),
         };
         server.launch(None);
         server
     }
 
     pub fn database(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("ledger.db").display())
+        match &self.postgres {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("ledger.db").display()),
+        }
+    }
+
+    /// Everything the database holds on disk, to look for secrets in: the SQLite file and its
+    /// WAL, or a dump of the PostgreSQL database.
+    pub fn stored_bytes(&self) -> Vec<Vec<u8>> {
+        match &self.postgres {
+            Some(db) => {
+                let dump = Command::new(
+                    tenantry_testkit::postgres::bin_dir()
+                        .expect("PostgreSQL installed")
+                        .join("pg_dump"),
+                )
+                .args(["--data-only", "-d", &db.url])
+                .output()
+                .expect("run pg_dump");
+                assert!(dump.status.success(), "pg_dump failed");
+                vec![dump.stdout]
+            }
+            None => vec![
+                std::fs::read(self.dir.path().join("ledger.db")).unwrap(),
+                std::fs::read(self.dir.path().join("ledger.db-wal")).unwrap_or_default(),
+            ],
+        }
     }
 
     pub fn launch(&mut self, operator_token: Option<&str>) {
@@ -95,12 +135,23 @@ impl Server {
             "--test-clock",
             "--database",
             &self.database(),
-        ])
-        .env_remove("TENANTRY_ADMIN_TOKEN")
-        .args(&self.extra_args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        ]);
+        if self.postgres.is_some() {
+            // A shared database has no "beside the database": name both local paths.
+            let key = self.dir.path().join("tenantry.key");
+            if !key.exists() {
+                std::fs::write(&key, "7".repeat(64)).unwrap();
+            }
+            cmd.arg("--secret-key-file")
+                .arg(&key)
+                .arg("--data-dir")
+                .arg(self.dir.path().join("data"));
+        }
+        cmd.env_remove("TENANTRY_ADMIN_TOKEN")
+            .args(&self.extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         if self.log_to_file {
             let log = std::fs::OpenOptions::new()
                 .create(true)

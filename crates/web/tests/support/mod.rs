@@ -1,5 +1,6 @@
-//! Test harness: the real router (API + admin center) on a temporary SQLite file and a free
-//! loopback port, in this process.
+//! Test harness: the real router (API + admin center) on a free loopback port, in this process,
+//! on the database `TENANTRY_TEST_DATABASE` chooses (`tenantry_testkit::postgres`: a fresh
+//! PostgreSQL database, or by default a temporary SQLite file).
 #![allow(dead_code)]
 
 pub mod webdriver;
@@ -18,6 +19,7 @@ pub struct Server {
     /// The move worker's mover: tests start the worker when they want steps to run.
     pub mover: Arc<Mover>,
     _dir: tempfile::TempDir,
+    _database: Option<tenantry_testkit::postgres::TestDatabase>,
 }
 
 impl Server {
@@ -28,9 +30,13 @@ impl Server {
     /// `moves`: whether the server has tenant moves enabled (`AppState::mover`).
     pub async fn start_with(moves: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let database = tenantry_testkit::postgres::database_from_env();
+        let url = match &database {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        };
         let store: Arc<dyn tenantry_store::Store> =
-            tenantry_store::open(&url).expect("open the store");
+            tenantry_store::open(&url).await.expect("open the store");
         // Moves without data engines: ledger-only moves run, mail and libraries are refused.
         let mover = Arc::new(Mover {
             store: store.clone(),
@@ -59,6 +65,7 @@ impl Server {
             app,
             mover,
             _dir: dir,
+            _database: database,
         }
     }
 

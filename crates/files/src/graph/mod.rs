@@ -1,0 +1,514 @@
+//! SharePoint Online and OneDrive document libraries through Microsoft Graph, as an `Endpoint`.
+//!
+//! Addressing is by path inside the library's drive (`/drives/{id}/root:/{path}:`); listing is
+//! a delta query whose link is kept in the state store; downloads use the item's pre-authenticated
+//! `@microsoft.graph.downloadUrl` with range resume; uploads are one `PUT …:/content` or an
+//! upload session (see `upload`). All requests go through the shared `tenantry_graph` client
+//! (one token cache and one throttling budget per tenant).
+
+pub mod args;
+pub mod listing;
+pub mod location;
+pub mod store;
+mod upload;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use reqwest::Method;
+use tenantry_graph::client::{encode_path, Call};
+use tenantry_graph::{GraphClient, GraphError};
+use tokio::sync::OnceCell;
+
+use crate::endpoint::{
+    parent, ByteStream, Endpoint, EndpointError, Listing, MtimeSupport, PutOutcome, UploadChoice,
+};
+use crate::relpath;
+use store::{GraphStore, Rewrite};
+
+/// Where the library lives: resolved to a drive id on first use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriveRef {
+    /// `https://{host}/{site_path}` and a library by title or URL name.
+    Library {
+        host: String,
+        site_path: String,
+        library: String,
+    },
+    /// A user's OneDrive.
+    User { upn: String },
+}
+
+/// How files of at most 4 MiB are uploaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmallUpload {
+    /// An upload session like larger files: two requests, the modification time kept.
+    #[default]
+    Session,
+    /// One `PUT …:/content`: one request, but the service stamps the upload time.
+    Put,
+}
+
+pub struct GraphEndpoint {
+    client: GraphClient,
+    display: String,
+    drive_ref: DriveRef,
+    drive_id: OnceCell<String>,
+    /// Folder inside the drive, decoded, without slashes at either end.
+    prefix: String,
+    store: Option<GraphStore>,
+    small: SmallUpload,
+    /// A source's folder must exist (a typo must not look like an empty library); a target's
+    /// is created.
+    must_exist: bool,
+    fragment: usize,
+    /// 0 unknown, 1 kept, 2 not kept.
+    mtime: AtomicU8,
+    notices: Mutex<Vec<String>>,
+    rewrites: Mutex<HashMap<String, Rewrite>>,
+}
+
+/// Upload fragments: 16 × 320 KiB = 5 MiB (a multiple of 320 KiB, under 60 MiB).
+pub const DEFAULT_FRAGMENT: usize = 16 * 320 * 1024;
+/// Largest file sent with one `PUT …:/content`.
+pub const SIMPLE_UPLOAD_MAX: u64 = 4 * 1024 * 1024;
+
+impl GraphEndpoint {
+    pub fn new(
+        client: GraphClient,
+        display: String,
+        drive_ref: DriveRef,
+        prefix: String,
+        store: Option<GraphStore>,
+        small: SmallUpload,
+    ) -> Self {
+        let rewrites = store
+            .as_ref()
+            .and_then(|s| s.rewrites().ok())
+            .unwrap_or_default();
+        Self {
+            client,
+            display,
+            drive_ref,
+            drive_id: OnceCell::new(),
+            prefix: prefix.trim_matches('/').to_string(),
+            store,
+            small,
+            must_exist: false,
+            fragment: DEFAULT_FRAGMENT,
+            mtime: AtomicU8::new(0),
+            notices: Mutex::new(Vec::new()),
+            rewrites: Mutex::new(rewrites),
+        }
+    }
+
+    /// For a source: listing a folder that is not in the library is an error.
+    pub fn must_exist(mut self) -> Self {
+        self.must_exist = true;
+        self
+    }
+
+    pub fn client(&self) -> &GraphClient {
+        &self.client
+    }
+
+    async fn drive(&self) -> Result<&str, EndpointError> {
+        self.drive_id
+            .get_or_try_init(|| async {
+                match &self.drive_ref {
+                    DriveRef::User { upn } => {
+                        let d = self
+                            .client
+                            .get_json(&format!("/users/{}/drive", encode_path(upn)))
+                            .await
+                            .map_err(map_err)?;
+                        id_of(&d)
+                    }
+                    DriveRef::Library {
+                        host,
+                        site_path,
+                        library,
+                    } => {
+                        // https://learn.microsoft.com/graph/api/site-getbypath
+                        let site = self
+                            .client
+                            .get_json(&format!("/sites/{host}:/{}", encode_path(site_path)))
+                            .await
+                            .map_err(map_err)?;
+                        let site_id = id_of(&site)?;
+                        let drives = self
+                            .client
+                            .get_all(&format!("/sites/{}/drives", encode_path(&site_id)))
+                            .await
+                            .map_err(map_err)?;
+                        find_library(&drives, library)
+                    }
+                }
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    fn full_path(&self, path: &str) -> String {
+        match (self.prefix.is_empty(), path.is_empty()) {
+            (true, _) => path.to_string(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{path}", self.prefix),
+        }
+    }
+
+    /// `/drives/{id}/root` or `/drives/{id}/root:/{path}:` (path addressing).
+    async fn address(&self, path: &str) -> Result<String, EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
+        let drive = encode_path(self.drive().await?);
+        let full = self.full_path(path);
+        Ok(if full.is_empty() {
+            format!("/drives/{drive}/root")
+        } else {
+            format!("/drives/{drive}/root:/{}:", encode_path(&full))
+        })
+    }
+
+    async fn list_with_delta(&self) -> Result<Listing, EndpointError> {
+        let drive = self.drive().await?.to_string();
+        let fresh = format!("/drives/{}/root/delta", encode_path(&drive));
+        let saved = match &self.store {
+            Some(s) => s.load_listing()?,
+            None => None,
+        };
+        let (mut items, mut root, start) = match saved {
+            Some(l) => (l.items, Some(l.root), l.link),
+            None => (HashMap::new(), None, fresh.clone()),
+        };
+        let page = match self.client.delta(&start).await {
+            Ok(p) => p,
+            // An expired delta link: enumerate again from scratch.
+            Err(e) if e.status() == Some(410) && start != fresh => {
+                items.clear();
+                root = None;
+                if let Some(s) = &self.store {
+                    s.forget_listing()?;
+                }
+                self.client.delta(&fresh).await.map_err(map_err)?
+            }
+            Err(e) => return Err(map_err(e)),
+        };
+        listing::apply_delta(&mut items, &mut root, &page.items);
+        let Some(root) = root else {
+            return Err(EndpointError::Permanent(
+                "the drive's delta did not name its root item".into(),
+            ));
+        };
+        if let Some(s) = &self.store {
+            s.save_listing(&items, &root, &page.delta_link)?;
+        }
+        if self.must_exist && !listing::folder_exists(&items, &root, &self.prefix) {
+            return Err(EndpointError::NotFound(format!(
+                "{}: no folder {:?} in the library",
+                self.display, self.prefix
+            )));
+        }
+        let rewrites = self.rewrites.lock().expect("rewrites lock").clone();
+        Ok(listing::entries(&items, &root, &self.prefix, &rewrites))
+    }
+
+    fn note(&self, s: String) {
+        self.notices.lock().expect("notices lock").push(s);
+    }
+}
+
+fn id_of(v: &serde_json::Value) -> Result<String, EndpointError> {
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| EndpointError::Permanent("Graph returned an object without an id".into()))
+}
+
+/// A library by its title (`Documents`) or its URL name (`Shared Documents`, the last segment
+/// of its `webUrl`), case-insensitively.
+pub fn find_library(drives: &[serde_json::Value], library: &str) -> Result<String, EndpointError> {
+    let url_name = |d: &serde_json::Value| {
+        d["webUrl"].as_str().and_then(|u| {
+            let last = u.trim_end_matches('/').rsplit('/').next()?;
+            Some(
+                percent_encoding::percent_decode_str(last)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
+    };
+    let hit = drives.iter().find(|d| {
+        d["name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case(library))
+            || url_name(d).is_some_and(|n| n.eq_ignore_ascii_case(library))
+    });
+    match hit {
+        Some(d) => id_of(d),
+        None => {
+            let names: Vec<&str> = drives.iter().filter_map(|d| d["name"].as_str()).collect();
+            Err(EndpointError::NotFound(format!(
+                "no library named {library:?} on the site (libraries: {})",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Graph's errors in the engine's terms.
+pub fn map_err(e: GraphError) -> EndpointError {
+    match &e {
+        GraphError::Throttled {
+            status,
+            retry_after,
+            ..
+        } => EndpointError::Throttled {
+            status: *status,
+            retry_after: Some(*retry_after),
+        },
+        GraphError::Transient { .. } => EndpointError::Transient(e.to_string()),
+        GraphError::Auth { .. } => EndpointError::Permanent(e.to_string()),
+        GraphError::Permanent { status, code, .. } => match (status, code.as_deref()) {
+            (404, _) => EndpointError::NotFound(e.to_string()),
+            (507, _) | (_, Some("quotaLimitReached")) | (_, Some("insufficientStorage")) => {
+                EndpointError::InsufficientStorage
+            }
+            _ => EndpointError::Permanent(e.to_string()),
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl Endpoint for GraphEndpoint {
+    fn describe(&self) -> String {
+        self.display.clone()
+    }
+
+    async fn list(&self) -> Result<Listing, EndpointError> {
+        self.list_with_delta().await
+    }
+
+    async fn read(&self, path: &str, listed: u64) -> Result<ByteStream, EndpointError> {
+        let item = self
+            .client
+            .get_json(&self.address(path).await?)
+            .await
+            .map_err(map_err)?;
+        let Some(url) = item["@microsoft.graph.downloadUrl"].as_str() else {
+            return Err(EndpointError::Permanent(format!(
+                "{path}: the service gave no download URL (a folder?)"
+            )));
+        };
+        let size = item["size"].as_u64().unwrap_or(0);
+        // Never more than the listing said: the copy's size and hash were planned on it.
+        Ok(crate::endpoint::limit_to_listed(
+            upload::download_stream(self.client.clone(), url.to_string(), size),
+            listed,
+            path,
+        ))
+    }
+
+    async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {
+        relpath::check(path).map_err(EndpointError::unsafe_path)?;
+        // The endpoint's own folder may be several levels deep: create each level.
+        let full = self.full_path(path);
+        let levels: Vec<&str> = if path.is_empty() {
+            full.split('/').filter(|s| !s.is_empty()).collect()
+        } else {
+            vec![]
+        };
+        let targets: Vec<String> = if path.is_empty() {
+            (1..=levels.len()).map(|n| levels[..n].join("/")).collect()
+        } else {
+            vec![full]
+        };
+        let drive = encode_path(self.drive().await?);
+        for t in targets {
+            let (p, name) = (parent(&t), t.rsplit('/').next().unwrap_or(&t));
+            let url = if p.is_empty() {
+                format!("/drives/{drive}/root/children")
+            } else {
+                format!("/drives/{drive}/root:/{}:/children", encode_path(p))
+            };
+            // https://learn.microsoft.com/graph/api/driveitem-post-children
+            let body = serde_json::json!({
+                "name": name,
+                "folder": {},
+                "@microsoft.graph.conflictBehavior": "fail",
+            });
+            match self
+                .client
+                .json(&Call::new(Method::POST, url).json(&body))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("nameAlreadyExists") || e.status() == Some(409) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn put(
+        &self,
+        path: &str,
+        size: u64,
+        mtime_ns: Option<i64>,
+        body: ByteStream,
+    ) -> Result<PutOutcome, EndpointError> {
+        let address = self.address(path).await?;
+        let simple = size == 0
+            || (size <= SIMPLE_UPLOAD_MAX
+                && (self.small == SmallUpload::Put || mtime_ns.is_none()));
+        let done = if simple {
+            upload::simple(&self.client, &address, size, body).await?
+        } else {
+            upload::session(self, path, &address, size, mtime_ns, body).await?
+        };
+        let mut done = done;
+        let mut mtime_kept = !simple && mtime_ns.is_some();
+        if size == 0 {
+            // An empty file cannot go through a session (no Content-Range for zero bytes):
+            // its time is set afterwards (https://learn.microsoft.com/graph/api/driveitem-update).
+            if let Some(t) = mtime_ns.and_then(listing::format_time) {
+                let body = serde_json::json!({"fileSystemInfo": {"lastModifiedDateTime": t}});
+                done.item = self
+                    .client
+                    .json(&Call::new(Method::PATCH, address.clone()).json(&body))
+                    .await
+                    .map_err(map_err)?;
+                mtime_kept = true;
+            }
+        }
+        if mtime_ns.is_some() {
+            // Only the first answer counts: a mixed run reports "not kept" once any file was not.
+            let v = if mtime_kept { 1 } else { 2 };
+            let _ = self.mtime.fetch_max(v, Ordering::Relaxed);
+        }
+        self.check_hash(path, size, &done)?;
+        Ok(PutOutcome {
+            etag: done.item["eTag"].as_str().map(str::to_string),
+            mtime_kept,
+        })
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), EndpointError> {
+        let address = self.address(path).await?;
+        match self.client.send(&Call::new(Method::DELETE, address)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    fn mtime_support(&self) -> MtimeSupport {
+        match self.mtime.load(Ordering::Relaxed) {
+            0 => MtimeSupport::Unknown,
+            1 => MtimeSupport::Kept,
+            _ => MtimeSupport::NotSupported,
+        }
+    }
+
+    fn upload_choice(&self) -> UploadChoice {
+        UploadChoice::new(
+            crate::endpoint::UploadMode::Direct,
+            "Graph upload sessions: the file appears when its last fragment arrives",
+        )
+    }
+
+    fn notices(&self) -> Vec<String> {
+        let mut v = self.notices.lock().expect("notices lock").clone();
+        let (waited, times) = self.client.budget().throttled_stats();
+        if times > 0 {
+            v.push(format!(
+                "Microsoft Graph throttled this tenant {times} time(s); requests paused {:.1}s in total",
+                waited.as_secs_f64()
+            ));
+        }
+        v
+    }
+}
+
+/// Office documents and PDFs: SharePoint may write its metadata into them after upload.
+fn rewritten_by_service(path: &str) -> bool {
+    let l = path.to_ascii_lowercase();
+    [
+        ".docx", ".docm", ".dotx", ".xlsx", ".xlsm", ".pptx", ".pptm", ".vsdx", ".pdf",
+    ]
+    .iter()
+    .any(|ext| l.ends_with(ext))
+}
+
+impl GraphEndpoint {
+    /// quickXorHash of what we sent against the service's. A difference on an Office document
+    /// or PDF is the service's own rewrite: reported with both hashes and remembered so it is
+    /// not uploaded again; anywhere else it is a corrupted upload, retried.
+    fn check_hash(&self, path: &str, size: u64, done: &upload::Done) -> Result<(), EndpointError> {
+        let theirs = done.item["file"]["hashes"]["quickXorHash"].as_str();
+        let their_size = done.item["size"].as_u64();
+        if theirs == Some(done.qxh.as_str()) && their_size == Some(size) {
+            return Ok(());
+        }
+        if theirs.is_none() {
+            // OneDrive personal reports other hashes; nothing to compare.
+            return Ok(());
+        }
+        if rewritten_by_service(path) {
+            let r = Rewrite {
+                sent_size: size,
+                sent_qxh: done.qxh.clone(),
+                service_size: their_size.unwrap_or(0),
+                service_qxh: theirs.map(str::to_string),
+                service_etag: done.item["eTag"].as_str().map(str::to_string),
+            };
+            self.note(format!(
+                "{path}: changed by the service after upload (SharePoint writes metadata into Office documents and PDFs): sent {} bytes, quickXorHash {}; stored {} bytes, quickXorHash {}",
+                r.sent_size,
+                r.sent_qxh,
+                r.service_size,
+                r.service_qxh.as_deref().unwrap_or("-")
+            ));
+            if let Some(s) = &self.store {
+                s.save_rewrite(path, &r)?;
+            }
+            self.rewrites
+                .lock()
+                .expect("rewrites lock")
+                .insert(path.to_string(), r);
+            return Ok(());
+        }
+        Err(EndpointError::Transient(format!(
+            "{path}: the service stored other content than was sent (quickXorHash sent {}, stored {}; size sent {size}, stored {})",
+            done.qxh,
+            theirs.unwrap_or("-"),
+            their_size.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn libraries_by_title_or_url_name() {
+        let drives = vec![
+            json!({"id": "d1", "name": "Documents", "webUrl": "https://h/sites/s/Shared%20Documents"}),
+            json!({"id": "d2", "name": "Archive", "webUrl": "https://h/sites/s/Archive"}),
+        ];
+        assert_eq!(find_library(&drives, "Documents").unwrap(), "d1");
+        assert_eq!(find_library(&drives, "shared documents").unwrap(), "d1");
+        assert_eq!(find_library(&drives, "Archive").unwrap(), "d2");
+        let e = find_library(&drives, "Nope").unwrap_err().to_string();
+        assert!(e.contains("Documents, Archive"), "{e}");
+    }
+
+    #[test]
+    fn office_files_and_pdfs_may_be_rewritten() {
+        assert!(rewritten_by_service("a/B.DOCX"));
+        assert!(rewritten_by_service("x.pdf"));
+        assert!(!rewritten_by_service("x.txt"));
+    }
+}

@@ -1,0 +1,329 @@
+//! Uploads and downloads as the service wants them.
+//!
+//! - A small file: one `PUT …:/content` (<https://learn.microsoft.com/graph/api/driveitem-put-content>).
+//! - Otherwise an upload session (<https://learn.microsoft.com/graph/api/driveitem-createuploadsession>):
+//!   `item.fileSystemInfo` carries the modification time (the only way to keep it without a
+//!   second version) and `@microsoft.graph.conflictBehavior: replace`; fragments are a multiple
+//!   of 320 KiB and under 60 MiB, sent in order with `Content-Range`, never with an
+//!   Authorization header. The `uploadUrl` is saved in the state store before the first byte,
+//!   so a run killed mid-file asks the session for `nextExpectedRanges` and sends only the
+//!   rest. A 416 or an expired (404) session restarts the file from the beginning, cleanly.
+//! - Downloads use the item's pre-authenticated `@microsoft.graph.downloadUrl`, resuming with
+//!   `Range` after a broken connection.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tenantry_graph::client::Call;
+use tenantry_graph::quickxor::QuickXor;
+use tenantry_graph::GraphClient;
+
+use super::listing::format_time;
+use super::store::OpenSession;
+use super::{map_err, GraphEndpoint};
+use crate::endpoint::{ByteStream, EndpointError};
+
+/// A finished upload: the item as the service stored it, and the quickXorHash of what was sent.
+pub struct Done {
+    pub item: Value,
+    pub qxh: String,
+}
+
+pub async fn simple(
+    client: &GraphClient,
+    address: &str,
+    size: u64,
+    mut body: ByteStream,
+) -> Result<Done, EndpointError> {
+    let mut buf = BytesMut::with_capacity(size as usize);
+    let mut qx = QuickXor::default();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        qx.update(&chunk);
+        buf.extend_from_slice(&chunk);
+        if buf.len() as u64 > super::SIMPLE_UPLOAD_MAX {
+            return Err(EndpointError::Transient(
+                "the file grew while it was read; it will be copied again".into(),
+            ));
+        }
+    }
+    let url = format!("{address}/content?@microsoft.graph.conflictBehavior=replace");
+    let item = client
+        .json(&Call::new(Method::PUT, url).bytes(buf.freeze()))
+        .await
+        .map_err(map_err)?;
+    Ok(Done {
+        item,
+        qxh: qx.base64(),
+    })
+}
+
+/// Where an upload starts: a saved session's next expected byte, or a new session at 0.
+async fn open_session(
+    ep: &GraphEndpoint,
+    path: &str,
+    address: &str,
+    size: u64,
+    mtime_ns: Option<i64>,
+) -> Result<(String, u64), EndpointError> {
+    if let Some(store) = &ep.store {
+        if let Some(s) = store.session(path)? {
+            if s.size == size && s.mtime_ns == mtime_ns {
+                let status = ep
+                    .client
+                    .json(&Call::new(Method::GET, s.url.clone()).unauthenticated())
+                    .await;
+                match status.ok().and_then(|v| next_expected(&v)) {
+                    Some(next) if next <= size => {
+                        tracing::info!(path, next, "resuming an upload session");
+                        return Ok((s.url, next));
+                    }
+                    _ => store.forget_session(path)?,
+                }
+            } else {
+                // The source changed since: cancel the old session, best effort.
+                let _ = ep
+                    .client
+                    .send(&Call::new(Method::DELETE, s.url).unauthenticated())
+                    .await;
+                store.forget_session(path)?;
+            }
+        }
+    }
+    let mut item = json!({"@microsoft.graph.conflictBehavior": "replace"});
+    if let Some(t) = mtime_ns.and_then(format_time) {
+        item["fileSystemInfo"] = json!({ "lastModifiedDateTime": t });
+    }
+    let v = ep
+        .client
+        .json(
+            &Call::new(Method::POST, format!("{address}/createUploadSession"))
+                .json(&json!({ "item": item })),
+        )
+        .await
+        .map_err(map_err)?;
+    let Some(url) = v["uploadUrl"].as_str() else {
+        return Err(EndpointError::Permanent(
+            "createUploadSession answered without an uploadUrl".into(),
+        ));
+    };
+    if let Some(store) = &ep.store {
+        store.save_session(
+            path,
+            &OpenSession {
+                url: url.to_string(),
+                size,
+                mtime_ns,
+            },
+        )?;
+    }
+    Ok((url.to_string(), 0))
+}
+
+/// The start of the first of `nextExpectedRanges` (`"12345-"` or `"12345-67890"`).
+fn next_expected(v: &Value) -> Option<u64> {
+    v["nextExpectedRanges"][0]
+        .as_str()?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub async fn session(
+    ep: &GraphEndpoint,
+    path: &str,
+    address: &str,
+    size: u64,
+    mtime_ns: Option<i64>,
+    mut body: ByteStream,
+) -> Result<Done, EndpointError> {
+    let (url, resume_at) = open_session(ep, path, address, size, mtime_ns).await?;
+    let forget = || async {
+        if let Some(store) = &ep.store {
+            let _ = store.forget_session(path);
+        }
+    };
+    let mut qx = QuickXor::default();
+    let mut read = 0u64; // bytes taken from the source
+    let mut sent = resume_at; // next byte the service expects
+    let mut pending = BytesMut::new();
+    let mut finished: Option<Value> = None;
+    loop {
+        let chunk = body.next().await.transpose()?;
+        let eof = chunk.is_none();
+        if let Some(c) = chunk {
+            qx.update(&c);
+            let start = read;
+            read += c.len() as u64;
+            if read > size {
+                forget().await;
+                return Err(EndpointError::Transient(format!(
+                    "{path}: the file grew while it was read; it will be copied again"
+                )));
+            }
+            // Bytes the session already has (a resumed upload) are hashed, not sent again.
+            if read > resume_at {
+                let skip = resume_at.saturating_sub(start) as usize;
+                pending.extend_from_slice(&c[skip..]);
+            }
+        }
+        if eof && read != size {
+            forget().await;
+            return Err(EndpointError::Transient(format!(
+                "{path}: {read} bytes read, {size} listed: the file changed while it was read"
+            )));
+        }
+        while pending.len() >= ep.fragment || (eof && !pending.is_empty()) {
+            let n = pending.len().min(ep.fragment);
+            let frag: Bytes = pending.split_to(n).freeze();
+            let end = sent + n as u64 - 1;
+            let r = ep
+                .client
+                .send(
+                    &Call::new(Method::PUT, url.clone())
+                        .unauthenticated()
+                        .header("Content-Range", format!("bytes {sent}-{end}/{size}"))
+                        .bytes(frag),
+                )
+                .await;
+            let resp = match r {
+                Ok(resp) => resp,
+                Err(e) if matches!(e.status(), Some(404) | Some(416)) => {
+                    // Expired session or a range the service did not expect: start the file
+                    // again with a new session (the copy is retried from the source).
+                    forget().await;
+                    return Err(EndpointError::Transient(format!(
+                        "{path}: upload session {} (HTTP {}); the file is sent again from the start",
+                        if e.status() == Some(404) { "expired" } else { "out of step" },
+                        e.status().unwrap_or(0)
+                    )));
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            sent = end + 1;
+            let status = resp.status().as_u16();
+            let v: Value = resp
+                .json()
+                .await
+                .map_err(|e| EndpointError::Transient(format!("upload answer: {e}")))?;
+            if status == 200 || status == 201 {
+                finished = Some(v);
+            } else if let Some(next) = next_expected(&v) {
+                if next != sent {
+                    forget().await;
+                    return Err(EndpointError::Transient(format!(
+                        "{path}: the service expects byte {next}, {sent} was next; the file is sent again"
+                    )));
+                }
+            }
+        }
+        if eof {
+            break;
+        }
+    }
+    forget().await;
+    match finished {
+        Some(item) => Ok(Done {
+            item,
+            qxh: qx.base64(),
+        }),
+        None => Err(EndpointError::Transient(format!(
+            "{path}: the upload session did not complete"
+        ))),
+    }
+}
+
+/// Streams `url` (pre-authenticated: no Authorization header), resuming with `Range` after a
+/// broken connection, at most a few times in a row.
+pub fn download_stream(client: GraphClient, url: String, size: u64) -> ByteStream {
+    struct St {
+        client: GraphClient,
+        url: String,
+        size: u64,
+        offset: u64,
+        resp: Option<reqwest::Response>,
+        failures: u32,
+    }
+    let st = St {
+        client,
+        url,
+        size,
+        offset: 0,
+        resp: None,
+        failures: 0,
+    };
+    Box::pin(futures_util::stream::unfold(Some(st), |st| async move {
+        let mut st = st?;
+        loop {
+            if st.resp.is_none() {
+                if st.offset >= st.size && st.size > 0 {
+                    return None;
+                }
+                let mut call = Call::new(Method::GET, st.url.clone()).unauthenticated();
+                if st.offset > 0 {
+                    call = call.header("Range", format!("bytes={}-", st.offset));
+                }
+                match st.client.send(&call).await {
+                    Ok(r) if st.offset > 0 && r.status().as_u16() != 206 => {
+                        let e = EndpointError::Transient(format!(
+                            "download resume at byte {} was not honoured (HTTP {})",
+                            st.offset,
+                            r.status()
+                        ));
+                        return Some((Err(e), None));
+                    }
+                    Ok(r) => st.resp = Some(r),
+                    Err(e) => return Some((Err(map_err(e)), None)),
+                }
+            }
+            let resp = st.resp.as_mut().expect("response");
+            match resp.chunk().await {
+                Ok(Some(b)) => {
+                    st.offset += b.len() as u64;
+                    st.failures = 0;
+                    return Some((Ok(b), Some(st)));
+                }
+                Ok(None) if st.offset >= st.size => return None,
+                Ok(None) | Err(_) if st.failures < 3 => {
+                    st.failures += 1;
+                    st.resp = None;
+                    tracing::info!(
+                        offset = st.offset,
+                        "download interrupted; resuming with Range"
+                    );
+                }
+                Ok(None) => {
+                    let e = EndpointError::Transient(format!(
+                        "download ended at byte {} of {}",
+                        st.offset, st.size
+                    ));
+                    return Some((Err(e), None));
+                }
+                Err(e) => {
+                    let e = EndpointError::Transient(format!("download: {}", e.without_url()));
+                    return Some((Err(e), None));
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_expected_ranges() {
+        assert_eq!(
+            next_expected(&json!({"nextExpectedRanges": ["327680-"]})),
+            Some(327_680)
+        );
+        assert_eq!(
+            next_expected(&json!({"nextExpectedRanges": ["0-99", "200-"]})),
+            Some(0)
+        );
+        assert_eq!(next_expected(&json!({})), None);
+    }
+}

@@ -1,0 +1,481 @@
+//! SharePoint and OneDrive through Microsoft Graph, against the test kit's documentation-faithful
+//! fake (`tenantry_testkit::graph_fake`): Microsoft's services cannot run here. The shipped code
+//! path is the real one, pointed at the fake by `TENANTRY_GRAPH_URL` and `TENANTRY_AUTHORITY`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
+
+const HOST: &str = "contoso.sharepoint.com";
+
+fn command(fake: &FakeGraph, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .args(["--tenant-id", TENANT, "--client-id", CLIENT_ID])
+        .env("TENANTRY_GRAPH_URL", fake.url())
+        .env("TENANTRY_AUTHORITY", fake.url())
+        .env("TENANTRY_CLIENT_SECRET", CLIENT_SECRET);
+    c
+}
+
+fn run(fake: &FakeGraph, args: &[&str]) -> Output {
+    command(fake, args).output().unwrap()
+}
+
+fn migrate_g(
+    fake: &FakeGraph,
+    source: &str,
+    target: &str,
+    state: &Path,
+) -> (i32, serde_json::Value) {
+    let st = state.to_str().unwrap();
+    let args = [
+        "migrate",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--state-dir",
+        st,
+        "--json",
+    ];
+    let out = run(fake, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains(CLIENT_SECRET), "secret leaked: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(CLIENT_SECRET), "secret leaked: {stdout}");
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout: {stdout} stderr: {stderr}"));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn library(fake: &FakeGraph) -> (String, String) {
+    let drive = fake.add_site(HOST, "Finance");
+    (
+        drive,
+        format!("sharepoint://{HOST}/sites/Finance/Shared%20Documents/Migrated"),
+    )
+}
+
+fn assert_ok(code: i32, rep: &serde_json::Value) {
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["failures"].as_array().unwrap().len(), 0, "{rep:#}");
+}
+
+#[test]
+fn local_to_sharepoint_and_back_is_identical_with_times_and_a_rerun_copies_nothing() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        rewrite_office_files: false,
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    // Larger than one 5 MiB fragment and not a multiple of 320 KiB.
+    let big: Vec<u8> = (0..12_000_123u32)
+        .map(|i| (i % 241) as u8 ^ (i >> 13) as u8)
+        .collect();
+    write_file(&src, "big/archive.bin", &big, 1_234_567_890);
+    let state = tmp.path().join("state");
+
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 7, "{rep:#}");
+    assert_eq!(rep["mtime"], "kept", "{rep:#}");
+    let f = fake.file(&drive, "Migrated/big/archive.bin").unwrap();
+    assert!(f.content == big, "large file stored byte for byte");
+    assert_eq!(f.modified.unix_timestamp(), 1_234_567_890);
+    assert_eq!(
+        fake.file(&drive, "Migrated/top level.txt")
+            .unwrap()
+            .modified
+            .unix_timestamp(),
+        1_650_000_000
+    );
+    assert!(fake
+        .paths(&drive)
+        .contains(&"Migrated/Empty Folder/also empty".to_string()));
+    let s = fake.stats();
+    assert_eq!(s.authorization_on_upload_url, 0);
+    assert_eq!(s.range_errors, 0);
+    // Every file with content went through a session (times kept); the big one in 3 fragments.
+    assert_eq!(s.sessions_created, 6);
+    assert!(
+        fake.fragments()
+            .iter()
+            .filter(|f| f.path == "archive.bin")
+            .count()
+            == 3
+    );
+
+    // A re-run uploads nothing.
+    let before = fake.stats();
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 0, "{rep:#}");
+    let after = fake.stats();
+    assert_eq!(after.fragments_accepted, before.fragments_accepted);
+    assert_eq!(after.simple_uploads, before.simple_uploads);
+
+    // SharePoint → local: the same tree, the same bytes, the same times.
+    let back = tmp.path().join("back");
+    let (code, rep) = migrate_g(&fake, &lib, back.to_str().unwrap(), &state);
+    assert_ok(code, &rep);
+    assert_same_tree(&src, &back, true);
+    let (code, rep) = migrate_g(&fake, &lib, back.to_str().unwrap(), &state);
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 0, "{rep:#}");
+
+    // An edit on SharePoint is found by the delta query and copied alone.
+    let delta_before = fake.stats().delta_requests;
+    fake.put_file(
+        &drive,
+        "Migrated/top level.txt",
+        b"edited online",
+        time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+    );
+    let (code, rep) = migrate_g(&fake, &lib, back.to_str().unwrap(), &state);
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 1, "{rep:#}");
+    assert_eq!(
+        std::fs::read(back.join("top level.txt")).unwrap(),
+        b"edited online"
+    );
+    // One page of changes: the saved delta link, not a full enumeration of the drive.
+    assert_eq!(fake.stats().delta_requests - delta_before, 1);
+}
+
+#[test]
+fn onedrive_target_and_files_the_service_rewrites_are_reported_once() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let drive = fake.add_user("adele@contoso.com");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let state = tmp.path().join("state");
+    let target = "onedrive://adele@contoso.com/From%20the%20share";
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), target, &state);
+    assert_ok(code, &rep);
+    let notes = rep["notes"].to_string();
+    let docx = fake
+        .file(
+            &drive,
+            "From the share/Verträge 2019/Angebot Müller & Söhne.docx",
+        )
+        .unwrap();
+    let sent = tenantry_graph::quickxor::quickxor_base64(b"contract v1");
+    assert!(notes.contains("changed by the service"), "{notes}");
+    assert!(notes.contains(&sent), "our hash is named: {notes}");
+    assert!(notes.contains(&docx.quick_xor_hash), "theirs too: {notes}");
+    // Not uploaded again: the rewrite is remembered.
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), target, &state);
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 0, "{rep:#}");
+    assert!(!rep["notes"].to_string().contains("changed by the service"));
+}
+
+#[test]
+fn a_run_killed_mid_file_resumes_at_the_next_expected_range() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        fragment_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let big: Vec<u8> = (0..31_000_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+    write_file(&src, "video.mp4", &big, 1_111_111_111);
+    let state = tmp.path().join("state");
+    let st = state.to_str().unwrap();
+    let args = [
+        "migrate",
+        "--source",
+        src.to_str().unwrap(),
+        "--target",
+        &lib,
+        "--state-dir",
+        st,
+        "--json",
+    ];
+    let mut child = command(&fake, &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill -9 once the session holds two fragments (of six).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let received = loop {
+        let r = fake
+            .open_sessions()
+            .into_iter()
+            .map(|(_, n)| n)
+            .max()
+            .unwrap_or(0);
+        if r >= 2 * 5 * 1024 * 1024 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the upload never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The killed process may have had one more fragment in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    let at_kill = fake.open_sessions()[0].1;
+    assert!(at_kill >= received && at_kill < big.len() as u64);
+    let sessions_before = fake.stats().sessions_created;
+
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    let s = fake.stats();
+    assert_eq!(
+        s.sessions_created, sessions_before,
+        "the saved session was resumed, not replaced"
+    );
+    assert_eq!(s.range_errors, 0);
+    let frags = fake.fragments();
+    let resumed = frags.iter().find(|f| f.start >= at_kill).unwrap();
+    assert_eq!(resumed.start, at_kill, "resumed at nextExpectedRanges");
+    assert_eq!(
+        frags.iter().filter(|f| f.start < at_kill).count() as u64,
+        at_kill / (5 * 1024 * 1024),
+        "no byte before the kill point was sent twice"
+    );
+    let f = fake.file(&drive, "Migrated/video.mp4").unwrap();
+    assert!(f.content == big);
+    assert_eq!(f.modified.unix_timestamp(), 1_111_111_111);
+}
+
+#[test]
+fn an_expired_session_restarts_the_file_cleanly() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        fragment_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let big: Vec<u8> = (0..16_000_000u32).map(|i| (i / 3) as u8).collect();
+    write_file(&src, "x.bin", &big, 1_000_000_000);
+    let state = tmp.path().join("state");
+    let st = state.to_str().unwrap();
+    let args = [
+        "migrate",
+        "--source",
+        src.to_str().unwrap(),
+        "--target",
+        &lib,
+        "--state-dir",
+        st,
+        "--json",
+    ];
+    let mut child = command(&fake, &args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fake.open_sessions().iter().all(|(_, n)| *n == 0) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    fake.expire_sessions();
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    assert_eq!(
+        fake.stats().sessions_created,
+        2,
+        "a new session after the expired one"
+    );
+    assert!(fake.file(&drive, "Migrated/x.bin").unwrap().content == big);
+}
+
+fn many_files(root: &Path, n: usize) {
+    for i in 0..n {
+        write_file(
+            root,
+            &format!("d{}/file {i}.txt", i % 5),
+            format!("content of file {i}\n")
+                .repeat(i % 7 + 1)
+                .as_bytes(),
+            1_500_000_000 + i as u64,
+        );
+    }
+}
+
+#[test]
+fn throttling_slows_everything_down_without_a_retry_storm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    many_files(&src, 60);
+    // Baseline without throttling.
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let (_, lib) = library(&fake);
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &tmp.path().join("s1"));
+    assert_ok(code, &rep);
+    let baseline = fake.stats().requests;
+    drop(fake);
+
+    // One request in 20 (5%) answered 429 + Retry-After: 1.
+    let fake = FakeGraph::start(FakeGraphOptions {
+        throttle_every: Some(20),
+        retry_after_secs: 1,
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &tmp.path().join("s2"));
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 60);
+    let s = fake.stats();
+    assert!(s.throttle_windows > 0);
+    // Every worker waited out Retry-After: no request arrived in a throttled window except
+    // those already in flight when the 429 was sent.
+    assert_eq!(s.ignored_retry_after, 0, "{s:?}");
+    // Each 429 costs one repeat and nothing more: requests grow like the throttled share.
+    assert!(
+        s.requests <= baseline + s.throttled + 2,
+        "requests {} vs baseline {baseline} with {} throttled",
+        s.requests,
+        s.throttled
+    );
+    assert!(
+        rep["notes"].to_string().contains("throttled this tenant"),
+        "{rep:#}"
+    );
+    assert_eq!(
+        fake.paths(&drive)
+            .iter()
+            .filter(|p| p.ends_with(".txt"))
+            .count(),
+        60
+    );
+}
+
+#[test]
+fn an_expired_token_is_refreshed_mid_run() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        // Refreshed at three quarters of its life; the run takes several lifetimes.
+        token_lifetime: Duration::from_secs(1),
+        fragment_delay: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    many_files(&src, 40);
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &tmp.path().join("s"));
+    assert_ok(code, &rep);
+    assert_eq!(rep["copied_files"], 40);
+    let s = fake.stats();
+    assert!(s.tokens_issued >= 2, "tokens issued: {}", s.tokens_issued);
+    assert_eq!(
+        fake.paths(&drive)
+            .iter()
+            .filter(|p| p.ends_with(".txt"))
+            .count(),
+        40
+    );
+}
+
+#[test]
+fn bad_credentials_and_locations_are_clear_errors() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let (_, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret_file = tmp.path().join("secret");
+    std::fs::write(&secret_file, "wrong-secret-value\n").unwrap();
+    let out = run(
+        &fake,
+        &[
+            "check",
+            &lib,
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("invalid_client") && err.contains("client-request-id"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret-value"), "{err}");
+    let wrong_lib = format!("sharepoint://{HOST}/sites/Finance/Nope");
+    let out = run(&fake, &["check", &wrong_lib]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no library named") && err.contains("Documents"),
+        "{err}"
+    );
+    // A source folder that is not there is an error, not an empty library.
+    let missing = format!("sharepoint://{HOST}/sites/Finance/Documents/Typo");
+    let out = run(&fake, &["check", &missing]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("no folder \"Typo\""), "{err}");
+    // The library's title works as well as its URL name.
+    let by_title = format!("sharepoint://{HOST}/sites/Finance/Documents");
+    let out = run(&fake, &["check", &by_title]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn webdav_to_sharepoint_is_identical_with_times() {
+    let dav = Apache::start();
+    sample_tree(&dav.root());
+    dav.fix_owner();
+    let fake = FakeGraph::start(FakeGraphOptions {
+        rewrite_office_files: false,
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let st = state.to_str().unwrap();
+    let url = dav.url();
+    let args = [
+        "migrate",
+        "--source",
+        &url,
+        "--target",
+        &lib,
+        "--state-dir",
+        st,
+        "--json",
+    ];
+    let out = command(&fake, &args)
+        .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_ok(out.status.code().unwrap_or(-1), &rep);
+    assert_eq!(rep["copied_files"], 6, "{rep:#}");
+    // Every file of the WebDAV tree is on SharePoint byte for byte, with its time (WebDAV has
+    // whole seconds, as SharePoint keeps).
+    for (rel, node) in fingerprint(&dav.root()) {
+        if node.is_dir {
+            continue;
+        }
+        let f = fake.file(&drive, &format!("Migrated/{rel}")).unwrap();
+        assert_eq!(
+            f.content,
+            std::fs::read(dav.root().join(&rel)).unwrap(),
+            "{rel}"
+        );
+        assert_eq!(f.modified.unix_timestamp() as u64, node.mtime, "{rel}");
+    }
+}

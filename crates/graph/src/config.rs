@@ -1,0 +1,115 @@
+//! Where Graph and its token endpoint are, and the app's credentials.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Microsoft's endpoints; tests and sovereign clouds point elsewhere by configuration only.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Requests in flight per tenant unless configured otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+
+/// A client secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(<redacted>)")
+    }
+}
+
+/// One app registration in one tenant, and where to reach Graph.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub secret: ClientSecret,
+    /// `https://login.microsoftonline.com` (no trailing slash).
+    pub authority: String,
+    /// `https://graph.microsoft.com` (no trailing slash); requests go to `{graph_url}/v1.0/...`.
+    pub graph_url: String,
+    pub max_in_flight: usize,
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Longest single wait obeyed; a longer Retry-After is cut to this, then the server is asked again.
+    pub max_wait: Duration,
+}
+
+impl GraphConfig {
+    /// A configuration with Microsoft's endpoints, overridden by `TENANTRY_GRAPH_URL` and
+    /// `TENANTRY_AUTHORITY` when they are set.
+    pub fn from_env(tenant_id: &str, client_id: &str, secret: ClientSecret) -> Self {
+        let env = |k: &str, d: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| d.to_string())
+                .trim_end_matches('/')
+                .to_string()
+        };
+        Self {
+            tenant_id: tenant_id.to_string(),
+            client_id: client_id.to_string(),
+            secret,
+            authority: env("TENANTRY_AUTHORITY", DEFAULT_AUTHORITY),
+            graph_url: env("TENANTRY_GRAPH_URL", DEFAULT_GRAPH_URL),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            attempts: 8,
+            max_wait: Duration::from_secs(300),
+        }
+    }
+
+    pub fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.authority,
+            percent_encoding::utf8_percent_encode(&self.tenant_id, crate::client::PATH_SEGMENT)
+        )
+    }
+
+    /// The `.default` scope of the Graph resource the requests go to.
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.graph_url)
+    }
+
+    /// The key requests share a budget and a token under: one app in one tenant.
+    pub fn budget_key(&self) -> String {
+        format!("{}|{}|{}", self.authority, self.tenant_id, self.client_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = GraphConfig::from_env("t", "c", ClientSecret::new("hunter2-secret"));
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("<redacted>"));
+    }
+
+    #[test]
+    fn token_url_and_scope() {
+        let mut c = GraphConfig::from_env("contoso.onmicrosoft.com", "c", ClientSecret::new("s"));
+        c.authority = "https://login.microsoftonline.com".into();
+        c.graph_url = "https://graph.microsoft.com".into();
+        assert_eq!(
+            c.token_url(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(c.scope(), "https://graph.microsoft.com/.default");
+    }
+}

@@ -1,0 +1,28 @@
+//! tenantry-graph: the one Microsoft Graph client of tenantry.
+//!
+//! Everything in tenantry that talks to Microsoft Graph (document libraries today; licensing and
+//! Exchange later) goes through [`GraphClient`], so that every request of a tenant shares one
+//! token cache and one throttling budget:
+//!
+//! - app-only OAuth2 client credentials against
+//!   `{TENANTRY_AUTHORITY}/{tenant}/oauth2/v2.0/token`, the token cached and refreshed before it
+//!   expires ([`token`]);
+//! - requests to `{TENANTRY_GRAPH_URL}/v1.0/...`, retried on 429/503/504 after `Retry-After`
+//!   (or `RateLimit-Reset`, whichever is greater), with a bounded number in flight and one pause
+//!   for the whole tenant ([`budget`]);
+//! - paging through `@odata.nextLink` and delta through `@odata.deltaLink` ([`client`]);
+//! - typed errors carrying Graph's `error.code`, `request-id` and `client-request-id`
+//!   ([`error`]); secrets never appear in `Debug` output or errors ([`config::ClientSecret`]).
+//!
+//! [`quickxor`] is the content hash SharePoint and OneDrive for Business report.
+
+pub mod budget;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod quickxor;
+pub mod token;
+
+pub use client::{DeltaPage, GraphClient};
+pub use config::{ClientSecret, GraphConfig};
+pub use error::{GraphError, RequestIds};

@@ -1,0 +1,152 @@
+//! App-only access tokens (OAuth2 client credentials), cached and refreshed before they expire.
+//!
+//! POST `{authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`,
+//! `client_id`, `client_secret` and `scope={graph}/.default`; the answer carries `access_token`
+//! and `expires_in` (seconds) and no refresh token: a new token is simply requested
+//! (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-credentials-flow>).
+//! A certificate credential (`client_assertion`) is not implemented yet.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::config::GraphConfig;
+use crate::error::{parse_error_body, GraphError, RequestIds};
+
+#[derive(Clone)]
+pub(crate) struct Token {
+    pub value: String,
+    pub refresh_at: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    current: Mutex<Option<Token>>,
+}
+
+/// When to fetch a new token: five minutes before expiry, or at three quarters of a short
+/// lifetime, so no request leaves with a token about to lapse.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 4).min(Duration::from_secs(300))
+}
+
+impl TokenCache {
+    /// A valid token; one request to the token endpoint at a time (the lock is held while
+    /// fetching, so concurrent callers wait for the same new token).
+    pub async fn get(
+        &self,
+        http: &reqwest::Client,
+        cfg: &GraphConfig,
+    ) -> Result<String, GraphError> {
+        let mut cur = self.current.lock().await;
+        if let Some(t) = cur.as_ref() {
+            if Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let t = fetch(http, cfg).await?;
+        let v = t.value.clone();
+        *cur = Some(t);
+        Ok(v)
+    }
+
+    /// Graph said the token is no longer valid (401): forget it unless it was already replaced.
+    pub async fn invalidate(&self, token: &str) {
+        let mut cur = self.current.lock().await;
+        if cur.as_ref().is_some_and(|t| t.value == token) {
+            *cur = None;
+        }
+    }
+}
+
+async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<Token, GraphError> {
+    let client_request_id = uuid::Uuid::new_v4().to_string();
+    let scope = cfg.scope();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", cfg.client_id.as_str()),
+        ("client_secret", cfg.secret.expose()),
+        ("scope", scope.as_str()),
+    ];
+    let ids = |rid: Option<String>| RequestIds {
+        request_id: rid,
+        client_request_id: Some(client_request_id.clone()),
+    };
+    let resp = http
+        .post(cfg.token_url())
+        .header("client-request-id", &client_request_id)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| GraphError::Transient {
+            // Without the URL: reqwest's message would name the tenant's endpoint only, but keep
+            // errors short and free of anything from the request.
+            message: format!("token endpoint unreachable: {}", e.without_url()),
+            ids: ids(None),
+        })?;
+    let status = resp.status().as_u16();
+    let rid = resp
+        .headers()
+        .get("x-ms-request-id")
+        .or_else(|| resp.headers().get("request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.bytes().await.map_err(|e| GraphError::Transient {
+        message: format!("reading the token response: {}", e.without_url()),
+        ids: ids(rid.clone()),
+    })?;
+    if status == 429 || status >= 500 {
+        return Err(GraphError::Transient {
+            message: format!("token endpoint answered HTTP {status}"),
+            ids: ids(rid),
+        });
+    }
+    if status != 200 {
+        let (code, message, _) = parse_error_body(&body);
+        return Err(GraphError::Auth {
+            status,
+            code,
+            message,
+            ids: ids(rid),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        access_token: String,
+        expires_in: serde_json::Value,
+    }
+    let a: Answer = serde_json::from_slice(&body).map_err(|_| GraphError::Auth {
+        status,
+        code: None,
+        message: "the token endpoint's answer has no access_token/expires_in".into(),
+        ids: ids(rid.clone()),
+    })?;
+    // `expires_in` is a number of seconds (some endpoints send it as a string).
+    let secs = a
+        .expires_in
+        .as_u64()
+        .or_else(|| a.expires_in.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(300);
+    let lifetime = Duration::from_secs(secs);
+    Ok(Token {
+        value: a.access_token,
+        refresh_at: Instant::now() + lifetime - refresh_margin(lifetime),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_well_before_expiry() {
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3599)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! What only the PostgreSQL backend has to show: migrations under an advisory lock, the audit
+//! log refusing changes in the database itself, and units of work run again after a
+//! serialization failure. Runs on a throwaway server (`tenantry_testkit::postgres`) when
+//! PostgreSQL is installed, else says it skipped.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use tenantry_ledger::audit::AuditEntry;
+use tenantry_ledger::{SkuId, TenantId, Timestamp};
+use tenantry_store::{transaction, PgStore};
+use tenantry_testkit::postgres::{postgres_database, TestDatabase};
+
+fn database() -> Option<TestDatabase> {
+    let db = postgres_database();
+    if db.is_none() {
+        eprintln!("skipped: PostgreSQL is not installed (Debian package postgresql)");
+    }
+    db
+}
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_a_new_database_at_once_migrate_it_once() {
+    let Some(db) = database() else { return };
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for open in opens {
+        open.await
+            .unwrap()
+            .expect("every process opens the database");
+    }
+    let client = raw(&db.url).await;
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM tenantry_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2], "each migration is recorded once");
+    // A database from a newer tenantry is refused, with a reason.
+    client
+        .execute("INSERT INTO tenantry_schema (version) VALUES (999)", &[])
+        .await
+        .unwrap();
+    let refused = PgStore::open(&db.url).await.err().expect("refused");
+    assert!(refused.to_string().contains("newer"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_refuses_update_and_delete_in_the_database() {
+    let Some(db) = database() else { return };
+    let store = PgStore::open(&db.url).await.unwrap();
+    transaction(&store, |tx| {
+        tx.insert_audit(
+            AuditEntry {
+                tenant_id: None,
+                actor: "op".into(),
+                action: "test.done",
+                target_type: "test",
+                target_id: "1".into(),
+                before: None,
+                after: None,
+            },
+            Timestamp(1),
+        )
+    })
+    .await
+    .unwrap();
+    let client = raw(&db.url).await;
+    for sql in [
+        "UPDATE audit_log SET actor = 'forged'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let err = client.execute(sql, &[]).await.unwrap_err();
+        assert!(format!("{err:?}").contains("append-only"), "{sql}: {err:?}");
+    }
+    let rows: i64 = client
+        .query_one("SELECT COUNT(*) FROM audit_log WHERE actor = 'op'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+/// Write skew: each unit reads one pool and takes a seat in the other. Serializable execution
+/// must abort one of them; the backend runs it again, and both end up applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_of_work_aborted_by_a_serialization_failure_is_run_again() {
+    let Some(db) = database() else { return };
+    let store = Arc::new(PgStore::open(&db.url).await.unwrap());
+    let (a, b, sku) = (
+        TenantId::new_random(),
+        TenantId::new_random(),
+        SkuId::new_random(),
+    );
+    raw(&db.url)
+        .await
+        .execute(
+            "INSERT INTO seat_pools (tenant_id, sku_id, capacity, consumed) VALUES ($1, $3, 5, 0), ($2, $3, 5, 0)",
+            &[&a.to_string(), &b.to_string(), &sku.to_string()],
+        )
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let both_read = Arc::new(Barrier::new(2));
+    let unit = |read: TenantId, take: TenantId| {
+        let (store, runs, both_read) = (store.clone(), runs.clone(), both_read.clone());
+        tokio::spawn(async move {
+            transaction(&*store, move |tx| {
+                let first = runs.fetch_add(1, Ordering::SeqCst) < 2;
+                let seen = tx.seat_pool(read, sku)?;
+                if first {
+                    // Both have read before either writes: a cycle SERIALIZABLE must break.
+                    both_read.wait();
+                }
+                Ok((seen, tx.take_seat(take, sku)?))
+            })
+            .await
+        })
+    };
+    let (one, two) = (unit(a, b), unit(b, a));
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    assert!(one.unwrap().1 && two.unwrap().1, "both units end applied");
+    assert!(
+        runs.load(Ordering::SeqCst) >= 3,
+        "one unit was aborted and run again ({} runs)",
+        runs.load(Ordering::SeqCst)
+    );
+    let consumed: i64 = raw(&db.url)
+        .await
+        .query_one(
+            "SELECT SUM(consumed)::bigint FROM seat_pools WHERE sku_id = $1",
+            &[&sku.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        consumed, 2,
+        "each seat taken once, the aborted run left nothing"
+    );
+}
