@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_default();
     let whole = std::str::from_utf8(data).ok();
     for href in hrefs.iter().map(String::as_str).chain(whole) {
-        let Ok(path) = root.resolve(href) else { continue };
+        let Ok(path) = root.resolve(href) else {
+            continue;
+        };
         // What a request for this path would be sent to, as the URL parser normalises it.
         let url = reqwest::Url::parse(&format!("{BASE}{}", encode_path(&path, false))).unwrap();
         assert_eq!(url.host_str(), Some("dav.example"));
@@ -31,6 +33,9 @@ fuzz_target!(|data: &[u8]| {
             .into_iter()
             .chain(path.split('/').filter(|s| !s.is_empty()))
             .collect();
-        assert_eq!(sent, wanted, "{href:?} resolved to {path:?}, requested as {url}");
+        assert_eq!(
+            sent, wanted,
+            "{href:?} resolved to {path:?}, requested as {url}"
+        );
     }
 });
