@@ -32,11 +32,35 @@ impl TokenCache {
     }
 }
 
-/// The authenticated caller.
+/// The authenticated caller, and how it authenticated.
 #[derive(Debug, Clone, Copy)]
-pub struct Auth(pub Principal);
+pub struct Auth(pub Principal, pub Credential);
+
+/// What a caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Operator,
+    /// A tenant's API token (lasting, revocable).
+    ApiToken,
+    /// An application's access token from client credentials (expires within hours).
+    AppToken,
+}
 
 impl Auth {
+    /// Refuses an application's access token where lasting credentials are made (API tokens,
+    /// applications): an hour-long token must not be turned into access that never expires.
+    pub fn refuse_app_token(&self) -> ApiResult<()> {
+        if self.1 == Credential::AppToken {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "AppTokenCannotIssueCredentials",
+                "an application's access token cannot create or revoke API tokens or \
+                 applications: use a tenant admin's API token or the operator token",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn authorize(&self, tenant: TenantId, action: Action) -> ApiResult<()> {
         self.0.authorize(tenant, action).map_err(ApiError::from)
     }
@@ -95,10 +119,15 @@ impl FromRequestParts<AppState> for Auth {
             .as_deref()
             == Some(hash.as_str())
         {
-            return Ok(Auth(Principal::Operator));
+            return Ok(Auth(Principal::Operator, Credential::Operator));
         }
         // Applications' access tokens (client credentials) expire; API tokens do not.
-        let principal = if token.starts_with(APP_TOKEN_PREFIX) {
+        let credential = if token.starts_with(APP_TOKEN_PREFIX) {
+            Credential::AppToken
+        } else {
+            Credential::ApiToken
+        };
+        let principal = if credential == Credential::AppToken {
             app.store
                 .principal_for_app_token(hash, app.clock.now())
                 .await?
@@ -106,7 +135,7 @@ impl FromRequestParts<AppState> for Auth {
             app.store.principal_for_token(hash).await?
         };
         match principal {
-            Some(principal) => Ok(Auth(principal)),
+            Some(principal) => Ok(Auth(principal, credential)),
             None => {
                 app.auth_failures.failed(client);
                 // The token itself is never logged, not even in part.

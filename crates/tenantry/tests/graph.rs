@@ -547,3 +547,29 @@ async fn expired_tokens_and_the_request_budget() {
     let (status, _, _) = graph(&s, Method::GET, "/subscribedSkus", &other, None, false).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_token_cannot_mint_lasting_credentials() {
+    let s = Server::start();
+    let t = s.tenant("Persistence").await;
+    let (id, secret) = application(&s, &t, "GlobalAdmin").await;
+    let token = client_credentials(&s, &t, &id, &secret).await;
+    // An hour-long app token of a global admin must not turn into an API token that never
+    // expires, or a second application with its own secret.
+    for (path, body) in [
+        (
+            format!("/v1/tenants/{t}/tokens"),
+            json!({"role": "GlobalAdmin"}),
+        ),
+        (
+            format!("/v1/tenants/{t}/applications"),
+            json!({"displayName": "backdoor", "role": "GlobalAdmin"}),
+        ),
+    ] {
+        let result = s.post(&path, &token, body).await;
+        assert_problem(&result, 403, "AppTokenCannotIssueCredentials");
+    }
+    // It still does what an app is for.
+    let (status, _) = s.get(&format!("/v1/tenants/{t}/users"), &token).await;
+    assert_eq!(status, 200);
+}

@@ -10,7 +10,7 @@ use axum::Extension;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tenantry_api::auth::Auth;
+use tenantry_api::auth::{Auth, Credential};
 use tenantry_api::AppState;
 use tenantry_ledger::role::{Action, Principal, Role};
 use tenantry_ledger::tenant::Tenant;
@@ -112,7 +112,10 @@ async fn principal_for(
         parts.extensions.insert(client);
     }
     match Auth::from_request_parts(&mut parts, app).await {
-        Ok(Auth(principal)) => Ok(principal),
+        // Applications' access tokens are for programs and expire within hours: a session
+        // signed in with one would outlive it.
+        Ok(Auth(_, Credential::AppToken)) => Err(invalid()),
+        Ok(Auth(principal, _)) => Ok(principal),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(invalid()),
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => Err((
             StatusCode::TOO_MANY_REQUESTS,

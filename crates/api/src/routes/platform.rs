@@ -127,6 +127,7 @@ pub async fn create_token(
 ) -> ApiResult<axum::response::Response> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageTokens)?;
+    auth.refuse_app_token()?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
     let IssuedToken { record, token } = app
@@ -159,6 +160,7 @@ pub async fn create_application(
 ) -> ApiResult<axum::response::Response> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageTokens)?;
+    auth.refuse_app_token()?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
     let RegisteredApplication {
@@ -200,6 +202,7 @@ pub async fn revoke_token(
 ) -> ApiResult<StatusCode> {
     let tenant: TenantId = parse_id(&tenant, "tenant")?;
     auth.authorize(tenant, Action::ManageTokens)?;
+    auth.refuse_app_token()?;
     let token: TokenId = parse_id(&token, "token")?;
     app.ledger
         .revoke_token(&Caller::new(auth.0), tenant, token, app.clock.now())
