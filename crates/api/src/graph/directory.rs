@@ -3,13 +3,13 @@
 
 use super::dto;
 use super::odata::Allowed;
-use super::{base_url, guid, next_link, query, skiptoken, GraphCaller};
+use super::{collection, guid, page, query, GraphCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tenantry_ledger::role::Action;
 use tenantry_ledger::subscription::Subscription;
 use tenantry_ledger::{SubscriptionId, TenantId};
@@ -118,11 +118,13 @@ pub async fn subscribed_skus(
         .into_iter()
         .map(|v| dto::selected(v, q.select.as_deref()))
         .collect();
-    let base = base_url(&headers);
-    Ok(Json(json!({
-        "@odata.context": format!("{base}/v1.0/$metadata#subscribedSkus"),
-        "value": value
-    })))
+    Ok(Json(collection(
+        &headers,
+        "subscribedSkus",
+        value,
+        &q,
+        None,
+    )))
 }
 
 pub async fn subscribed_sku(
@@ -154,11 +156,10 @@ pub async fn subscriptions(
 ) -> ApiResult<Json<Value>> {
     caller.authorize(Action::Read)?;
     let q = query(raw.as_deref(), &headers, paged(SUBSCRIPTION_PROPERTIES))?;
-    let page = PageRequest {
-        top: q.top.unwrap_or(100),
-        after: q.skiptoken.as_deref().map(skiptoken::decode).transpose()?,
-    };
-    let subs = app.store.list_subscriptions(caller.tenant, page).await?;
+    let subs = app
+        .store
+        .list_subscriptions(caller.tenant, page(&q)?)
+        .await?;
     let catalog = app.store.list_skus().await?;
     let value: Vec<Value> = subs
         .items
@@ -168,15 +169,13 @@ pub async fn subscriptions(
             dto::selected(dto::company_subscription(s, sku), q.select.as_deref())
         })
         .collect();
-    let base = base_url(&headers);
-    let mut body = json!({
-        "@odata.context": format!("{base}/v1.0/$metadata#directory/subscriptions"),
-        "value": value
-    });
-    if let Some(next) = subs.next {
-        body["@odata.nextLink"] = next_link(&base, "directory/subscriptions", &q, next).into();
-    }
-    Ok(Json(body))
+    Ok(Json(collection(
+        &headers,
+        "directory/subscriptions",
+        value,
+        &q,
+        subs.next,
+    )))
 }
 
 pub async fn subscription(
@@ -215,11 +214,11 @@ pub async fn organization(
         select_only(ORGANIZATION_PROPERTIES),
     )?;
     let tenant = app.store.get_tenant(caller.tenant).await?;
-    let base = base_url(&headers);
-    Ok(Json(json!({
-        "@odata.context": format!("{base}/v1.0/$metadata#organization"),
-        "value": [dto::selected(dto::organization(&tenant), q.select.as_deref())]
-    })))
+    let value = vec![dto::selected(
+        dto::organization(&tenant),
+        q.select.as_deref(),
+    )];
+    Ok(Json(collection(&headers, "organization", value, &q, None)))
 }
 
 pub async fn directory_audits(
@@ -230,21 +229,16 @@ pub async fn directory_audits(
 ) -> ApiResult<Json<Value>> {
     caller.authorize(Action::ReadAudit)?;
     let q = query(raw.as_deref(), &headers, paged(&[]))?;
-    let page = PageRequest {
-        top: q.top.unwrap_or(100),
-        after: q.skiptoken.as_deref().map(skiptoken::decode).transpose()?,
-    };
     let records = app
         .store
-        .audit_log(caller.tenant, AuditFilter::default(), page)
+        .audit_log(caller.tenant, AuditFilter::default(), page(&q)?)
         .await?;
-    let base = base_url(&headers);
-    let mut body = json!({
-        "@odata.context": format!("{base}/v1.0/$metadata#auditLogs/directoryAudits"),
-        "value": records.items.iter().map(dto::directory_audit).collect::<Vec<_>>()
-    });
-    if let Some(next) = records.next {
-        body["@odata.nextLink"] = next_link(&base, "auditLogs/directoryAudits", &q, next).into();
-    }
-    Ok(Json(body))
+    let value = records.items.iter().map(dto::directory_audit).collect();
+    Ok(Json(collection(
+        &headers,
+        "auditLogs/directoryAudits",
+        value,
+        &q,
+        records.next,
+    )))
 }

@@ -141,6 +141,41 @@ pub fn query(
 }
 
 /// The link to the page after `next`, carrying the request's other options.
+/// Entries a page holds when `$top` does not say.
+const DEFAULT_TOP: u32 = 100;
+
+/// The page a query asks for: `$top` entries (100 unless it says), after `$skiptoken`.
+pub fn page(query: &odata::Query) -> ApiResult<tenantry_store::PageRequest> {
+    Ok(tenantry_store::PageRequest {
+        top: query.top.unwrap_or(DEFAULT_TOP),
+        after: query
+            .skiptoken
+            .as_deref()
+            .map(skiptoken::decode)
+            .transpose()?,
+    })
+}
+
+/// A collection answer: `@odata.context` for the entity set at `path`, the values, and an
+/// absolute `@odata.nextLink` when the listing goes on after `next`.
+pub fn collection(
+    headers: &HeaderMap,
+    path: &str,
+    value: Vec<serde_json::Value>,
+    query: &odata::Query,
+    next: Option<i64>,
+) -> serde_json::Value {
+    let base = base_url(headers);
+    let mut body = serde_json::json!({
+        "@odata.context": format!("{base}/v1.0/$metadata#{path}"),
+        "value": value
+    });
+    if let Some(next) = next {
+        body["@odata.nextLink"] = next_link(&base, path, query, next).into();
+    }
+    body
+}
+
 pub fn next_link(base: &str, path: &str, query: &odata::Query, next: i64) -> String {
     use crate::routes::urlencode;
     let mut link = format!("{base}/v1.0/{path}?");

@@ -3,7 +3,7 @@
 
 use super::dto::{self, USER_PROPERTIES};
 use super::odata::{Allowed, Condition};
-use super::{base_url, next_link, query, skiptoken, GraphCaller};
+use super::{collection, page, query, GraphCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::users::resolve;
@@ -19,7 +19,7 @@ use tenantry_ledger::assignment::{AddLicense, Assignment};
 use tenantry_ledger::role::Action;
 use tenantry_ledger::user::UserPatch;
 use tenantry_ledger::{SkuId, UserId};
-use tenantry_store::{PageRequest, UserFilter};
+use tenantry_store::UserFilter;
 
 const LIST: Allowed = Allowed {
     properties: USER_PROPERTIES,
@@ -41,8 +41,6 @@ const LICENSE_DETAILS: Allowed = Allowed {
     paging: false,
     filtering: false,
 };
-/// Graph's page size for users when `$top` is not given.
-const DEFAULT_TOP: u32 = 100;
 
 fn filter_of(conditions: &[Condition]) -> ApiResult<UserFilter> {
     let mut f = UserFilter::default();
@@ -83,17 +81,13 @@ pub async fn list(
     let q = query(raw.as_deref(), &headers, LIST)?;
     let mut filter = filter_of(&q.filter)?;
     filter.display_name_contains = q.search.clone();
-    let page = PageRequest {
-        top: q.top.unwrap_or(DEFAULT_TOP),
-        after: q.skiptoken.as_deref().map(skiptoken::decode).transpose()?,
-    };
     let tenant = caller.tenant;
     let count = if q.count {
         Some(app.store.count_users(tenant, filter.clone()).await?)
     } else {
         None
     };
-    let users = app.store.query_users(tenant, filter, page).await?;
+    let users = app.store.query_users(tenant, filter, page(&q)?).await?;
     let select = q.select.as_deref();
     let mut licences: HashMap<UserId, Vec<Assignment>> = HashMap::new();
     if wants_licences(select) {
@@ -110,14 +104,9 @@ pub async fn list(
             dto::selected(dto::user(u, held), select)
         })
         .collect();
-    let base = base_url(&headers);
-    let mut body =
-        json!({"@odata.context": format!("{base}/v1.0/$metadata#users"), "value": value});
+    let mut body = collection(&headers, "users", value, &q, users.next);
     if let Some(n) = count {
         body["@odata.count"] = n.into();
-    }
-    if let Some(next) = users.next {
-        body["@odata.nextLink"] = next_link(&base, "users", &q, next).into();
     }
     Ok(Json(body))
 }
