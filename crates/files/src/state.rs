@@ -80,9 +80,9 @@ impl StateStore {
         // Owner-only: the state lists every document of a library. SQLite gives its -wal and
         // -shm files the mode of the database file.
         if let Some(d) = path.parent() {
-            private_dir(d)?;
+            tenantry_private_fs::create_dir(d)?;
         }
-        private_file(path)?;
+        tenantry_private_fs::create_file(path)?;
         let c = Connection::open(path)?;
         c.execute_batch(SCHEMA)?;
         let has_column = |name: &str| -> rusqlite::Result<bool> {
@@ -237,22 +237,6 @@ impl Clone for StateWriter {
             handle: None,
         }
     }
-}
-
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-fn private_file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop)
 }
 
 #[cfg(test)]

@@ -46,10 +46,11 @@ impl State {
         // Owner-only: the state names every folder and message of a mailbox. SQLite gives its
         // -wal and -shm files the mode of the database file.
         if let Some(dir) = path.parent() {
-            private_dir(dir)
+            tenantry_private_fs::create_dir(dir)
                 .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         }
-        private_file(path).with_context(|| format!("cannot create state {}", path.display()))?;
+        tenantry_private_fs::create_file(path)
+            .with_context(|| format!("cannot create state {}", path.display()))?;
         let db = Connection::open(path)
             .with_context(|| format!("cannot open state {}", path.display()))?;
         // WAL + NORMAL survives a killed process (not a power cut mid-write, which is fine:
@@ -223,22 +224,6 @@ impl State {
         tx.commit()?;
         Ok(())
     }
-}
-
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-fn private_file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop)
 }
 
 #[cfg(test)]

@@ -73,8 +73,10 @@ pub struct StateStore {
 impl StateStore {
     pub fn open(path: &Path, source: &str, target: &str) -> anyhow::Result<Self> {
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
+            tenantry_private_fs::create_dir(d)?;
         }
+        // Owner-only, like the other engines' state: it names every calendar and contact.
+        tenantry_private_fs::create_file(path)?;
         let c = Connection::open(path)?;
         c.busy_timeout(std::time::Duration::from_secs(10))?;
         c.execute_batch(SCHEMA)?;

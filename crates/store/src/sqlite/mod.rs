@@ -55,16 +55,6 @@ fn connect(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Creates the database file owner-only if it does not exist yet (SQLite gives its -wal and -shm
-/// files the same mode): it holds tenants, users and sealed connection secrets.
-fn create_private(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop)
-}
-
 fn load_catalog(conn: &Connection) -> Result<HashMap<SkuId, Sku>> {
     let mut stmt = conn.prepare_cached("SELECT body FROM skus ORDER BY seq")?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -94,7 +84,7 @@ fn seed(conn: &Connection) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates its schema and seeds the catalog.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        create_private(path).map_err(|e| {
+        tenantry_private_fs::create_file(path).map_err(|e| {
             StoreError::Internal(format!("cannot create database {}: {e}", path.display()))
         })?;
         let mut conn = connect(path, false).map_err(|e| {
