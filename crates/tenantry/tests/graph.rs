@@ -573,3 +573,92 @@ async fn an_app_token_cannot_mint_lasting_credentials() {
     let (status, _) = s.get(&format!("/v1/tenants/{t}/users"), &token).await;
     assert_eq!(status, 200);
 }
+
+/// Behind a TLS-terminating proxy, `--public-url` is what absolute links start with (not the
+/// `Host` a client sent), and MSAL finds the token endpoint through the OpenID configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_url_and_the_openid_configuration() {
+    let s = Server::start_with_args(&["--public-url", "https://tenantry.example:8443/"]);
+    let t = s.tenant("Proxied").await;
+    let (client_id, secret) = application(&s, &t, "GlobalReader").await;
+    let token = client_credentials(&s, &t, &client_id, &secret).await;
+
+    let discovery = s
+        .http
+        .get(format!(
+            "{}/{t}/v2.0/.well-known/openid-configuration",
+            s.base
+        ))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discovery.status(), 200);
+    let discovery: Value = discovery.json().await.unwrap();
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("https://tenantry.example:8443/{t}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        discovery["issuer"],
+        format!("https://tenantry.example:8443/{t}/v2.0")
+    );
+    assert_eq!(
+        discovery["grant_types_supported"],
+        json!(["client_credentials"])
+    );
+    let authorize = s
+        .http
+        .get(format!("{}/{t}/oauth2/v2.0/authorize", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorize.status(), 400);
+    let refused: Value = authorize.json().await.unwrap();
+    assert_eq!(refused["error"], "unsupported_response_type");
+    let not_a_tenant = s
+        .http
+        .get(format!(
+            "{}/not-a-guid/v2.0/.well-known/openid-configuration",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_tenant.status(), 400);
+
+    for i in 0..3 {
+        s.ok(
+            Method::POST,
+            &format!("/v1/tenants/{t}/users"),
+            OPERATOR,
+            Some(json!({"userPrincipalName": format!("p{i}@proxied.example"), "displayName": format!("P {i}")})),
+        )
+        .await;
+    }
+    let (status, _, page) = graph(&s, Method::GET, "/users?$top=2", &token, None, false).await;
+    assert_eq!(status, 200, "{page}");
+    let next = page["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with("https://tenantry.example:8443/v1.0/users?"),
+        "{next}"
+    );
+    assert!(page["@odata.context"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://tenantry.example:8443/v1.0/$metadata#users"));
+
+    // A path, a query or another scheme is refused at start-up.
+    for bad in ["ftp://x.example", "https://x.example/tenantry", "not a url"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--public-url", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--public-url"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
