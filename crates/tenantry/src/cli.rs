@@ -524,8 +524,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output(
                 &remote,
                 page.get("value").unwrap_or(&Value::Null),
-                &["WHEN", "WHO", "WHAT", "TARGET"],
-                &["activityDateTime", "actor", "action", "targetId"],
+                &["WHEN", "WHO", "WHAT", "TARGET", "CHANGE"],
+                &[
+                    "activityDateTime",
+                    "actorName",
+                    "action",
+                    "targetName",
+                    "summary",
+                ],
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -403,6 +403,27 @@ async fn a_graph_client_with_client_credentials() {
         licence_change["initiatedBy"]["app"]["appId"],
         client_id.as_str()
     );
+    // People read it: the application and the user by name, the licences as products.
+    assert_eq!(
+        licence_change["initiatedBy"]["app"]["displayName"],
+        "application 'migration script' (GlobalAdmin)"
+    );
+    let adele_assigned = audits["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["targetResources"][0]["userPrincipalName"] == "adele@contoso.com"
+                && a["additionalDetails"][1]["value"] == "ENTERPRISEPACK assigned"
+        })
+        .unwrap_or_else(|| panic!("adele's licence, described: {audits}"));
+    let target = &adele_assigned["targetResources"][0];
+    // A licence record names the user as they are called now (renamed above).
+    assert_eq!(target["displayName"], "Adele V.");
+    assert_eq!(
+        target["modifiedProperties"],
+        json!([{"displayName": "Licences", "oldValue": null, "newValue": "ENTERPRISEPACK"}])
+    );
 
     // DELETE answers 204 and frees nothing it did not hold.
     let (status, _, _) = graph(

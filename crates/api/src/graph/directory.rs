@@ -239,7 +239,11 @@ pub async fn directory_audits(
         .store
         .audit_log(caller.tenant, AuditFilter::default(), page(&q)?)
         .await?;
-    let value = records.items.iter().map(dto::directory_audit).collect();
+    let described = app
+        .ledger
+        .describe_audit(caller.tenant, records.items)
+        .await?;
+    let value = described.iter().map(dto::directory_audit).collect();
     Ok(Json(collection(
         &app.graph.origin(&headers),
         "auditLogs/directoryAudits",

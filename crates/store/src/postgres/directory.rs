@@ -166,6 +166,30 @@ impl DirectoryStore for PgStore {
         })
         .await
     }
+    async fn list_applications(&self, tenant: TenantId) -> Result<Vec<ApplicationRecord>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            let rows = conn.query(
+                "SELECT client_id, display_name, role, created_at FROM applications
+                 WHERE tenant_id = $1 ORDER BY created_at, client_id",
+                &[&tenant.to_string()],
+            )?;
+            let mut apps = Vec::new();
+            for row in rows {
+                if let Some(role) = Role::parse(row.get(2)) {
+                    apps.push(ApplicationRecord {
+                        client_id: parse(row.get(0))?,
+                        tenant_id: tenant,
+                        display_name: row.get(1),
+                        role,
+                        created_at: Timestamp(row.get(3)),
+                    });
+                }
+            }
+            Ok(apps)
+        })
+        .await
+    }
 }
 
 // ---- LedgerTx primitives (called from `tx.rs`) ----

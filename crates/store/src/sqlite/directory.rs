@@ -130,6 +130,38 @@ impl DirectoryStore for SqliteStore {
         })
         .await
     }
+    async fn list_applications(&self, tenant: TenantId) -> Result<Vec<ApplicationRecord>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            let mut statement = conn.prepare_cached(
+                "SELECT client_id, display_name, role, created_at FROM applications
+                 WHERE tenant_id = ?1 ORDER BY created_at, client_id",
+            )?;
+            let rows = statement.query_map([tenant.to_string()], |r| {
+                Ok((
+                    parse::<Uuid>(r.get(0)?)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    Timestamp(r.get(3)?),
+                ))
+            })?;
+            let mut apps = Vec::new();
+            for row in rows {
+                let (client_id, display_name, role, created_at) = row?;
+                if let Some(role) = Role::parse(&role) {
+                    apps.push(ApplicationRecord {
+                        client_id,
+                        tenant_id: tenant,
+                        display_name,
+                        role,
+                        created_at,
+                    });
+                }
+            }
+            Ok(apps)
+        })
+        .await
+    }
 }
 
 // ---- LedgerTx primitives (called from `tx.rs`) ----
