@@ -441,8 +441,8 @@ pub struct AuditRecordDto {
     /// Who, as recorded: `operator`, `token:<id> (<role>)` (an API token, or an application
     /// under its client id) or `system:…` (tenantry itself).
     pub actor: String,
-    /// Who, by name: "application 'Move script' (LicenseAdmin)", "API token 1a2b3c4d
-    /// (UserAdmin)", "operator", "tenantry: lifecycle".
+    /// Who, by name: "application 'Move script' (LicenseAdmin)", "token 1a2b3c4d (UserAdmin)"
+    /// (an API token), "operator", "tenantry: lifecycle".
     pub actor_name: String,
     /// What, e.g. `subscription.quantityChanged`.
     pub action: String,
@@ -537,7 +537,19 @@ pub struct ApplicationDto {
     pub tenant_id: Uuid,
     pub display_name: String,
     pub role: String,
-    /// The secret, shown only in this response.
+    /// The secret, shown only in the answer that created or rotated it.
     pub client_secret: String,
+    pub created_date_time: String,
+}
+
+/// An application as listed: never its secret.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSummaryDto {
+    /// The application (client) id.
+    pub client_id: Uuid,
+    pub tenant_id: Uuid,
+    pub display_name: String,
+    pub role: String,
     pub created_date_time: String,
 }

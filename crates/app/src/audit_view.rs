@@ -26,8 +26,8 @@ pub struct PropertyChange {
 #[derive(Debug, Clone)]
 pub struct DescribedRecord {
     pub record: AuditRecord,
-    /// Who acted, by name: "operator", "application 'Move script' (GlobalAdmin)", "API token
-    /// 1a2b3c4d (LicenseAdmin)", or tenantry itself ("tenantry: mover (move …)").
+    /// Who acted, by name: "operator", "application 'Move script' (GlobalAdmin)", "token
+    /// 1a2b3c4d (LicenseAdmin)" (an API token), or tenantry itself ("tenantry: mover (move …)").
     pub actor: String,
     /// The application's client id when an application acted.
     pub actor_app_id: Option<Uuid>,
@@ -135,7 +135,7 @@ pub fn describe(record: AuditRecord, names: &Names) -> DescribedRecord {
             ),
         ),
         "application" => (
-            text(after.and_then(|a| a.get("displayName"))),
+            text(after.or(before).and_then(|a| a.get("displayName"))),
             None,
             properties(before, after, &[("displayName", "Name"), ("role", "Role")]),
         ),
@@ -170,8 +170,9 @@ fn actor_name(actor: &str, names: &Names) -> (String, Option<Uuid>) {
                     Some(id),
                 );
             }
+            // An API token, or an application deleted since: tenantry keeps neither's name.
             let short: String = id.to_string().chars().take(8).collect();
-            return (format!("API token {short} ({role})"), None);
+            return (format!("token {short} ({role})"), None);
         }
     }
     if let Some(rest) = actor.strip_prefix("system:") {
@@ -383,6 +384,9 @@ fn summarise(action: &str, target: &Option<String>, changes: &[PropertyChange]) 
             return format!("Bought {seats} × {sku}");
         }
     }
+    if action == "application.secretRotated" {
+        return format!("Client secret of {name} replaced; its access tokens revoked");
+    }
     if verb == "created" || verb == "added" {
         return format!("Created {name}").trim_end().to_string();
     }
@@ -552,7 +556,7 @@ mod tests {
         );
         assert_eq!(d.target_name.as_deref(), Some("Ada Lovelace"));
         assert_eq!(d.target_upn.as_deref(), Some("ada@contoso.example"));
-        assert_eq!(d.actor, "API token 0a1b2c3d (UserAdmin)");
+        assert_eq!(d.actor, "token 0a1b2c3d (UserAdmin)");
 
         let removed = describe(
             record(

@@ -683,3 +683,147 @@ async fn public_url_and_the_openid_configuration() {
         );
     }
 }
+
+/// A leaked secret is replaced, and an application no longer needed is deleted: both stop the old
+/// credentials at once, access tokens included; a tenant sees and touches only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_secret_and_deleting_an_application() {
+    let s = Server::start();
+    let t = s.tenant("Contoso").await;
+    let (client_id, old_secret) = application(&s, &t, "GlobalReader").await;
+    let old_token = client_credentials(&s, &t, &client_id, &old_secret).await;
+    let (status, _, _) = graph(&s, Method::GET, "/users", &old_token, None, false).await;
+    assert_eq!(status, 200);
+
+    // Listed without a secret.
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/applications"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(listed["value"][0]["clientId"], client_id.as_str());
+    assert_eq!(listed["value"][0]["displayName"], "migration script");
+    assert!(listed["value"][0].get("clientSecret").is_none(), "{listed}");
+
+    // The application's own token cannot rotate its secret (it would outlive its hour).
+    let (status, body) = s
+        .post(
+            &format!("/v1/tenants/{t}/applications/{client_id}/rotateSecret"),
+            &old_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+
+    let rotated = s
+        .ok(
+            Method::POST,
+            &format!("/v1/tenants/{t}/applications/{client_id}/rotateSecret"),
+            OPERATOR,
+            Some(json!({})),
+        )
+        .await;
+    let new_secret = rotated["clientSecret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, old_secret);
+    let form = |secret: &str| {
+        format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
+            tenantry_api::routes::urlencode(secret)
+        )
+    };
+    let (status, body) = token_request(&s, &t, &form(&old_secret)).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (status, _, _) = graph(&s, Method::GET, "/users", &old_token, None, false).await;
+    assert_eq!(
+        status, 401,
+        "an access token issued with the old secret stops working"
+    );
+    let new_token = client_credentials(&s, &t, &client_id, &new_secret).await;
+    let (status, _, _) = graph(&s, Method::GET, "/users", &new_token, None, false).await;
+    assert_eq!(status, 200);
+
+    // Another tenant's admin does not find it.
+    let other = s.tenant("Fabrikam").await;
+    let other_admin = s.token(&other, "GlobalAdmin").await;
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{other}/applications/{client_id}"),
+            &other_admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{t}/applications/not-a-guid"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_problem(&(status, body), 400, "MalformedId");
+
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{t}/applications/{client_id}"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = graph(&s, Method::GET, "/users", &new_token, None, false).await;
+    assert_eq!(status, 401, "a deleted application's tokens stop working");
+    let (status, _) = token_request(&s, &t, &form(&new_secret)).await;
+    assert_eq!(status, 401);
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{t}/applications/{client_id}"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "deleted once");
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/applications"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(listed["value"], json!([]));
+
+    // The audit log says who did it, by name.
+    let audit = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/auditLogs?action=application.secretRotated"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit["value"][0]["summary"],
+        "Client secret of migration script replaced; its access tokens revoked"
+    );
+    let audit = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/auditLogs?action=application.deleted"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(audit["value"][0]["summary"], "Deleted migration script");
+    assert_eq!(audit["value"][0]["actorName"], "operator");
+}

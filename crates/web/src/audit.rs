@@ -11,11 +11,13 @@ use tenantry_ledger::role::Action;
 use tenantry_store::{AuditFilter, PageRequest};
 
 /// The actions the store records, offered as a filter.
-const ACTIONS: [&str; 15] = [
+const ACTIONS: [&str; 17] = [
     "tenant.created",
     "token.created",
     "token.revoked",
     "application.created",
+    "application.secretRotated",
+    "application.deleted",
     "sku.added",
     "subscription.created",
     "subscription.quantityChanged",

@@ -151,6 +151,12 @@ fn activity(action: &str) -> (&'static str, &'static str, &'static str) {
         "user.deleted" => ("Delete user", "UserManagement", "Delete"),
         "user.licensesChanged" => ("Change user license", "UserManagement", "Assign"),
         "application.created" => ("Add application", "ApplicationManagement", "Add"),
+        "application.secretRotated" => (
+            "Update application – Certificates and secrets management",
+            "ApplicationManagement",
+            "Update",
+        ),
+        "application.deleted" => ("Delete application", "ApplicationManagement", "Delete"),
         "token.created" | "token.revoked" => {
             ("Manage API token", "ApplicationManagement", "Update")
         }

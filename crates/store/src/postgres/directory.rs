@@ -262,3 +262,28 @@ pub(super) fn insert_app_token(conn: &mut PgConn, token: &AppTokenRecord) -> Res
 pub(super) fn delete_expired_app_tokens(conn: &mut PgConn, now: Timestamp) -> Result<usize> {
     Ok(conn.execute("DELETE FROM app_tokens WHERE expires_at <= $1", &[&now.0])? as usize)
 }
+
+pub(super) fn set_application_secret(
+    conn: &mut PgConn,
+    client_id: Uuid,
+    secret_hash: &str,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE applications SET secret_hash = $2 WHERE client_id = $1",
+        &[&client_id.to_string(), &secret_hash],
+    )? == 1)
+}
+
+pub(super) fn delete_app_tokens_of(conn: &mut PgConn, client_id: Uuid) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM app_tokens WHERE client_id = $1",
+        &[&client_id.to_string()],
+    )? as usize)
+}
+
+pub(super) fn delete_application(conn: &mut PgConn, client_id: Uuid) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM applications WHERE client_id = $1",
+        &[&client_id.to_string()],
+    )? == 1)
+}

@@ -244,3 +244,28 @@ pub(super) fn insert_app_token(conn: &Connection, token: &AppTokenRecord) -> Res
 pub(super) fn delete_expired_app_tokens(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(conn.execute("DELETE FROM app_tokens WHERE expires_at <= ?1", [now.0])?)
 }
+
+pub(super) fn set_application_secret(
+    conn: &Connection,
+    client_id: Uuid,
+    secret_hash: &str,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE applications SET secret_hash = ?2 WHERE client_id = ?1",
+        params![client_id.to_string(), secret_hash],
+    )? == 1)
+}
+
+pub(super) fn delete_app_tokens_of(conn: &Connection, client_id: Uuid) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM app_tokens WHERE client_id = ?1",
+        [client_id.to_string()],
+    )?)
+}
+
+pub(super) fn delete_application(conn: &Connection, client_id: Uuid) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM applications WHERE client_id = ?1",
+        [client_id.to_string()],
+    )? == 1)
+}
