@@ -31,7 +31,7 @@ const BOOK: &str = "people";
 fn event(i: usize) -> String {
     let day = 1 + i % 28;
     let month = 1 + (i / 28) % 12;
-    let rule = if i % 7 == 0 {
+    let rule = if i.is_multiple_of(7) {
         "RRULE:FREQ=WEEKLY;COUNT=10\r\n"
     } else {
         ""
@@ -58,7 +58,9 @@ fn contact(i: usize) -> String {
 }
 
 /// The objects of one collection: (resource name, body).
-fn corpus(n: usize) -> (Vec<(String, String)>, Vec<(String, String)>) {
+type Objects = Vec<(String, String)>;
+
+fn corpus(n: usize) -> (Objects, Objects) {
     (
         (0..n).map(|i| (format!("e{i}.ics"), event(i))).collect(),
         (0..n).map(|i| (format!("c{i}.vcf"), contact(i))).collect(),
