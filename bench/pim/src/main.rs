@@ -222,14 +222,22 @@ async fn main() -> Result<()> {
     let floor_target = Radicale::start();
     dav.collections(&floor_target).await?;
     let started = Instant::now();
-    dav.put_all(&floor_target, CALENDAR, &events, "text/calendar").await?;
-    dav.put_all(&floor_target, BOOK, &contacts, "text/vcard").await?;
+    dav.put_all(&floor_target, CALENDAR, &events, "text/calendar")
+        .await?;
+    dav.put_all(&floor_target, BOOK, &contacts, "text/vcard")
+        .await?;
     let floor = started.elapsed();
 
     let source = Radicale::start();
     dav.collections(&source).await?;
-    ensure!(seed_from(&floor_target, &source, CALENDAR)? == n, "seeding the calendar");
-    ensure!(seed_from(&floor_target, &source, BOOK)? == n, "seeding the address book");
+    ensure!(
+        seed_from(&floor_target, &source, CALENDAR)? == n,
+        "seeding the calendar"
+    );
+    ensure!(
+        seed_from(&floor_target, &source, BOOK)? == n,
+        "seeding the address book"
+    );
 
     // tenantry: a fresh target with an empty home (it creates the collections).
     let target = Radicale::start();
