@@ -127,7 +127,11 @@ async fn floor(fake: &FakeGraph, root: &Path, files: &[PathBuf]) -> anyhow::Resu
             .send()
             .await?;
         let status = r.status();
-        ensure!(status.is_success(), "creating {folder}: {status} {}", r.text().await?);
+        ensure!(
+            status.is_success(),
+            "creating {folder}: {status} {}",
+            r.text().await?
+        );
     }
     let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let mut tasks = tokio::task::JoinSet::new();

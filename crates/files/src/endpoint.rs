@@ -210,6 +210,13 @@ pub trait Endpoint: Send + Sync {
     async fn delete(&self, path: &str) -> Result<(), EndpointError>;
 
     /// Sets a folder's modification time, where the endpoint can. Returns whether it did.
+    /// The decoded path the service puts in front of every path below this endpoint, when it
+    /// limits whole paths (SharePoint's 400 characters count the site, the library and the
+    /// folder: `sites/Team/Shared Documents/Import/`); empty elsewhere.
+    async fn path_prefix(&self) -> Result<String, EndpointError> {
+        Ok(String::new())
+    }
+
     async fn set_dir_mtime(&self, _path: &str, _mtime_ns: i64) -> Result<bool, EndpointError> {
         Ok(false)
     }

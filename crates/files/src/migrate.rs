@@ -12,7 +12,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use crate::endpoint::{is_temp_name, parent, ByteStream, Endpoint, EndpointError, MtimeSupport};
 use crate::hash::{hash_stream_like, ContentHasher};
 use crate::plan::{make_plan, CopyJob, PlanOptions};
-use crate::preflight::{map_entries, OnInvalid};
+use crate::preflight::{map_entries_under, OnInvalid};
 use crate::progress::Progress;
 use crate::report::{Failure, MigrationReport};
 use crate::retry::RetryPolicy;
@@ -75,7 +75,14 @@ pub async fn migrate(
         }
     }
 
-    let mut mapping = map_entries(&src_list, opts.on_invalid);
+    // The service's whole-path limit counts the target's own prefix (site, library, folder).
+    let prefix_chars = target
+        .path_prefix()
+        .await
+        .map_err(|e| anyhow::anyhow!("finding the target library: {e}"))?
+        .chars()
+        .count();
+    let mut mapping = map_entries_under(&src_list, opts.on_invalid, prefix_chars);
     report.findings = std::mem::take(&mut mapping.findings);
     report.skipped = std::mem::take(&mut mapping.skipped);
     report.renames = std::mem::take(&mut mapping.renames);

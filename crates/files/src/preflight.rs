@@ -226,6 +226,13 @@ pub struct Mapping {
 /// Checks every entry and decides its target path under `policy`. With `Fail` the mapping is
 /// still complete (as `Skip`), and the caller refuses to run when `findings` is not empty.
 pub fn map_entries(entries: &[Entry], policy: OnInvalid) -> Mapping {
+    map_entries_under(entries, policy, 0)
+}
+
+/// [`map_entries`] for a target whose paths the service counts after `prefix_chars` characters
+/// of its own (SharePoint's 400-character rule counts the site, the library and the folder:
+/// `sites/Team/Shared Documents/Import/`).
+pub fn map_entries_under(entries: &[Entry], policy: OnInvalid, prefix_chars: usize) -> Mapping {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     // Parents before children, so a folder's fate is known before its content.
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
@@ -285,7 +292,7 @@ pub fn map_entries(entries: &[Entry], policy: OnInvalid) -> Mapping {
             names.insert(tname.to_lowercase());
         }
         let tpath = join(&tparent, &tname);
-        let chars = tpath.chars().count();
+        let chars = prefix_chars + tpath.chars().count();
         if chars > MAX_PATH_CHARS {
             problems.push(Problem::PathTooLong { chars });
         }
@@ -449,6 +456,24 @@ mod tests {
         assert_eq!(m.findings.len(), 2);
         assert_eq!(m.skipped.len(), 2, "unfixable even with rename");
         assert_eq!(m.mapped.len(), 1);
+    }
+
+    #[test]
+    fn the_target_prefix_counts_towards_the_path_limit() {
+        // 390 characters fit alone, not below `sites/Team/Shared Documents/Import/` (35).
+        let path = format!("{}/{}", "a".repeat(200), "b".repeat(189));
+        let entries = [d(&"a".repeat(200)), f(&path)];
+        assert!(map_entries(&entries, OnInvalid::Fail).findings.is_empty());
+        let prefix = "sites/Team/Shared Documents/Import/".chars().count();
+        let m = map_entries_under(&entries, OnInvalid::Fail, prefix);
+        assert_eq!(m.findings.len(), 1);
+        assert_eq!(m.findings[0].path, path);
+        assert_eq!(
+            m.findings[0].problems,
+            vec![Problem::PathTooLong {
+                chars: 390 + prefix
+            }]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::endpoint::{is_temp_name, same_second, Endpoint, EndpointError};
 use crate::hash::hash_stream;
-use crate::preflight::{map_entries, OnInvalid};
+use crate::preflight::{map_entries_under, OnInvalid};
 
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -93,7 +93,7 @@ pub async fn verify(
     } else {
         OnInvalid::Skip
     };
-    let mapping = map_entries(&s, policy);
+    let mapping = map_entries_under(&s, policy, target.path_prefix().await?.chars().count());
     let mut rep = VerifyReport {
         skipped_by_preflight: mapping.skipped.len() as u64,
         errors,

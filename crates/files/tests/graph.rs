@@ -479,3 +479,33 @@ fn webdav_to_sharepoint_is_identical_with_times() {
         assert_eq!(f.modified.unix_timestamp() as u64, node.mtime, "{rel}");
     }
 }
+
+/// SharePoint's 400-character limit counts the site, the library and the target folder: a path
+/// that fits on its own is refused below a long target folder, before anything moves.
+#[test]
+fn the_path_limit_counts_the_site_library_and_folder() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    fake.add_site(HOST, "Finance");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let deep = src.join("a".repeat(200));
+    std::fs::create_dir_all(&deep).unwrap();
+    // 200 + 1 + 150 = 351 characters below the target folder: with `sites/Finance/Shared
+    // Documents/In/` (34) in front, 385 — it fits.
+    std::fs::write(deep.join("b".repeat(150)), b"fits alone").unwrap();
+    let short = format!("sharepoint://{HOST}/sites/Finance/Shared%20Documents/In");
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &short, &tmp.path().join("s1"));
+    assert_ok(code, &rep);
+    // `sites/Finance/Shared Documents/` (31) + a 20-character folder + `/` = 52: 403.
+    let long = format!(
+        "sharepoint://{HOST}/sites/Finance/Shared%20Documents/{}",
+        "c".repeat(20)
+    );
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &long, &tmp.path().join("s2"));
+    assert_ne!(code, 0, "{rep:#}");
+    assert_eq!(rep["refused_by_preflight"], true, "{rep:#}");
+    let finding = &rep["findings"][0];
+    assert_eq!(finding["problems"][0]["kind"], "path_too_long", "{rep:#}");
+    assert_eq!(finding["problems"][0]["chars"], 351 + 52, "{rep:#}");
+    assert_eq!(rep["copied_files"], 0);
+}

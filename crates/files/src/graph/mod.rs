@@ -54,7 +54,8 @@ pub struct GraphEndpoint {
     client: GraphClient,
     display: String,
     drive_ref: DriveRef,
-    drive_id: OnceCell<String>,
+    /// The drive's id and the decoded path of its `webUrl` (`sites/Team/Shared Documents`).
+    drive_id: OnceCell<(String, String)>,
     /// Folder inside the drive, decoded, without slashes at either end.
     prefix: String,
     store: Option<GraphStore>,
@@ -114,17 +115,18 @@ impl GraphEndpoint {
     }
 
     async fn drive(&self) -> Result<&str, EndpointError> {
+        Ok(self.drive_info().await?.0.as_str())
+    }
+
+    async fn drive_info(&self) -> Result<&(String, String), EndpointError> {
         self.drive_id
             .get_or_try_init(|| async {
-                match &self.drive_ref {
-                    DriveRef::User { upn } => {
-                        let d = self
-                            .client
-                            .get_json(&format!("/users/{}/drive", encode_path(upn)))
-                            .await
-                            .map_err(map_err)?;
-                        id_of(&d)
-                    }
+                let drive = match &self.drive_ref {
+                    DriveRef::User { upn } => self
+                        .client
+                        .get_json(&format!("/users/{}/drive", encode_path(upn)))
+                        .await
+                        .map_err(map_err)?,
                     DriveRef::Library {
                         host,
                         site_path,
@@ -142,12 +144,16 @@ impl GraphEndpoint {
                             .get_all(&format!("/sites/{}/drives", encode_path(&site_id)))
                             .await
                             .map_err(map_err)?;
-                        find_library(&drives, library)
+                        let id = find_library(&drives, library)?;
+                        drives
+                            .into_iter()
+                            .find(|d| d["id"].as_str() == Some(id.as_str()))
+                            .unwrap_or_default()
                     }
-                }
+                };
+                Ok((id_of(&drive)?, web_path(&drive)))
             })
             .await
-            .map(String::as_str)
     }
 
     fn full_path(&self, path: &str) -> String {
@@ -225,6 +231,22 @@ fn id_of(v: &serde_json::Value) -> Result<String, EndpointError> {
         .ok_or_else(|| EndpointError::Permanent("Graph returned an object without an id".into()))
 }
 
+/// The decoded path of a drive's `webUrl`, without the host: `sites/Team/Shared Documents`,
+/// `personal/adele_contoso_com/Documents`; empty when the drive has none.
+fn web_path(drive: &serde_json::Value) -> String {
+    let Some(url) = drive["webUrl"].as_str() else {
+        return String::new();
+    };
+    let path = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split_once('/')
+        .map_or("", |(_, path)| path);
+    percent_encoding::percent_decode_str(path.trim_matches('/'))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// A library by its title (`Documents`) or its URL name (`Shared Documents`, the last segment
 /// of its `webUrl`), case-insensitively.
 pub fn find_library(drives: &[serde_json::Value], library: &str) -> Result<String, EndpointError> {
@@ -283,6 +305,15 @@ pub fn map_err(e: GraphError) -> EndpointError {
 impl Endpoint for GraphEndpoint {
     fn describe(&self) -> String {
         self.display.clone()
+    }
+
+    async fn path_prefix(&self) -> Result<String, EndpointError> {
+        let web = &self.drive_info().await?.1;
+        Ok([web.as_str(), self.prefix.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{s}/"))
+            .collect())
     }
 
     async fn list(&self) -> Result<Listing, EndpointError> {
@@ -499,6 +530,8 @@ mod tests {
             json!({"id": "d2", "name": "Archive", "webUrl": "https://h/sites/s/Archive"}),
         ];
         assert_eq!(find_library(&drives, "Documents").unwrap(), "d1");
+        assert_eq!(web_path(&drives[0]), "sites/s/Shared Documents");
+        assert_eq!(web_path(&json!({"id": "x"})), "");
         assert_eq!(find_library(&drives, "shared documents").unwrap(), "d1");
         assert_eq!(find_library(&drives, "Archive").unwrap(), "d2");
         let e = find_library(&drives, "Nope").unwrap_err().to_string();
