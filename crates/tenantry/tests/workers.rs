@@ -560,3 +560,63 @@ async fn sigterm_hands_a_running_step_back_and_another_worker_takes_it_at_once()
         SLOW_MESSAGES
     );
 }
+
+/// Wall time of the same move (20 mailboxes, 3 libraries) with one worker and with three, each
+/// running up to 4 steps at once (8 per server). A measurement, not a check: run it with
+/// `cargo test -p tenantry --test workers -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run on demand"]
+async fn wall_time_with_one_and_three_workers() {
+    for (workers, concurrency) in [(1, "1"), (1, "4"), (3, "4")] {
+        let Some(db) = tenantry_testkit::postgres::postgres_database() else {
+            eprintln!("skipped: PostgreSQL is not installed (Debian package postgresql)");
+            return;
+        };
+        let db = Arc::new(db);
+        let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+        let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+        let messages = seed_mail(&source_mail).await;
+        let folders = tempfile::tempdir().unwrap();
+        let libraries: Vec<Value> = (0..LIBRARIES)
+            .map(|i| {
+                let (src, dst) = (
+                    folders.path().join(format!("source-{i}")),
+                    folders.path().join(format!("target-{i}")),
+                );
+                sample_tree(&src);
+                std::fs::create_dir_all(&dst).unwrap();
+                json!({"source": src, "target": dst})
+            })
+            .collect();
+        let s = Server::start_on_with_args(db.clone(), &["--no-worker"]);
+        let (id, _, _) = create_move(
+            &s,
+            MAILBOXES,
+            &source_mail.host_url(),
+            &target_mail.host_url(),
+            libraries,
+        )
+        .await;
+        let work = tempfile::tempdir().unwrap();
+        let _workers: Vec<Worker> = (0..workers)
+            .map(|i| {
+                Worker::start(
+                    &db.url,
+                    &s.key_file(),
+                    &work.path().join(format!("w{i}")),
+                    &["--concurrency", concurrency, "--per-server", "8"],
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        let (status, _) = s
+            .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+            .await;
+        assert_eq!(status, 202);
+        wait_for(&s, &id, "Completed", Duration::from_secs(600)).await;
+        eprintln!(
+            "{workers} worker(s) x {concurrency} at once: {MAILBOXES} mailboxes ({messages} messages) and {LIBRARIES} libraries in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}

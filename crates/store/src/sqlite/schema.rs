@@ -284,7 +284,14 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(numbered, [20], "migration 20 recorded once");
+        assert_eq!(numbered, [20, 21], "each numbered migration recorded once");
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM pragma_table_info('move_steps') WHERE name = 'depends_on'"
+            ),
+            1
+        );
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);
