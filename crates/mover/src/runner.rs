@@ -8,6 +8,7 @@
 
 use crate::gather::Mover;
 use crate::report;
+use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -351,19 +352,30 @@ impl Runner {
                 target_upn,
             } => self.mailbox(&moved, source_upn, target_upn).await,
             Step::MigrateLibrary { index, .. } => self.library(&moved, *index).await,
+            // One pass over every mailbox and library: a few at a time (as many as one server
+            // takes from this worker), since this step alone stands between the data and the end.
             Step::FinalDeltaPass => {
-                let mut passes = Vec::new();
-                if spec.source_mail.is_some() {
-                    for user in &plan.users {
-                        passes.push(
-                            self.mailbox(&moved, &user.source_upn, &user.target_upn)
-                                .await?,
-                        );
-                    }
-                }
-                for index in 0..spec.libraries.len() {
-                    passes.push(self.library(&moved, index).await?);
-                }
+                let width = self.limits.per_server.max(1) as usize;
+                let moved = &moved;
+                // Owned items: a closure over borrowed ones is not general enough for a task.
+                let mailboxes: Vec<(String, String)> = match spec.source_mail {
+                    Some(_) => mailbox_pairs(&plan),
+                    None => vec![],
+                };
+                let mut passes: Vec<Value> =
+                    stream::iter(mailboxes)
+                        .map(|(source, target)| async move {
+                            self.mailbox(moved, &source, &target).await
+                        })
+                        .buffered(width)
+                        .try_collect()
+                        .await?;
+                let libraries: Vec<Value> = stream::iter(0..spec.libraries.len())
+                    .map(|index| self.library(moved, index))
+                    .buffered(width)
+                    .try_collect()
+                    .await?;
+                passes.extend(libraries);
                 Ok(json!({"passes": passes}))
             }
             Step::Verify => {
@@ -374,15 +386,23 @@ impl Runner {
                         self.mover.mail_access(src).await.map_err(text)?,
                         self.mover.mail_access(dst).await.map_err(text)?,
                     );
-                    for user in &plan.users {
-                        match self
-                            .mover
-                            .engines
-                            .verify_mailbox(&src, &user.source_upn, &dst, &user.target_upn)
-                            .await
-                        {
-                            Ok(v) => checks.push(json!({"mailbox": user.source_upn, "result": v})),
-                            Err(e) => problems.push(format!("mailbox {}: {e}", user.source_upn)),
+                    let (src, dst) = (&src, &dst);
+                    let results: Vec<_> = stream::iter(mailbox_pairs(&plan))
+                        .map(|(source, target)| async move {
+                            let verified = self
+                                .mover
+                                .engines
+                                .verify_mailbox(src, &source, dst, &target)
+                                .await;
+                            (source, verified)
+                        })
+                        .buffered(self.limits.per_server.max(1) as usize)
+                        .collect()
+                        .await;
+                    for (source, verified) in results {
+                        match verified {
+                            Ok(v) => checks.push(json!({"mailbox": source, "result": v})),
+                            Err(e) => problems.push(format!("mailbox {source}: {e}")),
                         }
                     }
                 }
@@ -580,6 +600,14 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// (source UPN, target UPN) of every mailbox of the plan.
+fn mailbox_pairs(plan: &Plan) -> Vec<(String, String)> {
+    plan.users
+        .iter()
+        .map(|u| (u.source_upn.clone(), u.target_upn.clone()))
+        .collect()
 }
 
 fn planned_user<'a>(plan: &'a Plan, target_upn: &str) -> Result<&'a MovedUser, String> {

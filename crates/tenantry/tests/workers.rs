@@ -561,9 +561,10 @@ async fn sigterm_hands_a_running_step_back_and_another_worker_takes_it_at_once()
     );
 }
 
-/// Wall time of the same move (20 mailboxes, 3 libraries) with one worker and with three, each
-/// running up to 4 steps at once (8 per server). A measurement, not a check: run it with
-/// `cargo test -p tenantry --test workers -- --ignored --nocapture`.
+/// Wall time of the same move (20 mailboxes, 3 libraries; both mail servers behind a proxy
+/// adding 20 ms to every exchange, about a real service's round trip) with one worker running
+/// one step at a time, one running 4, and three running 4 each (8 per server). A measurement,
+/// not a check: `cargo test -p tenantry --test workers -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement; run on demand"]
 async fn wall_time_with_one_and_three_workers() {
@@ -576,6 +577,16 @@ async fn wall_time_with_one_and_three_workers() {
         let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
         let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
         let messages = seed_mail(&source_mail).await;
+        let far = |port| {
+            tenantry_testkit::faults::Proxy::start(
+                port,
+                tenantry_testkit::faults::ProxyConfig {
+                    delay: Duration::from_millis(20),
+                    ..Default::default()
+                },
+            )
+        };
+        let (far_source, far_target) = (far(source_mail.port), far(target_mail.port));
         let folders = tempfile::tempdir().unwrap();
         let libraries: Vec<Value> = (0..LIBRARIES)
             .map(|i| {
@@ -592,8 +603,8 @@ async fn wall_time_with_one_and_three_workers() {
         let (id, _, _) = create_move(
             &s,
             MAILBOXES,
-            &source_mail.host_url(),
-            &target_mail.host_url(),
+            &format!("imap://127.0.0.1:{}", far_source.port()),
+            &format!("imap://127.0.0.1:{}", far_target.port()),
             libraries,
         )
         .await;
@@ -615,7 +626,7 @@ async fn wall_time_with_one_and_three_workers() {
         assert_eq!(status, 202);
         wait_for(&s, &id, "Completed", Duration::from_secs(600)).await;
         eprintln!(
-            "{workers} worker(s) x {concurrency} at once: {MAILBOXES} mailboxes ({messages} messages) and {LIBRARIES} libraries in {:.1} s",
+            "{workers} worker(s) x {concurrency} at once, 20 ms per exchange: {MAILBOXES} mailboxes ({messages} messages) and {LIBRARIES} libraries in {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }
