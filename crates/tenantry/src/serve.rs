@@ -83,6 +83,10 @@ pub struct WorkerLimits {
     /// long the steps of a killed process wait before another process takes them over.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(3..=3600))]
     pub lease_secs: i64,
+    /// After SIGTERM, seconds the running steps have to finish before their leases are handed
+    /// back (another process takes them at once).
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
 }
 
 impl WorkerLimits {
@@ -199,21 +203,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if args.no_worker {
+    // The move runner stops with the server: no new steps, a grace period, leases handed back.
+    let (stop_runner, stopping) = tokio::sync::watch::channel(false);
+    let runner = if args.no_worker {
         anyhow::ensure!(
             local.shared_database,
             "--no-worker needs a PostgreSQL database: on SQLite this server is the only process that can run move steps"
         );
+        None
     } else {
         let clock_app = app.clone();
-        Arc::new(Runner {
+        let runner = Arc::new(Runner {
             mover,
             worker: node::worker_name("serve"),
             clock: Arc::new(move || clock_app.clock.now()),
             limits: args.worker.limits(),
-        })
-        .spawn();
-    }
+        });
+        let grace = Duration::from_secs(args.worker.grace_secs);
+        Some(tokio::spawn(runner.run(stopping, grace)))
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -237,5 +245,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node::shutdown_signal(),
     )
     .await;
+    if let Some(runner) = runner {
+        let _ = stop_runner.send(true);
+        let _ = runner.await;
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `tenantry worker`: a process that only runs move steps (no HTTP), on a PostgreSQL database
 //! shared with `serve` and other workers. SIGTERM or Ctrl-C: it claims nothing more, lets its
-//! steps finish within `--grace-secs`, hands back the leases of those still running (another
-//! worker takes them at once), and exits 0.
+//! steps finish within `--grace-secs` (as `serve` does when it stops), hands back the leases of
+//! those still running (another worker takes them at once), and exits 0.
 
 use crate::node::{self, LocalPaths};
 use crate::serve::WorkerLimits;
@@ -26,9 +26,6 @@ pub struct WorkerArgs {
     pub data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub limits: WorkerLimits,
-    /// After SIGTERM, seconds the running steps have to finish before their leases are handed back.
-    #[arg(long, default_value_t = 30)]
-    pub grace_secs: u64,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -68,7 +65,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     runner
-        .run(stopping, Duration::from_secs(args.grace_secs))
+        .run(stopping, Duration::from_secs(args.limits.grace_secs))
         .await;
     Ok(())
 }

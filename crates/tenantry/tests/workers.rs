@@ -264,6 +264,7 @@ async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
     let mut most_at_once = 0;
     let mut most_mailboxes_at_once = 0;
     let mut killed: Option<(String, String)> = None;
+    let mut api_showed_workers = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let now = now();
@@ -299,6 +300,14 @@ async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
         }
         let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
         assert_ne!(m["state"], "Failed", "{m}");
+        // The API shows each running step with the worker holding it and since when.
+        for running in m["progress"]["running"].as_array().unwrap() {
+            if workers.iter().any(|w| running["worker"] == w.name.as_str())
+                && running["startedDateTime"].is_string()
+            {
+                api_showed_workers.insert(running["worker"].as_str().unwrap().to_string());
+            }
+        }
         if m["state"] == "Completed" {
             break;
         }
@@ -334,6 +343,10 @@ async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
     assert!(
         most_at_once >= 2,
         "steps never ran at once (at most {most_at_once})"
+    );
+    assert!(
+        api_showed_workers.len() >= 2,
+        "the move's progress named the workers running its steps: {api_showed_workers:?}"
     );
     assert!(
         most_mailboxes_at_once <= 8,
