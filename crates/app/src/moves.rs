@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use tenantry_ledger::audit::AuditEntry;
 use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::model::MoveSpec;
-use tenantry_store::moves::{MoveRecord, MoveState, StepRecord, StepState};
+use tenantry_store::moves::{MoveRecord, MoveState, NewStep, StepRecord, StepState};
 use tenantry_store::{LedgerTx, StoreError};
 use uuid::Uuid;
 
@@ -127,15 +127,16 @@ impl Ledger {
         .await
     }
 
-    /// Starts (or resumes) a draft, paused or failed move on `steps` (key, step JSON), the latest
-    /// plan's. Steps already done stay done, a step a worker still holds (live lease) is left to
-    /// it, every other unfinished step takes the new content and starts its attempts afresh, and
-    /// unfinished steps the new plan dropped (seats bought meanwhile by hand, say) are removed,
-    /// so they can neither run nor block the queue.
+    /// Starts (or resumes) a draft, paused or failed move on `steps`, the latest plan's (with
+    /// their dependencies and servers). Steps already done stay done, a step a worker still
+    /// holds (live lease) is left to it, every other unfinished step takes the new content and
+    /// starts its attempts afresh, every step takes the new dependencies (a move stored before
+    /// steps had them gains them here), and unfinished steps the new plan dropped (seats bought
+    /// meanwhile by hand, say) are removed, so they can neither run nor block the queue.
     pub async fn start_run(
         &self,
         id: Uuid,
-        steps: Vec<(String, Value)>,
+        steps: Vec<NewStep>,
         actor: String,
         now: Timestamp,
     ) -> Result<MoveRecord> {
@@ -161,7 +162,7 @@ impl Ledger {
                     .into())
                 }
             }
-            let wanted: HashSet<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
+            let wanted: HashSet<&str> = steps.iter().map(|s| s.key.as_str()).collect();
             let recorded = tx.move_steps(id)?;
             for old in &recorded {
                 if old.state != StepState::Done
@@ -171,13 +172,13 @@ impl Ledger {
                     tx.delete_step(id, &old.key)?;
                 }
             }
-            for (seq, (key, step)) in steps.iter().enumerate() {
-                match recorded.iter().find(|s| &s.key == key) {
+            for (seq, planned) in steps.iter().enumerate() {
+                match recorded.iter().find(|s| s.key == planned.key) {
                     None => tx.insert_step(&StepRecord {
                         move_id: id,
                         seq: seq as i64,
-                        key: key.clone(),
-                        step: step.clone(),
+                        key: planned.key.clone(),
+                        step: planned.step.clone(),
                         state: StepState::Pending,
                         attempts: 0,
                         result: None,
@@ -185,12 +186,18 @@ impl Ledger {
                         lease_owner: None,
                         lease_until: None,
                         updated_at: now,
+                        depends_on: Some(planned.depends_on.clone()),
+                        servers: planned.servers.clone(),
+                        claimed_by: None,
+                        claimed_at: None,
                     })?,
                     Some(old) => {
                         let mut new = old.clone();
                         new.seq = seq as i64;
+                        new.depends_on = Some(planned.depends_on.clone());
+                        new.servers = planned.servers.clone();
                         if old.state != StepState::Done && !leased(old, now) {
-                            new.step = step.clone();
+                            new.step = planned.step.clone();
                             new.state = StepState::Pending;
                             new.attempts = 0;
                         }
@@ -254,20 +261,50 @@ impl Ledger {
         .await
     }
 
-    /// Takes the lease of the next step to run for `lease_secs`, if there is one.
+    /// Takes the lease of the next step to run for `lease_secs`, if there is one: a step whose
+    /// dependencies are done, on servers that have fewer than `per_server` steps running.
     pub async fn claim_step(
         &self,
         worker: String,
         now: Timestamp,
         lease_secs: i64,
+        per_server: u32,
     ) -> Result<Option<StepRecord>> {
         // Workers poll often: look with a read first, so an idle queue never takes a write.
-        if !self.store().claimable_step_exists(now).await? {
+        if !self.store().claimable_step_exists(now, per_server).await? {
             return Ok(None);
         }
         let until = Timestamp(now.0 + lease_secs);
-        self.write(move |tx| tx.claim_next_step(&worker, until, now))
+        self.write(move |tx| tx.claim_next_step(&worker, until, now, per_server))
             .await
+    }
+
+    /// Gives back a step `worker` holds but will not finish (it is shutting down): Pending again
+    /// and free at once for another worker, the attempt not counted. `false` when the step is
+    /// no longer `worker`'s.
+    pub async fn hand_back_step(
+        &self,
+        move_id: Uuid,
+        key: String,
+        worker: String,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.write(move |tx| {
+            let Some(step) = tx.load_step(move_id, &key)? else {
+                return Ok(false);
+            };
+            if step.state != StepState::Running || step.lease_owner.as_deref() != Some(&worker) {
+                return Ok(false);
+            }
+            let mut free = step.clone();
+            free.state = StepState::Pending;
+            free.lease_owner = None;
+            free.lease_until = None;
+            free.attempts = step.attempts.saturating_sub(1);
+            free.updated_at = now;
+            tx.update_step(&free, StepState::Running, Some(&worker))
+        })
+        .await
     }
 
     /// Extends `worker`'s lease while a long step (a mailbox) runs; `false` once the step is

@@ -17,7 +17,7 @@ use tenantry_ledger::tenant::Tenant;
 use tenantry_ledger::user::{User, UserPatch};
 use tenantry_ledger::{ErrorKind, SkuId, TenantId, Timestamp, TokenId};
 use tenantry_moves::model::{MovePath, MoveSpec};
-use tenantry_store::moves::{MoveState, StepRecord, StepState};
+use tenantry_store::moves::{MoveState, NewStep, StepRecord, StepState};
 use tenantry_store::{
     transaction, AuditFilter, PageRequest, SeatPool, Store, StoreError, UserFilter, UserWrite,
 };
@@ -614,10 +614,21 @@ async fn draft_move(b: &Backend) -> uuid::Uuid {
         .id
 }
 
-fn steps(keys: &[&str]) -> Vec<(String, serde_json::Value)> {
+/// Steps that run one after another: each waits for the one before it.
+fn steps(keys: &[&str]) -> Vec<NewStep> {
     keys.iter()
-        .map(|k| (k.to_string(), serde_json::json!({"kind": "report"})))
+        .enumerate()
+        .map(|(i, k)| step(k, if i == 0 { &[] } else { &keys[i - 1..i] }, &[]))
         .collect()
+}
+
+fn step(key: &str, after: &[&str], servers: &[&str]) -> NewStep {
+    NewStep {
+        key: key.to_string(),
+        step: serde_json::json!({"kind": "report"}),
+        depends_on: after.iter().map(|k| k.to_string()).collect(),
+        servers: servers.iter().map(|k| k.to_string()).collect(),
+    }
 }
 
 async fn step_of(b: &Backend, id: uuid::Uuid, key: &str) -> StepRecord {
@@ -631,7 +642,15 @@ async fn step_of(b: &Backend, id: uuid::Uuid, key: &str) -> StepRecord {
 }
 
 async fn claim(b: &Backend, worker: &str, at: Timestamp) -> Option<StepRecord> {
-    b.ledger.claim_step(worker.into(), at, 60).await.unwrap()
+    b.ledger.claim_step(worker.into(), at, 60, 4).await.unwrap()
+}
+
+async fn done(b: &Backend, step: StepRecord) {
+    let worker = step.lease_owner.clone().unwrap();
+    b.ledger
+        .finish_step(step.move_id, step.key, worker, Ok(json!({})), 3, NOW)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,7 +991,12 @@ async fn concurrent_claimers_take_each_step_exactly_once() {
             // Steps of one move run in order, so a claimer may find nothing while others hold
             // the heads of every move: it stops only after a run of empty polls.
             while idle < 50 {
-                match b.ledger.claim_step(worker.clone(), NOW, 600).await.unwrap() {
+                match b
+                    .ledger
+                    .claim_step(worker.clone(), NOW, 600, 4)
+                    .await
+                    .unwrap()
+                {
                     Some(step) => {
                         idle = 0;
                         mine.push((step.move_id, step.key.clone()));
@@ -1018,6 +1042,203 @@ async fn concurrent_claimers_take_each_step_exactly_once() {
             MoveState::Completed
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_steps_run_at_once_and_a_dependent_step_waits_for_all_of_them() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    let plan = vec![
+        step("mailbox:a", &[], &[]),
+        step("mailbox:b", &[], &[]),
+        step("final-delta", &["mailbox:a", "mailbox:b"], &[]),
+        step("report", &["final-delta"], &[]),
+    ];
+    b.ledger
+        .start_run(id, plan, "op".into(), NOW)
+        .await
+        .unwrap();
+    let a = claim(&b, "w1", NOW).await.unwrap();
+    let other = claim(&b, "w2", NOW).await.unwrap();
+    assert_eq!(
+        (a.key.as_str(), other.key.as_str()),
+        ("mailbox:a", "mailbox:b"),
+        "plan order, both leased at once"
+    );
+    assert_eq!(
+        (a.claimed_by.as_deref(), other.claimed_by.as_deref()),
+        (Some("w1"), Some("w2"))
+    );
+    assert!(claim(&b, "w3", NOW).await.is_none(), "the final pass waits");
+    done(&b, a).await;
+    assert!(
+        claim(&b, "w3", NOW).await.is_none(),
+        "the final pass waits for every dependency, not the first"
+    );
+    done(&b, other).await;
+    let last = claim(&b, "w3", NOW).await.unwrap();
+    assert_eq!(last.key, "final-delta");
+    assert!(claim(&b, "w1", NOW).await.is_none());
+    done(&b, last).await;
+    done(&b, claim(&b, "w1", NOW).await.unwrap()).await;
+    assert_eq!(
+        b.store().get_move(id).await.unwrap().state,
+        MoveState::Completed
+    );
+    // Who ran a step stays on it once it is done.
+    assert_eq!(
+        step_of(&b, id, "mailbox:b").await.claimed_by.as_deref(),
+        Some("w2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_stored_without_dependencies_still_run_one_after_another() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    let plan = vec![
+        step("a", &[], &[]),
+        step("b", &[], &[]),
+        step("c", &[], &[]),
+    ];
+    b.ledger
+        .start_run(id, plan, "op".into(), NOW)
+        .await
+        .unwrap();
+    // As a tenantry before dependencies stored them.
+    transaction(&**b.store(), move |tx| {
+        for mut s in tx.move_steps(id)? {
+            s.depends_on = None;
+            assert!(tx.update_step(&s, StepState::Pending, None)?);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    for key in ["a", "b", "c"] {
+        let s = claim(&b, "w1", NOW).await.unwrap();
+        assert_eq!(s.key, key);
+        assert!(claim(&b, "w2", NOW).await.is_none(), "{key} runs alone");
+        done(&b, s).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_runs_at_most_its_share_of_steps_across_moves() {
+    let b = backend().await;
+    let (one, two) = (draft_move(&b).await, draft_move(&b).await);
+    let x = "imaps://x.example:993";
+    b.ledger
+        .start_run(
+            one,
+            vec![
+                step("m:1", &[], &[x]),
+                step("m:2", &[], &[x, "imaps://y:993"]),
+            ],
+            "op".into(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    b.ledger
+        .start_run(
+            two,
+            vec![step("m:3", &[], &[x]), step("lib", &[], &[])],
+            "op".into(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let cap = |w: &'static str| {
+        let b = &b;
+        async move { b.ledger.claim_step(w.into(), NOW, 60, 2).await.unwrap() }
+    };
+    let first = cap("w1").await.unwrap();
+    let second = cap("w2").await.unwrap();
+    assert_eq!((first.key.as_str(), second.key.as_str()), ("m:1", "m:2"));
+    // x has two leased steps: the other move's step on x waits, its step elsewhere does not.
+    assert_eq!(cap("w3").await.unwrap().key, "lib");
+    assert!(cap("w3").await.is_none());
+    // An expired lease no longer counts.
+    let later = Timestamp(NOW.0 + 61);
+    let third = b
+        .ledger
+        .claim_step("w3".into(), later, 60, 2)
+        .await
+        .unwrap();
+    assert!(third.is_some_and(|s| s.key == "m:1" || s.key == "m:2"));
+    done(&b, second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_exceed_a_servers_share() {
+    const CLAIMERS: usize = 8;
+    let b = Arc::new(backend().await);
+    let id = draft_move(&b).await;
+    let plan = (0..12)
+        .map(|i| step(&format!("mailbox:{i}"), &[], &["imaps://x:993"]))
+        .collect();
+    b.ledger
+        .start_run(id, plan, "op".into(), NOW)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..CLAIMERS {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0;
+            for _ in 0..3 {
+                if b.ledger
+                    .claim_step(format!("w{n}"), NOW, 600, 3)
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    mine += 1;
+                }
+            }
+            mine
+        }));
+    }
+    let mut claimed = 0;
+    for t in tasks {
+        claimed += t.await.unwrap();
+    }
+    assert_eq!(
+        claimed, 3,
+        "three leases on the server, however many claimers"
+    );
+    let running = b.store().steps(id).await.unwrap();
+    assert_eq!(
+        running
+            .iter()
+            .filter(|s| s.state == StepState::Running)
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_back_step_is_free_at_once_and_its_attempt_not_counted() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let s = claim(&b, "leaving", NOW).await.unwrap();
+    assert!(!b
+        .ledger
+        .hand_back_step(id, s.key.clone(), "intruder".into(), NOW)
+        .await
+        .unwrap());
+    assert!(b
+        .ledger
+        .hand_back_step(id, s.key.clone(), "leaving".into(), NOW)
+        .await
+        .unwrap());
+    let again = claim(&b, "w2", NOW).await.unwrap();
+    assert_eq!((again.key, again.attempts), (s.key, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ use crate::gather::Mover;
 use tenantry_app::Ledger;
 use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::plan::Plan;
-use tenantry_store::moves::{MoveRecord, MoveState, ProfileKind, ProfileRecord};
+use tenantry_store::moves::{MoveRecord, MoveState, NewStep, ProfileKind, ProfileRecord};
 use tenantry_store::StoreError;
 use uuid::Uuid;
 
@@ -67,9 +67,14 @@ impl Mover {
             return Ok(Start::Blocked(plan));
         }
         let steps = plan
-            .steps
-            .iter()
-            .map(|s| (s.key(), serde_json::to_value(s).unwrap_or_default()))
+            .schedule(&record.spec)
+            .into_iter()
+            .map(|s| NewStep {
+                step: serde_json::to_value(&s.step).unwrap_or_default(),
+                key: s.key,
+                depends_on: s.after,
+                servers: s.servers,
+            })
             .collect();
         let record = Ledger::new(self.store.clone())
             .start_run(id, steps, actor, now)

@@ -1,11 +1,17 @@
-//! The move worker: claims the next step of a running move (a lease in the database), executes
-//! it, records the outcome. Several workers, in one process or many, can share the queue: a
-//! step is leased to one worker at a time, and a dead worker's lease expires.
+//! The move worker: claims steps of running moves (a lease in the database) whose dependencies
+//! are done, runs up to `concurrency` of them at once, each with a task keeping its lease, and
+//! records the outcomes. Several workers, in one process or many, share the queue: a step is
+//! leased to one worker at a time, a dead worker's lease expires, and the database caps the
+//! steps running on one server at once over all of them (`per_server`). Stopped, a worker
+//! claims nothing more, lets its steps finish within a grace period, then hands back the
+//! leases of those still running so another worker takes them at once.
 
 use crate::gather::Mover;
 use crate::report;
+use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tenantry_app::{
     Caller, ChangeOutcome, EffectOutcome, Ledger, MoveEffect, NewUser, Order, SkuRef,
@@ -18,18 +24,46 @@ use tenantry_ledger::{LedgerError, TenantId, Timestamp};
 use tenantry_moves::plan::{MovedUser, Plan, SourceAction, Step, TargetPurchase};
 use tenantry_store::moves::{MoveRecord, StepRecord};
 use tenantry_store::{PageRequest, StoreError};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
 
-/// How long a claimed step is ours before another worker may take it over.
-const LEASE_SECS: i64 = 120;
+/// How long a claimed step is ours before another worker may take it over, by default.
+pub const LEASE_SECS: i64 = 120;
 /// A step that fails this many times fails the move (after backing off between attempts).
 pub const MAX_ATTEMPTS: u32 = 3;
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
+/// How much one worker runs at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Steps this worker runs at once.
+    pub concurrency: usize,
+    /// Steps running on one server (a mail server URL, a library host) at once, counted over
+    /// every worker sharing the database; each worker checks its own value when it claims, so
+    /// give all workers the same.
+    pub per_server: u32,
+    /// How long a claimed step stays ours without renewal (renewed every third of it): how
+    /// long a killed worker's steps wait before another worker takes them over.
+    pub lease_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            concurrency: 4,
+            per_server: 4,
+            lease_secs: LEASE_SECS,
+        }
+    }
+}
+
 pub struct Runner {
     pub mover: Arc<Mover>,
     pub worker: String,
     pub clock: Clock,
+    pub limits: Limits,
 }
 
 fn text(e: StoreError) -> String {
@@ -39,40 +73,133 @@ fn text(e: StoreError) -> String {
     }
 }
 
+/// Resolves once `stop` says true; never if nobody can say it any more.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The steps this worker holds, to hand back those a stop interrupts.
+type Held = Arc<Mutex<HashSet<(Uuid, String)>>>;
+
 impl Runner {
     /// Runs steps until the process ends.
     pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let (_never, stop) = watch::channel(false);
         tokio::spawn(async move {
-            loop {
-                match self.run_one().await {
-                    Ok(true) => {}
-                    Ok(false) => tokio::time::sleep(Duration::from_millis(250)).await,
-                    Err(e) => {
-                        tracing::error!(error = %e, "move worker could not reach the database");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
+            let _keep = _never;
+            self.run(stop, Duration::ZERO).await
         })
+    }
+
+    /// Runs steps until `stop` turns true; then claims nothing more, waits up to `grace` for
+    /// the steps under way, and hands back the leases of those still running.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, grace: Duration) {
+        let slots = Arc::new(Semaphore::new(self.limits.concurrency.max(1)));
+        let held: Held = Arc::default();
+        let mut running = JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = stopped(&mut stop) => break,
+            };
+            let pause = match self.claim().await {
+                Ok(Some(step)) => {
+                    held.lock()
+                        .unwrap()
+                        .insert((step.move_id, step.key.clone()));
+                    running.spawn(self.clone().work(step, permit, held.clone()));
+                    continue;
+                }
+                Ok(None) => Duration::from_millis(250),
+                Err(e) => {
+                    tracing::error!(error = %e, "move worker could not reach the database");
+                    Duration::from_secs(1)
+                }
+            };
+            drop(permit);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped(&mut stop) => break,
+            }
+        }
+        let under_way = running.len();
+        let finished = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !finished {
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+        }
+        let queue = Ledger::new(self.mover.store.clone());
+        let left: Vec<_> = held.lock().unwrap().drain().collect();
+        for (move_id, key) in &left {
+            if let Err(e) = queue
+                .hand_back_step(*move_id, key.clone(), self.worker.clone(), (self.clock)())
+                .await
+            {
+                tracing::warn!(step = %key, error = %e, "could not hand a step back; its lease will expire");
+            }
+        }
+        tracing::info!(
+            worker = %self.worker,
+            under_way,
+            handed_back = left.len(),
+            "move worker stopped"
+        );
+    }
+
+    async fn claim(&self) -> Result<Option<StepRecord>, StoreError> {
+        Ledger::new(self.mover.store.clone())
+            .claim_step(
+                self.worker.clone(),
+                (self.clock)(),
+                self.limits.lease_secs,
+                self.limits.per_server,
+            )
+            .await
     }
 
     /// Claims and runs one step; `false` when there was nothing to do.
     pub async fn run_one(self: &Arc<Self>) -> Result<bool, StoreError> {
-        let queue = Ledger::new(self.mover.store.clone());
-        let Some(step) = queue
-            .claim_step(self.worker.clone(), (self.clock)(), LEASE_SECS)
-            .await?
-        else {
+        let Some(step) = self.claim().await? else {
             return Ok(false);
         };
+        self.clone().finish(step).await?;
+        Ok(true)
+    }
+
+    /// Runs a claimed step in a slot of this worker; the slot frees when it ends.
+    async fn work(self: Arc<Self>, step: StepRecord, _slot: OwnedSemaphorePermit, held: Held) {
+        let id = (step.move_id, step.key.clone());
+        match self.clone().finish(step).await {
+            Ok(()) => {}
+            Err(e) => {
+                // The lease expires and another worker (or this one) runs the step again.
+                tracing::error!(error = %e, "move worker could not record a step's outcome");
+            }
+        }
+        held.lock().unwrap().remove(&id);
+    }
+
+    /// Executes a claimed step while keeping its lease, and records the outcome.
+    async fn finish(self: Arc<Self>, step: StepRecord) -> Result<(), StoreError> {
+        let queue = Ledger::new(self.mover.store.clone());
         // Keep the lease while a long step (a large mailbox) runs.
         let keeper = {
             let (queue, worker, clock) = (queue.clone(), self.worker.clone(), self.clock.clone());
             let (move_id, key) = (step.move_id, step.key.clone());
+            let lease = self.limits.lease_secs.max(3);
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs((LEASE_SECS / 3) as u64)).await;
-                    let until = Timestamp(clock().0 + LEASE_SECS);
+                    tokio::time::sleep(Duration::from_secs((lease / 3) as u64)).await;
+                    let until = Timestamp(clock().0 + lease);
                     if !matches!(
                         queue
                             .renew_lease(move_id, key.clone(), worker.clone(), until)
@@ -86,13 +213,15 @@ impl Runner {
         };
         let _keeper = AbortOnDrop(keeper);
         // The step runs in its own task: a panic in an engine fails the step (and is retried
-        // like any failure) instead of stopping this worker with the lease still held.
-        let outcome = {
+        // like any failure) instead of stopping this worker with the lease still held. Aborting
+        // this future (a stop past its grace) aborts the step too.
+        let mut task = {
             let (runner, record) = (self.clone(), step.clone());
-            match tokio::spawn(async move { runner.execute(&record).await }).await {
-                Ok(outcome) => outcome,
-                Err(e) => Err(format!("the step stopped unexpectedly: {e}")),
-            }
+            AbortOnDrop(tokio::spawn(async move { runner.execute(&record).await }))
+        };
+        let outcome = match (&mut task.0).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(format!("the step stopped unexpectedly: {e}")),
         };
         if let Err(e) = &outcome {
             tracing::warn!(step = %step.key, attempt = step.attempts, error = %e, "move step failed");
@@ -106,8 +235,7 @@ impl Runner {
                 MAX_ATTEMPTS,
                 (self.clock)(),
             )
-            .await?;
-        Ok(true)
+            .await
     }
 
     async fn execute(&self, record: &StepRecord) -> Result<Value, String> {
@@ -224,19 +352,30 @@ impl Runner {
                 target_upn,
             } => self.mailbox(&moved, source_upn, target_upn).await,
             Step::MigrateLibrary { index, .. } => self.library(&moved, *index).await,
+            // One pass over every mailbox and library: a few at a time (as many as one server
+            // takes from this worker), since this step alone stands between the data and the end.
             Step::FinalDeltaPass => {
-                let mut passes = Vec::new();
-                if spec.source_mail.is_some() {
-                    for user in &plan.users {
-                        passes.push(
-                            self.mailbox(&moved, &user.source_upn, &user.target_upn)
-                                .await?,
-                        );
-                    }
-                }
-                for index in 0..spec.libraries.len() {
-                    passes.push(self.library(&moved, index).await?);
-                }
+                let width = self.limits.per_server.max(1) as usize;
+                let moved = &moved;
+                // Owned items: a closure over borrowed ones is not general enough for a task.
+                let mailboxes: Vec<(String, String)> = match spec.source_mail {
+                    Some(_) => mailbox_pairs(&plan),
+                    None => vec![],
+                };
+                let mut passes: Vec<Value> =
+                    stream::iter(mailboxes)
+                        .map(|(source, target)| async move {
+                            self.mailbox(moved, &source, &target).await
+                        })
+                        .buffered(width)
+                        .try_collect()
+                        .await?;
+                let libraries: Vec<Value> = stream::iter(0..spec.libraries.len())
+                    .map(|index| self.library(moved, index))
+                    .buffered(width)
+                    .try_collect()
+                    .await?;
+                passes.extend(libraries);
                 Ok(json!({"passes": passes}))
             }
             Step::Verify => {
@@ -247,15 +386,23 @@ impl Runner {
                         self.mover.mail_access(src).await.map_err(text)?,
                         self.mover.mail_access(dst).await.map_err(text)?,
                     );
-                    for user in &plan.users {
-                        match self
-                            .mover
-                            .engines
-                            .verify_mailbox(&src, &user.source_upn, &dst, &user.target_upn)
-                            .await
-                        {
-                            Ok(v) => checks.push(json!({"mailbox": user.source_upn, "result": v})),
-                            Err(e) => problems.push(format!("mailbox {}: {e}", user.source_upn)),
+                    let (src, dst) = (&src, &dst);
+                    let results: Vec<_> = stream::iter(mailbox_pairs(&plan))
+                        .map(|(source, target)| async move {
+                            let verified = self
+                                .mover
+                                .engines
+                                .verify_mailbox(src, &source, dst, &target)
+                                .await;
+                            (source, verified)
+                        })
+                        .buffered(self.limits.per_server.max(1) as usize)
+                        .collect()
+                        .await;
+                    for (source, verified) in results {
+                        match verified {
+                            Ok(v) => checks.push(json!({"mailbox": source, "result": v})),
+                            Err(e) => problems.push(format!("mailbox {source}: {e}")),
                         }
                     }
                 }
@@ -445,13 +592,22 @@ impl Runner {
     }
 }
 
-/// Stops the lease keeper however the step ends, unwinding included.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Stops a task (the lease keeper, the step itself) however its owner ends, unwinding and
+/// abortion included.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// (source UPN, target UPN) of every mailbox of the plan.
+fn mailbox_pairs(plan: &Plan) -> Vec<(String, String)> {
+    plan.users
+        .iter()
+        .map(|u| (u.source_upn.clone(), u.target_upn.clone()))
+        .collect()
 }
 
 fn planned_user<'a>(plan: &'a Plan, target_upn: &str) -> Result<&'a MovedUser, String> {

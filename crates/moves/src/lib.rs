@@ -3,8 +3,10 @@
 //! reduces what the source pays for.
 //!
 //! This crate is pure: the model of a move ([`model`]) and the planner ([`plan`]) that turns a
-//! snapshot of both tenants into an ordered, deterministic plan with its blockers. Running the plan
+//! snapshot of both tenants into an ordered, deterministic plan with its blockers, and the plan's
+//! dependency graph ([`schedule`]: which steps may run at once). Running the plan
 //! (durable jobs, engines) lives elsewhere.
 
 pub mod model;
 pub mod plan;
+pub mod schedule;

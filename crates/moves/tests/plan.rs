@@ -374,3 +374,129 @@ fn keep_leaves_skus_no_mover_holds_alone() {
         "{touched:?}"
     );
 }
+
+/// Every step a step waits for, directly or through others.
+fn ancestors(schedule: &[tenantry_moves::schedule::ScheduledStep], key: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![key.to_string()];
+    while let Some(k) = todo.pop() {
+        let step = schedule.iter().find(|s| s.key == k).unwrap();
+        for dep in &step.after {
+            if out.insert(dep.clone()) {
+                todo.push(dep.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn steps_wait_only_for_what_they_need_so_mailboxes_and_libraries_run_at_once() {
+    use tenantry_moves::model::{LibraryMapping, MailServer};
+    let mut w = world(MovePath::KeepSource);
+    w.spec.source_mail = Some(MailServer {
+        url: "imaps://Mail.Fabrikam.com:993".into(),
+        profile: "src".into(),
+    });
+    w.spec.target_mail = Some(MailServer {
+        url: "imaps://outlook.example:993".into(),
+        profile: "dst".into(),
+    });
+    w.spec.libraries = vec![
+        LibraryMapping {
+            source: "webdavs://files.fabrikam.com/sites/a".into(),
+            target: "/srv/target/a".into(),
+            source_profile: None,
+            target_profile: None,
+        },
+        LibraryMapping {
+            source: "/srv/source/b".into(),
+            target: "/srv/target/b".into(),
+            source_profile: None,
+            target_profile: None,
+        },
+    ];
+    let p = run(&w, &BTreeSet::new());
+    assert!(p.is_runnable(), "{:?}", p.findings);
+    let schedule = p.schedule(&w.spec);
+    assert_eq!(
+        schedule.iter().map(|s| s.key.clone()).collect::<Vec<_>>(),
+        p.steps.iter().map(Step::key).collect::<Vec<_>>(),
+        "one scheduled step per planned step, in plan order"
+    );
+    // Dependencies point backwards: plan order stays a valid order to run in.
+    for (i, step) in schedule.iter().enumerate() {
+        for dep in &step.after {
+            let at = schedule.iter().position(|s| &s.key == dep).unwrap();
+            assert!(at < i, "{} waits for the later {dep}", step.key);
+        }
+    }
+    let keys_of = |prefix: &str| -> Vec<String> {
+        schedule
+            .iter()
+            .filter(|s| s.key.starts_with(prefix))
+            .map(|s| s.key.clone())
+            .collect()
+    };
+    let (buys, mailboxes, libraries) = (keys_of("buy:"), keys_of("mailbox:"), keys_of("library:"));
+    assert_eq!((buys.len(), mailboxes.len(), libraries.len()), (1, 3, 2));
+    let of = |key: &str| schedule.iter().find(|s| s.key == key).unwrap();
+    // A user's licences wait for the user and the seats; its mailbox for its licences.
+    assert_eq!(
+        of("assign:bob@contoso.com").after,
+        ["create-user:bob@contoso.com".to_string(), buys[0].clone()]
+    );
+    assert_eq!(
+        of("mailbox:bob@fabrikam.com").after,
+        ["assign:bob@contoso.com"]
+    );
+    assert!(of(&buys[0]).after.is_empty() && of("create-user:bob@contoso.com").after.is_empty());
+    // Libraries wait for nothing; no mailbox or library waits for another one.
+    for key in mailboxes.iter().chain(&libraries) {
+        let before = ancestors(&schedule, key);
+        assert!(
+            before
+                .iter()
+                .all(|k| !k.starts_with("mailbox:") && !k.starts_with("library:")),
+            "{key} waits for {before:?}"
+        );
+    }
+    assert!(libraries.iter().all(|k| of(k).after.is_empty()));
+    // The final pass comes after all data; verification after it; the source changes last.
+    let all_data: BTreeSet<String> = mailboxes
+        .iter()
+        .chain(&libraries)
+        .chain(&buys)
+        .cloned()
+        .collect();
+    assert!(ancestors(&schedule, "final-delta").is_superset(&all_data));
+    assert_eq!(of("verify").after, ["final-delta"]);
+    for unassign in keys_of("unassign-source:") {
+        assert_eq!(of(&unassign).after, ["verify"]);
+    }
+    let source_steps = keys_of("source-");
+    assert!(!source_steps.is_empty());
+    for key in &source_steps {
+        let before = ancestors(&schedule, key);
+        assert!(before.contains("verify"));
+        assert!(keys_of("unassign-source:")
+            .iter()
+            .all(|u| before.contains(u)));
+    }
+    let report = ancestors(&schedule, "report");
+    assert_eq!(
+        report.len(),
+        schedule.len() - 1,
+        "the report comes after everything"
+    );
+    // Servers: a mailbox works on both mail servers, a library on its hosts only.
+    assert_eq!(
+        of("mailbox:bob@fabrikam.com").servers,
+        [
+            "imaps://mail.fabrikam.com:993",
+            "imaps://outlook.example:993"
+        ]
+    );
+    assert_eq!(of("library:0").servers, ["webdavs://files.fabrikam.com"]);
+    assert!(of("library:1").servers.is_empty() && of("report").servers.is_empty());
+}

@@ -101,6 +101,25 @@ pub struct StepRecord {
     /// Running: when the lease ends. Pending after a failure: not before then (back-off).
     pub lease_until: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// Keys of the steps of this move that must be done before this one may be claimed.
+    /// `None` for a step stored before steps had dependencies: it waits for every step before
+    /// it (the order steps once ran in).
+    pub depends_on: Option<Vec<String>>,
+    /// The servers the step works on: at most `per_server` leased steps per server at once.
+    pub servers: Vec<String>,
+    /// The worker that claimed the step last, and when (kept once it is done: who ran it).
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<Timestamp>,
+}
+
+/// A step of a run as the application layer records it (see [`StepRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    pub key: String,
+    /// JSON of `tenantry_moves::plan::Step`.
+    pub step: serde_json::Value,
+    pub depends_on: Vec<String>,
+    pub servers: Vec<String>,
 }
 
 /// What a connection profile logs in to.
@@ -146,12 +165,16 @@ pub struct ProfileRecord {
 /// - Conditional writes ([`MoveTx::update_move_state`], [`MoveTx::update_step`]) change a row
 ///   only where it is still in the state (and, for a step, held by the lease owner) the caller
 ///   read; `false` otherwise. Nothing is read-then-compared outside the write.
-/// - [`MoveTx::claim_next_step`] is one atomic primitive: of the running moves (oldest first),
-///   the first unfinished step of a move (steps of one move run in order) whose lease is free
-///   or expired (`lease_until < now`, or none) becomes `Running`, leased to `worker` until
-///   `lease_until`, its `attempts` counted up by one. Concurrent claims never return the same
-///   step while its lease is live, and do not wait for each other (PostgreSQL:
-///   `FOR UPDATE SKIP LOCKED`; SQLite: the single writer and a conditional update).
+/// - [`MoveTx::claim_next_step`] is one atomic primitive: of the running moves (oldest first,
+///   then plan order), the first step that is `Pending` (or `Running` with an expired lease)
+///   whose lease is free or expired (`lease_until < now`, or none), whose dependencies are all
+///   `Done` (a step without stored dependencies waits for every step before it), and none of
+///   whose servers already has `per_server` steps under a live lease (counted over every
+///   worker sharing the database), becomes `Running`, leased to `worker` until `lease_until`,
+///   `claimed_by`/`claimed_at` set, its `attempts` counted up by one. Concurrent claims never
+///   return the same step while its lease is live, never exceed the per-server count, and do
+///   not wait for each other (PostgreSQL: `FOR UPDATE SKIP LOCKED` and serializable
+///   transactions; SQLite: the single writer and a conditional update).
 pub trait MoveTx {
     fn load_move(&mut self, id: Uuid) -> Result<Option<MoveRecord>>;
     fn insert_move(&mut self, record: &MoveRecord) -> Result<()>;
@@ -182,6 +205,7 @@ pub trait MoveTx {
         worker: &str,
         lease_until: Timestamp,
         now: Timestamp,
+        per_server: u32,
     ) -> Result<Option<StepRecord>>;
     /// Frees every running step's lease (back to `Pending`); the number freed.
     fn release_all_leases(&mut self) -> Result<u64>;
@@ -202,7 +226,7 @@ pub trait MoveStore: Send + Sync + 'static {
     ) -> Result<MoveRecord>;
     /// Whether [`MoveTx::claim_next_step`] would find a step now: a read, so that idle workers
     /// polling the queue never open a write transaction.
-    async fn claimable_step_exists(&self, now: Timestamp) -> Result<bool>;
+    async fn claimable_step_exists(&self, now: Timestamp, per_server: u32) -> Result<bool>;
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>>;
     /// A consistent view of one tenant for the planner.
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot>;

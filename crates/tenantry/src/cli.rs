@@ -3,6 +3,7 @@
 use crate::client::{Client, Problem};
 use crate::serve::{self, ServeArgs};
 use crate::table;
+use crate::worker::{self, WorkerArgs};
 use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -38,6 +39,8 @@ pub struct Remote {
 enum Command {
     /// Run the server (API and admin center).
     Serve(ServeArgs),
+    /// Run move steps only, no HTTP (PostgreSQL): start as many as the moves need, on any machine.
+    Worker(WorkerArgs),
     /// Tenants (operator).
     #[command(subcommand)]
     Tenant(TenantCmd),
@@ -520,6 +523,7 @@ fn engine_logging() {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Worker(args) => worker::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Mail(cmd) => {
             engine_logging();
             // As the engine documents: 1 = not everything copied or verified, 2 = could not run.

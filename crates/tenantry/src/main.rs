@@ -4,8 +4,10 @@ mod cli;
 mod client;
 mod engines;
 mod moves_cli;
+mod node;
 mod serve;
 mod table;
+mod worker;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -371,11 +371,7 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
                         s(&m, "state"),
                         s(progress, "done"),
                         s(progress, "steps"),
-                        progress["current"]
-                            .get("key")
-                            .and_then(Value::as_str)
-                            .map(|k| format!(", now {k}"))
-                            .unwrap_or_default()
+                        running_keys(progress)
                     );
                     if line != last && !remote.json {
                         println!("{line}");
@@ -408,6 +404,15 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
                     s(&m["progress"], "done"),
                     s(&m["progress"], "steps")
                 );
+                for step in m["progress"]["running"].as_array().into_iter().flatten() {
+                    println!(
+                        "  running {} on {} since {} (attempt {})",
+                        s(step, "key"),
+                        s(step, "worker"),
+                        s(step, "startedDateTime"),
+                        s(step, "attempts")
+                    );
+                }
             }
         }
         MoveCmd::Pause { id, remote } => {
@@ -433,4 +438,19 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `, now a, b and 3 more`: the steps running at the moment (many run at once).
+fn running_keys(progress: &Value) -> String {
+    let keys: Vec<&str> = progress["running"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|step| step["key"].as_str())
+        .collect();
+    match keys.len() {
+        0 => String::new(),
+        1..=3 => format!(", now {}", keys.join(", ")),
+        n => format!(", now {} and {} more", keys[..3].join(", "), n - 3),
+    }
 }

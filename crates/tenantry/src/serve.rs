@@ -1,5 +1,6 @@
 //! `tenantry serve`: the API on an embedded SQLite database or a shared PostgreSQL one.
 
+use crate::node::{self, LocalPaths};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +9,7 @@ use tenantry_api::server::Limits;
 use tenantry_api::{
     clock::Clock, ensure_operator_token, spawn_lifecycle_sweeper, AppState, OperatorToken,
 };
-use tenantry_mover::gather::Mover;
 use tenantry_mover::runner::Runner;
-use tenantry_mover::secrets::Sealer;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -68,6 +67,41 @@ pub struct ServeArgs {
     /// The window of `--graph-budget`, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub graph_budget_window: u64,
+    /// Run no move steps in this process (PostgreSQL only): `tenantry worker` processes do.
+    #[arg(long)]
+    pub no_worker: bool,
+    #[command(flatten)]
+    pub worker: WorkerLimits,
+}
+
+/// How many move steps a process runs at once (`serve` and `worker` alike).
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerLimits {
+    /// Move steps (mailboxes, libraries, …) this process runs at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Move steps running at once on one mail server or library host, over every process
+    /// sharing the database (each checks its own value when it claims: give all the same).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub per_server: u32,
+    /// Seconds a claimed step stays this process's without renewal (renewed every third): how
+    /// long the steps of a killed process wait before another process takes them over.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(3..=3600))]
+    pub lease_secs: i64,
+    /// After SIGTERM, seconds the running steps have to finish before their leases are handed
+    /// back (another process takes them at once).
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+}
+
+impl WorkerLimits {
+    pub fn limits(&self) -> tenantry_mover::runner::Limits {
+        tenantry_mover::runner::Limits {
+            concurrency: self.concurrency as usize,
+            per_server: self.per_server,
+            lease_secs: self.lease_secs,
+        }
+    }
 }
 
 fn parse_public_url(text: &str) -> Result<String, String> {
@@ -121,27 +155,15 @@ fn operator_token(args: &ServeArgs, from_env: Option<String>) -> anyhow::Result<
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    node::init_tracing();
 
     // Local paths first: a wrong command line is refused before anything touches the database.
-    let local = LocalPaths::resolve(&args)?;
-    let env_key = std::env::var("TENANTRY_SECRET_KEY")
-        .ok()
-        .filter(|k| !k.is_empty());
-    std::env::remove_var("TENANTRY_SECRET_KEY");
-    if local.shared_database && env_key.is_none() && !local.key_file.exists() {
-        anyhow::bail!(
-            "the secret key file {} does not exist: with PostgreSQL every process must use the same key, \
-             so it is not created here; copy the key of the first server, or create one with \
-             `openssl rand -hex 32 > FILE` (mode 600)",
-            local.key_file.display()
-        );
-    }
+    let local = LocalPaths::resolve(
+        &args.database,
+        args.data_dir.as_deref(),
+        args.secret_key_file.as_deref(),
+    )?;
+    let env_key = node::take_secret_key(&local)?;
     // Read once and removed from the environment so that it does not reach child processes
     // (the process's initial environment block keeps it: prefer --admin-token-file).
     let env_token = std::env::var("TENANTRY_ADMIN_TOKEN")
@@ -158,14 +180,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Clock::system()
     };
-    let key_file = local.key_file;
-    let sealer = Sealer::load(env_key.as_deref(), &key_file).map_err(anyhow::Error::msg)?;
-    let mover = Arc::new(Mover {
-        store: store.clone(),
-        engines: crate::engines::real(),
-        sealer,
-        data_dir: local.data_dir,
-    });
+    let mover = node::mover(store.clone(), env_key.as_deref(), &local)?;
     let app = AppState::with_mover(store, clock, Some(mover.clone()));
     app.graph.set_token_lifetime_secs(args.token_lifetime);
     if let Some(url) = &args.public_url {
@@ -207,13 +222,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let clock_app = app.clone();
-    Arc::new(Runner {
-        mover,
-        worker: format!("serve-{}", std::process::id()),
-        clock: Arc::new(move || clock_app.clock.now()),
-    })
-    .spawn();
+    // The move runner stops with the server: no new steps, a grace period, leases handed back.
+    let (stop_runner, stopping) = tokio::sync::watch::channel(false);
+    let runner = if args.no_worker {
+        anyhow::ensure!(
+            local.shared_database,
+            "--no-worker needs a PostgreSQL database: on SQLite this server is the only process that can run move steps"
+        );
+        None
+    } else {
+        let clock_app = app.clone();
+        let runner = Arc::new(Runner {
+            mover,
+            worker: node::worker_name("serve"),
+            clock: Arc::new(move || clock_app.clock.now()),
+            limits: args.worker.limits(),
+        });
+        let grace = Duration::from_secs(args.worker.grace_secs);
+        Some(tokio::spawn(runner.run(stopping, grace)))
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -234,82 +261,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         tenantry_api::router_with(app, tenantry_web::routes()),
         limits,
-        shutdown_signal(),
+        node::shutdown_signal(),
     )
     .await;
-    Ok(())
-}
-
-/// Where this process keeps its local files: the key that seals connection profiles and the
-/// engines' resumable state.
-struct LocalPaths {
-    key_file: std::path::PathBuf,
-    data_dir: std::path::PathBuf,
-    /// PostgreSQL: other processes, maybe on other machines, share the database.
-    shared_database: bool,
-}
-
-impl LocalPaths {
-    /// SQLite: both default to beside the database file. PostgreSQL has no such place: the
-    /// data directory must be named, and the key given (every process sharing the database must
-    /// seal and open profiles with the same key).
-    fn resolve(args: &ServeArgs) -> anyhow::Result<LocalPaths> {
-        if tenantry_store::is_postgres(&args.database) {
-            let data_dir = args.data_dir.clone().context(
-                "with a PostgreSQL database, pass --data-dir DIR: where this process keeps the \
-                 mail and files engines' resumable state",
-            )?;
-            let has_env_key = std::env::var("TENANTRY_SECRET_KEY").is_ok_and(|k| !k.is_empty());
-            let key_file = match (&args.secret_key_file, has_env_key) {
-                (Some(file), _) => file.clone(),
-                // Not read: the key comes from the environment.
-                (None, true) => data_dir.join("tenantry.key"),
-                (None, false) => anyhow::bail!(
-                    "with a PostgreSQL database, pass --secret-key-file FILE or set \
-                     TENANTRY_SECRET_KEY: every process sharing the database must use the same key"
-                ),
-            };
-            return Ok(LocalPaths {
-                key_file,
-                data_dir,
-                shared_database: true,
-            });
-        }
-        let db_dir = std::path::Path::new(
-            args.database
-                .strip_prefix("sqlite://")
-                .unwrap_or(&args.database),
-        )
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
-        Ok(LocalPaths {
-            key_file: args
-                .secret_key_file
-                .clone()
-                .unwrap_or_else(|| db_dir.join("tenantry.key")),
-            data_dir: args
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| db_dir.join("tenantry-data")),
-            shared_database: false,
-        })
+    if let Some(runner) = runner {
+        let _ = stop_runner.send(true);
+        let _ = runner.await;
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    Ok(())
 }

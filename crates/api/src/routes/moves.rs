@@ -127,6 +127,18 @@ async fn move_json(app: &AppState, record: &MoveRecord) -> ApiResult<Value> {
             "steps": steps.len(),
             "done": done,
             "current": current.map(|s| json!({"key": s.key, "state": s.state.as_str(), "attempts": s.attempts, "error": s.error})),
+            // Steps run many at once: each running one with the worker holding it, and since when.
+            "running": steps
+                .iter()
+                .filter(|s| s.state == tenantry_store::moves::StepState::Running)
+                .map(|s| json!({
+                    "key": s.key,
+                    "worker": s.lease_owner,
+                    "startedDateTime": s.claimed_at.map(rfc3339),
+                    "leaseUntil": s.lease_until.map(rfc3339),
+                    "attempts": s.attempts,
+                }))
+                .collect::<Vec<_>>(),
         },
     }))
 }

@@ -47,7 +47,12 @@ fn find_move(conn: &mut PgConn, id: Uuid) -> Result<Option<MoveRecord>> {
 }
 
 const STEP_COLUMNS: &str =
-    "move_id, seq, key, step, state, attempts, result, error, updated_at, lease_owner, lease_until";
+    "move_id, seq, key, step, state, attempts, result, error, updated_at, lease_owner, lease_until,
+     depends_on, servers, claimed_by, claimed_at";
+
+fn json_text(list: &[String]) -> String {
+    serde_json::Value::from(list.to_vec()).to_string()
+}
 
 fn to_step(r: &Row) -> Result<StepRecord> {
     let state: &str = r.get(4);
@@ -67,6 +72,13 @@ fn to_step(r: &Row) -> Result<StepRecord> {
         updated_at: Timestamp(r.get(8)),
         lease_owner: r.get(9),
         lease_until: r.get::<_, Option<i64>>(10).map(Timestamp),
+        depends_on: r
+            .get::<_, Option<&str>>(11)
+            .map(serde_json::from_str)
+            .transpose()?,
+        servers: serde_json::from_str(r.get(12))?,
+        claimed_by: r.get(13),
+        claimed_at: r.get::<_, Option<i64>>(14).map(Timestamp),
     })
 }
 
@@ -80,12 +92,21 @@ fn steps_of(conn: &mut PgConn, move_id: Uuid) -> Result<Vec<StepRecord>> {
     .collect()
 }
 
-/// The steps [`MoveTx::claim_next_step`] may take: the first unfinished step of each running
-/// move whose lease is free or expired.
+/// The steps [`MoveTx::claim_next_step`] may take (see its contract): free or expired lease,
+/// every dependency done (without stored dependencies: every step before it), no server of it
+/// at `$2` live leases. `$1` is now.
 const CLAIMABLE: &str = "FROM move_steps s JOIN moves m ON m.id = s.move_id
      WHERE m.state = 'Running' AND s.state IN ('Pending', 'Running')
-       AND s.seq = (SELECT MIN(x.seq) FROM move_steps x WHERE x.move_id = s.move_id AND x.state <> 'Done')
-       AND (s.lease_until IS NULL OR s.lease_until < $1)";
+       AND (s.lease_until IS NULL OR s.lease_until < $1)
+       AND CASE WHEN s.depends_on IS NULL
+           THEN NOT EXISTS (SELECT 1 FROM move_steps x
+                WHERE x.move_id = s.move_id AND x.seq < s.seq AND x.state <> 'Done')
+           ELSE NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(s.depends_on::jsonb) AS d(key)
+                JOIN move_steps x ON x.move_id = s.move_id AND x.key = d.key
+                WHERE x.state <> 'Done') END
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(s.servers::jsonb) AS r(server)
+           WHERE (SELECT COUNT(*) FROM move_steps o, jsonb_array_elements_text(o.servers::jsonb) AS q(server)
+                  WHERE o.state = 'Running' AND o.lease_until >= $1 AND q.server = r.server) >= $2)";
 
 fn profile_from_row(r: &Row) -> Result<ProfileRecord> {
     let kind: &str = r.get(2);
@@ -143,10 +164,13 @@ impl MoveStore for PgStore {
         .await
     }
 
-    async fn claimable_step_exists(&self, now: Timestamp) -> Result<bool> {
+    async fn claimable_step_exists(&self, now: Timestamp, per_server: u32) -> Result<bool> {
         self.read(move |conn| {
             Ok(conn
-                .query_opt(&format!("SELECT 1 {CLAIMABLE} LIMIT 1"), &[&now.0])?
+                .query_opt(
+                    &format!("SELECT 1 {CLAIMABLE} LIMIT 1"),
+                    &[&now.0, &i64::from(per_server)],
+                )?
                 .is_some())
         })
         .await
@@ -316,8 +340,9 @@ impl MoveTx for PgTx<'_, '_> {
 
     fn insert_step(&mut self, s: &StepRecord) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO move_steps (move_id, seq, key, step, state, attempts, lease_owner, lease_until, result, error, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO move_steps (move_id, seq, key, step, state, attempts, lease_owner, lease_until, result, error, updated_at,
+                 depends_on, servers, claimed_by, claimed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             &[
                 &s.move_id.to_string(),
                 &s.seq,
@@ -330,6 +355,10 @@ impl MoveTx for PgTx<'_, '_> {
                 &s.result.as_ref().map(|r| r.to_string()),
                 &s.error,
                 &s.updated_at.0,
+                &s.depends_on.as_ref().map(|d| json_text(d)),
+                &json_text(&s.servers),
+                &s.claimed_by,
+                &s.claimed_at.map(|t| t.0),
             ],
         )?;
         Ok(())
@@ -343,7 +372,8 @@ impl MoveTx for PgTx<'_, '_> {
     ) -> Result<bool> {
         Ok(self.conn.execute(
             "UPDATE move_steps SET seq = $3, step = $4, state = $5, attempts = $6, lease_owner = $7, lease_until = $8,
-                 result = $9, error = $10, updated_at = $11
+                 result = $9, error = $10, updated_at = $11, depends_on = $14, servers = $15,
+                 claimed_by = $16, claimed_at = $17
              WHERE move_id = $1 AND key = $2 AND state = $12 AND lease_owner IS NOT DISTINCT FROM $13",
             &[
                 &s.move_id.to_string(),
@@ -359,6 +389,10 @@ impl MoveTx for PgTx<'_, '_> {
                 &s.updated_at.0,
                 &expected.as_str(),
                 &expected_owner,
+                &s.depends_on.as_ref().map(|d| json_text(d)),
+                &json_text(&s.servers),
+                &s.claimed_by,
+                &s.claimed_at.map(|t| t.0),
             ],
         )? == 1)
     }
@@ -376,19 +410,22 @@ impl MoveTx for PgTx<'_, '_> {
         worker: &str,
         lease_until: Timestamp,
         now: Timestamp,
+        per_server: u32,
     ) -> Result<Option<StepRecord>> {
-        // Rows another claimer holds are skipped, not waited for; the oldest move goes first.
+        // Rows another claimer holds are skipped, not waited for; the oldest move goes first,
+        // then plan order. Two claims counting the same server's leases at once conflict
+        // under SERIALIZABLE, and one runs again: the per-server count is never exceeded.
         self.conn
             .query_opt(
                 &format!(
-                    "UPDATE move_steps SET state = 'Running', lease_owner = $2, lease_until = $3,
-                         attempts = attempts + 1, updated_at = $1
+                    "UPDATE move_steps SET state = 'Running', lease_owner = $3, lease_until = $4,
+                         attempts = attempts + 1, updated_at = $1, claimed_by = $3, claimed_at = $1
                      WHERE (move_id, key) = (
                          SELECT s.move_id, s.key {CLAIMABLE}
-                         ORDER BY m.seq LIMIT 1 FOR UPDATE OF s SKIP LOCKED)
+                         ORDER BY m.seq, s.seq LIMIT 1 FOR UPDATE OF s SKIP LOCKED)
                      RETURNING {STEP_COLUMNS}"
                 ),
-                &[&now.0, &worker, &lease_until.0],
+                &[&now.0, &i64::from(per_server), &worker, &lease_until.0],
             )?
             .map(|r| to_step(&r))
             .transpose()

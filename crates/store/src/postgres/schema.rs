@@ -178,6 +178,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX app_tokens_by_expiry ON app_tokens (expires_at);
     "#,
+    // 3: steps of a move form a dependency graph (a NULL list: stored before, waits for every
+    // step before it), with the servers each works on (capped per server) and who ran it.
+    // SQLite's numbered migration 21.
+    r#"
+    ALTER TABLE move_steps ADD COLUMN depends_on TEXT;
+    ALTER TABLE move_steps ADD COLUMN servers TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE move_steps ADD COLUMN claimed_by TEXT;
+    ALTER TABLE move_steps ADD COLUMN claimed_at BIGINT;
+    CREATE INDEX move_steps_by_state ON move_steps (state);
+    "#,
 ];
 
 /// Applies the migrations this database lacks, inside `tx` (the caller commits), under the

@@ -75,6 +75,10 @@ fn step_from_row(r: &rusqlite::Row) -> rusqlite::Result<StepRow> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+        r.get(14)?,
     ))
 }
 
@@ -90,10 +94,30 @@ type StepRow = (
     i64,
     Option<String>,
     Option<i64>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<i64>,
 );
 
 fn to_step(row: StepRow) -> Result<StepRecord> {
-    let (move_id, seq, key, step, state, attempts, result, error, updated, owner, until) = row;
+    let (
+        move_id,
+        seq,
+        key,
+        step,
+        state,
+        attempts,
+        result,
+        error,
+        updated,
+        owner,
+        until,
+        depends_on,
+        servers,
+        claimed_by,
+        claimed_at,
+    ) = row;
     Ok(StepRecord {
         move_id: parse(move_id)?,
         seq,
@@ -107,11 +131,16 @@ fn to_step(row: StepRow) -> Result<StepRecord> {
         lease_owner: owner,
         lease_until: until.map(Timestamp),
         updated_at: Timestamp(updated),
+        depends_on: depends_on.map(|d| serde_json::from_str(&d)).transpose()?,
+        servers: serde_json::from_str(&servers)?,
+        claimed_by,
+        claimed_at: claimed_at.map(Timestamp),
     })
 }
 
 const STEP_COLUMNS: &str =
-    "move_id, seq, key, step, state, attempts, result, error, updated_at, lease_owner, lease_until";
+    "move_id, seq, key, step, state, attempts, result, error, updated_at, lease_owner, lease_until,
+     depends_on, servers, claimed_by, claimed_at";
 
 fn query_steps(
     conn: &Connection,
@@ -123,6 +152,10 @@ fn query_steps(
         .query_map(params, step_from_row)?
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter().map(to_step).collect()
+}
+
+fn json_text(list: &[String]) -> String {
+    serde_json::Value::from(list.to_vec()).to_string()
 }
 
 fn profile_from_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileRecord> {
@@ -153,18 +186,31 @@ fn steps_of(conn: &Connection, move_id: Uuid) -> Result<Vec<StepRecord>> {
     )
 }
 
-/// The first unfinished step of each running move whose lease is free (steps of one move run in
-/// order), oldest move first.
-fn next_claimable(conn: &Connection, now: Timestamp) -> Result<Option<(String, String)>> {
+/// The step [`MoveTx::claim_next_step`] takes (see its contract): free or expired lease, every
+/// dependency done (without stored dependencies: every step before it), no server of it at
+/// `per_server` live leases; oldest move first, then plan order.
+fn next_claimable(
+    conn: &Connection,
+    now: Timestamp,
+    per_server: u32,
+) -> Result<Option<(String, String)>> {
     Ok(conn
         .prepare_cached(
             "SELECT s.move_id, s.key FROM move_steps s JOIN moves m ON m.id = s.move_id
              WHERE m.state = 'Running' AND s.state IN ('Pending', 'Running')
-               AND s.seq = (SELECT MIN(seq) FROM move_steps x WHERE x.move_id = s.move_id AND x.state != 'Done')
                AND (s.lease_until IS NULL OR s.lease_until < ?1)
-             ORDER BY m.seq LIMIT 1",
+               AND CASE WHEN s.depends_on IS NULL
+                   THEN NOT EXISTS (SELECT 1 FROM move_steps x
+                        WHERE x.move_id = s.move_id AND x.seq < s.seq AND x.state != 'Done')
+                   ELSE NOT EXISTS (SELECT 1 FROM json_each(s.depends_on) d
+                        JOIN move_steps x ON x.move_id = s.move_id AND x.key = d.value
+                        WHERE x.state != 'Done') END
+               AND NOT EXISTS (SELECT 1 FROM json_each(s.servers) r
+                   WHERE (SELECT COUNT(*) FROM move_steps o, json_each(o.servers) q
+                          WHERE o.state = 'Running' AND o.lease_until >= ?1 AND q.value = r.value) >= ?2)
+             ORDER BY m.seq, s.seq LIMIT 1",
         )?
-        .query_row([now.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![now.0, per_server], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
@@ -209,8 +255,8 @@ impl MoveStore for SqliteStore {
         .await
     }
 
-    async fn claimable_step_exists(&self, now: Timestamp) -> Result<bool> {
-        self.read(move |conn| Ok(next_claimable(conn, now)?.is_some()))
+    async fn claimable_step_exists(&self, now: Timestamp, per_server: u32) -> Result<bool> {
+        self.read(move |conn| Ok(next_claimable(conn, now, per_server)?.is_some()))
             .await
     }
 
@@ -380,8 +426,9 @@ impl MoveTx for SqliteTx<'_> {
 
     fn insert_step(&mut self, s: &StepRecord) -> Result<()> {
         self.ctx.conn.prepare_cached(
-            "INSERT INTO move_steps (move_id, seq, key, step, state, attempts, lease_owner, lease_until, result, error, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO move_steps (move_id, seq, key, step, state, attempts, lease_owner, lease_until, result, error, updated_at,
+                 depends_on, servers, claimed_by, claimed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             s.move_id.to_string(),
@@ -394,7 +441,11 @@ impl MoveTx for SqliteTx<'_> {
             s.lease_until.map(|t| t.0),
             s.result.as_ref().map(|r| r.to_string()),
             s.error,
-            s.updated_at.0
+            s.updated_at.0,
+            s.depends_on.as_ref().map(|d| json_text(d)),
+            json_text(&s.servers),
+            s.claimed_by,
+            s.claimed_at.map(|t| t.0)
         ])?;
         Ok(())
     }
@@ -407,7 +458,8 @@ impl MoveTx for SqliteTx<'_> {
     ) -> Result<bool> {
         let n = self.ctx.conn.prepare_cached(
             "UPDATE move_steps SET seq = ?3, step = ?4, state = ?5, attempts = ?6, lease_owner = ?7, lease_until = ?8,
-                 result = ?9, error = ?10, updated_at = ?11
+                 result = ?9, error = ?10, updated_at = ?11, depends_on = ?14, servers = ?15,
+                 claimed_by = ?16, claimed_at = ?17
              WHERE move_id = ?1 AND key = ?2 AND state = ?12 AND lease_owner IS ?13",
         )?
         .execute(params![
@@ -423,7 +475,11 @@ impl MoveTx for SqliteTx<'_> {
             s.error,
             s.updated_at.0,
             expected.as_str(),
-            expected_owner
+            expected_owner,
+            s.depends_on.as_ref().map(|d| json_text(d)),
+            json_text(&s.servers),
+            s.claimed_by,
+            s.claimed_at.map(|t| t.0)
         ])?;
         Ok(n == 1)
     }
@@ -441,13 +497,15 @@ impl MoveTx for SqliteTx<'_> {
         worker: &str,
         lease_until: Timestamp,
         now: Timestamp,
+        per_server: u32,
     ) -> Result<Option<StepRecord>> {
         // The single writer makes the pick and the conditional update one atomic step.
-        let Some((move_id, key)) = next_claimable(&self.ctx.conn, now)? else {
+        let Some((move_id, key)) = next_claimable(&self.ctx.conn, now, per_server)? else {
             return Ok(None);
         };
         self.ctx.conn.prepare_cached(
-            "UPDATE move_steps SET state = 'Running', lease_owner = ?3, lease_until = ?4, attempts = attempts + 1, updated_at = ?5
+            "UPDATE move_steps SET state = 'Running', lease_owner = ?3, lease_until = ?4, attempts = attempts + 1,
+                 updated_at = ?5, claimed_by = ?3, claimed_at = ?5
              WHERE move_id = ?1 AND key = ?2 AND (lease_until IS NULL OR lease_until < ?5)",
         )?
         .execute(params![move_id, key, worker, lease_until.0, now.0])?;

@@ -189,6 +189,18 @@ const NUMBERED: &[(i64, &str)] = &[
     CREATE INDEX app_tokens_by_expiry ON app_tokens(expires_at);
     "#,
     ),
+    // 21: steps of a move form a dependency graph (a NULL list: stored before, waits for every
+    // step before it), with the servers each works on (capped per server) and who ran it.
+    (
+        21,
+        r#"
+    ALTER TABLE move_steps ADD COLUMN depends_on TEXT;
+    ALTER TABLE move_steps ADD COLUMN servers TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE move_steps ADD COLUMN claimed_by TEXT;
+    ALTER TABLE move_steps ADD COLUMN claimed_at INTEGER;
+    CREATE INDEX move_steps_by_state ON move_steps(state);
+    "#,
+    ),
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -272,7 +284,14 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(numbered, [20], "migration 20 recorded once");
+        assert_eq!(numbered, [20, 21], "each numbered migration recorded once");
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM pragma_table_info('move_steps') WHERE name = 'depends_on'"
+            ),
+            1
+        );
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);

@@ -58,6 +58,31 @@ impl Server {
         server
     }
 
+    /// A server on this PostgreSQL database with more `serve` options.
+    pub fn start_on_with_args(
+        postgres: std::sync::Arc<tenantry_testkit::postgres::TestDatabase>,
+        args: &[&str],
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            base: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+            banner: Vec::new(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            log_to_file: false,
+            postgres: Some(postgres),
+        };
+        server.launch(Some(OPERATOR));
+        server
+    }
+
+    /// The connection-profile key file (PostgreSQL: written by `launch`).
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("tenantry.key")
+    }
+
     /// A server started with more `serve` options, logging to `log_path()`.
     pub fn start_with_args(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");

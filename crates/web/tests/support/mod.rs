@@ -76,6 +76,7 @@ impl Server {
             mover: self.mover.clone(),
             worker: "web-test".into(),
             clock: Arc::new(move || app.clock.now()),
+            limits: Default::default(),
         })
         .spawn();
     }

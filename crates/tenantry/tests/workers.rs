@@ -1,0 +1,646 @@
+//! Three `tenantry worker` processes (the real binary, each with its own data directory) run one
+//! move of 20 mailboxes (two Dovecot servers) and 3 libraries (local folders) on one PostgreSQL
+//! database beside a `serve --no-worker`; one worker is killed with SIGKILL while it holds a
+//! mailbox step. The move completes, every mailbox and library exactly once (counts per folder
+//! equal, no duplicates; trees equal), the seats exact, and the step records show steps run by
+//! more than one worker and more than one at a time.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use tenantry_store::moves::StepState;
+use tenantry_testkit::dovecot as mail;
+use tenantry_testkit::tree::{fingerprint, sample_tree};
+
+const MAILBOXES: usize = 20;
+const LIBRARIES: usize = 3;
+/// Short leases: the killed worker's step is taken over within seconds, not two minutes.
+const LEASE_SECS: &str = "6";
+
+fn users(domain: &str) -> Vec<(&'static str, &'static str)> {
+    (0..MAILBOXES)
+        .map(|i| {
+            (
+                &*Box::leak(format!("user{i:02}@{domain}").into_boxed_str()),
+                "userpw",
+            )
+        })
+        .collect()
+}
+
+fn dovecot(domain: &str, master: (&'static str, &'static str), target: bool) -> mail::Dovecot {
+    let base = if target {
+        mail::Config::target()
+    } else {
+        mail::Config::source()
+    };
+    mail::Dovecot::start(mail::Config {
+        users: users(domain),
+        master: Some(master),
+        ..base
+    })
+}
+
+/// 10 to 29 small messages per mailbox, in INBOX and Sent, one exact duplicate each.
+async fn seed_mail(server: &mail::Dovecot) -> usize {
+    let mut total = 0;
+    for i in 0..MAILBOXES {
+        let mut s = server
+            .session(&format!("user{i:02}@fabrikam.com"), "userpw")
+            .await;
+        for n in 0..(10 + i) {
+            let body = mail::message(&format!("user{i} message {n}"), "", 1_500 + n * 200, true);
+            let folder = if n % 3 == 0 { "Sent" } else { "INBOX" };
+            mail::append(&mut s, folder, "", "05-Mar-2021 10:00:00 +0100", &body).await;
+            total += 1;
+        }
+        let dup = mail::message(&format!("user{i} duplicate"), "", 800, true);
+        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
+        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
+        total += 2;
+    }
+    total
+}
+
+/// A `tenantry worker` process and the name it claims steps under.
+struct Worker {
+    child: Child,
+    name: String,
+}
+
+impl Worker {
+    fn start(
+        database: &str,
+        key: &std::path::Path,
+        data_dir: &std::path::Path,
+        args: &[&str],
+    ) -> Worker {
+        let mut child = Command::new(binary())
+            .args(["worker", "--database", database, "--secret-key-file"])
+            .arg(key)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env_remove("TENANTRY_SECRET_KEY")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tenantry worker");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let banner = lines.next().expect("the worker prints its name").unwrap();
+        let name = banner
+            .strip_prefix("tenantry worker ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected banner: {banner}"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Worker { child, name }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two tenants, `users` licensed users in the source, the mail profiles, and a retire-source move
+/// of them (Draft, plan runnable). Returns (move id, source tenant, target tenant).
+async fn create_move(
+    s: &Server,
+    users: usize,
+    source_mail: &str,
+    target_mail: &str,
+    libraries: Vec<Value>,
+) -> (String, String, String) {
+    let source = s.tenant("Fabrikam").await;
+    let target = s.tenant("Contoso").await;
+    s.subscription(&source, "ENTERPRISEPACK", users as u32 + 5)
+        .await;
+    s.subscription(&target, "ENTERPRISEPACK", 3).await;
+    for i in 0..users {
+        let user = s
+            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
+                Some(json!({"userPrincipalName": format!("user{i:02}@fabrikam.com"), "displayName": format!("User {i}"), "usageLocation": "DE"})))
+            .await;
+        let (status, _) = s
+            .assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
+            .await;
+        assert_eq!(status, 200);
+    }
+    for (name, user, pw) in [
+        ("src-imap", "srcadmin", "srcadminpw"),
+        ("dst-imap", "admin", "adminpw"),
+    ] {
+        let (status, p) = s
+            .post(
+                "/v1/connectionProfiles",
+                OPERATOR,
+                json!({"name": name, "kind": "imap", "username": user, "password": pw}),
+            )
+            .await;
+        assert_eq!(status, 201, "{p}");
+    }
+    let (status, m) = s
+        .post(
+            "/v1/moves",
+            OPERATOR,
+            json!({
+                "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
+                "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+                "sourceMail": {"url": source_mail, "profile": "src-imap"},
+                "targetMail": {"url": target_mail, "profile": "dst-imap"},
+                "libraries": libraries,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    (id, source, target)
+}
+
+fn now() -> tenantry_ledger::Timestamp {
+    tenantry_ledger::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+}
+
+/// Waits for the move to reach `state` (never Failed).
+async fn wait_for(s: &Server, id: &str, state: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
+        assert_ne!(m["state"], "Failed", "{m}");
+        if m["state"] == state {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the move did not become {state}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
+    let Some(db) = tenantry_testkit::postgres::postgres_database() else {
+        eprintln!("skipped: PostgreSQL is not installed (Debian package postgresql)");
+        return;
+    };
+    let db = Arc::new(db);
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+    let messages = seed_mail(&source_mail).await;
+    let folders = tempfile::tempdir().unwrap();
+    let libraries: Vec<(std::path::PathBuf, std::path::PathBuf)> = (0..LIBRARIES)
+        .map(|i| {
+            let (src, dst) = (
+                folders.path().join(format!("source-{i}")),
+                folders.path().join(format!("target-{i}")),
+            );
+            sample_tree(&src);
+            std::fs::create_dir_all(&dst).unwrap();
+            (src, dst)
+        })
+        .collect();
+
+    let s = Server::start_on_with_args(db.clone(), &["--no-worker"]);
+    let store = tenantry_store::open(&db.url).await.unwrap();
+    let library_specs: Vec<Value> = libraries
+        .iter()
+        .map(|(src, dst)| json!({"source": src, "target": dst}))
+        .collect();
+    let (id, source, target) = create_move(
+        &s,
+        MAILBOXES,
+        &source_mail.host_url(),
+        &target_mail.host_url(),
+        library_specs,
+    )
+    .await;
+    let move_id: uuid::Uuid = id.parse().unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|i| {
+            Worker::start(
+                &db.url,
+                &s.key_file(),
+                &work.path().join(format!("w{i}")),
+                &[
+                    "--concurrency",
+                    "4",
+                    "--per-server",
+                    "8",
+                    "--lease-secs",
+                    LEASE_SECS,
+                ],
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+
+    // Watch the step records: how many steps run at once, by whom; kill a worker holding a
+    // mailbox step once the run is well under way.
+    let mut most_at_once = 0;
+    let mut most_mailboxes_at_once = 0;
+    let mut killed: Option<(String, String)> = None;
+    let mut api_showed_workers = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let now = now();
+        let steps = store.steps(move_id).await.unwrap();
+        let live: Vec<_> = steps
+            .iter()
+            .filter(|st| st.state == StepState::Running && st.lease_until.is_some_and(|t| t >= now))
+            .collect();
+        most_at_once = most_at_once.max(live.len());
+        most_mailboxes_at_once = most_mailboxes_at_once.max(
+            live.iter()
+                .filter(|st| st.key.starts_with("mailbox:"))
+                .count(),
+        );
+        let done_mailboxes = steps
+            .iter()
+            .filter(|st| st.key.starts_with("mailbox:") && st.state == StepState::Done)
+            .count();
+        if killed.is_none() && done_mailboxes >= 3 {
+            let victim = live.iter().find_map(|st| {
+                let owner = st.lease_owner.as_deref()?;
+                let index = workers.iter().position(|w| w.name == owner)?;
+                st.key
+                    .starts_with("mailbox:")
+                    .then_some((index, st.key.clone()))
+            });
+            if let Some((index, key)) = victim {
+                let w = &mut workers[index];
+                w.child.kill().unwrap();
+                w.child.wait().unwrap();
+                killed = Some((w.name.clone(), key));
+            }
+        }
+        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
+        assert_ne!(m["state"], "Failed", "{m}");
+        // The API shows each running step with the worker holding it and since when.
+        for running in m["progress"]["running"].as_array().unwrap() {
+            if workers.iter().any(|w| running["worker"] == w.name.as_str())
+                && running["startedDateTime"].is_string()
+            {
+                api_showed_workers.insert(running["worker"].as_str().unwrap().to_string());
+            }
+        }
+        if m["state"] == "Completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the move did not complete: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let (killed_name, killed_step) =
+        killed.expect("a worker was killed while it held a mailbox step");
+
+    // The step records: every step done once; the killed worker's mailbox finished by another.
+    let steps = store.steps(move_id).await.unwrap();
+    assert!(steps.iter().all(|st| st.state == StepState::Done));
+    let taken_over = steps.iter().find(|st| st.key == killed_step).unwrap();
+    assert!(
+        taken_over.attempts >= 2 && taken_over.claimed_by.as_deref() != Some(&killed_name),
+        "{killed_step} resumed by another worker: {taken_over:?}"
+    );
+    let by_worker: BTreeMap<&str, usize> = steps.iter().fold(BTreeMap::new(), |mut acc, st| {
+        *acc.entry(st.claimed_by.as_deref().unwrap_or("?"))
+            .or_default() += 1;
+        acc
+    });
+    let data_workers: BTreeSet<&str> = steps
+        .iter()
+        .filter(|st| st.key.starts_with("mailbox:") || st.key.starts_with("library:"))
+        .filter_map(|st| st.claimed_by.as_deref())
+        .collect();
+    assert!(
+        data_workers.len() >= 2,
+        "steps ran on one worker only: {by_worker:?}"
+    );
+    assert!(
+        most_at_once >= 2,
+        "steps never ran at once (at most {most_at_once})"
+    );
+    assert!(
+        api_showed_workers.len() >= 2,
+        "the move's progress named the workers running its steps: {api_showed_workers:?}"
+    );
+    assert!(
+        most_mailboxes_at_once <= 8,
+        "the per-server cap held: {most_mailboxes_at_once} mailboxes at once"
+    );
+
+    // Seats: exactly what the 20 users need in the target; the source cancelled.
+    let target_e3 = s.subscribed(&target, "ENTERPRISEPACK").await;
+    assert_eq!(
+        (
+            target_e3["prepaidUnits"]["enabled"].as_u64(),
+            target_e3["consumedUnits"].as_u64()
+        ),
+        (Some(MAILBOXES as u64), Some(MAILBOXES as u64))
+    );
+    let (_, users) = s
+        .get(&format!("/v1/tenants/{target}/users?$top=100"), OPERATOR)
+        .await;
+    assert_eq!(users["value"].as_array().unwrap().len(), MAILBOXES);
+    let (_, source_subs) = s
+        .get(&format!("/v1/tenants/{source}/subscriptions"), OPERATOR)
+        .await;
+    assert_eq!(source_subs["value"][0]["status"], "Disabled");
+
+    // Mail: per folder, the target holds as many messages as the source; none twice.
+    let mut copied = 0;
+    for i in 0..MAILBOXES {
+        let src = source_mail.endpoint(&format!("user{i:02}@fabrikam.com"), "userpw");
+        let mut tgt = target_mail.endpoint(&format!("user{i:02}@contoso.com"), "userpw");
+        tgt.side = tenantry_mail::session::Side::Target;
+        let report = tenantry_mail::verify::verify_mailbox(
+            &src,
+            &tgt,
+            &tenantry_mail::sync::Options::default(),
+        )
+        .await
+        .unwrap();
+        assert!(report.ok(), "user{i:02}: {:?}", report.differences);
+        for folder in &report.folders {
+            assert_eq!(
+                folder.source_count, folder.target_count,
+                "user{i:02} {}: {folder:?}",
+                folder.source
+            );
+        }
+        copied += report.folders.iter().map(|f| f.target_count).sum::<usize>();
+    }
+    assert_eq!(copied, messages, "every message once, none twice");
+    // Libraries: the same trees.
+    for (src, dst) in &libraries {
+        let (a, b) = (fingerprint(src), fingerprint(dst));
+        assert_eq!(
+            a.iter()
+                .map(|(k, v)| (k.clone(), v.is_dir, v.sha256.clone()))
+                .collect::<Vec<_>>(),
+            b.iter()
+                .map(|(k, v)| (k.clone(), v.is_dir, v.sha256.clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+    eprintln!(
+        "3 workers (one killed) moved {MAILBOXES} mailboxes ({messages} messages) and {LIBRARIES} libraries in {:.1} s; at most {most_at_once} steps at once; steps per worker {by_worker:?}",
+        elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_worker_refuses_a_sqlite_database_and_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let out = Command::new(binary())
+        .args(["worker", "--database", &db])
+        .env_remove("TENANTRY_SECRET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a PostgreSQL database"), "{err}");
+    assert!(
+        !dir.path().join("ledger.db").exists(),
+        "refused before touching the database"
+    );
+    // Nothing listens there: refused before any connection, the password never shown.
+    let out = Command::new(binary())
+        .args([
+            "worker",
+            "--database",
+            "postgres://t:hunter2@127.0.0.1:9/t",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("TENANTRY_SECRET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--secret-key-file") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
+const SLOW_MESSAGES: usize = 250;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_hands_a_running_step_back_and_another_worker_takes_it_at_once() {
+    let Some(db) = tenantry_testkit::postgres::postgres_database() else {
+        eprintln!("skipped: PostgreSQL is not installed (Debian package postgresql)");
+        return;
+    };
+    let db = Arc::new(db);
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+    // One mailbox, slow to write: every chunk to the target waits 100 ms.
+    let mut s0 = source_mail.session("user00@fabrikam.com", "userpw").await;
+    for n in 0..SLOW_MESSAGES {
+        let body = mail::message(&format!("slow {n}"), "", 3_000, true);
+        mail::append(&mut s0, "INBOX", "", "05-Mar-2021 10:00:00 +0100", &body).await;
+    }
+    let slow = tenantry_testkit::faults::Proxy::start(
+        target_mail.port,
+        tenantry_testkit::faults::ProxyConfig {
+            delay: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    let s = Server::start_on_with_args(db.clone(), &["--no-worker"]);
+    let store = tenantry_store::open(&db.url).await.unwrap();
+    let (id, _, _) = create_move(
+        &s,
+        1,
+        &source_mail.host_url(),
+        &format!("imap://127.0.0.1:{}", slow.port()),
+        vec![],
+    )
+    .await;
+    let move_id: uuid::Uuid = id.parse().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // The default lease (120 s): only a hand-back lets another worker in quickly.
+    let mut first = Worker::start(
+        &db.url,
+        &s.key_file(),
+        &work.path().join("first"),
+        &["--grace-secs", "0"],
+    );
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let key = "mailbox:user00@fabrikam.com";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let steps = store.steps(move_id).await.unwrap();
+        let step = steps.iter().find(|st| st.key == key).unwrap();
+        assert_ne!(
+            step.state,
+            StepState::Done,
+            "the mailbox finished before SIGTERM"
+        );
+        if step.state == StepState::Running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mailbox step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = Instant::now();
+    let pid = first.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(30),
+            "the worker did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a stopped worker exits 0: {status:?}");
+    let handed = store
+        .steps(move_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|st| st.key == key)
+        .unwrap();
+    assert_eq!(
+        (handed.state, handed.lease_owner.as_deref(), handed.attempts),
+        (StepState::Pending, None, 0),
+        "handed back, the attempt not counted: {handed:?}"
+    );
+
+    let second = Worker::start(&db.url, &s.key_file(), &work.path().join("second"), &[]);
+    let taken = Instant::now();
+    loop {
+        let steps = store.steps(move_id).await.unwrap();
+        let step = steps.iter().find(|st| st.key == key).unwrap();
+        if step.claimed_by.as_deref() == Some(&second.name) {
+            break;
+        }
+        assert!(
+            taken.elapsed() < Duration::from_secs(30),
+            "the handed-back step waited as if for its lease: {step:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for(&s, &id, "Completed", Duration::from_secs(240)).await;
+    // The interrupted mailbox is whole on the target, nothing twice.
+    let src = source_mail.endpoint("user00@fabrikam.com", "userpw");
+    let mut tgt = target_mail.endpoint("user00@contoso.com", "userpw");
+    tgt.side = tenantry_mail::session::Side::Target;
+    let report =
+        tenantry_mail::verify::verify_mailbox(&src, &tgt, &tenantry_mail::sync::Options::default())
+            .await
+            .unwrap();
+    assert!(report.ok(), "{:?}", report.differences);
+    assert_eq!(
+        report.folders.iter().map(|f| f.target_count).sum::<usize>(),
+        SLOW_MESSAGES
+    );
+}
+
+/// Wall time of the same move (20 mailboxes, 3 libraries; both mail servers behind a proxy
+/// adding 20 ms to every exchange, about a real service's round trip) with one worker running
+/// one step at a time, one running 4, and three running 4 each (8 per server). A measurement,
+/// not a check: `cargo test -p tenantry --test workers -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run on demand"]
+async fn wall_time_with_one_and_three_workers() {
+    for (workers, concurrency) in [(1, "1"), (1, "4"), (3, "4")] {
+        let Some(db) = tenantry_testkit::postgres::postgres_database() else {
+            eprintln!("skipped: PostgreSQL is not installed (Debian package postgresql)");
+            return;
+        };
+        let db = Arc::new(db);
+        let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+        let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+        let messages = seed_mail(&source_mail).await;
+        let far = |port| {
+            tenantry_testkit::faults::Proxy::start(
+                port,
+                tenantry_testkit::faults::ProxyConfig {
+                    delay: Duration::from_millis(20),
+                    ..Default::default()
+                },
+            )
+        };
+        let (far_source, far_target) = (far(source_mail.port), far(target_mail.port));
+        let folders = tempfile::tempdir().unwrap();
+        let libraries: Vec<Value> = (0..LIBRARIES)
+            .map(|i| {
+                let (src, dst) = (
+                    folders.path().join(format!("source-{i}")),
+                    folders.path().join(format!("target-{i}")),
+                );
+                sample_tree(&src);
+                std::fs::create_dir_all(&dst).unwrap();
+                json!({"source": src, "target": dst})
+            })
+            .collect();
+        let s = Server::start_on_with_args(db.clone(), &["--no-worker"]);
+        let (id, _, _) = create_move(
+            &s,
+            MAILBOXES,
+            &format!("imap://127.0.0.1:{}", far_source.port()),
+            &format!("imap://127.0.0.1:{}", far_target.port()),
+            libraries,
+        )
+        .await;
+        let work = tempfile::tempdir().unwrap();
+        let _workers: Vec<Worker> = (0..workers)
+            .map(|i| {
+                Worker::start(
+                    &db.url,
+                    &s.key_file(),
+                    &work.path().join(format!("w{i}")),
+                    &["--concurrency", concurrency, "--per-server", "8"],
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        let (status, _) = s
+            .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+            .await;
+        assert_eq!(status, 202);
+        wait_for(&s, &id, "Completed", Duration::from_secs(600)).await;
+        eprintln!(
+            "{workers} worker(s) x {concurrency} at once, 20 ms per exchange: {MAILBOXES} mailboxes ({messages} messages) and {LIBRARIES} libraries in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
