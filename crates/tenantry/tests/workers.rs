@@ -7,13 +7,12 @@
 
 mod support;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::fleet::*;
 use support::*;
 use tenantry_store::moves::StepState;
 use tenantry_testkit::dovecot as mail;
@@ -24,152 +23,6 @@ const LIBRARIES: usize = 3;
 /// Short leases: the killed worker's step is taken over within seconds, not two minutes.
 const LEASE_SECS: &str = "6";
 
-fn users(domain: &str) -> Vec<(&'static str, &'static str)> {
-    (0..MAILBOXES)
-        .map(|i| {
-            (
-                &*Box::leak(format!("user{i:02}@{domain}").into_boxed_str()),
-                "userpw",
-            )
-        })
-        .collect()
-}
-
-fn dovecot(domain: &str, master: (&'static str, &'static str), target: bool) -> mail::Dovecot {
-    let base = if target {
-        mail::Config::target()
-    } else {
-        mail::Config::source()
-    };
-    mail::Dovecot::start(mail::Config {
-        users: users(domain),
-        master: Some(master),
-        ..base
-    })
-}
-
-/// 10 to 29 small messages per mailbox, in INBOX and Sent, one exact duplicate each.
-async fn seed_mail(server: &mail::Dovecot) -> usize {
-    let mut total = 0;
-    for i in 0..MAILBOXES {
-        let mut s = server
-            .session(&format!("user{i:02}@fabrikam.com"), "userpw")
-            .await;
-        for n in 0..(10 + i) {
-            let body = mail::message(&format!("user{i} message {n}"), "", 1_500 + n * 200, true);
-            let folder = if n % 3 == 0 { "Sent" } else { "INBOX" };
-            mail::append(&mut s, folder, "", "05-Mar-2021 10:00:00 +0100", &body).await;
-            total += 1;
-        }
-        let dup = mail::message(&format!("user{i} duplicate"), "", 800, true);
-        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
-        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
-        total += 2;
-    }
-    total
-}
-
-/// A `tenantry worker` process and the name it claims steps under.
-struct Worker {
-    child: Child,
-    name: String,
-}
-
-impl Worker {
-    fn start(
-        database: &str,
-        key: &std::path::Path,
-        data_dir: &std::path::Path,
-        args: &[&str],
-    ) -> Worker {
-        let mut child = Command::new(binary())
-            .args(["worker", "--database", database, "--secret-key-file"])
-            .arg(key)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .env_remove("TENANTRY_SECRET_KEY")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tenantry worker");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let banner = lines.next().expect("the worker prints its name").unwrap();
-        let name = banner
-            .strip_prefix("tenantry worker ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected banner: {banner}"))
-            .to_string();
-        std::thread::spawn(move || for _ in lines {});
-        Worker { child, name }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Two tenants, `users` licensed users in the source, the mail profiles, and a retire-source move
-/// of them (Draft, plan runnable). Returns (move id, source tenant, target tenant).
-async fn create_move(
-    s: &Server,
-    users: usize,
-    source_mail: &str,
-    target_mail: &str,
-    libraries: Vec<Value>,
-) -> (String, String, String) {
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", users as u32 + 5)
-        .await;
-    s.subscription(&target, "ENTERPRISEPACK", 3).await;
-    for i in 0..users {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("user{i:02}@fabrikam.com"), "displayName": format!("User {i}"), "usageLocation": "DE"})))
-            .await;
-        let (status, _) = s
-            .assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(status, 200);
-    }
-    for (name, user, pw) in [
-        ("src-imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "admin", "adminpw"),
-    ] {
-        let (status, p) = s
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": "imap", "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
-    let (status, m) = s
-        .post(
-            "/v1/moves",
-            OPERATOR,
-            json!({
-                "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
-                "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
-                "sourceMail": {"url": source_mail, "profile": "src-imap"},
-                "targetMail": {"url": target_mail, "profile": "dst-imap"},
-                "libraries": libraries,
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    (id, source, target)
-}
-
 fn now() -> tenantry_ledger::Timestamp {
     tenantry_ledger::Timestamp(
         std::time::SystemTime::now()
@@ -179,23 +32,6 @@ fn now() -> tenantry_ledger::Timestamp {
     )
 }
 
-/// Waits for the move to reach `state` (never Failed).
-async fn wait_for(s: &Server, id: &str, state: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
-        assert_ne!(m["state"], "Failed", "{m}");
-        if m["state"] == state {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the move did not become {state}: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
     let Some(db) = tenantry_testkit::postgres::postgres_database() else {
@@ -203,9 +39,9 @@ async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
         return;
     };
     let db = Arc::new(db);
-    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
-    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
-    let messages = seed_mail(&source_mail).await;
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false, MAILBOXES);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true, MAILBOXES);
+    let messages = seed_mail(&source_mail, MAILBOXES, |i| 10 + i).await;
     let folders = tempfile::tempdir().unwrap();
     let libraries: Vec<(std::path::PathBuf, std::path::PathBuf)> = (0..LIBRARIES)
         .map(|i| {
@@ -458,8 +294,8 @@ async fn sigterm_hands_a_running_step_back_and_another_worker_takes_it_at_once()
         return;
     };
     let db = Arc::new(db);
-    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
-    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false, MAILBOXES);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true, MAILBOXES);
     // One mailbox, slow to write: every chunk to the target waits 100 ms.
     let mut s0 = source_mail.session("user00@fabrikam.com", "userpw").await;
     for n in 0..SLOW_MESSAGES {
@@ -572,75 +408,4 @@ async fn sigterm_hands_a_running_step_back_and_another_worker_takes_it_at_once()
         report.folders.iter().map(|f| f.target_count).sum::<usize>(),
         SLOW_MESSAGES
     );
-}
-
-/// Wall time of the same move (20 mailboxes, 3 libraries; both mail servers behind a proxy
-/// adding 20 ms to every exchange, about a real service's round trip) with one worker running
-/// one step at a time, one running 4, and three running 4 each (8 per server). A measurement,
-/// not a check: `cargo test -p tenantry --test workers -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a measurement; run on demand"]
-async fn wall_time_with_one_and_three_workers() {
-    for (workers, concurrency) in [(1, "1"), (1, "4"), (3, "4")] {
-        let Some(db) = tenantry_testkit::postgres::postgres_database() else {
-            eprintln!("skipped: PostgreSQL is not installed (Debian package postgresql)");
-            return;
-        };
-        let db = Arc::new(db);
-        let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
-        let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
-        let messages = seed_mail(&source_mail).await;
-        let far = |port| {
-            tenantry_testkit::faults::Proxy::start(
-                port,
-                tenantry_testkit::faults::ProxyConfig {
-                    delay: Duration::from_millis(20),
-                    ..Default::default()
-                },
-            )
-        };
-        let (far_source, far_target) = (far(source_mail.port), far(target_mail.port));
-        let folders = tempfile::tempdir().unwrap();
-        let libraries: Vec<Value> = (0..LIBRARIES)
-            .map(|i| {
-                let (src, dst) = (
-                    folders.path().join(format!("source-{i}")),
-                    folders.path().join(format!("target-{i}")),
-                );
-                sample_tree(&src);
-                std::fs::create_dir_all(&dst).unwrap();
-                json!({"source": src, "target": dst})
-            })
-            .collect();
-        let s = Server::start_on_with_args(db.clone(), &["--no-worker"]);
-        let (id, _, _) = create_move(
-            &s,
-            MAILBOXES,
-            &format!("imap://127.0.0.1:{}", far_source.port()),
-            &format!("imap://127.0.0.1:{}", far_target.port()),
-            libraries,
-        )
-        .await;
-        let work = tempfile::tempdir().unwrap();
-        let _workers: Vec<Worker> = (0..workers)
-            .map(|i| {
-                Worker::start(
-                    &db.url,
-                    &s.key_file(),
-                    &work.path().join(format!("w{i}")),
-                    &["--concurrency", concurrency, "--per-server", "8"],
-                )
-            })
-            .collect();
-        let started = Instant::now();
-        let (status, _) = s
-            .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-            .await;
-        assert_eq!(status, 202);
-        wait_for(&s, &id, "Completed", Duration::from_secs(600)).await;
-        eprintln!(
-            "{workers} worker(s) x {concurrency} at once, 20 ms per exchange: {MAILBOXES} mailboxes ({messages} messages) and {LIBRARIES} libraries in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
 }
