@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use crate::report::{Failure, MigrationReport};
 use crate::retry::RetryPolicy;
 use crate::state::{Record, StateStore};
+use anyhow::Context;
 
 pub struct MigrateOptions {
     pub parallel: usize,
@@ -43,8 +44,9 @@ pub async fn migrate(
     let started = Instant::now();
     let mut report = MigrationReport::new(source.describe(), target.describe(), opts.dry_run);
     let (src_list, tgt_list) = tokio::join!(source.list(), target.list());
-    let src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
-    let tgt_list = tgt_list.map_err(|e| anyhow::anyhow!("listing the target: {e}"))?;
+    // The endpoint's error stays the cause (a caller tells "wait" from "give up" by it).
+    let src_list = src_list.context("listing the source")?;
+    let tgt_list = tgt_list.context("listing the target")?;
     let src_refused = src_list.refused.len();
     // Entries a server listed under unusable paths are failures, named; the rest goes on.
     for (side, refused) in [("source", &src_list.refused), ("target", &tgt_list.refused)] {
@@ -119,10 +121,7 @@ pub async fn migrate(
     }
     // The root may not exist yet (a new library folder).
     if tgt_list.is_empty() {
-        target
-            .mkdir("")
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the target root: {e}"))?;
+        target.mkdir("").await.context("creating the target root")?;
     }
     // Folders of one depth are independent: create them concurrently, one level after another.
     for level in plan

@@ -2,6 +2,8 @@
 //! it, records the outcome. Several workers, in one process or many, can share the queue: a
 //! step is leased to one worker at a time, and a dead worker's lease expires.
 
+use crate::engine_state::{self, StateSlot, SNAPSHOT_EVERY};
+use crate::engines::EngineError;
 use crate::gather::Mover;
 use crate::report;
 use serde_json::{json, Value};
@@ -91,7 +93,9 @@ impl Runner {
             let (runner, record) = (self.clone(), step.clone());
             match tokio::spawn(async move { runner.execute(&record).await }).await {
                 Ok(outcome) => outcome,
-                Err(e) => Err(format!("the step stopped unexpectedly: {e}")),
+                Err(e) => Err(EngineError::Transient(format!(
+                    "the step stopped unexpectedly: {e}"
+                ))),
             }
         };
         if let Err(e) = &outcome {
@@ -110,16 +114,16 @@ impl Runner {
         Ok(true)
     }
 
-    async fn execute(&self, record: &StepRecord) -> Result<Value, String> {
+    async fn execute(&self, record: &StepRecord) -> Result<Value, EngineError> {
         let store = &self.mover.store;
         let moved = store.get_move(record.move_id).await.map_err(text)?;
         let plan: Plan = moved
             .plan
             .clone()
             .and_then(|p| serde_json::from_value(p).ok())
-            .ok_or("the move has no readable plan")?;
+            .ok_or_else(|| EngineError::Permanent("the move has no readable plan".into()))?;
         let step: Step = serde_json::from_value(record.step.clone())
-            .map_err(|e| format!("unreadable step: {e}"))?;
+            .map_err(|e| EngineError::Permanent(format!("unreadable step: {e}")))?;
         let caller = Caller::system(format!("system:mover (move {})", moved.id));
         let ledger = Ledger::new(store.clone());
         let now = (self.clock)();
@@ -222,20 +226,20 @@ impl Runner {
             Step::MigrateMailbox {
                 source_upn,
                 target_upn,
-            } => self.mailbox(&moved, source_upn, target_upn).await,
-            Step::MigrateLibrary { index, .. } => self.library(&moved, *index).await,
+            } => self.mailbox(&moved, record, source_upn, target_upn).await,
+            Step::MigrateLibrary { index, .. } => self.library(&moved, record, *index).await,
             Step::FinalDeltaPass => {
                 let mut passes = Vec::new();
                 if spec.source_mail.is_some() {
                     for user in &plan.users {
                         passes.push(
-                            self.mailbox(&moved, &user.source_upn, &user.target_upn)
+                            self.mailbox(&moved, record, &user.source_upn, &user.target_upn)
                                 .await?,
                         );
                     }
                 }
                 for index in 0..spec.libraries.len() {
-                    passes.push(self.library(&moved, index).await?);
+                    passes.push(self.library(&moved, record, index).await?);
                 }
                 Ok(json!({"passes": passes}))
             }
@@ -269,7 +273,7 @@ impl Runner {
                 if problems.is_empty() {
                     Ok(json!({"verified": checks}))
                 } else {
-                    Err(problems.join("; "))
+                    Err(problems.join("; ").into())
                 }
             }
             Step::UnassignSourceLicences { source_upn } => {
@@ -304,10 +308,9 @@ impl Runner {
                 }
                 Ok(json!({"sourceUpn": source_upn, "removed": remove.len()}))
             }
-            Step::SourceLicences { action } => {
-                self.source_action(&ledger, &caller, &moved, action, now)
-                    .await
-            }
+            Step::SourceLicences { action } => Ok(self
+                .source_action(&ledger, &caller, &moved, action, now)
+                .await?),
             Step::Report => {
                 let report = report::build(store.as_ref(), moved.id)
                     .await
@@ -320,48 +323,116 @@ impl Runner {
     async fn mailbox(
         &self,
         moved: &MoveRecord,
+        record: &StepRecord,
         source_upn: &str,
         target_upn: &str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, EngineError> {
         let spec = &moved.spec;
         let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) else {
-            return Err("the move has no mail servers".into());
+            return Err(EngineError::Permanent(
+                "the move has no mail servers".into(),
+            ));
         };
         let (src, dst) = (
             self.mover.mail_access(src).await.map_err(text)?,
             self.mover.mail_access(dst).await.map_err(text)?,
         );
-        let state = self
-            .mover
-            .state_dir(moved.id)
-            .join("mail")
-            .join(format!("{}.sqlite", safe_name(source_upn)));
+        let name = safe_name(source_upn);
+        let slot = StateSlot {
+            move_id: moved.id,
+            key: format!("mail/{name}"),
+            path: self
+                .mover
+                .state_dir(moved.id)
+                .join("mail")
+                .join(format!("{name}.sqlite")),
+        };
+        let engines = &self.mover.engines;
         let result = self
-            .mover
-            .engines
-            .migrate_mailbox(&src, source_upn, &dst, target_upn, &state)
+            .with_saved_state(record, &slot, |restored| {
+                engines.migrate_mailbox(&src, source_upn, &dst, target_upn, &slot.path, restored)
+            })
             .await?;
         Ok(json!({"mailbox": source_upn, "result": result}))
     }
 
-    async fn library(&self, moved: &MoveRecord, index: usize) -> Result<Value, String> {
+    async fn library(
+        &self,
+        moved: &MoveRecord,
+        record: &StepRecord,
+        index: usize,
+    ) -> Result<Value, EngineError> {
         let mapping = moved
             .spec
             .libraries
             .get(index)
-            .ok_or("no such library in the move")?;
+            .ok_or_else(|| EngineError::Permanent("no such library in the move".into()))?;
         let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
-        let state = self
-            .mover
-            .state_dir(moved.id)
-            .join("files")
-            .join(format!("{index}.sqlite"));
+        let slot = StateSlot {
+            move_id: moved.id,
+            key: format!("files/{index}"),
+            path: self
+                .mover
+                .state_dir(moved.id)
+                .join("files")
+                .join(format!("{index}.sqlite")),
+        };
+        let engines = &self.mover.engines;
+        // The files engine is safe with an older state as is: a record means "complete at its
+        // final path", and both listings are compared on every run.
         let result = self
-            .mover
-            .engines
-            .migrate_library(&src, &dst, &state)
+            .with_saved_state(record, &slot, |_restored| {
+                engines.migrate_library(&src, &dst, &slot.path)
+            })
             .await?;
         Ok(json!({"library": mapping.source, "result": result}))
+    }
+
+    /// Runs an engine on its state file: restored from the database first when this machine
+    /// has none or an older one, saved to the database every [`SNAPSHOT_EVERY`] while the
+    /// engine runs and once more when it ends (whatever the outcome: progress is progress).
+    async fn with_saved_state<F, Fut>(
+        &self,
+        record: &StepRecord,
+        slot: &StateSlot,
+        run: F,
+    ) -> Result<Value, EngineError>
+    where
+        F: FnOnce(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<Value, EngineError>>,
+    {
+        let ledger = Ledger::new(self.mover.store.clone());
+        let restored = engine_state::restore(&ledger, slot)
+            .await
+            .map_err(EngineError::Transient)?;
+        if restored {
+            tracing::info!(step = %record.key, state = %slot.key, "engine state restored from the database");
+        }
+        let saver = {
+            let (ledger, slot, clock) = (ledger.clone(), slot.clone(), self.clock.clone());
+            let (step_key, worker) = (record.key.clone(), self.worker.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SNAPSHOT_EVERY).await;
+                    match engine_state::save(&ledger, &slot, &step_key, &worker, clock()).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(state = %slot.key, error = %e, "engine state not saved")
+                        }
+                    }
+                }
+            })
+        };
+        let outcome = {
+            let _saver = AbortOnDrop(saver);
+            run(restored).await
+        };
+        let now = (self.clock)();
+        if let Err(e) = engine_state::save(&ledger, slot, &record.key, &self.worker, now).await {
+            tracing::warn!(state = %slot.key, error = %e, "engine state not saved");
+        }
+        outcome
     }
 
     async fn source_action(

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 use tenantry_files::endpoint::Endpoint as Library;
+use tenantry_files::endpoint::EndpointError;
 use tenantry_files::local::LocalEndpoint;
 use tenantry_files::location::resolve_login;
 use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
@@ -14,7 +15,9 @@ use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::WebDavEndpoint;
 use tenantry_mail::framer::Limits;
 use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
-use tenantry_mover::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError, Refusal};
+use tenantry_mover::engines::{
+    DataEngines, EngineError, LibraryAccess, MailAccess, ProbeError, Refusal,
+};
 
 pub fn real() -> Arc<dyn DataEngines> {
     Arc::new(Engines {
@@ -89,6 +92,46 @@ impl Engines {
     }
 }
 
+/// The step queue's kind of a mail engine error (`message` is what the step records).
+fn mail_error(e: &ImapError, message: String) -> EngineError {
+    match e {
+        ImapError::LoginRefused { .. } => EngineError::Authentication(message),
+        ImapError::Refused { reason, .. } if e.is_transient() => {
+            match tenantry_mail::sync::suggested_backoff(reason) {
+                Some(retry_after) => EngineError::Throttled {
+                    retry_after,
+                    message,
+                },
+                None => EngineError::Transient(message),
+            }
+        }
+        _ if e.is_transient() => EngineError::Transient(message),
+        _ => EngineError::Permanent(message),
+    }
+}
+
+/// The step queue's kind of a files engine error: the endpoint's error when one caused it
+/// (listing, creating the root), else a local fault (the state file) worth another attempt.
+fn files_error(e: &anyhow::Error) -> EngineError {
+    let message = format!("{e:#}");
+    let Some(endpoint) = e.chain().find_map(|c| c.downcast_ref::<EndpointError>()) else {
+        return EngineError::Transient(message);
+    };
+    match endpoint {
+        EndpointError::Throttled { retry_after, .. } => EngineError::Throttled {
+            retry_after: retry_after.unwrap_or_default(),
+            message,
+        },
+        EndpointError::Transient(_) => EngineError::Transient(message),
+        EndpointError::Auth(_) | EndpointError::Refused(_) => EngineError::Authentication(message),
+        EndpointError::InsufficientStorage
+        | EndpointError::TooLarge
+        | EndpointError::NotFound(_)
+        | EndpointError::Http { .. }
+        | EndpointError::Permanent(_) => EngineError::Permanent(message),
+    }
+}
+
 /// How long probing one mailbox (greeting and login) may take.
 pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -119,19 +162,29 @@ impl DataEngines for Engines {
         target: &MailAccess,
         target_user: &str,
         state: &Path,
-    ) -> Result<Value, String> {
-        let src = mailbox(source, Side::Source, source_user)?;
-        let tgt = mailbox(target, Side::Target, target_user)?;
-        let options = tenantry_mail::sync::Options::default();
+        restored: bool,
+    ) -> Result<Value, EngineError> {
+        let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
+        let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
+        let options = tenantry_mail::sync::Options {
+            restored_state: restored,
+            ..Default::default()
+        };
         let progress = Arc::new(tenantry_mail::report::Progress::default());
         let report =
             tenantry_mail::sync::migrate_mailbox(&src, &tgt, state, &options, progress).await;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.ok() {
-            Ok(value)
-        } else {
-            Err(format!("mailbox {source_user} not fully copied: {value}"))
+            return Ok(value);
         }
+        let message = format!("mailbox {source_user} not fully copied: {value}");
+        // A mailbox-wide error has a typed cause; failed folders or messages are worth another
+        // pass (the state makes it exact).
+        let cause = report.cause.as_deref().and_then(|e| e.downcast_ref());
+        Err(match cause {
+            Some(imap) => mail_error(imap, message),
+            None => EngineError::Transient(message),
+        })
     }
 
     async fn verify_mailbox(
@@ -140,20 +193,23 @@ impl DataEngines for Engines {
         source_user: &str,
         target: &MailAccess,
         target_user: &str,
-    ) -> Result<Value, String> {
-        let src = mailbox(source, Side::Source, source_user)?;
-        let tgt = mailbox(target, Side::Target, target_user)?;
+    ) -> Result<Value, EngineError> {
+        let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
+        let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
         let report = tenantry_mail::verify::verify_mailbox(
             &src,
             &tgt,
             &tenantry_mail::sync::Options::default(),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.downcast_ref::<ImapError>() {
+            Some(imap) => mail_error(imap, format!("{e:#}")),
+            None => EngineError::Transient(format!("{e:#}")),
+        })?;
         if report.ok() {
             Ok(json!({"folders": report.folders.len()}))
         } else {
-            Err(report.differences.join("; "))
+            Err(EngineError::Transient(report.differences.join("; ")))
         }
     }
 
@@ -208,8 +264,11 @@ impl DataEngines for Engines {
         source: &LibraryAccess,
         target: &LibraryAccess,
         state: &Path,
-    ) -> Result<Value, String> {
-        let (src, dst) = (self.library(source)?, self.library(target)?);
+    ) -> Result<Value, EngineError> {
+        let (src, dst) = (
+            self.library(source).map_err(EngineError::Permanent)?,
+            self.library(target).map_err(EngineError::Permanent)?,
+        );
         let options = MigrateOptions {
             parallel: DEFAULT_PARALLEL,
             dry_run: false,
@@ -228,17 +287,18 @@ impl DataEngines for Engines {
             runtime.block_on(migrate(src, dst, &source_name, &target_name, &options))
         })
         .await
-        .map_err(|e| format!("library migration stopped: {e}"))?
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| EngineError::Transient(format!("library migration stopped: {e}")))?
+        .map_err(|e| files_error(&e))?;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.failures.is_empty() {
             Ok(value)
         } else {
-            Err(format!(
+            // Failed files are tried again by the next pass.
+            Err(EngineError::Transient(format!(
                 "library {} not fully copied: {}",
                 source.location,
                 json!(report.failures)
-            ))
+            )))
         }
     }
 
@@ -246,15 +306,18 @@ impl DataEngines for Engines {
         &self,
         source: &LibraryAccess,
         target: &LibraryAccess,
-    ) -> Result<Value, String> {
-        let (src, dst) = (self.library(source)?, self.library(target)?);
+    ) -> Result<Value, EngineError> {
+        let (src, dst) = (
+            self.library(source).map_err(EngineError::Permanent)?,
+            self.library(target).map_err(EngineError::Permanent)?,
+        );
         let report = tenantry_files::verify::verify(src, dst, OnInvalid::Rename, DEFAULT_PARALLEL)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| files_error(&anyhow::Error::new(e)))?;
         if report.ok() {
             Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
         } else {
-            Err(report.to_text())
+            Err(EngineError::Transient(report.to_text()))
         }
     }
 }
@@ -315,6 +378,68 @@ mod tests {
             requests.len(),
             "a request went out"
         );
+    }
+
+    fn imap(url: String, admin: &str, password: &str) -> MailAccess {
+        MailAccess {
+            url,
+            admin_user: admin.into(),
+            password: Secret(password.into()),
+        }
+    }
+
+    /// A refused login is an authentication failure (never retried), whichever side refused.
+    #[tokio::test]
+    async fn a_wrong_admin_password_is_an_authentication_failure() {
+        use tenantry_testkit::dovecot::{Config, Dovecot};
+        let (source, target) = (
+            Dovecot::start(Config::source()),
+            Dovecot::start(Config::target()),
+        );
+        let state = tempfile::tempdir().unwrap();
+        let src = imap(source.host_url(), "srcadmin", "srcadminpw");
+        let wrong = imap(target.host_url(), "admin", "not-the-password");
+        let e = real()
+            .migrate_mailbox(
+                &src,
+                "alice",
+                &wrong,
+                "alice",
+                &state.path().join("a.sqlite"),
+                false,
+            )
+            .await
+            .unwrap_err();
+        let EngineError::Authentication(message) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(message.contains("login refused"), "{message}");
+        assert!(!message.contains("not-the-password"), "{message}");
+        let e = real()
+            .verify_mailbox(&src, "alice", &wrong, "alice")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+    }
+
+    /// A server that drops the connection is a transient failure (retried).
+    #[tokio::test]
+    async fn a_dropped_connection_is_a_transient_failure() {
+        let server = ImapServer::start(|_| Ok(()));
+        let state = tempfile::tempdir().unwrap();
+        let url = format!("imap://127.0.0.1:{}", server.port());
+        let e = real()
+            .migrate_mailbox(
+                &imap(url.clone(), "admin", "pw"),
+                "alice",
+                &imap(url, "admin", "pw"),
+                "alice",
+                &state.path().join("a.sqlite"),
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@ use super::{
     ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore, USER_COLUMNS,
 };
 use crate::moves::{
-    MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord, StepState,
+    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord,
+    StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
@@ -216,6 +217,23 @@ impl MoveStore for SqliteStore {
 
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>> {
         self.read(move |conn| steps_of(conn, move_id)).await
+    }
+
+    async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT version, state FROM engine_state WHERE move_id = ?1 AND state_key = ?2",
+                )?
+                .query_row(params![move_id.to_string(), key], |r| {
+                    Ok(EngineState {
+                        version: r.get(0)?,
+                        state: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
     }
 
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot> {
@@ -465,5 +483,23 @@ impl MoveTx for SqliteTx<'_> {
             [],
         )?;
         Ok(n as u64)
+    }
+
+    fn put_engine_state(
+        &mut self,
+        move_id: Uuid,
+        key: &str,
+        state: &[u8],
+        now: Timestamp,
+    ) -> Result<i64> {
+        Ok(self.ctx.conn.query_row(
+            "INSERT INTO engine_state (move_id, state_key, version, state, updated_at)
+             VALUES (?1, ?2, 1, ?3, ?4)
+             ON CONFLICT (move_id, state_key) DO UPDATE
+               SET version = engine_state.version + 1, state = excluded.state, updated_at = excluded.updated_at
+             RETURNING version",
+            params![move_id.to_string(), key, state, now.0],
+            |r| r.get(0),
+        )?)
     }
 }

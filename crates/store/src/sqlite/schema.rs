@@ -189,6 +189,21 @@ const NUMBERED: &[(i64, &str)] = &[
     CREATE INDEX app_tokens_by_expiry ON app_tokens(expires_at);
     "#,
     ),
+    // 22: the data engines' resumable state, so that any worker resumes a step (PostgreSQL's
+    // version 4).
+    (
+        22,
+        r#"
+    CREATE TABLE engine_state (
+        move_id    TEXT NOT NULL REFERENCES moves(id) ON DELETE CASCADE,
+        state_key  TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        state      BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (move_id, state_key)
+    );
+    "#,
+    ),
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -272,7 +287,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(numbered, [20], "migration 20 recorded once");
+        assert_eq!(numbered, [20, 22], "each migration recorded once");
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);
