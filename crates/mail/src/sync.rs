@@ -840,8 +840,10 @@ async fn sync_folder(
             CRASH_GRACE
         };
         rows.extend(pending_rows);
-        let (target, exists) = (&m.target, tsel.exists);
+        let (target, exists, before) = (&m.target, tsel.exists, maps.len());
         reconcile(t, key, target, exists, rows, &mut maps, ctx, grace).await?;
+        // Found on the target instead of copied.
+        rep.matched += maps.len().saturating_sub(before) as u64;
         ctx.state.clear_unverified(key)?;
     } else if !pending_rows.is_empty() {
         let (target, exists) = (&m.target, tsel.exists);
