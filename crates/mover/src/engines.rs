@@ -13,6 +13,10 @@ pub struct MailAccess {
     pub url: String,
     pub admin_user: String,
     pub password: Secret,
+    /// A mailbox these credentials opened before (one this move already migrated into): a
+    /// control login into it tells a refused admin login from a mailbox that does not exist
+    /// yet, which a master-user server answers alike.
+    pub known_mailbox: Option<String>,
 }
 
 /// A library location with the credentials from its connection profile, if any.

@@ -18,7 +18,7 @@ use tenantry_ledger::subscription::SubscriptionStatus;
 use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, TenantId, Timestamp};
 use tenantry_moves::plan::{MovedUser, Plan, SourceAction, Step, TargetPurchase};
-use tenantry_store::moves::{MoveRecord, StepRecord};
+use tenantry_store::moves::{MoveRecord, StepRecord, StepState};
 use tenantry_store::{PageRequest, StoreError};
 
 /// How long a claimed step is ours before another worker may take it over.
@@ -246,11 +246,14 @@ impl Runner {
             Step::Verify => {
                 let mut checks = Vec::new();
                 let mut problems = Vec::new();
+                // A failure retrying cannot fix (a refused login) decides the step's kind.
+                let mut final_failure: Option<EngineError> = None;
                 if let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) {
-                    let (src, dst) = (
+                    let (src, mut dst) = (
                         self.mover.mail_access(src).await.map_err(text)?,
                         self.mover.mail_access(dst).await.map_err(text)?,
                     );
+                    dst.known_mailbox = self.migrated_target_mailbox(&moved).await;
                     for user in &plan.users {
                         match self
                             .mover
@@ -259,7 +262,16 @@ impl Runner {
                             .await
                         {
                             Ok(v) => checks.push(json!({"mailbox": user.source_upn, "result": v})),
-                            Err(e) => problems.push(format!("mailbox {}: {e}", user.source_upn)),
+                            Err(e) => {
+                                problems.push(format!(
+                                    "mailbox {}: {}",
+                                    user.source_upn,
+                                    e.message()
+                                ));
+                                if !e.is_retryable() {
+                                    final_failure.get_or_insert(e);
+                                }
+                            }
                         }
                     }
                 }
@@ -267,13 +279,22 @@ impl Runner {
                     let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
                     match self.mover.engines.verify_library(&src, &dst).await {
                         Ok(v) => checks.push(json!({"library": mapping.source, "result": v})),
-                        Err(e) => problems.push(format!("library {}: {e}", mapping.source)),
+                        Err(e) => {
+                            problems.push(format!("library {}: {}", mapping.source, e.message()));
+                            if !e.is_retryable() {
+                                final_failure.get_or_insert(e);
+                            }
+                        }
                     }
                 }
-                if problems.is_empty() {
-                    Ok(json!({"verified": checks}))
-                } else {
-                    Err(problems.join("; ").into())
+                let message = problems.join("; ");
+                match final_failure {
+                    _ if problems.is_empty() => Ok(json!({"verified": checks})),
+                    Some(EngineError::Authentication(_)) => {
+                        Err(EngineError::Authentication(message))
+                    }
+                    Some(_) => Err(EngineError::Permanent(message)),
+                    None => Err(EngineError::Transient(message)),
                 }
             }
             Step::UnassignSourceLicences { source_upn } => {
@@ -333,10 +354,11 @@ impl Runner {
                 "the move has no mail servers".into(),
             ));
         };
-        let (src, dst) = (
+        let (src, mut dst) = (
             self.mover.mail_access(src).await.map_err(text)?,
             self.mover.mail_access(dst).await.map_err(text)?,
         );
+        dst.known_mailbox = self.migrated_target_mailbox(moved).await;
         let name = safe_name(source_upn);
         let slot = StateSlot {
             move_id: moved.id,
@@ -354,6 +376,19 @@ impl Runner {
             })
             .await?;
         Ok(json!({"mailbox": source_upn, "result": result}))
+    }
+
+    /// The target mailbox of a mailbox step this move has completed: the target's admin login
+    /// worked there (for telling a refused login from a mailbox not there yet).
+    async fn migrated_target_mailbox(&self, moved: &MoveRecord) -> Option<String> {
+        let steps = self.mover.store.steps(moved.id).await.ok()?;
+        steps
+            .into_iter()
+            .filter(|s| s.state == StepState::Done)
+            .find_map(|s| match serde_json::from_value(s.step).ok()? {
+                Step::MigrateMailbox { target_upn, .. } => Some(target_upn),
+                _ => None,
+            })
     }
 
     async fn library(

@@ -92,22 +92,69 @@ impl Engines {
     }
 }
 
-/// The step queue's kind of a mail engine error (`message` is what the step records).
-fn mail_error(e: &ImapError, message: String) -> EngineError {
-    match e {
-        ImapError::LoginRefused { .. } => EngineError::Authentication(message),
-        ImapError::Refused { reason, .. } if e.is_transient() => {
-            match tenantry_mail::sync::suggested_backoff(reason) {
-                Some(retry_after) => EngineError::Throttled {
-                    retry_after,
-                    message,
-                },
-                None => EngineError::Transient(message),
+/// How long a step waits for a target mailbox that does not exist yet (a new user's mailbox
+/// appears some minutes after its licence) once the admin login is known to work.
+const PROVISIONING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Engines {
+    /// The step queue's kind of a mail engine error (`message` is what the step records).
+    ///
+    /// A refused login: on the source it is the connection profile's credentials (the run
+    /// starts only after every source mailbox's login worked). On the target a master-user
+    /// server answers a wrong admin password and a mailbox that does not exist yet alike, and
+    /// the planner expects new mailboxes to appear late: a control login into a mailbox the same
+    /// credentials opened before decides — refused too → authentication (not retried), works →
+    /// the mailbox is not there yet (retried after [`PROVISIONING_WAIT`]). Without such a
+    /// mailbox the refusal is transient: retried with back-off up to the attempt limit.
+    async fn mail_error(&self, e: &ImapError, target: &MailAccess, message: String) -> EngineError {
+        match e {
+            ImapError::LoginRefused {
+                side: Side::Source, ..
+            } => EngineError::Authentication(message),
+            ImapError::LoginRefused {
+                side: Side::Target, ..
+            } => self.target_refusal(target, message).await,
+            ImapError::Refused { reason, .. } if e.is_transient() => {
+                match tenantry_mail::sync::suggested_backoff(reason) {
+                    Some(retry_after) => EngineError::Throttled {
+                        retry_after,
+                        message,
+                    },
+                    None => EngineError::Transient(message),
+                }
             }
+            _ if e.is_transient() => EngineError::Transient(message),
+            _ => EngineError::Permanent(message),
         }
-        _ if e.is_transient() => EngineError::Transient(message),
-        _ => EngineError::Permanent(message),
     }
+
+    async fn target_refusal(&self, target: &MailAccess, message: String) -> EngineError {
+        let Some(known) = &target.known_mailbox else {
+            return EngineError::Transient(format!(
+                "{message} (the target mailbox may not exist yet; if this persists, check the \
+                 target connection profile's credentials)"
+            ));
+        };
+        match self.probe_mailbox(target, known).await {
+            Err(ProbeError::LoginRefused(_)) => EngineError::Authentication(format!(
+                "{message}; the same admin login into {known}, which it opened before, is \
+                 refused too"
+            )),
+            Ok(()) => EngineError::Throttled {
+                retry_after: PROVISIONING_WAIT,
+                message: format!(
+                    "{message}: the target mailbox does not exist yet (the admin login works \
+                     for {known})"
+                ),
+            },
+            Err(ProbeError::Unreachable(_)) => EngineError::Transient(message),
+        }
+    }
+}
+
+/// The IMAP error behind a mail engine failure, wherever it sits in the chain.
+fn imap_cause(e: &anyhow::Error) -> Option<&ImapError> {
+    e.chain().find_map(|c| c.downcast_ref::<ImapError>())
 }
 
 /// The step queue's kind of a files engine error: the endpoint's error when one caused it
@@ -180,9 +227,8 @@ impl DataEngines for Engines {
         let message = format!("mailbox {source_user} not fully copied: {value}");
         // A mailbox-wide error has a typed cause; failed folders or messages are worth another
         // pass (the state makes it exact).
-        let cause = report.cause.as_deref().and_then(|e| e.downcast_ref());
-        Err(match cause {
-            Some(imap) => mail_error(imap, message),
+        Err(match report.cause.as_deref().and_then(imap_cause) {
+            Some(imap) => self.mail_error(imap, target, message).await,
             None => EngineError::Transient(message),
         })
     }
@@ -196,16 +242,22 @@ impl DataEngines for Engines {
     ) -> Result<Value, EngineError> {
         let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
         let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
-        let report = tenantry_mail::verify::verify_mailbox(
+        let verified = tenantry_mail::verify::verify_mailbox(
             &src,
             &tgt,
             &tenantry_mail::sync::Options::default(),
         )
-        .await
-        .map_err(|e| match e.downcast_ref::<ImapError>() {
-            Some(imap) => mail_error(imap, format!("{e:#}")),
-            None => EngineError::Transient(format!("{e:#}")),
-        })?;
+        .await;
+        let report = match verified {
+            Ok(report) => report,
+            Err(e) => {
+                let message = format!("{e:#}");
+                return Err(match imap_cause(&e) {
+                    Some(imap) => self.mail_error(imap, target, message).await,
+                    None => EngineError::Transient(message),
+                });
+            }
+        };
         if report.ok() {
             Ok(json!({"folders": report.folders.len()}))
         } else {
@@ -385,60 +437,101 @@ mod tests {
             url,
             admin_user: admin.into(),
             password: Secret(password.into()),
+            known_mailbox: None,
         }
     }
 
-    /// A refused login is an authentication failure (never retried), whichever side refused.
+    async fn migrate(src: &MailAccess, tgt: &MailAccess, target_user: &str) -> EngineError {
+        let state = tempfile::tempdir().unwrap();
+        real()
+            .migrate_mailbox(
+                src,
+                "alice",
+                tgt,
+                target_user,
+                &state.path().join("a.sqlite"),
+                false,
+            )
+            .await
+            .unwrap_err()
+    }
+
+    /// A refused source login is the profile's credentials (every source login worked when the
+    /// run started): an authentication failure, never retried, with what to fix.
     #[tokio::test]
-    async fn a_wrong_admin_password_is_an_authentication_failure() {
+    async fn a_refused_source_login_is_an_authentication_failure() {
         use tenantry_testkit::dovecot::{Config, Dovecot};
         let (source, target) = (
             Dovecot::start(Config::source()),
             Dovecot::start(Config::target()),
         );
-        let state = tempfile::tempdir().unwrap();
-        let src = imap(source.host_url(), "srcadmin", "srcadminpw");
-        let wrong = imap(target.host_url(), "admin", "not-the-password");
-        let e = real()
-            .migrate_mailbox(
-                &src,
-                "alice",
-                &wrong,
-                "alice",
-                &state.path().join("a.sqlite"),
-                false,
-            )
-            .await
-            .unwrap_err();
+        let wrong = imap(source.host_url(), "srcadmin", "not-the-password");
+        let tgt = imap(target.host_url(), "admin", "adminpw");
+        let e = migrate(&wrong, &tgt, "alice").await;
         let EngineError::Authentication(message) = &e else {
             panic!("{e:?}")
         };
         assert!(message.contains("login refused"), "{message}");
         assert!(!message.contains("not-the-password"), "{message}");
+        assert!(e.describe().contains("fix the connection profile"), "{e}");
         let e = real()
-            .verify_mailbox(&src, "alice", &wrong, "alice")
+            .verify_mailbox(&wrong, "alice", &tgt, "alice")
             .await
             .unwrap_err();
         assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+    }
+
+    /// A refused target login is a wrong admin password or a mailbox not there yet: a control
+    /// login into a mailbox the credentials opened before tells which; without one, retry.
+    #[tokio::test]
+    async fn a_refused_target_login_is_told_apart_by_a_control_login() {
+        use tenantry_testkit::dovecot::{Config, Dovecot};
+        let (source, target) = (
+            Dovecot::start(Config::source()),
+            Dovecot::start(Config::target()),
+        );
+        let src = imap(source.host_url(), "srcadmin", "srcadminpw");
+        let right = imap(target.host_url(), "admin", "adminpw");
+        let wrong = imap(target.host_url(), "admin", "not-the-password");
+        let known = |access: &MailAccess| MailAccess {
+            known_mailbox: Some("alice".into()),
+            ..access.clone()
+        };
+        // No mailbox "dave" on the target yet, and no control mailbox: retried with back-off.
+        let e = migrate(&src, &right, "dave").await;
+        assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
+        assert!(e.message().contains("may not exist yet"), "{e}");
+        // The admin login works for alice: dave's mailbox is not there yet; wait for it.
+        let e = migrate(&src, &known(&right), "dave").await;
+        let EngineError::Throttled { retry_after, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(*retry_after, PROVISIONING_WAIT);
+        // The admin login is refused for alice too: the profile is wrong, not retried.
+        let e = migrate(&src, &known(&wrong), "alice").await;
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+        assert!(!e.describe().contains("not-the-password"), "{e}");
+        let e = real()
+            .verify_mailbox(&src, "alice", &known(&wrong), "alice")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+        // Without a control mailbox a wrong password cannot be told from a missing mailbox.
+        let e = migrate(&src, &wrong, "alice").await;
+        assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
     }
 
     /// A server that drops the connection is a transient failure (retried).
     #[tokio::test]
     async fn a_dropped_connection_is_a_transient_failure() {
         let server = ImapServer::start(|_| Ok(()));
-        let state = tempfile::tempdir().unwrap();
         let url = format!("imap://127.0.0.1:{}", server.port());
-        let e = real()
-            .migrate_mailbox(
-                &imap(url.clone(), "admin", "pw"),
-                "alice",
-                &imap(url, "admin", "pw"),
-                "alice",
-                &state.path().join("a.sqlite"),
-                false,
-            )
-            .await
-            .unwrap_err();
+        let e = migrate(
+            &imap(url.clone(), "admin", "pw"),
+            &imap(url, "admin", "pw"),
+            "alice",
+        )
+        .await;
         assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
     }
 
@@ -453,11 +546,7 @@ mod tests {
             }
             Ok(())
         });
-        let access = MailAccess {
-            url: format!("imap://127.0.0.1:{}", server.port()),
-            admin_user: "admin".into(),
-            password: Secret("pw".into()),
-        };
+        let access = imap(format!("imap://127.0.0.1:{}", server.port()), "admin", "pw");
         let started = Instant::now();
         let e = real().probe_mailbox(&access, "alice").await.unwrap_err();
         let ProbeError::Unreachable(why) = e else {
