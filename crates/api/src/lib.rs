@@ -224,8 +224,12 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .with_state(app)
 }
 
+/// How long an admin-center session lasts without a request (the sweeper forgets it then).
+pub const WEB_SESSION_IDLE_SECS: i64 = 8 * 3600;
+
 /// Applies subscription lifecycle transitions as time passes, forgets idempotency keys
-/// older than [`idempotency::KEEP_FOR_SECS`] and expired application access tokens.
+/// older than [`idempotency::KEEP_FOR_SECS`], expired application access tokens and idle
+/// admin-center sessions.
 pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -241,6 +245,10 @@ pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
             }
             if let Err(e) = app.ledger.sweep_app_tokens(now).await {
                 tracing::error!(error = %e, "expired access token sweep failed");
+            }
+            let idle = tenantry_ledger::Timestamp(now.0 - WEB_SESSION_IDLE_SECS);
+            if let Err(e) = app.store.expire_web_sessions(idle).await {
+                tracing::error!(error = %e, "idle admin-center session sweep failed");
             }
         }
     });

@@ -1440,3 +1440,56 @@ async fn an_application_token_stands_for_its_application_until_it_expires() {
         "only the secret's hash is stored"
     );
 }
+
+/// Admin-center sessions: stored by id hash with their principal (operator or tenant role),
+/// touched, deleted, and forgotten once idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sessions_are_stored_touched_and_expired() {
+    use tenantry_store::WebSession;
+    let b = backend().await;
+    let tenant = Principal::Tenant {
+        tenant_id: TenantId::new_random(),
+        role: Role::LicenseAdmin,
+        token_id: TokenId::new_random(),
+    };
+    for (hash, principal) in [("h-op", Principal::Operator), ("h-tenant", tenant)] {
+        b.store()
+            .create_web_session(WebSession {
+                id_hash: hash.into(),
+                principal,
+                csrf: format!("csrf-{hash}"),
+                last_seen: NOW,
+            })
+            .await
+            .unwrap();
+    }
+    let read = |hash: &str| b.store().web_session(hash.to_string());
+    let stored = read("h-tenant").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.principal, stored.csrf.as_str(), stored.last_seen),
+        (tenant, "csrf-h-tenant", NOW)
+    );
+    assert_eq!(
+        read("h-op").await.unwrap().unwrap().principal,
+        Principal::Operator
+    );
+    assert!(read("unknown").await.unwrap().is_none());
+    // Touched: the tenant session survives an expiry that forgets the idle operator one.
+    b.store()
+        .touch_web_session("h-tenant".into(), Timestamp(NOW.0 + 100))
+        .await
+        .unwrap();
+    let expired = b
+        .store()
+        .expire_web_sessions(Timestamp(NOW.0 + 50))
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    assert!(read("h-op").await.unwrap().is_none());
+    assert!(read("h-tenant").await.unwrap().is_some());
+    b.store()
+        .delete_web_session("h-tenant".into())
+        .await
+        .unwrap();
+    assert!(read("h-tenant").await.unwrap().is_none());
+}

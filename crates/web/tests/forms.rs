@@ -704,3 +704,33 @@ async fn sign_in_failures_are_limited_with_a_clear_message() {
         .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// Signed-in sessions live in the database: a server started afresh on the same database (a
+/// restart, or a second process behind the same load balancer) knows the cookie and its CSRF
+/// token, and signing out there ends the session on the first server too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_signs_nobody_out() {
+    let first = Server::start().await;
+    let mut browser = Client::new(&first.base);
+    browser.sign_in(OPERATOR).await;
+    assert_eq!(browser.get("/tenants").await.0, StatusCode::OK);
+    let signed_in = browser.cookie.clone();
+
+    let second = first.restarted().await;
+    browser.base = second.base.clone();
+    let (status, html) = browser.get("/tenants").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "still signed in after the restart: {html}"
+    );
+    let csrf = browser.csrf("/tenants").await;
+    let r = browser.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // The old cookie, replayed on the first server: the session is gone everywhere.
+    browser.base = first.base.clone();
+    browser.cookie = signed_in;
+    let (status, _) = browser.get("/tenants").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "signed out everywhere");
+}

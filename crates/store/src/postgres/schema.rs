@@ -202,6 +202,21 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     );
     "#,
     ),
+    // 5: admin-center sessions, so that a restart signs nobody out (SQLite's numbered 23).
+    (
+        5,
+        r#"
+    CREATE TABLE web_sessions (
+        id_hash   TEXT PRIMARY KEY,
+        tenant_id TEXT,
+        role      TEXT,
+        token_id  TEXT,
+        csrf      TEXT NOT NULL,
+        last_seen BIGINT NOT NULL
+    );
+    CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen);
+    "#,
+    ),
 ];
 
 /// Applies the migrations this database lacks, inside `tx` (the caller commits), under the

@@ -204,6 +204,21 @@ const NUMBERED: &[(i64, &str)] = &[
     );
     "#,
     ),
+    // 23: admin-center sessions, so that a restart signs nobody out (PostgreSQL's version 5).
+    (
+        23,
+        r#"
+    CREATE TABLE web_sessions (
+        id_hash   TEXT PRIMARY KEY,
+        tenant_id TEXT,
+        role      TEXT,
+        token_id  TEXT,
+        csrf      TEXT NOT NULL,
+        last_seen INTEGER NOT NULL
+    );
+    CREATE INDEX web_sessions_by_last_seen ON web_sessions(last_seen);
+    "#,
+    ),
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -287,7 +302,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(numbered, [20, 22], "each migration recorded once");
+        assert_eq!(numbered, [20, 22, 23], "each migration recorded once");
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);
