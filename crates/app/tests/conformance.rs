@@ -1493,3 +1493,54 @@ async fn web_sessions_are_stored_touched_and_expired() {
         .unwrap();
     assert!(read("h-tenant").await.unwrap().is_none());
 }
+
+/// A named lease (the lifecycle sweeper's) is held by one holder at a time: renewed by its
+/// holder, refused to others until it expires; of many asking at once, exactly one gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_by_one_holder_at_a_time() {
+    let b = backend().await;
+    let take = |holder: &str, until: i64, now: i64| {
+        b.store().take_lease(
+            "sweeper",
+            holder.to_string(),
+            Timestamp(NOW.0 + until),
+            Timestamp(NOW.0 + now),
+        )
+    };
+    assert!(take("a", 120, 0).await.unwrap(), "free");
+    assert!(!take("b", 120, 60).await.unwrap(), "a's until 120");
+    assert!(take("a", 180, 60).await.unwrap(), "renewed by its holder");
+    assert!(!take("b", 300, 150).await.unwrap(), "renewed until 180");
+    assert!(take("b", 300, 181).await.unwrap(), "expired: taken over");
+    assert!(!take("a", 400, 200).await.unwrap(), "a lost it");
+    // Another lease name is independent.
+    assert!(b
+        .store()
+        .take_lease(
+            "other",
+            "a".into(),
+            Timestamp(NOW.0 + 400),
+            Timestamp(NOW.0 + 200)
+        )
+        .await
+        .unwrap());
+
+    // Many at once, after b's lease ran out: exactly one wins.
+    let at = Timestamp(NOW.0 + 1_000);
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let store = b.store().clone();
+            tokio::spawn(async move {
+                store
+                    .take_lease("sweeper", format!("p{i}"), Timestamp(at.0 + 120), at)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tries {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}

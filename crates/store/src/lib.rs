@@ -206,6 +206,17 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn delete_web_session(&self, id_hash: String) -> Result<()>;
     /// Forgets the sessions last seen before `before`; returns how many.
     async fn expire_web_sessions(&self, before: Timestamp) -> Result<usize>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`: `true` when `holder` now
+    /// holds it (it was free, expired before `now`, or already `holder`'s). One atomic
+    /// conditional upsert, so of processes asking at once exactly one gets a free lease.
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: String,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
 }
 
 /// A signed-in admin-center session as stored: never its id (only a hash of it).

@@ -552,4 +552,25 @@ impl LedgerStore for PgStore {
         })
         .await
     }
+
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: String,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.write(move |conn| {
+            Ok(conn
+                .query_opt(
+                    "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                     WHERE leases.holder = excluded.holder OR leases.until < $4
+                     RETURNING holder",
+                    &[&name, &holder, &until.0, &now.0],
+                )?
+                .is_some())
+        })
+        .await
+    }
 }

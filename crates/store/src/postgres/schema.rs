@@ -217,6 +217,17 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen);
     "#,
     ),
+    // 6: named leases (the lifecycle sweeper's: one process sweeps at a time; SQLite's 24).
+    (
+        6,
+        r#"
+    CREATE TABLE leases (
+        name   TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until  BIGINT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations this database lacks, inside `tx` (the caller commits), under the

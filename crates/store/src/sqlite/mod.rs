@@ -739,4 +739,27 @@ impl LedgerStore for SqliteStore {
         })
         .await
     }
+
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: String,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.write(move |ctx| {
+            Ok(ctx
+                .conn
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                     WHERE leases.holder = excluded.holder OR leases.until < ?4
+                     RETURNING holder",
+                )?
+                .query_row(params![name, holder, until.0, now.0], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
 }

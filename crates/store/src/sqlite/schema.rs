@@ -219,6 +219,18 @@ const NUMBERED: &[(i64, &str)] = &[
     CREATE INDEX web_sessions_by_last_seen ON web_sessions(last_seen);
     "#,
     ),
+    // 24: named leases (the lifecycle sweeper's: one process sweeps at a time; PostgreSQL's
+    // version 6).
+    (
+        24,
+        r#"
+    CREATE TABLE leases (
+        name   TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until  INTEGER NOT NULL
+    );
+    "#,
+    ),
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -302,7 +314,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(numbered, [20, 22, 23], "each migration recorded once");
+        assert_eq!(numbered, [20, 22, 23, 24], "each migration recorded once");
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);
