@@ -521,6 +521,36 @@ mod tests {
         assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
     }
 
+    /// A library server refusing the profile's credentials (401) is an authentication
+    /// failure; one answering 404 for the source is permanent. Neither is retried.
+    #[tokio::test]
+    async fn a_refused_library_login_is_an_authentication_failure() {
+        let refusing = HttpServer::start(|_, w| {
+            respond(w, 401, &[("WWW-Authenticate", "Basic realm=\"x\"")], b"")
+        });
+        let missing = HttpServer::start(|_, w| respond(w, 404, &[], b""));
+        let state = tempfile::tempdir().unwrap();
+        let at = |server: &HttpServer| {
+            library(format!("webdav://127.0.0.1:{}/lib/", server.port()), "bob")
+        };
+        let e = real()
+            .migrate_library(
+                &at(&refusing),
+                &at(&missing),
+                &state.path().join("l.sqlite"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+        assert!(e.describe().contains("fix the connection profile"), "{e}");
+        assert!(!e.describe().contains("Ym9iOnB3"), "{e}");
+        let e = real()
+            .migrate_library(&at(&missing), &at(&missing), &state.path().join("m.sqlite"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Permanent(_)), "{e:?}");
+    }
+
     /// A server that drops the connection is a transient failure (retried).
     #[tokio::test]
     async fn a_dropped_connection_is_a_transient_failure() {
