@@ -20,7 +20,7 @@ pub mod throttle;
 pub mod users;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use routes::{audit, billing, directory, moves, ops, platform};
 use std::sync::Arc;
@@ -196,6 +196,7 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
             "/v1/connectionProfiles",
             post(moves::create_profile).get(moves::list_profiles),
         )
+        .route("/v1/connectionProfiles/{name}", put(moves::update_profile))
         .route("/v1/moves", post(moves::create).get(moves::list_all))
         .route("/v1/moves/{id}", get(moves::get))
         .route("/v1/moves/{id}/plan", get(moves::plan))

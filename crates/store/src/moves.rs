@@ -237,5 +237,13 @@ pub trait MoveStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<ProfileRecord>;
     async fn get_profile(&self, name: String) -> Result<ProfileRecord>;
+    /// Replaces a profile's login (name and kind stay): the fix for credentials a server
+    /// refused. Not found when there is no such profile.
+    async fn update_profile(
+        &self,
+        name: String,
+        username: String,
+        secret: Vec<u8>,
+    ) -> Result<ProfileRecord>;
     async fn list_profiles(&self) -> Result<Vec<ProfileRecord>>;
 }

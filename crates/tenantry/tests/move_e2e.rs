@@ -374,4 +374,32 @@ async fn a_refused_admin_login_fails_the_step_after_one_attempt() {
         failed["progress"]["done"].as_u64().unwrap() > first_mailbox as u64,
         "{failed}"
     );
+
+    // What the message says: fix the profile, resume — and the move completes.
+    let (status, p) = s
+        .call(
+            Method::PUT,
+            "/v1/connectionProfiles/dst-imap",
+            OPERATOR,
+            Some(json!({"username": "admin", "password": "rotated-on-the-server"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert!(!p.to_string().contains("rotated-on-the-server"), "{p}");
+    let (status, m) = s
+        .post(&format!("/v1/moves/{id}/resume"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202, "{m}");
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+    assert_problem(
+        &s.call(
+            Method::PUT,
+            "/v1/connectionProfiles/no-such-profile",
+            OPERATOR,
+            Some(json!({"username": "admin", "password": "x"})),
+        )
+        .await,
+        404,
+        "NotFound",
+    );
 }

@@ -265,6 +265,25 @@ impl MoveStore for PgStore {
         .await
     }
 
+    async fn update_profile(
+        &self,
+        name: String,
+        username: String,
+        secret: Vec<u8>,
+    ) -> Result<ProfileRecord> {
+        self.write(move |conn| {
+            conn.query_opt(
+                "UPDATE connection_profiles SET username = $2, secret = $3 WHERE name = $1
+                 RETURNING id, name, kind, username, secret, created_at",
+                &[&name, &username, &secret],
+            )?
+            .map(|r| profile_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| LedgerError::not_found("connection profile").into())
+        })
+        .await
+    }
+
     async fn list_profiles(&self) -> Result<Vec<ProfileRecord>> {
         self.read(|conn| {
             conn.query(

@@ -321,6 +321,25 @@ impl MoveStore for SqliteStore {
         .await
     }
 
+    async fn update_profile(
+        &self,
+        name: String,
+        username: String,
+        secret: Vec<u8>,
+    ) -> Result<ProfileRecord> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE connection_profiles SET username = ?2, secret = ?3 WHERE name = ?1
+                     RETURNING id, name, kind, username, secret, created_at",
+                )?
+                .query_row(params![name, username, secret], profile_from_row)
+                .optional()?
+                .ok_or_else(|| LedgerError::not_found("connection profile").into())
+        })
+        .await
+    }
+
     async fn list_profiles(&self) -> Result<Vec<ProfileRecord>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT id, name, kind, username, secret, created_at FROM connection_profiles ORDER BY seq")?;
