@@ -17,7 +17,20 @@ use crate::progress::Progress;
 use crate::report::{Failure, MigrationReport};
 use crate::retry::RetryPolicy;
 use crate::state::{Record, StateStore};
-use anyhow::Context;
+
+/// What the migration was doing when an endpoint failed, with the endpoint's error kept typed:
+/// a caller tells "wait" from "give up" by it. The message names both (not as a `source`, so
+/// a chain printed with `{:#}` does not repeat the cause).
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {error}")]
+pub struct EndpointStep {
+    pub doing: &'static str,
+    pub error: EndpointError,
+}
+
+fn step(doing: &'static str) -> impl FnOnce(EndpointError) -> EndpointStep {
+    move |error| EndpointStep { doing, error }
+}
 
 pub struct MigrateOptions {
     pub parallel: usize,
@@ -44,9 +57,8 @@ pub async fn migrate(
     let started = Instant::now();
     let mut report = MigrationReport::new(source.describe(), target.describe(), opts.dry_run);
     let (src_list, tgt_list) = tokio::join!(source.list(), target.list());
-    // The endpoint's error stays the cause (a caller tells "wait" from "give up" by it).
-    let src_list = src_list.context("listing the source")?;
-    let tgt_list = tgt_list.context("listing the target")?;
+    let src_list = src_list.map_err(step("listing the source"))?;
+    let tgt_list = tgt_list.map_err(step("listing the target"))?;
     let src_refused = src_list.refused.len();
     // Entries a server listed under unusable paths are failures, named; the rest goes on.
     for (side, refused) in [("source", &src_list.refused), ("target", &tgt_list.refused)] {
@@ -121,7 +133,10 @@ pub async fn migrate(
     }
     // The root may not exist yet (a new library folder).
     if tgt_list.is_empty() {
-        target.mkdir("").await.context("creating the target root")?;
+        target
+            .mkdir("")
+            .await
+            .map_err(step("creating the target root"))?;
     }
     // Folders of one depth are independent: create them concurrently, one level after another.
     for level in plan

@@ -9,7 +9,7 @@ use tenantry_files::endpoint::Endpoint as Library;
 use tenantry_files::endpoint::EndpointError;
 use tenantry_files::local::LocalEndpoint;
 use tenantry_files::location::resolve_login;
-use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
+use tenantry_files::migrate::{migrate, EndpointStep, MigrateOptions, DEFAULT_PARALLEL};
 use tenantry_files::preflight::{map_entries, OnInvalid};
 use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::WebDavEndpoint;
@@ -161,7 +161,12 @@ fn imap_cause(e: &anyhow::Error) -> Option<&ImapError> {
 /// (listing, creating the root), else a local fault (the state file) worth another attempt.
 fn files_error(e: &anyhow::Error) -> EngineError {
     let message = format!("{e:#}");
-    let Some(endpoint) = e.chain().find_map(|c| c.downcast_ref::<EndpointError>()) else {
+    let endpoint = e.chain().find_map(|c| {
+        c.downcast_ref::<EndpointStep>()
+            .map(|s| &s.error)
+            .or_else(|| c.downcast_ref::<EndpointError>())
+    });
+    let Some(endpoint) = endpoint else {
         return EngineError::Transient(message);
     };
     match endpoint {
