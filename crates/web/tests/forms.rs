@@ -590,6 +590,38 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = r.text().await.unwrap();
     assert!(html.contains("kind must be imap or webdav") && !html.contains("s3cret-never-shown"));
+    // A refused login is fixed here: the profile's user name and password are replaced.
+    let r = op
+        .post(
+            "/moves/profiles/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "fabrikam-dav"),
+                ("username", "dav2"),
+                ("password", "n3w-s3cret-never-shown"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = op.get("/moves/profiles").await;
+    assert!(html.contains("login of connection profile fabrikam-dav is replaced"));
+    assert!(html.contains("<td>dav2</td>") && !html.contains("n3w-s3cret-never-shown"));
+    let r = op
+        .post(
+            "/moves/profiles/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "no-such-profile"),
+                ("username", "x"),
+                ("password", "n3w-s3cret-never-shown"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("connection profile not found") && !html.contains("n3w-s3cret-never-shown")
+    );
     let (status, _) = op.get("/moves/not-a-uuid").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
