@@ -20,7 +20,7 @@ pub mod throttle;
 pub mod users;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use routes::{audit, billing, directory, moves, ops, platform};
 use std::sync::Arc;
@@ -204,6 +204,7 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
             "/v1/connectionProfiles",
             post(moves::create_profile).get(moves::list_profiles),
         )
+        .route("/v1/connectionProfiles/{name}", put(moves::update_profile))
         .route("/v1/moves", post(moves::create).get(moves::list_all))
         .route("/v1/moves/{id}", get(moves::get))
         .route("/v1/moves/{id}/plan", get(moves::plan))
@@ -232,14 +233,38 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .with_state(app)
 }
 
+/// How long an admin-center session lasts without a request (the sweeper forgets it then).
+pub const WEB_SESSION_IDLE_SECS: i64 = 8 * 3600;
+
+/// The lease that lets one process at a time sweep ([`spawn_lifecycle_sweeper`]).
+pub const SWEEPER_LEASE: &str = "lifecycle-sweeper";
+
 /// Applies subscription lifecycle transitions as time passes, forgets idempotency keys
-/// older than [`idempotency::KEEP_FOR_SECS`] and expired application access tokens.
+/// older than [`idempotency::KEEP_FOR_SECS`], expired application access tokens and idle
+/// admin-center sessions. One process at a time sweeps: each tick takes or renews the
+/// database lease [`SWEEPER_LEASE`] for two periods, so another process takes over only when
+/// the holder has stopped.
 pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
+    let holder = format!("sweeper-{}", uuid::Uuid::new_v4());
+    let lease_secs = 2 * (every.as_secs() as i64).max(1);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let now = app.clock.now();
+            let until = tenantry_ledger::Timestamp(now.0 + lease_secs);
+            match app
+                .store
+                .take_lease(SWEEPER_LEASE, holder.clone(), until, now)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "the sweeper's lease could not be taken");
+                    continue;
+                }
+            }
             if let Err(e) = app.ledger.advance_lifecycle(now).await {
                 tracing::error!(error = %e, "lifecycle sweep failed");
             }
@@ -249,6 +274,10 @@ pub fn spawn_lifecycle_sweeper(app: AppState, every: Duration) {
             }
             if let Err(e) = app.ledger.sweep_app_tokens(now).await {
                 tracing::error!(error = %e, "expired access token sweep failed");
+            }
+            let idle = tenantry_ledger::Timestamp(now.0 - WEB_SESSION_IDLE_SECS);
+            if let Err(e) = app.store.expire_web_sessions(idle).await {
+                tracing::error!(error = %e, "idle admin-center session sweep failed");
             }
         }
     });

@@ -17,7 +17,7 @@ Errors are application/problem+json with a stable `code`. Every POST honours Ide
         directory::create, directory::list_all, directory::get, directory::patch, directory::delete,
         directory::assign_license, directory::license_details,
         audit::list_all,
-        moves::create_profile, moves::list_profiles, moves::create, moves::list_all, moves::get, moves::plan,
+        moves::create_profile, moves::list_profiles, moves::update_profile, moves::create, moves::list_all, moves::get, moves::plan,
         moves::run, moves::pause, moves::resume, moves::cancel, moves::report,
     ),
     modifiers(&BearerAuth, &ProblemResponses),

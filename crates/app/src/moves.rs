@@ -4,7 +4,7 @@
 //! freeing a dead worker's leases. Each is a unit of work over the move primitives of data
 //! access ([`tenantry_store::MoveTx`]); backends only store rows.
 
-use crate::{Ledger, Result};
+use crate::{EngineError, Ledger, Result};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use tenantry_ledger::audit::AuditEntry;
@@ -20,6 +20,20 @@ const QUEUE_ACTOR: &str = "system:mover";
 /// How long a failed step waits before its next attempt: 5 s, 10 s, 20 s, … up to 320 s.
 pub fn backoff_secs(attempts: u32) -> i64 {
     5 * (1 << attempts.min(6))
+}
+
+/// How long a failed step waits before its next attempt: the back-off, or the server's
+/// `retry_after` when it asked for longer (rounded up to whole seconds).
+pub fn retry_delay_secs(error: &EngineError, attempts: u32) -> i64 {
+    let backoff = backoff_secs(attempts);
+    match error {
+        EngineError::Throttled { retry_after, .. } => {
+            let asked = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            // A day at most: a server's bogus value must not park the step for ever.
+            backoff.max(asked.min(86_400) as i64)
+        }
+        _ => backoff,
+    }
 }
 
 /// Whether the step is held by a live lease at `now`.
@@ -331,16 +345,18 @@ impl Ledger {
     }
 
     /// Records the end of a step `worker` ran. Done: the step is done, and the last step done
-    /// completes the move. Failed: the step waits [`backoff_secs`] and is tried again, up to
-    /// `max_attempts` attempts; then the step and the move fail (a move the operator paused or
-    /// cancelled meanwhile keeps that state). A worker whose lease was taken over reports
-    /// nothing: the new owner does.
+    /// completes the move. Failed, by the failure's kind ([`EngineError`]): transient → the
+    /// step waits [`backoff_secs`] and is tried again, up to `max_attempts` attempts; throttled
+    /// → likewise, but waits at least the server's `retry_after`; authentication or permanent
+    /// → no retry. A step that will not be tried again fails, and so does its move (a move the
+    /// operator paused or cancelled meanwhile keeps that state). A worker whose lease was taken
+    /// over reports nothing: the new owner does.
     pub async fn finish_step(
         &self,
         move_id: Uuid,
         key: String,
         worker: String,
-        outcome: std::result::Result<Value, String>,
+        outcome: std::result::Result<Value, EngineError>,
         max_attempts: u32,
         now: Timestamp,
     ) -> Result<()> {
@@ -363,14 +379,15 @@ impl Ledger {
                     false
                 }
                 Err(error) => {
-                    let final_failure = step.attempts >= max_attempts;
+                    let final_failure = !error.is_retryable() || step.attempts >= max_attempts;
                     done.state = if final_failure {
                         StepState::Failed
                     } else {
                         StepState::Pending
                     };
-                    done.error = Some(error.clone());
-                    done.lease_until = Some(Timestamp(now.0 + backoff_secs(step.attempts)));
+                    done.error = Some(error.describe());
+                    done.lease_until =
+                        Some(Timestamp(now.0 + retry_delay_secs(error, step.attempts)));
                     final_failure
                 }
             };
@@ -407,6 +424,30 @@ impl Ledger {
                 )?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// Saves a data engine's resumable state for the step `step_key` that `worker` runs; `None`
+    /// (nothing written) once the step is no longer its own, so a worker whose lease was taken
+    /// over cannot overwrite what the new owner saves.
+    pub async fn save_engine_state(
+        &self,
+        move_id: Uuid,
+        step_key: String,
+        worker: String,
+        state_key: String,
+        state: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<Option<i64>> {
+        self.write(move |tx| {
+            let Some(step) = tx.load_step(move_id, &step_key)? else {
+                return Ok(None);
+            };
+            if step.state != StepState::Running || step.lease_owner.as_deref() != Some(&worker) {
+                return Ok(None);
+            }
+            Ok(Some(tx.put_engine_state(move_id, &state_key, &state, now)?))
         })
         .await
     }

@@ -734,6 +734,145 @@ async fn a_failed_step_backs_off_retries_then_fails_the_move() {
     assert_eq!((resumed.state, resumed.attempts), (StepState::Pending, 0));
 }
 
+/// A data engine's state is written only by the worker holding the step's lease, one version
+/// up each time, and read back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_state_is_saved_only_by_the_lease_holder() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let read = || b.store().engine_state(id, "mail/a".into());
+    assert!(read().await.unwrap().is_none());
+    let step = claim(&b, "w", NOW).await.unwrap();
+    let save = |worker: &str, bytes: Vec<u8>| {
+        b.ledger.save_engine_state(
+            id,
+            step.key.clone(),
+            worker.to_string(),
+            "mail/a".into(),
+            bytes,
+            NOW,
+        )
+    };
+    assert_eq!(save("w", vec![1, 2, 3]).await.unwrap(), Some(1));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(save("w", big.clone()).await.unwrap(), Some(2));
+    assert_eq!(save("someone-else", vec![9]).await.unwrap(), None);
+    let stored = read().await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.state == big), (2, true));
+    b.ledger
+        .finish_step(id, step.key.clone(), "w".into(), Ok(json!({})), 3, NOW)
+        .await
+        .unwrap();
+    assert_eq!(save("w", vec![7]).await.unwrap(), None, "the step is over");
+    assert_eq!(read().await.unwrap().unwrap().version, 2);
+    assert!(b
+        .store()
+        .engine_state(id, "mail/b".into())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// The kind of a failure decides: authentication and permanent failures fail the step and the
+/// move after one attempt (however many attempts are left); a throttled step waits at least
+/// what the server asked, a transient one its back-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_retried_or_not_by_its_kind() {
+    use std::time::Duration;
+    use tenantry_app::moves::backoff_secs;
+    use tenantry_app::EngineError;
+    let b = backend().await;
+    for (error, fails_at_once) in [
+        (EngineError::Authentication("login refused".into()), true),
+        (EngineError::Permanent("no such library".into()), true),
+        (EngineError::Transient("connection dropped".into()), false),
+    ] {
+        let id = draft_move(&b).await;
+        b.ledger
+            .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+            .await
+            .unwrap();
+        let step = claim(&b, "w", NOW).await.unwrap();
+        assert_eq!(step.attempts, 1);
+        b.ledger
+            .finish_step(id, step.key, "w".into(), Err(error.clone()), 5, NOW)
+            .await
+            .unwrap();
+        let after = step_of(&b, id, "mailbox:a").await;
+        let record = b.store().get_move(id).await.unwrap();
+        if fails_at_once {
+            assert_eq!(
+                (after.state, after.attempts),
+                (StepState::Failed, 1),
+                "{error:?}"
+            );
+            assert_eq!(record.state, MoveState::Failed, "{error:?}");
+            assert!(claim(&b, "w", Timestamp(NOW.0 + 3600)).await.is_none());
+        } else {
+            assert_eq!(after.state, StepState::Pending, "{error:?}");
+            assert_eq!(record.state, MoveState::Running);
+            assert_eq!(after.lease_until, Some(Timestamp(NOW.0 + backoff_secs(1))));
+        }
+        let message = after.error.unwrap();
+        assert!(message.starts_with(error.message()), "{message}");
+        assert_eq!(
+            message.contains("fix the connection profile"),
+            matches!(error, EngineError::Authentication(_)),
+            "{message}"
+        );
+        b.ledger
+            .set_move_state(
+                id,
+                &[MoveState::Running, MoveState::Failed],
+                MoveState::Cancelled,
+                "op".into(),
+                NOW,
+            )
+            .await
+            .unwrap();
+    }
+
+    // Throttled: the server's wait when it is longer than the back-off, never less than the
+    // back-off; and it is retried.
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let step = claim(&b, "w", NOW).await.unwrap();
+    let throttled = EngineError::Throttled {
+        retry_after: Duration::from_millis(120_500),
+        message: "throttled".into(),
+    };
+    b.ledger
+        .finish_step(id, step.key, "w".into(), Err(throttled), 5, NOW)
+        .await
+        .unwrap();
+    let after = step_of(&b, id, "mailbox:a").await;
+    assert_eq!(after.state, StepState::Pending);
+    assert_eq!(after.lease_until, Some(Timestamp(NOW.0 + 121)));
+    assert!(claim(&b, "w", Timestamp(NOW.0 + 120)).await.is_none());
+    let again = claim(&b, "w", Timestamp(NOW.0 + 122)).await.unwrap();
+    assert_eq!(again.attempts, 2);
+    let short = EngineError::Throttled {
+        retry_after: Duration::from_secs(1),
+        message: "throttled".into(),
+    };
+    let at = Timestamp(NOW.0 + 122);
+    b.ledger
+        .finish_step(id, again.key, "w".into(), Err(short), 5, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        step_of(&b, id, "mailbox:a").await.lease_until,
+        Some(Timestamp(at.0 + backoff_secs(2)))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_cancel_follow_the_transitions() {
     let b = backend().await;
@@ -1521,4 +1660,108 @@ async fn an_application_token_stands_for_its_application_until_it_expires() {
         tenantry_app::tokens::hash_token(&app.client_secret),
         "only the secret's hash is stored"
     );
+}
+
+/// Admin-center sessions: stored by id hash with their principal (operator or tenant role),
+/// touched, deleted, and forgotten once idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sessions_are_stored_touched_and_expired() {
+    use tenantry_store::WebSession;
+    let b = backend().await;
+    let tenant = Principal::Tenant {
+        tenant_id: TenantId::new_random(),
+        role: Role::LicenseAdmin,
+        token_id: TokenId::new_random(),
+    };
+    for (hash, principal) in [("h-op", Principal::Operator), ("h-tenant", tenant)] {
+        b.store()
+            .create_web_session(WebSession {
+                id_hash: hash.into(),
+                principal,
+                csrf: format!("csrf-{hash}"),
+                last_seen: NOW,
+            })
+            .await
+            .unwrap();
+    }
+    let read = |hash: &str| b.store().web_session(hash.to_string());
+    let stored = read("h-tenant").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.principal, stored.csrf.as_str(), stored.last_seen),
+        (tenant, "csrf-h-tenant", NOW)
+    );
+    assert_eq!(
+        read("h-op").await.unwrap().unwrap().principal,
+        Principal::Operator
+    );
+    assert!(read("unknown").await.unwrap().is_none());
+    // Touched: the tenant session survives an expiry that forgets the idle operator one.
+    b.store()
+        .touch_web_session("h-tenant".into(), Timestamp(NOW.0 + 100))
+        .await
+        .unwrap();
+    let expired = b
+        .store()
+        .expire_web_sessions(Timestamp(NOW.0 + 50))
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    assert!(read("h-op").await.unwrap().is_none());
+    assert!(read("h-tenant").await.unwrap().is_some());
+    b.store()
+        .delete_web_session("h-tenant".into())
+        .await
+        .unwrap();
+    assert!(read("h-tenant").await.unwrap().is_none());
+}
+
+/// A named lease (the lifecycle sweeper's) is held by one holder at a time: renewed by its
+/// holder, refused to others until it expires; of many asking at once, exactly one gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_by_one_holder_at_a_time() {
+    let b = backend().await;
+    let take = |holder: &str, until: i64, now: i64| {
+        b.store().take_lease(
+            "sweeper",
+            holder.to_string(),
+            Timestamp(NOW.0 + until),
+            Timestamp(NOW.0 + now),
+        )
+    };
+    assert!(take("a", 120, 0).await.unwrap(), "free");
+    assert!(!take("b", 120, 60).await.unwrap(), "a's until 120");
+    assert!(take("a", 180, 60).await.unwrap(), "renewed by its holder");
+    assert!(!take("b", 300, 150).await.unwrap(), "renewed until 180");
+    assert!(take("b", 300, 181).await.unwrap(), "expired: taken over");
+    assert!(!take("a", 400, 200).await.unwrap(), "a lost it");
+    // Another lease name is independent.
+    assert!(b
+        .store()
+        .take_lease(
+            "other",
+            "a".into(),
+            Timestamp(NOW.0 + 400),
+            Timestamp(NOW.0 + 200)
+        )
+        .await
+        .unwrap());
+
+    // Many at once, after b's lease ran out: exactly one wins.
+    let at = Timestamp(NOW.0 + 1_000);
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let store = b.store().clone();
+            tokio::spawn(async move {
+                store
+                    .take_lease("sweeper", format!("p{i}"), Timestamp(at.0 + 120), at)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tries {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
 }

@@ -138,6 +138,9 @@ pub enum EndpointError {
     TooLarge,
     #[error("authentication failed (HTTP {0}): check the user in the URL and the password file or environment variable")]
     Auth(u16),
+    /// A service refused the app's credentials (Microsoft Graph: the message says what to check).
+    #[error("{0}")]
+    Refused(String),
     #[error("not found: {0}")]
     NotFound(String),
     /// Any other HTTP status that retrying will not change.

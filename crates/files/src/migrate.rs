@@ -18,6 +18,20 @@ use crate::report::{Failure, MigrationReport};
 use crate::retry::RetryPolicy;
 use crate::state::{Record, StateStore};
 
+/// What the migration was doing when an endpoint failed, with the endpoint's error kept typed:
+/// a caller tells "wait" from "give up" by it. The message names both (not as a `source`, so
+/// a chain printed with `{:#}` does not repeat the cause).
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {error}")]
+pub struct EndpointStep {
+    pub doing: &'static str,
+    pub error: EndpointError,
+}
+
+fn step(doing: &'static str) -> impl FnOnce(EndpointError) -> EndpointStep {
+    move |error| EndpointStep { doing, error }
+}
+
 pub struct MigrateOptions {
     pub parallel: usize,
     pub dry_run: bool,
@@ -43,8 +57,8 @@ pub async fn migrate(
     let started = Instant::now();
     let mut report = MigrationReport::new(source.describe(), target.describe(), opts.dry_run);
     let (src_list, tgt_list) = tokio::join!(source.list(), target.list());
-    let src_list = src_list.map_err(|e| anyhow::anyhow!("listing the source: {e}"))?;
-    let tgt_list = tgt_list.map_err(|e| anyhow::anyhow!("listing the target: {e}"))?;
+    let src_list = src_list.map_err(step("listing the source"))?;
+    let tgt_list = tgt_list.map_err(step("listing the target"))?;
     let src_refused = src_list.refused.len();
     // Entries a server listed under unusable paths are failures, named; the rest goes on.
     for (side, refused) in [("source", &src_list.refused), ("target", &tgt_list.refused)] {
@@ -129,7 +143,7 @@ pub async fn migrate(
         target
             .mkdir("")
             .await
-            .map_err(|e| anyhow::anyhow!("creating the target root: {e}"))?;
+            .map_err(step("creating the target root"))?;
     }
     // Folders of one depth are independent: create them concurrently, one level after another.
     for level in plan

@@ -578,6 +578,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         max_message_size: a.max_message_size,
         idle_timeout: Duration::from_secs(a.conn.timeout_secs.max(1)),
         command_timeout: Duration::from_secs(a.conn.command_timeout_secs.max(1)),
+        restored_state: false,
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());

@@ -61,6 +61,10 @@ pub struct MailboxReport {
     pub target: String,
     pub folders: Vec<FolderReport>,
     pub error: Option<String>,
+    /// The error behind `error`, typed (an `ImapError` when a server caused it), so a caller
+    /// can tell a refused login from a dropped connection.
+    #[serde(skip)]
+    pub cause: Option<std::sync::Arc<anyhow::Error>>,
     pub elapsed_secs: f64,
 }
 

@@ -66,7 +66,8 @@ impl State {
                 flags TEXT NOT NULL, PRIMARY KEY(source, src_uid));
              CREATE TABLE IF NOT EXISTS pending(
                 source TEXT NOT NULL, src_uid INTEGER NOT NULL, sha TEXT NOT NULL,
-                size INTEGER NOT NULL, flags TEXT NOT NULL, PRIMARY KEY(source, src_uid));",
+                size INTEGER NOT NULL, flags TEXT NOT NULL, PRIMARY KEY(source, src_uid));
+             CREATE TABLE IF NOT EXISTS unverified(source TEXT PRIMARY KEY);",
         )
         .context("cannot initialise state database")?;
         Ok(State { db: Mutex::new(db) })
@@ -104,6 +105,7 @@ impl State {
         let tx = db.transaction()?;
         tx.execute("DELETE FROM map WHERE source=?1", [source])?;
         tx.execute("DELETE FROM pending WHERE source=?1", [source])?;
+        tx.execute("DELETE FROM unverified WHERE source=?1", [source])?;
         tx.execute(
             "INSERT OR REPLACE INTO folders VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -116,6 +118,32 @@ impl State {
             ],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// After a restore from an older snapshot: every known folder's unmapped messages must be
+    /// looked up on the target before any is copied.
+    pub fn mark_unverified(&self) -> Result<()> {
+        self.db().execute(
+            "INSERT OR IGNORE INTO unverified SELECT source FROM folders",
+            [],
+        )?;
+        Ok(())
+    }
+
+    pub fn is_unverified(&self, source: &str) -> Result<bool> {
+        Ok(self
+            .db()
+            .query_row("SELECT 1 FROM unverified WHERE source=?1", [source], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    pub fn clear_unverified(&self, source: &str) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM unverified WHERE source=?1", [source])?;
         Ok(())
     }
 

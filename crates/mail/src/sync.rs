@@ -47,6 +47,11 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Longest wait for one command's completion (a trickling server is cut off by it).
     pub command_timeout: Duration,
+    /// The state was put back from a snapshot that may be older than the target: messages
+    /// appended after it are in neither `map` nor `pending`. Every folder the state knows is
+    /// then marked unverified, and an unverified folder's unmapped messages are looked up on
+    /// the target (as pending rows are) before anything is copied.
+    pub restored_state: bool,
 }
 
 impl Options {
@@ -78,6 +83,7 @@ impl Default for Options {
             max_message_size: None,
             idle_timeout: Limits::DEFAULT_IDLE,
             command_timeout: Limits::DEFAULT_DEADLINE,
+            restored_state: false,
         }
     }
 }
@@ -424,6 +430,7 @@ pub async fn migrate_mailbox(
     };
     if let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await {
         report.error = Some(format!("{e:#}"));
+        report.cause = Some(Arc::new(e));
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report
@@ -438,6 +445,10 @@ async fn migrate_inner(
     report: &mut MailboxReport,
 ) -> Result<()> {
     let state = State::open(state_path)?;
+    if opts.restored_state {
+        // Persisted before any work, so a run cut short still knows on the next attempt.
+        state.mark_unverified()?;
+    }
     let limits = opts.limits();
     let (mut s, mut t) = tokio::try_join!(
         Session::connect_with(src, &limits),
@@ -819,6 +830,21 @@ async fn sync_folder(
         // or a UIDVALIDITY reset): match by content before copying anything.
         rep.matched +=
             match_by_content(s, t, key, &m.target, &metas, &tsel, &mut maps, ctx).await?;
+    } else if ctx.state.is_unverified(key)? {
+        // A restored state: anything not mapped may already be on the target.
+        let mut rows =
+            unmapped_on_target(s, t, &m.target, &metas, &pending_rows, &maps, ctx).await?;
+        let grace = if pending_rows.is_empty() {
+            Duration::ZERO
+        } else {
+            CRASH_GRACE
+        };
+        rows.extend(pending_rows);
+        let (target, exists, before) = (&m.target, tsel.exists, maps.len());
+        reconcile(t, key, target, exists, rows, &mut maps, ctx, grace).await?;
+        // Found on the target instead of copied.
+        rep.matched += maps.len().saturating_sub(before) as u64;
+        ctx.state.clear_unverified(key)?;
     } else if !pending_rows.is_empty() {
         let (target, exists) = (&m.target, tsel.exists);
         reconcile(
@@ -976,6 +1002,61 @@ async fn match_by_content(
         );
     }
     Ok(done.len() as u64)
+}
+
+/// For a restored state: the source's unmapped messages (neither mapped nor pending) that may
+/// be on the target already, as pending rows for [`reconcile`]. Only those whose size one of
+/// the target's unclaimed messages above the highest claimed UID has are hashed; their flags
+/// are left empty so that the flag pass writes the source's flags on whatever is matched.
+#[allow(clippy::too_many_arguments)]
+async fn unmapped_on_target(
+    s: &mut Session,
+    t: &mut Session,
+    target: &str,
+    metas: &[Meta],
+    pending: &[Pending],
+    maps: &HashMap<u32, crate::state::Mapped>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Pending>> {
+    let pending_uids: HashSet<u32> = pending.iter().map(|p| p.src_uid).collect();
+    let unmapped: Vec<&Meta> = metas
+        .iter()
+        .filter(|x| !maps.contains_key(&x.uid) && !pending_uids.contains(&x.uid))
+        .collect();
+    if unmapped.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut claimed: HashSet<u32> = maps.values().map(|m| m.tgt_uid).collect();
+    claimed.extend(ctx.state.claimed(target)?);
+    let Some(after) = claimed.iter().max().copied().unwrap_or(0).checked_add(1) else {
+        return Ok(Vec::new());
+    };
+    let cap = listing_cap(u32::try_from(unmapped.len()).unwrap_or(u32::MAX));
+    let sizes: HashSet<u64> = fetch_listing(t, &format!("{after}:*"), None, cap)
+        .await?
+        .metas
+        .into_iter()
+        .filter(|x| x.uid >= after && !claimed.contains(&x.uid))
+        .map(|x| x.size)
+        .collect();
+    let max = ctx.opts.max_message_size();
+    let candidates: Vec<Meta> = unmapped
+        .into_iter()
+        .filter(|x| x.size <= max && sizes.contains(&x.size))
+        .cloned()
+        .collect();
+    let hashes = hash_bodies(s, &candidates, ctx.opts).await?;
+    Ok(candidates
+        .iter()
+        .filter_map(|x| {
+            Some(Pending {
+                src_uid: x.uid,
+                sha: hashes.get(&x.uid)?.clone(),
+                size: x.size,
+                flags: String::new(),
+            })
+        })
+        .collect())
 }
 
 /// After a crash (or an APPEND without APPENDUID): finds pending messages on the target by

@@ -110,4 +110,21 @@ impl Mover {
             .create_profile(name, kind, username.to_string(), sealed, now)
             .await
     }
+
+    /// Replaces a profile's username and password (after a server refused them); a running
+    /// step uses the new ones from its next attempt, a failed move from its resumption.
+    pub async fn update_profile(
+        &self,
+        name: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<ProfileRecord, StoreError> {
+        if username.trim().is_empty() {
+            return Err(LedgerError::invalid("InvalidProfile", "username is required").into());
+        }
+        let sealed = self.sealer.seal(password);
+        self.store
+            .update_profile(name.trim().to_string(), username.to_string(), sealed)
+            .await
+    }
 }

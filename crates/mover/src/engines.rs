@@ -5,6 +5,7 @@
 use crate::secrets::Secret;
 use async_trait::async_trait;
 use std::path::Path;
+pub use tenantry_app::EngineError;
 
 /// An IMAP server with the admin credentials from its connection profile.
 #[derive(Debug, Clone)]
@@ -12,6 +13,10 @@ pub struct MailAccess {
     pub url: String,
     pub admin_user: String,
     pub password: Secret,
+    /// A mailbox these credentials opened before (one this move already migrated into): a
+    /// control login into it tells a refused admin login from a mailbox that does not exist
+    /// yet, which a master-user server answers alike.
+    pub known_mailbox: Option<String>,
 }
 
 /// A library location with the credentials from its connection profile, if any.
@@ -41,7 +46,9 @@ pub struct Refusal {
 pub trait DataEngines: Send + Sync + 'static {
     /// Logs into `user`'s mailbox and out again.
     async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError>;
-    /// Copies what is new or changed; `state` is the engine's resumable state file.
+    /// Copies what is new or changed; `state` is the engine's resumable state file, `restored`
+    /// when it was put back from a saved snapshot (which may be older than what the target
+    /// already holds).
     async fn migrate_mailbox(
         &self,
         source: &MailAccess,
@@ -49,7 +56,8 @@ pub trait DataEngines: Send + Sync + 'static {
         target: &MailAccess,
         target_user: &str,
         state: &Path,
-    ) -> Result<serde_json::Value, String>;
+        restored: bool,
+    ) -> Result<serde_json::Value, EngineError>;
     /// Compares both sides; `Err` lists the differences.
     async fn verify_mailbox(
         &self,
@@ -57,7 +65,7 @@ pub trait DataEngines: Send + Sync + 'static {
         source_user: &str,
         target: &MailAccess,
         target_user: &str,
-    ) -> Result<serde_json::Value, String>;
+    ) -> Result<serde_json::Value, EngineError>;
     /// Lists the library and returns the names the target would refuse. A source must exist; a
     /// target folder may not exist yet (it is created), but its server must answer.
     async fn probe_library(
@@ -70,12 +78,12 @@ pub trait DataEngines: Send + Sync + 'static {
         source: &LibraryAccess,
         target: &LibraryAccess,
         state: &Path,
-    ) -> Result<serde_json::Value, String>;
+    ) -> Result<serde_json::Value, EngineError>;
     async fn verify_library(
         &self,
         source: &LibraryAccess,
         target: &LibraryAccess,
-    ) -> Result<serde_json::Value, String>;
+    ) -> Result<serde_json::Value, EngineError>;
 }
 
 /// For moves without data: every data operation is refused, which the planner never schedules.
@@ -95,8 +103,11 @@ impl DataEngines for NoData {
         _: &MailAccess,
         _: &str,
         _: &Path,
-    ) -> Result<serde_json::Value, String> {
-        Err("this server was built without the mail engine".into())
+        _: bool,
+    ) -> Result<serde_json::Value, EngineError> {
+        Err(EngineError::Permanent(
+            "this server was built without the mail engine".into(),
+        ))
     }
     async fn verify_mailbox(
         &self,
@@ -104,8 +115,10 @@ impl DataEngines for NoData {
         _: &str,
         _: &MailAccess,
         _: &str,
-    ) -> Result<serde_json::Value, String> {
-        Err("this server was built without the mail engine".into())
+    ) -> Result<serde_json::Value, EngineError> {
+        Err(EngineError::Permanent(
+            "this server was built without the mail engine".into(),
+        ))
     }
     async fn probe_library(&self, _: &LibraryAccess, _: bool) -> Result<Vec<Refusal>, String> {
         Err("this server was built without the files engine".into())
@@ -115,14 +128,18 @@ impl DataEngines for NoData {
         _: &LibraryAccess,
         _: &LibraryAccess,
         _: &Path,
-    ) -> Result<serde_json::Value, String> {
-        Err("this server was built without the files engine".into())
+    ) -> Result<serde_json::Value, EngineError> {
+        Err(EngineError::Permanent(
+            "this server was built without the files engine".into(),
+        ))
     }
     async fn verify_library(
         &self,
         _: &LibraryAccess,
         _: &LibraryAccess,
-    ) -> Result<serde_json::Value, String> {
-        Err("this server was built without the files engine".into())
+    ) -> Result<serde_json::Value, EngineError> {
+        Err(EngineError::Permanent(
+            "this server was built without the files engine".into(),
+        ))
     }
 }

@@ -32,6 +32,7 @@ impl Mover {
             url: server.url.clone(),
             admin_user: profile.username,
             password,
+            known_mailbox: None,
         })
     }
 

@@ -8,6 +8,7 @@
 //! purchase, user, message or file.
 
 pub mod control;
+pub mod engine_state;
 pub mod engines;
 pub mod gather;
 pub mod report;

@@ -6,6 +6,8 @@
 //! claims nothing more, lets its steps finish within a grace period, then hands back the
 //! leases of those still running so another worker takes them at once.
 
+use crate::engine_state::{self, StateSlot, SNAPSHOT_EVERY};
+use crate::engines::EngineError;
 use crate::gather::Mover;
 use crate::report;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -22,7 +24,7 @@ use tenantry_ledger::subscription::SubscriptionStatus;
 use tenantry_ledger::user::User;
 use tenantry_ledger::{LedgerError, TenantId, Timestamp};
 use tenantry_moves::plan::{MovedUser, Plan, SourceAction, Step, TargetPurchase};
-use tenantry_store::moves::{MoveRecord, StepRecord};
+use tenantry_store::moves::{MoveRecord, StepRecord, StepState};
 use tenantry_store::{PageRequest, StoreError};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -221,7 +223,9 @@ impl Runner {
         };
         let outcome = match (&mut task.0).await {
             Ok(outcome) => outcome,
-            Err(e) => Err(format!("the step stopped unexpectedly: {e}")),
+            Err(e) => Err(EngineError::Transient(format!(
+                "the step stopped unexpectedly: {e}"
+            ))),
         };
         if let Err(e) = &outcome {
             tracing::warn!(step = %step.key, attempt = step.attempts, error = %e, "move step failed");
@@ -238,16 +242,16 @@ impl Runner {
             .await
     }
 
-    async fn execute(&self, record: &StepRecord) -> Result<Value, String> {
+    async fn execute(&self, record: &StepRecord) -> Result<Value, EngineError> {
         let store = &self.mover.store;
         let moved = store.get_move(record.move_id).await.map_err(text)?;
         let plan: Plan = moved
             .plan
             .clone()
             .and_then(|p| serde_json::from_value(p).ok())
-            .ok_or("the move has no readable plan")?;
+            .ok_or_else(|| EngineError::Permanent("the move has no readable plan".into()))?;
         let step: Step = serde_json::from_value(record.step.clone())
-            .map_err(|e| format!("unreadable step: {e}"))?;
+            .map_err(|e| EngineError::Permanent(format!("unreadable step: {e}")))?;
         let caller = Caller::system(format!("system:mover (move {})", moved.id));
         let ledger = Ledger::new(store.clone());
         let now = (self.clock)();
@@ -350,8 +354,8 @@ impl Runner {
             Step::MigrateMailbox {
                 source_upn,
                 target_upn,
-            } => self.mailbox(&moved, source_upn, target_upn).await,
-            Step::MigrateLibrary { index, .. } => self.library(&moved, *index).await,
+            } => self.mailbox(&moved, record, source_upn, target_upn).await,
+            Step::MigrateLibrary { index, .. } => self.library(&moved, record, *index).await,
             // One pass over every mailbox and library: a few at a time (as many as one server
             // takes from this worker), since this step alone stands between the data and the end.
             Step::FinalDeltaPass => {
@@ -362,16 +366,15 @@ impl Runner {
                     Some(_) => mailbox_pairs(&plan),
                     None => vec![],
                 };
-                let mut passes: Vec<Value> =
-                    stream::iter(mailboxes)
-                        .map(|(source, target)| async move {
-                            self.mailbox(moved, &source, &target).await
-                        })
-                        .buffered(width)
-                        .try_collect()
-                        .await?;
+                let mut passes: Vec<Value> = stream::iter(mailboxes)
+                    .map(|(source, target)| async move {
+                        self.mailbox(moved, record, &source, &target).await
+                    })
+                    .buffered(width)
+                    .try_collect()
+                    .await?;
                 let libraries: Vec<Value> = stream::iter(0..spec.libraries.len())
-                    .map(|index| self.library(moved, index))
+                    .map(|index| self.library(moved, record, index))
                     .buffered(width)
                     .try_collect()
                     .await?;
@@ -381,11 +384,14 @@ impl Runner {
             Step::Verify => {
                 let mut checks = Vec::new();
                 let mut problems = Vec::new();
+                // A failure retrying cannot fix (a refused login) decides the step's kind.
+                let mut final_failure: Option<EngineError> = None;
                 if let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) {
-                    let (src, dst) = (
+                    let (src, mut dst) = (
                         self.mover.mail_access(src).await.map_err(text)?,
                         self.mover.mail_access(dst).await.map_err(text)?,
                     );
+                    dst.known_mailbox = self.migrated_target_mailbox(&moved).await;
                     let (src, dst) = (&src, &dst);
                     let results: Vec<_> = stream::iter(mailbox_pairs(&plan))
                         .map(|(source, target)| async move {
@@ -402,7 +408,12 @@ impl Runner {
                     for (source, verified) in results {
                         match verified {
                             Ok(v) => checks.push(json!({"mailbox": source, "result": v})),
-                            Err(e) => problems.push(format!("mailbox {source}: {e}")),
+                            Err(e) => {
+                                problems.push(format!("mailbox {source}: {}", e.message()));
+                                if !e.is_retryable() {
+                                    final_failure.get_or_insert(e);
+                                }
+                            }
                         }
                     }
                 }
@@ -410,13 +421,22 @@ impl Runner {
                     let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
                     match self.mover.engines.verify_library(&src, &dst).await {
                         Ok(v) => checks.push(json!({"library": mapping.source, "result": v})),
-                        Err(e) => problems.push(format!("library {}: {e}", mapping.source)),
+                        Err(e) => {
+                            problems.push(format!("library {}: {}", mapping.source, e.message()));
+                            if !e.is_retryable() {
+                                final_failure.get_or_insert(e);
+                            }
+                        }
                     }
                 }
-                if problems.is_empty() {
-                    Ok(json!({"verified": checks}))
-                } else {
-                    Err(problems.join("; "))
+                let message = problems.join("; ");
+                match final_failure {
+                    _ if problems.is_empty() => Ok(json!({"verified": checks})),
+                    Some(EngineError::Authentication(_)) => {
+                        Err(EngineError::Authentication(message))
+                    }
+                    Some(_) => Err(EngineError::Permanent(message)),
+                    None => Err(EngineError::Transient(message)),
                 }
             }
             Step::UnassignSourceLicences { source_upn } => {
@@ -451,10 +471,9 @@ impl Runner {
                 }
                 Ok(json!({"sourceUpn": source_upn, "removed": remove.len()}))
             }
-            Step::SourceLicences { action } => {
-                self.source_action(&ledger, &caller, &moved, action, now)
-                    .await
-            }
+            Step::SourceLicences { action } => Ok(self
+                .source_action(&ledger, &caller, &moved, action, now)
+                .await?),
             Step::Report => {
                 let report = report::build(store.as_ref(), moved.id)
                     .await
@@ -467,48 +486,130 @@ impl Runner {
     async fn mailbox(
         &self,
         moved: &MoveRecord,
+        record: &StepRecord,
         source_upn: &str,
         target_upn: &str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, EngineError> {
         let spec = &moved.spec;
         let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) else {
-            return Err("the move has no mail servers".into());
+            return Err(EngineError::Permanent(
+                "the move has no mail servers".into(),
+            ));
         };
-        let (src, dst) = (
+        let (src, mut dst) = (
             self.mover.mail_access(src).await.map_err(text)?,
             self.mover.mail_access(dst).await.map_err(text)?,
         );
-        let state = self
-            .mover
-            .state_dir(moved.id)
-            .join("mail")
-            .join(format!("{}.sqlite", safe_name(source_upn)));
+        dst.known_mailbox = self.migrated_target_mailbox(moved).await;
+        let name = safe_name(source_upn);
+        let slot = StateSlot {
+            move_id: moved.id,
+            key: format!("mail/{name}"),
+            path: self
+                .mover
+                .state_dir(moved.id)
+                .join("mail")
+                .join(format!("{name}.sqlite")),
+        };
+        let engines = &self.mover.engines;
         let result = self
-            .mover
-            .engines
-            .migrate_mailbox(&src, source_upn, &dst, target_upn, &state)
+            .with_saved_state(record, &slot, |restored| {
+                engines.migrate_mailbox(&src, source_upn, &dst, target_upn, &slot.path, restored)
+            })
             .await?;
         Ok(json!({"mailbox": source_upn, "result": result}))
     }
 
-    async fn library(&self, moved: &MoveRecord, index: usize) -> Result<Value, String> {
+    /// The target mailbox of a mailbox step this move has completed: the target's admin login
+    /// worked there (for telling a refused login from a mailbox not there yet).
+    async fn migrated_target_mailbox(&self, moved: &MoveRecord) -> Option<String> {
+        let steps = self.mover.store.steps(moved.id).await.ok()?;
+        steps
+            .into_iter()
+            .filter(|s| s.state == StepState::Done)
+            .find_map(|s| match serde_json::from_value(s.step).ok()? {
+                Step::MigrateMailbox { target_upn, .. } => Some(target_upn),
+                _ => None,
+            })
+    }
+
+    async fn library(
+        &self,
+        moved: &MoveRecord,
+        record: &StepRecord,
+        index: usize,
+    ) -> Result<Value, EngineError> {
         let mapping = moved
             .spec
             .libraries
             .get(index)
-            .ok_or("no such library in the move")?;
+            .ok_or_else(|| EngineError::Permanent("no such library in the move".into()))?;
         let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
-        let state = self
-            .mover
-            .state_dir(moved.id)
-            .join("files")
-            .join(format!("{index}.sqlite"));
+        let slot = StateSlot {
+            move_id: moved.id,
+            key: format!("files/{index}"),
+            path: self
+                .mover
+                .state_dir(moved.id)
+                .join("files")
+                .join(format!("{index}.sqlite")),
+        };
+        let engines = &self.mover.engines;
+        // The files engine is safe with an older state as is: a record means "complete at its
+        // final path", and both listings are compared on every run.
         let result = self
-            .mover
-            .engines
-            .migrate_library(&src, &dst, &state)
+            .with_saved_state(record, &slot, |_restored| {
+                engines.migrate_library(&src, &dst, &slot.path)
+            })
             .await?;
         Ok(json!({"library": mapping.source, "result": result}))
+    }
+
+    /// Runs an engine on its state file: restored from the database first when this machine
+    /// has none or an older one, saved to the database every [`SNAPSHOT_EVERY`] while the
+    /// engine runs and once more when it ends (whatever the outcome: progress is progress).
+    async fn with_saved_state<F, Fut>(
+        &self,
+        record: &StepRecord,
+        slot: &StateSlot,
+        run: F,
+    ) -> Result<Value, EngineError>
+    where
+        F: FnOnce(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<Value, EngineError>>,
+    {
+        let ledger = Ledger::new(self.mover.store.clone());
+        let restored = engine_state::restore(&ledger, slot)
+            .await
+            .map_err(EngineError::Transient)?;
+        if restored {
+            tracing::info!(step = %record.key, state = %slot.key, "engine state restored from the database");
+        }
+        let saver = {
+            let (ledger, slot, clock) = (ledger.clone(), slot.clone(), self.clock.clone());
+            let (step_key, worker) = (record.key.clone(), self.worker.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SNAPSHOT_EVERY).await;
+                    match engine_state::save(&ledger, &slot, &step_key, &worker, clock()).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(state = %slot.key, error = %e, "engine state not saved")
+                        }
+                    }
+                }
+            })
+        };
+        let outcome = {
+            let _saver = AbortOnDrop(saver);
+            run(restored).await
+        };
+        let now = (self.clock)();
+        if let Err(e) = engine_state::save(&ledger, slot, &record.key, &self.worker, now).await {
+            tracing::warn!(state = %slot.key, error = %e, "engine state not saved");
+        }
+        outcome
     }
 
     async fn source_action(

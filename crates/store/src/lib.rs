@@ -197,6 +197,70 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// Forgets the keys first used before `before`; returns how many.
     async fn idempotency_expire(&self, before: Timestamp) -> Result<usize>;
+
+    // Admin-center sessions (signed in), by the hash of their id: every process sees them,
+    // and a restart signs nobody out.
+    async fn create_web_session(&self, session: WebSession) -> Result<()>;
+    async fn web_session(&self, id_hash: String) -> Result<Option<WebSession>>;
+    async fn touch_web_session(&self, id_hash: String, now: Timestamp) -> Result<()>;
+    async fn delete_web_session(&self, id_hash: String) -> Result<()>;
+    /// Forgets the sessions last seen before `before`; returns how many.
+    async fn expire_web_sessions(&self, before: Timestamp) -> Result<usize>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`: `true` when `holder` now
+    /// holds it (it was free, expired before `now`, or already `holder`'s). One atomic
+    /// conditional upsert, so of processes asking at once exactly one gets a free lease.
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: String,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+}
+
+/// A signed-in admin-center session as stored: never its id (only a hash of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    pub id_hash: String,
+    pub principal: Principal,
+    pub csrf: String,
+    pub last_seen: Timestamp,
+}
+
+/// A stored principal's columns: `(tenant_id, role, token_id)`, all `None` for the operator.
+pub(crate) fn principal_columns(
+    p: &Principal,
+) -> (Option<String>, Option<&'static str>, Option<String>) {
+    match p {
+        Principal::Operator => (None, None, None),
+        Principal::Tenant {
+            tenant_id,
+            role,
+            token_id,
+        } => (
+            Some(tenant_id.to_string()),
+            Some(role.as_str()),
+            Some(token_id.to_string()),
+        ),
+    }
+}
+
+/// The principal stored as [`principal_columns`]; `None` for a row this binary cannot read.
+pub(crate) fn principal_of(
+    tenant_id: Option<String>,
+    role: Option<String>,
+    token_id: Option<String>,
+) -> Option<Principal> {
+    match (tenant_id, role, token_id) {
+        (None, None, None) => Some(Principal::Operator),
+        (Some(tenant), Some(role), Some(token)) => Some(Principal::Tenant {
+            tenant_id: tenant.parse().ok()?,
+            role: Role::parse(&role)?,
+            token_id: token.parse().ok()?,
+        }),
+        _ => None,
+    }
 }
 
 /// Opens the store a database URL names: `postgres://…` (or `postgresql://…`) for PostgreSQL,

@@ -209,6 +209,23 @@ pub trait MoveTx {
     ) -> Result<Option<StepRecord>>;
     /// Frees every running step's lease (back to `Pending`); the number freed.
     fn release_all_leases(&mut self) -> Result<u64>;
+    /// Stores a data engine's resumable state (`key` names it within the move), one version
+    /// above the stored one; returns the new version (1 for the first).
+    fn put_engine_state(
+        &mut self,
+        move_id: Uuid,
+        key: &str,
+        state: &[u8],
+        now: Timestamp,
+    ) -> Result<i64>;
+}
+
+/// A data engine's resumable state as last saved by a worker: an engine's whole state file.
+/// Internal to the workers: never part of an API answer.
+#[derive(Clone)]
+pub struct EngineState {
+    pub version: i64,
+    pub state: Vec<u8>,
 }
 
 /// Reads of moves, and the writes that are plain rows (a plan, a connection profile). State
@@ -228,6 +245,8 @@ pub trait MoveStore: Send + Sync + 'static {
     /// polling the queue never open a write transaction.
     async fn claimable_step_exists(&self, now: Timestamp, per_server: u32) -> Result<bool>;
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>>;
+    /// The engine state `key` of a move, as last saved ([`MoveTx::put_engine_state`]).
+    async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>>;
     /// A consistent view of one tenant for the planner.
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot>;
     /// Target UPNs (lower case) of users this move created.
@@ -242,5 +261,13 @@ pub trait MoveStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<ProfileRecord>;
     async fn get_profile(&self, name: String) -> Result<ProfileRecord>;
+    /// Replaces a profile's login (name and kind stay): the fix for credentials a server
+    /// refused. Not found when there is no such profile.
+    async fn update_profile(
+        &self,
+        name: String,
+        username: String,
+        secret: Vec<u8>,
+    ) -> Result<ProfileRecord>;
     async fn list_profiles(&self) -> Result<Vec<ProfileRecord>>;
 }

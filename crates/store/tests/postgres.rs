@@ -48,14 +48,47 @@ async fn processes_opening_a_new_database_at_once_migrate_it_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3], "each migration is recorded once");
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5, 7],
+        "each migration is recorded once"
+    );
+    // Migrations go by number, not position: one the database lacks is applied even when a
+    // higher one is there (work from two branches landing in either order).
+    client
+        .batch_execute(
+            "DROP TABLE app_tokens; DROP TABLE applications; \
+             DELETE FROM tenantry_schema WHERE version = 2",
+        )
+        .await
+        .unwrap();
+    PgStore::open(&db.url)
+        .await
+        .expect("the missing migration applied");
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM tenantry_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5, 7]);
+    let count: i64 = client
+        .query_one("SELECT COUNT(*) FROM applications", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "migration 2's tables are back");
     // A database from a newer tenantry is refused, with a reason.
     client
         .execute("INSERT INTO tenantry_schema (version) VALUES (999)", &[])
         .await
         .unwrap();
     let refused = PgStore::open(&db.url).await.err().expect("refused");
-    assert!(refused.to_string().contains("newer"), "{refused}");
+    assert!(
+        refused.to_string().contains("version 999") && refused.to_string().contains("upgrade"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

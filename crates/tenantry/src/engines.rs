@@ -6,15 +6,18 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 use tenantry_files::endpoint::Endpoint as Library;
+use tenantry_files::endpoint::EndpointError;
 use tenantry_files::local::LocalEndpoint;
 use tenantry_files::location::resolve_login;
-use tenantry_files::migrate::{migrate, MigrateOptions, DEFAULT_PARALLEL};
+use tenantry_files::migrate::{migrate, EndpointStep, MigrateOptions, DEFAULT_PARALLEL};
 use tenantry_files::preflight::{map_entries, OnInvalid};
 use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::WebDavEndpoint;
 use tenantry_mail::framer::Limits;
 use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
-use tenantry_mover::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError, Refusal};
+use tenantry_mover::engines::{
+    DataEngines, EngineError, LibraryAccess, MailAccess, ProbeError, Refusal,
+};
 
 pub fn real() -> Arc<dyn DataEngines> {
     Arc::new(Engines {
@@ -89,6 +92,98 @@ impl Engines {
     }
 }
 
+/// How long a step waits for a target mailbox that does not exist yet (a new user's mailbox
+/// appears some minutes after its licence) once the admin login is known to work.
+const PROVISIONING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Engines {
+    /// The step queue's kind of a mail engine error (`message` is what the step records).
+    ///
+    /// A refused login: on the source it is the connection profile's credentials (the run
+    /// starts only after every source mailbox's login worked). On the target a master-user
+    /// server answers a wrong admin password and a mailbox that does not exist yet alike, and
+    /// the planner expects new mailboxes to appear late: a control login into a mailbox the same
+    /// credentials opened before decides — refused too → authentication (not retried), works →
+    /// the mailbox is not there yet (retried after [`PROVISIONING_WAIT`]). Without such a
+    /// mailbox the refusal is transient: retried with back-off up to the attempt limit.
+    async fn mail_error(&self, e: &ImapError, target: &MailAccess, message: String) -> EngineError {
+        match e {
+            ImapError::LoginRefused {
+                side: Side::Source, ..
+            } => EngineError::Authentication(message),
+            ImapError::LoginRefused {
+                side: Side::Target, ..
+            } => self.target_refusal(target, message).await,
+            ImapError::Refused { reason, .. } if e.is_transient() => {
+                match tenantry_mail::sync::suggested_backoff(reason) {
+                    Some(retry_after) => EngineError::Throttled {
+                        retry_after,
+                        message,
+                    },
+                    None => EngineError::Transient(message),
+                }
+            }
+            _ if e.is_transient() => EngineError::Transient(message),
+            _ => EngineError::Permanent(message),
+        }
+    }
+
+    async fn target_refusal(&self, target: &MailAccess, message: String) -> EngineError {
+        let Some(known) = &target.known_mailbox else {
+            return EngineError::Transient(format!(
+                "{message} (the target mailbox may not exist yet; if this persists, check the \
+                 target connection profile's credentials)"
+            ));
+        };
+        match self.probe_mailbox(target, known).await {
+            Err(ProbeError::LoginRefused(_)) => EngineError::Authentication(format!(
+                "{message}; the same admin login into {known}, which it opened before, is \
+                 refused too"
+            )),
+            Ok(()) => EngineError::Throttled {
+                retry_after: PROVISIONING_WAIT,
+                message: format!(
+                    "{message}: the target mailbox does not exist yet (the admin login works \
+                     for {known})"
+                ),
+            },
+            Err(ProbeError::Unreachable(_)) => EngineError::Transient(message),
+        }
+    }
+}
+
+/// The IMAP error behind a mail engine failure, wherever it sits in the chain.
+fn imap_cause(e: &anyhow::Error) -> Option<&ImapError> {
+    e.chain().find_map(|c| c.downcast_ref::<ImapError>())
+}
+
+/// The step queue's kind of a files engine error: the endpoint's error when one caused it
+/// (listing, creating the root), else a local fault (the state file) worth another attempt.
+fn files_error(e: &anyhow::Error) -> EngineError {
+    let message = format!("{e:#}");
+    let endpoint = e.chain().find_map(|c| {
+        c.downcast_ref::<EndpointStep>()
+            .map(|s| &s.error)
+            .or_else(|| c.downcast_ref::<EndpointError>())
+    });
+    let Some(endpoint) = endpoint else {
+        return EngineError::Transient(message);
+    };
+    match endpoint {
+        EndpointError::Throttled { retry_after, .. } => EngineError::Throttled {
+            retry_after: retry_after.unwrap_or_default(),
+            message,
+        },
+        EndpointError::Transient(_) => EngineError::Transient(message),
+        EndpointError::Auth(_) | EndpointError::Refused(_) => EngineError::Authentication(message),
+        EndpointError::InsufficientStorage
+        | EndpointError::TooLarge
+        | EndpointError::NotFound(_)
+        | EndpointError::Http { .. }
+        | EndpointError::Permanent(_) => EngineError::Permanent(message),
+    }
+}
+
 /// How long probing one mailbox (greeting and login) may take.
 pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -119,19 +214,28 @@ impl DataEngines for Engines {
         target: &MailAccess,
         target_user: &str,
         state: &Path,
-    ) -> Result<Value, String> {
-        let src = mailbox(source, Side::Source, source_user)?;
-        let tgt = mailbox(target, Side::Target, target_user)?;
-        let options = tenantry_mail::sync::Options::default();
+        restored: bool,
+    ) -> Result<Value, EngineError> {
+        let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
+        let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
+        let options = tenantry_mail::sync::Options {
+            restored_state: restored,
+            ..Default::default()
+        };
         let progress = Arc::new(tenantry_mail::report::Progress::default());
         let report =
             tenantry_mail::sync::migrate_mailbox(&src, &tgt, state, &options, progress).await;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.ok() {
-            Ok(value)
-        } else {
-            Err(format!("mailbox {source_user} not fully copied: {value}"))
+            return Ok(value);
         }
+        let message = format!("mailbox {source_user} not fully copied: {value}");
+        // A mailbox-wide error has a typed cause; failed folders or messages are worth another
+        // pass (the state makes it exact).
+        Err(match report.cause.as_deref().and_then(imap_cause) {
+            Some(imap) => self.mail_error(imap, target, message).await,
+            None => EngineError::Transient(message),
+        })
     }
 
     async fn verify_mailbox(
@@ -140,20 +244,29 @@ impl DataEngines for Engines {
         source_user: &str,
         target: &MailAccess,
         target_user: &str,
-    ) -> Result<Value, String> {
-        let src = mailbox(source, Side::Source, source_user)?;
-        let tgt = mailbox(target, Side::Target, target_user)?;
-        let report = tenantry_mail::verify::verify_mailbox(
+    ) -> Result<Value, EngineError> {
+        let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
+        let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
+        let verified = tenantry_mail::verify::verify_mailbox(
             &src,
             &tgt,
             &tenantry_mail::sync::Options::default(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+        let report = match verified {
+            Ok(report) => report,
+            Err(e) => {
+                let message = format!("{e:#}");
+                return Err(match imap_cause(&e) {
+                    Some(imap) => self.mail_error(imap, target, message).await,
+                    None => EngineError::Transient(message),
+                });
+            }
+        };
         if report.ok() {
             Ok(json!({"folders": report.folders.len()}))
         } else {
-            Err(report.differences.join("; "))
+            Err(EngineError::Transient(report.differences.join("; ")))
         }
     }
 
@@ -208,8 +321,11 @@ impl DataEngines for Engines {
         source: &LibraryAccess,
         target: &LibraryAccess,
         state: &Path,
-    ) -> Result<Value, String> {
-        let (src, dst) = (self.library(source)?, self.library(target)?);
+    ) -> Result<Value, EngineError> {
+        let (src, dst) = (
+            self.library(source).map_err(EngineError::Permanent)?,
+            self.library(target).map_err(EngineError::Permanent)?,
+        );
         let options = MigrateOptions {
             parallel: DEFAULT_PARALLEL,
             dry_run: false,
@@ -228,17 +344,18 @@ impl DataEngines for Engines {
             runtime.block_on(migrate(src, dst, &source_name, &target_name, &options))
         })
         .await
-        .map_err(|e| format!("library migration stopped: {e}"))?
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| EngineError::Transient(format!("library migration stopped: {e}")))?
+        .map_err(|e| files_error(&e))?;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.failures.is_empty() {
             Ok(value)
         } else {
-            Err(format!(
+            // Failed files are tried again by the next pass.
+            Err(EngineError::Transient(format!(
                 "library {} not fully copied: {}",
                 source.location,
                 json!(report.failures)
-            ))
+            )))
         }
     }
 
@@ -246,15 +363,18 @@ impl DataEngines for Engines {
         &self,
         source: &LibraryAccess,
         target: &LibraryAccess,
-    ) -> Result<Value, String> {
-        let (src, dst) = (self.library(source)?, self.library(target)?);
+    ) -> Result<Value, EngineError> {
+        let (src, dst) = (
+            self.library(source).map_err(EngineError::Permanent)?,
+            self.library(target).map_err(EngineError::Permanent)?,
+        );
         let report = tenantry_files::verify::verify(src, dst, OnInvalid::Rename, DEFAULT_PARALLEL)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| files_error(&anyhow::Error::new(e)))?;
         if report.ok() {
             Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
         } else {
-            Err(report.to_text())
+            Err(EngineError::Transient(report.to_text()))
         }
     }
 }
@@ -317,6 +437,139 @@ mod tests {
         );
     }
 
+    fn imap(url: String, admin: &str, password: &str) -> MailAccess {
+        MailAccess {
+            url,
+            admin_user: admin.into(),
+            password: Secret(password.into()),
+            known_mailbox: None,
+        }
+    }
+
+    async fn migrate(src: &MailAccess, tgt: &MailAccess, target_user: &str) -> EngineError {
+        let state = tempfile::tempdir().unwrap();
+        real()
+            .migrate_mailbox(
+                src,
+                "alice",
+                tgt,
+                target_user,
+                &state.path().join("a.sqlite"),
+                false,
+            )
+            .await
+            .unwrap_err()
+    }
+
+    /// A refused source login is the profile's credentials (every source login worked when the
+    /// run started): an authentication failure, never retried, with what to fix.
+    #[tokio::test]
+    async fn a_refused_source_login_is_an_authentication_failure() {
+        use tenantry_testkit::dovecot::{Config, Dovecot};
+        let (source, target) = (
+            Dovecot::start(Config::source()),
+            Dovecot::start(Config::target()),
+        );
+        let wrong = imap(source.host_url(), "srcadmin", "not-the-password");
+        let tgt = imap(target.host_url(), "admin", "adminpw");
+        let e = migrate(&wrong, &tgt, "alice").await;
+        let EngineError::Authentication(message) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(message.contains("login refused"), "{message}");
+        assert!(!message.contains("not-the-password"), "{message}");
+        assert!(e.describe().contains("fix the connection profile"), "{e}");
+        let e = real()
+            .verify_mailbox(&wrong, "alice", &tgt, "alice")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+    }
+
+    /// A refused target login is a wrong admin password or a mailbox not there yet: a control
+    /// login into a mailbox the credentials opened before tells which; without one, retry.
+    #[tokio::test]
+    async fn a_refused_target_login_is_told_apart_by_a_control_login() {
+        use tenantry_testkit::dovecot::{Config, Dovecot};
+        let (source, target) = (
+            Dovecot::start(Config::source()),
+            Dovecot::start(Config::target()),
+        );
+        let src = imap(source.host_url(), "srcadmin", "srcadminpw");
+        let right = imap(target.host_url(), "admin", "adminpw");
+        let wrong = imap(target.host_url(), "admin", "not-the-password");
+        let known = |access: &MailAccess| MailAccess {
+            known_mailbox: Some("alice".into()),
+            ..access.clone()
+        };
+        // No mailbox "dave" on the target yet, and no control mailbox: retried with back-off.
+        let e = migrate(&src, &right, "dave").await;
+        assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
+        assert!(e.message().contains("may not exist yet"), "{e}");
+        // The admin login works for alice: dave's mailbox is not there yet; wait for it.
+        let e = migrate(&src, &known(&right), "dave").await;
+        let EngineError::Throttled { retry_after, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(*retry_after, PROVISIONING_WAIT);
+        // The admin login is refused for alice too: the profile is wrong, not retried.
+        let e = migrate(&src, &known(&wrong), "alice").await;
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+        assert!(!e.describe().contains("not-the-password"), "{e}");
+        let e = real()
+            .verify_mailbox(&src, "alice", &known(&wrong), "alice")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+        // Without a control mailbox a wrong password cannot be told from a missing mailbox.
+        let e = migrate(&src, &wrong, "alice").await;
+        assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
+    }
+
+    /// A library server refusing the profile's credentials (401) is an authentication
+    /// failure; one answering 404 for the source is permanent. Neither is retried.
+    #[tokio::test]
+    async fn a_refused_library_login_is_an_authentication_failure() {
+        let refusing = HttpServer::start(|_, w| {
+            respond(w, 401, &[("WWW-Authenticate", "Basic realm=\"x\"")], b"")
+        });
+        let missing = HttpServer::start(|_, w| respond(w, 404, &[], b""));
+        let state = tempfile::tempdir().unwrap();
+        let at = |server: &HttpServer| {
+            library(format!("webdav://127.0.0.1:{}/lib/", server.port()), "bob")
+        };
+        let e = real()
+            .migrate_library(
+                &at(&refusing),
+                &at(&missing),
+                &state.path().join("l.sqlite"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Authentication(_)), "{e:?}");
+        assert!(e.describe().contains("fix the connection profile"), "{e}");
+        assert!(!e.describe().contains("Ym9iOnB3"), "{e}");
+        let e = real()
+            .migrate_library(&at(&missing), &at(&missing), &state.path().join("m.sqlite"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Permanent(_)), "{e:?}");
+    }
+
+    /// A server that drops the connection is a transient failure (retried).
+    #[tokio::test]
+    async fn a_dropped_connection_is_a_transient_failure() {
+        let server = ImapServer::start(|_| Ok(()));
+        let url = format!("imap://127.0.0.1:{}", server.port());
+        let e = migrate(
+            &imap(url.clone(), "admin", "pw"),
+            &imap(url, "admin", "pw"),
+            "alice",
+        )
+        .await;
+        assert!(matches!(e, EngineError::Transient(_)), "{e:?}");
+    }
+
     #[tokio::test]
     async fn a_trickling_server_holds_a_probe_for_the_probe_deadline_only() {
         // One byte every 200 ms never trips the idle timeout: the probe waited the 30-minute
@@ -328,11 +581,7 @@ mod tests {
             }
             Ok(())
         });
-        let access = MailAccess {
-            url: format!("imap://127.0.0.1:{}", server.port()),
-            admin_user: "admin".into(),
-            password: Secret("pw".into()),
-        };
+        let access = imap(format!("imap://127.0.0.1:{}", server.port()), "admin", "pw");
         let started = Instant::now();
         let e = real().probe_mailbox(&access, "alice").await.unwrap_err();
         let ProbeError::Unreachable(why) = e else {

@@ -88,26 +88,9 @@ async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retire_source_survives_kill_9_and_ends_exact() {
-    whole_move("retire-source").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn keep_source_survives_kill_9_and_ends_exact() {
-    whole_move("keep-source").await;
-}
-
-async fn whole_move(path: &str) {
-    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
-    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
-    let messages = seed_mail(&source_mail).await;
-    let source_dav = Apache::start();
-    let target_dav = Apache::start();
-    sample_tree(&source_dav.root());
-    source_dav.fix_owner();
-
-    let mut s = Server::start();
+/// Both tenants (the five users licensed in the source, one seat in the target) and the four
+/// connection profiles.
+async fn tenants_and_profiles(s: &Server) -> (String, String) {
     let source = s.tenant("Fabrikam").await;
     let target = s.tenant("Contoso").await;
     s.subscription(&source, "ENTERPRISEPACK", 8).await;
@@ -139,6 +122,30 @@ async fn whole_move(path: &str) {
             .await;
         assert_eq!(status, 201, "{p}");
     }
+    (source, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retire_source_survives_kill_9_and_ends_exact() {
+    whole_move("retire-source").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_source_survives_kill_9_and_ends_exact() {
+    whole_move("keep-source").await;
+}
+
+async fn whole_move(path: &str) {
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+    let messages = seed_mail(&source_mail).await;
+    let source_dav = Apache::start();
+    let target_dav = Apache::start();
+    sample_tree(&source_dav.root());
+    source_dav.fix_owner();
+
+    let mut s = Server::start();
+    let (source, target) = tenants_and_profiles(&s).await;
     let plain = |url: String| url.replace(&format!("{DAV_USER}@"), "");
     let (status, m) = s
         .post("/v1/moves", OPERATOR, json!({
@@ -286,5 +293,113 @@ async fn whole_move(path: &str) {
             "5 users, {messages} messages, 1 library: exact seats, no second purchase or user"
         ),
         0,
+    );
+}
+
+/// The target server's admin password changes in the middle of the run, so the connection
+/// profile is now wrong: the next mail step's login is refused, a control login into a mailbox
+/// the move already migrated is refused too, and the step fails after ONE attempt (retrying
+/// would only risk locking the account), telling the operator to fix the connection profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_admin_login_fails_the_step_after_one_attempt() {
+    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
+    seed_mail(&source_mail).await;
+    let s = Server::start();
+    let (source, target) = tenants_and_profiles(&s).await;
+    let (status, m) = s
+        .post(
+            "/v1/moves",
+            OPERATOR,
+            json!({
+                "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+                "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+                "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
+                "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    let first_mailbox = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["kind"] == "migrateMailbox")
+        .unwrap();
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+    wait_state(
+        &s,
+        &id,
+        |m| m["progress"]["done"].as_u64().unwrap_or(0) > first_mailbox as u64,
+        "the first mailbox step",
+    )
+    .await;
+    // Rotated on the server, not in the profile (a longer password: the file's size changes,
+    // so Dovecot re-reads it even within the same second).
+    std::fs::write(
+        target_mail.dir.path().join("master-users"),
+        "admin:{PLAIN}rotated-on-the-server\n",
+    )
+    .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let failed = loop {
+        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
+        if m["state"] == "Failed" {
+            break m;
+        }
+        assert_ne!(
+            m["state"], "Completed",
+            "the move ignored the refused login: {m}"
+        );
+        assert!(Instant::now() < deadline, "the move did not fail: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let step = &failed["progress"]["current"];
+    assert_eq!(step["state"], "Failed", "{failed}");
+    assert_eq!(step["attempts"], 1, "not retried: {failed}");
+    let error = step["error"].as_str().unwrap();
+    assert!(error.contains("login refused"), "{error}");
+    assert!(error.contains("fix the connection profile"), "{error}");
+    for secret in ["adminpw", "rotated-on-the-server"] {
+        assert!(!error.contains(secret), "{error}");
+    }
+    assert!(
+        failed["progress"]["done"].as_u64().unwrap() > first_mailbox as u64,
+        "{failed}"
+    );
+
+    // What the message says: fix the profile, resume — and the move completes.
+    let (status, p) = s
+        .call(
+            Method::PUT,
+            "/v1/connectionProfiles/dst-imap",
+            OPERATOR,
+            Some(json!({"username": "admin", "password": "rotated-on-the-server"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert!(!p.to_string().contains("rotated-on-the-server"), "{p}");
+    let (status, m) = s
+        .post(&format!("/v1/moves/{id}/resume"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202, "{m}");
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+    assert_problem(
+        &s.call(
+            Method::PUT,
+            "/v1/connectionProfiles/no-such-profile",
+            OPERATOR,
+            Some(json!({"username": "admin", "password": "x"})),
+        )
+        .await,
+        404,
+        "NotFound",
     );
 }

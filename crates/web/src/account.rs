@@ -62,12 +62,18 @@ fn signin_response(
 }
 
 pub async fn signin_page(
+    State(app): State<AppState>,
     Extension(sessions): Extension<Arc<Sessions>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult {
-    let existing =
-        session::cookie_value(&headers).and_then(|id| Some((id.clone(), sessions.get(&id)?)));
+    let existing = match session::cookie_value(&headers) {
+        Some(id) => sessions
+            .get(app.store.as_ref(), &id, app.clock.now())
+            .await?
+            .map(|s| (id, s)),
+        None => None,
+    };
     if let Some((_, s)) = &existing {
         if s.principal.is_some() {
             return Ok(Redirect::to("/").into_response());
@@ -79,7 +85,7 @@ pub async fn signin_page(
     match existing {
         Some((_, s)) => signin_response(StatusCode::OK, &s.csrf, None, notice, None),
         None => {
-            let (id, s) = sessions.create(None);
+            let (id, s) = sessions.create_anonymous();
             let secure = session::behind_https(&headers);
             signin_response(StatusCode::OK, &s.csrf, None, notice, Some((id, secure)))
         }
@@ -140,8 +146,9 @@ pub async fn signin(
     match principal_for(&app, &token, client.map(|Extension(c)| c)).await {
         Ok(principal) => {
             // A new session id at sign-in: an id seen before signing in is worth nothing after.
-            f.sessions.remove(&f.sid);
-            let (id, _) = f.sessions.create(Some(principal));
+            let store = app.store.as_ref();
+            f.sessions.remove(store, &f.sid).await?;
+            let (id, _) = f.sessions.create(store, principal, app.clock.now()).await?;
             let mut response = Redirect::to("/").into_response();
             response
                 .headers_mut()
@@ -152,13 +159,13 @@ pub async fn signin(
     }
 }
 
-pub async fn signout(f: CsrfForm) -> Response {
-    f.sessions.remove(&f.sid);
+pub async fn signout(State(app): State<AppState>, f: CsrfForm) -> WebResult {
+    f.sessions.remove(app.store.as_ref(), &f.sid).await?;
     let mut response = Redirect::to("/signin?signed_out=1").into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session::clear_cookie());
-    response
+    Ok(response)
 }
 
 async fn tenants_page(

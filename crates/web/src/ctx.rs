@@ -141,10 +141,16 @@ fn is_htmx(parts: &Parts) -> bool {
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = WebError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let sessions = sessions_of(parts);
         let sid = session::cookie_value(&parts.headers).ok_or(WebError::SignIn)?;
-        let s = sessions.get(&sid).ok_or(WebError::SignIn)?;
+        let s = sessions
+            .get(app.store.as_ref(), &sid, app.clock.now())
+            .await?
+            .ok_or(WebError::SignIn)?;
         let principal = s.principal.ok_or(WebError::SignIn)?;
         Ok(Ctx {
             htmx: is_htmx(parts),
@@ -262,7 +268,10 @@ impl FromRequest<AppState> for CsrfForm {
             )
         };
         let sid = session::cookie_value(&parts.headers).ok_or_else(expired)?;
-        let s = sessions.get(&sid).ok_or_else(expired)?;
+        let s = sessions
+            .get(state.store.as_ref(), &sid, state.clock.now())
+            .await?
+            .ok_or_else(expired)?;
         let header_token = parts
             .headers
             .get(CSRF_HEADER)

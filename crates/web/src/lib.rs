@@ -100,6 +100,7 @@ pub fn routes() -> Router<AppState> {
             "/moves/profiles",
             get(moves::profiles).post(moves::create_profile),
         )
+        .route("/moves/profiles/login", post(moves::update_profile))
         .route("/moves/{id}", get(moves::show))
         .route("/moves/{id}/progress", get(moves::progress))
         .route("/moves/{id}/report", get(moves::report))

@@ -438,6 +438,32 @@ pub async fn create_profile(
     }
 }
 
+/// `POST /moves/profiles/login`: replaces a profile's user name and password.
+pub async fn update_profile(
+    State(app): State<AppState>,
+    Posted { ctx, form }: Posted,
+) -> WebResult {
+    operator_only(&ctx)?;
+    let mover = mover(&app)?;
+    let name = form.get("name").to_string();
+    match mover
+        .update_profile(&name, form.get("username"), form.get("password"))
+        .await
+    {
+        Ok(p) => Ok(ctx.done(
+            "/moves/profiles",
+            format!(
+                "The login of connection profile {} is replaced; resume a move that failed on it.",
+                p.name
+            ),
+        )),
+        Err(e) => {
+            let empty = FormData::default();
+            profiles_page(&app, &ctx, &empty, FormError::from_store("login", e).into()).await
+        }
+    }
+}
+
 fn purchase_text(p: &TargetPurchase) -> String {
     match p {
         TargetPurchase::None => "None: enough free licences".into(),

@@ -1,29 +1,32 @@
-//! Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, mapped in memory to the
-//! principal the signed-in token names and a per-session CSRF token.
+//! Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, naming the principal
+//! the signed-in token names and a per-session CSRF token.
 //!
-//! A visitor who has not signed in yet holds no memory here: their "session" is a cookie signed
+//! A signed-in session is stored in the database (only a BLAKE3 hash of its id), so a restart
+//! signs nobody out and every `serve` process on the same database knows it.
+//!
+//! A visitor who has not signed in yet stores nothing: their "session" is a cookie signed
 //! with a key of this process (issue time, nonce, BLAKE3 keyed MAC) from which the sign-in form's
-//! CSRF token is derived. So any number of anonymous visits cannot push out a pending sign-in or a
-//! signed-in session; only a valid token creates a stored session.
-//!
-//! Sessions live in memory only: a restart signs everyone out, which is acceptable for an admin
-//! center (the token stays valid; signing in again is one paste).
+//! CSRF token is derived. So any number of anonymous visits cannot fill the database; only a
+//! valid token creates a stored session. A restart ends only such pending sign-ins (the page
+//! asks to reload).
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use base64::Engine;
 use rand::RngCore;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tenantry_ledger::role::Principal;
+use tenantry_ledger::Timestamp;
+use tenantry_store::{Store, StoreError, WebSession};
 
 pub const COOKIE: &str = "tenantry_session";
 /// A signed-in session ends after this long without a request.
-const IDLE_SIGNED_IN: Duration = Duration::from_secs(8 * 3600);
+const IDLE_SIGNED_IN_SECS: i64 = tenantry_api::WEB_SESSION_IDLE_SECS;
 /// A session that never signed in (it only carries the sign-in form's CSRF token).
 const IDLE_ANONYMOUS: Duration = Duration::from_secs(3600);
-/// Above this many signed-in sessions, expired ones are swept before a new one is stored.
-const MAX_SESSIONS: usize = 10_000;
+/// A stored session's last request is written at most this often (not on every page).
+const TOUCH_EVERY_SECS: i64 = 60;
 /// Marks the id of an anonymous (signed, not stored) session.
 const ANONYMOUS_PREFIX: &str = "a.";
 
@@ -31,26 +34,14 @@ const ANONYMOUS_PREFIX: &str = "a.";
 pub struct Session {
     pub principal: Option<Principal>,
     pub csrf: String,
-    /// A one-shot message for the next page shown (after a redirect).
-    pub flash: Option<String>,
-    last_seen: Instant,
-}
-
-impl Session {
-    fn expired(&self, now: Instant) -> bool {
-        let idle = if self.principal.is_some() {
-            IDLE_SIGNED_IN
-        } else {
-            IDLE_ANONYMOUS
-        };
-        now.duration_since(self.last_seen) > idle
-    }
 }
 
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
     /// Signs anonymous session ids; new at every start (a restart also ends pending sign-ins).
     key: [u8; 32],
+    /// One-shot messages for the next page (after a redirect), per session id. Kept by this
+    /// process only: a message lost to a restart costs nothing.
+    flashes: Mutex<HashMap<String, String>>,
 }
 
 impl Default for Sessions {
@@ -58,8 +49,8 @@ impl Default for Sessions {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
         Sessions {
-            map: Mutex::default(),
             key,
+            flashes: Mutex::default(),
         }
     }
 }
@@ -81,10 +72,15 @@ pub fn random_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// What the database keeps of a session id: whoever reads the database cannot sign in with it.
+fn id_hash(id: &str) -> String {
+    blake3::hash(id.as_bytes()).to_hex().to_string()
+}
+
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        // A panic while holding the lock cannot leave a session half-written: recover the map.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn flashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A panic while holding the lock cannot leave a message half-written: recover the map.
+        self.flashes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn mac(&self, purpose: &str, body: &str) -> String {
@@ -92,7 +88,7 @@ impl Sessions {
     }
 
     /// A signed anonymous id `a.<issued>.<nonce>.<mac>`; nothing is stored.
-    fn create_anonymous(&self) -> (String, Session) {
+    pub fn create_anonymous(&self) -> (String, Session) {
         let mut nonce = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let body = format!("{}.{}", unix_now(), b64(&nonce));
@@ -100,8 +96,6 @@ impl Sessions {
         let session = Session {
             principal: None,
             csrf: self.mac("csrf", &body),
-            flash: None,
-            last_seen: Instant::now(),
         };
         (id, session)
     }
@@ -120,65 +114,76 @@ impl Sessions {
         Some(Session {
             principal: None,
             csrf: self.mac("csrf", body),
-            flash: None,
-            last_seen: Instant::now(),
         })
     }
 
-    /// A new session; returns its id. Only a signed-in one is stored.
-    pub fn create(&self, principal: Option<Principal>) -> (String, Session) {
-        if principal.is_none() {
-            return self.create_anonymous();
-        }
+    /// A new signed-in session, stored; returns its id.
+    pub async fn create(
+        &self,
+        store: &dyn Store,
+        principal: Principal,
+        now: Timestamp,
+    ) -> Result<(String, Session), StoreError> {
         let id = random_secret();
         let session = Session {
-            principal,
+            principal: Some(principal),
             csrf: random_secret(),
-            flash: None,
-            last_seen: Instant::now(),
         };
-        let mut map = self.lock();
-        if map.len() >= MAX_SESSIONS {
-            let now = Instant::now();
-            map.retain(|_, s| !s.expired(now));
-        }
-        map.insert(id.clone(), session.clone());
-        (id, session)
+        store
+            .create_web_session(WebSession {
+                id_hash: id_hash(&id),
+                principal,
+                csrf: session.csrf.clone(),
+                last_seen: now,
+            })
+            .await?;
+        Ok((id, session))
     }
 
-    /// The live session of this id (touching it), or `None`.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    /// The live session of this id (touching it), or `None`. A database that cannot be read
+    /// is an error, not a sign-out.
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Session>, StoreError> {
         if id.starts_with(ANONYMOUS_PREFIX) {
-            return self.anonymous(id);
+            return Ok(self.anonymous(id));
         }
-        let mut map = self.lock();
-        let now = Instant::now();
-        match map.get_mut(id) {
-            Some(s) if !s.expired(now) => {
-                s.last_seen = now;
-                Some(s.clone())
-            }
-            Some(_) => {
-                map.remove(id);
-                None
-            }
-            None => None,
+        let hash = id_hash(id);
+        let Some(stored) = store.web_session(hash.clone()).await? else {
+            return Ok(None);
+        };
+        let idle = now.0 - stored.last_seen.0;
+        if idle > IDLE_SIGNED_IN_SECS {
+            store.delete_web_session(hash).await?;
+            return Ok(None);
         }
+        if idle >= TOUCH_EVERY_SECS {
+            store.touch_web_session(hash, now).await?;
+        }
+        Ok(Some(Session {
+            principal: Some(stored.principal),
+            csrf: stored.csrf,
+        }))
     }
 
     /// Takes the one-shot message of a session.
     pub fn take_flash(&self, id: &str) -> Option<String> {
-        self.lock().get_mut(id).and_then(|s| s.flash.take())
+        self.flashes().remove(id)
     }
 
     pub fn set_flash(&self, id: &str, message: String) {
-        if let Some(s) = self.lock().get_mut(id) {
-            s.flash = Some(message);
-        }
+        self.flashes().insert(id.to_string(), message);
     }
 
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    pub async fn remove(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
+        self.flashes().remove(id);
+        if id.starts_with(ANONYMOUS_PREFIX) {
+            return Ok(());
+        }
+        store.delete_web_session(id_hash(id)).await
     }
 }
 
@@ -252,45 +257,31 @@ mod tests {
     }
 
     #[test]
-    fn sessions_carry_a_csrf_token_and_a_one_shot_flash() {
+    fn flashes_are_one_shot() {
         let sessions = Sessions::default();
-        let (id, s) = sessions.create(Some(Principal::Operator));
-        assert_eq!(s.csrf.len(), 43);
-        sessions.set_flash(&id, "done".into());
-        assert_eq!(sessions.take_flash(&id).as_deref(), Some("done"));
-        assert_eq!(sessions.take_flash(&id), None);
-        sessions.remove(&id);
-        assert!(sessions.get(&id).is_none());
+        sessions.set_flash("x", "done".into());
+        assert_eq!(sessions.take_flash("x").as_deref(), Some("done"));
+        assert_eq!(sessions.take_flash("x"), None);
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
     }
 
     #[test]
-    fn anonymous_visits_store_nothing_and_evict_no_pending_sign_in() {
+    fn anonymous_ids_are_signed_by_this_process() {
         let sessions = Sessions::default();
-        let (pending, first) = sessions.create(None);
-        let (signed_in, _) = sessions.create(Some(Principal::Operator));
-        for _ in 0..MAX_SESSIONS + 1 {
-            sessions.create(None);
-        }
-        assert_eq!(
-            sessions.lock().len(),
-            1,
-            "only the signed-in session is stored"
-        );
+        let (pending, first) = sessions.create_anonymous();
         let again = sessions
-            .get(&pending)
-            .expect("the pending sign-in is still valid");
+            .anonymous(&pending)
+            .expect("the pending sign-in is valid");
         assert_eq!(again.csrf, first.csrf);
         assert!(again.principal.is_none());
-        assert!(sessions.get(&signed_in).is_some());
         // A forged or altered anonymous id is worth nothing.
         let mut forged = pending.clone();
         forged.replace_range(2..3, if &pending[2..3] == "1" { "2" } else { "1" });
-        assert!(sessions.get(&forged).is_none());
+        assert!(sessions.anonymous(&forged).is_none());
         assert!(
-            Sessions::default().get(&pending).is_none(),
+            Sessions::default().anonymous(&pending).is_none(),
             "another process's key"
         );
-        assert!(sessions.get("a.0.AAAA.xyz").is_none());
+        assert!(sessions.anonymous("a.0.AAAA.xyz").is_none());
     }
 }

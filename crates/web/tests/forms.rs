@@ -590,6 +590,38 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = r.text().await.unwrap();
     assert!(html.contains("kind must be imap or webdav") && !html.contains("s3cret-never-shown"));
+    // A refused login is fixed here: the profile's user name and password are replaced.
+    let r = op
+        .post(
+            "/moves/profiles/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "fabrikam-dav"),
+                ("username", "dav2"),
+                ("password", "n3w-s3cret-never-shown"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = op.get("/moves/profiles").await;
+    assert!(html.contains("login of connection profile fabrikam-dav is replaced"));
+    assert!(html.contains("<td>dav2</td>") && !html.contains("n3w-s3cret-never-shown"));
+    let r = op
+        .post(
+            "/moves/profiles/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "no-such-profile"),
+                ("username", "x"),
+                ("password", "n3w-s3cret-never-shown"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("connection profile not found") && !html.contains("n3w-s3cret-never-shown")
+    );
     let (status, _) = op.get("/moves/not-a-uuid").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -703,4 +735,34 @@ async fn sign_in_failures_are_limited_with_a_clear_message() {
         .post("/signin", &[("csrf", &csrf), ("token", OPERATOR)])
         .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Signed-in sessions live in the database: a server started afresh on the same database (a
+/// restart, or a second process behind the same load balancer) knows the cookie and its CSRF
+/// token, and signing out there ends the session on the first server too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_signs_nobody_out() {
+    let first = Server::start().await;
+    let mut browser = Client::new(&first.base);
+    browser.sign_in(OPERATOR).await;
+    assert_eq!(browser.get("/tenants").await.0, StatusCode::OK);
+    let signed_in = browser.cookie.clone();
+
+    let second = first.restarted().await;
+    browser.base = second.base.clone();
+    let (status, html) = browser.get("/tenants").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "still signed in after the restart: {html}"
+    );
+    let csrf = browser.csrf("/tenants").await;
+    let r = browser.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // The old cookie, replayed on the first server: the session is gone everywhere.
+    browser.base = first.base.clone();
+    browser.cookie = signed_in;
+    let (status, _) = browser.get("/tenants").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "signed out everywhere");
 }

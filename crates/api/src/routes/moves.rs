@@ -69,6 +69,31 @@ pub async fn create_profile(
     Ok((StatusCode::CREATED, Json(profile_json(&profile))).into_response())
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateProfile {
+    pub username: String,
+    /// Stored encrypted; never returned.
+    pub password: String,
+}
+
+/// Replaces a profile's username and password, e.g. after a server refused them (a failed
+/// move then resumes with the new ones). The name and kind stay; the password is never returned.
+#[utoipa::path(put, path = "/v1/connectionProfiles/{name}", tag = "moves", params(("name" = String, Path)),
+    request_body = UpdateProfile,
+    responses((status = 200, description = "the profile, without its secret"), (status = 404), (status = 422)))]
+pub async fn update_profile(
+    State(app): State<AppState>,
+    _auth: Operator,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateProfile>,
+) -> ApiResult<Json<Value>> {
+    let profile = mover(&app)?
+        .update_profile(&name, &body.username, &body.password)
+        .await?;
+    Ok(Json(profile_json(&profile)))
+}
+
 #[utoipa::path(get, path = "/v1/connectionProfiles", tag = "moves", responses((status = 200, description = "profiles, without secrets")))]
 pub async fn list_profiles(State(app): State<AppState>, _auth: Operator) -> ApiResult<Json<Value>> {
     let profiles = app.store.list_profiles().await?;

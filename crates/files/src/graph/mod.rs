@@ -290,7 +290,7 @@ pub fn map_err(e: GraphError) -> EndpointError {
             retry_after: Some(*retry_after),
         },
         GraphError::Transient { .. } => EndpointError::Transient(e.to_string()),
-        GraphError::Auth { .. } => EndpointError::Permanent(e.to_string()),
+        GraphError::Auth { .. } => EndpointError::Refused(e.to_string()),
         GraphError::Permanent { status, code, .. } => match (status, code.as_deref()) {
             (404, _) => EndpointError::NotFound(e.to_string()),
             (507, _) | (_, Some("quotaLimitReached")) | (_, Some("insufficientStorage")) => {

@@ -9,7 +9,8 @@ use super::reads::{
 use super::tx::PgTx;
 use super::PgStore;
 use crate::moves::{
-    MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord, StepState,
+    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord,
+    StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
@@ -180,6 +181,21 @@ impl MoveStore for PgStore {
         self.read(move |conn| steps_of(conn, move_id)).await
     }
 
+    async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_opt(
+                    "SELECT version, state FROM engine_state WHERE move_id = $1 AND state_key = $2",
+                    &[&move_id.to_string(), &key],
+                )?
+                .map(|r| EngineState {
+                    version: r.get(0),
+                    state: r.get(1),
+                }))
+        })
+        .await
+    }
+
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot> {
         // One snapshot (REPEATABLE READ): subscriptions and users are seen at the same instant.
         self.read(move |conn| {
@@ -265,6 +281,25 @@ impl MoveStore for PgStore {
             conn.query_opt(
                 "SELECT id, name, kind, username, secret, created_at FROM connection_profiles WHERE name = $1",
                 &[&name],
+            )?
+            .map(|r| profile_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| LedgerError::not_found("connection profile").into())
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        name: String,
+        username: String,
+        secret: Vec<u8>,
+    ) -> Result<ProfileRecord> {
+        self.write(move |conn| {
+            conn.query_opt(
+                "UPDATE connection_profiles SET username = $2, secret = $3 WHERE name = $1
+                 RETURNING id, name, kind, username, secret, created_at",
+                &[&name, &username, &secret],
             )?
             .map(|r| profile_from_row(&r))
             .transpose()?
@@ -436,5 +471,25 @@ impl MoveTx for PgTx<'_, '_> {
             "UPDATE move_steps SET state = 'Pending', lease_owner = NULL, lease_until = NULL WHERE state = 'Running'",
             &[],
         )
+    }
+
+    fn put_engine_state(
+        &mut self,
+        move_id: Uuid,
+        key: &str,
+        state: &[u8],
+        now: Timestamp,
+    ) -> Result<i64> {
+        let row = self.conn.query(
+            "INSERT INTO engine_state (move_id, state_key, version, state, updated_at)
+             VALUES ($1, $2, 1, $3, $4)
+             ON CONFLICT (move_id, state_key) DO UPDATE
+               SET version = engine_state.version + 1, state = excluded.state, updated_at = excluded.updated_at
+             RETURNING version",
+            &[&move_id.to_string(), &key, &state, &now.0],
+        )?;
+        row.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::Internal("engine state not stored".into()))
     }
 }

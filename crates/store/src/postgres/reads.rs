@@ -2,6 +2,7 @@
 
 use super::conn::{parse, PgConn};
 use super::{load_catalog, PgStore};
+use crate::{principal_columns, principal_of, WebSession};
 use crate::{
     AuditFilter, IdempotencyBegin, LedgerStore, Page, PageRequest, Result, StoredResponse, TxWork,
 };
@@ -487,6 +488,88 @@ impl LedgerStore for PgStore {
                 "DELETE FROM idempotency_keys WHERE created_at < $1",
                 &[&before.0],
             )? as usize)
+        })
+        .await
+    }
+
+    async fn create_web_session(&self, s: WebSession) -> Result<()> {
+        self.write(move |conn| {
+            let (tenant, role, token) = principal_columns(&s.principal);
+            conn.execute(
+                "INSERT INTO web_sessions (id_hash, tenant_id, role, token_id, csrf, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&s.id_hash, &tenant, &role, &token, &s.csrf, &s.last_seen.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn web_session(&self, id_hash: String) -> Result<Option<WebSession>> {
+        self.read(move |conn| {
+            let row = conn.query_opt(
+                "SELECT tenant_id, role, token_id, csrf, last_seen FROM web_sessions
+                 WHERE id_hash = $1",
+                &[&id_hash],
+            )?;
+            Ok(row.and_then(|r| {
+                Some(WebSession {
+                    principal: principal_of(r.get(0), r.get(1), r.get(2))?,
+                    csrf: r.get(3),
+                    last_seen: Timestamp(r.get(4)),
+                    id_hash: id_hash.clone(),
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn touch_web_session(&self, id_hash: String, now: Timestamp) -> Result<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE web_sessions SET last_seen = $2 WHERE id_hash = $1",
+                &[&id_hash, &now.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_web_session(&self, id_hash: String) -> Result<()> {
+        self.write(move |conn| {
+            conn.execute("DELETE FROM web_sessions WHERE id_hash = $1", &[&id_hash])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_web_sessions(&self, before: Timestamp) -> Result<usize> {
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM web_sessions WHERE last_seen < $1",
+                &[&before.0],
+            )? as usize)
+        })
+        .await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: String,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.write(move |conn| {
+            Ok(conn
+                .query_opt(
+                    "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                     WHERE leases.holder = excluded.holder OR leases.until < $4
+                     RETURNING holder",
+                    &[&name, &holder, &until.0, &now.0],
+                )?
+                .is_some())
         })
         .await
     }

@@ -7,6 +7,7 @@ mod schema;
 mod tx;
 mod writer;
 
+use crate::{principal_columns, principal_of, WebSession};
 use crate::{
     AuditFilter, IdempotencyBegin, LedgerStore, Page, PageRequest, Result, StoreError,
     StoredResponse, TxWork,
@@ -665,6 +666,99 @@ impl LedgerStore for SqliteStore {
                 .conn
                 .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
                 .execute([before.0])?)
+        })
+        .await
+    }
+
+    async fn create_web_session(&self, s: WebSession) -> Result<()> {
+        self.write(move |ctx| {
+            let (tenant, role, token) = principal_columns(&s.principal);
+            ctx.conn.execute(
+                "INSERT INTO web_sessions (id_hash, tenant_id, role, token_id, csrf, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.id_hash, tenant, role, token, s.csrf, s.last_seen.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn web_session(&self, id_hash: String) -> Result<Option<WebSession>> {
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT tenant_id, role, token_id, csrf, last_seen FROM web_sessions
+                     WHERE id_hash = ?1",
+                )?
+                .query_row([&id_hash], |r| {
+                    Ok((
+                        principal_of(r.get(0)?, r.get(1)?, r.get(2)?),
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()?;
+            Ok(row.and_then(|(principal, csrf, last_seen)| {
+                Some(WebSession {
+                    id_hash,
+                    principal: principal?,
+                    csrf,
+                    last_seen: Timestamp(last_seen),
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn touch_web_session(&self, id_hash: String, now: Timestamp) -> Result<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("UPDATE web_sessions SET last_seen = ?2 WHERE id_hash = ?1")?
+                .execute(params![id_hash, now.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_web_session(&self, id_hash: String) -> Result<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("DELETE FROM web_sessions WHERE id_hash = ?1")?
+                .execute([id_hash])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_web_sessions(&self, before: Timestamp) -> Result<usize> {
+        self.write(move |ctx| {
+            Ok(ctx
+                .conn
+                .prepare_cached("DELETE FROM web_sessions WHERE last_seen < ?1")?
+                .execute([before.0])?)
+        })
+        .await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: String,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.write(move |ctx| {
+            Ok(ctx
+                .conn
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                     WHERE leases.holder = excluded.holder OR leases.until < ?4
+                     RETURNING holder",
+                )?
+                .query_row(params![name, holder, until.0, now.0], |_| Ok(()))
+                .optional()?
+                .is_some())
         })
         .await
     }

@@ -5,7 +5,8 @@ use super::{
     ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore, USER_COLUMNS,
 };
 use crate::moves::{
-    MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord, StepState,
+    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord,
+    StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
@@ -264,6 +265,23 @@ impl MoveStore for SqliteStore {
         self.read(move |conn| steps_of(conn, move_id)).await
     }
 
+    async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT version, state FROM engine_state WHERE move_id = ?1 AND state_key = ?2",
+                )?
+                .query_row(params![move_id.to_string(), key], |r| {
+                    Ok(EngineState {
+                        version: r.get(0)?,
+                        state: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot> {
         self.read(move |conn| {
             // One read transaction: subscriptions and users are seen at the same instant.
@@ -343,6 +361,25 @@ impl MoveStore for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached("SELECT id, name, kind, username, secret, created_at FROM connection_profiles WHERE name = ?1")?
                 .query_row([name], profile_from_row)
+                .optional()?
+                .ok_or_else(|| LedgerError::not_found("connection profile").into())
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        name: String,
+        username: String,
+        secret: Vec<u8>,
+    ) -> Result<ProfileRecord> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE connection_profiles SET username = ?2, secret = ?3 WHERE name = ?1
+                     RETURNING id, name, kind, username, secret, created_at",
+                )?
+                .query_row(params![name, username, secret], profile_from_row)
                 .optional()?
                 .ok_or_else(|| LedgerError::not_found("connection profile").into())
         })
@@ -523,5 +560,23 @@ impl MoveTx for SqliteTx<'_> {
             [],
         )?;
         Ok(n as u64)
+    }
+
+    fn put_engine_state(
+        &mut self,
+        move_id: Uuid,
+        key: &str,
+        state: &[u8],
+        now: Timestamp,
+    ) -> Result<i64> {
+        Ok(self.ctx.conn.query_row(
+            "INSERT INTO engine_state (move_id, state_key, version, state, updated_at)
+             VALUES (?1, ?2, 1, ?3, ?4)
+             ON CONFLICT (move_id, state_key) DO UPDATE
+               SET version = engine_state.version + 1, state = excluded.state, updated_at = excluded.updated_at
+             RETURNING version",
+            params![move_id.to_string(), key, state, now.0],
+            |r| r.get(0),
+        )?)
     }
 }

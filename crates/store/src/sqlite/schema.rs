@@ -201,6 +201,48 @@ const NUMBERED: &[(i64, &str)] = &[
     CREATE INDEX move_steps_by_state ON move_steps(state);
     "#,
     ),
+    // 22: the data engines' resumable state, so that any worker resumes a step (PostgreSQL's
+    // version 4).
+    (
+        22,
+        r#"
+    CREATE TABLE engine_state (
+        move_id    TEXT NOT NULL REFERENCES moves(id) ON DELETE CASCADE,
+        state_key  TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        state      BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (move_id, state_key)
+    );
+    "#,
+    ),
+    // 23: admin-center sessions, so that a restart signs nobody out (PostgreSQL's version 5).
+    (
+        23,
+        r#"
+    CREATE TABLE web_sessions (
+        id_hash   TEXT PRIMARY KEY,
+        tenant_id TEXT,
+        role      TEXT,
+        token_id  TEXT,
+        csrf      TEXT NOT NULL,
+        last_seen INTEGER NOT NULL
+    );
+    CREATE INDEX web_sessions_by_last_seen ON web_sessions(last_seen);
+    "#,
+    ),
+    // 25: named leases (the lifecycle sweeper's: one process sweeps at a time; PostgreSQL's
+    // version 7).
+    (
+        25,
+        r#"
+    CREATE TABLE leases (
+        name   TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until  INTEGER NOT NULL
+    );
+    "#,
+    ),
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -284,7 +326,11 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(numbered, [20, 21], "each numbered migration recorded once");
+        assert_eq!(
+            numbered,
+            [20, 21, 22, 23, 25],
+            "each numbered migration recorded once"
+        );
         assert_eq!(
             count(
                 &conn,

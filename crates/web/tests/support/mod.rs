@@ -18,7 +18,9 @@ pub struct Server {
     pub app: AppState,
     /// The move worker's mover: tests start the worker when they want steps to run.
     pub mover: Arc<Mover>,
-    _dir: tempfile::TempDir,
+    /// The database's URL.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
     _database: Option<tenantry_testkit::postgres::TestDatabase>,
 }
 
@@ -35,14 +37,28 @@ impl Server {
             Some(db) => db.url.clone(),
             None => format!("sqlite://{}", dir.path().join("ledger.db").display()),
         };
+        let mut server = Self::start_on(&url, dir.path(), moves).await;
+        server._dir = Some(dir);
+        server._database = database;
+        server
+    }
+
+    /// Another server on this one's database, with nothing of this one in memory: what a
+    /// restart (or a second process behind the same load balancer) sees.
+    pub async fn restarted(&self) -> Server {
+        let dir = self._dir.as_ref().map(|d| d.path().to_path_buf());
+        Self::start_on(&self.url, &dir.unwrap_or_default(), true).await
+    }
+
+    async fn start_on(url: &str, dir: &std::path::Path, moves: bool) -> Server {
         let store: Arc<dyn tenantry_store::Store> =
-            tenantry_store::open(&url).await.expect("open the store");
+            tenantry_store::open(url).await.expect("open the store");
         // Moves without data engines: ledger-only moves run, mail and libraries are refused.
         let mover = Arc::new(Mover {
             store: store.clone(),
             engines: Arc::new(tenantry_mover::engines::NoData),
             sealer: Sealer::from_key([7; 32]),
-            data_dir: dir.path().join("data"),
+            data_dir: dir.join("data"),
         });
         let app = AppState::with_mover(store, Clock::adjustable(), moves.then(|| mover.clone()));
         ensure_operator_token(&app, Some(OPERATOR))
@@ -64,8 +80,9 @@ impl Server {
             base: format!("http://{addr}"),
             app,
             mover,
-            _dir: dir,
-            _database: database,
+            url: url.to_string(),
+            _dir: None,
+            _database: None,
         }
     }
 

@@ -1,0 +1,117 @@
+//! The engines' resumable state through the database: a snapshot saved from one machine's state
+//! file is restored on another machine when it has none or an older one, never over a current
+//! one, and only the worker holding the step's lease saves.
+
+use std::path::Path;
+use tenantry_app::{Caller, Ledger};
+use tenantry_ledger::Timestamp;
+use tenantry_mover::engine_state::{restore, save, StateSlot};
+use tenantry_moves::model::{MovePath, MoveSpec};
+use tenantry_store::moves::NewStep;
+
+const NOW: Timestamp = Timestamp(1_800_000_000);
+
+/// An engine's state file with the rows `rows` (what an engine would have written so far).
+fn write_state(path: &Path, rows: &[&str]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS done(x TEXT PRIMARY KEY)",
+    )
+    .unwrap();
+    for row in rows {
+        db.execute("INSERT OR IGNORE INTO done VALUES (?1)", [row])
+            .unwrap();
+    }
+}
+
+fn rows(path: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = db.prepare("SELECT x FROM done ORDER BY x").unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let ledger = Ledger::new(tenantry_store::open(&url).await.unwrap());
+    let caller = Caller::system("test");
+    let mut tenants = Vec::new();
+    for name in ["a", "b"] {
+        let domain = format!("{name}.onmicrosoft.com");
+        tenants.push(
+            ledger
+                .create_tenant(&caller, name, &domain, NOW)
+                .await
+                .unwrap(),
+        );
+    }
+    let spec = MoveSpec {
+        source_tenant_id: tenants[0].id,
+        target_tenant_id: tenants[1].id,
+        path: MovePath::RetireSource,
+        users: vec![],
+        domain_rewrite: None,
+        allow_purchase: true,
+        source_mail: None,
+        target_mail: None,
+        libraries: vec![],
+    };
+    let id = ledger.create_move(spec, "op".into(), NOW).await.unwrap().id;
+    let step = vec![NewStep {
+        key: "mailbox:a".to_string(),
+        step: serde_json::json!({"kind": "report"}),
+        depends_on: vec![],
+        servers: vec![],
+    }];
+    ledger.start_run(id, step, "op".into(), NOW).await.unwrap();
+    let step = ledger
+        .claim_step("w".into(), NOW, 60, 4)
+        .await
+        .unwrap()
+        .unwrap();
+    let slot = |machine: &str| StateSlot {
+        move_id: id,
+        key: "mail/a".into(),
+        path: dir.path().join(machine).join("mail").join("a.sqlite"),
+    };
+    let (first, second) = (slot("first"), slot("second"));
+
+    assert!(
+        !restore(&ledger, &first).await.unwrap(),
+        "nothing saved yet"
+    );
+    write_state(&first.path, &["one"]);
+    assert!(save(&ledger, &first, &step.key, "w", NOW).await.unwrap());
+    // The second machine has no file: the saved one is put in place.
+    assert!(restore(&ledger, &second).await.unwrap());
+    assert_eq!(rows(&second.path), ["one"]);
+    assert!(
+        !restore(&ledger, &second).await.unwrap(),
+        "its file is the saved version"
+    );
+
+    // The first machine gets further and saves again: the second one's copy is older.
+    write_state(&first.path, &["two"]);
+    assert!(save(&ledger, &first, &step.key, "w", NOW).await.unwrap());
+    assert!(restore(&ledger, &second).await.unwrap());
+    assert_eq!(rows(&second.path), ["one", "two"]);
+    // The first machine's own file is what was saved (or newer): kept.
+    write_state(&first.path, &["three"]);
+    assert!(!restore(&ledger, &first).await.unwrap());
+    assert_eq!(rows(&first.path), ["one", "three", "two"]);
+
+    // A worker that does not hold the step saves nothing.
+    assert!(!save(&ledger, &first, &step.key, "other", NOW)
+        .await
+        .unwrap());
+    let stored = ledger
+        .store()
+        .engine_state(id, "mail/a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version, 2);
+}
