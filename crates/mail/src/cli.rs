@@ -20,9 +20,10 @@ use crate::verify::{verify_mailbox, VerifyReport};
 #[derive(Debug, Subcommand)]
 pub enum MailCommand {
     /// Copy mailboxes from a source IMAP server to a target (incremental, resumable).
-    Migrate(MigrateArgs),
+    // Boxed (both): IMAP and Exchange options make them the largest of tenantry's commands.
+    Migrate(Box<MigrateArgs>),
     /// Compare source and target; exits non-zero and lists every difference.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -463,10 +464,10 @@ pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
     }
     let to_exchange = is_exchange(&conn.target);
     match cmd {
-        MailCommand::Migrate(a) if to_exchange => migrate_to_exchange(a).await,
-        MailCommand::Verify(a) if to_exchange => verify_exchange(a).await,
-        MailCommand::Migrate(a) => migrate(a).await,
-        MailCommand::Verify(a) => verify(a).await,
+        MailCommand::Migrate(a) if to_exchange => migrate_to_exchange(*a).await,
+        MailCommand::Verify(a) if to_exchange => verify_exchange(*a).await,
+        MailCommand::Migrate(a) => migrate(*a).await,
+        MailCommand::Verify(a) => verify(*a).await,
     }
 }
 
@@ -478,7 +479,10 @@ fn exchange_jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Mailbox)>> {
         let upn = user.map(str::to_string).or(upn.clone()).context(
             "target: exchange:// needs a userPrincipalName (exchange://USER@DOMAIN, or --batch)",
         )?;
-        Ok(Mailbox::new(client.clone(), &upn))
+        Ok(Mailbox::new(client.clone(), &upn).with_upload_budget(
+            conn.exchange.exchange_upload_budget,
+            Duration::from_secs(conn.exchange.exchange_upload_window),
+        ))
     })
 }
 

@@ -7,76 +7,11 @@
 mod support;
 
 use base64::Engine;
+use support::exchange::*;
 use support::*;
 use tenantry_testkit::graph_fake::{
     FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, PR_MESSAGE_DELIVERY_TIME, TENANT,
 };
-
-const UPN: &str = "alice@contoso.com";
-
-fn attachment_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 256) as u8).collect()
-}
-
-fn with_attachment(subject: &str, att: &[u8]) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(att);
-    let wrapped: Vec<String> = b64
-        .as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    format!(
-        "Received: from mx.example.org by mail.example.org; Mon, 1 Jan 2024 10:00:00 +0000\r\n\
-         From: Carol <carol@example.org>\r\nTo: Alice <alice@example.org>\r\nSubject: {subject}\r\n\
-         Date: Mon, 1 Jan 2024 09:59:00 +0000\r\nMessage-ID: <{subject}@example.org>\r\n\
-         X-Custom: kept\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n\
-         --XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n\
-         --XX\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\n\
-         Content-Disposition: attachment; filename=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
-         {}\r\n--XX--\r\n",
-        wrapped.join("\r\n")
-    )
-    .into_bytes()
-}
-
-struct Run {
-    dove: Dovecot,
-    tmp: tempfile::TempDir,
-}
-
-impl Run {
-    fn args(&self, verb: &str, extra: &[&str]) -> Vec<String> {
-        let d = self.tmp.path();
-        let mut a: Vec<String> = vec![
-            verb.into(),
-            "--source".into(),
-            self.dove.url("alice"),
-            "--target".into(),
-            format!("exchange://{UPN}"),
-            "--source-password-file".into(),
-            secret_file(d, "spw", "alicepw\n").display().to_string(),
-            "--tenant-id".into(),
-            TENANT.into(),
-            "--client-id".into(),
-            CLIENT_ID.into(),
-            "--client-secret-file".into(),
-            secret_file(d, "secret", CLIENT_SECRET)
-                .display()
-                .to_string(),
-            "--quiet".into(),
-        ];
-        if verb == "migrate" {
-            a.push("--state-dir".into());
-            a.push(d.join("state").display().to_string());
-        }
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    }
-    async fn run(&self, verb: &str, extra: &[&str]) -> u8 {
-        let a = self.args(verb, extra);
-        cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_to_exchange_as_received_mail_resumable_and_verified() {

@@ -751,29 +751,11 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     if path.starts_with("/dl/") {
         return download(&mut w, &path, &parts.headers);
     }
-    // Throttling (https://learn.microsoft.com/graph/throttling): once over the limit, "further
-    // requests from that client app" are refused for some time — 429 with a Retry-After in
-    // seconds, uploads included
+    // Uploads are throttled too
     // (https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online:
     // throttled requests count against the limit too).
-    let now = Instant::now();
-    if let Some((started, until)) = w.throttled_window.filter(|(_, until)| now < *until) {
-        w.stats.throttled += 1;
-        // Sent before the 429 reached the client, or sent despite it?
-        if now.duration_since(started) > IN_FLIGHT_GRACE {
-            w.stats.ignored_retry_after += 1;
-        }
-        let left = until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64;
-        return throttled(left);
-    }
-    if let Some(n) = w.opts.throttle_every {
-        if n > 0 && w.stats.requests % n == 0 {
-            w.stats.throttled += 1;
-            w.stats.throttle_windows += 1;
-            let secs = w.opts.retry_after_secs;
-            w.throttled_window = Some((now, now + Duration::from_secs(secs)));
-            return throttled(secs);
-        }
+    if let Some(r) = injected_throttling(&mut w) {
+        return r;
     }
     if let Some(sid) = path.strip_prefix("/up/") {
         return upload_fragment(&mut w, sid, &parts.method, &parts.headers, &body);
@@ -785,6 +767,32 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
         return r;
     }
     route(&mut w, &parts.method, api, &query, &body)
+}
+
+/// Throttling (https://learn.microsoft.com/graph/throttling): once over the limit, "further
+/// requests from that client app" are refused for some time — 429 with a Retry-After in
+/// seconds. Injected every `throttle_every` requests (drives, uploads and mailboxes alike); the
+/// answer to send, if this request is refused.
+fn injected_throttling(w: &mut World) -> Option<Response> {
+    let now = Instant::now();
+    if let Some((started, until)) = w.throttled_window.filter(|(_, until)| now < *until) {
+        w.stats.throttled += 1;
+        // Sent before the 429 reached the client, or sent despite it?
+        if now.duration_since(started) > IN_FLIGHT_GRACE {
+            w.stats.ignored_retry_after += 1;
+        }
+        let left = until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64;
+        return Some(throttled(left));
+    }
+    let n = w.opts.throttle_every.filter(|n| *n > 0)?;
+    if !w.stats.requests.is_multiple_of(n) {
+        return None;
+    }
+    w.stats.throttled += 1;
+    w.stats.throttle_windows += 1;
+    let secs = w.opts.retry_after_secs;
+    w.throttled_window = Some((now, now + Duration::from_secs(secs)));
+    Some(throttled(secs))
 }
 
 /// Client credentials (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-credentials-flow):

@@ -37,7 +37,7 @@ pub fn parse(loc: &str) -> Result<Option<String>> {
     Ok(Some(upn))
 }
 
-#[derive(Debug, Args, Default, Clone)]
+#[derive(Debug, Args, Clone)]
 pub struct ExchangeArgs {
     /// Entra ID tenant (GUID or domain) of the app, for both sides (exchange:// only).
     #[arg(long)]
@@ -62,6 +62,15 @@ pub struct ExchangeArgs {
     /// Else env TENANTRY_TARGET_CLIENT_SECRET, then the options for both sides.
     #[arg(long)]
     pub target_client_secret_file: Option<PathBuf>,
+    /// Bytes uploaded per Exchange mailbox within --exchange-upload-window (Outlook's limit is
+    /// 150 MB per 5 minutes; the copy paces itself to stay below it instead of meeting 429s).
+    #[arg(long, default_value_t = super::pacing::DEFAULT_UPLOAD_BUDGET,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub exchange_upload_budget: u64,
+    /// Seconds of the upload budget's window.
+    #[arg(long, value_name = "SECS", default_value_t = super::pacing::DEFAULT_UPLOAD_WINDOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub exchange_upload_window: u64,
 }
 
 impl ExchangeArgs {

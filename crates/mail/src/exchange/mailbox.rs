@@ -15,6 +15,7 @@ use super::message::{
     PR_CLIENT_SUBMIT_TIME, PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS,
     PR_TRANSPORT_MESSAGE_HEADERS, SOURCE_SHA256,
 };
+use super::pacing::UploadPacer;
 
 /// Outlook's per-mailbox concurrency limit.
 pub const MAILBOX_CONCURRENCY: usize = 4;
@@ -28,6 +29,7 @@ pub struct Mailbox {
     client: GraphClient,
     upn: String,
     slots: Arc<Semaphore>,
+    uploads: UploadPacer,
 }
 
 /// A child folder: id and display name.
@@ -43,7 +45,15 @@ impl Mailbox {
             client,
             upn: upn.to_string(),
             slots: Arc::new(Semaphore::new(MAILBOX_CONCURRENCY)),
+            uploads: UploadPacer::default(),
         }
+    }
+
+    /// Paces uploads to `budget` bytes per `window` (Microsoft's 150 MB per 5 minutes unless
+    /// told otherwise).
+    pub fn with_upload_budget(mut self, budget: u64, window: std::time::Duration) -> Self {
+        self.uploads = UploadPacer::new(budget, window);
+        self
     }
 
     pub fn upn(&self) -> &str {
@@ -142,6 +152,8 @@ impl Mailbox {
             self.path(&format!("mailFolders/{}/messages", encode_path(folder))),
         )
         .not_idempotent();
+        // Within the upload budget before a slot is taken: a waiting upload holds no slot.
+        let _counted = self.uploads.reserve(body.len() as u64).await;
         call.body = Some((body, "application/json"));
         let v = self.call(call).await?;
         Ok(v["id"].as_str().unwrap_or_default().to_string())

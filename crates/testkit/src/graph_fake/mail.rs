@@ -19,7 +19,9 @@
 //! - Outlook service limits (<https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits>):
 //!   per app and mailbox at most 4 concurrent requests and 150 MB uploaded per 5 minutes;
 //!   beyond them 429 with `Retry-After` ("Application is over its MailboxConcurrency limit.").
-//!   Both are options, so tests can scale them down.
+//!   Both are options, so tests can scale them down. The fake's injected throttling
+//!   (`throttle_every`: 429 + `Retry-After`, the tenant refused until it has passed) applies to
+//!   mailbox requests too.
 //! - A request body above 4 MB is refused (413): attachments of 3 MB or more need an upload
 //!   session (<https://learn.microsoft.com/graph/outlook-large-attachments>), which the fake does
 //!   not offer, so such messages must be reported by the client, not sent.
@@ -221,6 +223,9 @@ pub(super) async fn handle(
     let delay = {
         let mut w = world.lock().unwrap();
         w.stats.requests += 1;
+        if let Some(r) = super::injected_throttling(&mut w) {
+            return r;
+        }
         if let Some(r) = authorize(&mut w, &headers) {
             return r;
         }
