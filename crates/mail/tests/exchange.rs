@@ -28,6 +28,9 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         tmp: tempfile::tempdir().unwrap(),
     };
     let att = attachment_bytes(200_000);
+    let big_att: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     {
         let mut s = run.dove.session("alice", "alicepw").await;
         create(&mut s, "Projects/2024", true).await;
@@ -37,6 +40,15 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
             "\\Seen \\Flagged Work",
             "01-Jan-2024 10:00:00 +0000",
             &with_attachment("att1", &att),
+        )
+        .await;
+        // A 10 MB attachment: added through an upload session once the message exists.
+        append(
+            &mut s,
+            "INBOX",
+            "\\Seen",
+            "01-Jan-2024 11:00:00 +0000",
+            &with_attachment("big", &big_att),
         )
         .await;
         append(
@@ -73,13 +85,13 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
             )
             .await;
         }
-        // Over Graph's 4 MB request limit once base64-encoded: reported, the rest goes on.
+        // A text over Graph's 4 MB request limit: reported, the rest goes on.
         append(
             &mut s,
             "INBOX",
             "",
             "06-Jun-2024 06:00:00 +0000",
-            &with_attachment("huge", &attachment_bytes(3_500_000)),
+            &message("huge", "", 4_500_000, true),
         )
         .await;
     }
@@ -94,7 +106,7 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
     let msgs = fake.mail_messages(UPN);
     assert_eq!(
         msgs.len(),
-        16,
+        17,
         "every message but the oversized one, each exactly once"
     );
     let mut ids: Vec<String> = msgs
@@ -164,6 +176,39 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         "never a fifth request in flight"
     );
 
+    let big = by_subject("big");
+    assert!(
+        !big.is_draft && big.is_read,
+        "received mail, created with its properties"
+    );
+    let list = big.json["attachments"].as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        1,
+        "attached once: {:?}",
+        list.iter().map(|a| &a["name"]).collect::<Vec<_>>()
+    );
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(list[0]["contentBytes"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        got == big_att,
+        "every byte of the 10 MB attachment ({} bytes arrived)",
+        got.len()
+    );
+    assert_eq!(list[0]["name"], "data.bin");
+    let sessions = stats.attachment_sessions_created;
+    assert!(sessions >= 1, "through an upload session");
+    assert!(
+        stats.attachment_ranges >= 4,
+        "in ranges of at most 4 MB: {}",
+        stats.attachment_ranges
+    );
+    assert_eq!(
+        stats.authorization_on_upload_url, 0,
+        "no token to the uploadUrl"
+    );
+
     // A re-run copies nothing (the oversized one is reported again).
     let before = fake.stats().messages_created;
     assert_eq!(run.run("migrate", &[]).await, 1);
@@ -172,7 +217,12 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         before,
         "a re-run creates nothing"
     );
-    assert_eq!(fake.mail_messages(UPN).len(), 16);
+    assert_eq!(fake.mail_messages(UPN).len(), 17);
+    assert_eq!(
+        fake.stats().attachment_sessions_created,
+        sessions,
+        "nor attaches anything again"
+    );
 
     // Verify: the oversized message is the one difference; a changed flag is named.
     let a = run.args("verify", &["--json"]);

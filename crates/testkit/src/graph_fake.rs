@@ -22,6 +22,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 mod mail;
+mod mail_attachments;
 pub use mail::{
     FakeMessage, MAX_REQUEST_BYTES as MAIL_MAX_REQUEST_BYTES, PR_CLIENT_SUBMIT_TIME,
     PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS,
@@ -111,6 +112,9 @@ pub struct FakeStats {
     /// Message creations refused by the upload budget.
     pub upload_budget_refusals: u64,
     pub messages_created: u64,
+    /// Attachment upload sessions created, and ranges they accepted.
+    pub attachment_sessions_created: u64,
+    pub attachment_ranges: u64,
 }
 
 /// One accepted upload fragment.
@@ -193,6 +197,7 @@ struct World {
     throttled_window: Option<(Instant, Instant)>,
     mailboxes: HashMap<String, mail::Mailbox>,
     mail_drop_after_create: u64,
+    attachment_sessions: HashMap<u64, mail_attachments::AttachmentSession>,
 }
 
 /// The running fake. Stopped on drop.
@@ -224,6 +229,7 @@ impl FakeGraph {
             throttled_window: None,
             mailboxes: HashMap::new(),
             mail_drop_after_create: 0,
+            attachment_sessions: HashMap::new(),
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();
@@ -756,6 +762,9 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     // throttled requests count against the limit too).
     if let Some(r) = injected_throttling(&mut w) {
         return r;
+    }
+    if let Some(sid) = path.strip_prefix("/mailup/") {
+        return mail_attachments::put_range(&mut w, sid, &parts.method, &parts.headers, &body);
     }
     if let Some(sid) = path.strip_prefix("/up/") {
         return upload_fragment(&mut w, sid, &parts.method, &parts.headers, &body);

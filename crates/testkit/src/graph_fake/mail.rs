@@ -23,8 +23,8 @@
 //!   (`throttle_every`: 429 + `Retry-After`, the tenant refused until it has passed) applies to
 //!   mailbox requests too.
 //! - A request body above 4 MB is refused (413): attachments of 3 MB or more need an upload
-//!   session (<https://learn.microsoft.com/graph/outlook-large-attachments>), which the fake does
-//!   not offer, so such messages must be reported by the client, not sent.
+//!   session (<https://learn.microsoft.com/graph/outlook-large-attachments>), which the fake
+//!   offers on existing messages (`mail_attachments`).
 //! - Extended properties are returned only when expanded, and messages can be filtered on one
 //!   (<https://learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get>:
 //!   `$filter=singleValueExtendedProperties/any(ep: ep/id eq '…' and ep/value eq '…')`).
@@ -58,7 +58,7 @@ const WELL_KNOWN: [(&str, &str, &str); 6] = [
 
 pub(super) struct Mailbox {
     folders: Vec<Folder>,
-    messages: Vec<FakeMessage>,
+    pub(super) messages: Vec<FakeMessage>,
     in_flight: usize,
     uploads: VecDeque<(Instant, u64)>,
 }
@@ -318,10 +318,14 @@ fn serve(
             match w.mailboxes[upn].messages.iter().find(|m| m.id == *id) {
                 Some(m) => ok_json(
                     StatusCode::OK,
-                    json!({"value": m.json["attachments"].clone()}),
+                    json!({"value": selected(&m.json["attachments"], query)}),
                 ),
                 None => not_found(),
             }
+        }
+        ("POST", ["messages", id, "attachments"]) => super::mail_attachments::add(w, upn, id, body),
+        ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
+            super::mail_attachments::create_session(w, upn, id, body)
         }
         ("PATCH", ["messages", id]) => patch_message(w, upn, id, body),
         _ => error(
@@ -333,7 +337,27 @@ fn serve(
     Served::Answer(answer)
 }
 
-fn not_found() -> Response {
+/// A collection with only the `$select`ed properties (and `id`), as Graph returns it.
+fn selected(list: &Value, query: &str) -> Value {
+    let Some(sel) = query_param(query, "$select") else {
+        return list.clone();
+    };
+    let keep: Vec<&str> = sel.split(',').map(str::trim).collect();
+    let items = list.as_array().cloned().unwrap_or_default();
+    Value::Array(
+        items
+            .into_iter()
+            .map(|mut a| {
+                if let Some(o) = a.as_object_mut() {
+                    o.retain(|k, _| k == "id" || k.starts_with('@') || keep.contains(&k.as_str()));
+                }
+                a
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "ErrorItemNotFound",
@@ -420,6 +444,38 @@ fn create_folder(w: &mut World, upn: &str, parent: &str, body: &[u8]) -> Respons
     ok_json(StatusCode::CREATED, m.folder_json(f))
 }
 
+/// The upload budget: the bytes of the last window, this request's included; over it, 429 with
+/// the time until the oldest upload leaves the window. Counted when accepted.
+pub(super) fn charge_upload(w: &mut World, upn: &str, bytes: u64) -> Option<Response> {
+    let (budget, window) = w.opts.mail_upload_budget;
+    let now_i = Instant::now();
+    let m = w.mailboxes.get_mut(upn)?;
+    while m
+        .uploads
+        .front()
+        .is_some_and(|(t, _)| now_i.duration_since(*t) >= window)
+    {
+        m.uploads.pop_front();
+    }
+    let used: u64 = m.uploads.iter().map(|(_, n)| n).sum();
+    if used + bytes > budget {
+        let wait = m
+            .uploads
+            .front()
+            .map(|(t, _)| window.saturating_sub(now_i.duration_since(*t)))
+            .unwrap_or(Duration::from_secs(1));
+        w.stats.throttled += 1;
+        w.stats.upload_budget_refusals += 1;
+        return Some(throttled(
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+            "ApplicationThrottled",
+            "Application is over its MailboxUploadLimit.",
+        ));
+    }
+    m.uploads.push_back((now_i, bytes));
+    None
+}
+
 fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served {
     if body.len() > MAX_REQUEST_BYTES {
         return Served::Answer(error(
@@ -428,33 +484,8 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
             "The request body exceeds the 4 MB limit; attach large files through an upload session.",
         ));
     }
-    // The upload budget: bytes of the last window, this request's included.
-    let (budget, window) = w.opts.mail_upload_budget;
-    let now_i = Instant::now();
-    {
-        let m = w.mailboxes.get_mut(upn).unwrap();
-        while m
-            .uploads
-            .front()
-            .is_some_and(|(t, _)| now_i.duration_since(*t) >= window)
-        {
-            m.uploads.pop_front();
-        }
-        let used: u64 = m.uploads.iter().map(|(_, n)| n).sum();
-        if used + body.len() as u64 > budget {
-            let wait = m
-                .uploads
-                .front()
-                .map(|(t, _)| window.saturating_sub(now_i.duration_since(*t)))
-                .unwrap_or(Duration::from_secs(1));
-            w.stats.throttled += 1;
-            w.stats.upload_budget_refusals += 1;
-            return Served::Answer(throttled(
-                wait.as_secs_f64().ceil().max(1.0) as u64,
-                "ApplicationThrottled",
-                "Application is over its MailboxUploadLimit.",
-            ));
-        }
+    if let Some(r) = charge_upload(w, upn, body.len() as u64) {
+        return Served::Answer(r);
     }
     let Ok(Value::Object(mut v)) = serde_json::from_slice::<Value>(body) else {
         return Served::Answer(error(
@@ -502,6 +533,13 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
     {
         let mut a = a;
         a["id"] = json!(format!("AAMk-att-{}", atts.len()));
+        let size = a["contentBytes"].as_str().map_or(0, |b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_or(0, |d| d.len())
+        });
+        a["size"] = json!(size);
         atts.push(a);
     }
     v.insert("id".into(), json!(id));
@@ -524,7 +562,6 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
     };
     let shown_msg = shown(&msg, "");
     let m = w.mailboxes.get_mut(upn).unwrap();
-    m.uploads.push_back((now_i, body.len() as u64));
     m.messages.push(msg);
     w.stats.messages_created += 1;
     if w.mail_drop_after_create > 0 {
