@@ -12,24 +12,6 @@ use support::exchange::*;
 use support::*;
 use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions};
 
-/// Each message of the mailbox exactly once (by SourceSha256), and none a draft.
-fn assert_each_once(fake: &FakeGraph, expected: usize) {
-    let msgs = fake.mail_messages(UPN);
-    let mut shas: Vec<String> = msgs
-        .iter()
-        .map(|m| {
-            m.property(tenantry_mail::exchange::message::SOURCE_SHA256)
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    shas.sort();
-    shas.dedup();
-    assert_eq!(msgs.len(), expected, "every message");
-    assert_eq!(shas.len(), expected, "none twice");
-    assert!(msgs.iter().all(|m| !m.is_draft));
-}
-
 async fn source_with(run: &Run, n: usize, body_len: usize) {
     let mut s = run.dove.session("alice", "alicepw").await;
     for i in 0..n {

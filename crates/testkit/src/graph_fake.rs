@@ -1417,13 +1417,8 @@ fn upload_fragment(
     h: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    if h.contains_key("authorization") {
-        w.stats.authorization_on_upload_url += 1;
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Do not send an Authorization header to the uploadUrl",
-        );
+    if let Some(r) = refuse_authorization(w, h, "unauthenticated") {
+        return r;
     }
     let Ok(sid) = sid.parse::<u64>() else {
         return error(
@@ -1527,6 +1522,19 @@ fn upload_fragment(
         ),
     };
     ok_json(StatusCode::CREATED, w.item_json(&s.drive, &id, true))
+}
+
+/// A pre-authenticated upload URL refuses an Authorization header (401), and counts it.
+fn refuse_authorization(w: &mut World, h: &HeaderMap, code: &str) -> Option<Response> {
+    if !h.contains_key("authorization") {
+        return None;
+    }
+    w.stats.authorization_on_upload_url += 1;
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        code,
+        "Do not send an Authorization header to the pre-authenticated uploadUrl",
+    ))
 }
 
 fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {

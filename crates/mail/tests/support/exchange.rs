@@ -4,6 +4,8 @@
 use base64::Engine;
 use tenantry_testkit::graph_fake::{CLIENT_ID, CLIENT_SECRET, TENANT};
 
+use tenantry_testkit::graph_fake::FakeGraph;
+
 use super::{cli, secret_file, Dovecot};
 
 pub const UPN: &str = "alice@contoso.com";
@@ -70,4 +72,25 @@ impl Run {
         let a = self.args(verb, extra);
         cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await
     }
+}
+
+/// Each message of the mailbox exactly once (by SourceSha256), and none a draft.
+pub fn assert_each_once(fake: &FakeGraph, expected: usize) {
+    let msgs = fake.mail_messages(UPN);
+    let mut shas: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            m.property(tenantry_mail::exchange::message::SOURCE_SHA256)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    shas.sort();
+    shas.dedup();
+    assert_eq!(msgs.len(), expected, "every message");
+    assert_eq!(shas.len(), expected, "none twice");
+    assert!(
+        msgs.iter().all(|m| !m.is_draft),
+        "received mail, never drafts"
+    );
 }

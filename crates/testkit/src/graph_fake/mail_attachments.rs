@@ -169,13 +169,8 @@ pub(super) fn put_range(
     h: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    if h.contains_key("authorization") {
-        w.stats.authorization_on_upload_url += 1;
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Do not send an Authorization header to the pre-authenticated uploadUrl",
-        );
+    if let Some(r) = super::refuse_authorization(w, h, "InvalidAuthenticationToken") {
+        return r;
     }
     let gone = || {
         error(
