@@ -459,10 +459,18 @@ pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
         MailCommand::Migrate(a) => &a.conn,
         MailCommand::Verify(a) => &a.conn,
     };
-    if is_exchange(&conn.source) {
-        bail!("exchange:// as a source (Exchange → Exchange through mailbox import/export) is not implemented yet; exchange:// works as a target");
-    }
     let to_exchange = is_exchange(&conn.target);
+    if is_exchange(&conn.source) {
+        return match cmd {
+            MailCommand::Migrate(a) if to_exchange => migrate_exchange_to_exchange(*a).await,
+            MailCommand::Migrate(_) => {
+                bail!("exchange:// as a source needs an exchange:// target (mailbox import/export)")
+            }
+            MailCommand::Verify(_) => {
+                bail!("verify with an exchange:// source is not implemented yet (migrate is)")
+            }
+        };
+    }
     match cmd {
         MailCommand::Migrate(a) if to_exchange => migrate_to_exchange(*a).await,
         MailCommand::Verify(a) if to_exchange => verify_exchange(*a).await,
@@ -535,6 +543,44 @@ async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
         RunReport {
             mailboxes,
             dry_run: a.dry_run,
+        },
+        a.conn.json,
+    )
+}
+
+/// Exchange → Exchange: one mailbox pair, from the two exchange:// locations.
+async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
+    use crate::exchange::location::parse;
+    use crate::exchange::mailbox_copy::{migrate_mailbox, ExportMailbox};
+    if a.conn.batch.is_some() || a.dry_run {
+        bail!("Exchange → Exchange: --batch and --dry-run are not supported yet");
+    }
+    let (Some(su), Some(tu)) = (parse(&a.conn.source)?, parse(&a.conn.target)?) else {
+        bail!("Exchange → Exchange needs exchange://USER@DOMAIN on both sides");
+    };
+    let src = ExportMailbox::open(a.conn.exchange.client(Side::Source)?, &su).await?;
+    let dst = ExportMailbox::open(a.conn.exchange.client(Side::Target)?, &tu).await?;
+    let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    let pair = |side, user: &str| Endpoint {
+        side,
+        host: "exchange".into(),
+        port: 0,
+        user: user.to_string(),
+        security: Security::Tls,
+        auth: Auth::Password(String::new()),
+        ca_file: None,
+    };
+    let path = state_file(&dir, &pair(Side::Source, &su), &pair(Side::Target, &tu));
+    let progress = Arc::new(Progress::default());
+    let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
+    let report = migrate_mailbox(&src, &dst, &path, &progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    print_run(
+        RunReport {
+            mailboxes: vec![report],
+            dry_run: false,
         },
         a.conn.json,
     )

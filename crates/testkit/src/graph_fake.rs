@@ -23,10 +23,12 @@ use time::OffsetDateTime;
 
 mod mail;
 mod mail_attachments;
+mod mailbox_export;
 pub use mail::{
     FakeMessage, MAX_REQUEST_BYTES as MAIL_MAX_REQUEST_BYTES, PR_CLIENT_SUBMIT_TIME,
     PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS,
 };
+pub use mailbox_export::{MailboxItem, EXPORT_MAX_ITEMS};
 
 /// The app the token endpoint accepts.
 pub const TENANT: &str = "contoso-tenant";
@@ -115,6 +117,9 @@ pub struct FakeStats {
     /// Attachment upload sessions created, and ranges they accepted.
     pub attachment_sessions_created: u64,
     pub attachment_ranges: u64,
+    /// Mailbox import sessions created, and items they imported.
+    pub import_sessions_created: u64,
+    pub items_imported: u64,
 }
 
 /// One accepted upload fragment.
@@ -198,6 +203,11 @@ struct World {
     mailboxes: HashMap<String, mail::Mailbox>,
     mail_drop_after_create: u64,
     attachment_sessions: HashMap<u64, mail_attachments::AttachmentSession>,
+    export_users: HashMap<String, String>,
+    export_mailboxes: HashMap<String, mailbox_export::ExportMailbox>,
+    import_sessions: HashMap<String, mailbox_export::ImportSession>,
+    drop_after_import: u64,
+    expire_import_after: Option<u64>,
 }
 
 /// The running fake. Stopped on drop.
@@ -230,6 +240,11 @@ impl FakeGraph {
             mailboxes: HashMap::new(),
             mail_drop_after_create: 0,
             attachment_sessions: HashMap::new(),
+            export_users: HashMap::new(),
+            export_mailboxes: HashMap::new(),
+            import_sessions: HashMap::new(),
+            drop_after_import: 0,
+            expire_import_after: None,
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();
@@ -763,6 +778,15 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     if let Some(r) = injected_throttling(&mut w) {
         return r;
     }
+    if let Some(sid) = path.strip_prefix("/import/") {
+        let (r, drop_it) = mailbox_export::import(&mut w, sid, &parts.headers, &body);
+        if drop_it {
+            drop(w);
+            // No answer: the item is stored, the client never hears so.
+            std::panic::resume_unwind(Box::new("fake graph: connection dropped on purpose"));
+        }
+        return r;
+    }
     if let Some(sid) = path.strip_prefix("/mailup/") {
         return mail_attachments::put_range(&mut w, sid, &parts.method, &parts.headers, &body);
     }
@@ -773,6 +797,9 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
         return error(StatusCode::BAD_REQUEST, "invalidRequest", "unknown version");
     };
     if let Some(r) = authorize(&mut w, &parts.headers) {
+        return r;
+    }
+    if let Some(r) = mailbox_export::serve(&mut w, &parts.method, api, &body) {
         return r;
     }
     route(&mut w, &parts.method, api, &query, &body)
