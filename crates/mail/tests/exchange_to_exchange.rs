@@ -69,7 +69,7 @@ async fn german_mailbox_into_english_one_through_import_export() {
         expected.push((d, "Inbox".into(), "IPF.Note"));
     }
     let d = b"FTS sent".to_vec();
-    fake.add_export_item(OLD, "sentitems", "IPM.Note", &d);
+    let sent = fake.add_export_item(OLD, "sentitems", "IPM.Note", &d);
     expected.push((d, "Sent Items".into(), "IPF.Note"));
     let projekte = fake.add_export_folder(OLD, "inbox", "Projekte", "IPF.Note");
     let y2024 = fake.add_export_folder(OLD, &projekte, "2024", "IPF.Note");
@@ -136,4 +136,20 @@ async fn german_mailbox_into_english_one_through_import_export() {
     assert_eq!(got.get(&d).map(|g| g.2), Some(1));
     assert_eq!(got.len(), expected.len() + 1);
     assert_eq!(fake.stats().items_imported, imported + 1);
+
+    // An item edited on the source: imported again in update mode, onto the same target item.
+    let before: Vec<String> = fake
+        .export_items(NEW)
+        .iter()
+        .map(|(_, i)| i.id.clone())
+        .collect();
+    fake.change_export_item(OLD, &sent, b"FTS sent, edited");
+    assert_eq!(migrate(tmp.path()).await, 0);
+    let after = fake.export_items(NEW);
+    let ids: Vec<String> = after.iter().map(|(_, i)| i.id.clone()).collect();
+    assert_eq!(ids, before, "no new item: the same one updated");
+    assert!(after
+        .iter()
+        .any(|(p, i)| p == "Sent Items" && i.data == b"FTS sent, edited"));
+    assert!(!after.iter().any(|(_, i)| i.data == b"FTS sent"));
 }

@@ -166,20 +166,10 @@ impl super::FakeGraph {
 
 impl Mailbox {
     fn path_of(&self, id: &str) -> String {
-        let mut parts = Vec::new();
-        let mut cur = self.folders.iter().find(|f| f.id == id);
-        while let Some(f) = cur {
-            if f.parent.is_none() {
-                break;
-            }
-            parts.push(f.name.clone());
-            cur = self
-                .folders
-                .iter()
-                .find(|p| Some(&p.id) == f.parent.as_ref());
-        }
-        parts.reverse();
-        parts.join("/")
+        folder_path(id, |k| {
+            let f = self.folders.iter().find(|f| f.id == k)?;
+            Some((f.name.as_str(), f.parent.as_deref()))
+        })
     }
 
     /// A folder by id or well-known name.
@@ -200,6 +190,22 @@ impl Mailbox {
             "isHidden": false,
         })
     }
+}
+
+/// Display names from below the root of a folder tree down to `id`, `/`-joined; `node` gives a
+/// folder's name and parent (the root has none).
+pub(super) fn folder_path<'a>(
+    id: &str,
+    node: impl Fn(&str) -> Option<(&'a str, Option<&'a str>)>,
+) -> String {
+    let mut parts = Vec::new();
+    let mut cur = node(id);
+    while let Some((name, Some(parent))) = cur {
+        parts.push(name);
+        cur = node(parent);
+    }
+    parts.reverse();
+    parts.join("/")
 }
 
 /// `/v1.0/users/{upn}/mailFolders…` or `/v1.0/users/{upn}/messages…`: the mailbox's key.

@@ -147,6 +147,15 @@ impl super::FakeGraph {
         id
     }
 
+    /// A user edits an item: new data, a new change key.
+    pub fn change_export_item(&self, upn: &str, id: &str, data: &[u8]) {
+        let mut w = self.world.lock().unwrap();
+        let m = mailbox_of_user(&mut w, upn);
+        let i = m.items.iter_mut().find(|i| i.0.id == id).expect("item");
+        i.0.data = data.to_vec();
+        i.0.change_key = format!("CK2-{id}");
+    }
+
     /// Every item of a mailbox with the display path of its folder, in creation order.
     pub fn export_items(&self, upn: &str) -> Vec<(String, MailboxItem)> {
         let mut w = self.world.lock().unwrap();
@@ -206,17 +215,10 @@ impl ExportMailbox {
     }
 
     fn path_of(&self, id: &str) -> String {
-        let mut parts = Vec::new();
-        let mut cur = self.folders.iter().find(|f| f.id == id);
-        while let Some(f) = cur.filter(|f| f.parent.is_some()) {
-            parts.push(f.name.clone());
-            cur = self
-                .folders
-                .iter()
-                .find(|p| Some(&p.id) == f.parent.as_ref());
-        }
-        parts.reverse();
-        parts.join("/")
+        super::mail::folder_path(id, |k| {
+            let f = self.folders.iter().find(|f| f.id == k)?;
+            Some((f.name.as_str(), f.parent.as_deref()))
+        })
     }
 
     fn folder_json(&self, f: &XFolder) -> Value {
