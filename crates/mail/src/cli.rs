@@ -466,8 +466,9 @@ pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
             MailCommand::Migrate(_) => {
                 bail!("exchange:// as a source needs an exchange:// target (mailbox import/export)")
             }
+            MailCommand::Verify(a) if to_exchange => verify_exchange_to_exchange(*a).await,
             MailCommand::Verify(_) => {
-                bail!("verify with an exchange:// source is not implemented yet (migrate is)")
+                bail!("exchange:// as a source needs an exchange:// target (mailbox import/export)")
             }
         };
     }
@@ -548,18 +549,46 @@ async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
     )
 }
 
-/// Exchange → Exchange: one mailbox pair, from the two exchange:// locations.
-async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
+/// The two mailboxes of an Exchange → Exchange copy, from the two exchange:// locations.
+async fn export_pair(
+    conn: &ConnArgs,
+) -> Result<(
+    crate::exchange::mailbox_copy::ExportMailbox,
+    crate::exchange::mailbox_copy::ExportMailbox,
+)> {
     use crate::exchange::location::parse;
-    use crate::exchange::mailbox_copy::{migrate_mailbox, ExportMailbox};
-    if a.conn.batch.is_some() || a.dry_run {
-        bail!("Exchange → Exchange: --batch and --dry-run are not supported yet");
+    use crate::exchange::mailbox_copy::ExportMailbox;
+    if conn.batch.is_some() {
+        bail!("Exchange → Exchange: --batch is not supported yet");
     }
-    let (Some(su), Some(tu)) = (parse(&a.conn.source)?, parse(&a.conn.target)?) else {
+    let (Some(su), Some(tu)) = (parse(&conn.source)?, parse(&conn.target)?) else {
         bail!("Exchange → Exchange needs exchange://USER@DOMAIN on both sides");
     };
-    let src = ExportMailbox::open(a.conn.exchange.client(Side::Source)?, &su).await?;
-    let dst = ExportMailbox::open(a.conn.exchange.client(Side::Target)?, &tu).await?;
+    let src = ExportMailbox::open(conn.exchange.client(Side::Source)?, &su).await?;
+    let dst = ExportMailbox::open(conn.exchange.client(Side::Target)?, &tu).await?;
+    Ok((src, dst))
+}
+
+async fn verify_exchange_to_exchange(a: VerifyArgs) -> Result<ExitCode> {
+    let (src, dst) = export_pair(&a.conn).await?;
+    let result = crate::exchange::mailbox_copy::verify_mailbox(&src, &dst)
+        .await
+        .map_err(|e| format!("{} -> {}: {e:#}", src.describe(), dst.describe()));
+    print_verify(vec![result], a.conn.json)
+}
+
+/// Exchange → Exchange: one mailbox pair, from the two exchange:// locations.
+async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
+    use crate::exchange::mailbox_copy::migrate_mailbox;
+    if a.dry_run {
+        bail!("Exchange → Exchange: --dry-run is not supported yet");
+    }
+    let (src, dst) = export_pair(&a.conn).await?;
+    let dst = dst.with_upload_budget(
+        a.conn.exchange.exchange_upload_budget,
+        Duration::from_secs(a.conn.exchange.exchange_upload_window),
+    );
+    let (su, tu) = (src.upn().to_string(), dst.upn().to_string());
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let pair = |side, user: &str| Endpoint {
         side,

@@ -14,9 +14,9 @@ use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIEN
 const OLD: &str = "anna@fabrikam.com";
 const NEW: &str = "anna@contoso.com";
 
-fn args(dir: &std::path::Path) -> Vec<String> {
-    [
-        "migrate",
+fn args(verb: &str, dir: &std::path::Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        verb,
         "--source",
         &format!("exchange://{OLD}"),
         "--target",
@@ -29,18 +29,25 @@ fn args(dir: &std::path::Path) -> Vec<String> {
         &secret_file(dir, "secret", CLIENT_SECRET)
             .display()
             .to_string(),
-        "--state-dir",
-        &dir.join("state").display().to_string(),
         "--quiet",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    if verb == "migrate" {
+        a.push("--state-dir".into());
+        a.push(dir.join("state").display().to_string());
+    }
+    a
+}
+
+async fn run(verb: &str, dir: &std::path::Path) -> u8 {
+    let a = args(verb, dir);
+    cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await
 }
 
 async fn migrate(dir: &std::path::Path) -> u8 {
-    let a = args(dir);
-    cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await
+    run("migrate", dir).await
 }
 
 /// Target items by their data: (folder path, class) and how many times each arrived.
@@ -152,4 +159,26 @@ async fn german_mailbox_into_english_one_through_import_export() {
         .iter()
         .any(|(p, i)| p == "Sent Items" && i.data == b"FTS sent, edited"));
     assert!(!after.iter().any(|(_, i)| i.data == b"FTS sent"));
+
+    // Verify trusts no state: both sides equal → 0; an item only in the target is named → 1.
+    assert_eq!(run("verify", tmp.path()).await, 0);
+    fake.add_export_item(NEW, "calendar", "IPM.Appointment", b"FTS stray");
+    assert_eq!(run("verify", tmp.path()).await, 1);
+    let client = tenantry_graph::GraphClient::new(
+        tenantry_graph::GraphConfig::from_env(
+            TENANT,
+            CLIENT_ID,
+            tenantry_graph::ClientSecret::new(CLIENT_SECRET),
+        ),
+        reqwest::Client::new(),
+    );
+    use tenantry_mail::exchange::mailbox_copy::{verify_mailbox, ExportMailbox};
+    let src = ExportMailbox::open(client.clone(), OLD).await.unwrap();
+    let dst = ExportMailbox::open(client, NEW).await.unwrap();
+    let rep = verify_mailbox(&src, &dst).await.unwrap();
+    assert_eq!(
+        rep.differences,
+        ["Kalender: 1 item(s) in the target not on the source"],
+        "named by the source folder"
+    );
 }

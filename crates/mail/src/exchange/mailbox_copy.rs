@@ -27,8 +27,10 @@ use serde_json::{json, Value};
 use tenantry_graph::client::{encode_path, Call};
 use tenantry_graph::{GraphClient, GraphError};
 
+use super::pacing::UploadPacer;
 use super::state::{ExchangeState, ItemCopy};
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
+use crate::verify::{FolderCheck, VerifyReport};
 
 /// "You can export up to 20 items in a single export request."
 pub const EXPORT_BATCH: usize = 20;
@@ -40,6 +42,8 @@ pub struct ExportMailbox {
     id: String,
     /// The current import session's URL (target side).
     import_url: tokio::sync::Mutex<Option<String>>,
+    /// Imports count against the mailbox's upload budget (150 MB per 5 minutes).
+    uploads: UploadPacer,
 }
 
 /// A folder of a mailbox as listed.
@@ -66,11 +70,22 @@ impl ExportMailbox {
             upn: upn.to_string(),
             id: id.to_string(),
             import_url: Default::default(),
+            uploads: UploadPacer::default(),
         })
+    }
+
+    /// Paces imports to `budget` bytes per `window`.
+    pub fn with_upload_budget(mut self, budget: u64, window: std::time::Duration) -> Self {
+        self.uploads = UploadPacer::new(budget, window);
+        self
     }
 
     pub fn describe(&self) -> String {
         format!("exchange://{}", self.upn)
+    }
+
+    pub fn upn(&self) -> &str {
+        &self.upn
     }
 
     fn path(&self, rest: &str) -> String {
@@ -190,6 +205,7 @@ impl ExportMailbox {
     /// Imports one item; (target id, target changeKey). An expired session is replaced once.
     /// Not re-sent after a lost answer: the caller looks first.
     async fn import(&self, body: &Value) -> Result<(String, String), GraphError> {
+        let _counted = self.uploads.reserve(body.to_string().len() as u64).await;
         let mut fresh = false;
         loop {
             let url = self
@@ -478,6 +494,114 @@ impl FolderCopy<'_> {
         map.insert(id.to_string(), copy);
         Ok(())
     }
+}
+
+/// Compares both mailboxes, trusting no state: per mapped folder, the multiset of the items'
+/// exported data on each side; names the folders where items are missing or extra. (Only what
+/// the fake guarantees: a real Exchange may export an imported item with other bytes.)
+pub async fn verify_mailbox(src: &ExportMailbox, dst: &ExportMailbox) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        source: src.describe(),
+        target: dst.describe(),
+        ..Default::default()
+    };
+    let source_folders = src.folders().await?;
+    let target_folders = dst.folders().await?;
+    let pairs = map_folders_read_only(&source_folders, &target_folders);
+    for f in source_folders
+        .iter()
+        .filter(|f| f.parent.is_some() && !pairs.iter().any(|(s, _)| s.id == f.id))
+    {
+        report
+            .differences
+            .push(format!("{}: no such folder in the target", f.name));
+    }
+    for (f, target) in pairs {
+        let (a, a_bytes) = all_data(src, &f.id).await?;
+        let (b, _) = all_data(dst, &target).await?;
+        report.folders.push(FolderCheck {
+            source: f.name.clone(),
+            target: f.well_known.clone().unwrap_or_else(|| f.name.clone()),
+            source_count: a.values().sum(),
+            target_count: b.values().sum(),
+            source_bytes: a_bytes,
+        });
+        let missing: usize = a
+            .iter()
+            .map(|(d, n)| n.saturating_sub(*b.get(d).unwrap_or(&0)))
+            .sum();
+        let extra: usize = b
+            .iter()
+            .map(|(d, n)| n.saturating_sub(*a.get(d).unwrap_or(&0)))
+            .sum();
+        if missing > 0 {
+            report.differences.push(format!(
+                "{}: {missing} item(s) missing in the target",
+                f.name
+            ));
+        }
+        if extra > 0 {
+            report.differences.push(format!(
+                "{}: {extra} item(s) in the target not on the source",
+                f.name
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// The folder pairs `map_folders` would make, without creating anything.
+fn map_folders_read_only(src: &[MFolder], dst: &[MFolder]) -> Vec<(MFolder, String)> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::new();
+    let mut pending: Vec<&MFolder> = src.iter().collect();
+    // Parents first: repeat until no folder can be placed.
+    loop {
+        let before = pending.len();
+        pending.retain(|f| {
+            let id = match (&f.well_known, &f.parent) {
+                (Some(wk), _) => dst
+                    .iter()
+                    .find(|d| d.well_known.as_deref() == Some(wk.as_str()))
+                    .map(|d| d.id.clone()),
+                (None, Some(p)) => match map.get(p) {
+                    Some(tp) => dst
+                        .iter()
+                        .find(|d| {
+                            d.parent.as_deref() == Some(tp.as_str())
+                                && d.name.eq_ignore_ascii_case(&f.name)
+                        })
+                        .map(|d| d.id.clone()),
+                    None => return true,
+                },
+                (None, None) => None,
+            };
+            if let Some(id) = id {
+                map.insert(f.id.clone(), id.clone());
+                if f.parent.is_some() {
+                    out.push(((*f).clone(), id));
+                }
+            }
+            false
+        });
+        if pending.len() == before || pending.is_empty() {
+            return out;
+        }
+    }
+}
+
+/// A folder's items as the multiset of their exported data, and their bytes.
+async fn all_data(m: &ExportMailbox, folder: &str) -> Result<(HashMap<String, usize>, u64)> {
+    let ids: Vec<String> = m.items(folder).await?.into_iter().map(|i| i.0).collect();
+    let mut out: HashMap<String, usize> = HashMap::new();
+    let mut bytes = 0;
+    for batch in ids.chunks(EXPORT_BATCH) {
+        for (_, (_, data)) in m.export(batch).await? {
+            bytes += data.len() as u64 / 4 * 3;
+            *out.entry(data).or_default() += 1;
+        }
+    }
+    Ok((out, bytes))
 }
 
 fn failure(f: &MFolder, id: &str, reason: impl Into<String>) -> Failure {
