@@ -1,6 +1,7 @@
-//! A stateful fake of the parts of Microsoft Graph and Entra ID the files engine uses: the token
+//! A stateful fake of the parts of Microsoft Graph and Entra ID tenantry uses: the token
 //! endpoint, sites, drives, items by id and by path, folders, uploads (simple and by session),
-//! delta and downloads. Microsoft's services cannot run here, so this server is written from
+//! delta and downloads (files engine); mail folders, messages and attachments (`mail`,
+//! `mail_attachments`) and mailbox import/export (`mailbox_export`) for the mail engine. Microsoft's services cannot run here, so this server is written from
 //! Microsoft's documentation, each rule beside the page it comes from; where the documentation
 //! says nothing, the fake picks the stricter behaviour and says so.
 //!
