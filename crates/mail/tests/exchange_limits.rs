@@ -98,4 +98,112 @@ async fn throttled_and_budgeted_runs_complete_with_each_message_once() {
     );
     // ~1.2 MB at 300 kB per 2 s cannot take less than 3 windows: the pacing did wait.
     assert!(took >= window * 3, "{took:?}");
+
+    drop(fake);
+
+    // 3. A large attachment and lost answers: the create stored but unanswered (the message is
+    //    found by lookup, its attachment added), then an upload that fails mid-way (reported;
+    //    the next run finds the message and completes it) — one attachment in the end.
+    let fake = start_fake(FakeGraphOptions::default());
+    let run = Run {
+        dove: Dovecot::start(Config::source()),
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    let att = attachment_bytes(5_000_000);
+    let att2 = attachment_bytes(4_000_001);
+    {
+        let mut s = run.dove.session("alice", "alicepw").await;
+        append(
+            &mut s,
+            "INBOX",
+            "\\Seen",
+            "05-May-2024 09:00:00 +0000",
+            &with_attachment("lost answer", &att),
+        )
+        .await;
+    }
+    fake.drop_after_create(1);
+    assert_eq!(run.run("migrate", &[]).await, 0);
+    assert_each_once(&fake, 1);
+    let attached = |subject: &str| {
+        let m = fake
+            .mail_messages(UPN)
+            .into_iter()
+            .find(|m| m.json["subject"] == subject)
+            .unwrap();
+        m.json["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(a["contentBytes"].as_str().unwrap())
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = attached("lost answer");
+    assert!(
+        got == [att.clone()],
+        "found, then attached once: {} attachment(s) of {:?} bytes",
+        got.len(),
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    {
+        let mut s = run.dove.session("alice", "alicepw").await;
+        append(
+            &mut s,
+            "INBOX",
+            "\\Seen",
+            "05-May-2024 10:00:00 +0000",
+            &with_attachment("cut upload", &att2),
+        )
+        .await;
+    }
+    fake.fail_attachment_ranges(1);
+    assert_eq!(
+        run.run("migrate", &[]).await,
+        1,
+        "the cut upload is reported"
+    );
+    assert!(
+        attached("cut upload").is_empty(),
+        "a session never finished attaches nothing"
+    );
+    assert_eq!(run.run("migrate", &[]).await, 0);
+    assert_each_once(&fake, 2);
+    let got = attached("cut upload");
+    assert!(
+        got == [att2],
+        "completed by the next run, once: {} attachment(s) of {:?} bytes",
+        got.len(),
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(attached("lost answer").len(), 1);
+
+    // Attached, but the answer lost: the next run sees it there (name and size), adds nothing.
+    let att3 = attachment_bytes(3_300_000);
+    {
+        let mut s = run.dove.session("alice", "alicepw").await;
+        append(
+            &mut s,
+            "INBOX",
+            "\\Seen",
+            "05-May-2024 11:00:00 +0000",
+            &with_attachment("attached unanswered", &att3),
+        )
+        .await;
+    }
+    fake.lose_attachment_answers(1);
+    assert_eq!(run.run("migrate", &[]).await, 1, "reported as failed");
+    assert_eq!(run.run("migrate", &[]).await, 0);
+    assert_each_once(&fake, 3);
+    let got = attached("attached unanswered");
+    assert!(
+        got == [att3],
+        "not attached twice: {} attachment(s) of {:?} bytes",
+        got.len(),
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
 }

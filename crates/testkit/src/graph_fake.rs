@@ -209,6 +209,8 @@ struct World {
     import_sessions: HashMap<String, mailbox_export::ImportSession>,
     drop_after_import: u64,
     expire_import_after: Option<u64>,
+    fail_attachment_ranges: u64,
+    lose_attachment_answers: u64,
 }
 
 /// The running fake. Stopped on drop.
@@ -246,6 +248,8 @@ impl FakeGraph {
             import_sessions: HashMap::new(),
             drop_after_import: 0,
             expire_import_after: None,
+            fail_attachment_ranges: 0,
+            lose_attachment_answers: 0,
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();

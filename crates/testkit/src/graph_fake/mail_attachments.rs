@@ -36,6 +36,19 @@ pub const SESSION_ATTACHMENT_MAX: u64 = 150 * 1024 * 1024;
 /// Largest range of one PUT to an attachment session.
 pub const ATTACHMENT_CHUNK_MAX: usize = 4 * 1024 * 1024;
 
+impl super::FakeGraph {
+    /// The next `n` ranges PUT to attachment upload sessions fail with 500, nothing stored.
+    pub fn fail_attachment_ranges(&self, n: u64) {
+        self.world.lock().unwrap().fail_attachment_ranges = n;
+    }
+
+    /// The next `n` attachment uploads are completed and attached, but their last range is
+    /// answered 500.
+    pub fn lose_attachment_answers(&self, n: u64) {
+        self.world.lock().unwrap().lose_attachment_answers = n;
+    }
+}
+
 pub(super) struct AttachmentSession {
     upn: String,
     message: String,
@@ -226,6 +239,14 @@ pub(super) fn put_range(
             "Upload the bytes in order, from the next expected one.",
         );
     }
+    if w.fail_attachment_ranges > 0 {
+        w.fail_attachment_ranges -= 1;
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "An internal server error occurred (injected by the test).",
+        );
+    }
     let upn = s.upn.clone();
     if let Some(r) = charge_upload(w, &upn, body.len() as u64) {
         return r;
@@ -246,6 +267,15 @@ pub(super) fn put_range(
     let Some(id) = attach(w, &s.upn, &s.message, s.item, &s.received) else {
         return not_found();
     };
+    if w.lose_attachment_answers > 0 {
+        // Attached, but the client hears of a failure (as after a lost answer).
+        w.lose_attachment_answers -= 1;
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "An internal server error occurred (injected by the test).",
+        );
+    }
     let location = format!(
         "{}/v1.0/users('{}')/messages('{}')/attachments('{id}')",
         w.base, s.upn, s.message
