@@ -9,9 +9,7 @@ mod support;
 use base64::Engine;
 use support::exchange::*;
 use support::*;
-use tenantry_testkit::graph_fake::{
-    FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, PR_MESSAGE_DELIVERY_TIME, TENANT,
-};
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, PR_MESSAGE_DELIVERY_TIME};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
@@ -208,14 +206,7 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await,
         1
     );
-    let client = tenantry_graph::GraphClient::new(
-        tenantry_graph::GraphConfig::from_env(
-            TENANT,
-            CLIENT_ID,
-            tenantry_graph::ClientSecret::new(CLIENT_SECRET),
-        ),
-        reqwest::Client::new(),
-    );
+    let client = fake_graph_client();
     let mbx = tenantry_mail::exchange::mailbox::Mailbox::new(client, UPN);
     let src = run.dove.endpoint("alice", "alicepw");
     let opts = tenantry_mail::sync::Options::default();

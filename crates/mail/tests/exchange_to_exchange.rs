@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 
+use support::exchange::fake_graph_client;
 use support::*;
 use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
 
@@ -164,14 +165,7 @@ async fn german_mailbox_into_english_one_through_import_export() {
     assert_eq!(run("verify", tmp.path()).await, 0);
     fake.add_export_item(NEW, "calendar", "IPM.Appointment", b"FTS stray");
     assert_eq!(run("verify", tmp.path()).await, 1);
-    let client = tenantry_graph::GraphClient::new(
-        tenantry_graph::GraphConfig::from_env(
-            TENANT,
-            CLIENT_ID,
-            tenantry_graph::ClientSecret::new(CLIENT_SECRET),
-        ),
-        reqwest::Client::new(),
-    );
+    let client = fake_graph_client();
     use tenantry_mail::exchange::mailbox_copy::{verify_mailbox, ExportMailbox};
     let src = ExportMailbox::open(client.clone(), OLD).await.unwrap();
     let dst = ExportMailbox::open(client, NEW).await.unwrap();

@@ -94,3 +94,15 @@ pub fn assert_each_once(fake: &FakeGraph, expected: usize) {
         "received mail, never drafts"
     );
 }
+
+/// A Graph client with the fake's app credentials (TENANTRY_GRAPH_URL / TENANTRY_AUTHORITY set).
+pub fn fake_graph_client() -> tenantry_graph::GraphClient {
+    tenantry_graph::GraphClient::new(
+        tenantry_graph::GraphConfig::from_env(
+            TENANT,
+            CLIENT_ID,
+            tenantry_graph::ClientSecret::new(CLIENT_SECRET),
+        ),
+        reqwest::Client::new(),
+    )
+}

@@ -49,6 +49,14 @@ impl super::FakeGraph {
     }
 }
 
+fn injected_failure() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "ErrorInternalServerError",
+        "An internal server error occurred (injected by the test).",
+    )
+}
+
 pub(super) struct AttachmentSession {
     upn: String,
     message: String,
@@ -241,11 +249,7 @@ pub(super) fn put_range(
     }
     if w.fail_attachment_ranges > 0 {
         w.fail_attachment_ranges -= 1;
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ErrorInternalServerError",
-            "An internal server error occurred (injected by the test).",
-        );
+        return injected_failure();
     }
     let upn = s.upn.clone();
     if let Some(r) = charge_upload(w, &upn, body.len() as u64) {
@@ -270,11 +274,7 @@ pub(super) fn put_range(
     if w.lose_attachment_answers > 0 {
         // Attached, but the client hears of a failure (as after a lost answer).
         w.lose_attachment_answers -= 1;
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ErrorInternalServerError",
-            "An internal server error occurred (injected by the test).",
-        );
+        return injected_failure();
     }
     let location = format!(
         "{}/v1.0/users('{}')/messages('{}')/attachments('{id}')",
