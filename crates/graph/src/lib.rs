@@ -14,8 +14,12 @@
 //! - typed errors carrying Graph's `error.code`, `request-id` and `client-request-id`
 //!   ([`error`]); secrets never appear in `Debug` output or errors ([`config::ClientSecret`]).
 //!
+//! `args` (feature `clap`) holds the app-credential options every Graph location shares.
+//!
 //! [`quickxor`] is the content hash SharePoint and OneDrive for Business report.
 
+#[cfg(feature = "clap")]
+pub mod args;
 pub mod budget;
 pub mod client;
 pub mod config;

@@ -20,9 +20,10 @@ use crate::verify::{verify_mailbox, VerifyReport};
 #[derive(Debug, Subcommand)]
 pub enum MailCommand {
     /// Copy mailboxes from a source IMAP server to a target (incremental, resumable).
-    Migrate(MigrateArgs),
+    // Boxed (both): IMAP and Exchange options make them the largest of tenantry's commands.
+    Migrate(Box<MigrateArgs>),
     /// Compare source and target; exits non-zero and lists every difference.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -458,15 +459,24 @@ pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
         MailCommand::Migrate(a) => &a.conn,
         MailCommand::Verify(a) => &a.conn,
     };
-    if is_exchange(&conn.source) {
-        bail!("exchange:// as a source (Exchange → Exchange through mailbox import/export) is not implemented yet; exchange:// works as a target");
-    }
     let to_exchange = is_exchange(&conn.target);
+    if is_exchange(&conn.source) {
+        return match cmd {
+            MailCommand::Migrate(a) if to_exchange => migrate_exchange_to_exchange(*a).await,
+            MailCommand::Migrate(_) => {
+                bail!("exchange:// as a source needs an exchange:// target (mailbox import/export)")
+            }
+            MailCommand::Verify(a) if to_exchange => verify_exchange_to_exchange(*a).await,
+            MailCommand::Verify(_) => {
+                bail!("exchange:// as a source needs an exchange:// target (mailbox import/export)")
+            }
+        };
+    }
     match cmd {
-        MailCommand::Migrate(a) if to_exchange => migrate_to_exchange(a).await,
-        MailCommand::Verify(a) if to_exchange => verify_exchange(a).await,
-        MailCommand::Migrate(a) => migrate(a).await,
-        MailCommand::Verify(a) => verify(a).await,
+        MailCommand::Migrate(a) if to_exchange => migrate_to_exchange(*a).await,
+        MailCommand::Verify(a) if to_exchange => verify_exchange(*a).await,
+        MailCommand::Migrate(a) => migrate(*a).await,
+        MailCommand::Verify(a) => verify(*a).await,
     }
 }
 
@@ -478,7 +488,10 @@ fn exchange_jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Mailbox)>> {
         let upn = user.map(str::to_string).or(upn.clone()).context(
             "target: exchange:// needs a userPrincipalName (exchange://USER@DOMAIN, or --batch)",
         )?;
-        Ok(Mailbox::new(client.clone(), &upn))
+        Ok(Mailbox::new(client.clone(), &upn).with_upload_budget(
+            conn.exchange.exchange_upload_budget,
+            Duration::from_secs(conn.exchange.exchange_upload_window),
+        ))
     })
 }
 
@@ -531,6 +544,72 @@ async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
         RunReport {
             mailboxes,
             dry_run: a.dry_run,
+        },
+        a.conn.json,
+    )
+}
+
+/// The two mailboxes of an Exchange → Exchange copy, from the two exchange:// locations.
+async fn export_pair(
+    conn: &ConnArgs,
+) -> Result<(
+    crate::exchange::mailbox_copy::ExportMailbox,
+    crate::exchange::mailbox_copy::ExportMailbox,
+)> {
+    use crate::exchange::location::parse;
+    use crate::exchange::mailbox_copy::ExportMailbox;
+    if conn.batch.is_some() {
+        bail!("Exchange → Exchange: --batch is not supported yet");
+    }
+    let (Some(su), Some(tu)) = (parse(&conn.source)?, parse(&conn.target)?) else {
+        bail!("Exchange → Exchange needs exchange://USER@DOMAIN on both sides");
+    };
+    let src = ExportMailbox::open(conn.exchange.client(Side::Source)?, &su).await?;
+    let dst = ExportMailbox::open(conn.exchange.client(Side::Target)?, &tu).await?;
+    Ok((src, dst))
+}
+
+async fn verify_exchange_to_exchange(a: VerifyArgs) -> Result<ExitCode> {
+    let (src, dst) = export_pair(&a.conn).await?;
+    let result = crate::exchange::mailbox_copy::verify_mailbox(&src, &dst)
+        .await
+        .map_err(|e| format!("{} -> {}: {e:#}", src.describe(), dst.describe()));
+    print_verify(vec![result], a.conn.json)
+}
+
+/// Exchange → Exchange: one mailbox pair, from the two exchange:// locations.
+async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
+    use crate::exchange::mailbox_copy::migrate_mailbox;
+    if a.dry_run {
+        bail!("Exchange → Exchange: --dry-run is not supported yet");
+    }
+    let (src, dst) = export_pair(&a.conn).await?;
+    let dst = dst.with_upload_budget(
+        a.conn.exchange.exchange_upload_budget,
+        Duration::from_secs(a.conn.exchange.exchange_upload_window),
+    );
+    let (su, tu) = (src.upn().to_string(), dst.upn().to_string());
+    let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    let pair = |side, user: &str| Endpoint {
+        side,
+        host: "exchange".into(),
+        port: 0,
+        user: user.to_string(),
+        security: Security::Tls,
+        auth: Auth::Password(String::new()),
+        ca_file: None,
+    };
+    let path = state_file(&dir, &pair(Side::Source, &su), &pair(Side::Target, &tu));
+    let progress = Arc::new(Progress::default());
+    let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
+    let report = migrate_mailbox(&src, &dst, &path, &progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    print_run(
+        RunReport {
+            mailboxes: vec![report],
+            dry_run: false,
         },
         a.conn.json,
     )

@@ -7,76 +7,9 @@
 mod support;
 
 use base64::Engine;
+use support::exchange::*;
 use support::*;
-use tenantry_testkit::graph_fake::{
-    FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, PR_MESSAGE_DELIVERY_TIME, TENANT,
-};
-
-const UPN: &str = "alice@contoso.com";
-
-fn attachment_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 256) as u8).collect()
-}
-
-fn with_attachment(subject: &str, att: &[u8]) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(att);
-    let wrapped: Vec<String> = b64
-        .as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    format!(
-        "Received: from mx.example.org by mail.example.org; Mon, 1 Jan 2024 10:00:00 +0000\r\n\
-         From: Carol <carol@example.org>\r\nTo: Alice <alice@example.org>\r\nSubject: {subject}\r\n\
-         Date: Mon, 1 Jan 2024 09:59:00 +0000\r\nMessage-ID: <{subject}@example.org>\r\n\
-         X-Custom: kept\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n\
-         --XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n\
-         --XX\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\n\
-         Content-Disposition: attachment; filename=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
-         {}\r\n--XX--\r\n",
-        wrapped.join("\r\n")
-    )
-    .into_bytes()
-}
-
-struct Run {
-    dove: Dovecot,
-    tmp: tempfile::TempDir,
-}
-
-impl Run {
-    fn args(&self, verb: &str, extra: &[&str]) -> Vec<String> {
-        let d = self.tmp.path();
-        let mut a: Vec<String> = vec![
-            verb.into(),
-            "--source".into(),
-            self.dove.url("alice"),
-            "--target".into(),
-            format!("exchange://{UPN}"),
-            "--source-password-file".into(),
-            secret_file(d, "spw", "alicepw\n").display().to_string(),
-            "--tenant-id".into(),
-            TENANT.into(),
-            "--client-id".into(),
-            CLIENT_ID.into(),
-            "--client-secret-file".into(),
-            secret_file(d, "secret", CLIENT_SECRET)
-                .display()
-                .to_string(),
-            "--quiet".into(),
-        ];
-        if verb == "migrate" {
-            a.push("--state-dir".into());
-            a.push(d.join("state").display().to_string());
-        }
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    }
-    async fn run(&self, verb: &str, extra: &[&str]) -> u8 {
-        let a = self.args(verb, extra);
-        cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await
-    }
-}
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, PR_MESSAGE_DELIVERY_TIME};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
@@ -93,6 +26,9 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         tmp: tempfile::tempdir().unwrap(),
     };
     let att = attachment_bytes(200_000);
+    let big_att: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     {
         let mut s = run.dove.session("alice", "alicepw").await;
         create(&mut s, "Projects/2024", true).await;
@@ -102,6 +38,15 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
             "\\Seen \\Flagged Work",
             "01-Jan-2024 10:00:00 +0000",
             &with_attachment("att1", &att),
+        )
+        .await;
+        // A 10 MB attachment: added through an upload session once the message exists.
+        append(
+            &mut s,
+            "INBOX",
+            "\\Seen",
+            "01-Jan-2024 11:00:00 +0000",
+            &with_attachment("big", &big_att),
         )
         .await;
         append(
@@ -138,13 +83,13 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
             )
             .await;
         }
-        // Over Graph's 4 MB request limit once base64-encoded: reported, the rest goes on.
+        // A text over Graph's 4 MB request limit: reported, the rest goes on.
         append(
             &mut s,
             "INBOX",
             "",
             "06-Jun-2024 06:00:00 +0000",
-            &with_attachment("huge", &attachment_bytes(3_500_000)),
+            &message("huge", "", 4_500_000, true),
         )
         .await;
     }
@@ -156,32 +101,10 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         1,
         "the oversized message is a failure"
     );
+    // Every message but the oversized one, each exactly once after the lost answers; received
+    // mail, never drafts.
+    assert_each_once(&fake, 17);
     let msgs = fake.mail_messages(UPN);
-    assert_eq!(
-        msgs.len(),
-        16,
-        "every message but the oversized one, each exactly once"
-    );
-    let mut ids: Vec<String> = msgs
-        .iter()
-        .map(|m| {
-            m.property(tenantry_mail::exchange::message::SOURCE_SHA256)
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    ids.sort();
-    let n = ids.len();
-    ids.dedup();
-    assert_eq!(
-        ids.len(),
-        n,
-        "no message created twice after the lost answers"
-    );
-    assert!(
-        msgs.iter().all(|m| !m.is_draft),
-        "received mail, never drafts"
-    );
 
     let by_subject = |s: &str| {
         msgs.iter()
@@ -229,6 +152,39 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         "never a fifth request in flight"
     );
 
+    let big = by_subject("big");
+    assert!(
+        !big.is_draft && big.is_read,
+        "received mail, created with its properties"
+    );
+    let list = big.json["attachments"].as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        1,
+        "attached once: {:?}",
+        list.iter().map(|a| &a["name"]).collect::<Vec<_>>()
+    );
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(list[0]["contentBytes"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        got == big_att,
+        "every byte of the 10 MB attachment ({} bytes arrived)",
+        got.len()
+    );
+    assert_eq!(list[0]["name"], "data.bin");
+    let sessions = stats.attachment_sessions_created;
+    assert!(sessions >= 1, "through an upload session");
+    assert!(
+        stats.attachment_ranges >= 4,
+        "in ranges of at most 4 MB: {}",
+        stats.attachment_ranges
+    );
+    assert_eq!(
+        stats.authorization_on_upload_url, 0,
+        "no token to the uploadUrl"
+    );
+
     // A re-run copies nothing (the oversized one is reported again).
     let before = fake.stats().messages_created;
     assert_eq!(run.run("migrate", &[]).await, 1);
@@ -237,7 +193,12 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         before,
         "a re-run creates nothing"
     );
-    assert_eq!(fake.mail_messages(UPN).len(), 16);
+    assert_eq!(fake.mail_messages(UPN).len(), 17);
+    assert_eq!(
+        fake.stats().attachment_sessions_created,
+        sessions,
+        "nor attaches anything again"
+    );
 
     // Verify: the oversized message is the one difference; a changed flag is named.
     let a = run.args("verify", &["--json"]);
@@ -245,14 +206,7 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         cli(&a.iter().map(String::as_str).collect::<Vec<_>>()).await,
         1
     );
-    let client = tenantry_graph::GraphClient::new(
-        tenantry_graph::GraphConfig::from_env(
-            TENANT,
-            CLIENT_ID,
-            tenantry_graph::ClientSecret::new(CLIENT_SECRET),
-        ),
-        reqwest::Client::new(),
-    );
+    let client = fake_graph_client();
     let mbx = tenantry_mail::exchange::mailbox::Mailbox::new(client, UPN);
     let src = run.dove.endpoint("alice", "alicepw");
     let opts = tenantry_mail::sync::Options::default();

@@ -1,6 +1,7 @@
-//! A stateful fake of the parts of Microsoft Graph and Entra ID the files engine uses: the token
+//! A stateful fake of the parts of Microsoft Graph and Entra ID tenantry uses: the token
 //! endpoint, sites, drives, items by id and by path, folders, uploads (simple and by session),
-//! delta and downloads. Microsoft's services cannot run here, so this server is written from
+//! delta and downloads (files engine); mail folders, messages and attachments (`mail`,
+//! `mail_attachments`) and mailbox import/export (`mailbox_export`) for the mail engine. Microsoft's services cannot run here, so this server is written from
 //! Microsoft's documentation, each rule beside the page it comes from; where the documentation
 //! says nothing, the fake picks the stricter behaviour and says so.
 //!
@@ -22,10 +23,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 mod mail;
+mod mail_attachments;
+mod mailbox_export;
 pub use mail::{
     FakeMessage, MAX_REQUEST_BYTES as MAIL_MAX_REQUEST_BYTES, PR_CLIENT_SUBMIT_TIME,
     PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS,
 };
+pub use mailbox_export::{MailboxItem, EXPORT_MAX_ITEMS};
 
 /// The app the token endpoint accepts.
 pub const TENANT: &str = "contoso-tenant";
@@ -111,6 +115,12 @@ pub struct FakeStats {
     /// Message creations refused by the upload budget.
     pub upload_budget_refusals: u64,
     pub messages_created: u64,
+    /// Attachment upload sessions created, and ranges they accepted.
+    pub attachment_sessions_created: u64,
+    pub attachment_ranges: u64,
+    /// Mailbox import sessions created, and items they imported.
+    pub import_sessions_created: u64,
+    pub items_imported: u64,
 }
 
 /// One accepted upload fragment.
@@ -193,6 +203,14 @@ struct World {
     throttled_window: Option<(Instant, Instant)>,
     mailboxes: HashMap<String, mail::Mailbox>,
     mail_drop_after_create: u64,
+    attachment_sessions: HashMap<u64, mail_attachments::AttachmentSession>,
+    export_users: HashMap<String, String>,
+    export_mailboxes: HashMap<String, mailbox_export::ExportMailbox>,
+    import_sessions: HashMap<String, mailbox_export::ImportSession>,
+    drop_after_import: u64,
+    expire_import_after: Option<u64>,
+    fail_attachment_ranges: u64,
+    lose_attachment_answers: u64,
 }
 
 /// The running fake. Stopped on drop.
@@ -224,6 +242,14 @@ impl FakeGraph {
             throttled_window: None,
             mailboxes: HashMap::new(),
             mail_drop_after_create: 0,
+            attachment_sessions: HashMap::new(),
+            export_users: HashMap::new(),
+            export_mailboxes: HashMap::new(),
+            import_sessions: HashMap::new(),
+            drop_after_import: 0,
+            expire_import_after: None,
+            fail_attachment_ranges: 0,
+            lose_attachment_answers: 0,
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();
@@ -751,29 +777,23 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     if path.starts_with("/dl/") {
         return download(&mut w, &path, &parts.headers);
     }
-    // Throttling (https://learn.microsoft.com/graph/throttling): once over the limit, "further
-    // requests from that client app" are refused for some time — 429 with a Retry-After in
-    // seconds, uploads included
+    // Uploads are throttled too
     // (https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online:
     // throttled requests count against the limit too).
-    let now = Instant::now();
-    if let Some((started, until)) = w.throttled_window.filter(|(_, until)| now < *until) {
-        w.stats.throttled += 1;
-        // Sent before the 429 reached the client, or sent despite it?
-        if now.duration_since(started) > IN_FLIGHT_GRACE {
-            w.stats.ignored_retry_after += 1;
-        }
-        let left = until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64;
-        return throttled(left);
+    if let Some(r) = injected_throttling(&mut w) {
+        return r;
     }
-    if let Some(n) = w.opts.throttle_every {
-        if n > 0 && w.stats.requests % n == 0 {
-            w.stats.throttled += 1;
-            w.stats.throttle_windows += 1;
-            let secs = w.opts.retry_after_secs;
-            w.throttled_window = Some((now, now + Duration::from_secs(secs)));
-            return throttled(secs);
+    if let Some(sid) = path.strip_prefix("/import/") {
+        let (r, drop_it) = mailbox_export::import(&mut w, sid, &parts.headers, &body);
+        if drop_it {
+            drop(w);
+            // No answer: the item is stored, the client never hears so.
+            std::panic::resume_unwind(Box::new("fake graph: connection dropped on purpose"));
         }
+        return r;
+    }
+    if let Some(sid) = path.strip_prefix("/mailup/") {
+        return mail_attachments::put_range(&mut w, sid, &parts.method, &parts.headers, &body);
     }
     if let Some(sid) = path.strip_prefix("/up/") {
         return upload_fragment(&mut w, sid, &parts.method, &parts.headers, &body);
@@ -784,7 +804,36 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     if let Some(r) = authorize(&mut w, &parts.headers) {
         return r;
     }
+    if let Some(r) = mailbox_export::serve(&mut w, &parts.method, api, &body) {
+        return r;
+    }
     route(&mut w, &parts.method, api, &query, &body)
+}
+
+/// Throttling (https://learn.microsoft.com/graph/throttling): once over the limit, "further
+/// requests from that client app" are refused for some time — 429 with a Retry-After in
+/// seconds. Injected every `throttle_every` requests (drives, uploads and mailboxes alike); the
+/// answer to send, if this request is refused.
+fn injected_throttling(w: &mut World) -> Option<Response> {
+    let now = Instant::now();
+    if let Some((started, until)) = w.throttled_window.filter(|(_, until)| now < *until) {
+        w.stats.throttled += 1;
+        // Sent before the 429 reached the client, or sent despite it?
+        if now.duration_since(started) > IN_FLIGHT_GRACE {
+            w.stats.ignored_retry_after += 1;
+        }
+        let left = until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64;
+        return Some(throttled(left));
+    }
+    let n = w.opts.throttle_every.filter(|n| *n > 0)?;
+    if !w.stats.requests.is_multiple_of(n) {
+        return None;
+    }
+    w.stats.throttled += 1;
+    w.stats.throttle_windows += 1;
+    let secs = w.opts.retry_after_secs;
+    w.throttled_window = Some((now, now + Duration::from_secs(secs)));
+    Some(throttled(secs))
 }
 
 /// Client credentials (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-credentials-flow):
@@ -1400,13 +1449,8 @@ fn upload_fragment(
     h: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    if h.contains_key("authorization") {
-        w.stats.authorization_on_upload_url += 1;
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Do not send an Authorization header to the uploadUrl",
-        );
+    if let Some(r) = refuse_authorization(w, h, "unauthenticated") {
+        return r;
     }
     let Ok(sid) = sid.parse::<u64>() else {
         return error(
@@ -1510,6 +1554,19 @@ fn upload_fragment(
         ),
     };
     ok_json(StatusCode::CREATED, w.item_json(&s.drive, &id, true))
+}
+
+/// A pre-authenticated upload URL refuses an Authorization header (401), and counts it.
+fn refuse_authorization(w: &mut World, h: &HeaderMap, code: &str) -> Option<Response> {
+    if !h.contains_key("authorization") {
+        return None;
+    }
+    w.stats.authorization_on_upload_url += 1;
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        code,
+        "Do not send an Authorization header to the pre-authenticated uploadUrl",
+    ))
 }
 
 fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {

@@ -94,11 +94,8 @@ pub fn open(
     state: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
     let parsed = parse(loc)?;
-    let creds = args.side(side);
-    let which = match side {
-        Side::Source => "--source-",
-        Side::Target => "--target-",
-    };
+    let creds = args.app.side(side);
+    let which = side.option_prefix();
     let Some(tenant) = creds.tenant_id else {
         bail!("{loc}: give --tenant-id (or {which}tenant-id)");
     };

@@ -2,11 +2,10 @@
 //! copy has one app per tenant (`--source-…`, `--target-…`); the unprefixed options set both.
 //! Client secrets come from a file or the environment, never from argv.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tenantry_graph::{ClientSecret, GraphClient, GraphConfig};
+use tenantry_graph::args::{AppCredentialArgs, Side as GraphSide};
+use tenantry_graph::{GraphClient, GraphConfig};
 
 use crate::session::Side;
 
@@ -37,79 +36,37 @@ pub fn parse(loc: &str) -> Result<Option<String>> {
     Ok(Some(upn))
 }
 
-#[derive(Debug, Args, Default, Clone)]
+#[derive(Debug, Args, Clone)]
 pub struct ExchangeArgs {
-    /// Entra ID tenant (GUID or domain) of the app, for both sides (exchange:// only).
-    #[arg(long)]
-    pub tenant_id: Option<String>,
-    /// Application (client) id of the app registration, for both sides.
-    #[arg(long)]
-    pub client_id: Option<String>,
-    /// File holding the app's client secret, for both sides (else env TENANTRY_CLIENT_SECRET).
-    #[arg(long)]
-    pub client_secret_file: Option<PathBuf>,
-    #[arg(long)]
-    pub source_tenant_id: Option<String>,
-    #[arg(long)]
-    pub source_client_id: Option<String>,
-    /// Else env TENANTRY_SOURCE_CLIENT_SECRET, then the options for both sides.
-    #[arg(long)]
-    pub source_client_secret_file: Option<PathBuf>,
-    #[arg(long)]
-    pub target_tenant_id: Option<String>,
-    #[arg(long)]
-    pub target_client_id: Option<String>,
-    /// Else env TENANTRY_TARGET_CLIENT_SECRET, then the options for both sides.
-    #[arg(long)]
-    pub target_client_secret_file: Option<PathBuf>,
+    /// The app registration of each side (exchange:// only here).
+    #[command(flatten)]
+    pub app: AppCredentialArgs,
+    /// Bytes uploaded per Exchange mailbox within --exchange-upload-window (Outlook's limit is
+    /// 150 MB per 5 minutes; the copy paces itself to stay below it instead of meeting 429s).
+    #[arg(long, default_value_t = super::pacing::DEFAULT_UPLOAD_BUDGET,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub exchange_upload_budget: u64,
+    /// Seconds of the upload budget's window.
+    #[arg(long, value_name = "SECS", default_value_t = super::pacing::DEFAULT_UPLOAD_WINDOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub exchange_upload_window: u64,
 }
 
 impl ExchangeArgs {
     /// The Graph client of one side (`TENANTRY_GRAPH_URL` / `TENANTRY_AUTHORITY` override
     /// Microsoft's endpoints).
     pub fn client(&self, side: Side) -> Result<GraphClient> {
-        let (t, c, f, env) = match side {
-            Side::Source => (
-                &self.source_tenant_id,
-                &self.source_client_id,
-                &self.source_client_secret_file,
-                "TENANTRY_SOURCE_CLIENT_SECRET",
-            ),
-            Side::Target => (
-                &self.target_tenant_id,
-                &self.target_client_id,
-                &self.target_client_secret_file,
-                "TENANTRY_TARGET_CLIENT_SECRET",
-            ),
-        };
-        let tenant = t
-            .as_deref()
-            .or(self.tenant_id.as_deref())
-            .with_context(|| {
-                format!("{side}: exchange:// needs --{side}-tenant-id or --tenant-id")
-            })?;
-        let client = c
-            .as_deref()
-            .or(self.client_id.as_deref())
-            .with_context(|| {
-                format!("{side}: exchange:// needs --{side}-client-id or --client-id")
-            })?;
-        let secret = match f.as_deref().or(self.client_secret_file.as_deref()) {
-            Some(f) => {
-                let s = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read client secret file {}", f.display()))?;
-                ClientSecret::new(s.trim_end_matches(['\r', '\n']))
-            }
-            None => [env, "TENANTRY_CLIENT_SECRET"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-                .map(ClientSecret::new)
-                .with_context(|| {
-                    format!(
-                        "{side}: no client secret: give --client-secret-file (or --{side}-client-secret-file), or set {env} or TENANTRY_CLIENT_SECRET"
-                    )
-                })?,
-        };
+        let creds = self.app.side(match side {
+            Side::Source => GraphSide::Source,
+            Side::Target => GraphSide::Target,
+        });
+        let tenant = creds.tenant_id.with_context(|| {
+            format!("{side}: exchange:// needs --{side}-tenant-id or --tenant-id")
+        })?;
+        let client = creds.client_id.with_context(|| {
+            format!("{side}: exchange:// needs --{side}-client-id or --client-id")
+        })?;
+        let secret = creds.secret().with_context(|| format!("{side}"))?;
         let cfg = GraphConfig::from_env(tenant, client, secret);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(5))

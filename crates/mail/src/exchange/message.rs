@@ -42,6 +42,37 @@ const MSGFLAG_READ: u32 = 0x1;
 const MSGFLAG_UNSENT: u32 = 0x8;
 const VERB_REPLIED: u32 = 102;
 
+/// Attachments of this size or more go through an upload session: one POST carries only
+/// attachments "under 3 MB" (<https://learn.microsoft.com/graph/outlook-large-attachments>).
+pub const LARGE_ATTACHMENT: usize = 3_000_000;
+
+/// The decoded size of a `fileAttachment`'s `contentBytes`.
+pub fn attachment_size(a: &Value) -> usize {
+    let b = a["contentBytes"].as_str().unwrap_or("");
+    b.len() / 4 * 3 - b.bytes().rev().take_while(|c| *c == b'=').count()
+}
+
+/// Takes out of a prepared message the attachments to add once it exists: every one of
+/// `LARGE_ATTACHMENT` or more, then the largest others until the create request is at most
+/// `max` bytes. The message keeps its MAPI properties from its first save either way.
+pub fn split_attachments(json: &mut Value, max: usize) -> Vec<Value> {
+    let Some(list) = json.get_mut("attachments").and_then(Value::as_array_mut) else {
+        return Vec::new();
+    };
+    let (mut later, kept): (Vec<Value>, Vec<Value>) = std::mem::take(list)
+        .into_iter()
+        .partition(|a| attachment_size(a) >= LARGE_ATTACHMENT);
+    json["attachments"] = Value::Array(kept);
+    while json.to_string().len() > max {
+        let list = json["attachments"].as_array_mut().expect("set above");
+        let Some(largest) = (0..list.len()).max_by_key(|&i| attachment_size(&list[i])) else {
+            break;
+        };
+        later.push(list.remove(largest));
+    }
+    later
+}
+
 /// A message ready to be created, and what of its source could not be carried.
 #[derive(Debug)]
 pub struct Prepared {
@@ -328,6 +359,26 @@ fn attachments(raw: &[u8], m: &mail_parser::Message, not_carried: &mut Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_attachments_wait_for_the_message_and_the_request_fits() {
+        let att = |name: &str, len: usize| json!({"name": name, "contentBytes": base64::engine::general_purpose::STANDARD.encode(vec![7u8; len])});
+        assert_eq!(attachment_size(&att("x", 5)), 5);
+        assert_eq!(attachment_size(&att("x", 6)), 6);
+        let mut v = json!({"subject": "s", "attachments": [
+            att("a", 1_000_000), att("big", 3_500_000), att("b", 1_500_000), att("c", 900_000)
+        ]});
+        let later = split_attachments(&mut v, 4 * 1024 * 1024);
+        let names = |l: &[Value]| {
+            l.iter()
+                .map(|a| a["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        // "big" by size; then "b", the largest, until the rest fits in one request.
+        assert_eq!(names(&later), ["big", "b"]);
+        assert_eq!(names(v["attachments"].as_array().unwrap()), ["a", "c"]);
+        assert!(v.to_string().len() <= 4 * 1024 * 1024);
+    }
 
     #[test]
     fn received_not_draft_with_every_header_and_attachment_byte() {

@@ -5,14 +5,18 @@
 //! (a message created without them is a draft, and stays one). See ARCHITECTURE.md, "Exchange".
 //!
 //! - `location` — `exchange://` URLs and the app-only credentials of each side;
+//! - `mailbox_copy` — Exchange → Exchange through mailbox import/export (every item kind);
 //! - `message` — one MIME message → the JSON of a Graph `message` (pure, no I/O);
 //! - `mailbox` — the Graph calls on one mailbox, at most 4 in flight (Outlook's limit);
+//! - `pacing` — the per-mailbox upload budget (150 MB per 5 minutes), kept on our side;
 //! - `state` — source (folder, UIDVALIDITY, UID) → Exchange message id, intents first;
 //! - `sync` — the copy; `verify` — the comparison of both sides.
 
 pub mod location;
 pub mod mailbox;
+pub mod mailbox_copy;
 pub mod message;
+pub mod pacing;
 pub mod state;
 pub mod sync;
 pub mod verify;

@@ -43,7 +43,11 @@ impl ExchangeState {
                 PRIMARY KEY(source, uidvalidity, uid));
              CREATE TABLE IF NOT EXISTS exchange_pending(
                 source TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
-                sha TEXT NOT NULL, PRIMARY KEY(source, uidvalidity, uid));",
+                sha TEXT NOT NULL, PRIMARY KEY(source, uidvalidity, uid));
+             CREATE TABLE IF NOT EXISTS exchange_items(
+                source_id TEXT PRIMARY KEY, source_change_key TEXT NOT NULL,
+                target_id TEXT NOT NULL, target_change_key TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS exchange_item_pending(source_id TEXT PRIMARY KEY);",
         )
         .context("cannot initialise state database")?;
         Ok(Self { db: Mutex::new(db) })
@@ -155,4 +159,70 @@ impl ExchangeState {
         )?;
         Ok(())
     }
+
+    // Exchange → Exchange (import/export): source item id → target item id and change keys.
+
+    /// Every mapped item: source id → (source changeKey, target id, target changeKey).
+    pub fn items(&self) -> Result<HashMap<String, ItemCopy>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT source_id, source_change_key, target_id, target_change_key FROM exchange_items",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                ItemCopy {
+                    source_change_key: r.get(1)?,
+                    target_id: r.get(2)?,
+                    target_change_key: r.get(3)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn items_pending(&self) -> Result<HashSet<String>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT source_id FROM exchange_item_pending")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Intent: committed before the import request leaves.
+    pub fn add_item_pending(&self, source_id: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO exchange_item_pending VALUES(?1)",
+            [source_id],
+        )?;
+        Ok(())
+    }
+
+    /// Effect recorded: pending → map in one transaction.
+    pub fn map_item(&self, source_id: &str, copy: &ItemCopy) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM exchange_item_pending WHERE source_id=?1",
+            [source_id],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO exchange_items VALUES(?1,?2,?3,?4)",
+            params![
+                source_id,
+                copy.source_change_key,
+                copy.target_id,
+                copy.target_change_key
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Where a source item went, and the versions last copied.
+#[derive(Debug, Clone)]
+pub struct ItemCopy {
+    pub source_change_key: String,
+    pub target_id: String,
+    pub target_change_key: String,
 }

@@ -12,7 +12,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tenantry_graph::GraphError;
 
 use super::mailbox::{Mailbox, MAILBOX_CONCURRENCY, MAX_CREATE_BYTES};
-use super::message::{flags_patch, prepare};
+use base64::Engine;
+
+use super::message::{flags_patch, prepare, split_attachments, Prepared, LARGE_ATTACHMENT};
 use super::state::ExchangeState;
 use crate::folders::{self, Folder};
 use crate::protocol::parse_internaldate;
@@ -338,28 +340,16 @@ enum Outcome {
     Failed(String),
 }
 
-/// Looks for a message created earlier (a crash or a lost answer) and claims it.
-async fn find_existing(
-    ctx: &FolderCtx<'_>,
-    uid: u32,
-    sha: &str,
-    flags: &str,
-) -> Result<bool, GraphError> {
+/// Looks for a message created earlier (a crash or a lost answer) and claims its id.
+async fn find_existing(ctx: &FolderCtx<'_>, sha: &str) -> Result<Option<String>, GraphError> {
     let _one = ctx.lookup.lock().await;
     let found = ctx.mbx.find_by_sha(&ctx.target, sha).await?;
     let mut claimed = ctx.claimed.lock().unwrap();
     let Some(id) = found.into_iter().find(|id| !claimed.contains(id)) else {
-        return Ok(false);
+        return Ok(None);
     };
-    if ctx
-        .state
-        .map(&ctx.source, ctx.uidvalidity, uid, &id, sha, flags)
-        .is_err()
-    {
-        return Ok(false);
-    }
-    claimed.insert(id);
-    Ok(true)
+    claimed.insert(id.clone());
+    Ok(Some(id))
 }
 
 async fn copy_tagged(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> (u32, u64, Outcome) {
@@ -370,25 +360,39 @@ async fn copy_one(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> Outcome {
     let sha = sha_hex(body);
     let (flags, _) = canonical_flags(&m.flags, None);
     let date = m.date.as_deref().and_then(parse_internaldate);
-    let prepared = prepare(body, &m.flags, date, &sha);
-    let json = match serde_json::to_vec(&prepared.json) {
+    let Prepared {
+        json: mut message,
+        not_carried,
+    } = prepare(body, &m.flags, date, &sha);
+    // Large attachments are added once the message exists (upload sessions), so that the
+    // message is still created with its MAPI properties in its first save.
+    let later = split_attachments(&mut message, MAX_CREATE_BYTES);
+    let json = match serde_json::to_vec(&message) {
         Ok(j) => j,
         Err(e) => return Outcome::Failed(format!("cannot encode: {e}")),
     };
     if json.len() > MAX_CREATE_BYTES {
         return Outcome::Failed(format!(
-            "too large for one Graph request ({} bytes encoded; the limit is {MAX_CREATE_BYTES}): \
-             attachments of 3 MB or more need an upload session, not supported yet",
+            "too large for one Graph request ({} bytes encoded without its attachments; the \
+             limit is {MAX_CREATE_BYTES})",
             json.len()
         ));
     }
+    let done = |recovered: bool, id: String| Finish {
+        uid: m.uid,
+        sha: &sha,
+        flags: &flags,
+        later: &later,
+        recovered,
+        id,
+    };
     let mut look_first = ctx.lookup_all || ctx.pending.contains(&m.uid);
     let json = bytes::Bytes::from(json);
     for _ in 0..CREATE_ATTEMPTS {
         if look_first {
-            match find_existing(ctx, m.uid, &sha, &flags).await {
-                Ok(true) => return Outcome::Found,
-                Ok(false) => {}
+            match find_existing(ctx, &sha).await {
+                Ok(Some(id)) => return finish(ctx, done(true, id), Outcome::Found).await,
+                Ok(None) => {}
                 Err(e) => return Outcome::Failed(format!("looking for an earlier copy: {e}")),
             }
         }
@@ -402,15 +406,8 @@ async fn copy_one(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> Outcome {
         match ctx.mbx.create_message(&ctx.target, json.clone()).await {
             Ok(id) => {
                 ctx.claimed.lock().unwrap().insert(id.clone());
-                if let Err(e) =
-                    ctx.state
-                        .map(&ctx.source, ctx.uidvalidity, m.uid, &id, &sha, &flags)
-                {
-                    return Outcome::Failed(format!("state: {e:#}"));
-                }
-                return Outcome::Created {
-                    not_carried: prepared.not_carried,
-                };
+                let created = Outcome::Created { not_carried };
+                return finish(ctx, done(false, id), created).await;
             }
             // The service may have created it: look before sending again.
             Err(GraphError::Transient { .. }) => look_first = true,
@@ -423,4 +420,69 @@ async fn copy_one(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> Outcome {
     Outcome::Failed(format!(
         "no answer from Exchange after {CREATE_ATTEMPTS} attempts; the next run looks it up"
     ))
+}
+
+/// A message that exists in Exchange, and what it still needs.
+struct Finish<'a> {
+    uid: u32,
+    sha: &'a str,
+    flags: &'a str,
+    later: &'a [serde_json::Value],
+    /// Found by lookup (after a crash or a lost answer): some attachments may be there.
+    recovered: bool,
+    id: String,
+}
+
+/// Adds the attachments kept for later, then maps the message. Until both are done its
+/// pending row stays, so the next run finds the message and completes it.
+async fn finish(ctx: &FolderCtx<'_>, f: Finish<'_>, outcome: Outcome) -> Outcome {
+    if let Err(e) = add_later(ctx.mbx, &f.id, f.later, f.recovered).await {
+        return Outcome::Failed(format!(
+            "attachment: {e} (the message exists; the next run completes it)"
+        ));
+    }
+    match ctx
+        .state
+        .map(&ctx.source, ctx.uidvalidity, f.uid, &f.id, f.sha, f.flags)
+    {
+        Ok(()) => outcome,
+        Err(e) => Outcome::Failed(format!("state: {e:#}")),
+    }
+}
+
+/// Attachments added to an existing message: 3 MB or more through an upload session, others
+/// by one POST. For a recovered message, those already there (same name and size) are skipped.
+async fn add_later(
+    mbx: &Mailbox,
+    id: &str,
+    later: &[serde_json::Value],
+    recovered: bool,
+) -> Result<(), GraphError> {
+    if later.is_empty() {
+        return Ok(());
+    }
+    let mut present = if recovered {
+        mbx.attachment_keys(id).await?
+    } else {
+        Vec::new()
+    };
+    for a in later {
+        let name = a["name"].as_str().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a["contentBytes"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        if let Some(i) = present
+            .iter()
+            .position(|(n, s)| n == name && *s == bytes.len() as u64)
+        {
+            present.swap_remove(i);
+            continue;
+        }
+        if bytes.len() >= LARGE_ATTACHMENT {
+            mbx.upload_attachment(id, a, &bytes).await?;
+        } else {
+            mbx.add_attachment(id, a).await?;
+        }
+    }
+    Ok(())
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use tenantry_mail::cli::{run, MailCommand};
 
+pub mod exchange;
+
 // Each test binary uses only some of these, as with the rest of this module.
 #[allow(unused_imports)]
 pub use tenantry_testkit::{

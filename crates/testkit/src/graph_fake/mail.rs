@@ -19,10 +19,12 @@
 //! - Outlook service limits (<https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits>):
 //!   per app and mailbox at most 4 concurrent requests and 150 MB uploaded per 5 minutes;
 //!   beyond them 429 with `Retry-After` ("Application is over its MailboxConcurrency limit.").
-//!   Both are options, so tests can scale them down.
+//!   Both are options, so tests can scale them down. The fake's injected throttling
+//!   (`throttle_every`: 429 + `Retry-After`, the tenant refused until it has passed) applies to
+//!   mailbox requests too.
 //! - A request body above 4 MB is refused (413): attachments of 3 MB or more need an upload
-//!   session (<https://learn.microsoft.com/graph/outlook-large-attachments>), which the fake does
-//!   not offer, so such messages must be reported by the client, not sent.
+//!   session (<https://learn.microsoft.com/graph/outlook-large-attachments>), which the fake
+//!   offers on existing messages (`mail_attachments`).
 //! - Extended properties are returned only when expanded, and messages can be filtered on one
 //!   (<https://learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get>:
 //!   `$filter=singleValueExtendedProperties/any(ep: ep/id eq '…' and ep/value eq '…')`).
@@ -56,7 +58,7 @@ const WELL_KNOWN: [(&str, &str, &str); 6] = [
 
 pub(super) struct Mailbox {
     folders: Vec<Folder>,
-    messages: Vec<FakeMessage>,
+    pub(super) messages: Vec<FakeMessage>,
     in_flight: usize,
     uploads: VecDeque<(Instant, u64)>,
 }
@@ -164,20 +166,10 @@ impl super::FakeGraph {
 
 impl Mailbox {
     fn path_of(&self, id: &str) -> String {
-        let mut parts = Vec::new();
-        let mut cur = self.folders.iter().find(|f| f.id == id);
-        while let Some(f) = cur {
-            if f.parent.is_none() {
-                break;
-            }
-            parts.push(f.name.clone());
-            cur = self
-                .folders
-                .iter()
-                .find(|p| Some(&p.id) == f.parent.as_ref());
-        }
-        parts.reverse();
-        parts.join("/")
+        folder_path(id, |k| {
+            let f = self.folders.iter().find(|f| f.id == k)?;
+            Some((f.name.as_str(), f.parent.as_deref()))
+        })
     }
 
     /// A folder by id or well-known name.
@@ -198,6 +190,22 @@ impl Mailbox {
             "isHidden": false,
         })
     }
+}
+
+/// Display names from below the root of a folder tree down to `id`, `/`-joined; `node` gives a
+/// folder's name and parent (the root has none).
+pub(super) fn folder_path<'a>(
+    id: &str,
+    node: impl Fn(&str) -> Option<(&'a str, Option<&'a str>)>,
+) -> String {
+    let mut parts = Vec::new();
+    let mut cur = node(id);
+    while let Some((name, Some(parent))) = cur {
+        parts.push(name);
+        cur = node(parent);
+    }
+    parts.reverse();
+    parts.join("/")
 }
 
 /// `/v1.0/users/{upn}/mailFolders…` or `/v1.0/users/{upn}/messages…`: the mailbox's key.
@@ -221,6 +229,9 @@ pub(super) async fn handle(
     let delay = {
         let mut w = world.lock().unwrap();
         w.stats.requests += 1;
+        if let Some(r) = super::injected_throttling(&mut w) {
+            return r;
+        }
         if let Some(r) = authorize(&mut w, &headers) {
             return r;
         }
@@ -313,10 +324,14 @@ fn serve(
             match w.mailboxes[upn].messages.iter().find(|m| m.id == *id) {
                 Some(m) => ok_json(
                     StatusCode::OK,
-                    json!({"value": m.json["attachments"].clone()}),
+                    json!({"value": selected(&m.json["attachments"], query)}),
                 ),
                 None => not_found(),
             }
+        }
+        ("POST", ["messages", id, "attachments"]) => super::mail_attachments::add(w, upn, id, body),
+        ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
+            super::mail_attachments::create_session(w, upn, id, body)
         }
         ("PATCH", ["messages", id]) => patch_message(w, upn, id, body),
         _ => error(
@@ -328,7 +343,27 @@ fn serve(
     Served::Answer(answer)
 }
 
-fn not_found() -> Response {
+/// A collection with only the `$select`ed properties (and `id`), as Graph returns it.
+fn selected(list: &Value, query: &str) -> Value {
+    let Some(sel) = query_param(query, "$select") else {
+        return list.clone();
+    };
+    let keep: Vec<&str> = sel.split(',').map(str::trim).collect();
+    let items = list.as_array().cloned().unwrap_or_default();
+    Value::Array(
+        items
+            .into_iter()
+            .map(|mut a| {
+                if let Some(o) = a.as_object_mut() {
+                    o.retain(|k, _| k == "id" || k.starts_with('@') || keep.contains(&k.as_str()));
+                }
+                a
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "ErrorItemNotFound",
@@ -415,6 +450,38 @@ fn create_folder(w: &mut World, upn: &str, parent: &str, body: &[u8]) -> Respons
     ok_json(StatusCode::CREATED, m.folder_json(f))
 }
 
+/// The upload budget: the bytes of the last window, this request's included; over it, 429 with
+/// the time until the oldest upload leaves the window. Counted when accepted.
+pub(super) fn charge_upload(w: &mut World, upn: &str, bytes: u64) -> Option<Response> {
+    let (budget, window) = w.opts.mail_upload_budget;
+    let now_i = Instant::now();
+    let m = w.mailboxes.get_mut(upn)?;
+    while m
+        .uploads
+        .front()
+        .is_some_and(|(t, _)| now_i.duration_since(*t) >= window)
+    {
+        m.uploads.pop_front();
+    }
+    let used: u64 = m.uploads.iter().map(|(_, n)| n).sum();
+    if used + bytes > budget {
+        let wait = m
+            .uploads
+            .front()
+            .map(|(t, _)| window.saturating_sub(now_i.duration_since(*t)))
+            .unwrap_or(Duration::from_secs(1));
+        w.stats.throttled += 1;
+        w.stats.upload_budget_refusals += 1;
+        return Some(throttled(
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+            "ApplicationThrottled",
+            "Application is over its MailboxUploadLimit.",
+        ));
+    }
+    m.uploads.push_back((now_i, bytes));
+    None
+}
+
 fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served {
     if body.len() > MAX_REQUEST_BYTES {
         return Served::Answer(error(
@@ -423,33 +490,8 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
             "The request body exceeds the 4 MB limit; attach large files through an upload session.",
         ));
     }
-    // The upload budget: bytes of the last window, this request's included.
-    let (budget, window) = w.opts.mail_upload_budget;
-    let now_i = Instant::now();
-    {
-        let m = w.mailboxes.get_mut(upn).unwrap();
-        while m
-            .uploads
-            .front()
-            .is_some_and(|(t, _)| now_i.duration_since(*t) >= window)
-        {
-            m.uploads.pop_front();
-        }
-        let used: u64 = m.uploads.iter().map(|(_, n)| n).sum();
-        if used + body.len() as u64 > budget {
-            let wait = m
-                .uploads
-                .front()
-                .map(|(t, _)| window.saturating_sub(now_i.duration_since(*t)))
-                .unwrap_or(Duration::from_secs(1));
-            w.stats.throttled += 1;
-            w.stats.upload_budget_refusals += 1;
-            return Served::Answer(throttled(
-                wait.as_secs_f64().ceil().max(1.0) as u64,
-                "ApplicationThrottled",
-                "Application is over its MailboxUploadLimit.",
-            ));
-        }
+    if let Some(r) = charge_upload(w, upn, body.len() as u64) {
+        return Served::Answer(r);
     }
     let Ok(Value::Object(mut v)) = serde_json::from_slice::<Value>(body) else {
         return Served::Answer(error(
@@ -497,6 +539,13 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
     {
         let mut a = a;
         a["id"] = json!(format!("AAMk-att-{}", atts.len()));
+        let size = a["contentBytes"].as_str().map_or(0, |b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_or(0, |d| d.len())
+        });
+        a["size"] = json!(size);
         atts.push(a);
     }
     v.insert("id".into(), json!(id));
@@ -519,7 +568,6 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
     };
     let shown_msg = shown(&msg, "");
     let m = w.mailboxes.get_mut(upn).unwrap();
-    m.uploads.push_back((now_i, body.len() as u64));
     m.messages.push(msg);
     w.stats.messages_created += 1;
     if w.mail_drop_after_create > 0 {
