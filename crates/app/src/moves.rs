@@ -27,7 +27,7 @@ fn leased(step: &StepRecord, now: Timestamp) -> bool {
     step.state == StepState::Running && step.lease_until.is_some_and(|t| t >= now)
 }
 
-fn load_move(tx: &mut dyn LedgerTx, id: Uuid) -> Result<MoveRecord> {
+pub(crate) fn load_move(tx: &mut dyn LedgerTx, id: Uuid) -> Result<MoveRecord> {
     tx.load_move(id)?
         .ok_or_else(|| LedgerError::not_found("move").into())
 }
@@ -41,7 +41,7 @@ fn lost_race(what: &str) -> StoreError {
 /// A move concerns two tenants: both audit logs record it, with its state and side only. The
 /// spec (the other tenant, servers, profile names) and step errors are the operator's: they
 /// stay in the move and its steps, which only the operator reads.
-fn audit(
+pub(crate) fn audit(
     tx: &mut dyn LedgerTx,
     m: &MoveRecord,
     actor: &str,
@@ -99,7 +99,7 @@ impl Ledger {
         spec.validate()?;
         let id = Uuid::new_v4();
         self.write(move |tx| {
-            for tenant in [spec.source_tenant_id, spec.target_tenant_id] {
+            for tenant in spec.local_tenants() {
                 if !tx.tenant_exists(tenant)? {
                     return Err(LedgerError::not_found("tenant").into());
                 }

@@ -606,6 +606,8 @@ async fn draft_move(b: &Backend) -> uuid::Uuid {
         source_mail: None,
         target_mail: None,
         libraries: vec![],
+        source_graph: None,
+        target_graph: None,
     };
     b.ledger
         .create_move(spec, "op".into(), NOW)
