@@ -3,8 +3,8 @@
 
 use crate::clock::rfc3339;
 use serde::{Deserialize, Serialize};
+use tenantry_app::audit_view::DescribedRecord;
 use tenantry_ledger::assignment::Assignment;
-use tenantry_ledger::audit::AuditRecord;
 use tenantry_ledger::catalog::{ServicePlan, Sku};
 use tenantry_ledger::counting::{PrepaidUnits, SubscribedSku};
 use tenantry_ledger::subscription::{BillingCycle, Channel, Subscription, Term};
@@ -438,27 +438,58 @@ impl From<SubscribedSku> for SubscribedSkuDto {
 pub struct AuditRecordDto {
     pub id: i64,
     pub activity_date_time: String,
-    /// Who: `operator`, `token:<id> (<role>)` or `system:lifecycle`.
+    /// Who, as recorded: `operator`, `token:<id> (<role>)` (an API token, or an application
+    /// under its client id) or `system:…` (tenantry itself).
     pub actor: String,
+    /// Who, by name: "application 'Move script' (LicenseAdmin)", "token 1a2b3c4d (UserAdmin)"
+    /// (an API token), "operator", "tenantry: lifecycle".
+    pub actor_name: String,
     /// What, e.g. `subscription.quantityChanged`.
     pub action: String,
     pub target_type: String,
     pub target_id: String,
+    /// The target's display name (a user as named now), when it has one.
+    pub target_name: Option<String>,
+    /// The change in one line, e.g. "Licences 3 → 5" or "ENTERPRISEPACK assigned, TEAMS1 off".
+    pub summary: String,
+    /// Each changed property, old and new value as people read them.
+    pub modified_properties: Vec<ModifiedPropertyDto>,
     /// The changed fields before the change (any JSON value), or null.
     pub before: Option<serde_json::Value>,
     /// The changed fields after the change (any JSON value), or null.
     pub after: Option<serde_json::Value>,
 }
 
-impl From<AuditRecord> for AuditRecordDto {
-    fn from(r: AuditRecord) -> Self {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModifiedPropertyDto {
+    pub display_name: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+}
+
+impl From<DescribedRecord> for AuditRecordDto {
+    fn from(d: DescribedRecord) -> Self {
+        let r = d.record;
         Self {
             id: r.seq,
             activity_date_time: rfc3339(r.at),
             actor: r.actor,
+            actor_name: d.actor,
             action: r.action,
             target_type: r.target_type,
             target_id: r.target_id,
+            target_name: d.target_name,
+            summary: d.summary,
+            modified_properties: d
+                .changes
+                .into_iter()
+                .map(|c| ModifiedPropertyDto {
+                    display_name: c.name,
+                    old_value: c.old,
+                    new_value: c.new,
+                })
+                .collect(),
             before: r.before,
             after: r.after,
         }
@@ -506,7 +537,19 @@ pub struct ApplicationDto {
     pub tenant_id: Uuid,
     pub display_name: String,
     pub role: String,
-    /// The secret, shown only in this response.
+    /// The secret, shown only in the answer that created or rotated it.
     pub client_secret: String,
+    pub created_date_time: String,
+}
+
+/// An application as listed: never its secret.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSummaryDto {
+    /// The application (client) id.
+    pub client_id: Uuid,
+    pub tenant_id: Uuid,
+    pub display_name: String,
+    pub role: String,
     pub created_date_time: String,
 }

@@ -138,7 +138,15 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .route(&format!("{tenant}/tokens"), post(platform::create_token))
         .route(
             &format!("{tenant}/applications"),
-            post(platform::create_application),
+            post(platform::create_application).get(platform::list_applications),
+        )
+        .route(
+            &format!("{tenant}/applications/{{client}}"),
+            delete(platform::delete_application),
+        )
+        .route(
+            &format!("{tenant}/applications/{{client}}/rotateSecret"),
+            post(platform::rotate_application_secret),
         )
         .route(
             &format!("{tenant}/tokens/{{token}}"),

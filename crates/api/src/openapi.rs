@@ -10,7 +10,8 @@ use utoipa::{Modify, OpenApi};
 Errors are application/problem+json with a stable `code`. Every POST honours Idempotency-Key."),
     paths(
         platform::create_tenant, platform::list_tenants, platform::get_tenant, platform::list_skus, platform::add_sku,
-        platform::create_token, platform::create_application, platform::revoke_token, platform::advance_clock,
+        platform::create_token, platform::create_application, platform::list_applications,
+        platform::rotate_application_secret, platform::delete_application, platform::revoke_token, platform::advance_clock,
         billing::create, billing::list_all, billing::get, billing::patch, billing::cancel, billing::reactivate,
         billing::extend_trial, billing::transfer, billing::subscribed_skus,
         directory::create, directory::list_all, directory::get, directory::patch, directory::delete,

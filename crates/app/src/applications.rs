@@ -148,9 +148,98 @@ impl Ledger {
         }))
     }
 
+    /// Replaces an application's client secret (a global admin of its tenant, or the operator):
+    /// the old secret stops working at once, and so does every access token issued with it —
+    /// a rotation usually follows a leak. The new secret is in the answer, once.
+    pub async fn rotate_application_secret(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        client_id: Uuid,
+        now: Timestamp,
+    ) -> Result<RegisteredApplication> {
+        caller.authorize(tenant, Action::ManageTokens)?;
+        let client_secret = new_token("tcs");
+        let secret_hash = hash_token(&client_secret);
+        let actor = caller.actor.clone();
+        let record = self
+            .write(move |tx| {
+                let app = application_of(tx, tenant, client_id)?;
+                tx.set_application_secret(client_id, &secret_hash)?;
+                let revoked = tx.delete_app_tokens_of(client_id)?;
+                tx.insert_audit(
+                    AuditEntry {
+                        tenant_id: Some(tenant),
+                        actor: actor.clone(),
+                        action: "application.secretRotated",
+                        target_type: "application",
+                        target_id: client_id.to_string(),
+                        before: Some(serde_json::json!({"displayName": app.display_name})),
+                        after: Some(serde_json::json!({
+                            "displayName": app.display_name,
+                            "accessTokensRevoked": revoked
+                        })),
+                    },
+                    now,
+                )?;
+                Ok(app)
+            })
+            .await?;
+        Ok(RegisteredApplication {
+            record,
+            client_secret,
+        })
+    }
+
+    /// Deletes an application: its secret and every access token it holds stop working at once.
+    pub async fn delete_application(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        client_id: Uuid,
+        now: Timestamp,
+    ) -> Result<()> {
+        caller.authorize(tenant, Action::ManageTokens)?;
+        let actor = caller.actor.clone();
+        self.write(move |tx| {
+            let app = application_of(tx, tenant, client_id)?;
+            tx.delete_application(client_id)?;
+            tx.insert_audit(
+                AuditEntry {
+                    tenant_id: Some(tenant),
+                    actor: actor.clone(),
+                    action: "application.deleted",
+                    target_type: "application",
+                    target_id: client_id.to_string(),
+                    before: Some(serde_json::json!({
+                        "displayName": app.display_name,
+                        "role": app.role.as_str()
+                    })),
+                    after: None,
+                },
+                now,
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Forgets the access tokens expired at `now` (they are refused already); how many.
     pub async fn sweep_app_tokens(&self, now: Timestamp) -> Result<usize> {
         self.write(move |tx| tx.delete_expired_app_tokens(now))
             .await
+    }
+}
+
+/// The application `client_id` of `tenant`; another tenant's application is not found, as an
+/// unknown one.
+fn application_of(
+    tx: &mut dyn tenantry_store::LedgerTx,
+    tenant: TenantId,
+    client_id: Uuid,
+) -> Result<ApplicationRecord> {
+    match tx.load_application(client_id)? {
+        Some((app, _)) if app.tenant_id == tenant => Ok(app),
+        _ => Err(LedgerError::not_found("application").into()),
     }
 }

@@ -30,6 +30,7 @@
 
 pub mod applications;
 mod audit;
+pub mod audit_view;
 mod caller;
 pub mod effects;
 pub mod error;

@@ -54,6 +54,11 @@ pub struct Call {
     /// Send the bearer token. Off for pre-authenticated URLs (`uploadUrl`,
     /// `@microsoft.graph.downloadUrl`), which must not receive an Authorization header.
     pub authenticated: bool,
+    /// Send again after a network error or a 5xx. Off for requests that are not idempotent
+    /// (creating a message): the service may have acted on a request whose answer was lost,
+    /// and the caller must look before sending again. 429s are always retried (the request
+    /// was refused, not carried out).
+    pub retry_unanswered: bool,
 }
 
 impl Call {
@@ -64,6 +69,7 @@ impl Call {
             body: None,
             headers: Vec::new(),
             authenticated: true,
+            retry_unanswered: true,
         }
     }
 
@@ -79,6 +85,12 @@ impl Call {
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Not idempotent: a lost answer is returned as an error instead of sending again.
+    pub fn not_idempotent(mut self) -> Self {
+        self.retry_unanswered = false;
         self
     }
 
@@ -275,7 +287,10 @@ impl GraphClient {
                     }
                 }
             };
-            if attempt >= cfg.attempts {
+            if attempt >= cfg.attempts
+                || (!call.retry_unanswered
+                    && !matches!(err, GraphError::Throttled { status: 429, .. }))
+            {
                 return Err(err);
             }
             if !matches!(err, GraphError::Throttled { .. }) {

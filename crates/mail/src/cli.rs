@@ -10,10 +10,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::exchange::location::is_exchange;
+use crate::exchange::mailbox::Mailbox;
 use crate::report::{spawn_ticker, Progress, RunReport};
 use crate::session::{is_loopback, Auth, Endpoint, Security, Side};
 use crate::sync::{migrate_mailbox, Options};
-use crate::verify::verify_mailbox;
+use crate::verify::{verify_mailbox, VerifyReport};
 
 #[derive(Debug, Subcommand)]
 pub enum MailCommand {
@@ -38,6 +40,8 @@ pub struct ConnArgs {
     /// imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT] (the user is omitted with --batch).
     #[arg(long)]
     pub source: String,
+    /// As --source, or exchange://USER@DOMAIN: an Exchange Online mailbox through Microsoft
+    /// Graph with app-only credentials (--tenant-id, --client-id, TENANTRY_CLIENT_SECRET).
     #[arg(long)]
     pub target: String,
     /// File holding the source password (default: env TENANTRY_SOURCE_PASSWORD).
@@ -96,6 +100,8 @@ pub struct ConnArgs {
     #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 1800,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub command_timeout_secs: u64,
+    #[command(flatten)]
+    pub exchange: crate::exchange::location::ExchangeArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -307,9 +313,8 @@ fn endpoint(
     })
 }
 
-/// Builds the list of (source, target) mailboxes from the flags or the batch file.
-fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
-    let src = SideArgs {
+fn source_args(conn: &ConnArgs) -> SideArgs<'_> {
+    SideArgs {
         side: Side::Source,
         url: &conn.source,
         password_file: &conn.source_password_file,
@@ -317,7 +322,12 @@ fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
         auth: conn.source_auth,
         token_file: &conn.source_token_file,
         env: "TENANTRY_SOURCE_PASSWORD",
-    };
+    }
+}
+
+/// Builds the list of (source, target) mailboxes from the flags or the batch file.
+fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
+    let src = source_args(conn);
     let tgt = SideArgs {
         side: Side::Target,
         url: &conn.target,
@@ -327,10 +337,22 @@ fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
         token_file: &conn.target_token_file,
         env: "TENANTRY_TARGET_PASSWORD",
     };
+    jobs_with(conn, &src, |user, password| {
+        endpoint(&tgt, conn, user, password)
+    })
+}
+
+/// The (source, target) pairs of the flags or the batch file, the target built by `target`
+/// from the line's target user and password (both `None` without a batch file).
+fn jobs_with<T>(
+    conn: &ConnArgs,
+    src: &SideArgs,
+    target: impl Fn(Option<&str>, Option<&str>) -> Result<T>,
+) -> Result<Vec<(Endpoint, T)>> {
     let Some(batch) = &conn.batch else {
         return Ok(vec![(
-            endpoint(&src, conn, None, None)?,
-            endpoint(&tgt, conn, None, None)?,
+            endpoint(src, conn, None, None)?,
+            target(None, None)?,
         )]);
     };
     let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
@@ -351,8 +373,8 @@ fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
         }
         let pw = |i: usize| Some(row.field(i)).filter(|p| !p.is_empty());
         out.push((
-            endpoint(&src, conn, Some(&cols[0]), pw(2))?,
-            endpoint(&tgt, conn, Some(&cols[1]), pw(3))?,
+            endpoint(src, conn, Some(&cols[0]), pw(2))?,
+            target(Some(&cols[1]), pw(3))?,
         ));
     }
     Ok(out)
@@ -432,10 +454,114 @@ where
 }
 
 pub async fn run(cmd: MailCommand) -> Result<ExitCode> {
+    let conn = match &cmd {
+        MailCommand::Migrate(a) => &a.conn,
+        MailCommand::Verify(a) => &a.conn,
+    };
+    if is_exchange(&conn.source) {
+        bail!("exchange:// as a source (Exchange → Exchange through mailbox import/export) is not implemented yet; exchange:// works as a target");
+    }
+    let to_exchange = is_exchange(&conn.target);
     match cmd {
+        MailCommand::Migrate(a) if to_exchange => migrate_to_exchange(a).await,
+        MailCommand::Verify(a) if to_exchange => verify_exchange(a).await,
         MailCommand::Migrate(a) => migrate(a).await,
         MailCommand::Verify(a) => verify(a).await,
     }
+}
+
+/// (IMAP source, Exchange mailbox) pairs: the UPN from `exchange://{upn}` or the batch line.
+fn exchange_jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Mailbox)>> {
+    let client = conn.exchange.client(Side::Target)?;
+    let upn = crate::exchange::location::parse(&conn.target)?;
+    jobs_with(conn, &source_args(conn), |user, _| {
+        let upn = user.map(str::to_string).or(upn.clone()).context(
+            "target: exchange:// needs a userPrincipalName (exchange://USER@DOMAIN, or --batch)",
+        )?;
+        Ok(Mailbox::new(client.clone(), &upn))
+    })
+}
+
+fn exchange_state_file(dir: &Path, src: &Endpoint, mbx: &Mailbox) -> PathBuf {
+    let tgt = Endpoint {
+        side: Side::Target,
+        host: "exchange".into(),
+        port: 0,
+        user: mbx.upn().to_string(),
+        security: Security::Tls,
+        auth: Auth::Password(String::new()),
+        ca_file: None,
+    };
+    state_file(dir, src, &tgt)
+}
+
+fn options(conn: &ConnArgs) -> Result<Options> {
+    Ok(Options {
+        folder_map: folder_map(conn)?,
+        exclude: conn.exclude.clone(),
+        idle_timeout: Duration::from_secs(conn.timeout_secs.max(1)),
+        command_timeout: Duration::from_secs(conn.command_timeout_secs.max(1)),
+        ..Default::default()
+    })
+}
+
+async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
+    let jobs = exchange_jobs(&a.conn)?;
+    let opts = Options {
+        dry_run: a.dry_run,
+        batch_bytes: a.batch_bytes.max(1),
+        batch_count: a.batch_count.max(1),
+        max_message_size: a.max_message_size,
+        ..options(&a.conn)?
+    };
+    let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    let progress = Arc::new(Progress::default());
+    let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
+    let (opts, p) = (Arc::new(opts), progress.clone());
+    let mailboxes = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {
+        let (opts, progress) = (opts.clone(), p.clone());
+        let path = exchange_state_file(&dir, &s, &t);
+        async move { crate::exchange::sync::migrate_mailbox(&s, &t, &path, &opts, progress).await }
+    })
+    .await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    print_run(
+        RunReport {
+            mailboxes,
+            dry_run: a.dry_run,
+        },
+        a.conn.json,
+    )
+}
+
+fn print_run(report: RunReport, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn verify_exchange(a: VerifyArgs) -> Result<ExitCode> {
+    let jobs = exchange_jobs(&a.conn)?;
+    let opts = Arc::new(options(&a.conn)?);
+    let results = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {
+        let opts = opts.clone();
+        async move {
+            crate::exchange::verify::verify_mailbox(&s, &t, &opts)
+                .await
+                .map_err(|e| format!("{} -> {}: {e:#}", s.describe(), t.describe()))
+        }
+    })
+    .await;
+    print_verify(results, a.conn.json)
 }
 
 async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
@@ -503,13 +629,20 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
         }
     })
     .await;
+    print_verify(results, a.conn.json)
+}
+
+fn print_verify(
+    results: Vec<std::result::Result<VerifyReport, String>>,
+    as_json: bool,
+) -> Result<ExitCode> {
     let mut ok = true;
     let mut json = Vec::new();
     for r in results {
         match r {
             Ok(rep) => {
                 ok &= rep.ok();
-                if !a.conn.json {
+                if !as_json {
                     let msgs: usize = rep.folders.iter().map(|f| f.source_count).sum();
                     println!(
                         "{} -> {}: {} folders, {msgs} source messages, {} difference(s)",
@@ -526,14 +659,14 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
             }
             Err(e) => {
                 ok = false;
-                if !a.conn.json {
+                if !as_json {
                     println!("{}", crate::report::for_terminal(&e));
                 }
                 json.push(serde_json::json!({ "error": e }));
             }
         }
     }
-    if a.conn.json {
+    if as_json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(if ok {

@@ -6,6 +6,7 @@
 //! `report` and `cli` (people and machines). See ARCHITECTURE.md.
 
 pub mod cli;
+pub mod exchange;
 pub mod folders;
 pub mod framer;
 pub mod protocol;

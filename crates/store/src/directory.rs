@@ -61,4 +61,6 @@ pub trait DirectoryStore: Send + Sync + 'static {
         token_hash: String,
         now: Timestamp,
     ) -> Result<Option<Principal>>;
+    /// The applications registered in `tenant`, oldest first (never their secrets).
+    async fn list_applications(&self, tenant: TenantId) -> Result<Vec<ApplicationRecord>>;
 }

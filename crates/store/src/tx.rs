@@ -113,6 +113,12 @@ pub trait LedgerTx: MoveTx {
     fn insert_app_token(&mut self, token: &AppTokenRecord) -> Result<()>;
     /// Deletes the access tokens expired at `now`; how many.
     fn delete_expired_app_tokens(&mut self, now: Timestamp) -> Result<usize>;
+    /// Replaces an application's secret hash; `false` when there is no such application.
+    fn set_application_secret(&mut self, client_id: Uuid, secret_hash: &str) -> Result<bool>;
+    /// Deletes every access token issued to the application; how many.
+    fn delete_app_tokens_of(&mut self, client_id: Uuid) -> Result<usize>;
+    /// Deletes the application (its access tokens first); `false` when there is none.
+    fn delete_application(&mut self, client_id: Uuid) -> Result<bool>;
 }
 
 /// A unit of work, type-erased so that the store trait stays object-safe; [`transaction`] gives

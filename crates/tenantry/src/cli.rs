@@ -349,6 +349,32 @@ enum AppCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List the tenant's applications (never their secrets).
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace an application's client secret: the old one and its access tokens stop working
+    /// at once; the new secret is shown once.
+    RotateSecret {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The application (client) id.
+        client_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete an application: its secret and access tokens stop working at once.
+    Delete {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The application (client) id.
+        client_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 pub fn client(remote: &Remote) -> anyhow::Result<Client> {
@@ -383,6 +409,26 @@ pub fn output(remote: &Remote, value: &Value, headers: &[&str], keys: &[&str]) {
         .map(|v| keys.iter().map(|k| s(v, k)).collect())
         .collect();
     table::print(headers, &rows);
+}
+
+/// An application with its client secret, which this answer alone shows.
+fn print_secret(remote: &Remote, app: &Value) -> anyhow::Result<()> {
+    if remote.json {
+        println!("{}", serde_json::to_string_pretty(app)?);
+        return Ok(());
+    }
+    println!("Application {} ({})", s(app, "displayName"), s(app, "role"));
+    println!("  tenant id:     {}", s(app, "tenantId"));
+    println!("  client id:     {}", s(app, "clientId"));
+    println!(
+        "  client secret (shown only this once): {}",
+        s(app, "clientSecret")
+    );
+    println!(
+        "Token endpoint: POST /{}/oauth2/v2.0/token",
+        s(app, "tenantId")
+    );
+    Ok(())
 }
 
 /// Accepts a skuPartNumber or a skuId and returns the SKU object.
@@ -524,8 +570,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output(
                 &remote,
                 page.get("value").unwrap_or(&Value::Null),
-                &["WHEN", "WHO", "WHAT", "TARGET"],
-                &["activityDateTime", "actor", "action", "targetId"],
+                &["WHEN", "WHO", "WHAT", "TARGET", "CHANGE"],
+                &[
+                    "activityDateTime",
+                    "actorName",
+                    "action",
+                    "targetName",
+                    "summary",
+                ],
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -564,23 +616,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json!({"displayName": name, "role": role}),
                 )
                 .await?;
-            if remote.json {
-                println!("{}", serde_json::to_string_pretty(&app)?);
-            } else {
+            print_secret(&remote, &app)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App(AppCmd::List { tenant, remote }) => {
+            let apps = client(&remote)?
+                .get(&format!("/v1/tenants/{}/applications", tenant.tenant))
+                .await?;
+            output(
+                &remote,
+                apps.get("value").unwrap_or(&Value::Null),
+                &["CLIENT ID", "NAME", "ROLE", "CREATED"],
+                &["clientId", "displayName", "role", "createdDateTime"],
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App(AppCmd::RotateSecret {
+            tenant,
+            client_id,
+            remote,
+        }) => {
+            let app = client(&remote)?
+                .post(
+                    &format!(
+                        "/v1/tenants/{}/applications/{}/rotateSecret",
+                        tenant.tenant,
+                        tenantry_api::routes::urlencode(&client_id)
+                    ),
+                    json!({}),
+                )
+                .await?;
+            print_secret(&remote, &app)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App(AppCmd::Delete {
+            tenant,
+            client_id,
+            remote,
+        }) => {
+            client(&remote)?
+                .delete(&format!(
+                    "/v1/tenants/{}/applications/{}",
+                    tenant.tenant,
+                    tenantry_api::routes::urlencode(&client_id)
+                ))
+                .await?;
+            if !remote.json {
                 println!(
-                    "Application {} ({})",
-                    s(&app, "displayName"),
-                    s(&app, "role")
-                );
-                println!("  tenant id:     {}", s(&app, "tenantId"));
-                println!("  client id:     {}", s(&app, "clientId"));
-                println!(
-                    "  client secret (shown only this once): {}",
-                    s(&app, "clientSecret")
-                );
-                println!(
-                    "Token endpoint: POST /{}/oauth2/v2.0/token",
-                    s(&app, "tenantId")
+                    "Deleted application {client_id}: its secret and access tokens no longer work."
                 );
             }
             Ok(ExitCode::SUCCESS)

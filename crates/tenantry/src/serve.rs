@@ -60,9 +60,25 @@ pub struct ServeArgs {
     /// with Retry-After.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     pub graph_budget: u32,
+    /// The URL clients reach this server at, e.g. `https://tenantry.example.com` behind a
+    /// TLS-terminating proxy: absolute links (`@odata.nextLink`, the OpenID configuration) start
+    /// with it. Unset, they follow the request's `Host` and `X-Forwarded-Proto`.
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
     /// The window of `--graph-budget`, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub graph_budget_window: u64,
+}
+
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("give an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        return Err("give only scheme, host and port (tenantry serves at the root)".into());
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 /// Shortest operator token accepted: 32 characters of a random token are well above 128 bits.
@@ -152,6 +168,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let app = AppState::with_mover(store, clock, Some(mover.clone()));
     app.graph.set_token_lifetime_secs(args.token_lifetime);
+    if let Some(url) = &args.public_url {
+        app.graph.set_public_url(url);
+    }
     app.graph.budget.configure(
         args.graph_budget,
         Duration::from_secs(args.graph_budget_window),

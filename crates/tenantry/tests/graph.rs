@@ -403,6 +403,27 @@ async fn a_graph_client_with_client_credentials() {
         licence_change["initiatedBy"]["app"]["appId"],
         client_id.as_str()
     );
+    // People read it: the application and the user by name, the licences as products.
+    assert_eq!(
+        licence_change["initiatedBy"]["app"]["displayName"],
+        "application 'migration script' (GlobalAdmin)"
+    );
+    let adele_assigned = audits["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["targetResources"][0]["userPrincipalName"] == "adele@contoso.com"
+                && a["additionalDetails"][1]["value"] == "ENTERPRISEPACK assigned"
+        })
+        .unwrap_or_else(|| panic!("adele's licence, described: {audits}"));
+    let target = &adele_assigned["targetResources"][0];
+    // A licence record names the user as they are called now (renamed above).
+    assert_eq!(target["displayName"], "Adele V.");
+    assert_eq!(
+        target["modifiedProperties"],
+        json!([{"displayName": "Licences", "oldValue": null, "newValue": "ENTERPRISEPACK"}])
+    );
 
     // DELETE answers 204 and frees nothing it did not hold.
     let (status, _, _) = graph(
@@ -572,4 +593,237 @@ async fn an_app_token_cannot_mint_lasting_credentials() {
     // It still does what an app is for.
     let (status, _) = s.get(&format!("/v1/tenants/{t}/users"), &token).await;
     assert_eq!(status, 200);
+}
+
+/// Behind a TLS-terminating proxy, `--public-url` is what absolute links start with (not the
+/// `Host` a client sent), and MSAL finds the token endpoint through the OpenID configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_url_and_the_openid_configuration() {
+    let s = Server::start_with_args(&["--public-url", "https://tenantry.example:8443/"]);
+    let t = s.tenant("Proxied").await;
+    let (client_id, secret) = application(&s, &t, "GlobalReader").await;
+    let token = client_credentials(&s, &t, &client_id, &secret).await;
+
+    let discovery = s
+        .http
+        .get(format!(
+            "{}/{t}/v2.0/.well-known/openid-configuration",
+            s.base
+        ))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discovery.status(), 200);
+    let discovery: Value = discovery.json().await.unwrap();
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("https://tenantry.example:8443/{t}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        discovery["issuer"],
+        format!("https://tenantry.example:8443/{t}/v2.0")
+    );
+    assert_eq!(
+        discovery["grant_types_supported"],
+        json!(["client_credentials"])
+    );
+    let authorize = s
+        .http
+        .get(format!("{}/{t}/oauth2/v2.0/authorize", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorize.status(), 400);
+    let refused: Value = authorize.json().await.unwrap();
+    assert_eq!(refused["error"], "unsupported_response_type");
+    let not_a_tenant = s
+        .http
+        .get(format!(
+            "{}/not-a-guid/v2.0/.well-known/openid-configuration",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_tenant.status(), 400);
+
+    for i in 0..3 {
+        s.ok(
+            Method::POST,
+            &format!("/v1/tenants/{t}/users"),
+            OPERATOR,
+            Some(json!({"userPrincipalName": format!("p{i}@proxied.example"), "displayName": format!("P {i}")})),
+        )
+        .await;
+    }
+    let (status, _, page) = graph(&s, Method::GET, "/users?$top=2", &token, None, false).await;
+    assert_eq!(status, 200, "{page}");
+    let next = page["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with("https://tenantry.example:8443/v1.0/users?"),
+        "{next}"
+    );
+    assert!(page["@odata.context"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://tenantry.example:8443/v1.0/$metadata#users"));
+
+    // A path, a query or another scheme is refused at start-up.
+    for bad in ["ftp://x.example", "https://x.example/tenantry", "not a url"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--public-url", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--public-url"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A leaked secret is replaced, and an application no longer needed is deleted: both stop the old
+/// credentials at once, access tokens included; a tenant sees and touches only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_secret_and_deleting_an_application() {
+    let s = Server::start();
+    let t = s.tenant("Contoso").await;
+    let (client_id, old_secret) = application(&s, &t, "GlobalReader").await;
+    let old_token = client_credentials(&s, &t, &client_id, &old_secret).await;
+    let (status, _, _) = graph(&s, Method::GET, "/users", &old_token, None, false).await;
+    assert_eq!(status, 200);
+
+    // Listed without a secret.
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/applications"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(listed["value"][0]["clientId"], client_id.as_str());
+    assert_eq!(listed["value"][0]["displayName"], "migration script");
+    assert!(listed["value"][0].get("clientSecret").is_none(), "{listed}");
+
+    // The application's own token cannot rotate its secret (it would outlive its hour).
+    let (status, body) = s
+        .post(
+            &format!("/v1/tenants/{t}/applications/{client_id}/rotateSecret"),
+            &old_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+
+    let rotated = s
+        .ok(
+            Method::POST,
+            &format!("/v1/tenants/{t}/applications/{client_id}/rotateSecret"),
+            OPERATOR,
+            Some(json!({})),
+        )
+        .await;
+    let new_secret = rotated["clientSecret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, old_secret);
+    let form = |secret: &str| {
+        format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
+            tenantry_api::routes::urlencode(secret)
+        )
+    };
+    let (status, body) = token_request(&s, &t, &form(&old_secret)).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (status, _, _) = graph(&s, Method::GET, "/users", &old_token, None, false).await;
+    assert_eq!(
+        status, 401,
+        "an access token issued with the old secret stops working"
+    );
+    let new_token = client_credentials(&s, &t, &client_id, &new_secret).await;
+    let (status, _, _) = graph(&s, Method::GET, "/users", &new_token, None, false).await;
+    assert_eq!(status, 200);
+
+    // Another tenant's admin does not find it.
+    let other = s.tenant("Fabrikam").await;
+    let other_admin = s.token(&other, "GlobalAdmin").await;
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{other}/applications/{client_id}"),
+            &other_admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{t}/applications/not-a-guid"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_problem(&(status, body), 400, "MalformedId");
+
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{t}/applications/{client_id}"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = graph(&s, Method::GET, "/users", &new_token, None, false).await;
+    assert_eq!(status, 401, "a deleted application's tokens stop working");
+    let (status, _) = token_request(&s, &t, &form(&new_secret)).await;
+    assert_eq!(status, 401);
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{t}/applications/{client_id}"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "deleted once");
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/applications"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(listed["value"], json!([]));
+
+    // The audit log says who did it, by name.
+    let audit = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/auditLogs?action=application.secretRotated"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit["value"][0]["summary"],
+        "Client secret of migration script replaced; its access tokens revoked"
+    );
+    let audit = s
+        .ok(
+            Method::GET,
+            &format!("/v1/tenants/{t}/auditLogs?action=application.deleted"),
+            OPERATOR,
+            None,
+        )
+        .await;
+    assert_eq!(audit["value"][0]["summary"], "Deleted migration script");
+    assert_eq!(audit["value"][0]["actorName"], "operator");
 }

@@ -21,6 +21,12 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod mail;
+pub use mail::{
+    FakeMessage, MAX_REQUEST_BYTES as MAIL_MAX_REQUEST_BYTES, PR_CLIENT_SUBMIT_TIME,
+    PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS,
+};
+
 /// The app the token endpoint accepts.
 pub const TENANT: &str = "contoso-tenant";
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -51,6 +57,12 @@ pub struct FakeGraphOptions {
     pub rewrite_office_files: bool,
     /// Time taken by each upload fragment (to stop a run mid-file in tests).
     pub fragment_delay: Duration,
+    /// Outlook: requests in flight per mailbox (4, throttling-limits#outlook-service-limits).
+    pub mailbox_concurrency: usize,
+    /// Outlook: bytes uploaded per mailbox within a window (150 MB per 5 minutes).
+    pub mail_upload_budget: (u64, Duration),
+    /// Time each mailbox request takes (so that concurrency is observable).
+    pub mail_request_delay: Duration,
 }
 
 impl Default for FakeGraphOptions {
@@ -63,6 +75,9 @@ impl Default for FakeGraphOptions {
             page_size: 50,
             rewrite_office_files: true,
             fragment_delay: Duration::ZERO,
+            mailbox_concurrency: 4,
+            mail_upload_budget: (150 * 1024 * 1024, Duration::from_secs(300)),
+            mail_request_delay: Duration::from_millis(5),
         }
     }
 }
@@ -91,6 +106,11 @@ pub struct FakeStats {
     pub authorization_on_upload_url: u64,
     pub downloads: u64,
     pub delta_requests: u64,
+    /// Mailbox requests refused for a fifth concurrent one.
+    pub mailbox_concurrency_refusals: u64,
+    /// Message creations refused by the upload budget.
+    pub upload_budget_refusals: u64,
+    pub messages_created: u64,
 }
 
 /// One accepted upload fragment.
@@ -171,6 +191,8 @@ struct World {
     fragments: Vec<Fragment>,
     /// (when the last injected 429 was sent, until when every request is refused).
     throttled_window: Option<(Instant, Instant)>,
+    mailboxes: HashMap<String, mail::Mailbox>,
+    mail_drop_after_create: u64,
 }
 
 /// The running fake. Stopped on drop.
@@ -200,6 +222,8 @@ impl FakeGraph {
             stats: FakeStats::default(),
             fragments: Vec::new(),
             throttled_window: None,
+            mailboxes: HashMap::new(),
+            mail_drop_after_create: 0,
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();
@@ -712,6 +736,9 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     };
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
+    if let Some(upn) = mail::mailbox_of(&path) {
+        return mail::handle(&world, upn, parts.method, path, query, parts.headers, body).await;
+    }
     if path.starts_with("/up/") && parts.method == Method::PUT {
         let delay = world.lock().unwrap().opts.fragment_delay;
         tokio::time::sleep(delay).await;

@@ -11,9 +11,13 @@ use tenantry_ledger::role::Action;
 use tenantry_store::{AuditFilter, PageRequest};
 
 /// The actions the store records, offered as a filter.
-const ACTIONS: [&str; 13] = [
+const ACTIONS: [&str; 17] = [
     "tenant.created",
     "token.created",
+    "token.revoked",
+    "application.created",
+    "application.secretRotated",
+    "application.deleted",
     "sku.added",
     "subscription.created",
     "subscription.quantityChanged",
@@ -66,18 +70,30 @@ pub async fn audit(
             },
         )
         .await?;
-    let records = page
-        .items
+    let records = app
+        .ledger
+        .describe_audit(t.id, page.items)
+        .await?
         .into_iter()
-        .map(|r| AuditRow {
-            seq: r.seq,
-            at: date_time(r.at),
-            actor: r.actor,
-            action: r.action,
-            target_type: r.target_type,
-            target_id: r.target_id,
-            before: pretty(r.before),
-            after: pretty(r.after),
+        .map(|d| {
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+            AuditRow {
+                seq: d.record.seq,
+                at: date_time(d.record.at),
+                actor: d.actor,
+                action: d.record.action,
+                target_type: d.record.target_type,
+                target_id: d.record.target_id,
+                target_name: d.target_name,
+                summary: d.summary,
+                changes: d
+                    .changes
+                    .into_iter()
+                    .map(|c| (c.name, dash(c.old), dash(c.new)))
+                    .collect(),
+                before: pretty(d.record.before),
+                after: pretty(d.record.after),
+            }
         })
         .collect();
     let actions = ACTIONS.to_vec();

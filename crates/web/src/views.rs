@@ -264,10 +264,17 @@ pub struct UserLicence {
 pub struct AuditRow {
     pub seq: i64,
     pub at: String,
+    /// Who acted, by name.
     pub actor: String,
     pub action: String,
     pub target_type: String,
     pub target_id: String,
+    /// The target's display name, when it has one.
+    pub target_name: Option<String>,
+    /// The change in one line ("Licences 3 → 5").
+    pub summary: String,
+    /// Old → new per property, for the detail view.
+    pub changes: Vec<(String, String, String)>,
     pub before: Option<String>,
     pub after: Option<String>,
 }

@@ -261,10 +261,13 @@ async fn an_administrator_buys_assigns_removes_cancels_and_reactivates_in_chromi
     b.select("#audit-action", "subscription.cancelled").await;
     b.click("#filter").await;
     wait_until_gone(&b, "#audit-results", "user.created").await;
-    assert!(b
-        .text("#audit-results")
-        .await
-        .contains("subscription.cancelled"));
+    let cancelled = b.text("#audit-results").await;
+    assert!(cancelled.contains("subscription.cancelled"), "{cancelled}");
+    // The change reads as a change, with the product's name; the raw JSON is one click away.
+    assert!(
+        cancelled.contains("Status Active → Disabled") && cancelled.contains(" subscription"),
+        "{cancelled}"
+    );
     // Following a target shows that object's whole history.
     b.click("#audit-results td a").await;
     b.wait_text("#audit-results", "subscription.reactivated")

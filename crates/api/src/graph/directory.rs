@@ -119,7 +119,7 @@ pub async fn subscribed_skus(
         .map(|v| dto::selected(v, q.select.as_deref()))
         .collect();
     Ok(Json(collection(
-        &headers,
+        &app.graph.origin(&headers),
         "subscribedSkus",
         value,
         &q,
@@ -170,7 +170,7 @@ pub async fn subscriptions(
         })
         .collect();
     Ok(Json(collection(
-        &headers,
+        &app.graph.origin(&headers),
         "directory/subscriptions",
         value,
         &q,
@@ -218,7 +218,13 @@ pub async fn organization(
         dto::organization(&tenant),
         q.select.as_deref(),
     )];
-    Ok(Json(collection(&headers, "organization", value, &q, None)))
+    Ok(Json(collection(
+        &app.graph.origin(&headers),
+        "organization",
+        value,
+        &q,
+        None,
+    )))
 }
 
 pub async fn directory_audits(
@@ -233,9 +239,13 @@ pub async fn directory_audits(
         .store
         .audit_log(caller.tenant, AuditFilter::default(), page(&q)?)
         .await?;
-    let value = records.items.iter().map(dto::directory_audit).collect();
+    let described = app
+        .ledger
+        .describe_audit(caller.tenant, records.items)
+        .await?;
+    let value = described.iter().map(dto::directory_audit).collect();
     Ok(Json(collection(
-        &headers,
+        &app.graph.origin(&headers),
         "auditLogs/directoryAudits",
         value,
         &q,

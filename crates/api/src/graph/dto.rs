@@ -4,8 +4,8 @@
 use crate::clock::rfc3339;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use tenantry_app::audit_view::DescribedRecord;
 use tenantry_ledger::assignment::Assignment;
-use tenantry_ledger::audit::AuditRecord;
 use tenantry_ledger::catalog::Sku;
 use tenantry_ledger::counting::SubscribedSku;
 use tenantry_ledger::subscription::{Subscription, SubscriptionStatus};
@@ -151,6 +151,12 @@ fn activity(action: &str) -> (&'static str, &'static str, &'static str) {
         "user.deleted" => ("Delete user", "UserManagement", "Delete"),
         "user.licensesChanged" => ("Change user license", "UserManagement", "Assign"),
         "application.created" => ("Add application", "ApplicationManagement", "Add"),
+        "application.secretRotated" => (
+            "Update application – Certificates and secrets management",
+            "ApplicationManagement",
+            "Update",
+        ),
+        "application.deleted" => ("Delete application", "ApplicationManagement", "Delete"),
         "token.created" | "token.revoked" => {
             ("Manage API token", "ApplicationManagement", "Update")
         }
@@ -161,35 +167,24 @@ fn activity(action: &str) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// Old and new values of the top-level fields that differ between `before` and `after`.
-fn modified_properties(before: Option<&Value>, after: Option<&Value>) -> Vec<Value> {
-    let empty = Map::new();
-    let b = before.and_then(Value::as_object).unwrap_or(&empty);
-    let a = after.and_then(Value::as_object).unwrap_or(&empty);
-    let mut names: Vec<&String> = b.keys().chain(a.keys()).collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .filter(|k| b.get(*k) != a.get(*k))
-        .map(|k| {
-            json!({
-                "displayName": k,
-                "oldValue": b.get(k).map(Value::to_string),
-                "newValue": a.get(k).map(Value::to_string),
-            })
-        })
-        .collect()
-}
-
-pub fn directory_audit(r: &AuditRecord) -> Value {
+/// A described audit record as Graph's `directoryAudit`: the actor and the target by name, and
+/// each changed property with its old and new value as people read them.
+pub fn directory_audit(d: &DescribedRecord) -> Value {
+    let r = &d.record;
     let (name, category, operation) = activity(&r.action);
-    // The actor is an API token or application (`token:<id> (<role>)`), the operator or the
-    // server itself: all of them act as apps, not signed-in users.
-    let app_id = r
-        .actor
-        .strip_prefix("token:")
-        .and_then(|rest| rest.split(' ').next());
+    // API tokens, applications, the operator and the server itself all act as apps here:
+    // tenantry signs no user in.
+    let app_id = d.actor_app_id.map(|id| id.to_string()).or_else(|| {
+        r.actor
+            .strip_prefix("token:")
+            .and_then(|rest| rest.split(' ').next())
+            .map(str::to_string)
+    });
+    let modified: Vec<Value> = d
+        .changes
+        .iter()
+        .map(|c| json!({"displayName": c.name, "oldValue": c.old, "newValue": c.new}))
+        .collect();
     json!({
         "id": r.seq.to_string(),
         "category": category,
@@ -202,16 +197,19 @@ pub fn directory_audit(r: &AuditRecord) -> Value {
         "operationType": operation,
         "initiatedBy": {
             "user": null,
-            "app": {"appId": app_id, "displayName": r.actor, "servicePrincipalId": null, "servicePrincipalName": null},
+            "app": {"appId": app_id, "displayName": d.actor, "servicePrincipalId": null, "servicePrincipalName": null},
         },
         "targetResources": [{
             "id": r.target_id,
-            "displayName": null,
+            "displayName": d.target_name,
             "type": r.target_type,
-            "userPrincipalName": null,
-            "modifiedProperties": modified_properties(r.before.as_ref(), r.after.as_ref()),
+            "userPrincipalName": d.target_upn,
+            "modifiedProperties": modified,
         }],
-        "additionalDetails": [{"key": "tenantryAction", "value": r.action}],
+        "additionalDetails": [
+            {"key": "tenantryAction", "value": r.action},
+            {"key": "summary", "value": d.summary},
+        ],
     })
 }
 

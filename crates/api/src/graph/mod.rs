@@ -32,6 +32,9 @@ use uuid::Uuid;
 pub struct Settings {
     pub budget: budget::RequestBudget,
     token_lifetime_secs: AtomicI64,
+    /// The URL clients reach this server at (`serve --public-url`), for absolute links; unset,
+    /// the request's `Host` (and a proxy's `X-Forwarded-Proto`) stand in.
+    public_url: std::sync::OnceLock<String>,
 }
 
 /// Lifetime of an application's access token unless configured (Entra ID's default, one hour).
@@ -42,6 +45,7 @@ impl Default for Settings {
         Settings {
             budget: budget::RequestBudget::default(),
             token_lifetime_secs: AtomicI64::new(DEFAULT_TOKEN_LIFETIME_SECS),
+            public_url: std::sync::OnceLock::new(),
         }
     }
 }
@@ -53,6 +57,18 @@ impl Settings {
     pub fn set_token_lifetime_secs(&self, secs: i64) {
         self.token_lifetime_secs
             .store(secs.max(1), Ordering::Relaxed);
+    }
+    /// Sets the public URL once, at start-up (without a trailing `/`).
+    pub fn set_public_url(&self, url: &str) {
+        let _ = self.public_url.set(url.trim_end_matches('/').to_string());
+    }
+    /// The origin absolute links start with: the configured public URL, else what the request
+    /// says (see [`base_url`]).
+    pub fn origin(&self, headers: &HeaderMap) -> String {
+        match self.public_url.get() {
+            Some(url) => url.clone(),
+            None => base_url(headers),
+        }
     }
 }
 
@@ -100,9 +116,9 @@ impl FromRequestParts<AppState> for GraphCaller {
     }
 }
 
-/// The origin a client reached us at, for absolute `@odata.nextLink`s: the `Host` it used, and
-/// `https` only when a proxy in front says so.
-pub fn base_url(headers: &HeaderMap) -> String {
+/// The origin a client reached us at, for absolute `@odata.nextLink`s when no public URL is
+/// configured: the `Host` it used, and `https` only when a proxy in front says so.
+fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -157,21 +173,21 @@ pub fn page(query: &odata::Query) -> ApiResult<tenantry_store::PageRequest> {
 }
 
 /// A collection answer: `@odata.context` for the entity set at `path`, the values, and an
-/// absolute `@odata.nextLink` when the listing goes on after `next`.
+/// absolute `@odata.nextLink` when the listing goes on after `next`; `base` is
+/// [`Settings::origin`].
 pub fn collection(
-    headers: &HeaderMap,
+    base: &str,
     path: &str,
     value: Vec<serde_json::Value>,
     query: &odata::Query,
     next: Option<i64>,
 ) -> serde_json::Value {
-    let base = base_url(headers);
     let mut body = serde_json::json!({
         "@odata.context": format!("{base}/v1.0/$metadata#{path}"),
         "value": value
     });
     if let Some(next) = next {
-        body["@odata.nextLink"] = next_link(&base, path, query, next).into();
+        body["@odata.nextLink"] = next_link(base, path, query, next).into();
     }
     body
 }
@@ -247,4 +263,12 @@ pub fn routes(app: AppState) -> Router<AppState> {
     Router::new()
         .nest("/v1.0", v1)
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(token::authorize).post(token::authorize),
+        )
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(token::openid_configuration),
+        )
 }

@@ -183,3 +183,43 @@ pub async fn issue(
         }
     }
 }
+
+/// `GET /{tenantId}/v2.0/.well-known/openid-configuration`: the OpenID Connect discovery document
+/// MSAL (and so azure-identity and the Graph SDKs) reads to find the token endpoint of an
+/// authority. Only the client-credentials grant is served; the authorization endpoint exists
+/// because MSAL requires it to be named, and refuses every request.
+pub async fn openid_configuration(
+    State(app): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Ok(tenant) = tenant.parse::<TenantId>() else {
+        return invalid_request("the tenant in the path must be a tenant id (a GUID)")
+            .into_response();
+    };
+    let base = format!("{}/{}", app.graph.origin(&headers), tenant.0);
+    Json(json!({
+        "issuer": format!("{base}/v2.0"),
+        "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "scopes_supported": [".default"],
+        "tenant_region_scope": null,
+    }))
+    .into_response()
+}
+
+/// `/{tenantId}/oauth2/v2.0/authorize`: named by the discovery document, never served (there is
+/// no interactive sign-in; applications use client credentials).
+pub async fn authorize() -> Response {
+    Refused {
+        status: StatusCode::BAD_REQUEST,
+        error: "unsupported_response_type",
+        description: "tenantry issues tokens only through the client-credentials grant \
+                      (POST /{tenantId}/oauth2/v2.0/token)"
+            .into(),
+    }
+    .into_response()
+}

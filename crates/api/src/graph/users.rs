@@ -104,7 +104,7 @@ pub async fn list(
             dto::selected(dto::user(u, held), select)
         })
         .collect();
-    let mut body = collection(&headers, "users", value, &q, users.next);
+    let mut body = collection(&app.graph.origin(&headers), "users", value, &q, users.next);
     if let Some(n) = count {
         body["@odata.count"] = n.into();
     }

@@ -52,6 +52,10 @@ pub async fn list_all(
         )
         .await?;
     let path = format!("/v1/tenants/{tenant}/auditLogs");
+    let records = tenantry_store::Page {
+        items: app.ledger.describe_audit(tenant, records.items).await?,
+        next: records.next,
+    };
     Ok(Json(list(
         records,
         &path,

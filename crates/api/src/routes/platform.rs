@@ -4,8 +4,8 @@ use super::list;
 use crate::auth::{Auth, Operator};
 use crate::clock::rfc3339;
 use crate::dto::{
-    AdvanceClock, ApplicationDto, CreateApplication, CreateSku, CreateTenant, CreateToken, List,
-    SkuDto, TenantDto, TokenDto,
+    AdvanceClock, ApplicationDto, ApplicationSummaryDto, CreateApplication, CreateSku,
+    CreateTenant, CreateToken, List, SkuDto, TenantDto, TokenDto,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_id, ApiJson, Paging};
@@ -189,6 +189,90 @@ pub async fn create_application(
         }),
     )
         .into_response())
+}
+
+/// The applications registered in the tenant (never their secrets).
+#[utoipa::path(get, path = "/v1/tenants/{tenantId}/applications", tag = "tenants", params(("tenantId" = String, Path)),
+    responses((status = 200, body = inline(List<ApplicationSummaryDto>)), (status = 403), (status = 404)))]
+pub async fn list_applications(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<List<ApplicationSummaryDto>>> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::ManageTokens)?;
+    let value = app
+        .store
+        .list_applications(tenant)
+        .await?
+        .into_iter()
+        .map(|a| ApplicationSummaryDto {
+            client_id: a.client_id,
+            tenant_id: tenant.0,
+            display_name: a.display_name,
+            role: a.role.as_str().into(),
+            created_date_time: rfc3339(a.created_at),
+        })
+        .collect();
+    Ok(Json(List {
+        value,
+        next_link: None,
+    }))
+}
+
+/// Replaces an application's client secret: the old one and every access token issued with it
+/// stop working at once; the new secret is shown in this answer only.
+#[utoipa::path(post, path = "/v1/tenants/{tenantId}/applications/{clientId}/rotateSecret", tag = "tenants",
+    params(("tenantId" = String, Path), ("clientId" = String, Path)),
+    responses((status = 200, body = ApplicationDto), (status = 403), (status = 404)))]
+pub async fn rotate_application_secret(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((tenant, client)): Path<(String, String)>,
+) -> ApiResult<axum::response::Response> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::ManageTokens)?;
+    auth.refuse_app_token()?;
+    let client_id: uuid::Uuid = parse_id(&client, "application (client)")?;
+    let RegisteredApplication {
+        record,
+        client_secret,
+    } = app
+        .ledger
+        .rotate_application_secret(&Caller::new(auth.0), tenant, client_id, app.clock.now())
+        .await?;
+    Ok((
+        StatusCode::OK,
+        [(crate::idempotency::SECRET_FIELDS, "clientSecret")],
+        Json(ApplicationDto {
+            client_id: record.client_id,
+            tenant_id: tenant.0,
+            display_name: record.display_name,
+            role: record.role.as_str().into(),
+            client_secret,
+            created_date_time: rfc3339(record.created_at),
+        }),
+    )
+        .into_response())
+}
+
+/// Deletes an application: its secret and its access tokens stop working at once.
+#[utoipa::path(delete, path = "/v1/tenants/{tenantId}/applications/{clientId}", tag = "tenants",
+    params(("tenantId" = String, Path), ("clientId" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 403), (status = 404, description = "no such application in this tenant")))]
+pub async fn delete_application(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((tenant, client)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant: TenantId = parse_id(&tenant, "tenant")?;
+    auth.authorize(tenant, Action::ManageTokens)?;
+    auth.refuse_app_token()?;
+    let client_id: uuid::Uuid = parse_id(&client, "application (client)")?;
+    app.ledger
+        .delete_application(&Caller::new(auth.0), tenant, client_id, app.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Revokes an API token: it stops working at once, on every server sharing the database.

@@ -166,6 +166,30 @@ impl DirectoryStore for PgStore {
         })
         .await
     }
+    async fn list_applications(&self, tenant: TenantId) -> Result<Vec<ApplicationRecord>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            let rows = conn.query(
+                "SELECT client_id, display_name, role, created_at FROM applications
+                 WHERE tenant_id = $1 ORDER BY created_at, client_id",
+                &[&tenant.to_string()],
+            )?;
+            let mut apps = Vec::new();
+            for row in rows {
+                if let Some(role) = Role::parse(row.get(2)) {
+                    apps.push(ApplicationRecord {
+                        client_id: parse(row.get(0))?,
+                        tenant_id: tenant,
+                        display_name: row.get(1),
+                        role,
+                        created_at: Timestamp(row.get(3)),
+                    });
+                }
+            }
+            Ok(apps)
+        })
+        .await
+    }
 }
 
 // ---- LedgerTx primitives (called from `tx.rs`) ----
@@ -237,4 +261,29 @@ pub(super) fn insert_app_token(conn: &mut PgConn, token: &AppTokenRecord) -> Res
 
 pub(super) fn delete_expired_app_tokens(conn: &mut PgConn, now: Timestamp) -> Result<usize> {
     Ok(conn.execute("DELETE FROM app_tokens WHERE expires_at <= $1", &[&now.0])? as usize)
+}
+
+pub(super) fn set_application_secret(
+    conn: &mut PgConn,
+    client_id: Uuid,
+    secret_hash: &str,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE applications SET secret_hash = $2 WHERE client_id = $1",
+        &[&client_id.to_string(), &secret_hash],
+    )? == 1)
+}
+
+pub(super) fn delete_app_tokens_of(conn: &mut PgConn, client_id: Uuid) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM app_tokens WHERE client_id = $1",
+        &[&client_id.to_string()],
+    )? as usize)
+}
+
+pub(super) fn delete_application(conn: &mut PgConn, client_id: Uuid) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM applications WHERE client_id = $1",
+        &[&client_id.to_string()],
+    )? == 1)
 }

@@ -130,6 +130,38 @@ impl DirectoryStore for SqliteStore {
         })
         .await
     }
+    async fn list_applications(&self, tenant: TenantId) -> Result<Vec<ApplicationRecord>> {
+        self.read(move |conn| {
+            ensure_tenant(conn, tenant)?;
+            let mut statement = conn.prepare_cached(
+                "SELECT client_id, display_name, role, created_at FROM applications
+                 WHERE tenant_id = ?1 ORDER BY created_at, client_id",
+            )?;
+            let rows = statement.query_map([tenant.to_string()], |r| {
+                Ok((
+                    parse::<Uuid>(r.get(0)?)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    Timestamp(r.get(3)?),
+                ))
+            })?;
+            let mut apps = Vec::new();
+            for row in rows {
+                let (client_id, display_name, role, created_at) = row?;
+                if let Some(role) = Role::parse(&role) {
+                    apps.push(ApplicationRecord {
+                        client_id,
+                        tenant_id: tenant,
+                        display_name,
+                        role,
+                        created_at,
+                    });
+                }
+            }
+            Ok(apps)
+        })
+        .await
+    }
 }
 
 // ---- LedgerTx primitives (called from `tx.rs`) ----
@@ -211,4 +243,29 @@ pub(super) fn insert_app_token(conn: &Connection, token: &AppTokenRecord) -> Res
 
 pub(super) fn delete_expired_app_tokens(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(conn.execute("DELETE FROM app_tokens WHERE expires_at <= ?1", [now.0])?)
+}
+
+pub(super) fn set_application_secret(
+    conn: &Connection,
+    client_id: Uuid,
+    secret_hash: &str,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE applications SET secret_hash = ?2 WHERE client_id = ?1",
+        params![client_id.to_string(), secret_hash],
+    )? == 1)
+}
+
+pub(super) fn delete_app_tokens_of(conn: &Connection, client_id: Uuid) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM app_tokens WHERE client_id = ?1",
+        [client_id.to_string()],
+    )?)
+}
+
+pub(super) fn delete_application(conn: &Connection, client_id: Uuid) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM applications WHERE client_id = ?1",
+        [client_id.to_string()],
+    )? == 1)
 }

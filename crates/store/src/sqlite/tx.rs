@@ -342,4 +342,16 @@ impl LedgerTx for SqliteTx<'_> {
     fn delete_expired_app_tokens(&mut self, now: Timestamp) -> Result<usize> {
         super::directory::delete_expired_app_tokens(&self.ctx.conn, now)
     }
+    fn set_application_secret(&mut self, client_id: Uuid, secret_hash: &str) -> Result<bool> {
+        super::directory::set_application_secret(&self.ctx.conn, client_id, secret_hash)
+    }
+
+    fn delete_app_tokens_of(&mut self, client_id: Uuid) -> Result<usize> {
+        super::directory::delete_app_tokens_of(&self.ctx.conn, client_id)
+    }
+
+    fn delete_application(&mut self, client_id: Uuid) -> Result<bool> {
+        super::directory::delete_app_tokens_of(&self.ctx.conn, client_id)?;
+        super::directory::delete_application(&self.ctx.conn, client_id)
+    }
 }

@@ -1,0 +1,158 @@
+//! The IMAP → Exchange copy's memory: one SQLite file per (source mailbox, Exchange mailbox).
+//!
+//! As in the IMAP engine, a message is written to `pending` (committed) before its create
+//! request is sent and moves to `map` with the Exchange id in one transaction after the answer.
+//! A pending row left by a crash or a lost answer is looked up on the target by the
+//! SourceSha256 property before the message is created again.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub struct ExchangeState {
+    db: Mutex<Connection>,
+}
+
+/// A copied message: its Exchange id and the flags last written.
+#[derive(Debug, Clone)]
+pub struct Copied {
+    pub id: String,
+    pub flags: String,
+}
+
+impl ExchangeState {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            tenantry_private_fs::create_dir(dir)
+                .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        }
+        tenantry_private_fs::create_file(path)
+            .with_context(|| format!("cannot create state {}", path.display()))?;
+        let db = Connection::open(path)
+            .with_context(|| format!("cannot open state {}", path.display()))?;
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS exchange_folders(
+                source TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, target_id TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS exchange_map(
+                source TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+                target_id TEXT NOT NULL, sha TEXT NOT NULL, flags TEXT NOT NULL,
+                PRIMARY KEY(source, uidvalidity, uid));
+             CREATE TABLE IF NOT EXISTS exchange_pending(
+                source TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+                sha TEXT NOT NULL, PRIMARY KEY(source, uidvalidity, uid));",
+        )
+        .context("cannot initialise state database")?;
+        Ok(Self { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The UIDVALIDITY last seen for a folder; `None` for a new folder.
+    pub fn uidvalidity(&self, source: &str) -> Result<Option<u32>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT uidvalidity FROM exchange_folders WHERE source=?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_folder(&self, source: &str, uidvalidity: u32, target: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO exchange_folders(source, uidvalidity, target_id) VALUES(?1,?2,?3)
+             ON CONFLICT(source) DO UPDATE SET uidvalidity=?2, target_id=?3",
+            params![source, uidvalidity, target],
+        )?;
+        Ok(())
+    }
+
+    pub fn copied(&self, source: &str, uidvalidity: u32) -> Result<HashMap<u32, Copied>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT uid, target_id, flags FROM exchange_map WHERE source=?1 AND uidvalidity=?2",
+        )?;
+        let rows = st.query_map(params![source, uidvalidity], |r| {
+            Ok((
+                r.get(0)?,
+                Copied {
+                    id: r.get(1)?,
+                    flags: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Exchange ids already taken by some source message (any UIDVALIDITY) of a folder.
+    pub fn claimed(&self, source: &str) -> Result<HashSet<String>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT target_id FROM exchange_map WHERE source=?1")?;
+        let rows = st.query_map([source], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn pending(&self, source: &str, uidvalidity: u32) -> Result<HashSet<u32>> {
+        let db = self.db();
+        let mut st =
+            db.prepare("SELECT uid FROM exchange_pending WHERE source=?1 AND uidvalidity=?2")?;
+        let rows = st.query_map(params![source, uidvalidity], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Intent: committed before the create request leaves.
+    pub fn add_pending(&self, source: &str, uidvalidity: u32, uid: u32, sha: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO exchange_pending VALUES(?1,?2,?3,?4)",
+            params![source, uidvalidity, uid, sha],
+        )?;
+        Ok(())
+    }
+
+    pub fn drop_pending(&self, source: &str, uidvalidity: u32, uid: u32) -> Result<()> {
+        self.db().execute(
+            "DELETE FROM exchange_pending WHERE source=?1 AND uidvalidity=?2 AND uid=?3",
+            params![source, uidvalidity, uid],
+        )?;
+        Ok(())
+    }
+
+    /// Effect recorded: pending → map in one transaction.
+    pub fn map(
+        &self,
+        source: &str,
+        uidvalidity: u32,
+        uid: u32,
+        id: &str,
+        sha: &str,
+        flags: &str,
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM exchange_pending WHERE source=?1 AND uidvalidity=?2 AND uid=?3",
+            params![source, uidvalidity, uid],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO exchange_map VALUES(?1,?2,?3,?4,?5,?6)",
+            params![source, uidvalidity, uid, id, sha, flags],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_flags(&self, source: &str, uidvalidity: u32, uid: u32, flags: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE exchange_map SET flags=?4 WHERE source=?1 AND uidvalidity=?2 AND uid=?3",
+            params![source, uidvalidity, uid, flags],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,426 @@
+//! IMAP → Exchange Online: per folder, list the source, copy what the state does not map, bring
+//! the flags of mapped messages up to date. Folders go one after another; inside a folder up to
+//! `MAILBOX_CONCURRENCY` messages are created at once (the mailbox's slots bound them anyway).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tenantry_graph::GraphError;
+
+use super::mailbox::{Mailbox, MAILBOX_CONCURRENCY, MAX_CREATE_BYTES};
+use super::message::{flags_patch, prepare};
+use super::state::ExchangeState;
+use crate::folders::{self, Folder};
+use crate::protocol::parse_internaldate;
+use crate::report::{Failure, FolderReport, MailboxReport, Progress};
+use crate::session::{Endpoint, Session};
+use crate::sync::{
+    batches, canonical_flags, fetch_bodies, fetch_listing, listing_cap, sha_hex, Meta, Options,
+};
+
+/// How often a create whose answer was lost is looked up and sent again.
+const CREATE_ATTEMPTS: u32 = 4;
+
+/// The well-known folder of an IMAP special-use role
+/// (<https://learn.microsoft.com/graph/api/resources/mailfolder>, "Well-known folder names").
+pub fn well_known_for(f: &Folder) -> Option<&'static str> {
+    if f.is_inbox() {
+        return Some("inbox");
+    }
+    match f.role.as_deref()?.to_ascii_lowercase().as_str() {
+        "\\sent" => Some("sentitems"),
+        "\\drafts" => Some("drafts"),
+        "\\trash" => Some("deleteditems"),
+        "\\junk" => Some("junkemail"),
+        "\\archive" => Some("archive"),
+        _ => None,
+    }
+}
+
+/// Resolves source folder paths to Exchange folder ids: roles by well-known name, others by
+/// display name below their parent (created when `create`), from the top of the mailbox.
+pub struct FolderResolver<'a> {
+    mbx: &'a Mailbox,
+    roles: HashMap<Vec<String>, &'static str>,
+    cache: HashMap<Vec<String>, Option<String>>,
+    create: bool,
+}
+
+impl<'a> FolderResolver<'a> {
+    pub fn new(mbx: &'a Mailbox, source: &[Folder], create: bool) -> Self {
+        let roles = source
+            .iter()
+            .filter_map(|f| Some((f.path.clone(), well_known_for(f)?)))
+            .collect();
+        Self {
+            mbx,
+            roles,
+            cache: HashMap::new(),
+            create,
+        }
+    }
+
+    /// The id of the folder for `path`; `None` when it does not exist and may not be created.
+    pub async fn resolve(&mut self, path: &[String]) -> Result<Option<String>> {
+        if let Some(id) = self.cache.get(path) {
+            return Ok(id.clone());
+        }
+        let id = if let Some(wk) = self.roles.get(path) {
+            self.mbx.well_known(wk).await?
+        } else {
+            let parent = match path.split_last() {
+                Some((_, [])) | None => self.mbx.well_known("msgfolderroot").await?,
+                Some((_, up)) => Box::pin(self.resolve(up)).await?,
+            };
+            match (parent, path.last()) {
+                (Some(p), Some(name)) if self.create => {
+                    Some(self.mbx.ensure_child(&p, name).await?)
+                }
+                (Some(p), Some(name)) => self
+                    .mbx
+                    .children(&p)
+                    .await?
+                    .into_iter()
+                    .find(|c| c.name.to_lowercase() == name.to_lowercase())
+                    .map(|c| c.id),
+                _ => None,
+            }
+        };
+        self.cache.insert(path.to_vec(), id.clone());
+        Ok(id)
+    }
+}
+
+pub async fn migrate_mailbox(
+    src: &Endpoint,
+    mbx: &Mailbox,
+    state_path: &Path,
+    opts: &Options,
+    progress: Arc<Progress>,
+) -> MailboxReport {
+    let started = Instant::now();
+    let mut report = MailboxReport {
+        source: src.describe(),
+        target: mbx.describe(),
+        ..Default::default()
+    };
+    if let Err(e) = migrate_inner(src, mbx, state_path, opts, &progress, &mut report).await {
+        report.error = Some(format!("{e:#}"));
+    }
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    report
+}
+
+async fn migrate_inner(
+    src: &Endpoint,
+    mbx: &Mailbox,
+    state_path: &Path,
+    opts: &Options,
+    progress: &Progress,
+    report: &mut MailboxReport,
+) -> Result<()> {
+    let state = ExchangeState::open(state_path)?;
+    let mut s = Session::connect_with(src, &opts.limits()).await?;
+    let mut list = folders::list(&mut s).await?;
+    list.retain(|f| !folders::excluded(f, &opts.exclude));
+    let mut resolver = FolderResolver::new(mbx, &list, !opts.dry_run);
+    for f in list.iter().filter(|f| f.selectable) {
+        progress.set_folder(&f.display());
+        let target_path = target_path(f, opts);
+        let mut rep = FolderReport {
+            source: f.display(),
+            target: target_path.join("/"),
+            ..Default::default()
+        };
+        match resolver.resolve(&target_path).await {
+            Ok(Some(id)) => {
+                if let Err(e) =
+                    sync_folder(&mut s, f, &id, mbx, &state, opts, progress, &mut rep).await
+                {
+                    rep.error = Some(format!("{e:#}"));
+                }
+            }
+            Ok(None) if opts.dry_run => {
+                rep.note = Some("would be created".into());
+                let sel = s.select(&f.wire, true).await?;
+                rep.would_copy = sel.exists as u64;
+            }
+            Ok(None) => {
+                rep.error = Some("the Exchange folder could not be found or created".into())
+            }
+            Err(e) => rep.error = Some(format!("folder: {e:#}")),
+        }
+        progress.folder_done(&report.source, &rep);
+        report.folders.push(rep);
+    }
+    s.logout().await;
+    Ok(())
+}
+
+/// `--folder-map` (a `/`-separated Exchange path) else the source path.
+fn target_path(f: &Folder, opts: &Options) -> Vec<String> {
+    match opts.folder_map.get(&f.display()) {
+        Some(t) => t
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => f.path.clone(),
+    }
+}
+
+/// What one folder's copy shares between its concurrent messages.
+struct FolderCtx<'a> {
+    source: String,
+    uidvalidity: u32,
+    target: String,
+    mbx: &'a Mailbox,
+    state: &'a ExchangeState,
+    /// Exchange ids mapped to some source message: a lookup never takes one twice.
+    claimed: Mutex<HashSet<String>>,
+    /// Serialises look-up-and-claim, so two equal messages never claim the same id.
+    lookup: tokio::sync::Mutex<()>,
+    /// Look up every message before creating it (after a UIDVALIDITY change).
+    lookup_all: bool,
+    pending: HashSet<u32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_folder(
+    s: &mut Session,
+    f: &Folder,
+    target: &str,
+    mbx: &Mailbox,
+    state: &ExchangeState,
+    opts: &Options,
+    progress: &Progress,
+    rep: &mut FolderReport,
+) -> Result<()> {
+    let sel = s.select(&f.wire, true).await?;
+    let source = f.wire.clone();
+    let previous = state.uidvalidity(&source)?;
+    let lookup_all = previous.is_some_and(|v| v != sel.uidvalidity);
+    if !opts.dry_run {
+        state.set_folder(&source, sel.uidvalidity, target)?;
+    }
+    let copied = state.copied(&source, sel.uidvalidity)?;
+    let listing = fetch_listing(s, "1:*", None, listing_cap(sel.exists)).await?;
+    for (uid, why) in &listing.malformed {
+        rep.failures
+            .push(failure(f, *uid, 0, format!("metadata: {why}")));
+    }
+    let mut todo = Vec::new();
+    for m in listing.metas {
+        match copied.get(&m.uid) {
+            None => todo.push(m),
+            Some(c) => {
+                let (flags, _) = canonical_flags(&m.flags, None);
+                if flags != c.flags && !opts.dry_run {
+                    let parts: Vec<String> = m.flags.clone();
+                    mbx.patch(&c.id, &flags_patch(&parts))
+                        .await
+                        .context("flag update")?;
+                    state.set_flags(&source, sel.uidvalidity, m.uid, &flags)?;
+                    rep.flags_updated += 1;
+                }
+            }
+        }
+    }
+    let max = opts.max_message_size();
+    todo.retain(|m| {
+        if m.size > max {
+            rep.failures.push(failure(
+                f,
+                m.uid,
+                m.size,
+                format!("larger than --max-message-size ({max} bytes)"),
+            ));
+            return false;
+        }
+        true
+    });
+    if opts.dry_run {
+        rep.would_copy = todo.len() as u64;
+        return Ok(());
+    }
+    if todo.is_empty() && copied.len() as u32 == sel.exists {
+        rep.unchanged = true;
+    }
+    let ctx = FolderCtx {
+        source: source.clone(),
+        uidvalidity: sel.uidvalidity,
+        target: target.to_string(),
+        mbx,
+        state,
+        claimed: Mutex::new(state.claimed(&source)?),
+        lookup: tokio::sync::Mutex::new(()),
+        lookup_all,
+        pending: state.pending(&source, sel.uidvalidity)?,
+    };
+    for batch in batches(&todo, |m| m.size, opts.batch_bytes, opts.batch_count) {
+        let bodies = fetch_bodies(s, batch).await?;
+        let mut work = Vec::new();
+        for m in batch {
+            match bodies.map.get(&m.uid) {
+                Some(b) => work.push((m, b)),
+                None if bodies.undelivered.contains(&m.uid) || bodies.refused.is_some() => {
+                    let why = bodies
+                        .refused
+                        .clone()
+                        .unwrap_or_else(|| "the source sent no body".into());
+                    rep.failures
+                        .push(failure(f, m.uid, m.size, format!("source: {why}")));
+                }
+                None if bodies.too_large.contains_key(&m.uid)
+                    || bodies.oversent.contains_key(&m.uid) =>
+                {
+                    rep.failures.push(failure(
+                        f,
+                        m.uid,
+                        m.size,
+                        "source sent a body beyond its size".into(),
+                    ));
+                }
+                None => rep.expunged += 1,
+            }
+        }
+        let mut results = Vec::with_capacity(work.len());
+        let mut in_flight = FuturesUnordered::new();
+        let mut work = work.into_iter();
+        loop {
+            while in_flight.len() < MAILBOX_CONCURRENCY {
+                match work.next() {
+                    Some((m, body)) => in_flight.push(copy_tagged(&ctx, m, body)),
+                    None => break,
+                }
+            }
+            match in_flight.next().await {
+                Some(r) => results.push(r),
+                None => break,
+            }
+        }
+        for (uid, size, outcome) in results {
+            match outcome {
+                Outcome::Created { not_carried } => {
+                    rep.copied += 1;
+                    rep.bytes += size;
+                    progress.add(1, size);
+                    for n in not_carried {
+                        if !rep.refused_flags.contains(&n) {
+                            rep.refused_flags.push(n);
+                        }
+                    }
+                }
+                Outcome::Found => rep.matched += 1,
+                Outcome::Failed(why) => rep.failures.push(failure(f, uid, size, why)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn failure(f: &Folder, uid: u32, size: u64, reason: String) -> Failure {
+    Failure {
+        folder: f.display(),
+        uid,
+        size,
+        reason,
+    }
+}
+
+enum Outcome {
+    Created { not_carried: Vec<String> },
+    Found,
+    Failed(String),
+}
+
+/// Looks for a message created earlier (a crash or a lost answer) and claims it.
+async fn find_existing(
+    ctx: &FolderCtx<'_>,
+    uid: u32,
+    sha: &str,
+    flags: &str,
+) -> Result<bool, GraphError> {
+    let _one = ctx.lookup.lock().await;
+    let found = ctx.mbx.find_by_sha(&ctx.target, sha).await?;
+    let mut claimed = ctx.claimed.lock().unwrap();
+    let Some(id) = found.into_iter().find(|id| !claimed.contains(id)) else {
+        return Ok(false);
+    };
+    if ctx
+        .state
+        .map(&ctx.source, ctx.uidvalidity, uid, &id, sha, flags)
+        .is_err()
+    {
+        return Ok(false);
+    }
+    claimed.insert(id);
+    Ok(true)
+}
+
+async fn copy_tagged(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> (u32, u64, Outcome) {
+    (m.uid, m.size, copy_one(ctx, m, body).await)
+}
+
+async fn copy_one(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> Outcome {
+    let sha = sha_hex(body);
+    let (flags, _) = canonical_flags(&m.flags, None);
+    let date = m.date.as_deref().and_then(parse_internaldate);
+    let prepared = prepare(body, &m.flags, date, &sha);
+    let json = match serde_json::to_vec(&prepared.json) {
+        Ok(j) => j,
+        Err(e) => return Outcome::Failed(format!("cannot encode: {e}")),
+    };
+    if json.len() > MAX_CREATE_BYTES {
+        return Outcome::Failed(format!(
+            "too large for one Graph request ({} bytes encoded; the limit is {MAX_CREATE_BYTES}): \
+             attachments of 3 MB or more need an upload session, not supported yet",
+            json.len()
+        ));
+    }
+    let mut look_first = ctx.lookup_all || ctx.pending.contains(&m.uid);
+    let json = bytes::Bytes::from(json);
+    for _ in 0..CREATE_ATTEMPTS {
+        if look_first {
+            match find_existing(ctx, m.uid, &sha, &flags).await {
+                Ok(true) => return Outcome::Found,
+                Ok(false) => {}
+                Err(e) => return Outcome::Failed(format!("looking for an earlier copy: {e}")),
+            }
+        }
+        // Intent before effect.
+        if let Err(e) = ctx
+            .state
+            .add_pending(&ctx.source, ctx.uidvalidity, m.uid, &sha)
+        {
+            return Outcome::Failed(format!("state: {e:#}"));
+        }
+        match ctx.mbx.create_message(&ctx.target, json.clone()).await {
+            Ok(id) => {
+                ctx.claimed.lock().unwrap().insert(id.clone());
+                if let Err(e) =
+                    ctx.state
+                        .map(&ctx.source, ctx.uidvalidity, m.uid, &id, &sha, &flags)
+                {
+                    return Outcome::Failed(format!("state: {e:#}"));
+                }
+                return Outcome::Created {
+                    not_carried: prepared.not_carried,
+                };
+            }
+            // The service may have created it: look before sending again.
+            Err(GraphError::Transient { .. }) => look_first = true,
+            Err(e) => {
+                let _ = ctx.state.drop_pending(&ctx.source, ctx.uidvalidity, m.uid);
+                return Outcome::Failed(format!("Exchange refused it: {e}"));
+            }
+        }
+    }
+    Outcome::Failed(format!(
+        "no answer from Exchange after {CREATE_ATTEMPTS} attempts; the next run looks it up"
+    ))
+}
