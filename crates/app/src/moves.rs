@@ -38,9 +38,9 @@ fn lost_race(what: &str) -> StoreError {
     StoreError::Internal(format!("{what} changed during its own transaction"))
 }
 
-/// A move concerns two tenants: both audit logs record it, with its state and side only. The
-/// spec (the other tenant, servers, profile names) and step errors are the operator's: they
-/// stay in the move and its steps, which only the operator reads.
+/// A move concerns two tenants: the audit log of each kept here records it, with its state and
+/// side only. The spec (the other tenant, servers, profile names) and step errors are the
+/// operator's: they stay in the move and its steps, which only the operator reads.
 pub(crate) fn audit(
     tx: &mut dyn LedgerTx,
     m: &MoveRecord,
@@ -55,10 +55,15 @@ pub(crate) fn audit(
             summary.insert(key.to_string(), v.clone());
         }
     }
-    for (tenant, side) in [
-        (m.spec.source_tenant_id, "source"),
-        (m.spec.target_tenant_id, "target"),
+    for (tenant, side, graph) in [
+        (m.spec.source_tenant_id, "source", &m.spec.source_graph),
+        (m.spec.target_tenant_id, "target", &m.spec.target_graph),
     ] {
+        // A side reached through Graph is not in this ledger: its own audit log (Microsoft's,
+        // or the other server's) records what the move does there.
+        if graph.is_some() {
+            continue;
+        }
         let mut after = Value::Object(summary.clone());
         after["side"] = json!(side);
         tx.insert_audit(

@@ -6,9 +6,14 @@
 /// Key of the advisory lock the migrations hold (any constant the application owns).
 const MIGRATION_LOCK: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
 
-pub const MIGRATIONS: &[&str] = &[
+/// Each migration has a number of its own (not its position), so that work developed side by
+/// side does not fight over the next position: the ones this database lacks are applied in
+/// order, and one it has that this binary does not know is refused.
+pub const MIGRATIONS: &[(i32, &str)] = &[
     // 1: the ledger, tenant moves, their step queue and connection profiles.
-    r#"
+    (
+        1,
+        r#"
     CREATE TABLE settings (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -156,9 +161,12 @@ pub const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     "#,
+    ),
     // 2: Graph surface — registered applications (client credentials) and the short-lived
     // access tokens issued to them (only hashes are stored). SQLite's numbered migration 20.
-    r#"
+    (
+        2,
+        r#"
     CREATE TABLE applications (
         seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         client_id    TEXT NOT NULL UNIQUE,
@@ -178,6 +186,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX app_tokens_by_expiry ON app_tokens (expires_at);
     "#,
+    ),
+    // 6: a move's tenants need not be kept here (a side reached through Microsoft Graph).
+    // SQLite's numbered migration 24. IF EXISTS: the names are PostgreSQL's defaults.
+    (
+        6,
+        r#"
+    ALTER TABLE moves DROP CONSTRAINT IF EXISTS moves_source_tenant_id_fkey;
+    ALTER TABLE moves DROP CONSTRAINT IF EXISTS moves_target_tenant_id_fkey;
+    "#,
+    ),
 ];
 
 /// Applies the migrations this database lacks, inside `tx` (the caller commits), under the
@@ -195,23 +213,26 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, Stri
     )
     .await
     .map_err(fail)?;
-    let current: i32 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM tenantry_schema", &[])
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM tenantry_schema", &[])
         .await
         .map_err(fail)?
-        .get(0);
-    let current = current as usize;
-    if current > MIGRATIONS.len() {
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(unknown) = applied
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(n, _)| n == *v))
+    {
         return Err(format!(
-            "the database schema is version {current}, newer than this tenantry (version {}); upgrade tenantry",
-            MIGRATIONS.len()
+            "the database has schema version {unknown}, which this tenantry does not know; upgrade tenantry"
         ));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| !applied.contains(n)) {
         tx.batch_execute(sql).await.map_err(fail)?;
         tx.execute(
             "INSERT INTO tenantry_schema (version) VALUES ($1)",
-            &[&((index + 1) as i32)],
+            &[number],
         )
         .await
         .map_err(fail)?;
