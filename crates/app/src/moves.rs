@@ -134,7 +134,8 @@ impl Ledger {
 
     /// Starts (or resumes) a draft, paused or failed move on `steps` (key, step JSON), the latest
     /// plan's. Steps already done stay done, a step a worker still holds (live lease) is left to
-    /// it, every other unfinished step takes the new content and starts its attempts afresh, and
+    /// it, every other unfinished step takes the new content and starts its attempts afresh (an
+    /// administrator's confirmation kept while the step asks for the same action), and
     /// unfinished steps the new plan dropped (seats bought meanwhile by hand, say) are removed,
     /// so they can neither run nor block the queue.
     pub async fn start_run(
@@ -198,6 +199,7 @@ impl Ledger {
                             new.step = step.clone();
                             new.state = StepState::Pending;
                             new.attempts = 0;
+                            new.result = crate::waiting::carried_over(old, step);
                         }
                         if !tx.update_step(&new, old.state, old.lease_owner.as_deref())? {
                             return Err(lost_race("a step"));

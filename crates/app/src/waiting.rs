@@ -8,7 +8,7 @@ use crate::moves::{audit, load_move};
 use crate::{Ledger, Result};
 use serde_json::{json, Value};
 use tenantry_ledger::{LedgerError, Timestamp};
-use tenantry_store::moves::StepState;
+use tenantry_store::moves::{StepRecord, StepState};
 use uuid::Uuid;
 
 /// The key of a step result that marks the step as waiting for an administrator.
@@ -26,6 +26,19 @@ pub fn confirmation(result: Option<&Value>) -> Option<&Value> {
     result
         .and_then(|r| r.get(CONFIRMATION))
         .filter(|c| c.is_object())
+}
+
+/// The result an unfinished step keeps when a resumed run gives it `planned` as its content:
+/// all of it while the action is the same; without the confirmation once the plan asks for
+/// something else (more seats, another change), which that confirmation did not answer.
+pub(crate) fn carried_over(step: &StepRecord, planned: &Value) -> Option<Value> {
+    let mut result = step.result.clone()?;
+    if step.step != *planned {
+        if let Some(fields) = result.as_object_mut() {
+            fields.remove(CONFIRMATION);
+        }
+    }
+    Some(result)
 }
 
 impl Ledger {
