@@ -1,9 +1,11 @@
 //! Steps an administrator completes (seats bought, a source subscription cancelled or reduced
-//! in a Microsoft tenant): what the run checks each time it looks, and what it records.
+//! in a Microsoft tenant): what the run checks each time it looks (subscribedSkus for seats
+//! bought, the subscription in directory/subscriptions for a change), and what it records.
 
 use crate::tenant::TenantPort;
 use serde_json::{json, Value};
 use tenantry_app::waiting::{confirmation, WAITING};
+use tenantry_ledger::subscription::SubscriptionStatus;
 use tenantry_moves::plan::{SourceAction, Step};
 use tenantry_store::moves::StepRecord;
 
@@ -14,7 +16,7 @@ pub const POLL_SECS: i64 = 10;
 pub async fn check(
     step: &Step,
     record: &StepRecord,
-    _source: &dyn TenantPort,
+    source: &dyn TenantPort,
     target: &dyn TenantPort,
 ) -> Result<Value, String> {
     let confirmed = confirmation(record.result.as_ref()).cloned();
@@ -88,6 +90,9 @@ pub async fn check(
                         .unwrap_or_default()
                 ),
             });
+            if let Some(seen) = source_change_seen(source, action).await? {
+                return Ok(json!({"done": awaited, "seenInDirectorySubscriptions": seen}));
+            }
             match confirmed {
                 Some(c) => {
                     Ok(json!({"done": awaited, "confirmedBy": c["by"], "confirmedAt": c["at"]}))
@@ -97,6 +102,32 @@ pub async fn check(
         }
         _ => Err("not a step an administrator completes".into()),
     }
+}
+
+/// The subscription as the source shows it now, when that shows the change made: a cancelled
+/// one no longer `Enabled` (or gone), a reduced one at `to` seats or fewer. `None` while it does
+/// not (a change that takes effect at renewal shows only then: until then, a confirmation).
+async fn source_change_seen(
+    source: &dyn TenantPort,
+    action: &SourceAction,
+) -> Result<Option<Value>, String> {
+    let id = match action {
+        // Agreements are changed in the VLSC, which Graph does not show.
+        SourceAction::VolumeLicensing { .. } => return Ok(None),
+        other => other.subscription_id(),
+    };
+    let Some(now) = source.subscription(id).await? else {
+        return Ok(Some(json!({"subscriptionId": id, "gone": true})));
+    };
+    let changed = now.status != SubscriptionStatus::Active
+        || matches!(action, SourceAction::Reduce { to, .. } if now.quantity <= *to);
+    Ok(changed.then(|| {
+        json!({
+            "subscriptionId": id,
+            "status": now.status,
+            "totalLicenses": now.quantity,
+        })
+    }))
 }
 
 /// RFC 3339 UTC text of seconds since the epoch.

@@ -77,6 +77,7 @@ pub async fn build(store: &dyn Store, move_id: Uuid) -> Result<Value, StoreError
                 "state": r["state"],
                 "action": result.get("done").or_else(|| result.get(tenantry_app::waiting::WAITING)),
                 "seenInSubscribedSkus": result.get("seenInSubscribedSkus"),
+                "seenInDirectorySubscriptions": result.get("seenInDirectorySubscriptions"),
                 "confirmedBy": result.get("confirmedBy"),
                 "confirmedAt": result.get("confirmedAt"),
             })

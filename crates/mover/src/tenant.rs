@@ -14,8 +14,8 @@ use tenantry_app::{
 };
 use tenantry_ledger::assignment::AddLicense;
 use tenantry_ledger::catalog::Sku;
-use tenantry_ledger::subscription::SubscriptionStatus;
-use tenantry_ledger::{LedgerError, SkuId, TenantId, Timestamp, UserId};
+use tenantry_ledger::subscription::{Subscription, SubscriptionStatus};
+use tenantry_ledger::{LedgerError, SkuId, SubscriptionId, TenantId, Timestamp, UserId};
 use tenantry_moves::plan::{SourceAction, TargetPurchase, TenantSnapshot};
 use tenantry_store::{PageRequest, Store, StoreError};
 use uuid::Uuid;
@@ -64,6 +64,9 @@ pub trait TenantPort: Send + Sync {
     ) -> Result<(), String>;
     /// Seats of a SKU that can be assigned now (Graph: subscribedSkus `prepaidUnits.enabled`).
     async fn enabled_seats(&self, sku: SkuId) -> Result<u32, String>;
+    /// One subscription as it is now; `None` once it is gone (Graph: `GET
+    /// /directory/subscriptions/{id}`, a companySubscription).
+    async fn subscription(&self, id: SubscriptionId) -> Result<Option<Subscription>, String>;
     /// Buys what the plan says; only where [`TenantPort::sells_seats`].
     async fn buy(
         &self,
@@ -202,6 +205,16 @@ impl TenantPort for LocalTenant {
             .filter(|s| s.sku_id == sku && s.status == SubscriptionStatus::Active)
             .map(|s| s.quantity)
             .sum())
+    }
+
+    async fn subscription(&self, id: SubscriptionId) -> Result<Option<Subscription>, String> {
+        match self.store.get_subscription(self.tenant, id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::Ledger(e)) if e.kind == tenantry_ledger::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(store_text(e)),
+        }
     }
 
     async fn buy(

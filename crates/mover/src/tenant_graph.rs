@@ -1,7 +1,8 @@
 //! A tenant reached through Microsoft Graph with client credentials (a Microsoft 365 tenant, or
 //! another tenantry server's `/v1.0`). Shapes as learn.microsoft.com documents them:
-//! `GET /subscribedSkus`, `GET /directory/subscriptions` (companySubscription), `GET /users`
-//! with `$select` and `$top` through `@odata.nextLink`, `GET /users/{upn}`, `POST /users`
+//! `GET /subscribedSkus`, `GET /directory/subscriptions[/{id}]` (companySubscription),
+//! `GET /users` with `$select` and `$top` through `@odata.nextLink`, `GET /users/{upn}`,
+//! `POST /users`
 //! (accountEnabled, displayName, mailNickname, userPrincipalName, passwordProfile), and
 //! `POST /users/{id}/assignLicense`. Writes also wait for Microsoft's directory write limit.
 
@@ -333,6 +334,19 @@ impl TenantPort for GraphTenant {
             .filter(|v| guid(&v["skuId"]) == Some(sku.0))
             .map(|v| v["prepaidUnits"]["enabled"].as_u64().unwrap_or(0) as u32)
             .sum())
+    }
+
+    async fn subscription(&self, id: SubscriptionId) -> Result<Option<Subscription>, String> {
+        let now = Timestamp(time::OffsetDateTime::now_utc().unix_timestamp());
+        match self
+            .client
+            .get_json(&format!("/directory/subscriptions/{}", id.0))
+            .await
+        {
+            Ok(v) => Ok(subscription(self.tenant, &v, now)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(graph_text(e)),
+        }
     }
 
     async fn buy(

@@ -3,6 +3,8 @@
 //! per server, or by default a temporary SQLite file), and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod mail;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
