@@ -34,7 +34,7 @@ pub(crate) fn load_move(tx: &mut dyn LedgerTx, id: Uuid) -> Result<MoveRecord> {
 
 /// A write that found its row changed under it: impossible inside one serializable transaction,
 /// so it is a storage fault, not a user error.
-fn lost_race(what: &str) -> StoreError {
+pub(crate) fn lost_race(what: &str) -> StoreError {
     StoreError::Internal(format!("{what} changed during its own transaction"))
 }
 

@@ -63,12 +63,16 @@ impl Ledger {
             }
             let mut parked = step.clone();
             let mut result = waiting.clone();
+            // A look that saw a confirmation finishes the step; one found here came while this
+            // look was under way: look again at once, not after the pause.
+            let mut next_look = Timestamp(now.0 + poll_secs);
             if let Some(c) = confirmation(step.result.as_ref()) {
                 result[CONFIRMATION] = c.clone();
+                next_look = now;
             }
             parked.state = StepState::Pending;
             parked.lease_owner = None;
-            parked.lease_until = Some(Timestamp(now.0 + poll_secs));
+            parked.lease_until = Some(next_look);
             parked.attempts = step.attempts.saturating_sub(1);
             parked.result = Some(result);
             parked.error = None;
@@ -80,8 +84,9 @@ impl Ledger {
     }
 
     /// An operator says the administrator's action is done: recorded on the step (who, when)
-    /// and the step runs again now, finishing with the confirmation. Only a waiting step can be
-    /// confirmed (`StepNotWaiting` otherwise).
+    /// and the step runs again now (or, if the run is looking at it this moment, right after),
+    /// finishing with the confirmation. Only a waiting step can be confirmed (`StepNotWaiting`
+    /// otherwise).
     pub async fn confirm_step(
         &self,
         move_id: Uuid,
@@ -95,7 +100,10 @@ impl Ledger {
                 .load_step(move_id, &key)?
                 .ok_or_else(|| LedgerError::not_found("step"))?;
             let waiting = step.result.as_ref().is_some_and(is_waiting);
-            if step.state != StepState::Pending || !waiting {
+            // Running: the run is looking again right now; the confirmation is kept for it
+            // (`park_step` carries it over), so the operator need not time the click.
+            let unfinished = matches!(step.state, StepState::Pending | StepState::Running);
+            if !unfinished || !waiting {
                 return Err(LedgerError::conflict(
                     "StepNotWaiting",
                     format!(
@@ -110,9 +118,13 @@ impl Ledger {
             let mut result = step.result.clone().unwrap_or_default();
             result[CONFIRMATION] = confirmed.clone();
             next.result = Some(result);
-            next.lease_until = Some(now);
+            if step.state == StepState::Pending {
+                next.lease_until = Some(now);
+            }
             next.updated_at = now;
-            tx.update_step(&next, StepState::Pending, None)?;
+            if !tx.update_step(&next, step.state, step.lease_owner.as_deref())? {
+                return Err(crate::moves::lost_race("a step"));
+            }
             audit(
                 tx,
                 &record,

@@ -1221,6 +1221,57 @@ async fn a_confirmation_survives_pause_and_resume_for_the_action_it_confirmed() 
     );
 }
 
+/// The operator confirms while the run is looking at the waiting step (it is Running for that
+/// moment): the confirmation is taken, not refused, survives the look's parking, and the step is
+/// looked at again at once instead of after the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_during_a_look_is_kept_and_looked_at_at_once() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(
+            id,
+            vec![(
+                "await-source:x".to_string(),
+                json!({"kind": "awaitSourceChange"}),
+            )],
+            "op".into(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let waiting = json!({"waitingForAdministrator": {"action": "reduce"}});
+    let look = claim(&b, "w", NOW).await.unwrap();
+    b.ledger
+        .park_step(id, look.key, "w".into(), waiting.clone(), 10, NOW)
+        .await
+        .unwrap();
+    let later = Timestamp(NOW.0 + 11);
+    let look = claim(&b, "w", later).await.unwrap();
+    assert_eq!(look.state, StepState::Running);
+    let confirmed = b
+        .ledger
+        .confirm_step(id, "await-source:x".into(), "op:alice".into(), later)
+        .await
+        .expect("a confirmation during a look is taken");
+    assert_eq!(confirmed["confirmedBy"], "op:alice");
+    // The look itself ends before it could see the confirmation.
+    b.ledger
+        .park_step(id, look.key, "w".into(), waiting, 10, later)
+        .await
+        .unwrap();
+    let step = step_of(&b, id, "await-source:x").await;
+    assert_eq!(
+        tenantry_app::waiting::confirmation(step.result.as_ref()).map(|c| c["by"].clone()),
+        Some(json!("op:alice")),
+        "{step:?}"
+    );
+    let again = claim(&b, "w", Timestamp(later.0 + 1))
+        .await
+        .expect("looked at again at once, not after the 10 s pause");
+    assert_eq!(again.key, "await-source:x");
+}
+
 // ---- the directory reads and applications (the Graph surface) ----------------------------------
 
 async fn named_user(
