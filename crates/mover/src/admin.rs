@@ -82,7 +82,12 @@ pub async fn check(
                 "change": action,
                 "refundDeadlines": refund_deadlines.iter().map(|t| t.0).collect::<Vec<_>>(),
                 "message": format!(
-                    "{change}: Microsoft Graph cannot change subscriptions; confirm once done{}",
+                    "{change}: Microsoft Graph cannot change subscriptions; {}confirm once done{}",
+                    if matches!(action, SourceAction::VolumeLicensing { .. }) {
+                        ""
+                    } else {
+                        "the run goes on once directory/subscriptions shows it, or "
+                    },
                     refund_deadlines
                         .iter()
                         .min()

@@ -574,7 +574,7 @@ pub fn step_text(step: &Step) -> String {
                 .map(|d| format!(" (refunded if done before {})", date_time(*d)))
                 .unwrap_or_default();
             format!(
-                "An administrator changes tenant {tenant_id}'s {} subscription {}: {}{deadline}; the run waits for an operator's confirmation",
+                "An administrator changes tenant {tenant_id}'s {} subscription {}: {}{deadline}; the run waits until Graph shows the change, or an operator confirms",
                 row.part, row.subscription, row.text
             )
         }
