@@ -99,9 +99,11 @@ fn step_state(report: &Value, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Polls the move until `done` says so (generous: the run polls subscribedSkus every 10 s).
+/// Polls the move until `done` says so. Generous: the run looks at a waiting step every 10 s,
+/// and on PostgreSQL a step the killed mover held is taken again only once its 120 s lease ends
+/// (a restarting server cannot tell its own leases from another worker's there).
 async fn until(s: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
         if done(&m) {
