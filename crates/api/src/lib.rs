@@ -212,6 +212,10 @@ pub fn router_with(app: AppState, extra: Router<AppState>) -> Router {
         .route("/v1/moves/{id}/pause", post(moves::pause))
         .route("/v1/moves/{id}/resume", post(moves::resume))
         .route("/v1/moves/{id}/cancel", post(moves::cancel))
+        .route(
+            "/v1/moves/{id}/steps/{key}/confirm",
+            post(moves::confirm_step),
+        )
         .route("/v1/moves/{id}/report", get(moves::report))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -18,7 +18,7 @@ Errors are application/problem+json with a stable `code`. Every POST honours Ide
         directory::assign_license, directory::license_details,
         audit::list_all,
         moves::create_profile, moves::list_profiles, moves::update_profile, moves::create, moves::list_all, moves::get, moves::plan,
-        moves::run, moves::pause, moves::resume, moves::cancel, moves::report,
+        moves::run, moves::pause, moves::resume, moves::cancel, moves::report, moves::confirm_step,
     ),
     modifiers(&BearerAuth, &ProblemResponses),
     security(("bearer" = []))

@@ -42,6 +42,7 @@ mod platform;
 mod subscriptions;
 pub mod tokens;
 mod users;
+pub mod waiting;
 
 pub use applications::{AppAccessToken, RegisteredApplication};
 pub use caller::Caller;

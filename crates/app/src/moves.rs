@@ -41,21 +41,21 @@ fn leased(step: &StepRecord, now: Timestamp) -> bool {
     step.state == StepState::Running && step.lease_until.is_some_and(|t| t >= now)
 }
 
-fn load_move(tx: &mut dyn LedgerTx, id: Uuid) -> Result<MoveRecord> {
+pub(crate) fn load_move(tx: &mut dyn LedgerTx, id: Uuid) -> Result<MoveRecord> {
     tx.load_move(id)?
         .ok_or_else(|| LedgerError::not_found("move").into())
 }
 
 /// A write that found its row changed under it: impossible inside one serializable transaction,
 /// so it is a storage fault, not a user error.
-fn lost_race(what: &str) -> StoreError {
+pub(crate) fn lost_race(what: &str) -> StoreError {
     StoreError::Internal(format!("{what} changed during its own transaction"))
 }
 
-/// A move concerns two tenants: both audit logs record it, with its state and side only. The
-/// spec (the other tenant, servers, profile names) and step errors are the operator's: they
-/// stay in the move and its steps, which only the operator reads.
-fn audit(
+/// A move concerns two tenants: the audit log of each kept here records it, with its state and
+/// side only. The spec (the other tenant, servers, profile names) and step errors are the
+/// operator's: they stay in the move and its steps, which only the operator reads.
+pub(crate) fn audit(
     tx: &mut dyn LedgerTx,
     m: &MoveRecord,
     actor: &str,
@@ -69,10 +69,15 @@ fn audit(
             summary.insert(key.to_string(), v.clone());
         }
     }
-    for (tenant, side) in [
-        (m.spec.source_tenant_id, "source"),
-        (m.spec.target_tenant_id, "target"),
+    for (tenant, side, graph) in [
+        (m.spec.source_tenant_id, "source", &m.spec.source_graph),
+        (m.spec.target_tenant_id, "target", &m.spec.target_graph),
     ] {
+        // A side reached through Graph is not in this ledger: its own audit log (Microsoft's,
+        // or the other server's) records what the move does there.
+        if graph.is_some() {
+            continue;
+        }
         let mut after = Value::Object(summary.clone());
         after["side"] = json!(side);
         tx.insert_audit(
@@ -113,7 +118,7 @@ impl Ledger {
         spec.validate()?;
         let id = Uuid::new_v4();
         self.write(move |tx| {
-            for tenant in [spec.source_tenant_id, spec.target_tenant_id] {
+            for tenant in spec.local_tenants() {
                 if !tx.tenant_exists(tenant)? {
                     return Err(LedgerError::not_found("tenant").into());
                 }
@@ -144,9 +149,10 @@ impl Ledger {
     /// Starts (or resumes) a draft, paused or failed move on `steps`, the latest plan's (with
     /// their dependencies and servers). Steps already done stay done, a step a worker still
     /// holds (live lease) is left to it, every other unfinished step takes the new content and
-    /// starts its attempts afresh, every step takes the new dependencies (a move stored before
-    /// steps had them gains them here), and unfinished steps the new plan dropped (seats bought
-    /// meanwhile by hand, say) are removed, so they can neither run nor block the queue.
+    /// starts its attempts afresh (an administrator's confirmation kept while the step asks for
+    /// the same action), every step takes the new dependencies (a move stored before steps had
+    /// them gains them here), and unfinished steps the new plan dropped (seats bought meanwhile
+    /// by hand, say) are removed, so they can neither run nor block the queue.
     pub async fn start_run(
         &self,
         id: Uuid,
@@ -214,6 +220,7 @@ impl Ledger {
                             new.step = planned.step.clone();
                             new.state = StepState::Pending;
                             new.attempts = 0;
+                            new.result = crate::waiting::carried_over(old, &planned.step);
                         }
                         if !tx.update_step(&new, old.state, old.lease_owner.as_deref())? {
                             return Err(lost_race("a step"));

@@ -606,6 +606,8 @@ async fn draft_move(b: &Backend) -> uuid::Uuid {
         source_mail: None,
         target_mail: None,
         libraries: vec![],
+        source_graph: None,
+        target_graph: None,
     };
     b.ledger
         .create_move(spec, "op".into(), NOW)
@@ -1395,6 +1397,243 @@ async fn releasing_leases_frees_a_dead_workers_steps_at_once() {
         (step.lease_owner.as_deref(), step.attempts),
         (Some("w2"), 2)
     );
+}
+
+/// A move whose target is reached through Graph: its tenant is not kept here, yet the move is
+/// stored, runs, and only the local source's audit log records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_with_a_side_reached_through_graph_is_stored_and_audited_where_it_is_local() {
+    let b = backend().await;
+    let source = tenant(&b).await;
+    let elsewhere = TenantId::new_random();
+    let spec = MoveSpec {
+        source_tenant_id: source.id,
+        target_tenant_id: elsewhere,
+        path: MovePath::KeepSource,
+        users: vec![],
+        domain_rewrite: None,
+        allow_purchase: true,
+        source_mail: None,
+        target_mail: None,
+        libraries: vec![],
+        source_graph: None,
+        target_graph: Some("contoso-graph".into()),
+    };
+    let id = b
+        .ledger
+        .create_move(spec.clone(), "op".into(), NOW)
+        .await
+        .expect("a move with a Graph target is stored")
+        .id;
+    b.ledger
+        .start_run(id, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    let actions = |tenant: TenantId| {
+        let store = b.store().clone();
+        async move {
+            store
+                .audit_log(
+                    tenant,
+                    AuditFilter {
+                        action: None,
+                        target_id: Some(id.to_string()),
+                    },
+                    Default::default(),
+                )
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|r| (r.action, r.after.unwrap()["side"].clone()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        actions(source.id).await,
+        [
+            ("move.started".to_string(), json!("source")),
+            ("move.created".to_string(), json!("source"))
+        ]
+    );
+    // A local side still has to exist.
+    let unknown_local = MoveSpec {
+        target_graph: None,
+        ..spec
+    };
+    let refused = b
+        .ledger
+        .create_move(unknown_local, "op".into(), NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(code(refused), (ErrorKind::NotFound, "NotFound"));
+    // Were a record written for the Graph side, it would show once a tenant of that id exists.
+    let same_id = Tenant {
+        id: elsewhere,
+        display_name: "Contoso".into(),
+        default_domain: format!("t{}.onmicrosoft.com", uuid::Uuid::new_v4().simple()),
+        created_at: NOW,
+    };
+    transaction(&**b.store(), move |tx| tx.insert_tenant(&same_id))
+        .await
+        .unwrap();
+    assert!(
+        actions(elsewhere).await.is_empty(),
+        "nothing in the log of a tenant not kept here"
+    );
+}
+
+/// A step waiting for an administrator, confirmed, then the move paused and resumed: the
+/// confirmation stands for the action it confirmed. The same action (the same plan) keeps it, and
+/// the step finishes at the next look; a changed action (more seats needed now) drops it, so the
+/// run waits for the new one instead of going on on a confirmation of something else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_survives_pause_and_resume_for_the_action_it_confirmed() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    let await_seats = |seats: u32| {
+        vec![
+            NewStep {
+                key: "await-seats:x".to_string(),
+                step: json!({"kind": "awaitTargetSeats", "seats": seats}),
+                depends_on: vec![],
+                servers: vec![],
+            },
+            step("report", &["await-seats:x"], &[]),
+        ]
+    };
+    let park_and_confirm = |at: Timestamp| {
+        let ledger = b.ledger.clone();
+        async move {
+            let step = ledger
+                .claim_step("w".into(), at, 60, 4)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(step.key, "await-seats:x");
+            ledger
+                .park_step(
+                    id,
+                    step.key,
+                    "w".into(),
+                    json!({"waitingForAdministrator": {"action": "buy"}}),
+                    10,
+                    at,
+                )
+                .await
+                .unwrap();
+            ledger
+                .confirm_step(id, "await-seats:x".into(), "op:alice".into(), at)
+                .await
+                .unwrap();
+        }
+    };
+    let confirmed_by = |step: &StepRecord| {
+        tenantry_app::waiting::confirmation(step.result.as_ref()).map(|c| c["by"].clone())
+    };
+    b.ledger
+        .start_run(id, await_seats(1), "op".into(), NOW)
+        .await
+        .unwrap();
+    park_and_confirm(NOW).await;
+    let pause = |at: Timestamp| {
+        let ledger = b.ledger.clone();
+        async move {
+            ledger
+                .set_move_state(id, RUNNING, MoveState::Paused, "op".into(), at)
+                .await
+                .unwrap();
+        }
+    };
+    pause(NOW).await;
+    let later = Timestamp(NOW.0 + 60);
+    b.ledger
+        .start_run(id, await_seats(1), "op".into(), later)
+        .await
+        .unwrap();
+    let step = step_of(&b, id, "await-seats:x").await;
+    assert_eq!(confirmed_by(&step), Some(json!("op:alice")), "{step:?}");
+    assert_eq!(step.attempts, 0, "fresh attempts all the same");
+    let next = claim(&b, "w", Timestamp(later.0 + 1)).await.unwrap();
+    assert_eq!(next.key, "await-seats:x", "a confirmed step runs at once");
+    assert_eq!(confirmed_by(&next), Some(json!("op:alice")));
+
+    // The plan now asks for more: the old confirmation does not answer it.
+    b.ledger
+        .park_step(
+            id,
+            next.key,
+            "w".into(),
+            json!({"waitingForAdministrator": {"action": "buy"}}),
+            10,
+            Timestamp(later.0 + 1),
+        )
+        .await
+        .unwrap();
+    pause(Timestamp(later.0 + 2)).await;
+    b.ledger
+        .start_run(id, await_seats(2), "op".into(), Timestamp(later.0 + 3))
+        .await
+        .unwrap();
+    let step = step_of(&b, id, "await-seats:x").await;
+    assert_eq!(confirmed_by(&step), None, "{step:?}");
+    assert!(
+        tenantry_app::waiting::is_waiting(step.result.as_ref().unwrap()),
+        "still shown as waiting for the new action: {step:?}"
+    );
+}
+
+/// The operator confirms while the run is looking at the waiting step (it is Running for that
+/// moment): the confirmation is taken, not refused, survives the look's parking, and the step is
+/// looked at again at once instead of after the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_during_a_look_is_kept_and_looked_at_at_once() {
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(
+            id,
+            vec![NewStep {
+                key: "await-source:x".to_string(),
+                step: json!({"kind": "awaitSourceChange"}),
+                depends_on: vec![],
+                servers: vec![],
+            }],
+            "op".into(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let waiting = json!({"waitingForAdministrator": {"action": "reduce"}});
+    let look = claim(&b, "w", NOW).await.unwrap();
+    b.ledger
+        .park_step(id, look.key, "w".into(), waiting.clone(), 10, NOW)
+        .await
+        .unwrap();
+    let later = Timestamp(NOW.0 + 11);
+    let look = claim(&b, "w", later).await.unwrap();
+    assert_eq!(look.state, StepState::Running);
+    let confirmed = b
+        .ledger
+        .confirm_step(id, "await-source:x".into(), "op:alice".into(), later)
+        .await
+        .expect("a confirmation during a look is taken");
+    assert_eq!(confirmed["confirmedBy"], "op:alice");
+    // The look itself ends before it could see the confirmation.
+    b.ledger
+        .park_step(id, look.key, "w".into(), waiting, 10, later)
+        .await
+        .unwrap();
+    let step = step_of(&b, id, "await-source:x").await;
+    assert_eq!(
+        tenantry_app::waiting::confirmation(step.result.as_ref()).map(|c| c["by"].clone()),
+        Some(json!("op:alice")),
+        "{step:?}"
+    );
+    let again = claim(&b, "w", Timestamp(later.0 + 1))
+        .await
+        .expect("looked at again at once, not after the 10 s pause");
+    assert_eq!(again.key, "await-source:x");
 }
 
 // ---- the directory reads and applications (the Graph surface) ----------------------------------

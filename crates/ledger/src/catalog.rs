@@ -403,7 +403,25 @@ const SEED: &[SkuSeed] = &[
         1_000,
         &[&[POWER_BI_PRO_PLAN]],
     ),
+    // Microsoft's add-on for its own cross-tenant mailbox and OneDrive migration: one licence
+    // per migrated user, a one-time fee (no monthly price; Microsoft does not publish it). Its
+    // service plans are EXCHANGEONLINE_T2TMBXMOVE and SHAREPOINTONLINE_T2TODMOVE; their
+    // servicePlanIds were not found in a source that could be checked, so none is seeded
+    // rather than an invented one (a tenant's subscribedSkus shows them).
+    (
+        CROSS_TENANT_MIGRATION_SKU,
+        CROSS_TENANT_MIGRATION_PART,
+        "Cross Tenant User Data Migration",
+        0,
+        &[],
+    ),
 ];
+
+/// Microsoft's Cross Tenant User Data Migration add-on (skuId, skuPartNumber, service plans).
+pub const CROSS_TENANT_MIGRATION_SKU: &str = "946ce899-873d-44bb-9d8b-671870cbfdbf";
+pub const CROSS_TENANT_MIGRATION_PART: &str = "Cross_tenant_user_data_migration";
+pub const CROSS_TENANT_MIGRATION_PLANS: &[&str] =
+    &["EXCHANGEONLINE_T2TMBXMOVE", "SHAREPOINTONLINE_T2TODMOVE"];
 
 fn uuid(s: &str) -> Uuid {
     Uuid::parse_str(s).expect("seed identifiers are valid GUIDs")
@@ -445,7 +463,9 @@ mod tests {
             sku.validate().unwrap();
             assert!(ids.insert(sku.sku_id), "duplicate skuId {}", sku.sku_id);
             assert!(parts.insert(sku.sku_part_number.clone()));
-            assert!(!sku.service_plans.is_empty());
+            assert!(
+                !sku.service_plans.is_empty() || sku.sku_part_number == CROSS_TENANT_MIGRATION_PART
+            );
         }
         let e3 = catalog
             .iter()
@@ -459,5 +479,13 @@ mod tests {
             .service_plans
             .iter()
             .any(|p| p.service_plan_name == "EXCHANGE_S_ENTERPRISE"));
+        let migration = catalog
+            .iter()
+            .find(|s| s.sku_id.to_string() == "946ce899-873d-44bb-9d8b-671870cbfdbf")
+            .expect("the cross-tenant migration add-on is seeded");
+        assert_eq!(
+            migration.sku_part_number,
+            "Cross_tenant_user_data_migration"
+        );
     }
 }

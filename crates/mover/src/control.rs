@@ -1,6 +1,7 @@
 //! Starting, pausing and cancelling a move: the rules the API and the admin center share.
 
 use crate::gather::Mover;
+use crate::graph_profile::GraphProfile;
 use tenantry_app::Ledger;
 use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::plan::Plan;
@@ -94,9 +95,14 @@ impl Mover {
         password: &str,
         now: Timestamp,
     ) -> Result<ProfileRecord, StoreError> {
-        let kind = ProfileKind::parse(kind).ok_or_else(|| {
-            LedgerError::invalid("InvalidProfileKind", "kind must be imap or webdav")
-        })?;
+        let kind = ProfileKind::parse(kind)
+            .filter(|k| *k != ProfileKind::Graph)
+            .ok_or_else(|| {
+                LedgerError::invalid(
+                    "InvalidProfileKind",
+                    "kind must be imap or webdav (a graph profile takes tenantId, clientId, clientSecret, authority and graphUrl)",
+                )
+            })?;
         let name = name.trim().to_string();
         if name.is_empty() || name.len() > 100 || username.trim().is_empty() {
             return Err(LedgerError::invalid(
@@ -125,6 +131,36 @@ impl Mover {
         let sealed = self.sealer.seal(password);
         self.store
             .update_profile(name.trim().to_string(), username.to_string(), sealed)
+            .await
+    }
+}
+
+impl Mover {
+    /// Stores a `graph` profile: the client id is its user name; the whole profile, secret
+    /// included, is sealed with this server's key and never returned.
+    pub async fn create_graph_profile(
+        &self,
+        name: &str,
+        profile: &GraphProfile,
+        now: Timestamp,
+    ) -> Result<ProfileRecord, StoreError> {
+        let name = name.trim().to_string();
+        if name.is_empty() || name.len() > 100 {
+            return Err(LedgerError::invalid(
+                "InvalidProfile",
+                "name (1-100 characters) is required",
+            )
+            .into());
+        }
+        let sealed = self.sealer.seal(&profile.to_plain());
+        self.store
+            .create_profile(
+                name,
+                ProfileKind::Graph,
+                profile.client_id.clone(),
+                sealed,
+                now,
+            )
             .await
     }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::model::{LibraryMapping, MailServer};
-use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName};
+use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName, Step};
+use tenantry_store::moves::StepState;
 use tenantry_store::{Store, StoreError};
 use uuid::Uuid;
 
@@ -92,23 +93,30 @@ impl Mover {
     pub async fn plan(&self, move_id: Uuid, now: Timestamp) -> Result<Plan, StoreError> {
         let record = self.store.get_move(move_id).await?;
         let spec = &record.spec;
-        let (source, target) = tokio::try_join!(
-            self.store.tenant_snapshot(spec.source_tenant_id),
-            self.store.tenant_snapshot(spec.target_tenant_id)
-        )?;
-        let catalog: HashMap<_, _> = self
+        let (source_port, target_port) = self.ports(spec).await.map_err(StoreError::Internal)?;
+        let (source, target) = tokio::try_join!(source_port.snapshot(), target_port.snapshot())
+            .map_err(StoreError::Internal)?;
+        let mut catalog: HashMap<_, _> = self
             .store
             .list_skus()
             .await?
             .into_iter()
             .map(|s| (s.sku_id, s))
             .collect();
-        let created: BTreeSet<String> = self
+        // A Microsoft tenant may hold SKUs the local catalog lacks: known by their subscribedSkus.
+        for sku in source.skus.into_iter().chain(target.skus) {
+            catalog.entry(sku.sku_id).or_insert(sku);
+        }
+        let (source, target) = (source.snapshot, target.snapshot);
+        let mut created: BTreeSet<String> = self
             .store
             .users_created_by_move(move_id)
             .await?
             .into_iter()
             .collect();
+        if spec.target_graph.is_some() {
+            created.extend(self.graph_users_of_move(move_id).await?);
+        }
         let probes = self.probe(&record.spec, &created, &source).await;
         let plan = plan(&PlanInput {
             spec,
@@ -124,6 +132,23 @@ impl Mover {
             .save_plan(move_id, json, plan.fingerprint.clone(), now)
             .await?;
         Ok(plan)
+    }
+
+    /// Target UPNs this move created through Graph, where no ledger transaction records them:
+    /// those of its user-creation steps that ran at least once. A step that crashed after
+    /// Graph's answer left a user the move made; it is the move's, not a name taken by someone.
+    async fn graph_users_of_move(&self, move_id: uuid::Uuid) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .steps(move_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.attempts > 0 || s.state == StepState::Done)
+            .filter_map(|s| match serde_json::from_value(s.step).ok()? {
+                Step::CreateTargetUser { target_upn, .. } => Some(target_upn.to_lowercase()),
+                _ => None,
+            })
+            .collect())
     }
 
     async fn probe(

@@ -7,10 +7,16 @@
 //! resumable by design. So a crash at any point, then a restart, finishes without a second
 //! purchase, user, message or file.
 
+pub mod admin;
 pub mod control;
 pub mod engine_state;
 pub mod engines;
 pub mod gather;
+pub mod graph_profile;
+pub mod ports;
 pub mod report;
 pub mod runner;
 pub mod secrets;
+pub mod tenant;
+pub mod tenant_graph;
+pub mod write_limit;

@@ -41,6 +41,13 @@ pub async fn build(store: &dyn Store, move_id: Uuid) -> Result<Value, StoreError
                     .and_then(|v| v["subscriptionId"].as_str().map(str::to_string))
                     .unwrap_or_default(),
             ),
+            Some(Step::AwaitTargetSeats {
+                sku_part_number, ..
+            }) => ("administratorPurchase", sku_part_number.clone()),
+            Some(Step::AwaitSourceChange { action, .. }) => (
+                "administratorSourceChange",
+                action.subscription_id().to_string(),
+            ),
             Some(Step::Report) => ("report", String::new()),
             None => ("unknown", step.key.clone()),
         };
@@ -55,7 +62,29 @@ pub async fn build(store: &dyn Store, move_id: Uuid) -> Result<Value, StoreError
         }));
     }
     let done = steps.iter().filter(|s| s.state == StepState::Done).count();
+    // What administrators were asked to do (Graph tenants), and who confirmed it when.
+    let administrator: Vec<Value> = rows
+        .iter()
+        .filter(|r| {
+            r["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("administrator"))
+        })
+        .map(|r| {
+            let result = &r["result"];
+            json!({
+                "key": r["key"],
+                "state": r["state"],
+                "action": result.get("done").or_else(|| result.get(tenantry_app::waiting::WAITING)),
+                "seenInSubscribedSkus": result.get("seenInSubscribedSkus"),
+                "seenInDirectorySubscriptions": result.get("seenInDirectorySubscriptions"),
+                "confirmedBy": result.get("confirmedBy"),
+                "confirmedAt": result.get("confirmedAt"),
+            })
+        })
+        .collect();
     Ok(json!({
+        "administratorActions": administrator,
         "move": {
             "id": record.id,
             "state": record.state.as_str(),

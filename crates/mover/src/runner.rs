@@ -10,22 +10,19 @@ use crate::engine_state::{self, StateSlot, SNAPSHOT_EVERY};
 use crate::engines::EngineError;
 use crate::gather::Mover;
 use crate::report;
+use crate::tenant::Effect;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tenantry_app::{
-    Caller, ChangeOutcome, EffectOutcome, Ledger, MoveEffect, NewUser, Order, SkuRef,
-    SubscriptionChange,
-};
+use tenantry_app::waiting;
+use tenantry_app::{Caller, Ledger, NewUser};
 use tenantry_ledger::assignment::AddLicense;
-use tenantry_ledger::subscription::SubscriptionStatus;
-use tenantry_ledger::user::User;
-use tenantry_ledger::{LedgerError, TenantId, Timestamp};
-use tenantry_moves::plan::{MovedUser, Plan, SourceAction, Step, TargetPurchase};
+use tenantry_ledger::{LedgerError, Timestamp};
+use tenantry_moves::plan::{MovedUser, Plan, Step};
 use tenantry_store::moves::{MoveRecord, StepRecord, StepState};
-use tenantry_store::{PageRequest, StoreError};
+use tenantry_store::StoreError;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -230,6 +227,19 @@ impl Runner {
         if let Err(e) = &outcome {
             tracing::warn!(step = %step.key, attempt = step.attempts, error = %e, "move step failed");
         }
+        if let Some(waiting) = outcome.as_ref().ok().filter(|v| waiting::is_waiting(v)) {
+            queue
+                .park_step(
+                    step.move_id,
+                    step.key,
+                    self.worker.clone(),
+                    waiting.clone(),
+                    crate::admin::POLL_SECS,
+                    (self.clock)(),
+                )
+                .await?;
+            return Ok(());
+        }
         queue
             .finish_step(
                 step.move_id,
@@ -253,89 +263,49 @@ impl Runner {
         let step: Step = serde_json::from_value(record.step.clone())
             .map_err(|e| EngineError::Permanent(format!("unreadable step: {e}")))?;
         let caller = Caller::system(format!("system:mover (move {})", moved.id));
-        let ledger = Ledger::new(store.clone());
         let now = (self.clock)();
         let spec = &moved.spec;
+        let effect = Effect {
+            caller: &caller,
+            move_id: moved.id,
+            key: &record.key,
+            now,
+        };
         match &step {
             Step::BuyTargetLicences {
                 sku_id, purchase, ..
-            } => match purchase {
-                TargetPurchase::None => Ok(json!({"bought": 0})),
-                TargetPurchase::AddSeats {
-                    subscription_id,
-                    to,
-                    ..
-                } => {
-                    let sub = store
-                        .get_subscription(spec.target_tenant_id, *subscription_id)
-                        .await
-                        .map_err(text)?;
-                    if sub.quantity >= *to {
-                        return Ok(
-                            json!({"subscriptionId": sub.id, "quantity": sub.quantity, "already": true}),
-                        );
-                    }
-                    let (sub, _) = ledger
-                        .change_subscription(
-                            &caller,
-                            spec.target_tenant_id,
-                            *subscription_id,
-                            None,
-                            SubscriptionChange::SetQuantity(*to),
-                            now,
-                        )
-                        .await
-                        .map_err(text)?;
-                    Ok(json!({"subscriptionId": sub.id, "quantity": sub.quantity}))
-                }
-                TargetPurchase::NewSubscription { quantity } => {
-                    // The defaults every purchase takes: annual, monthly billing, direct, renewing.
-                    let order = Order::new(spec.target_tenant_id, SkuRef::Id(*sku_id), *quantity);
-                    let effect = MoveEffect::CreateSubscription(order);
-                    match ledger
-                        .apply_effect(&caller, moved.id, record.key.clone(), effect, now)
-                        .await
-                        .map_err(text)?
-                    {
-                        EffectOutcome::Subscription(sub) => {
-                            Ok(json!({"subscriptionId": sub.id, "quantity": sub.quantity}))
-                        }
-                        EffectOutcome::User(_) => Err("unexpected effect".into()),
-                    }
-                }
-            },
+            } => {
+                let (_, target) = self.mover.ports(spec).await?;
+                target
+                    .buy(&effect, *sku_id, purchase)
+                    .await
+                    .map_err(EngineError::from)
+            }
             Step::CreateTargetUser { target_upn, .. } => {
                 let user = planned_user(&plan, target_upn)?;
-                let effect = MoveEffect::CreateUser {
-                    tenant: spec.target_tenant_id,
-                    user: NewUser {
-                        user_principal_name: user.target_upn.clone(),
-                        display_name: user.display_name.clone(),
-                        usage_location: user.usage_location.clone(),
-                        account_enabled: true,
-                    },
+                let (_, target) = self.mover.ports(spec).await?;
+                let new_user = NewUser {
+                    user_principal_name: user.target_upn.clone(),
+                    display_name: user.display_name.clone(),
+                    usage_location: user.usage_location.clone(),
+                    account_enabled: true,
                 };
-                ledger
-                    .apply_effect(&caller, moved.id, record.key.clone(), effect, now)
-                    .await
-                    .map_err(text)?;
-                Ok(json!({"targetUpn": target_upn}))
+                let created = target.ensure_user(&effect, new_user).await?;
+                Ok(json!({"targetUpn": target_upn, "id": created.id.0}))
             }
             Step::AssignTargetLicences { target_upn } => {
                 let planned = planned_user(&plan, target_upn)?;
-                let user = find_user(self, spec.target_tenant_id, target_upn).await?;
-                let held = store
-                    .license_details(spec.target_tenant_id, user.id)
-                    .await
-                    .map_err(text)?;
+                let (_, target) = self.mover.ports(spec).await?;
+                let user = target
+                    .find_user(target_upn)
+                    .await?
+                    .ok_or_else(|| format!("{target_upn} not found"))?;
                 let add: Vec<AddLicense> = planned
                     .licences
                     .iter()
                     .filter(|l| {
-                        !held.iter().any(|h| {
-                            h.sku_id == l.sku_id
-                                && h.disabled_plans.iter().copied().collect::<Vec<_>>()
-                                    == l.disabled_plans
+                        !user.licences.iter().any(|(sku, disabled)| {
+                            *sku == l.sku_id && *disabled == l.disabled_plans
                         })
                     })
                     .map(|l| AddLicense {
@@ -344,10 +314,7 @@ impl Runner {
                     })
                     .collect();
                 if !add.is_empty() {
-                    ledger
-                        .assign_licenses(&caller, spec.target_tenant_id, user.id, add, vec![], now)
-                        .await
-                        .map_err(text)?;
+                    target.change_licences(&effect, &user, add, vec![]).await?;
                 }
                 Ok(json!({"targetUpn": target_upn, "licences": planned.licences.len()}))
             }
@@ -440,40 +407,43 @@ impl Runner {
                 }
             }
             Step::UnassignSourceLicences { source_upn } => {
-                let user = find_user(self, spec.source_tenant_id, source_upn).await?;
+                let (source, _) = self.mover.ports(spec).await?;
+                let user = source
+                    .find_user(source_upn)
+                    .await?
+                    .ok_or_else(|| format!("{source_upn} not found"))?;
                 let planned: Vec<_> = plan
                     .users
                     .iter()
                     .find(|u| u.source_upn.eq_ignore_ascii_case(source_upn))
                     .map(|u| u.licences.iter().map(|l| l.sku_id).collect())
                     .unwrap_or_default();
-                let held = store
-                    .license_details(spec.source_tenant_id, user.id)
-                    .await
-                    .map_err(text)?;
-                let remove: Vec<_> = held
+                let remove: Vec<_> = user
+                    .licences
                     .iter()
-                    .map(|a| a.sku_id)
+                    .map(|(sku, _)| *sku)
                     .filter(|s| planned.contains(s))
                     .collect();
                 if !remove.is_empty() {
-                    ledger
-                        .assign_licenses(
-                            &caller,
-                            spec.source_tenant_id,
-                            user.id,
-                            vec![],
-                            remove.clone(),
-                            now,
-                        )
-                        .await
-                        .map_err(text)?;
+                    source
+                        .change_licences(&effect, &user, vec![], remove.clone())
+                        .await?;
                 }
                 Ok(json!({"sourceUpn": source_upn, "removed": remove.len()}))
             }
-            Step::SourceLicences { action } => Ok(self
-                .source_action(&ledger, &caller, &moved, action, now)
-                .await?),
+            Step::SourceLicences { action } => {
+                let (source, _) = self.mover.ports(spec).await?;
+                source
+                    .change_subscription(&effect, action)
+                    .await
+                    .map_err(EngineError::from)
+            }
+            Step::AwaitTargetSeats { .. } | Step::AwaitSourceChange { .. } => {
+                let (source, target) = self.mover.ports(spec).await?;
+                crate::admin::check(&step, record, source.as_ref(), target.as_ref())
+                    .await
+                    .map_err(EngineError::from)
+            }
             Step::Report => {
                 let report = report::build(store.as_ref(), moved.id)
                     .await
@@ -611,86 +581,6 @@ impl Runner {
         }
         outcome
     }
-
-    async fn source_action(
-        &self,
-        ledger: &Ledger,
-        caller: &Caller,
-        moved: &MoveRecord,
-        action: &SourceAction,
-        now: Timestamp,
-    ) -> Result<Value, String> {
-        let store = &self.mover.store;
-        let tenant = moved.spec.source_tenant_id;
-        match action {
-            SourceAction::Cancel {
-                subscription_id, ..
-            } => {
-                let sub = store
-                    .get_subscription(tenant, *subscription_id)
-                    .await
-                    .map_err(text)?;
-                if sub.status != SubscriptionStatus::Active || !sub.auto_renew {
-                    return Ok(
-                        json!({"subscriptionId": sub.id, "already": true, "status": sub.status.as_str()}),
-                    );
-                }
-                let (sub, outcome) = ledger
-                    .change_subscription(
-                        caller,
-                        tenant,
-                        *subscription_id,
-                        None,
-                        SubscriptionChange::Cancel,
-                        now,
-                    )
-                    .await
-                    .map_err(text)?;
-                let outcome = match outcome {
-                    ChangeOutcome::Cancelled(c) => serde_json::to_value(c).unwrap_or_default(),
-                    _ => Value::Null,
-                };
-                Ok(
-                    json!({"subscriptionId": sub.id, "status": sub.status.as_str(), "outcome": outcome}),
-                )
-            }
-            SourceAction::Reduce {
-                subscription_id,
-                to,
-                ..
-            } => {
-                let sub = store
-                    .get_subscription(tenant, *subscription_id)
-                    .await
-                    .map_err(text)?;
-                if sub.quantity <= *to || sub.scheduled_quantity == Some(*to) {
-                    return Ok(
-                        json!({"subscriptionId": sub.id, "already": true, "quantity": sub.quantity}),
-                    );
-                }
-                let (sub, _) = ledger
-                    .change_subscription(
-                        caller,
-                        tenant,
-                        *subscription_id,
-                        None,
-                        SubscriptionChange::SetQuantity(*to),
-                        now,
-                    )
-                    .await
-                    .map_err(text)?;
-                Ok(
-                    json!({"subscriptionId": sub.id, "quantity": sub.quantity, "scheduledQuantity": sub.scheduled_quantity}),
-                )
-            }
-            SourceAction::VolumeLicensing {
-                subscription_id, ..
-            } => Ok(json!({
-                "subscriptionId": subscription_id,
-                "action": "volume licensing: change or end this agreement in the Volume Licensing Service Center"
-            })),
-        }
-    }
 }
 
 /// Stops a task (the lease keeper, the step itself) however its owner ends, unwinding and
@@ -716,26 +606,6 @@ fn planned_user<'a>(plan: &'a Plan, target_upn: &str) -> Result<&'a MovedUser, S
         .iter()
         .find(|u| u.target_upn.eq_ignore_ascii_case(target_upn))
         .ok_or_else(|| format!("{target_upn} is not in the plan"))
-}
-
-async fn find_user(runner: &Runner, tenant: TenantId, upn: &str) -> Result<User, String> {
-    let page = runner
-        .mover
-        .store
-        .list_users(
-            tenant,
-            Some(upn.to_string()),
-            PageRequest {
-                top: 50,
-                after: None,
-            },
-        )
-        .await
-        .map_err(text)?;
-    page.items
-        .into_iter()
-        .find(|u| u.user_principal_name.eq_ignore_ascii_case(upn))
-        .ok_or_else(|| format!("{upn} not found"))
 }
 
 /// A file name derived from a UPN, without path separators.

@@ -58,6 +58,8 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
         source_mail: None,
         target_mail: None,
         libraries: vec![],
+        source_graph: None,
+        target_graph: None,
     };
     let id = ledger.create_move(spec, "op".into(), NOW).await.unwrap().id;
     let step = vec![NewStep {

@@ -96,6 +96,12 @@ pub struct MoveSpec {
     pub source_mail: Option<MailServer>,
     pub target_mail: Option<MailServer>,
     pub libraries: Vec<LibraryMapping>,
+    /// The connection profile (kind `graph`) the source is reached through; `None`: the
+    /// source tenant lives in this server's ledger. Absent from older specs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_graph: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_graph: Option<String>,
 }
 
 /// Whether the authority of `url` (after `scheme://`) carries a user or password.
@@ -106,6 +112,18 @@ fn userinfo(url: &str) -> Option<&str> {
 }
 
 impl MoveSpec {
+    /// The tenants kept in this server's ledger (those not reached through Graph).
+    pub fn local_tenants(&self) -> Vec<TenantId> {
+        let mut out = Vec::new();
+        if self.source_graph.is_none() {
+            out.push(self.source_tenant_id);
+        }
+        if self.target_graph.is_none() {
+            out.push(self.target_tenant_id);
+        }
+        out
+    }
+
     /// Checks what can be checked before anything is stored. Credentials belong in connection
     /// profiles: a URL carrying them is refused without repeating it (it would show in the
     /// move, its report and logs).
@@ -176,6 +194,8 @@ mod tests {
             source_mail: None,
             target_mail: None,
             libraries: vec![],
+            source_graph: None,
+            target_graph: None,
         }
     }
 

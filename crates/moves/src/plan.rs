@@ -208,6 +208,26 @@ pub enum Step {
     SourceLicences {
         action: SourceAction,
     },
+    /// Seats cannot be bought through Microsoft Graph: an administrator buys them (Partner
+    /// Center, the Microsoft 365 admin center). The run waits here, polling the target's
+    /// subscribedSkus, until `prepaidUnits.enabled` reaches `enabled_at_least` or an operator
+    /// confirms.
+    AwaitTargetSeats {
+        /// The target's directory (tenant) id.
+        tenant_id: TenantId,
+        sku_id: SkuId,
+        sku_part_number: String,
+        seats_to_buy: u32,
+        enabled_at_least: u32,
+    },
+    /// A source subscription cannot be cancelled or reduced through Microsoft Graph: an
+    /// administrator makes `action`, before `refund_deadlines` (the end of each seat batch's
+    /// 7-day refund window still ahead) for a refund. The run waits until an operator confirms.
+    AwaitSourceChange {
+        tenant_id: TenantId,
+        action: SourceAction,
+        refund_deadlines: Vec<Timestamp>,
+    },
     Report,
 }
 
@@ -242,10 +262,34 @@ impl Step {
                     subscription_id, ..
                 } => format!("source-volume:{subscription_id}"),
             },
+            Step::AwaitTargetSeats { sku_id, .. } => format!("await-seats:{sku_id}"),
+            Step::AwaitSourceChange { action, .. } => {
+                format!("await-source:{}", action.subscription_id())
+            }
             Step::Report => "report".into(),
         }
     }
 }
+
+impl SourceAction {
+    pub fn subscription_id(&self) -> SubscriptionId {
+        match self {
+            SourceAction::Cancel {
+                subscription_id, ..
+            }
+            | SourceAction::Reduce {
+                subscription_id, ..
+            }
+            | SourceAction::VolumeLicensing {
+                subscription_id, ..
+            } => *subscription_id,
+        }
+    }
+}
+
+/// Within this many days of a seat batch's purchase, removing it is refunded (Microsoft's
+/// cancellation policy for annual subscriptions, as the ledger applies it).
+pub const REFUND_WINDOW_DAYS: i64 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -260,6 +304,58 @@ pub struct Plan {
     pub costs: Vec<CostLine>,
     pub findings: Vec<Finding>,
     pub steps: Vec<Step>,
+    /// What Microsoft's own cross-tenant migration would need for the same users, beside what
+    /// tenantry's engines need (nothing). Absent from plans stored before it existed.
+    #[serde(default)]
+    pub microsoft_migration: Option<MicrosoftMigrationCost>,
+}
+
+/// Microsoft's cross-tenant mailbox and OneDrive migration needs one Cross Tenant User Data
+/// Migration licence per migrated user (a one-time fee, assigned in the source or the target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftMigrationCost {
+    pub sku_id: SkuId,
+    pub sku_part_number: String,
+    pub service_plans: Vec<String>,
+    /// Per moved user: (source UPN, Microsoft's licences needed, tenantry's licences needed).
+    pub users: Vec<MigrationLicences>,
+    pub total_licences: u32,
+    /// Licences tenantry's engines need for the same move: none.
+    pub tenantry_licences: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationLicences {
+    pub source_upn: String,
+    pub microsoft_licences: u32,
+    pub tenantry_licences: u32,
+}
+
+fn microsoft_migration(users: &[MovedUser]) -> MicrosoftMigrationCost {
+    use tenantry_ledger::catalog::{
+        CROSS_TENANT_MIGRATION_PART, CROSS_TENANT_MIGRATION_PLANS, CROSS_TENANT_MIGRATION_SKU,
+    };
+    let users: Vec<MigrationLicences> = users
+        .iter()
+        .map(|u| MigrationLicences {
+            source_upn: u.source_upn.clone(),
+            microsoft_licences: 1,
+            tenantry_licences: 0,
+        })
+        .collect();
+    MicrosoftMigrationCost {
+        sku_id: SkuId(uuid::Uuid::parse_str(CROSS_TENANT_MIGRATION_SKU).unwrap_or_default()),
+        sku_part_number: CROSS_TENANT_MIGRATION_PART.to_string(),
+        service_plans: CROSS_TENANT_MIGRATION_PLANS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        total_licences: users.iter().map(|u| u.microsoft_licences).sum(),
+        tenantry_licences: 0,
+        users,
+    }
 }
 
 impl Plan {
@@ -764,7 +860,25 @@ pub fn plan(input: &PlanInput) -> Plan {
 
     let mut steps = Vec::new();
     for line in &licences {
-        if line.purchase != TargetPurchase::None {
+        if line.purchase == TargetPurchase::None {
+            continue;
+        }
+        if input.spec.target_graph.is_some() {
+            let enabled_now: u32 = input
+                .target
+                .subscriptions
+                .iter()
+                .filter(|s| s.sku_id == line.sku_id && s.status == SubscriptionStatus::Active)
+                .map(|s| s.quantity)
+                .sum();
+            steps.push(Step::AwaitTargetSeats {
+                tenant_id: input.target.tenant_id,
+                sku_id: line.sku_id,
+                sku_part_number: line.sku_part_number.clone(),
+                seats_to_buy: line.seats_to_buy,
+                enabled_at_least: enabled_now + line.seats_to_buy,
+            });
+        } else {
             steps.push(Step::BuyTargetLicences {
                 sku_id: line.sku_id,
                 sku_part_number: line.sku_part_number.clone(),
@@ -808,14 +922,34 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
     }
     for action in &source_actions {
-        steps.push(Step::SourceLicences {
-            action: action.clone(),
-        });
+        let through_graph = input.spec.source_graph.is_some()
+            && !matches!(action, SourceAction::VolumeLicensing { .. });
+        if through_graph {
+            let refund_deadlines = input
+                .source
+                .subscriptions
+                .iter()
+                .filter(|s| s.id == action.subscription_id())
+                .flat_map(|s| &s.seat_batches)
+                .map(|b| b.added_at.plus_days(REFUND_WINDOW_DAYS))
+                .filter(|end| *end > input.now)
+                .collect();
+            steps.push(Step::AwaitSourceChange {
+                tenant_id: input.source.tenant_id,
+                action: action.clone(),
+                refund_deadlines,
+            });
+        } else {
+            steps.push(Step::SourceLicences {
+                action: action.clone(),
+            });
+        }
     }
     steps.push(Step::Report);
     findings
         .sort_by(|a, b| (a.severity, &a.code, &a.subject).cmp(&(b.severity, &b.code, &b.subject)));
 
+    let microsoft_migration = Some(microsoft_migration(&users));
     Plan {
         fingerprint: fingerprint(input),
         computed_at: input.now,
@@ -826,5 +960,6 @@ pub fn plan(input: &PlanInput) -> Plan {
         costs,
         findings,
         steps,
+        microsoft_migration,
     }
 }

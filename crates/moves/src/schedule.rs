@@ -77,6 +77,7 @@ impl Plan {
             let key = step.key();
             let after: Vec<String> = match step {
                 Step::BuyTargetLicences { .. }
+                | Step::AwaitTargetSeats { .. }
                 | Step::CreateTargetUser { .. }
                 | Step::MigrateLibrary { .. } => vec![],
                 Step::AssignTargetLicences { target_upn } => {
@@ -90,6 +91,11 @@ impl Plan {
                     present(format!("create-user:{upn}"))
                         .into_iter()
                         .chain(skus.iter().filter_map(|s| present(format!("buy:{s}"))))
+                        // Through Graph the seats are bought by an administrator.
+                        .chain(
+                            skus.iter()
+                                .filter_map(|s| present(format!("await-seats:{s}"))),
+                        )
                         .collect()
                 }
                 // A mailbox exists once its user is licensed (or at least created).
@@ -105,8 +111,9 @@ impl Plan {
                 Step::UnassignSourceLicences { .. } => {
                     present("verify".into()).into_iter().collect()
                 }
-                // The source changes after verification and after its movers gave their seats back.
-                Step::SourceLicences { .. } => self
+                // The source changes after verification and after its movers gave their seats back
+                // (through Graph by an administrator, the same way).
+                Step::SourceLicences { .. } | Step::AwaitSourceChange { .. } => self
                     .steps
                     .iter()
                     .filter(|s| matches!(s, Step::Verify | Step::UnassignSourceLicences { .. }))

@@ -121,6 +121,8 @@ fn world(path: MovePath) -> World {
         source_mail: None,
         target_mail: None,
         libraries: vec![],
+        source_graph: None,
+        target_graph: None,
     };
     World {
         source,
@@ -499,4 +501,96 @@ fn steps_wait_only_for_what_they_need_so_mailboxes_and_libraries_run_at_once() {
     );
     assert_eq!(of("library:0").servers, ["webdavs://files.fabrikam.com"]);
     assert!(of("library:1").servers.is_empty() && of("report").servers.is_empty());
+}
+
+#[test]
+fn through_graph_buying_and_reducing_become_steps_an_administrator_completes() {
+    let mut w = world(MovePath::KeepSource);
+    // A batch bought 3 days ago: its refund window ends in 4 days.
+    w.source.subscriptions[0] = sub(w.source.tenant_id, "ENTERPRISEPACK", 10, 3, Channel::Direct);
+    w.spec.target_graph = Some("target-graph".into());
+    w.spec.source_graph = Some("source-graph".into());
+    let p = run(&w, &BTreeSet::new());
+    assert!(p.is_runnable(), "{:?}", p.findings);
+    // The target has 2 seats, 1 used: 3 movers need 2 more, named exactly.
+    let awaited: Vec<_> = p
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::AwaitTargetSeats {
+                tenant_id,
+                sku_id,
+                sku_part_number,
+                seats_to_buy,
+                enabled_at_least,
+            } => Some((
+                *tenant_id,
+                *sku_id,
+                sku_part_number.clone(),
+                *seats_to_buy,
+                *enabled_at_least,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        awaited,
+        vec![(
+            w.target.tenant_id,
+            sku("ENTERPRISEPACK"),
+            "ENTERPRISEPACK".to_string(),
+            2,
+            4
+        )]
+    );
+    assert!(!p
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::BuyTargetLicences { .. })));
+    // The source's reduction waits for an administrator, with the end of the refund window.
+    let source: Vec<_> = p
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::AwaitSourceChange {
+                action: SourceAction::Reduce { from, to, .. },
+                refund_deadlines,
+                ..
+            } => Some((*from, *to, refund_deadlines.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(source, vec![(10, 1, vec![NOW.plus_days(4)])]);
+    // Volume licensing stays information only (nothing to wait for).
+    assert!(p.steps.iter().any(|s| matches!(
+        s,
+        Step::SourceLicences {
+            action: SourceAction::VolumeLicensing { .. }
+        }
+    )));
+    let keys: BTreeSet<_> = p.steps.iter().map(|s| s.key()).collect();
+    assert_eq!(keys.len(), p.steps.len(), "step keys are unique");
+}
+
+#[test]
+fn the_plan_states_what_microsofts_own_migration_would_cost() {
+    let w = world(MovePath::RetireSource);
+    let p = run(&w, &BTreeSet::new());
+    let m = p.microsoft_migration.expect("stated in every plan");
+    assert_eq!(m.sku_id.to_string(), "946ce899-873d-44bb-9d8b-671870cbfdbf");
+    assert_eq!(
+        m.service_plans,
+        vec!["EXCHANGEONLINE_T2TMBXMOVE", "SHAREPOINTONLINE_T2TODMOVE"]
+    );
+    assert_eq!(m.users.len(), 3);
+    assert!(m
+        .users
+        .iter()
+        .all(|u| u.microsoft_licences == 1 && u.tenantry_licences == 0));
+    assert_eq!((m.total_licences, m.tenantry_licences), (3, 0));
+    // A plan stored before the field existed is still readable.
+    let mut old = serde_json::to_value(run(&w, &BTreeSet::new())).unwrap();
+    old.as_object_mut().unwrap().remove("microsoftMigration");
+    let back: tenantry_moves::plan::Plan = serde_json::from_value(old).unwrap();
+    assert!(back.microsoft_migration.is_none());
 }

@@ -130,6 +130,9 @@ pub enum ProfileKind {
     Imap,
     /// A WebDAV server holding document libraries.
     Webdav,
+    /// An app registration in a tenant reached through Microsoft Graph (client credentials);
+    /// the user name is the client id, the sealed secret the whole profile.
+    Graph,
 }
 
 impl ProfileKind {
@@ -137,10 +140,11 @@ impl ProfileKind {
         match self {
             ProfileKind::Imap => "imap",
             ProfileKind::Webdav => "webdav",
+            ProfileKind::Graph => "graph",
         }
     }
     pub fn parse(s: &str) -> Option<ProfileKind> {
-        [ProfileKind::Imap, ProfileKind::Webdav]
+        [ProfileKind::Imap, ProfileKind::Webdav, ProfileKind::Graph]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

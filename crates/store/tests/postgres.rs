@@ -50,7 +50,7 @@ async fn processes_opening_a_new_database_at_once_migrate_it_once() {
         .collect();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 7],
+        [1, 2, 3, 4, 5, 6, 7],
         "each migration is recorded once"
     );
     // Migrations go by number, not position: one the database lacks is applied even when a
@@ -72,7 +72,7 @@ async fn processes_opening_a_new_database_at_once_migrate_it_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
     let count: i64 = client
         .query_one("SELECT COUNT(*) FROM applications", &[])
         .await
@@ -86,9 +86,71 @@ async fn processes_opening_a_new_database_at_once_migrate_it_once() {
         .unwrap();
     let refused = PgStore::open(&db.url).await.err().expect("refused");
     assert!(
-        refused.to_string().contains("version 999") && refused.to_string().contains("upgrade"),
+        refused.to_string().contains("upgrade tenantry"),
         "{refused}"
     );
+}
+
+/// Version 6 on a database written before it (the references put back, the version
+/// forgotten): the move and its steps stay, `move_steps` still references `moves`, and a move
+/// whose tenant is not kept here can be stored afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_6_keeps_moves_and_lifts_their_tenant_references() {
+    let Some(db) = database() else { return };
+    drop(PgStore::open(&db.url).await.unwrap());
+    let client = raw(&db.url).await;
+    client
+        .batch_execute(
+            "DELETE FROM tenantry_schema WHERE version = 6;
+             ALTER TABLE moves ADD CONSTRAINT moves_source_tenant_id_fkey
+                 FOREIGN KEY (source_tenant_id) REFERENCES tenants(id);
+             ALTER TABLE moves ADD CONSTRAINT moves_target_tenant_id_fkey
+                 FOREIGN KEY (target_tenant_id) REFERENCES tenants(id);
+             INSERT INTO tenants (id, display_name, default_domain, created_at)
+                 VALUES ('src', 'Contoso', 'contoso.onmicrosoft.com', 1),
+                        ('tgt', 'Fabrikam', 'fabrikam.onmicrosoft.com', 1);
+             INSERT INTO moves (id, source_tenant_id, target_tenant_id, spec, state, created_at, updated_at)
+                 VALUES ('m1', 'src', 'tgt', '{}', 'Running', 10, 20);
+             INSERT INTO move_steps (move_id, seq, key, step, state, attempts, updated_at)
+                 VALUES ('m1', 0, 'seats', '{}', 'Done', 1, 20), ('m1', 1, 'users', '{}', 'Pending', 0, 20);",
+        )
+        .await
+        .unwrap();
+    let elsewhere = "INSERT INTO moves (id, source_tenant_id, target_tenant_id, spec, state, created_at, updated_at)
+                     VALUES ('m2', 'graph-src', 'tgt', '{}', 'Draft', 30, 30)";
+    assert!(client.execute(elsewhere, &[]).await.is_err(), "before 6");
+
+    drop(PgStore::open(&db.url).await.unwrap());
+
+    client
+        .execute(elsewhere, &[])
+        .await
+        .expect("after 6: a move's tenant may live elsewhere");
+    let steps: Vec<(String, String)> = client
+        .query(
+            "SELECT s.key, m.state FROM move_steps s JOIN moves m ON m.id = s.move_id ORDER BY s.seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("seats".to_string(), "Running".to_string()),
+            ("users".to_string(), "Running".to_string())
+        ]
+    );
+    let orphan = client
+        .execute(
+            "INSERT INTO move_steps (move_id, seq, key, step, state, updated_at)
+             VALUES ('no-such-move', 0, 'k', '{}', 'Pending', 1)",
+            &[],
+        )
+        .await;
+    assert!(orphan.is_err(), "move_steps still references moves");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,19 +9,38 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ProfileCmd {
     /// Store credentials (the password is read from a file, never from the command line).
     Create {
         #[arg(long)]
         name: String,
-        /// imap or webdav.
+        /// imap, webdav or graph.
         #[arg(long)]
         kind: String,
+        /// imap and webdav: the login.
+        #[arg(long, required_unless_present = "tenant_id")]
+        username: Option<String>,
+        /// imap and webdav: a file holding the password.
+        #[arg(long, required_unless_present = "tenant_id")]
+        password_file: Option<PathBuf>,
+        /// graph: the directory (tenant) id.
+        #[arg(long, requires_all = ["client_id", "client_secret_file"])]
+        tenant_id: Option<String>,
+        /// graph: the app registration's application (client) id.
         #[arg(long)]
-        username: String,
+        client_id: Option<String>,
+        /// graph: a file holding the client secret.
         #[arg(long)]
-        password_file: PathBuf,
+        client_secret_file: Option<PathBuf>,
+        /// graph: the token authority (default https://login.microsoftonline.com).
+        #[arg(long)]
+        authority: Option<String>,
+        /// graph: where Graph is (default https://graph.microsoft.com).
+        #[arg(long)]
+        graph_url: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -37,10 +56,24 @@ pub enum ProfileCmd {
 pub enum MoveCmd {
     /// Describe a move: tenants, path, users, mail servers, libraries.
     Create {
+        /// The source tenant, kept by this server.
+        #[arg(
+            long,
+            required_unless_present = "source_graph",
+            conflicts_with = "source_graph"
+        )]
+        source: Option<String>,
+        #[arg(
+            long,
+            required_unless_present = "target_graph",
+            conflicts_with = "target_graph"
+        )]
+        target: Option<String>,
+        /// The source tenant reached through Microsoft Graph: a profile of kind graph.
         #[arg(long)]
-        source: String,
+        source_graph: Option<String>,
         #[arg(long)]
-        target: String,
+        target_graph: Option<String>,
         /// retire-source (cancel the source's subscriptions) or keep-source (reduce them).
         #[arg(long)]
         path: String,
@@ -95,6 +128,15 @@ pub enum MoveCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Record that an administrator did what a waiting step asks (bought the seats, changed
+    /// the source subscription): the step finishes with who confirmed it.
+    Confirm {
+        id: String,
+        /// The step's key, as `move status` shows it.
+        step: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     Pause {
         id: String,
         #[command(flatten)]
@@ -122,15 +164,31 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
             kind,
             username,
             password_file,
+            tenant_id,
+            client_id,
+            client_secret_file,
+            authority,
+            graph_url,
             remote,
         } => {
-            let password = std::fs::read_to_string(&password_file)
-                .with_context(|| format!("cannot read {}", password_file.display()))?;
+            let read = |file: &PathBuf| {
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))
+                    .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+            };
+            let body = match (&tenant_id, &password_file) {
+                (Some(tenant), _) => {
+                    let secret = read(client_secret_file.as_ref().context("--client-secret-file is required")?)?;
+                    json!({"name": name, "kind": kind, "tenantId": tenant, "clientId": client_id,
+                        "clientSecret": secret, "authority": authority, "graphUrl": graph_url})
+                }
+                (None, Some(file)) => {
+                    json!({"name": name, "kind": kind, "username": username, "password": read(file)?})
+                }
+                (None, None) => bail!("give --username and --password-file, or for a graph profile --tenant-id, --client-id and --client-secret-file"),
+            };
             let p = client(&remote)?
-                .post(
-                    "/v1/connectionProfiles",
-                    json!({"name": name, "kind": kind, "username": username, "password": password.trim_end_matches(['\r', '\n'])}),
-                )
+                .post("/v1/connectionProfiles", body)
                 .await?;
             output(
                 &remote,
@@ -270,6 +328,8 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
         MoveCmd::Create {
             source,
             target,
+            source_graph,
+            target_graph,
             path,
             users,
             domain_rewrite,
@@ -325,6 +385,7 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
             };
             let body = json!({
                 "sourceTenantId": source, "targetTenantId": target, "path": path, "usersCsv": users_csv,
+                "sourceGraph": source_graph, "targetGraph": target_graph,
                 "domainRewrite": rewrite, "allowPurchase": !no_purchase,
                 "sourceMail": mail(source_mail, source_mail_profile), "targetMail": mail(target_mail, target_mail_profile),
                 "libraries": libs,
@@ -397,6 +458,19 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
             if remote.json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
+                // What an administrator must do comes first: the run waits for it.
+                for w in m["waitingForAdministrator"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    println!(
+                        "WAITING FOR AN ADMINISTRATOR: {}\n  then, unless the run sees it by itself: tenantry move confirm {} {}",
+                        s(&w["action"], "message"),
+                        s(&m, "id"),
+                        s(w, "key")
+                    );
+                }
                 println!(
                     "{} {}: {}/{} steps done",
                     s(&m, "id"),
@@ -414,6 +488,23 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+        }
+        MoveCmd::Confirm { id, step, remote } => {
+            let c = client(&remote)?
+                .post(
+                    &format!(
+                        "/v1/moves/{id}/steps/{}/confirm",
+                        tenantry_api::routes::urlencode(&step)
+                    ),
+                    json!({}),
+                )
+                .await?;
+            output(
+                &remote,
+                &c,
+                &["STEP", "CONFIRMED BY"],
+                &["key", "confirmedBy"],
+            );
         }
         MoveCmd::Pause { id, remote } => {
             let m = client(&remote)?

@@ -9,68 +9,14 @@ mod support;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use support::mail::{assert_mailboxes_identical, dovecot, seed_mail};
 use support::*;
 use tenantry_testkit::apache::Apache;
-use tenantry_testkit::dovecot as mail;
 use tenantry_testkit::faults::{kind, record};
 use tenantry_testkit::tree::{fingerprint, sample_tree};
 use tenantry_testkit::{PASSWORD as DAV_PASSWORD, USER as DAV_USER};
 
 const USERS: [&str; 5] = ["adele", "bob", "cara", "dan", "eve"];
-
-fn dovecot(
-    domain: &'static str,
-    master: (&'static str, &'static str),
-    target: bool,
-) -> mail::Dovecot {
-    let users: Vec<(&'static str, &'static str)> = USERS
-        .iter()
-        .map(|u| {
-            (
-                &*Box::leak(format!("{u}@{domain}").into_boxed_str()),
-                "userpw",
-            )
-        })
-        .collect();
-    let base = if target {
-        mail::Config::target()
-    } else {
-        mail::Config::source()
-    };
-    mail::Dovecot::start(mail::Config {
-        users,
-        master: Some(master),
-        ..base
-    })
-}
-
-async fn seed_mail(server: &mail::Dovecot) -> usize {
-    let mut total = 0;
-    for (i, u) in USERS.iter().enumerate() {
-        let mut s = server.session(&format!("{u}@fabrikam.com"), "userpw").await;
-        for n in 0..(30 + i * 5) {
-            let body = mail::message(
-                &format!("{u} message {n}"),
-                "",
-                40_000 + n * 3_000,
-                n % 7 != 0,
-            );
-            let (folder, flags) = if n % 4 == 0 {
-                ("Sent", "\\Seen")
-            } else {
-                ("INBOX", if n % 3 == 0 { "\\Flagged $Work" } else { "" })
-            };
-            mail::append(&mut s, folder, flags, "05-Mar-2021 10:00:00 +0100", &body).await;
-            total += 1;
-        }
-        // An exact duplicate and a message without Message-ID.
-        let dup = mail::message(&format!("{u} duplicate"), "", 2_000, true);
-        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
-        mail::append(&mut s, "INBOX", "", "06-Mar-2021 10:00:00 +0100", &dup).await;
-        total += 2;
-    }
-    total
-}
 
 async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -136,9 +82,9 @@ async fn keep_source_survives_kill_9_and_ends_exact() {
 }
 
 async fn whole_move(path: &str) {
-    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
-    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
-    let messages = seed_mail(&source_mail).await;
+    let source_mail = dovecot(&USERS, "fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot(&USERS, "contoso.com", ("admin", "adminpw"), true);
+    let messages = seed_mail(&source_mail, &USERS, "fabrikam.com").await;
     let source_dav = Apache::start();
     let target_dav = Apache::start();
     sample_tree(&source_dav.root());
@@ -232,21 +178,13 @@ async fn whole_move(path: &str) {
     );
 
     // Mail: every mailbox identical (bodies, flags, dates, counts per folder: duplicates kept once each).
-    let mut copied = 0;
-    for u in USERS {
-        let src = source_mail.endpoint(&format!("{u}@fabrikam.com"), "userpw");
-        let mut tgt = target_mail.endpoint(&format!("{u}@contoso.com"), "userpw");
-        tgt.side = tenantry_mail::session::Side::Target;
-        let report = tenantry_mail::verify::verify_mailbox(
-            &src,
-            &tgt,
-            &tenantry_mail::sync::Options::default(),
-        )
-        .await
-        .unwrap();
-        assert!(report.ok(), "{u}: {:?}", report.differences);
-        copied += report.folders.iter().map(|f| f.target_count).sum::<usize>();
-    }
+    let copied = assert_mailboxes_identical(
+        &source_mail,
+        &target_mail,
+        &USERS,
+        ("fabrikam.com", "contoso.com"),
+    )
+    .await;
     assert_eq!(copied, messages, "every message once, none twice");
     // Files: the same tree, byte for byte.
     let (a, b) = (
@@ -302,9 +240,9 @@ async fn whole_move(path: &str) {
 /// would only risk locking the account), telling the operator to fix the connection profile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_admin_login_fails_the_step_after_one_attempt() {
-    let source_mail = dovecot("fabrikam.com", ("srcadmin", "srcadminpw"), false);
-    let target_mail = dovecot("contoso.com", ("admin", "adminpw"), true);
-    seed_mail(&source_mail).await;
+    let source_mail = dovecot(&USERS, "fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let target_mail = dovecot(&USERS, "contoso.com", ("admin", "adminpw"), true);
+    seed_mail(&source_mail, &USERS, "fabrikam.com").await;
     let s = Server::start();
     let (source, target) = tenants_and_profiles(&s).await;
     let (status, m) = s

@@ -348,6 +348,8 @@ fn spec_of(form: &FormData) -> Result<MoveSpec, FormError> {
         source_mail: mail_server(form, "source")?,
         target_mail: mail_server(form, "target")?,
         libraries,
+        source_graph: None,
+        target_graph: None,
     })
 }
 
@@ -577,6 +579,31 @@ pub fn step_text(step: &Step) -> String {
             let row = source_action_row(action);
             format!("Source licences {}: {}", row.part, row.text)
         }
+        Step::AwaitTargetSeats {
+            tenant_id,
+            sku_id,
+            sku_part_number,
+            seats_to_buy,
+            enabled_at_least,
+        } => format!(
+            "An administrator buys {seats_to_buy} {sku_part_number} seat(s) (skuId {sku_id}) in tenant {tenant_id}; the run waits until {enabled_at_least} are enabled, or an operator confirms"
+        ),
+        Step::AwaitSourceChange {
+            tenant_id,
+            action,
+            refund_deadlines,
+        } => {
+            let row = source_action_row(action);
+            let deadline = refund_deadlines
+                .iter()
+                .min()
+                .map(|d| format!(" (refunded if done before {})", date_time(*d)))
+                .unwrap_or_default();
+            format!(
+                "An administrator changes tenant {tenant_id}'s {} subscription {}: {}{deadline}; the run waits until Graph shows the change, or an operator confirms",
+                row.part, row.subscription, row.text
+            )
+        }
         Step::Report => "Write the report".into(),
     }
 }
@@ -672,6 +699,17 @@ fn progress_view(record: &MoveRecord, steps: &[StepRecord]) -> ProgressView {
         current_state: current.as_ref().map_or("", |c| c.1),
         current_attempts: current.as_ref().map_or(0, |c| c.2),
         current_error: current.and_then(|c| c.3),
+        waiting: steps
+            .iter()
+            .filter(|s| s.state != StepState::Done)
+            .filter_map(|s| {
+                let w = s.result.as_ref()?.get(tenantry_app::waiting::WAITING)?;
+                Some((
+                    s.key.clone(),
+                    w["message"].as_str().unwrap_or("").to_string(),
+                ))
+            })
+            .collect(),
     }
 }
 

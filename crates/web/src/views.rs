@@ -560,6 +560,8 @@ pub struct ProgressView {
     pub current_state: &'static str,
     pub current_attempts: u32,
     pub current_error: Option<String>,
+    /// What an administrator must do before the run goes on (Graph tenants): (step key, text).
+    pub waiting: Vec<(String, String)>,
 }
 
 #[derive(Template)]

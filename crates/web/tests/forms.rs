@@ -395,6 +395,8 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         source_mail: None,
         target_mail: None,
         libraries: vec![],
+        source_graph: None,
+        target_graph: None,
     };
     let m = tenantry_app::Ledger::new(store.clone())
         .create_move(spec, "test".into(), now)

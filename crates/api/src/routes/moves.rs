@@ -14,9 +14,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tenantry_ledger::TenantId;
+use tenantry_ledger::{LedgerError, TenantId};
 use tenantry_mover::control::{blocker_lines, Start, CANCEL_FROM, PAUSE_FROM};
 use tenantry_mover::gather::Mover;
+use tenantry_mover::graph_profile::GraphProfile;
 use tenantry_moves::model::{
     parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec, UserMapping,
 };
@@ -38,11 +39,24 @@ fn mover(app: &AppState) -> ApiResult<&Arc<Mover>> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProfile {
     pub name: String,
-    /// `imap` or `webdav`.
+    /// `imap`, `webdav` or `graph`.
     pub kind: String,
+    /// imap and webdav: the login.
+    #[serde(default)]
     pub username: String,
-    /// Stored encrypted; never returned.
+    /// imap and webdav. Stored encrypted; never returned.
+    #[serde(default)]
     pub password: String,
+    /// graph: the directory (tenant) id.
+    pub tenant_id: Option<String>,
+    /// graph: the app registration's application (client) id.
+    pub client_id: Option<String>,
+    /// graph. Stored encrypted; never returned.
+    pub client_secret: Option<String>,
+    /// graph: default `https://login.microsoftonline.com`.
+    pub authority: Option<String>,
+    /// graph: default `https://graph.microsoft.com`.
+    pub graph_url: Option<String>,
 }
 
 fn profile_json(p: &tenantry_store::moves::ProfileRecord) -> Value {
@@ -57,15 +71,28 @@ pub async fn create_profile(
     _auth: Operator,
     ApiJson(body): ApiJson<CreateProfile>,
 ) -> ApiResult<Response> {
-    let profile = mover(&app)?
-        .create_profile(
-            &body.name,
-            &body.kind,
-            &body.username,
-            &body.password,
-            app.clock.now(),
-        )
-        .await?;
+    let profile = if body.kind == "graph" {
+        let graph = GraphProfile::new(
+            body.tenant_id.as_deref().unwrap_or(""),
+            body.client_id.as_deref().unwrap_or(""),
+            body.client_secret.as_deref().unwrap_or(""),
+            body.authority.as_deref(),
+            body.graph_url.as_deref(),
+        )?;
+        mover(&app)?
+            .create_graph_profile(&body.name, &graph, app.clock.now())
+            .await?
+    } else {
+        mover(&app)?
+            .create_profile(
+                &body.name,
+                &body.kind,
+                &body.username,
+                &body.password,
+                app.clock.now(),
+            )
+            .await?
+    };
     Ok((StatusCode::CREATED, Json(profile_json(&profile))).into_response())
 }
 
@@ -105,8 +132,13 @@ pub async fn list_profiles(State(app): State<AppState>, _auth: Operator) -> ApiR
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateMove {
-    pub source_tenant_id: Uuid,
-    pub target_tenant_id: Uuid,
+    /// Required unless `sourceGraph` names the source's profile.
+    pub source_tenant_id: Option<Uuid>,
+    pub target_tenant_id: Option<Uuid>,
+    /// A connection profile of kind `graph`: the source is reached through Microsoft Graph
+    /// (its tenant id is the profile's).
+    pub source_graph: Option<String>,
+    pub target_graph: Option<String>,
     /// `retire-source` or `keep-source`.
     #[schema(value_type = String)]
     pub path: MovePath,
@@ -165,7 +197,42 @@ async fn move_json(app: &AppState, record: &MoveRecord) -> ApiResult<Value> {
                 }))
                 .collect::<Vec<_>>(),
         },
+        // Steps only an administrator can complete (Graph tenants): shown first by every client.
+        "waitingForAdministrator": steps
+            .iter()
+            .filter(|s| s.state != tenantry_store::moves::StepState::Done)
+            .filter_map(|s| {
+                let waiting = s.result.as_ref()?.get(tenantry_app::waiting::WAITING)?;
+                Some(json!({"key": s.key, "action": waiting}))
+            })
+            .collect::<Vec<_>>(),
     }))
+}
+
+/// The tenant of one side: given by id, or the tenant of its `graph` profile (not both).
+async fn side_tenant(
+    app: &AppState,
+    side: &str,
+    id: Option<Uuid>,
+    graph: &Option<String>,
+) -> ApiResult<TenantId> {
+    match (id, graph) {
+        (Some(id), None) => Ok(TenantId(id)),
+        (None, Some(profile)) => {
+            let (_, profile) = mover(app)?.graph_profile(profile).await?;
+            Ok(tenantry_mover::ports::graph_tenant_id(&profile)?)
+        }
+        (Some(_), Some(_)) => Err(LedgerError::invalid(
+            "InvalidMoveSpec",
+            format!("give either {side}TenantId or {side}Graph, not both"),
+        )
+        .into()),
+        (None, None) => Err(LedgerError::invalid(
+            "InvalidMoveSpec",
+            format!("{side}TenantId (a tenant of this server) or {side}Graph (a graph connection profile) is required"),
+        )
+        .into()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/moves", tag = "moves", request_body = CreateMove,
@@ -180,9 +247,15 @@ pub async fn create(
     if let Some(csv) = &body.users_csv {
         users.extend(parse_user_csv(csv)?);
     }
+    let source_tenant_id =
+        side_tenant(&app, "source", body.source_tenant_id, &body.source_graph).await?;
+    let target_tenant_id =
+        side_tenant(&app, "target", body.target_tenant_id, &body.target_graph).await?;
     let spec = MoveSpec {
-        source_tenant_id: TenantId(body.source_tenant_id),
-        target_tenant_id: TenantId(body.target_tenant_id),
+        source_tenant_id,
+        target_tenant_id,
+        source_graph: body.source_graph,
+        target_graph: body.target_graph,
         path: body.path,
         users,
         domain_rewrite: body.domain_rewrite,
@@ -313,6 +386,23 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     run(State(app), auth, Path(id)).await
+}
+
+/// Records that an administrator did what a waiting step asks (bought the seats, changed the
+/// source subscription): the step finishes with who confirmed it and when.
+#[utoipa::path(post, path = "/v1/moves/{id}/steps/{key}/confirm", tag = "moves",
+    params(("id" = String, Path), ("key" = String, Path)),
+    responses((status = 200, description = "the confirmation"), (status = 404), (status = 409, description = "StepNotWaiting")))]
+pub async fn confirm_step(
+    State(app): State<AppState>,
+    auth: Operator,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let confirmed = app
+        .ledger
+        .confirm_step(move_id(&id)?, key, auth.actor(), app.clock.now())
+        .await?;
+    Ok(Json(confirmed))
 }
 
 #[utoipa::path(post, path = "/v1/moves/{id}/cancel", tag = "moves", params(("id" = String, Path)), responses((status = 200), (status = 409)))]

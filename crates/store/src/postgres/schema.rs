@@ -230,6 +230,15 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen);
     "#,
     ),
+    // 6: a move's tenants need not be kept here (a side reached through Microsoft Graph).
+    // SQLite's numbered migration 24. IF EXISTS: the names are PostgreSQL's defaults.
+    (
+        6,
+        r#"
+    ALTER TABLE moves DROP CONSTRAINT IF EXISTS moves_source_tenant_id_fkey;
+    ALTER TABLE moves DROP CONSTRAINT IF EXISTS moves_target_tenant_id_fkey;
+    "#,
+    ),
     // 7: named leases (the lifecycle sweeper's: one process sweeps at a time; SQLite's 25).
     (
         7,

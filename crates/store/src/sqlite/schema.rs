@@ -1,7 +1,7 @@
 //! Versioned schema migrations. Each step runs once, in order, inside one transaction with the
 //! bump of `user_version`; a database newer than this binary is refused.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the ledger.
@@ -231,6 +231,32 @@ const NUMBERED: &[(i64, &str)] = &[
     CREATE INDEX web_sessions_by_last_seen ON web_sessions(last_seen);
     "#,
     ),
+    // 24: a move's tenants need not be kept here (a side reached through Microsoft Graph), so
+    // `moves` loses its two references to `tenants`. SQLite cannot drop a constraint: the table
+    // is rebuilt (foreign keys are off while migrating; `migrate` checks them before COMMIT),
+    // and the references of `move_steps` and others to `moves` resolve by name again.
+    // `SELECT *` fails loudly should `moves` ever have gained a column this copy lacks.
+    // PostgreSQL's version 6.
+    (
+        24,
+        r#"
+    CREATE TABLE moves_new (
+        seq              INTEGER PRIMARY KEY,
+        id               TEXT NOT NULL UNIQUE,
+        source_tenant_id TEXT NOT NULL,
+        target_tenant_id TEXT NOT NULL,
+        spec             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        plan             TEXT,
+        fingerprint      TEXT,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    );
+    INSERT INTO moves_new SELECT * FROM moves;
+    DROP TABLE moves;
+    ALTER TABLE moves_new RENAME TO moves;
+    "#,
+    ),
     // 25: named leases (the lifecycle sweeper's: one process sweeps at a time; PostgreSQL's
     // version 7).
     (
@@ -245,9 +271,32 @@ const NUMBERED: &[(i64, &str)] = &[
     ),
 ];
 
+/// Brings the schema up to date. Foreign keys are off meanwhile — SQLite's way of changing a
+/// table: with them on, dropping a table being rebuilt deletes (and cascades to) the rows that
+/// reference it, and its deferred check fails the COMMIT even once the new table stands under
+/// the old name. Each migration checks every reference itself before it commits instead.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    migrate_sequence(conn)?;
-    migrate_numbered(conn)
+    // A no-op inside a transaction: this runs between them.
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let migrated = migrate_sequence(conn).and_then(|()| migrate_numbered(conn));
+    conn.pragma_update(None, "foreign_keys", enforced)?;
+    migrated
+}
+
+/// Refuses to commit a migration that left a row referencing one that does not exist.
+fn check_references(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    let broken: Option<(String, String)> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| {
+            Ok((r.get(0)?, r.get(2)?))
+        })
+        .optional()?;
+    match broken {
+        None => Ok(()),
+        Some((table, parent)) => Err(rusqlite::Error::InvalidParameterName(format!(
+            "a row of {table} references a missing row of {parent}"
+        ))),
+    }
 }
 
 fn migrate_numbered(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -269,6 +318,7 @@ fn migrate_numbered(conn: &mut Connection) -> rusqlite::Result<()> {
     for (number, sql) in NUMBERED.iter().filter(|(n, _)| !applied.contains(n)) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        check_references(&tx)?;
         tx.execute(
             "INSERT INTO schema_migrations (number) VALUES (?1)",
             [number],
@@ -290,6 +340,7 @@ fn migrate_sequence(conn: &mut Connection) -> rusqlite::Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        check_references(&tx)?;
         tx.pragma_update(None, "user_version", (index + 1) as i64)?;
         tx.commit()?;
     }
@@ -328,7 +379,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             numbered,
-            [20, 21, 22, 23, 25],
+            [20, 21, 22, 23, 24, 25],
             "each numbered migration recorded once"
         );
         assert_eq!(
@@ -341,6 +392,127 @@ mod tests {
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM applications"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM app_tokens"), 0);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM tenants"), 1);
+    }
+
+    /// Migration 24 on a database written by the tenantry before it, with foreign keys on as
+    /// the store opens it: the move, its steps, its effects and a row whose reference to it
+    /// cascades on delete all stay; `move_steps` still references `moves`; a move between
+    /// tenants not kept here can now be stored.
+    #[test]
+    fn migration_24_keeps_moves_and_their_steps_and_lifts_the_tenant_references() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        migrate_sequence(&mut conn).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (number INTEGER PRIMARY KEY);
+             CREATE TABLE engine_notes (
+                 move_id TEXT NOT NULL REFERENCES moves(id) ON DELETE CASCADE,
+                 note    TEXT NOT NULL
+             );",
+        )
+        .unwrap();
+        for (number, sql) in NUMBERED.iter().filter(|(n, _)| *n < 24) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1)", [number])
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO tenants (id, display_name, default_domain, created_at)
+                 VALUES ('src', 'Contoso', 'contoso.onmicrosoft.com', 1),
+                        ('tgt', 'Fabrikam', 'fabrikam.onmicrosoft.com', 1);
+             INSERT INTO moves (id, source_tenant_id, target_tenant_id, spec, state, plan,
+                                fingerprint, created_at, updated_at)
+                 VALUES ('m1', 'src', 'tgt', '{\"spec\":1}', 'Running', '{\"plan\":1}', 'fp', 10, 20);
+             INSERT INTO move_steps (move_id, seq, key, step, state, attempts, result, updated_at)
+                 VALUES ('m1', 0, 'seats', '{}', 'Done', 1, '{\"bought\":2}', 20),
+                        ('m1', 1, 'users', '{}', 'Pending', 0, NULL, 20);
+             INSERT INTO move_effects VALUES ('m1', 'user:adele', 'u-1');
+             INSERT INTO engine_notes VALUES ('m1', 'kept');",
+        )
+        .unwrap();
+        let tenant_unknown = "INSERT INTO moves (id, source_tenant_id, target_tenant_id, spec,
+                                  state, created_at, updated_at)
+                              VALUES ('m2', 'graph-src', 'tgt', '{}', 'Draft', 30, 30)";
+        assert!(
+            conn.execute(tenant_unknown, []).is_err(),
+            "before 24: a move needs both tenants here"
+        );
+
+        migrate(&mut conn).unwrap();
+
+        let kept: (String, String, String, String, String, String, i64, i64) = conn
+            .query_row(
+                "SELECT source_tenant_id, target_tenant_id, spec, state, plan, fingerprint,
+                        created_at, updated_at FROM moves WHERE id = 'm1'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (
+                "src".into(),
+                "tgt".into(),
+                r#"{"spec":1}"#.into(),
+                "Running".into(),
+                r#"{"plan":1}"#.into(),
+                "fp".into(),
+                10,
+                20
+            )
+        );
+        let steps: Vec<(String, String, i64, Option<String>)> = conn
+            .prepare("SELECT key, state, attempts, result FROM move_steps ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            steps,
+            [
+                (
+                    "seats".to_string(),
+                    "Done".to_string(),
+                    1,
+                    Some(r#"{"bought":2}"#.to_string())
+                ),
+                ("users".to_string(), "Pending".to_string(), 0, None)
+            ]
+        );
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM move_effects"), 1);
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM engine_notes"),
+            1,
+            "a cascading reference to the rebuilt table lost nothing"
+        );
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1, "enforced again");
+        conn.execute(tenant_unknown, [])
+            .expect("after 24: a move's tenant may live elsewhere");
+        let orphan = conn.execute(
+            "INSERT INTO move_steps (move_id, seq, key, step, state, updated_at)
+             VALUES ('no-such-move', 0, 'k', '{}', 'Pending', 1)",
+            [],
+        );
+        assert!(orphan.is_err(), "move_steps still references moves");
+        let seq_next: i64 = conn
+            .query_row("SELECT seq FROM moves WHERE id = 'm2'", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            seq_next > 1,
+            "the row order continues after the copied rows"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod mail;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

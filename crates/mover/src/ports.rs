@@ -1,0 +1,112 @@
+//! Which tenant port each side of a move uses: the local ledger, or Microsoft Graph through a
+//! connection profile of kind `graph`.
+
+use crate::gather::Mover;
+use crate::graph_profile::GraphProfile;
+use crate::tenant::{LocalTenant, TenantPort};
+use crate::tenant_graph::GraphTenant;
+use crate::write_limit::WriteLimit;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tenantry_graph::GraphClient;
+use tenantry_ledger::{LedgerError, TenantId};
+use tenantry_moves::model::MoveSpec;
+use tenantry_store::moves::ProfileKind;
+use tenantry_store::StoreError;
+use uuid::Uuid;
+
+/// One Graph client per profile, so that its token is reused from step to step (keyed by the
+/// profile's id: a profile created again under the same name gets a new client).
+fn client_for(profile_id: Uuid, profile: &GraphProfile) -> Result<GraphClient, String> {
+    static CLIENTS: OnceLock<Mutex<HashMap<Uuid, GraphClient>>> = OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = clients.get(&profile_id) {
+        return Ok(c.clone());
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let client = GraphClient::new(profile.config(), http);
+    clients.insert(profile_id, client.clone());
+    Ok(client)
+}
+
+/// The local id of a tenant reached through Graph: its directory (tenant) id, a GUID.
+pub fn graph_tenant_id(profile: &GraphProfile) -> Result<TenantId, LedgerError> {
+    Uuid::parse_str(&profile.tenant_id)
+        .map(TenantId)
+        .map_err(|_| {
+            LedgerError::invalid(
+            "InvalidGraphProfile",
+            "a move needs the tenant's directory (tenant) ID, a GUID, as the profile's tenantId",
+        )
+        })
+}
+
+impl Mover {
+    /// Opens a `graph` profile (`InvalidProfileKind` for a profile of another kind).
+    pub async fn graph_profile(&self, name: &str) -> Result<(Uuid, GraphProfile), StoreError> {
+        let record = self.store.get_profile(name.to_string()).await?;
+        if record.kind != ProfileKind::Graph {
+            return Err(LedgerError::invalid(
+                "InvalidProfileKind",
+                format!(
+                    "profile {name} is of kind {}, not graph",
+                    record.kind.as_str()
+                ),
+            )
+            .into());
+        }
+        let plain = self
+            .sealer
+            .open(&record.secret)
+            .map_err(StoreError::Internal)?;
+        let profile = GraphProfile::from_sealed(&plain).map_err(StoreError::Internal)?;
+        Ok((record.id, profile))
+    }
+
+    /// The port of one side: Graph when the move names a profile for it, else the ledger.
+    pub async fn tenant_port(
+        &self,
+        graph: Option<&String>,
+        tenant: TenantId,
+    ) -> Result<Arc<dyn TenantPort>, String> {
+        let Some(name) = graph else {
+            return Ok(Arc::new(LocalTenant {
+                store: self.store.clone(),
+                tenant,
+            }));
+        };
+        let (id, profile) = self
+            .graph_profile(name)
+            .await
+            .map_err(crate::tenant::store_text)?;
+        let client = client_for(id, &profile)?;
+        let writes = WriteLimit::shared(&client.config().budget_key());
+        Ok(Arc::new(GraphTenant {
+            client,
+            tenant,
+            profile: name.clone(),
+            writes,
+        }))
+    }
+
+    /// (source, target) ports of a move.
+    pub async fn ports(
+        &self,
+        spec: &MoveSpec,
+    ) -> Result<(Arc<dyn TenantPort>, Arc<dyn TenantPort>), String> {
+        Ok((
+            self.tenant_port(spec.source_graph.as_ref(), spec.source_tenant_id)
+                .await?,
+            self.tenant_port(spec.target_graph.as_ref(), spec.target_tenant_id)
+                .await?,
+        ))
+    }
+}
