@@ -64,6 +64,25 @@ fn servers(step: &Step, spec: &MoveSpec) -> Vec<String> {
 }
 
 impl Plan {
+    /// The steps that get the seats of `target_upn`'s licences: bought by the run, or (through
+    /// Microsoft Graph) awaited from an administrator.
+    fn seat_steps(
+        &self,
+        target_upn: &str,
+        present: &impl Fn(String) -> Option<String>,
+    ) -> Vec<String> {
+        let skus: BTreeSet<_> = self
+            .users
+            .iter()
+            .filter(|u| u.target_upn.eq_ignore_ascii_case(target_upn))
+            .flat_map(|u| u.licences.iter().map(|l| l.sku_id))
+            .collect();
+        skus.iter()
+            .flat_map(|s| [format!("buy:{s}"), format!("await-seats:{s}")])
+            .filter_map(present)
+            .collect()
+    }
+
     /// The plan's steps with their dependencies and servers. A step waiting for "everything so
     /// far" (the final pass, the report) names only the steps nothing else waits for yet, which
     /// implies the rest: the lists stay short however many mailboxes a move has.
@@ -78,24 +97,16 @@ impl Plan {
             let after: Vec<String> = match step {
                 Step::BuyTargetLicences { .. }
                 | Step::AwaitTargetSeats { .. }
-                | Step::CreateTargetUser { .. }
                 | Step::MigrateLibrary { .. } => vec![],
+                // Seats before users (a user is created only once the licences it will hold can
+                // be had, so a move waiting for a purchase leaves the target untouched), users
+                // before their licences.
+                Step::CreateTargetUser { target_upn, .. } => self.seat_steps(target_upn, &present),
                 Step::AssignTargetLicences { target_upn } => {
                     let upn = target_upn.to_lowercase();
-                    let skus: BTreeSet<_> = self
-                        .users
-                        .iter()
-                        .filter(|u| u.target_upn.eq_ignore_ascii_case(target_upn))
-                        .flat_map(|u| u.licences.iter().map(|l| l.sku_id))
-                        .collect();
                     present(format!("create-user:{upn}"))
                         .into_iter()
-                        .chain(skus.iter().filter_map(|s| present(format!("buy:{s}"))))
-                        // Through Graph the seats are bought by an administrator.
-                        .chain(
-                            skus.iter()
-                                .filter_map(|s| present(format!("await-seats:{s}"))),
-                        )
+                        .chain(self.seat_steps(target_upn, &present))
                         .collect()
                 }
                 // A mailbox exists once its user is licensed (or at least created).
