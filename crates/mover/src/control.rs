@@ -128,6 +128,18 @@ impl Mover {
         if username.trim().is_empty() {
             return Err(LedgerError::invalid("InvalidProfile", "username is required").into());
         }
+        // A graph profile seals a whole app registration (tenant, client, secret, URLs), not a
+        // user name and a password: replacing those would leave it unreadable.
+        let current = self.store.get_profile(name.trim().to_string()).await?;
+        if current.kind == tenantry_store::moves::ProfileKind::Graph {
+            return Err(LedgerError::invalid(
+                "ProfileKindNotUpdatable",
+                "a graph profile's app registration is not replaced with a user name and a \
+                 password: create a new graph profile (tenantry profile create --kind graph) and \
+                 point the move at it",
+            )
+            .into());
+        }
         let sealed = self.sealer.seal(password);
         self.store
             .update_profile(name.trim().to_string(), username.to_string(), sealed)

@@ -60,9 +60,12 @@ pub async fn restore(ledger: &Ledger, slot: &StateSlot) -> Result<bool, String> 
     let Some(saved) = saved else {
         return Ok(false);
     };
-    // A local file without a version predates saving (one process on one machine): newest.
+    // Once a state is saved, a local file is current only if it continues that version or a
+    // later one: a file without a version (a process killed before its first snapshot) may be
+    // older than what another machine saved since, and trusting it would copy again what that
+    // machine copied.
     let local_is_current =
-        slot.path.exists() && local_version(&slot.path).is_none_or(|local| local >= saved.version);
+        slot.path.exists() && local_version(&slot.path).is_some_and(|local| local >= saved.version);
     if local_is_current {
         return Ok(false);
     }

@@ -24,7 +24,7 @@ use tenantry_moves::plan::{MovedUser, Plan, Step};
 use tenantry_store::moves::{MoveRecord, StepRecord, StepState};
 use tenantry_store::StoreError;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use uuid::Uuid;
 
 /// How long a claimed step is ours before another worker may take it over, by default.
@@ -190,27 +190,6 @@ impl Runner {
     /// Executes a claimed step while keeping its lease, and records the outcome.
     async fn finish(self: Arc<Self>, step: StepRecord) -> Result<(), StoreError> {
         let queue = Ledger::new(self.mover.store.clone());
-        // Keep the lease while a long step (a large mailbox) runs.
-        let keeper = {
-            let (queue, worker, clock) = (queue.clone(), self.worker.clone(), self.clock.clone());
-            let (move_id, key) = (step.move_id, step.key.clone());
-            let lease = self.limits.lease_secs.max(3);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs((lease / 3) as u64)).await;
-                    let until = Timestamp(clock().0 + lease);
-                    if !matches!(
-                        queue
-                            .renew_lease(move_id, key.clone(), worker.clone(), until)
-                            .await,
-                        Ok(true)
-                    ) {
-                        break;
-                    }
-                }
-            })
-        };
-        let _keeper = AbortOnDrop(keeper);
         // The step runs in its own task: a panic in an engine fails the step (and is retried
         // like any failure) instead of stopping this worker with the lease still held. Aborting
         // this future (a stop past its grace) aborts the step too.
@@ -218,8 +197,31 @@ impl Runner {
             let (runner, record) = (self.clone(), step.clone());
             AbortOnDrop(tokio::spawn(async move { runner.execute(&record).await }))
         };
+        // Keep the lease while a long step (a large mailbox) runs. A step never runs on without
+        // its lease (another worker may then run it too, on the same mailbox): a renewal the
+        // database refuses (taken over), or no renewal before the lease would run out (the
+        // database unreachable), stops the step.
+        let keeper = {
+            let (queue, worker) = (queue.clone(), self.worker.clone());
+            let (move_id, key) = (step.move_id, step.key.clone());
+            let renew = move |until| {
+                let (queue, worker, key) = (queue.clone(), worker.clone(), key.clone());
+                async move { queue.renew_lease(move_id, key, worker, until).await }
+            };
+            tokio::spawn(keep_lease(
+                renew,
+                self.clock.clone(),
+                self.limits.lease_secs.max(3),
+                task.0.abort_handle(),
+                step.key.clone(),
+            ))
+        };
+        let _keeper = AbortOnDrop(keeper);
         let outcome = match (&mut task.0).await {
             Ok(outcome) => outcome,
+            Err(e) if e.is_cancelled() => Err(EngineError::Transient(
+                "the step was stopped: its lease was lost".into(),
+            )),
             Err(e) => Err(EngineError::Transient(format!(
                 "the step stopped unexpectedly: {e}"
             ))),
@@ -583,6 +585,38 @@ impl Runner {
     }
 }
 
+/// Renews a step's lease every third of it while the step runs. A step never runs on without its
+/// lease (another worker may then run it too, on the same mailbox): a renewal the database
+/// refuses (taken over), or no renewal before the lease would run out (the database
+/// unreachable), stops the step.
+async fn keep_lease<R, F>(renew: R, clock: Clock, lease: i64, step: AbortHandle, key: String)
+where
+    R: Fn(Timestamp) -> F,
+    F: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    let every = (lease / 3).max(1);
+    let mut held_until = clock().0 + lease;
+    loop {
+        tokio::time::sleep(Duration::from_secs(every as u64)).await;
+        let until = Timestamp(clock().0 + lease);
+        match renew(until).await {
+            Ok(true) => held_until = until.0,
+            Ok(false) => {
+                tracing::warn!(step = %key, "lease taken over: the step stops here");
+                step.abort();
+                return;
+            }
+            // The next try would come after the lease ran out: stop before it does.
+            Err(e) if clock().0 + every >= held_until => {
+                tracing::warn!(step = %key, error = %e, "lease not renewed in time: the step stops here");
+                step.abort();
+                return;
+            }
+            Err(e) => tracing::warn!(step = %key, error = %e, "lease not renewed; trying again"),
+        }
+    }
+}
+
 /// Stops a task (the lease keeper, the step itself) however its owner ends, unwinding and
 /// abortion included.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -619,4 +653,69 @@ fn safe_name(upn: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn system_clock() -> Clock {
+        Arc::new(|| {
+            Timestamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64,
+            )
+        })
+    }
+
+    /// A step that would run for a minute; how long it actually ran.
+    async fn run_with_keeper(answers: Vec<Result<bool, StoreError>>) -> (Duration, bool, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let started = std::time::Instant::now();
+        let step = tokio::spawn(tokio::time::sleep(Duration::from_secs(60)));
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let renew = {
+            let (calls, answers) = (calls.clone(), answers.clone());
+            move |_until| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let answer = answers.lock().unwrap().next().unwrap_or(Ok(true));
+                async move { answer }
+            }
+        };
+        let keeper = tokio::spawn(keep_lease(
+            renew,
+            system_clock(),
+            3,
+            step.abort_handle(),
+            "mailbox:a".into(),
+        ));
+        let cancelled = step.await.is_err_and(|e| e.is_cancelled());
+        keeper.abort();
+        (started.elapsed(), cancelled, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_stops_the_step() {
+        let (took, cancelled, calls) = run_with_keeper(vec![Ok(true), Ok(false)]).await;
+        assert!(cancelled, "the step was stopped");
+        assert_eq!(calls, 2);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_cannot_be_renewed_stops_the_step_before_it_runs_out() {
+        let down = || Err(StoreError::Internal("database unreachable".into()));
+        let (took, cancelled, calls) = run_with_keeper(vec![down(), down(), down()]).await;
+        assert!(cancelled, "the step was stopped");
+        // Lease 3 s, a try every second: the first failure leaves time for one more; the
+        // second would leave none.
+        assert_eq!(calls, 2);
+        assert!(
+            took < Duration::from_secs(3),
+            "stopped before the lease ran out: {took:?}"
+        );
+    }
 }

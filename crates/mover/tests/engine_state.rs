@@ -105,6 +105,13 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
     assert!(!restore(&ledger, &first).await.unwrap());
     assert_eq!(rows(&first.path), ["one", "three", "two"]);
 
+    // A third machine killed before its first snapshot left a file with no saved version: it
+    // may be older than what was saved since, so the saved state replaces it.
+    let third = slot("third");
+    write_state(&third.path, &["stale"]);
+    assert!(restore(&ledger, &third).await.unwrap());
+    assert_eq!(rows(&third.path), ["one", "two"]);
+
     // A worker that does not hold the step saves nothing.
     assert!(!save(&ledger, &first, &step.key, "other", NOW)
         .await

@@ -768,3 +768,51 @@ async fn a_restart_signs_nobody_out() {
     let (status, _) = browser.get("/tenants").await;
     assert_eq!(status, StatusCode::SEE_OTHER, "signed out everywhere");
 }
+
+/// Revoking an API token ends the admin-center sessions signed in with it, on every server
+/// sharing the database (sessions outlive restarts, so nothing else would end them).
+#[tokio::test]
+async fn revoking_a_token_signs_its_sessions_out() {
+    let server = Server::start().await;
+    let now = server.app.clock.now();
+    let contoso = server
+        .app
+        .ledger
+        .create_tenant(
+            &tenantry_app::Caller::system("test"),
+            "Contoso",
+            "contoso.onmicrosoft.com",
+            now,
+        )
+        .await
+        .unwrap();
+    let issued = server
+        .app
+        .ledger
+        .issue_token(
+            &tenantry_app::Caller::system("test"),
+            contoso.id,
+            Role::GlobalAdmin.as_str(),
+            now,
+        )
+        .await
+        .unwrap();
+    let mut browser = Client::new(&server.base);
+    browser.sign_in(&issued.token).await;
+    let users = format!("/tenants/{}/users", contoso.id);
+    assert_eq!(browser.get(&users).await.0, StatusCode::OK);
+
+    server
+        .app
+        .ledger
+        .revoke_token(
+            &tenantry_app::Caller::system("test"),
+            contoso.id,
+            issued.record.id,
+            now,
+        )
+        .await
+        .unwrap();
+    let (status, _) = browser.get(&users).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "signed out with its token");
+}

@@ -99,6 +99,13 @@ impl LedgerTx for PgTx<'_, '_> {
             "DELETE FROM tokens WHERE id = $1 AND tenant_id = $2 RETURNING role",
             &[&id.to_string(), &tenant.to_string()],
         )?;
+        if row.is_some() {
+            // Admin-center sessions signed in with the token end with it.
+            self.conn.execute(
+                "DELETE FROM web_sessions WHERE token_id = $1",
+                &[&id.to_string()],
+            )?;
+        }
         Ok(row.and_then(|r| Role::parse(r.get::<_, &str>(0))))
     }
 

@@ -120,6 +120,13 @@ impl LedgerTx for SqliteTx<'_> {
             .prepare_cached("DELETE FROM tokens WHERE id = ?1 AND tenant_id = ?2 RETURNING role")?
             .query_row([id.to_string(), tenant.to_string()], |r| r.get(0))
             .optional()?;
+        if role.is_some() {
+            // Admin-center sessions signed in with the token end with it.
+            self.ctx.conn.execute(
+                "DELETE FROM web_sessions WHERE token_id = ?1",
+                [id.to_string()],
+            )?;
+        }
         Ok(role.as_deref().and_then(Role::parse))
     }
 
