@@ -163,10 +163,7 @@ pub async fn create_application(
     auth.refuse_app_token()?;
     // The role is checked before the body, so a forbidden caller hears 403 whatever it sent.
     let ApiJson(body) = body?;
-    let RegisteredApplication {
-        record,
-        client_secret,
-    } = app
+    let registered = app
         .ledger
         .register_application(
             &Caller::new(auth.0),
@@ -176,8 +173,21 @@ pub async fn create_application(
             app.clock.now(),
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
+    Ok(with_secret(StatusCode::CREATED, tenant, registered))
+}
+
+/// An application with its client secret, in the one answer that shows it (the idempotency
+/// layer is told not to store the secret).
+fn with_secret(
+    status: StatusCode,
+    tenant: TenantId,
+    RegisteredApplication {
+        record,
+        client_secret,
+    }: RegisteredApplication,
+) -> axum::response::Response {
+    (
+        status,
         [(crate::idempotency::SECRET_FIELDS, "clientSecret")],
         Json(ApplicationDto {
             client_id: record.client_id,
@@ -188,7 +198,7 @@ pub async fn create_application(
             created_date_time: rfc3339(record.created_at),
         }),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The applications registered in the tenant (never their secrets).
@@ -234,26 +244,11 @@ pub async fn rotate_application_secret(
     auth.authorize(tenant, Action::ManageTokens)?;
     auth.refuse_app_token()?;
     let client_id: uuid::Uuid = parse_id(&client, "application (client)")?;
-    let RegisteredApplication {
-        record,
-        client_secret,
-    } = app
+    let rotated = app
         .ledger
         .rotate_application_secret(&Caller::new(auth.0), tenant, client_id, app.clock.now())
         .await?;
-    Ok((
-        StatusCode::OK,
-        [(crate::idempotency::SECRET_FIELDS, "clientSecret")],
-        Json(ApplicationDto {
-            client_id: record.client_id,
-            tenant_id: tenant.0,
-            display_name: record.display_name,
-            role: record.role.as_str().into(),
-            client_secret,
-            created_date_time: rfc3339(record.created_at),
-        }),
-    )
-        .into_response())
+    Ok(with_secret(StatusCode::OK, tenant, rotated))
 }
 
 /// Deletes an application: its secret and its access tokens stop working at once.
