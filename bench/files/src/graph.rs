@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use rand::{Rng, SeedableRng};
+use tenantry_files::webdav::propfind::encode_path;
 use tenantry_testkit::graph_fake::{
     FakeGraph, FakeGraphOptions, FakeStats, CLIENT_ID, CLIENT_SECRET, SIMPLE_UPLOAD_MAX, TENANT,
 };
@@ -118,7 +119,7 @@ async fn floor(fake: &FakeGraph, root: &Path, files: &[PathBuf]) -> anyhow::Resu
         let url = if parent.is_empty() {
             format!("{drive}/root/children")
         } else {
-            format!("{drive}/root:/{}:/children", encode(parent))
+            format!("{drive}/root:/{}:/children", encode_path(parent, false))
         };
         let r = http
             .post(url)
@@ -137,7 +138,7 @@ async fn floor(fake: &FakeGraph, root: &Path, files: &[PathBuf]) -> anyhow::Resu
     let mut tasks = tokio::task::JoinSet::new();
     for file in files {
         let (http, token, drive, gate) = (http.clone(), token.clone(), drive.clone(), gate.clone());
-        let (path, target) = (file.clone(), encode(&relative(file)));
+        let (path, target) = (file.clone(), encode_path(&relative(file), false));
         tasks.spawn(async move {
             let _slot = gate.acquire().await?;
             let content = tokio::fs::read(&path).await?;
@@ -190,22 +191,6 @@ async fn floor(fake: &FakeGraph, root: &Path, files: &[PathBuf]) -> anyhow::Resu
         done??;
     }
     Ok(started.elapsed())
-}
-
-fn encode(path: &str) -> String {
-    path.split('/')
-        .map(|s| {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 struct Run {

@@ -41,23 +41,31 @@ pub struct Pending {
     pub flags: String,
 }
 
+/// Opens (creating it owner-only, folder included) a state database: the state names every
+/// folder and message of a mailbox, and SQLite gives its -wal and -shm files the mode of the
+/// database file. WAL + NORMAL survives a killed process (not a power cut mid-write, which is
+/// fine: the pending/reconcile protocol makes a lost tail harmless).
+pub(crate) fn open_private_db(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent() {
+        tenantry_private_fs::create_dir(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+    }
+    tenantry_private_fs::create_file(path)
+        .with_context(|| format!("cannot create state {}", path.display()))?;
+    let db =
+        Connection::open(path).with_context(|| format!("cannot open state {}", path.display()))?;
+    db.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+    )
+    .context("cannot initialise state database")?;
+    Ok(db)
+}
+
 impl State {
     pub fn open(path: &Path) -> Result<State> {
-        // Owner-only: the state names every folder and message of a mailbox. SQLite gives its
-        // -wal and -shm files the mode of the database file.
-        if let Some(dir) = path.parent() {
-            tenantry_private_fs::create_dir(dir)
-                .with_context(|| format!("cannot create state dir {}", dir.display()))?;
-        }
-        tenantry_private_fs::create_file(path)
-            .with_context(|| format!("cannot create state {}", path.display()))?;
-        let db = Connection::open(path)
-            .with_context(|| format!("cannot open state {}", path.display()))?;
-        // WAL + NORMAL survives a killed process (not a power cut mid-write, which is fine:
-        // the pending/reconcile protocol makes a lost tail harmless).
+        let db = open_private_db(path)?;
         db.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS folders(
+            "CREATE TABLE IF NOT EXISTS folders(
                 source TEXT PRIMARY KEY, target TEXT NOT NULL,
                 src_uidvalidity INTEGER NOT NULL, tgt_uidvalidity INTEGER NOT NULL,
                 modseq INTEGER NOT NULL DEFAULT 0, uidnext INTEGER NOT NULL DEFAULT 0);

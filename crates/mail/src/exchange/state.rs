@@ -25,17 +25,9 @@ pub struct Copied {
 
 impl ExchangeState {
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            tenantry_private_fs::create_dir(dir)
-                .with_context(|| format!("cannot create state dir {}", dir.display()))?;
-        }
-        tenantry_private_fs::create_file(path)
-            .with_context(|| format!("cannot create state {}", path.display()))?;
-        let db = Connection::open(path)
-            .with_context(|| format!("cannot open state {}", path.display()))?;
+        let db = crate::state::open_private_db(path)?;
         db.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS exchange_folders(
+            "CREATE TABLE IF NOT EXISTS exchange_folders(
                 source TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, target_id TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS exchange_map(
                 source TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
