@@ -1,5 +1,7 @@
 //! The Graph client: every request of a tenant goes through one token cache and one budget.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,8 +11,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::body::{read_capped, read_prefix, BodyError};
 use crate::budget::Budget;
-use crate::config::GraphConfig;
+use crate::config::{GraphConfig, Limits};
 use crate::error::{parse_error_body, GraphError, RequestIds};
 use crate::token::TokenCache;
 
@@ -238,7 +241,7 @@ impl GraphClient {
                         return Ok(resp);
                     }
                     let wait = throttle_wait(&resp);
-                    let body = read_limited(resp).await;
+                    let body = read_prefix(resp, ERROR_BODY_LIMIT).await;
                     let (code, message, body_rid) = parse_error_body(&body);
                     let ids = ids(rid.or(body_rid));
                     match status.as_u16() {
@@ -311,6 +314,7 @@ impl GraphClient {
         }
     }
 
+    /// The answer's JSON (`Null` for an empty body), at most `limits.max_page_bytes` of it.
     pub async fn json(&self, call: &Call) -> Result<Value, GraphError> {
         let resp = self.send(call).await?;
         let ids = RequestIds {
@@ -318,10 +322,20 @@ impl GraphClient {
             client_request_id: None,
         };
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| GraphError::Transient {
-            message: format!("reading the response: {}", e.without_url()),
-            ids: ids.clone(),
-        })?;
+        let body = read_capped(resp, self.inner.cfg.limits.max_page_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::Network(message) => GraphError::Transient {
+                    message,
+                    ids: ids.clone(),
+                },
+                too_large => GraphError::Permanent {
+                    status,
+                    code: None,
+                    message: too_large.to_string(),
+                    ids: ids.clone(),
+                },
+            })?;
         if body.is_empty() {
             return Ok(Value::Null);
         }
@@ -337,14 +351,16 @@ impl GraphClient {
         self.json(&Call::new(Method::GET, path)).await
     }
 
-    /// Every item of a collection, following `@odata.nextLink`.
+    /// Every item of a collection, following `@odata.nextLink` (within [`Limits`]).
     pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, GraphError> {
         let mut out = Vec::new();
+        let mut pager = Pager::new(self.inner.cfg.limits);
         let mut next = Some(path.to_string());
         while let Some(url) = next {
+            pager.follow(&self.absolute(&url))?;
             let mut page = self.get_json(&url).await?;
             if let Some(v) = page["value"].as_array_mut() {
-                out.append(v);
+                pager.gather(&mut out, v)?;
             }
             next = page["@odata.nextLink"].as_str().map(str::to_string);
         }
@@ -353,15 +369,17 @@ impl GraphClient {
 
     /// A delta query from `start` (a `/…/delta` path, or a `@odata.deltaLink` kept from the last
     /// run) through every `@odata.nextLink` to the new `@odata.deltaLink`
-    /// (<https://learn.microsoft.com/graph/api/driveitem-delta>). A 410 means the saved link
-    /// expired: the caller enumerates again from scratch.
+    /// (<https://learn.microsoft.com/graph/api/driveitem-delta>), within [`Limits`]. A 410
+    /// means the saved link expired: the caller enumerates again from scratch.
     pub async fn delta(&self, start: &str) -> Result<DeltaPage, GraphError> {
         let mut out = DeltaPage::default();
+        let mut pager = Pager::new(self.inner.cfg.limits);
         let mut next = start.to_string();
         loop {
+            pager.follow(&self.absolute(&next))?;
             let mut page = self.get_json(&next).await?;
             if let Some(v) = page["value"].as_array_mut() {
-                out.items.append(v);
+                pager.gather(&mut out.items, v)?;
             }
             if let Some(n) = page["@odata.nextLink"].as_str() {
                 next = n.to_string();
@@ -373,16 +391,71 @@ impl GraphClient {
                     return Ok(out);
                 }
                 None => {
-                    return Err(GraphError::Permanent {
-                        status: 200,
-                        code: None,
-                        message: "a delta page with neither @odata.nextLink nor @odata.deltaLink"
-                            .into(),
-                        ids: RequestIds::default(),
-                    })
+                    return Err(listing_error(
+                        "a delta page with neither @odata.nextLink nor @odata.deltaLink",
+                    ))
                 }
             }
         }
+    }
+}
+
+/// Keeps one listing within [`Limits`]: a link followed twice would loop forever, and an endless
+/// run of pages or items would exhaust memory.
+struct Pager {
+    limits: Limits,
+    followed: HashSet<u64>,
+    items: usize,
+}
+
+impl Pager {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            followed: HashSet::new(),
+            items: 0,
+        }
+    }
+
+    /// Before a page is asked for. Links are remembered by hash: a million of them fit in a few
+    /// megabytes, where the URLs themselves may be kilobytes each.
+    fn follow(&mut self, url: &str) -> Result<(), GraphError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        url.hash(&mut h);
+        if !self.followed.insert(h.finish()) {
+            return Err(listing_error(
+                "the service sent an @odata.nextLink that was already followed (the listing would never end)",
+            ));
+        }
+        if self.followed.len() > self.limits.max_listing_pages {
+            return Err(listing_error(&format!(
+                "the listing goes on past {} pages",
+                self.limits.max_listing_pages
+            )));
+        }
+        Ok(())
+    }
+
+    fn gather(&mut self, out: &mut Vec<Value>, page: &mut Vec<Value>) -> Result<(), GraphError> {
+        self.items += page.len();
+        if self.items > self.limits.max_listing_items {
+            return Err(listing_error(&format!(
+                "the listing holds more than {} items",
+                self.limits.max_listing_items
+            )));
+        }
+        out.append(page);
+        Ok(())
+    }
+}
+
+/// A listing the service answered in a way no retry will fix.
+fn listing_error(message: &str) -> GraphError {
+    GraphError::Permanent {
+        status: 200,
+        code: None,
+        message: message.into(),
+        ids: RequestIds::default(),
     }
 }
 
@@ -420,18 +493,6 @@ pub fn wait_from_headers(retry_after: Option<&str>, reset: Option<&str>) -> Opti
 fn backoff(attempt: u32) -> Duration {
     let ms = (500u64 << attempt.saturating_sub(1).min(6)).min(30_000);
     Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
-}
-
-async fn read_limited(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = ERROR_BODY_LIMIT - out.len();
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= ERROR_BODY_LIMIT {
-            break;
-        }
-    }
-    out
 }
 
 #[cfg(test)]

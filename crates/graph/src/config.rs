@@ -9,6 +9,29 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Requests in flight per tenant unless configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
+/// Bounds on what one answer, and one listing, may bring. Microsoft's own answers stay far
+/// below them (a page holds at most a few thousand items); they exist for endpoints that
+/// misbehave, whose address comes from configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one JSON answer (one page of a listing).
+    pub max_page_bytes: usize,
+    /// Items one listing (`get_all`, one delta run) gathers.
+    pub max_listing_items: usize,
+    /// Pages one listing follows (empty pages count too).
+    pub max_listing_pages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_page_bytes: 64 << 20,
+            max_listing_items: 10_000_000,
+            max_listing_pages: 1_000_000,
+        }
+    }
+}
+
 /// A client secret. Its `Debug` and `Display` never show the value.
 #[derive(Clone)]
 pub struct ClientSecret(String);
@@ -44,6 +67,7 @@ pub struct GraphConfig {
     pub attempts: u32,
     /// Longest single wait obeyed; a longer Retry-After is cut to this, then the server is asked again.
     pub max_wait: Duration,
+    pub limits: Limits,
 }
 
 impl GraphConfig {
@@ -67,6 +91,7 @@ impl GraphConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             attempts: 8,
             max_wait: Duration::from_secs(300),
+            limits: Limits::default(),
         }
     }
 

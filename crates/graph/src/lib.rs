@@ -10,7 +10,10 @@
 //! - requests to `{TENANTRY_GRAPH_URL}/v1.0/...`, retried on 429/503/504 after `Retry-After`
 //!   (or `RateLimit-Reset`, whichever is greater), with a bounded number in flight and one pause
 //!   for the whole tenant ([`budget`]);
-//! - paging through `@odata.nextLink` and delta through `@odata.deltaLink` ([`client`]);
+//! - paging through `@odata.nextLink` and delta through `@odata.deltaLink` ([`client`]), within
+//!   [`config::Limits`]: a page's size, the items and pages of one listing, no link followed twice
+//!   (a Graph URL comes from configuration, and a broken or hostile endpoint must not make a run
+//!   grow without bound; bodies are read through [`body`]);
 //! - typed errors carrying Graph's `error.code`, `request-id` and `client-request-id`
 //!   ([`error`]); secrets never appear in `Debug` output or errors ([`config::ClientSecret`]).
 //!
@@ -20,6 +23,7 @@
 
 #[cfg(feature = "clap")]
 pub mod args;
+pub mod body;
 pub mod budget;
 pub mod client;
 pub mod config;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use crate::body::{read_capped, BodyError};
 use crate::config::GraphConfig;
 use crate::error::{parse_error_body, GraphError, RequestIds};
 
@@ -59,6 +60,9 @@ impl TokenCache {
     }
 }
 
+/// Most of a token endpoint's answer we read.
+const TOKEN_BODY_LIMIT: usize = 64 * 1024;
+
 async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<Token, GraphError> {
     let client_request_id = uuid::Uuid::new_v4().to_string();
     let scope = cfg.scope();
@@ -91,10 +95,21 @@ async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<Token, Graph
         .or_else(|| resp.headers().get("request-id"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = resp.bytes().await.map_err(|e| GraphError::Transient {
-        message: format!("reading the token response: {}", e.without_url()),
-        ids: ids(rid.clone()),
-    })?;
+    // A token answer is a few kilobytes.
+    let body = read_capped(resp, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|e| match e {
+            BodyError::Network(message) => GraphError::Transient {
+                message: format!("the token endpoint's answer: {message}"),
+                ids: ids(rid.clone()),
+            },
+            too_large => GraphError::Auth {
+                status,
+                code: None,
+                message: format!("the token endpoint's answer: {too_large}"),
+                ids: ids(rid.clone()),
+            },
+        })?;
     if status == 429 || status >= 500 {
         return Err(GraphError::Transient {
             message: format!("token endpoint answered HTTP {status}"),

@@ -10,6 +10,7 @@ use reqwest::header::{CONTENT_TYPE, ETAG, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use tenantry_files::endpoint::EndpointError;
 use tenantry_files::retry::{throttle_wait, RetryPolicy};
+use tenantry_graph::body::{read_capped, read_prefix, BodyError};
 
 use crate::kind::Kind;
 use crate::location::Access;
@@ -95,6 +96,20 @@ fn net_error(e: reqwest::Error) -> DavError {
     DavError::Transient(format!("network: {e}"))
 }
 
+/// A whole body held in memory is bounded: a server decides how much it sends.
+/// A multistatus answer (a listing, or every object's data at once) up to 256 MiB...
+const MAX_MULTISTATUS_BYTES: usize = 256 << 20;
+/// ...and one object up to 100 MiB (Radicale's own default request limit is 100 MB; calendar
+/// and contact objects are kilobytes, a vCard with a photo a few megabytes).
+const MAX_OBJECT_BYTES: usize = 100 << 20;
+
+fn body_error(e: BodyError) -> DavError {
+    match e {
+        BodyError::Network(m) => DavError::Transient(format!("network: {m}")),
+        too_large => DavError::Protocol(too_large.to_string()),
+    }
+}
+
 fn dav_method(name: &'static str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("valid method")
 }
@@ -123,9 +138,9 @@ async fn classify(resp: Response) -> Result<Response, DavError> {
         | StatusCode::BAD_GATEWAY
         | StatusCode::GATEWAY_TIMEOUT => DavError::Transient(format!("HTTP {st}")),
         _ => {
-            // The body says why (a CalDAV precondition, a quota message); bounded read.
-            let body = resp.bytes().await.unwrap_or_default();
-            let body = String::from_utf8_lossy(&body[..body.len().min(16 * 1024)]);
+            // The body says why (a CalDAV precondition, a quota message); its start is enough.
+            let body = read_prefix(resp, 16 * 1024).await;
+            let body = String::from_utf8_lossy(&body);
             DavError::Refused {
                 status: st.as_u16(),
                 reason: xml::error_reason(&body)
@@ -199,8 +214,10 @@ impl Dav {
     }
 
     async fn multistatus(&self, resp: Response) -> Result<Multistatus, DavError> {
-        let body = resp.text().await.map_err(net_error)?;
-        parse_multistatus(&body).map_err(DavError::Protocol)
+        let body = read_capped(resp, MAX_MULTISTATUS_BYTES)
+            .await
+            .map_err(body_error)?;
+        parse_multistatus(&String::from_utf8_lossy(&body)).map_err(DavError::Protocol)
     }
 
     pub async fn propfind(
@@ -252,8 +269,10 @@ impl Dav {
     pub async fn get(&self, url: &Url) -> Result<(Bytes, Option<String>), DavError> {
         let resp = self.send(|| self.req(Method::GET, url)).await?;
         let etag = etag_of(&resp);
-        let body = resp.bytes().await.map_err(net_error)?;
-        Ok((body, etag))
+        let body = read_capped(resp, MAX_OBJECT_BYTES)
+            .await
+            .map_err(body_error)?;
+        Ok((Bytes::from(body), etag))
     }
 
     /// Stores `body` as is. `Schedule-Reply: F` asks a server with scheduling (RFC 6638) not to

@@ -7,7 +7,9 @@ mod support;
 use std::io::Write;
 
 use support::*;
-use tenantry_testkit::hostile::{respond, HttpRequest, HttpServer, Then};
+use tenantry_testkit::hostile::{
+    repeat_body, respond, respond_head, HttpRequest, HttpServer, Then,
+};
 
 fn event(uid: &str, extra: &str) -> String {
     format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:20240110T100000Z\r\nSUMMARY:x{extra}\r\nORGANIZER:mailto:boss@example.com\r\nATTENDEE:mailto:everyone@example.com\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
@@ -272,4 +274,72 @@ fn a_deletion_answered_412_counts_as_done_only_when_the_object_is_gone() {
             assert_eq!((code, rep["deleted"].as_u64()), (0, Some(0)), "{rep:#}");
         }
     }
+}
+
+/// A source whose one object never ends, beside one that is fine.
+fn endless_object(req: &HttpRequest, w: &mut dyn Write) -> std::io::Result<Then> {
+    let xml = [("Content-Type", "application/xml")];
+    match (req.method.as_str(), req.path.as_str()) {
+        ("PROPFIND", "/src/") => respond(
+            w,
+            207,
+            &xml,
+            collection("/src/", None, &["/src/ok.ics", "/src/endless.ics"]).as_bytes(),
+        ),
+        ("GET", "/src/ok.ics") => respond(w, 200, &[], event("ok", "").as_bytes()),
+        ("GET", "/src/endless.ics") => {
+            respond_head(w, 200, &[("Content-Type", "text/calendar")])?;
+            // 128 MiB, past the 100 MiB any one object may have.
+            repeat_body(w, &[b'x'; 64 * 1024], 2048)
+        }
+        ("PROPFIND", "/dst/") | ("REPORT", "/dst/") => {
+            respond(w, 207, &xml, collection("/dst/", None, &[]).as_bytes())
+        }
+        ("PUT", "/dst/ok.ics") => respond(w, 201, &[("ETag", "\"t1\"")], b""),
+        _ => respond(w, 404, &[], b""),
+    }
+}
+
+#[test]
+fn an_endless_object_is_listed_and_never_held_whole() {
+    let server = HttpServer::start(endless_object);
+    let state = tempfile::tempdir().unwrap();
+    let (code, rep) = migrate(
+        "calendars",
+        &format!("caldav://127.0.0.1:{}/src/", server.port()),
+        &format!("caldav://127.0.0.1:{}/dst/", server.port()),
+        state.path(),
+    );
+    assert_eq!(code, 1, "{rep:#}");
+    assert_eq!(rep["copied"], 1, "{rep:#}");
+    let failures = rep["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{rep:#}");
+    assert_eq!(failures[0]["object"], "endless.ics", "{rep:#}");
+    let e = failures[0]["error"].as_str().unwrap();
+    assert!(e.contains("larger than 104857600 bytes"), "{e}");
+}
+
+#[test]
+fn a_listing_that_announces_a_terabyte_is_refused_before_it_is_read() {
+    let server = HttpServer::start(|req, w| {
+        if req.method == "PROPFIND" && req.path == "/src/" {
+            w.write_all(b"HTTP/1.1 207 Multi-Status\r\nContent-Type: application/xml\r\nContent-Length: 1099511627776\r\n\r\n<?xml")?;
+            return Ok(Then::Close);
+        }
+        respond(w, 404, &[], b"")
+    });
+    let state = tempfile::tempdir().unwrap();
+    let out = cli(&[
+        "calendars",
+        "migrate",
+        "--source",
+        &format!("caldav://127.0.0.1:{}/src/", server.port()),
+        "--target",
+        &format!("caldav://127.0.0.1:{}/dst/", server.port()),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("larger than"), "{stderr}");
 }

@@ -280,6 +280,15 @@ pub fn download_stream(client: GraphClient, url: String, size: u64) -> ByteStrea
             }
             let resp = st.resp.as_mut().expect("response");
             match resp.chunk().await {
+                Ok(Some(b)) if st.offset + b.len() as u64 > st.size => {
+                    // The item changed since it was listed, or the server never stops: either
+                    // way these are not the bytes listed, and an endless body must not fill a disk.
+                    let e = EndpointError::Transient(format!(
+                        "the download runs past the {} bytes the listing gave",
+                        st.size
+                    ));
+                    return Some((Err(e), None));
+                }
                 Ok(Some(b)) => {
                     st.offset += b.len() as u64;
                     st.failures = 0;
@@ -325,5 +334,35 @@ mod tests {
             Some(0)
         );
         assert_eq!(next_expected(&json!({})), None);
+    }
+
+    /// An item listed at 10 bytes whose download never ends: the stream stops with an error at
+    /// the first byte past the listed size instead of writing until the disk is full.
+    #[tokio::test]
+    async fn a_download_longer_than_the_listed_size_is_refused() {
+        use futures_util::StreamExt;
+        use tenantry_testkit::hostile::{repeat_body, respond_head, HttpServer};
+        let server = HttpServer::start(|_, w| {
+            respond_head(w, 200, &[("Content-Type", "application/octet-stream")])?;
+            repeat_body(w, &[b'x'; 4096], 16 * 1024)
+        });
+        let mut cfg =
+            tenantry_graph::GraphConfig::from_env("t", "c", tenantry_graph::ClientSecret::new("s"));
+        cfg.graph_url = server.url("");
+        let client = GraphClient::new(cfg, reqwest::Client::new());
+        let mut stream = download_stream(client, server.url("/download/x"), 10);
+        let mut received = 0usize;
+        let err = loop {
+            match stream.next().await {
+                Some(Ok(b)) => received += b.len(),
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without an error after {received} bytes"),
+            }
+        };
+        assert!(err.to_string().contains("past the 10 bytes"), "{err}");
+        assert!(
+            received <= 10,
+            "{received} bytes passed on, past the listed size"
+        );
     }
 }
