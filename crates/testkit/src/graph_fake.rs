@@ -378,6 +378,20 @@ impl FakeGraph {
         self.world.lock().unwrap().opts.throttle_every = n;
     }
 
+    /// Whether tokens are issued by this fake and valid now: for a server that stands behind
+    /// the same token authority (the Exchange IMAP proxy, `exchange_imap`).
+    pub fn token_check(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let world = self.world.clone();
+        move |t: &str| {
+            world
+                .lock()
+                .unwrap()
+                .tokens
+                .get(t)
+                .is_some_and(|exp| Instant::now() < *exp)
+        }
+    }
+
     /// Invalidates every issued token now (as a revocation or a clock skew would).
     pub fn revoke_tokens(&self) {
         self.world.lock().unwrap().tokens.clear();
