@@ -435,6 +435,8 @@ impl Session {
         let Auth::XOAuth2App(app) = &ep.auth else {
             return self.login_with(ep, None).await;
         };
+        // Wait out a throttled mailbox first: a token fetched before a long wait could lapse.
+        self.throttle.wait().await;
         let token = app_token(ep, app).await?;
         match self.login_with(ep, Some(&token)).await {
             // Revoked or expired early: one more try with a token fetched now.

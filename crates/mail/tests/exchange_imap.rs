@@ -127,6 +127,8 @@ async fn exchange_imap_throttled_tokens_renewed_flags_names_and_append_limit() {
         c.backoff = Duration::from_millis(1200);
         c.grace = Duration::from_millis(300);
         c.drop_after = 1;
+        // And one connection cut right after an APPEND went through (stored, unanswered).
+        c.cut_after_append = Some(10);
     });
     let tgt_ep = app_endpoint(proxy.port(), &fake);
     let opts = Options {
@@ -160,6 +162,7 @@ async fn exchange_imap_throttled_tokens_renewed_flags_names_and_append_limit() {
         "a command arrived inside a suggested backoff: {stats:?}"
     );
     assert_eq!(stats.dropped, 3);
+    assert_eq!(stats.cut_after_append, 1);
     // Logins after the first token's refresh time used a new one; none was refused.
     assert_eq!(stats.logins_refused, 0, "{stats:?}");
     assert!(
