@@ -304,10 +304,11 @@ async fn kill_9_through_the_exchange_proxy_then_rerun_gives_exactly_one_copy() {
         )
         .await;
     }
-    // Throttling all along, drops after 2 throttled answers, and one connection cut right
+    // Throttling all along (the BAD form), drops after 3 throttled answers, and one connection cut right
     // after an APPEND was forwarded (stored, answer never delivered).
     let proxy = proxy_for(&tgt, &fake, |c| {
         c.throttle_every = 9;
+        c.glued_bad = true; // "BADRequest is throttled. …", as Exchange has sent it
         c.backoff = Duration::from_millis(100);
         c.drop_after = 3;
         c.cut_after_append = Some(20);

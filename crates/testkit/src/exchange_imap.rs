@@ -41,6 +41,9 @@ pub struct ExchangeImapConfig {
     pub throttle_at_most: u64,
     /// The suggested backoff sent.
     pub backoff: Duration,
+    /// Send it as `BADRequest is throttled. …` (no space after the status, as seen from
+    /// Exchange in the field) instead of `NO Request is throttled. …`.
+    pub glued_bad: bool,
     /// Commands arriving this soon after a throttled answer are not counted as ignoring it
     /// (they were already on their way).
     pub grace: Duration,
@@ -60,6 +63,7 @@ impl ExchangeImapConfig {
             throttle_every: 3,
             throttle_at_most: u64::MAX,
             backoff: Duration::from_millis(200),
+            glued_bad: false,
             grace: Duration::from_millis(100),
             drop_after: 2,
             cut_after_append: None,
@@ -353,8 +357,9 @@ impl Conn {
             lit = literal_at_end(&line);
         }
         let ms = self.cfg.backoff.as_millis();
+        let status = if self.cfg.glued_bad { "BAD" } else { "NO " };
         self.reply(&format!(
-            "{tag} NO Request is throttled. Suggested Backoff Time: {ms} milliseconds\r\n"
+            "{tag} {status}Request is throttled. Suggested Backoff Time: {ms} milliseconds\r\n"
         ))?;
         self.throttled_here += 1;
         let user = self.user.clone().unwrap_or_default();
