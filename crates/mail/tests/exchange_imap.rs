@@ -19,7 +19,7 @@ use tenantry_mail::folders;
 use tenantry_mail::report::Progress;
 use tenantry_mail::session::{AppToken, Auth, Endpoint, Security, Selected, Session, Side};
 use tenantry_mail::sync::{migrate_mailbox, Options, EXCHANGE_PERMANENT_FLAGS};
-use tenantry_mail::verify::{folder_digest, MessageDigest};
+use tenantry_mail::verify::{folder_digest, verify_mailbox, MessageDigest};
 use tenantry_testkit::exchange_imap::{ExchangeImapConfig, ExchangeImapProxy};
 use tenantry_testkit::faults::{kind, record};
 use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
@@ -173,6 +173,8 @@ async fn exchange_imap_throttled_tokens_renewed_flags_names_and_append_limit() {
         stats.tokens_seen >= 2,
         "a reconnect late in the run got a fresh token: {stats:?}"
     );
+    let scopes = fake.stats().token_scopes;
+    assert_eq!(scopes, [EXCHANGE_ONLINE_SCOPE], "Exchange's IMAP resource");
 
     // The quarantined message: listed with its size and reason; the run is not OK.
     let failures: Vec<_> = rep.folders.iter().flat_map(|f| &f.failures).collect();
@@ -227,6 +229,11 @@ async fn exchange_imap_throttled_tokens_renewed_flags_names_and_append_limit() {
         .filter(|d| d.flags.contains("$MDNSent"))
         .count();
     assert_eq!(mdn, 6, "$MDNSent kept as a flag");
+
+    // verify, with Exchange's names and flags: only the quarantined message differs.
+    let v = verify_mailbox(&src_ep, &tgt_ep, &opts).await.unwrap();
+    assert_eq!(v.differences.len(), 1, "{:?}", v.differences);
+    assert!(v.differences[0].contains("INBOX"), "{:?}", v.differences);
 
     // A re-run through the proxy: nothing copied again, nothing duplicated.
     let rep2 = migrate_mailbox(
