@@ -343,7 +343,10 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
         }
         // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
         // Exchange: unconvertible items). Keep what came; the rest is reported, not fatal.
-        Err(ImapError::Refused { status, reason, .. }) if status.status == Status::No => {
+        // (A throttled FETCH is no such refusal: it is retried after the backoff.)
+        Err(ImapError::Refused { status, reason, .. })
+            if status.status == Status::No && suggested_backoff(&reason).is_none() =>
+        {
             Ok(Bodies {
                 map: out,
                 refused: Some(reason),

@@ -383,3 +383,60 @@ async fn exchange_imap_without_app_credentials_is_a_clear_error() {
         "detected from the host, refused before any connection"
     );
 }
+
+#[tokio::test]
+async fn exchange_imap_as_source_with_its_own_app_and_throttled_fetches() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let src = Dovecot::start(Config::source());
+    let tgt = Dovecot::start(Config::target());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = src.session("alice", "alicepw").await;
+    for i in 0..40 {
+        let body = message(&format!("s{i}"), "", 5000 + i * 100, true);
+        append(&mut s, "INBOX", "\\Seen", DATE, &body).await;
+    }
+    // Exchange as the source: every 3rd FETCH throttled, the connection dropped after it.
+    let proxy = ExchangeImapProxy::start(src.port, {
+        let mut c =
+            ExchangeImapConfig::new(("srcadmin", "srcadminpw"), Arc::new(fake.token_check()));
+        c.throttle_commands = vec!["FETCH".into()];
+        c.throttle_every = 3;
+        c.backoff = Duration::from_millis(150);
+        c.drop_after = 1;
+        c
+    });
+    let status = Command::new(env!("CARGO_BIN_EXE_tenantry-mail"))
+        .args([
+            "migrate",
+            "--source",
+            &format!("imap://alice@127.0.0.1:{}", proxy.port()),
+        ])
+        .args([
+            "--source-kind",
+            "exchange-imap",
+            "--source-tenant-id",
+            TENANT,
+        ])
+        .args([
+            "--source-client-id",
+            CLIENT_ID,
+            "--target",
+            &tgt.url("alice"),
+        ])
+        .args(["--batch-count", "5", "--quiet"])
+        .stdout(Stdio::null())
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .env("TENANTRY_SOURCE_CLIENT_SECRET", CLIENT_SECRET)
+        .env("TENANTRY_TARGET_PASSWORD", "alicepw2")
+        .env("TENANTRY_AUTHORITY", fake.url())
+        .env("TENANTRY_GRAPH_URL", fake.url())
+        .status()
+        .unwrap();
+    let stats = proxy.stats();
+    assert!(status.success(), "{stats:?}");
+    assert!(stats.throttled >= 3 && stats.dropped >= 1, "{stats:?}");
+    let want = digest(&mut s, None).await;
+    let mut t = tgt.session("alice", "alicepw2").await;
+    assert_eq!(want["INBOX"], digest(&mut t, None).await["INBOX"]);
+}
