@@ -467,12 +467,39 @@ pub async fn migrate_mailbox(
         ..Default::default()
     };
     let gates = [Throttle::of(src), Throttle::of(tgt)];
-    let throttled_before: u64 = gates.iter().map(Throttle::throttled).sum();
-    if let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await {
-        report.error = Some(format!("{e:#}"));
-        report.cause = Some(Arc::new(e));
+    let seen = || gates.iter().map(Throttle::throttled).sum::<u64>();
+    let throttled_before = seen();
+    let (mut attempt, mut throttled) = (0u32, 0u32);
+    loop {
+        let seen_before = seen();
+        let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await else {
+            break;
+        };
+        // Only the setup (connect, list, create folders) fails the whole mailbox; the folders
+        // retry on their own. A transient failure there (a dropped link, throttling) starts
+        // the setup again: it is idempotent (folders that exist are kept, the state is exact).
+        let transient = e
+            .downcast_ref::<ImapError>()
+            .is_some_and(ImapError::is_transient);
+        let told =
+            transient && (suggested_backoff(&format!("{e:#}")).is_some() || seen() > seen_before);
+        if told {
+            throttled += 1;
+        } else {
+            attempt += 1;
+        }
+        if !transient || attempt > 5 || throttled > MAX_THROTTLED {
+            report.error = Some(format!("{e:#}"));
+            report.cause = Some(Arc::new(e));
+            break;
+        }
+        tracing::warn!("{}: {e:#}; setting up again", report.source);
+        report.folders.clear();
+        if !told {
+            tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
+        }
     }
-    report.throttled = gates.iter().map(Throttle::throttled).sum::<u64>() - throttled_before;
+    report.throttled = seen() - throttled_before;
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report
 }
@@ -659,16 +686,19 @@ async fn create_folders(
         }
         let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
         if m.source.subscribed && !already {
-            if let Err(e) = t
+            match t
                 .run(Command::new("SUBSCRIBE ").string(m.target.as_bytes()))
                 .await
             {
-                report.folders.push(FolderReport {
+                Ok(_) => {}
+                // Throttled or dropped: the whole setup is tried again (`migrate_mailbox`).
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => report.folders.push(FolderReport {
                     source: m.source.display(),
                     target: m.target.clone(),
                     error: Some(format!("subscription not copied: {e}")),
                     ..Default::default()
-                });
+                }),
             }
         }
     }
@@ -686,6 +716,8 @@ async fn create_folder(t: &mut Session, name: &str) -> Result<std::result::Resul
         {
             Ok(Ok(false))
         }
+        // Throttled: not the name's fault; the setup is tried again after the backoff.
+        Err(e @ ImapError::Refused { .. }) if e.is_transient() => Err(e.into()),
         Err(ImapError::Refused { reason, .. }) => Ok(Err(reason)),
         Err(e) => Err(e.into()),
     }

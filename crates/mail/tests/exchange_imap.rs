@@ -440,3 +440,54 @@ async fn exchange_imap_as_source_with_its_own_app_and_throttled_fetches() {
     let mut t = tgt.session("alice", "alicepw2").await;
     assert_eq!(want["INBOX"], digest(&mut t, None).await["INBOX"]);
 }
+
+#[tokio::test]
+async fn a_throttled_and_dropped_create_sets_the_mailbox_up_again() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let src = Dovecot::start(Config::source());
+    let tgt = Dovecot::start(Config::target());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = src.session("alice", "alicepw").await;
+    for folder in ["Clients", "Clients/Acme", "Travel"] {
+        create(&mut s, folder, true).await;
+        for i in 0..3 {
+            let body = message(&format!("{folder} {i}"), "", 2000, true);
+            append(&mut s, folder, "\\Seen", DATE, &body).await;
+        }
+    }
+    // The first two CREATEs throttled, each followed by a dropped connection.
+    let proxy = proxy_for(&tgt, &fake, |c| {
+        c.throttle_commands = vec!["CREATE".into()];
+        c.throttle_every = 1;
+        c.throttle_at_most = 2;
+        c.drop_after = 1;
+    });
+    let tgt_ep = app_endpoint(proxy.port(), &fake);
+    let opts = Options {
+        exchange_target: true,
+        ..Default::default()
+    };
+    let state = tmp.path().join("state.sqlite");
+    let src_ep = src.endpoint("alice", "alicepw");
+    let rep = migrate_mailbox(
+        &src_ep,
+        &tgt_ep,
+        &state,
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await;
+    assert!(rep.ok(), "{:?}", rep.problems());
+    assert_eq!(proxy.stats().throttled, 2);
+    assert_eq!(rep.throttled, 2);
+    let want = digest(&mut s, None).await;
+    let mut t = tgt.session("alice", "alicepw2").await;
+    let got = digest(&mut t, None).await;
+    for (from, to) in [
+        ("Clients", "Clients"),
+        ("Clients/Acme", "Clients/Acme"),
+        ("Travel", "Travel"),
+    ] {
+        assert_eq!(want[from], got[to], "{from}");
+    }
+}
