@@ -469,35 +469,30 @@ pub async fn migrate_mailbox(
     let gates = [Throttle::of(src), Throttle::of(tgt)];
     let seen = || gates.iter().map(Throttle::throttled).sum::<u64>();
     let throttled_before = seen();
-    let (mut attempt, mut throttled) = (0u32, 0u32);
+    let mut throttled = 0u32;
     loop {
         let seen_before = seen();
         let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await else {
             break;
         };
         // Only the setup (connect, list, create folders) fails the whole mailbox; the folders
-        // retry on their own. A transient failure there (a dropped link, throttling) starts
-        // the setup again: it is idempotent (folders that exist are kept, the state is exact).
+        // retry on their own. Throttling there (or a drop right after it) starts the setup
+        // again once the backoff has passed: it is idempotent (folders that exist are kept,
+        // the state is exact). Other failures end the mailbox as before (an unreachable host
+        // is reported at once; a re-run resumes).
         let transient = e
             .downcast_ref::<ImapError>()
             .is_some_and(ImapError::is_transient);
         let told =
             transient && (suggested_backoff(&format!("{e:#}")).is_some() || seen() > seen_before);
-        if told {
-            throttled += 1;
-        } else {
-            attempt += 1;
-        }
-        if !transient || attempt > 5 || throttled > MAX_THROTTLED {
+        throttled += 1;
+        if !told || throttled > MAX_THROTTLED {
             report.error = Some(format!("{e:#}"));
             report.cause = Some(Arc::new(e));
             break;
         }
         tracing::warn!("{}: {e:#}; setting up again", report.source);
         report.folders.clear();
-        if !told {
-            tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
-        }
     }
     report.throttled = seen() - throttled_before;
     report.elapsed_secs = started.elapsed().as_secs_f64();
