@@ -163,10 +163,11 @@ pub struct MigrateArgs {
     /// Show what would be copied; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Report, don't send, messages larger than this many bytes (e.g. 35000000 for Exchange
-    /// Online, which refuses larger APPENDs without announcing a limit). Default 268435456
-    /// (256 MiB), at most 4294967296 (4 GiB); a server's literals may exceed it by a quarter at
-    /// most (a larger body is read, thrown away and reported).
+    /// Report, don't send, messages larger than this many bytes. Default 268435456 (256 MiB);
+    /// 35000000 for an Exchange Online target (which refuses larger APPENDs without announcing
+    /// a limit: such messages are quarantined and listed). At most 4294967296 (4 GiB); a
+    /// server's literals may exceed it by a quarter at most (a larger body is read, thrown away
+    /// and reported).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_SIZE))]
     pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
