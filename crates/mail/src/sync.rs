@@ -963,6 +963,10 @@ async fn sync_folder(
         x.size <= max
     });
     copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
+    if ctx.opts.exchange_target && !new.is_empty() {
+        // Messages just appended without \Flagged (`append_flags`) get it from the flag pass.
+        maps = ctx.state.maps(key)?;
+    }
     // Flag changes on messages copied earlier.
     let mut stores = Vec::new();
     for x in &metas {
@@ -1333,7 +1337,7 @@ async fn append_batch(
             src_uid: m.uid,
             sha: sha_hex(&body),
             size: body.len() as u64,
-            flags,
+            flags: append_flags(flags, ctx.opts),
         });
         queued.push((m, body));
     }
@@ -1461,6 +1465,21 @@ async fn append_batch(
         .await?;
     }
     Ok(())
+}
+
+/// The flags an APPEND carries (and the state records as written). Exchange keeps a `\Flagged`
+/// set by APPEND for IMAP only — "forgets it with other protocols" (imapsync's FAQ.Office365,
+/// whose fix is the same: APPEND without it, then STORE it) — so for Exchange it is left out
+/// here and the flag pass stores it right after.
+fn append_flags(flags: String, opts: &Options) -> String {
+    if !opts.exchange_target {
+        return flags;
+    }
+    flags
+        .split(' ')
+        .filter(|f| !f.eq_ignore_ascii_case("\\Flagged"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// ` (flags) "date"` of one APPEND (or one message of a MULTIAPPEND).

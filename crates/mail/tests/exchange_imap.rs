@@ -229,6 +229,9 @@ async fn exchange_imap_throttled_tokens_renewed_flags_names_and_append_limit() {
         .filter(|d| d.flags.contains("$MDNSent"))
         .count();
     assert_eq!(mdn, 6, "$MDNSent kept as a flag");
+    // \Flagged (6 messages) stored after the APPEND, never set by it.
+    assert_eq!(stats.appends_flagged, 0, "{stats:?}");
+    assert!(stats.stores_flagged >= 6, "{stats:?}");
 
     // verify, with Exchange's names and flags: only the quarantined message differs.
     let v = verify_mailbox(&src_ep, &tgt_ep, &opts).await.unwrap();

@@ -86,6 +86,10 @@ pub struct ExchangeImapStats {
     /// Commands that arrived while their mailbox's suggested backoff was running.
     pub ignored_backoff: u64,
     pub appends_forwarded: u64,
+    /// APPENDs that set `\Flagged`, and STOREs that do (Exchange forgets a `\Flagged` set
+    /// by APPEND outside IMAP, so a client should STORE it).
+    pub appends_flagged: u64,
+    pub stores_flagged: u64,
     pub cut_after_append: u64,
 }
 
@@ -277,6 +281,12 @@ impl Conn {
                     return Ok(());
                 }
                 continue;
+            }
+            let flagged = text.contains("\\Flagged");
+            match verb.as_str() {
+                "APPEND" if flagged => self.count(|s| s.appends_flagged += 1),
+                "STORE" if flagged => self.count(|s| s.stores_flagged += 1),
+                _ => {}
             }
             self.forward_command(&line, &mut from)?;
             if verb == "APPEND" {
