@@ -6,7 +6,8 @@
 //!
 //! - app-only OAuth2 client credentials against
 //!   `{TENANTRY_AUTHORITY}/{tenant}/oauth2/v2.0/token`, the token cached and refreshed before it
-//!   expires ([`token`]);
+//!   expires ([`token`]); `token::AppTokens` gets tokens the same way for another resource
+//!   (Exchange Online's IMAP: `https://outlook.office365.com/.default`);
 //! - requests to `{TENANTRY_GRAPH_URL}/v1.0/...`, retried on 429/503/504 after `Retry-After`
 //!   (or `RateLimit-Reset`, whichever is greater), with a bounded number in flight and one pause
 //!   for the whole tenant ([`budget`]);

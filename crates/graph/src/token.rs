@@ -39,13 +39,23 @@ impl TokenCache {
         http: &reqwest::Client,
         cfg: &GraphConfig,
     ) -> Result<String, GraphError> {
+        self.get_for(http, cfg, &cfg.scope()).await
+    }
+
+    /// As `get`, for the `.default` scope of another resource.
+    async fn get_for(
+        &self,
+        http: &reqwest::Client,
+        cfg: &GraphConfig,
+        scope: &str,
+    ) -> Result<String, GraphError> {
         let mut cur = self.current.lock().await;
         if let Some(t) = cur.as_ref() {
             if Instant::now() < t.refresh_at {
                 return Ok(t.value.clone());
             }
         }
-        let t = fetch(http, cfg).await?;
+        let t = fetch(http, cfg, scope).await?;
         let v = t.value.clone();
         *cur = Some(t);
         Ok(v)
@@ -63,14 +73,67 @@ impl TokenCache {
 /// Most of a token endpoint's answer we read.
 const TOKEN_BODY_LIMIT: usize = 64 * 1024;
 
-async fn fetch(http: &reqwest::Client, cfg: &GraphConfig) -> Result<Token, GraphError> {
+/// Exchange Online's IMAP, POP and SMTP with app-only tokens: "use the scope
+/// `https://outlook.office365.com/.default`" (learn.microsoft.com/exchange/client-developer/
+/// legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth).
+pub const EXCHANGE_ONLINE_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// App-only tokens for a resource other than Graph (Exchange Online's IMAP), from the same
+/// token endpoint and app registration, cached and refreshed before expiry as Graph's are, so a
+/// run that outlives one token (60–90 minutes) gets a new one when it next asks.
+pub struct AppTokens {
+    cfg: GraphConfig,
+    scope: String,
+    http: reqwest::Client,
+    cache: TokenCache,
+}
+
+impl std::fmt::Debug for AppTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration's own Debug redacts the secret; tokens are never shown.
+        f.debug_struct("AppTokens")
+            .field("cfg", &self.cfg)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl AppTokens {
+    pub fn new(cfg: GraphConfig, scope: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Self {
+            cfg,
+            scope: scope.into(),
+            http,
+            cache: TokenCache::default(),
+        }
+    }
+
+    /// A token valid for a while yet (a new one once the old is near expiry).
+    pub async fn get(&self) -> Result<String, GraphError> {
+        self.cache.get_for(&self.http, &self.cfg, &self.scope).await
+    }
+
+    /// The server refused `token`: forget it, so the next `get` asks for a new one.
+    pub async fn invalidate(&self, token: &str) {
+        self.cache.invalidate(token).await
+    }
+}
+
+async fn fetch(
+    http: &reqwest::Client,
+    cfg: &GraphConfig,
+    scope: &str,
+) -> Result<Token, GraphError> {
     let client_request_id = uuid::Uuid::new_v4().to_string();
-    let scope = cfg.scope();
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", cfg.client_id.as_str()),
         ("client_secret", cfg.secret.expose()),
-        ("scope", scope.as_str()),
+        ("scope", scope),
     ];
     let ids = |rid: Option<String>| RequestIds {
         request_id: rid,

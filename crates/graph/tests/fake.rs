@@ -88,3 +88,28 @@ async fn a_429_pauses_the_tenant_and_is_retried_once() {
     assert_eq!(times, 1);
     assert!(waited >= std::time::Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn app_tokens_for_another_resource_are_cached_renewed_and_replaced() {
+    use tenantry_graph::token::{AppTokens, EXCHANGE_ONLINE_SCOPE};
+    let fake = FakeGraph::start(FakeGraphOptions {
+        token_lifetime: std::time::Duration::from_secs(2),
+        ..Default::default()
+    });
+    let mut cfg = GraphConfig::from_env(TENANT, CLIENT_ID, ClientSecret::new(CLIENT_SECRET));
+    cfg.authority = fake.url().to_string();
+    let tokens = AppTokens::new(cfg, EXCHANGE_ONLINE_SCOPE);
+    let first = tokens.get().await.unwrap();
+    // Renewed once three quarters of a short lifetime (1.5 s of 2 s) have passed.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let second = tokens.get().await.unwrap();
+    assert_ne!(first, second, "renewed before expiry");
+    // A token the server refused is forgotten, even if still young.
+    tokens.invalidate(&second).await;
+    let third = tokens.get().await.unwrap();
+    assert_ne!(second, third);
+    let s = fake.stats();
+    assert_eq!(s.tokens_issued, 3);
+    assert_eq!(s.token_scopes, [EXCHANGE_ONLINE_SCOPE]);
+    assert!(!format!("{tokens:?}").contains(CLIENT_SECRET));
+}

@@ -13,9 +13,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::exchange::location::is_exchange;
 use crate::exchange::mailbox::Mailbox;
 use crate::report::{spawn_ticker, Progress, RunReport};
-use crate::session::{is_loopback, Auth, Endpoint, Security, Side};
-use crate::sync::{migrate_mailbox, Options};
+use crate::session::{is_loopback, AppToken, Auth, Endpoint, Security, Side};
+use crate::sync::{migrate_mailbox, Options, EXCHANGE_APPEND_LIMIT};
 use crate::verify::{verify_mailbox, VerifyReport};
+use tenantry_graph::token::{AppTokens, EXCHANGE_ONLINE_SCOPE};
 
 #[derive(Debug, Subcommand)]
 pub enum MailCommand {
@@ -34,6 +35,31 @@ pub enum AuthMethod {
     Plain,
     Xoauth2,
     Oauthbearer,
+}
+
+/// What an imap(s):// side is.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ImapKind {
+    /// Exchange Online's IMAP when the host is outlook.office365.com, else plain IMAP.
+    Auto,
+    Imap,
+    /// Exchange Online's IMAP: app-only XOAUTH2 from --tenant-id/--client-id and the client
+    /// secret (unless a password or token file is given); as a target also its flags, folder
+    /// names and 35 MB append limit.
+    ExchangeImap,
+}
+
+/// Exchange Online's IMAP host (learn.microsoft.com: "POP, IMAP, and SMTP settings").
+pub const EXCHANGE_IMAP_HOST: &str = "outlook.office365.com";
+
+impl ImapKind {
+    pub fn is_exchange(self, host: &str) -> bool {
+        match self {
+            ImapKind::Auto => host.eq_ignore_ascii_case(EXCHANGE_IMAP_HOST),
+            ImapKind::Imap => false,
+            ImapKind::ExchangeImap => true,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +91,14 @@ pub struct ConnArgs {
     pub source_token_file: Option<PathBuf>,
     #[arg(long)]
     pub target_token_file: Option<PathBuf>,
+    /// What the source is (auto: Exchange Online's IMAP for outlook.office365.com).
+    #[arg(long, value_enum, default_value_t = ImapKind::Auto)]
+    pub source_kind: ImapKind,
+    /// What the target is: exchange-imap keeps only the flags Exchange keeps (the others are
+    /// listed as not carried), renames folder names it refuses, and quarantines messages above
+    /// --max-message-size (default 35000000 there).
+    #[arg(long, value_enum, default_value_t = ImapKind::Auto)]
+    pub target_kind: ImapKind,
     /// Extra trusted CA certificates (PEM).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -129,10 +163,11 @@ pub struct MigrateArgs {
     /// Show what would be copied; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Report, don't send, messages larger than this many bytes (e.g. 35000000 for Exchange
-    /// Online, which refuses larger APPENDs without announcing a limit). Default 268435456
-    /// (256 MiB), at most 4294967296 (4 GiB); a server's literals may exceed it by a quarter at
-    /// most (a larger body is read, thrown away and reported).
+    /// Report, don't send, messages larger than this many bytes. Default 268435456 (256 MiB);
+    /// 35000000 for an Exchange Online target (which refuses larger APPENDs without announcing
+    /// a limit: such messages are quarantined and listed). At most 4294967296 (4 GiB); a
+    /// server's literals may exceed it by a quarter at most (a larger body is read, thrown away
+    /// and reported).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_SIZE))]
     pub max_message_size: Option<u64>,
     /// Bytes of messages per pipelined batch (tuning and tests).
@@ -244,6 +279,7 @@ struct SideArgs<'a> {
     admin: &'a Option<String>,
     auth: AuthMethod,
     token_file: &'a Option<PathBuf>,
+    kind: ImapKind,
     env: &'a str,
 }
 
@@ -290,9 +326,28 @@ fn endpoint(
             .with_context(|| format!("{}: OAuth2 needs --{}-token-file", a.side, a.side))?;
         read_secret(f)
     };
+    let exchange = a.kind.is_exchange(&url.host);
+    // App-only tokens: Exchange Online with neither a password file nor an admin given, or
+    // XOAUTH2 asked for without a token file.
+    let app = || -> Result<Auth> {
+        let cfg = conn.exchange.config(a.side).with_context(|| {
+            format!(
+                "{}: XOAUTH2 needs --{}-token-file, or app credentials",
+                a.side, a.side
+            )
+        })?;
+        Ok(Auth::XOAuth2App(AppToken(Arc::new(AppTokens::new(
+            cfg,
+            EXCHANGE_ONLINE_SCOPE,
+        )))))
+    };
     let auth = match (a.auth, a.token_file) {
         // A password from the batch file is the user's own: log in as the user.
         _ if password.is_some() => Auth::Password(secret()?),
+        (AuthMethod::Xoauth2, None) => app()?,
+        (AuthMethod::Auto, None) if exchange && a.password_file.is_none() && a.admin.is_none() => {
+            app()?
+        }
         (AuthMethod::Xoauth2, _) | (AuthMethod::Auto, Some(_)) => Auth::XOAuth2(token()?),
         (AuthMethod::Oauthbearer, _) => Auth::OAuthBearer(token()?),
         _ => match a.admin {
@@ -322,6 +377,7 @@ fn source_args(conn: &ConnArgs) -> SideArgs<'_> {
         admin: &conn.source_admin,
         auth: conn.source_auth,
         token_file: &conn.source_token_file,
+        kind: conn.source_kind,
         env: "TENANTRY_SOURCE_PASSWORD",
     }
 }
@@ -336,6 +392,7 @@ fn jobs(conn: &ConnArgs) -> Result<Vec<(Endpoint, Endpoint)>> {
         admin: &conn.target_admin,
         auth: conn.target_auth,
         token_file: &conn.target_token_file,
+        kind: conn.target_kind,
         env: "TENANTRY_TARGET_PASSWORD",
     };
     jobs_with(conn, &src, |user, password| {
@@ -643,8 +700,15 @@ async fn verify_exchange(a: VerifyArgs) -> Result<ExitCode> {
     print_verify(results, a.conn.json)
 }
 
+/// Whether the target is Exchange Online's IMAP (`--target-kind`, or its host).
+fn exchange_target(conn: &ConnArgs) -> Result<bool> {
+    let url = parse_url(&conn.target).context("--target")?;
+    Ok(conn.target_kind.is_exchange(&url.host))
+}
+
 async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
     let jobs = jobs(&a.conn)?;
+    let exchange_target = exchange_target(&a.conn)?;
     let opts = Options {
         dry_run: a.dry_run,
         connections: a.conn.connections.max(1),
@@ -654,10 +718,13 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         batch_count: a.batch_count.max(1),
         ignore_appenduid: a.ignore_appenduid,
         multiappend: !a.no_multiappend,
-        max_message_size: a.max_message_size,
+        max_message_size: a
+            .max_message_size
+            .or(exchange_target.then_some(EXCHANGE_APPEND_LIMIT)),
         idle_timeout: Duration::from_secs(a.conn.timeout_secs.max(1)),
         command_timeout: Duration::from_secs(a.conn.command_timeout_secs.max(1)),
         restored_state: false,
+        exchange_target,
     };
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let progress = Arc::new(Progress::default());
@@ -693,6 +760,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
 async fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let jobs = jobs(&a.conn)?;
     let opts = Options {
+        exchange_target: exchange_target(&a.conn)?,
         folder_map: folder_map(&a.conn)?,
         exclude: a.conn.exclude.clone(),
         idle_timeout: Duration::from_secs(a.conn.timeout_secs.max(1)),

@@ -216,8 +216,149 @@ pub fn plan(
         .collect()
 }
 
+/// Folder names Exchange Online's IMAP refuses or merges, renamed before CREATE (the new name
+/// is the mapping's target, so the state keeps it, and the rename is the mapping's `note`,
+/// so the report shows it):
+///
+/// - `Files` at the top: a hidden system folder; CREATE answers `NO Folder name is reserved`
+///   (imapsync's FAQ.Office365; its `--office2` renames it too);
+/// - leading or trailing spaces: Outlook trims folder names (a precaution: not seen refused
+///   over IMAP, but a trimmed twin would merge);
+/// - names equal but for case: Exchange's folder names are case-insensitive (`trash` next to
+///   `Trash` gives "Mailbox already exists"), so the second would merge into the first — it
+///   gets " (2)".
+///
+/// A name with the target's separator in a component is handled by `plan` for every server.
+pub fn exchange_names(plan: &mut [Mapping], target: &[Folder], delim: Option<char>) {
+    let d = delim.unwrap_or('/');
+    // Names (lower case) this plan uses already, and the target's folders: a name is free if
+    // no mapping claims it and the target has no folder of that name but for case (the folder
+    // of exactly that name is this mapping's own from an earlier run).
+    let mut claimed: std::collections::HashSet<String> = plan
+        .iter()
+        .filter(|m| m.target_exists)
+        .map(|m| m.target.to_lowercase())
+        .collect();
+    let existing: std::collections::HashSet<&str> =
+        target.iter().map(|t| t.wire.as_str()).collect();
+    let existing_lower: std::collections::HashSet<String> =
+        target.iter().map(|t| t.wire.to_lowercase()).collect();
+    let taken = |claimed: &std::collections::HashSet<String>, wire: &str| {
+        let lower = wire.to_lowercase();
+        claimed.contains(&lower) || (existing_lower.contains(&lower) && !existing.contains(wire))
+    };
+    // In source-name order, so that which of two case twins keeps its name does not depend
+    // on the order a server lists them in (and re-runs agree).
+    let mut order: Vec<usize> = (0..plan.len())
+        .filter(|&i| !plan[i].target_exists)
+        .collect();
+    order.sort_by(|&a, &b| plan[a].source.wire.cmp(&plan[b].source.wire));
+    for i in order {
+        let m = &mut plan[i];
+        let mut reasons = Vec::new();
+        let mut parts: Vec<String> = m.target.split(d).map(utf7::decode).collect();
+        for (i, c) in parts.iter_mut().enumerate() {
+            let trimmed = c.trim();
+            if trimmed != c {
+                reasons.push(format!("'{c}' has leading or trailing spaces"));
+                *c = if trimmed.is_empty() {
+                    "_".into()
+                } else {
+                    trimmed.into()
+                };
+            }
+            if i == 0 && c.eq_ignore_ascii_case("Files") {
+                reasons.push(format!("'{c}' is a name Exchange reserves"));
+                *c = format!("{c} (migrated)");
+            }
+        }
+        let encode = |parts: &[String]| {
+            parts
+                .iter()
+                .map(|c| utf7::encode(c))
+                .collect::<Vec<_>>()
+                .join(&d.to_string())
+        };
+        let mut wire = encode(&parts);
+        if taken(&claimed, &wire) {
+            let base = parts.last().cloned().unwrap_or_default();
+            let mut n = 2;
+            while taken(&claimed, &wire) {
+                if let Some(last) = parts.last_mut() {
+                    *last = format!("{base} ({n})");
+                }
+                wire = encode(&parts);
+                n += 1;
+            }
+            reasons.push("another folder has the same name but for case (Exchange's names are case-insensitive)".into());
+        }
+        claimed.insert(wire.to_lowercase());
+        if reasons.is_empty() {
+            continue;
+        }
+        let note = format!(
+            "renamed for Exchange Online: '{}' -> '{}' ({})",
+            utf7::decode(&m.target),
+            utf7::decode(&wire),
+            reasons.join("; ")
+        );
+        m.note = Some(match m.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+        m.target_exists = existing.contains(wire.as_str());
+        m.target = wire;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn exchange_renames_what_it_refuses_or_merges() {
+        let src = vec![
+            folder("INBOX", '/', None),
+            folder("Files", '/', None),
+            folder("Work", '/', None),
+            folder("work", '/', None),
+            folder(" Plans ", '/', None),
+            folder("Files/Old", '/', None),
+            folder("Projects/Files", '/', None),
+        ];
+        let tgt = vec![folder("INBOX", '.', None), folder("Work", '.', None)];
+        let mut m = plan(&src, &tgt, Some('.'), &BTreeMap::new());
+        exchange_names(&mut m, &tgt, Some('.'));
+        let names: Vec<&str> = m.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "INBOX",
+                "Files (migrated)",
+                "Work",
+                "work (2)",
+                "Plans",
+                "Files (migrated).Old",
+                "Projects.Files"
+            ]
+        );
+        assert!(m[0].note.is_none() && m[2].note.is_none() && m[6].note.is_none());
+        assert!(
+            m[1].note.as_deref().unwrap().contains("reserves"),
+            "{:?}",
+            m[1].note
+        );
+        assert!(m[3].note.as_deref().unwrap().contains("case"));
+        assert!(m[4].note.as_deref().unwrap().contains("spaces"));
+        // A re-run finds its renamed folders under the same names.
+        let mut tgt2 = tgt.clone();
+        for n in &names[1..] {
+            tgt2.push(folder(n, '.', None));
+        }
+        let mut again = plan(&src, &tgt2, Some('.'), &BTreeMap::new());
+        exchange_names(&mut again, &tgt2, Some('.'));
+        let names2: Vec<&str> = again.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(names2, names);
+    }
     use super::*;
 
     fn folder(wire: &str, delim: char, role: Option<&str>) -> Folder {

@@ -14,4 +14,5 @@ pub mod report;
 pub mod session;
 pub mod state;
 pub mod sync;
+pub mod throttle;
 pub mod verify;

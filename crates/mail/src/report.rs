@@ -66,6 +66,8 @@ pub struct MailboxReport {
     #[serde(skip)]
     pub cause: Option<std::sync::Arc<anyhow::Error>>,
     pub elapsed_secs: f64,
+    /// Throttled answers (Exchange's "Suggested Backoff Time") waited out during the run.
+    pub throttled: u64,
 }
 
 impl MailboxReport {
@@ -146,6 +148,12 @@ impl RunReport {
                     if m.ok() { "" } else { " — INCOMPLETE" }
                 );
             }
+            if m.throttled > 0 {
+                s += &format!(
+                    "  note: {} throttled answer(s) waited out as the server suggested\n",
+                    m.throttled
+                );
+            }
             for f in &m.folders {
                 if let Some(n) = &f.note {
                     s += &format!("  note: {}\n", for_terminal(n));
@@ -159,7 +167,7 @@ impl RunReport {
                 }
                 if !f.refused_flags.is_empty() {
                     s += &format!(
-                        "  note: target folder {} does not keep flags {}\n",
+                        "  note: target folder {} does not keep flags {}: not carried\n",
                         for_terminal(&f.target),
                         for_terminal(&f.refused_flags.join(" "))
                     );

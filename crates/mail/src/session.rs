@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::framer::{self, FrameError, Limits};
+use crate::throttle::Throttle;
 
 use crate::protocol::command::{Command, Part};
 use crate::protocol::{self, Response, Status, StatusInfo, Value};
@@ -114,7 +115,21 @@ pub enum Auth {
     },
     XOAuth2(String),
     OAuthBearer(String),
+    /// XOAUTH2 with app-only tokens fetched (and renewed near expiry) at each login:
+    /// Exchange Online's IMAP for an app registration (`IMAP.AccessAsApp`).
+    XOAuth2App(AppToken),
 }
+
+/// The app's token source; equal only to itself.
+#[derive(Clone, Debug)]
+pub struct AppToken(pub Arc<tenantry_graph::token::AppTokens>);
+
+impl PartialEq for AppToken {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for AppToken {}
 
 // Secrets never reach logs or error messages, even through `{:?}`.
 impl fmt::Debug for Auth {
@@ -124,6 +139,7 @@ impl fmt::Debug for Auth {
             Auth::Admin { admin, .. } => write!(f, "Admin({admin}, <redacted>)"),
             Auth::XOAuth2(_) => f.write_str("XOAuth2(<redacted>)"),
             Auth::OAuthBearer(_) => f.write_str("OAuthBearer(<redacted>)"),
+            Auth::XOAuth2App(_) => f.write_str("XOAuth2App(<app token>)"),
         }
     }
 }
@@ -156,6 +172,22 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A valid app-only token (the cache renews it near expiry, so a reconnect late in a long run
+/// logs in with a new one). An unreachable token endpoint is transient.
+async fn app_token(ep: &Endpoint, app: &AppToken) -> Result<String> {
+    app.0.get().await.map_err(|e| match e {
+        tenantry_graph::GraphError::Transient { message, .. } => ImapError::Io {
+            side: ep.side,
+            host: ep.host.clone(),
+            source: std::io::Error::other(message),
+        },
+        e => ImapError::Config {
+            side: ep.side,
+            msg: format!("no access token for XOAUTH2: {e}"),
+        },
+    })
+}
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -177,6 +209,8 @@ pub struct Session {
     pending_bytes: u64,
     /// Bytes of all responses read so far (to bound what `run` collects).
     received: u64,
+    /// Throttled answers close it; every command waits for it (all connections of a mailbox).
+    throttle: Throttle,
 }
 
 /// Most untagged responses `run` collects for one command: real commands it is used for
@@ -290,6 +324,7 @@ impl Session {
             wait_until: limits.deadline_for(0),
             pending_bytes: 0,
             received: 0,
+            throttle: Throttle::of(ep),
         };
         let greeting = s.greeting().await?;
         if ep.security == Security::StartTls {
@@ -397,6 +432,24 @@ impl Session {
     }
 
     async fn login(&mut self, ep: &Endpoint) -> Result<()> {
+        let Auth::XOAuth2App(app) = &ep.auth else {
+            return self.login_with(ep, None).await;
+        };
+        // Wait out a throttled mailbox first: a token fetched before a long wait could lapse.
+        self.throttle.wait().await;
+        let token = app_token(ep, app).await?;
+        match self.login_with(ep, Some(&token)).await {
+            // Revoked or expired early: one more try with a token fetched now.
+            Err(ImapError::LoginRefused { .. }) => {
+                app.0.invalidate(&token).await;
+                let fresh = app_token(ep, app).await?;
+                self.login_with(ep, Some(&fresh)).await
+            }
+            r => r,
+        }
+    }
+
+    async fn login_with(&mut self, ep: &Endpoint, app_token: Option<&str>) -> Result<()> {
         self.expect_by_deadline();
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
         let (mech, initial, display) = match &ep.auth {
@@ -416,6 +469,16 @@ impl Session {
                 "PLAIN",
                 b64(format!("{}\0{admin}\0{password}", ep.user).as_bytes()),
                 "PLAIN (admin)",
+            ),
+            Auth::XOAuth2App(_) => (
+                "XOAUTH2",
+                b64(format!(
+                    "user={}\x01auth=Bearer {}\x01\x01",
+                    ep.user,
+                    app_token.unwrap_or_default()
+                )
+                .as_bytes()),
+                "XOAUTH2 (app)",
             ),
             Auth::XOAuth2(token) => (
                 "XOAUTH2",
@@ -528,6 +591,8 @@ impl Session {
     /// Literals go non-synchronising when the server offers LITERAL+ (or LITERAL- for small
     /// ones); otherwise each waits for the server's `+`.
     pub async fn send(&mut self, cmd: Command) -> Result<String> {
+        // Throttled (on this or another connection of the mailbox): wait as told.
+        self.throttle.wait().await;
         self.next_tag += 1;
         let tag = format!("t{}", self.next_tag);
         self.outstanding.insert(tag.clone());
@@ -638,7 +703,13 @@ impl Session {
                 what,
             },
         })?;
-        protocol::parse_framed(framed).map_err(|e| self.protocol(&e.to_string()))
+        let r = protocol::parse_framed(framed).map_err(|e| self.protocol(&e.to_string()))?;
+        if let Response::Tagged(_, info) | Response::UntaggedStatus(info) = &r {
+            if info.status != Status::Ok {
+                self.throttle.note(&info.text);
+            }
+        }
+        Ok(r)
     }
 
     /// Reads until the completion of `tag`; untagged responses are handed to `on_untagged`.

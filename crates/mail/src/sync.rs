@@ -20,6 +20,7 @@ use crate::protocol::{self, parse_fetch, uid_set, FetchItem, Response, Status, S
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
 use crate::session::{Endpoint, ImapError, Selected, Session};
 use crate::state::{FolderState, Pending, State};
+use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -52,6 +53,10 @@ pub struct Options {
     /// then marked unverified, and an unverified folder's unmapped messages are looked up on
     /// the target (as pending rows are) before anything is copied.
     pub restored_state: bool,
+    /// The target is Exchange Online's IMAP (`--target-kind exchange-imap`): only the flags it
+    /// keeps are sent (the rest listed as not carried), the folder names it refuses are
+    /// renamed (`folders::exchange_names`), and messages above the append limit quarantined.
+    pub exchange_target: bool,
 }
 
 impl Options {
@@ -84,12 +89,42 @@ impl Default for Options {
             idle_timeout: Limits::DEFAULT_IDLE,
             command_timeout: Limits::DEFAULT_DEADLINE,
             restored_state: false,
+            exchange_target: false,
         }
     }
 }
 
+/// Throttled restarts of one folder before it is given up (each waits as long as the server
+/// suggests, so this is a bound on a server that never lets up, not a pace).
+const MAX_THROTTLED: u32 = 100;
+
 /// How long to keep looking for an interrupted APPEND the server may still be saving.
 const CRASH_GRACE: Duration = Duration::from_secs(3);
+
+/// Exchange Online's PERMANENTFLAGS: the system flags and `$MDNSent`, no `\*`, so other
+/// keywords are not kept (field reports: MailCore/mailcore2#780, svarshavchik/courier#26).
+pub const EXCHANGE_PERMANENT_FLAGS: [&str; 6] = [
+    "\\Seen",
+    "\\Answered",
+    "\\Flagged",
+    "\\Deleted",
+    "\\Draft",
+    "$MDNSent",
+];
+
+/// Default append limit for an Exchange Online target: its default maximum message size is
+/// 35 MB, and Microsoft's own IMAP migration says "the biggest email you can migrate is 35 MB".
+/// Exchange announces no APPENDLIMIT and may drop the connection on a larger APPEND.
+pub const EXCHANGE_APPEND_LIMIT: u64 = 35_000_000;
+
+/// Why a message above the append limit is not sent.
+fn too_large(opts: &Options, max: u64) -> String {
+    if opts.exchange_target {
+        format!("quarantined: above Exchange Online's append limit of {max} bytes (--max-message-size); not sent")
+    } else {
+        format!("larger than the {max}-byte limit (--max-message-size)")
+    }
+}
 
 /// Message metadata from the first, cheap FETCH.
 #[derive(Debug, Clone)]
@@ -308,7 +343,10 @@ pub async fn fetch_bodies(s: &mut Session, wanted: &[Meta]) -> Result<Bodies> {
         }
         // NO: some messages could not be read (Dovecot: "Some messages could not be FETCHed",
         // Exchange: unconvertible items). Keep what came; the rest is reported, not fatal.
-        Err(ImapError::Refused { status, reason, .. }) if status.status == Status::No => {
+        // (A throttled FETCH is no such refusal: it is retried after the backoff.)
+        Err(ImapError::Refused { status, reason, .. })
+            if status.status == Status::No && suggested_backoff(&reason).is_none() =>
+        {
             Ok(Bodies {
                 map: out,
                 refused: Some(reason),
@@ -428,10 +466,35 @@ pub async fn migrate_mailbox(
         target: tgt.describe(),
         ..Default::default()
     };
-    if let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await {
-        report.error = Some(format!("{e:#}"));
-        report.cause = Some(Arc::new(e));
+    let gates = [Throttle::of(src), Throttle::of(tgt)];
+    let seen = || gates.iter().map(Throttle::throttled).sum::<u64>();
+    let throttled_before = seen();
+    let mut throttled = 0u32;
+    loop {
+        let seen_before = seen();
+        let Err(e) = migrate_inner(src, tgt, state_path, opts, &progress, &mut report).await else {
+            break;
+        };
+        // Only the setup (connect, list, create folders) fails the whole mailbox; the folders
+        // retry on their own. Throttling there (or a drop right after it) starts the setup
+        // again once the backoff has passed: it is idempotent (folders that exist are kept,
+        // the state is exact). Other failures end the mailbox as before (an unreachable host
+        // is reported at once; a re-run resumes).
+        let transient = e
+            .downcast_ref::<ImapError>()
+            .is_some_and(ImapError::is_transient);
+        let told =
+            transient && (suggested_backoff(&format!("{e:#}")).is_some() || seen() > seen_before);
+        throttled += 1;
+        if !told || throttled > MAX_THROTTLED {
+            report.error = Some(format!("{e:#}"));
+            report.cause = Some(Arc::new(e));
+            break;
+        }
+        tracing::warn!("{}: {e:#}; setting up again", report.source);
+        report.folders.clear();
     }
+    report.throttled = seen() - throttled_before;
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report
 }
@@ -461,7 +524,10 @@ async fn migrate_inner(
         Some(d) => Some(d),
         None => list_delimiter(&mut t).await?,
     };
-    let plan = folders::plan(&src_folders, &tgt_folders, delim, &opts.folder_map);
+    let mut plan = folders::plan(&src_folders, &tgt_folders, delim, &opts.folder_map);
+    if opts.exchange_target {
+        folders::exchange_names(&mut plan, &tgt_folders, delim);
+    }
     let uncreatable = if opts.dry_run {
         HashSet::new()
     } else {
@@ -615,16 +681,19 @@ async fn create_folders(
         }
         let already = existing.iter().any(|f| f.wire == m.target && f.subscribed);
         if m.source.subscribed && !already {
-            if let Err(e) = t
+            match t
                 .run(Command::new("SUBSCRIBE ").string(m.target.as_bytes()))
                 .await
             {
-                report.folders.push(FolderReport {
+                Ok(_) => {}
+                // Throttled or dropped: the whole setup is tried again (`migrate_mailbox`).
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => report.folders.push(FolderReport {
                     source: m.source.display(),
                     target: m.target.clone(),
                     error: Some(format!("subscription not copied: {e}")),
                     ..Default::default()
-                });
+                }),
             }
         }
     }
@@ -642,6 +711,8 @@ async fn create_folder(t: &mut Session, name: &str) -> Result<std::result::Resul
         {
             Ok(Ok(false))
         }
+        // Throttled: not the name's fault; the setup is tried again after the backoff.
+        Err(e @ ImapError::Refused { .. }) if e.is_transient() => Err(e.into()),
         Err(ImapError::Refused { reason, .. }) => Ok(Err(reason)),
         Err(e) => Err(e.into()),
     }
@@ -680,19 +751,7 @@ fn missing_parents<'a>(
     out
 }
 
-/// Exchange Online says how long to wait: "Request is throttled. Suggested Backoff Time: N
-/// milliseconds". Honour it (capped at 5 minutes).
-pub fn suggested_backoff(text: &str) -> Option<Duration> {
-    let lower = text.to_ascii_lowercase();
-    let rest = &lower[lower.find("suggested backoff time:")? + "suggested backoff time:".len()..];
-    let digits: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let ms: u64 = digits.parse().ok()?;
-    Some(Duration::from_millis(ms.min(300_000)))
-}
+pub use crate::throttle::suggested_backoff;
 
 async fn sync_with_retry(
     pair: &mut (Session, Session),
@@ -702,8 +761,12 @@ async fn sync_with_retry(
     ctx: &Ctx<'_>,
 ) -> FolderReport {
     let mut attempt = 0u32;
+    let mut throttled = 0u32;
     let mut rep_retries = 0u32;
+    let gates = [Throttle::of(src), Throttle::of(tgt)];
+    let seen = || gates.iter().map(Throttle::throttled).sum::<u64>();
     loop {
+        let seen_before = seen();
         let mut rep = FolderReport {
             source: m.source.display(),
             target: crate::protocol::utf7::decode(&m.target),
@@ -718,17 +781,30 @@ async fn sync_with_retry(
                 let transient = e
                     .downcast_ref::<ImapError>()
                     .is_some_and(ImapError::is_transient);
-                attempt += 1;
-                // Transient failures (dropped link, throttling) get several tries; others one
-                // more (e.g. Dovecot races auto-creating special folders on first login).
-                if attempt > if transient { 5 } else { 1 } {
+                // Throttled, or dropped after a throttled answer (Exchange does both).
+                let told = transient
+                    && (suggested_backoff(&format!("{e:#}")).is_some() || seen() > seen_before);
+                // Throttling is the server pacing us, not a failure: it gets many more tries
+                // (each waits as long as told) than other transient failures (dropped link).
+                if told {
+                    throttled += 1;
+                } else {
+                    attempt += 1;
+                }
+                // Non-transient ones get one more try (e.g. Dovecot races auto-creating
+                // special folders on first login).
+                if attempt > if transient { 5 } else { 1 } || throttled > MAX_THROTTLED {
                     rep.error = Some(format!("{e:#}"));
                     return rep;
                 }
                 // Reconnect with exponential backoff; the folder restarts from the state,
-                // which the pending/reconcile protocol keeps exact.
-                let wait = suggested_backoff(&format!("{e:#}"))
-                    .unwrap_or_else(|| Duration::from_millis(250 << attempt.min(6)));
+                // which the pending/reconcile protocol keeps exact. After throttling, the
+                // mailbox's gate (`Throttle`) holds the next command for the time suggested.
+                let wait = if told {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(250 << attempt.min(6))
+                };
                 rep_retries += 1;
                 tracing::warn!("{}: {e:#}; reconnecting in {wait:?}", rep.source);
                 tokio::time::sleep(wait).await;
@@ -781,10 +857,19 @@ async fn sync_folder(
         }
         return Ok(());
     }
-    let tsel = t
+    let mut tsel = t
         .select(&m.target, false)
         .await
         .with_context(|| format!("target folder {}", m.target))?;
+    if ctx.opts.exchange_target {
+        // Exchange keeps these only, whatever a server in between announces.
+        tsel.permanent_flags = Some(
+            EXCHANGE_PERMANENT_FLAGS
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+        );
+    }
     let fresh = match &prev {
         None => true,
         Some(p) => {
@@ -872,12 +957,16 @@ async fn sync_folder(
                 folder: rep.source.clone(),
                 uid: x.uid,
                 size: x.size,
-                reason: format!("larger than the {max}-byte limit (--max-message-size)"),
+                reason: too_large(ctx.opts, max),
             });
         }
         x.size <= max
     });
     copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
+    if ctx.opts.exchange_target && !new.is_empty() {
+        // Messages just appended without \Flagged (`append_flags`) get it from the flag pass.
+        maps = ctx.state.maps(key)?;
+    }
     // Flag changes on messages copied earlier.
     let mut stores = Vec::new();
     for x in &metas {
@@ -1231,13 +1320,24 @@ async fn append_batch(
             });
             continue;
         };
+        let max = ctx.opts.max_message_size();
+        if body.len() as u64 > max {
+            // The listed size was an estimate (Exchange as a source): the body decides.
+            rep.failures.push(Failure {
+                folder: rep.source.clone(),
+                uid: m.uid,
+                size: body.len() as u64,
+                reason: too_large(ctx.opts, max),
+            });
+            continue;
+        }
         let (flags, r) = canonical_flags(&m.flags, Some(tsel));
         refused.extend(r);
         items.push(Pending {
             src_uid: m.uid,
             sha: sha_hex(&body),
             size: body.len() as u64,
-            flags,
+            flags: append_flags(flags, ctx.opts),
         });
         queued.push((m, body));
     }
@@ -1365,6 +1465,21 @@ async fn append_batch(
         .await?;
     }
     Ok(())
+}
+
+/// The flags an APPEND carries (and the state records as written). Exchange keeps a `\Flagged`
+/// set by APPEND for IMAP only — "forgets it with other protocols" (imapsync's FAQ.Office365,
+/// whose fix is the same: APPEND without it, then STORE it) — so for Exchange it is left out
+/// here and the flag pass stores it right after.
+fn append_flags(flags: String, opts: &Options) -> String {
+    if !opts.exchange_target {
+        return flags;
+    }
+    flags
+        .split(' ')
+        .filter(|f| !f.eq_ignore_ascii_case("\\Flagged"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// ` (flags) "date"` of one APPEND (or one message of a MULTIAPPEND).

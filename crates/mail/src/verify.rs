@@ -86,7 +86,10 @@ pub async fn verify_mailbox(
     let (mut sf, tf) = (folders::list(&mut s).await?, folders::list(&mut t).await?);
     sf.retain(|f| !folders::excluded(f, &opts.exclude));
     let delim = tf.iter().find_map(|f| f.delimiter);
-    let plan = folders::plan(&sf, &tf, delim, &opts.folder_map);
+    let mut plan = folders::plan(&sf, &tf, delim, &opts.folder_map);
+    if opts.exchange_target {
+        folders::exchange_names(&mut plan, &tf, delim);
+    }
     let mut rep = VerifyReport {
         source: src.describe(),
         target: tgt.describe(),
@@ -126,7 +129,15 @@ async fn check_folder(
     if !m.source.selectable {
         return Ok(());
     }
-    let tsel = t.select(&m.target, false).await?;
+    let mut tsel = t.select(&m.target, false).await?;
+    if opts.exchange_target {
+        tsel.permanent_flags = Some(
+            crate::sync::EXCHANGE_PERMANENT_FLAGS
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+        );
+    }
     let (src, bytes) = folder_digest(s, &m.source.wire, Some(&tsel), true, opts).await?;
     let (dst, _) = folder_digest(t, &m.target, None, false, opts).await?;
     rep.folders.push(FolderCheck {

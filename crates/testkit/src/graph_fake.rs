@@ -99,6 +99,8 @@ pub struct FakeStats {
     /// a client retrying hard instead of waiting.
     pub ignored_retry_after: u64,
     pub tokens_issued: u64,
+    /// The scopes tokens were issued for (`{resource}/.default`), each once.
+    pub token_scopes: Vec<String>,
     /// Requests refused for a missing, unknown or expired token.
     pub unauthorized: u64,
     pub simple_uploads: u64,
@@ -376,6 +378,20 @@ impl FakeGraph {
 
     pub fn set_throttle_every(&self, n: Option<u64>) {
         self.world.lock().unwrap().opts.throttle_every = n;
+    }
+
+    /// Whether tokens are issued by this fake and valid now: for a server that stands behind
+    /// the same token authority (the Exchange IMAP proxy, `exchange_imap`).
+    pub fn token_check(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let world = self.world.clone();
+        move |t: &str| {
+            world
+                .lock()
+                .unwrap()
+                .tokens
+                .get(t)
+                .is_some_and(|exp| Instant::now() < *exp)
+        }
     }
 
     /// Invalidates every issued token now (as a revocation or a clock skew would).
@@ -893,6 +909,10 @@ fn token(w: &mut World, path: &str, method: &Method, body: &[u8]) -> Response {
         );
     }
     w.stats.tokens_issued += 1;
+    let scope = form.get("scope").cloned().unwrap_or_default();
+    if !w.stats.token_scopes.contains(&scope) {
+        w.stats.token_scopes.push(scope);
+    }
     let t = format!("fake-token-{}-{:x}", w.stats.tokens_issued, rand_u64());
     let life = w.opts.token_lifetime;
     w.tokens.insert(t.clone(), Instant::now() + life);

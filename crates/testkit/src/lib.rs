@@ -12,10 +12,14 @@
 //! mail folders, messages and attachment upload sessions; mailbox import/export), written from
 //! Microsoft's documentation: Microsoft's services cannot run here.
 //!
+//! [`exchange_imap`] puts Exchange Online's IMAP behaviour (XOAUTH2 app tokens, throttling
+//! answers, dropped connections) in front of a real Dovecot.
+//!
 //! [`hostile`] has servers that misbehave on request (scripted HTTP/WebDAV and IMAP peers).
 
 pub mod apache;
 pub mod dovecot;
+pub mod exchange_imap;
 pub mod faults;
 pub mod graph_fake;
 pub mod hostile;

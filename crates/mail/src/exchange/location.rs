@@ -53,21 +53,26 @@ pub struct ExchangeArgs {
 }
 
 impl ExchangeArgs {
-    /// The Graph client of one side (`TENANTRY_GRAPH_URL` / `TENANTRY_AUTHORITY` override
-    /// Microsoft's endpoints).
-    pub fn client(&self, side: Side) -> Result<GraphClient> {
+    /// The app registration of one side, its secret read (file or environment).
+    pub fn config(&self, side: Side) -> Result<GraphConfig> {
         let creds = self.app.side(match side {
             Side::Source => GraphSide::Source,
             Side::Target => GraphSide::Target,
         });
-        let tenant = creds.tenant_id.with_context(|| {
-            format!("{side}: exchange:// needs --{side}-tenant-id or --tenant-id")
-        })?;
-        let client = creds.client_id.with_context(|| {
-            format!("{side}: exchange:// needs --{side}-client-id or --client-id")
-        })?;
+        let tenant = creds
+            .tenant_id
+            .with_context(|| format!("{side}: needs --{side}-tenant-id or --tenant-id"))?;
+        let client = creds
+            .client_id
+            .with_context(|| format!("{side}: needs --{side}-client-id or --client-id"))?;
         let secret = creds.secret().with_context(|| format!("{side}"))?;
-        let cfg = GraphConfig::from_env(tenant, client, secret);
+        Ok(GraphConfig::from_env(tenant, client, secret))
+    }
+
+    /// The Graph client of one side (`TENANTRY_GRAPH_URL` / `TENANTRY_AUTHORITY` override
+    /// Microsoft's endpoints).
+    pub fn client(&self, side: Side) -> Result<GraphClient> {
+        let cfg = self.config(side)?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(5))
             .connect_timeout(std::time::Duration::from_secs(30))

@@ -473,8 +473,37 @@ pub fn parse_framed(f: Framed) -> Result<Response, ParseError> {
             String::from_utf8_lossy(tag).into_owned(),
             p.status_info(status)?,
         )),
-        None => p.err("tagged response without status"),
+        None => match glued_throttle(word) {
+            // Exchange Online has been seen to send "AV3 BADRequest is throttled. …" (no space
+            // after BAD): read as the refusal it is, so its backoff is honoured.
+            Some((status, head)) => {
+                p.skip_spaces();
+                let text = format!("{head} {}", p.rest_text());
+                Ok(Response::Tagged(
+                    String::from_utf8_lossy(tag).into_owned(),
+                    StatusInfo {
+                        status,
+                        code: Vec::new(),
+                        text,
+                    },
+                ))
+            }
+            None => p.err("tagged response without status"),
+        },
     }
+}
+
+/// `BADRequest` / `NORequest`: a status glued to Exchange's throttling text.
+fn glued_throttle(word: &[u8]) -> Option<(Status, String)> {
+    let w = String::from_utf8_lossy(word);
+    let (status, rest) = if w.starts_with("BADRequest") {
+        (Status::Bad, &w[3..])
+    } else if w.starts_with("NORequest") {
+        (Status::No, &w[2..])
+    } else {
+        return None;
+    };
+    Some((status, rest.to_string()))
 }
 
 /// The attributes of one message from a FETCH response.
@@ -651,6 +680,24 @@ pub fn parse_uid_set(s: &str, expected: usize) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchange_throttling_without_a_space_after_bad_is_a_refusal() {
+        let r = parse_response(
+            b"AV3 BADRequest is throttled. Suggested Backoff Time: 201317 milliseconds\r\n",
+        )
+        .unwrap();
+        let Response::Tagged(tag, info) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(tag, "AV3");
+        assert_eq!(info.status, Status::Bad);
+        assert_eq!(
+            crate::throttle::suggested_backoff(&info.text),
+            Some(std::time::Duration::from_millis(201_317))
+        );
+        assert!(parse_response(b"t1 BADLY wrong\r\n").is_err());
+    }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
