@@ -553,3 +553,79 @@ pub struct ApplicationSummaryDto {
     pub role: String,
     pub created_date_time: String,
 }
+
+/// How far a step is: items (messages, files) and bytes done of the totals known so far (a
+/// total may grow while the engine lists), with the rate over the last half minute or so and
+/// the estimated end while the step runs.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepProgressDto {
+    pub items_done: u64,
+    pub items_total: Option<u64>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    /// Bytes per second.
+    pub rate_per_second: Option<f64>,
+    /// RFC 3339.
+    pub estimated_end: Option<String>,
+}
+
+impl From<tenantry_app::progress::ProgressView> for StepProgressDto {
+    fn from(v: tenantry_app::progress::ProgressView) -> Self {
+        Self {
+            items_done: v.items_done,
+            items_total: v.items_total,
+            bytes_done: v.bytes_done,
+            bytes_total: v.bytes_total,
+            rate_per_second: v.rate_per_second,
+            estimated_end: v
+                .estimated_end
+                .map(|t| rfc3339(tenantry_ledger::Timestamp(t))),
+        }
+    }
+}
+
+/// A step being worked on: who holds it, since when, and how far it is.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningStepDto {
+    pub key: String,
+    pub worker: Option<String>,
+    pub started_date_time: Option<String>,
+    pub lease_until: Option<String>,
+    pub attempts: u32,
+    /// None until its engine reports (steps without data never do).
+    pub progress: Option<StepProgressDto>,
+}
+
+/// A step that reported progress (finished ones keep their final counts).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasuredStepDto {
+    pub key: String,
+    pub state: String,
+    pub progress: StepProgressDto,
+}
+
+/// A move's progress: steps done of all, every running step, every step that reported counts.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveProgressDto {
+    pub steps: usize,
+    pub done: usize,
+    /// The first step not done: key, state, attempts, error.
+    #[schema(value_type = Option<Object>)]
+    pub current: Option<serde_json::Value>,
+    pub running: Vec<RunningStepDto>,
+    pub by_step: Vec<MeasuredStepDto>,
+}
+
+/// A move (the fields below; the answer also holds its spec and dates).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveStatusDto {
+    pub id: Uuid,
+    /// Draft, Running, Paused, Cancelled, Failed or Completed.
+    pub state: String,
+    pub progress: MoveProgressDto,
+}

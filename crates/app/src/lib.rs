@@ -39,6 +39,7 @@ pub mod format;
 pub mod moves;
 pub mod orders;
 mod platform;
+pub mod progress;
 mod subscriptions;
 pub mod tokens;
 mod users;

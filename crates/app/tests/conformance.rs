@@ -779,6 +779,108 @@ async fn engine_state_is_saved_only_by_the_lease_holder() {
         .is_none());
 }
 
+/// A step's progress is written only by the worker holding its lease, replaces the one stored
+/// before (every field, the unknown totals too), reads back exactly (counts beyond 32 bits),
+/// stays once the step is done (its final counts), and goes with a step a new plan drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_progress_is_stored_by_the_lease_holder_and_read_back() {
+    use tenantry_app::progress::{advance, Counts};
+    let b = backend().await;
+    let id = draft_move(&b).await;
+    b.ledger
+        .start_run(id, steps(&["mailbox:a", "report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    assert!(b.store().step_progress(id).await.unwrap().is_empty());
+    let step = claim(&b, "w", NOW).await.unwrap();
+    let at = |counts: Counts, now: i64, previous: Option<&_>| {
+        advance(previous, id, &step.key, NOW, counts, Timestamp(NOW.0 + now))
+    };
+    let first = at(
+        Counts {
+            items_done: 3,
+            items_total: None,
+            bytes_done: 6_000_000_000,
+            bytes_total: None,
+        },
+        5,
+        None,
+    );
+    assert!(b
+        .ledger
+        .record_progress("w".into(), first.clone())
+        .await
+        .unwrap());
+    assert_eq!(
+        b.store().step_progress(id).await.unwrap(),
+        vec![first.clone()]
+    );
+    let second = at(
+        Counts {
+            items_done: 7,
+            items_total: Some(10),
+            bytes_done: 7_000_000_000,
+            bytes_total: Some(9_000_000_000),
+        },
+        90,
+        Some(&first),
+    );
+    assert_ne!(second.window_at, first.window_at, "the window moved");
+    assert!(b
+        .ledger
+        .record_progress("w".into(), second.clone())
+        .await
+        .unwrap());
+    let stranger = at(Counts::default(), 91, None);
+    assert!(!b
+        .ledger
+        .record_progress("someone-else".into(), stranger)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.store().step_progress(id).await.unwrap(),
+        vec![second.clone()]
+    );
+    b.ledger
+        .finish_step(id, step.key.clone(), "w".into(), Ok(json!({})), 3, NOW)
+        .await
+        .unwrap();
+    let late = at(Counts::default(), 92, Some(&second));
+    assert!(
+        !b.ledger.record_progress("w".into(), late).await.unwrap(),
+        "the step is over"
+    );
+    assert_eq!(b.store().step_progress(id).await.unwrap(), vec![second]);
+
+    // A new plan without the step takes its progress with it.
+    let other = draft_move(&b).await;
+    b.ledger
+        .start_run(other, steps(&["mailbox:b", "report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    b.ledger
+        .set_move_state(id, RUNNING, MoveState::Paused, "op".into(), NOW)
+        .await
+        .ok();
+    let running = claim(&b, "w", NOW).await.unwrap();
+    assert_eq!(running.key, "mailbox:b");
+    let p = advance(None, other, "mailbox:b", NOW, Counts::default(), NOW);
+    assert!(b.ledger.record_progress("w".into(), p).await.unwrap());
+    b.ledger
+        .hand_back_step(other, "mailbox:b".into(), "w".into(), NOW)
+        .await
+        .unwrap();
+    b.ledger
+        .set_move_state(other, RUNNING, MoveState::Paused, "op".into(), NOW)
+        .await
+        .unwrap();
+    b.ledger
+        .start_run(other, steps(&["report"]), "op".into(), NOW)
+        .await
+        .unwrap();
+    assert!(b.store().step_progress(other).await.unwrap().is_empty());
+}
+
 /// The kind of a failure decides: authentication and permanent failures fail the step and the
 /// move after one attempt (however many attempts are left); a throttled step waits at least
 /// what the server asked, a transient one its back-off.

@@ -226,6 +226,7 @@ async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
         state_path,
         retry,
         progress: !a.pair.json || std::io::stderr().is_terminal(),
+        counters: None,
     };
     let report = migrate(s, t, &sn, &tn, &opts).await?;
     if a.pair.json {

@@ -41,6 +41,9 @@ pub struct MigrateOptions {
     pub state_path: PathBuf,
     pub retry: RetryPolicy,
     pub progress: bool,
+    /// Counters the caller watches (files and bytes done of the totals, set once both listings
+    /// are compared); the run's own when `None`.
+    pub counters: Option<Arc<Progress>>,
 }
 
 /// Default transfers in flight: enough to hide per-request latency for small files, few enough
@@ -176,7 +179,18 @@ pub async fn migrate(
             .count();
         target.prepare_uploads(uploads as u64).await;
     }
-    let progress = Progress::new(plan.copies.len() as u64, report.planned_bytes);
+    let progress = match &opts.counters {
+        Some(shared) => {
+            shared
+                .files_total
+                .store(plan.copies.len() as u64, Ordering::Relaxed);
+            shared
+                .bytes_total
+                .store(report.planned_bytes, Ordering::Relaxed);
+            shared.clone()
+        }
+        None => Progress::new(plan.copies.len() as u64, report.planned_bytes),
+    };
     let guard = opts.progress.then(|| progress.spawn());
     let results: Vec<(CopyJob, Result<Option<Record>, EndpointError>)> =
         futures_util::stream::iter(plan.copies.iter().cloned())

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Progress {
-    pub files_total: u64,
-    pub bytes_total: u64,
+    /// Known once the run has compared both listings (zero before).
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
     pub files_done: AtomicU64,
     pub bytes_done: AtomicU64,
     pub start: Instant,
@@ -16,8 +17,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(files_total: u64, bytes_total: u64) -> Arc<Self> {
         Arc::new(Self {
-            files_total,
-            bytes_total,
+            files_total: AtomicU64::new(files_total),
+            bytes_total: AtomicU64::new(bytes_total),
             files_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             start: Instant::now(),
@@ -27,18 +28,21 @@ impl Progress {
     pub fn line(&self) -> String {
         let files = self.files_done.load(Ordering::Relaxed);
         let bytes = self.bytes_done.load(Ordering::Relaxed);
+        let (files_total, bytes_total) = (
+            self.files_total.load(Ordering::Relaxed),
+            self.bytes_total.load(Ordering::Relaxed),
+        );
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
         let rate = bytes as f64 / secs;
-        let eta = if rate > 0.0 && self.bytes_total > bytes {
-            format!("{:.0}s", (self.bytes_total - bytes) as f64 / rate)
+        let eta = if rate > 0.0 && bytes_total > bytes {
+            format!("{:.0}s", (bytes_total - bytes) as f64 / rate)
         } else {
             "-".into()
         };
         format!(
-            "{files}/{} files, {:.1}/{:.1} MB, {:.1} MB/s, ETA {eta}",
-            self.files_total,
+            "{files}/{files_total} files, {:.1}/{:.1} MB, {:.1} MB/s, ETA {eta}",
             bytes as f64 / 1e6,
-            self.bytes_total as f64 / 1e6,
+            bytes_total as f64 / 1e6,
             rate / 1e6
         )
     }

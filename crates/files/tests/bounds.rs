@@ -43,6 +43,7 @@ fn options(state: &Path) -> MigrateOptions {
         state_path: state.join("state.sqlite"),
         retry: once(),
         progress: false,
+        counters: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn options(state: &Path) -> MigrateOptions {
             ..RetryPolicy::default()
         },
         progress: false,
+        counters: None,
     }
 }
 

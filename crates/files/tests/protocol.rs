@@ -102,6 +102,7 @@ fn opts(state: &std::path::Path) -> MigrateOptions {
         state_path: state.join("s.sqlite"),
         retry: dav_retry(),
         progress: false,
+        counters: None,
     }
 }
 

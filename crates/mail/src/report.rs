@@ -53,6 +53,10 @@ pub struct FolderReport {
     pub error: Option<String>,
     /// Reconnects needed for this folder (dropped connections, throttling).
     pub retries: u32,
+    /// Messages and bytes this attempt added to the progress total and has neither copied nor
+    /// counted out yet: taken back out when the attempt fails (the next one lists them again).
+    #[serde(skip)]
+    pub in_total: (u64, u64),
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -194,6 +198,9 @@ impl RunReport {
 pub struct Progress {
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
+    /// Messages and bytes to copy, as far as listed: grows folder by folder.
+    pub messages_total: AtomicU64,
+    pub bytes_total: AtomicU64,
     pub folder: Mutex<String>,
     /// Not a terminal: print one plain line per finished folder (for logs).
     pub plain_lines: std::sync::atomic::AtomicBool,
@@ -203,6 +210,22 @@ impl Progress {
     pub fn add(&self, messages: u64, bytes: u64) {
         self.messages.fetch_add(messages, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Messages a folder's listing found to copy.
+    pub fn add_total(&self, messages: u64, bytes: u64) {
+        self.messages_total.fetch_add(messages, Ordering::Relaxed);
+        self.bytes_total.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Messages counted in the total that will not be copied after all (gone from the source,
+    /// or listed again by the folder's next attempt).
+    pub fn retract_total(&self, messages: u64, bytes: u64) {
+        let less = |total: &AtomicU64, n: u64| {
+            let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(n))
+            });
+        };
+        less(&self.messages_total, messages);
+        less(&self.bytes_total, bytes);
     }
     pub fn folder_done(&self, mailbox: &str, f: &FolderReport) {
         if !self.plain_lines.load(Ordering::Relaxed) || f.unchanged {

@@ -778,6 +778,8 @@ async fn sync_with_retry(
         match sync_folder(&mut pair.0, &mut pair.1, m, ctx, &mut rep).await {
             Ok(()) => return rep,
             Err(e) => {
+                // The next attempt lists what is left again (and a last failure copies none).
+                ctx.progress.retract_total(rep.in_total.0, rep.in_total.1);
                 let transient = e
                     .downcast_ref::<ImapError>()
                     .is_some_and(ImapError::is_transient);
@@ -962,6 +964,9 @@ async fn sync_folder(
         }
         x.size <= max
     });
+    let listed = (new.len() as u64, new.iter().map(|x| x.size).sum::<u64>());
+    ctx.progress.add_total(listed.0, listed.1);
+    rep.in_total = listed;
     copy_messages(s, t, key, &m.target, &new, &tsel, ctx, rep, &mut refused).await?;
     if ctx.opts.exchange_target && !new.is_empty() {
         // Messages just appended without \Flagged (`append_flags`) get it from the flag pass.
@@ -1310,6 +1315,8 @@ async fn append_batch(
                 "source answered OK but sent no body".to_string()
             } else {
                 rep.expunged += 1;
+                ctx.progress.retract_total(1, m.size);
+                counted_out(rep, m.size);
                 continue;
             };
             rep.failures.push(Failure {
@@ -1341,6 +1348,8 @@ async fn append_batch(
         });
         queued.push((m, body));
     }
+    // Progress counts the listed size, as the total does.
+    let listed: Vec<u64> = queued.iter().map(|(m, _)| m.size).collect();
     ctx.state.add_pending(key, &items)?;
     let args: Vec<String> = items
         .iter()
@@ -1409,7 +1418,7 @@ async fn append_batch(
     let mut dropped = Vec::new();
     let mut unknown = Vec::new();
     let mut throttled = None;
-    for (p, result) in items.iter().zip(outcome) {
+    for ((p, result), listed) in items.iter().zip(outcome).zip(listed) {
         match result {
             Err(info) if info.text.to_ascii_lowercase().contains("throttl") => {
                 // Not the message's fault: retried after the server's suggested backoff.
@@ -1430,7 +1439,8 @@ async fn append_batch(
             Ok(uid) => {
                 rep.copied += 1;
                 rep.bytes += p.size;
-                ctx.progress.add(1, p.size);
+                ctx.progress.add(1, listed);
+                counted_out(rep, listed);
                 match uid {
                     Some(tuid) => done.push((p.src_uid, tuid, p.flags.clone())),
                     None => unknown.push(p.clone()),
@@ -1480,6 +1490,14 @@ fn append_flags(flags: String, opts: &Options) -> String {
         .filter(|f| !f.eq_ignore_ascii_case("\\Flagged"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// One message of the progress total that this attempt no longer needs to take back.
+fn counted_out(rep: &mut FolderReport, size: u64) {
+    rep.in_total = (
+        rep.in_total.0.saturating_sub(1),
+        rep.in_total.1.saturating_sub(size),
+    );
 }
 
 /// ` (flags) "date"` of one APPEND (or one message of a MULTIAPPEND).

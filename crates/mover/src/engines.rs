@@ -2,9 +2,11 @@
 //! The real implementation drives `tenantry-mail` and `tenantry-files`; tests of the ledger side
 //! of a move can use [`NoData`] when a move has no mail servers and no libraries.
 
+pub use crate::progress::ProgressSink;
 use crate::secrets::Secret;
 use async_trait::async_trait;
 use std::path::Path;
+use std::sync::Arc;
 pub use tenantry_app::EngineError;
 
 /// An IMAP server with the admin credentials from its connection profile.
@@ -48,7 +50,8 @@ pub trait DataEngines: Send + Sync + 'static {
     async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError>;
     /// Copies what is new or changed; `state` is the engine's resumable state file, `restored`
     /// when it was put back from a saved snapshot (which may be older than what the target
-    /// already holds).
+    /// already holds). Messages and bytes copied of those to copy go to `progress`.
+    #[allow(clippy::too_many_arguments)]
     async fn migrate_mailbox(
         &self,
         source: &MailAccess,
@@ -57,6 +60,7 @@ pub trait DataEngines: Send + Sync + 'static {
         target_user: &str,
         state: &Path,
         restored: bool,
+        progress: Arc<dyn ProgressSink>,
     ) -> Result<serde_json::Value, EngineError>;
     /// Compares both sides; `Err` lists the differences.
     async fn verify_mailbox(
@@ -73,11 +77,13 @@ pub trait DataEngines: Send + Sync + 'static {
         library: &LibraryAccess,
         is_source: bool,
     ) -> Result<Vec<Refusal>, String>;
+    /// Files and bytes copied of those to copy go to `progress`.
     async fn migrate_library(
         &self,
         source: &LibraryAccess,
         target: &LibraryAccess,
         state: &Path,
+        progress: Arc<dyn ProgressSink>,
     ) -> Result<serde_json::Value, EngineError>;
     async fn verify_library(
         &self,
@@ -104,6 +110,7 @@ impl DataEngines for NoData {
         _: &str,
         _: &Path,
         _: bool,
+        _: Arc<dyn ProgressSink>,
     ) -> Result<serde_json::Value, EngineError> {
         Err(EngineError::Permanent(
             "this server was built without the mail engine".into(),
@@ -128,6 +135,7 @@ impl DataEngines for NoData {
         _: &LibraryAccess,
         _: &LibraryAccess,
         _: &Path,
+        _: Arc<dyn ProgressSink>,
     ) -> Result<serde_json::Value, EngineError> {
         Err(EngineError::Permanent(
             "this server was built without the files engine".into(),

@@ -14,6 +14,7 @@ pub mod engines;
 pub mod gather;
 pub mod graph_profile;
 pub mod ports;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod secrets;

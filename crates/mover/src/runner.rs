@@ -9,6 +9,7 @@
 use crate::engine_state::{self, StateSlot, SNAPSHOT_EVERY};
 use crate::engines::EngineError;
 use crate::gather::Mover;
+use crate::progress;
 use crate::report;
 use crate::tenant::Effect;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -323,8 +324,18 @@ impl Runner {
             Step::MigrateMailbox {
                 source_upn,
                 target_upn,
-            } => self.mailbox(&moved, record, source_upn, target_upn).await,
-            Step::MigrateLibrary { index, .. } => self.library(&moved, record, *index).await,
+            } => {
+                progress::reporting(self.progress_of(record), |sink| {
+                    self.mailbox(&moved, record, source_upn, target_upn, sink)
+                })
+                .await
+            }
+            Step::MigrateLibrary { index, .. } => {
+                progress::reporting(self.progress_of(record), |sink| {
+                    self.library(&moved, record, *index, sink)
+                })
+                .await
+            }
             // One pass over every mailbox and library: a few at a time (as many as one server
             // takes from this worker), since this step alone stands between the data and the end.
             Step::FinalDeltaPass => {
@@ -337,13 +348,14 @@ impl Runner {
                 };
                 let mut passes: Vec<Value> = stream::iter(mailboxes)
                     .map(|(source, target)| async move {
-                        self.mailbox(moved, record, &source, &target).await
+                        let quiet = Arc::new(progress::NoProgress);
+                        self.mailbox(moved, record, &source, &target, quiet).await
                     })
                     .buffered(width)
                     .try_collect()
                     .await?;
                 let libraries: Vec<Value> = stream::iter(0..spec.libraries.len())
-                    .map(|index| self.library(moved, record, index))
+                    .map(|index| self.library(moved, record, index, Arc::new(progress::NoProgress)))
                     .buffered(width)
                     .try_collect()
                     .await?;
@@ -461,6 +473,7 @@ impl Runner {
         record: &StepRecord,
         source_upn: &str,
         target_upn: &str,
+        sink: Arc<dyn progress::ProgressSink>,
     ) -> Result<Value, EngineError> {
         let spec = &moved.spec;
         let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) else {
@@ -486,7 +499,9 @@ impl Runner {
         let engines = &self.mover.engines;
         let result = self
             .with_saved_state(record, &slot, |restored| {
-                engines.migrate_mailbox(&src, source_upn, &dst, target_upn, &slot.path, restored)
+                engines.migrate_mailbox(
+                    &src, source_upn, &dst, target_upn, &slot.path, restored, sink,
+                )
             })
             .await?;
         Ok(json!({"mailbox": source_upn, "result": result}))
@@ -510,6 +525,7 @@ impl Runner {
         moved: &MoveRecord,
         record: &StepRecord,
         index: usize,
+        sink: Arc<dyn progress::ProgressSink>,
     ) -> Result<Value, EngineError> {
         let mapping = moved
             .spec
@@ -531,10 +547,21 @@ impl Runner {
         // final path", and both listings are compared on every run.
         let result = self
             .with_saved_state(record, &slot, |_restored| {
-                engines.migrate_library(&src, &dst, &slot.path)
+                engines.migrate_library(&src, &dst, &slot.path, sink)
             })
             .await?;
         Ok(json!({"library": mapping.source, "result": result}))
+    }
+
+    /// Where the progress of `record`'s engine is stored.
+    fn progress_of(&self, record: &StepRecord) -> progress::Target {
+        progress::Target {
+            ledger: Ledger::new(self.mover.store.clone()),
+            worker: self.worker.clone(),
+            clock: self.clock.clone(),
+            move_id: record.move_id,
+            key: record.key.clone(),
+        }
     }
 
     /// Runs an engine on its state file: restored from the database first when this machine

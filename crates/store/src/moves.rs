@@ -112,6 +112,26 @@ pub struct StepRecord {
     pub claimed_at: Option<Timestamp>,
 }
 
+/// How far a running step is, as its engine last reported it (the runner writes it at most about
+/// once a second, and once when the engine ends). Counts are of this attempt; a total is `None`
+/// until the engine knows it and may grow as it lists more. The window is where the rate is
+/// measured from (`tenantry_app::progress` moves it along): the counts at `window_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepProgress {
+    pub move_id: Uuid,
+    pub key: String,
+    pub items_done: u64,
+    pub items_total: Option<u64>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    /// When the attempt reporting this began.
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub window_at: Timestamp,
+    pub window_items: u64,
+    pub window_bytes: u64,
+}
+
 /// A step of a run as the application layer records it (see [`StepRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewStep {
@@ -222,6 +242,8 @@ pub trait MoveTx {
         state: &[u8],
         now: Timestamp,
     ) -> Result<i64>;
+    /// Stores a step's progress, replacing the one stored for it.
+    fn put_step_progress(&mut self, progress: &StepProgress) -> Result<()>;
 }
 
 /// A data engine's resumable state as last saved by a worker: an engine's whole state file.
@@ -251,6 +273,8 @@ pub trait MoveStore: Send + Sync + 'static {
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>>;
     /// The engine state `key` of a move, as last saved ([`MoveTx::put_engine_state`]).
     async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>>;
+    /// The progress last stored for the steps of a move ([`MoveTx::put_step_progress`]).
+    async fn step_progress(&self, move_id: Uuid) -> Result<Vec<StepProgress>>;
     /// A consistent view of one tenant for the planner.
     async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot>;
     /// Target UPNs (lower case) of users this move created.

@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tenantry_app::progress::Counts;
 use tenantry_files::endpoint::Endpoint as Library;
 use tenantry_files::endpoint::EndpointError;
 use tenantry_files::local::LocalEndpoint;
@@ -16,7 +18,7 @@ use tenantry_files::webdav::WebDavEndpoint;
 use tenantry_mail::framer::Limits;
 use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
 use tenantry_mover::engines::{
-    DataEngines, EngineError, LibraryAccess, MailAccess, ProbeError, Refusal,
+    DataEngines, EngineError, LibraryAccess, MailAccess, ProbeError, ProgressSink, Refusal,
 };
 
 pub fn real() -> Arc<dyn DataEngines> {
@@ -184,6 +186,37 @@ fn files_error(e: &anyhow::Error) -> EngineError {
     }
 }
 
+/// Passes the engine's counters to the step's progress while `work` runs (four times a
+/// second: the sink only keeps the latest), and once more when it ends.
+async fn relay<T>(
+    work: impl std::future::Future<Output = T>,
+    sink: &Arc<dyn ProgressSink>,
+    read: impl Fn() -> Counts,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => sink.report(read()),
+        }
+    };
+    sink.report(read());
+    out
+}
+
+/// Counts from an engine's (done, total) pairs: a total of nothing with nothing done is not
+/// known yet (nothing listed); a total is never below what is done.
+fn counts(items: (u64, u64), bytes: (u64, u64)) -> Counts {
+    let known = |(done, total): (u64, u64)| (total > 0 || done > 0).then_some(total.max(done));
+    Counts {
+        items_done: items.0,
+        items_total: known(items),
+        bytes_done: bytes.0,
+        bytes_total: known(bytes),
+    }
+}
+
 /// How long probing one mailbox (greeting and login) may take.
 pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -215,6 +248,7 @@ impl DataEngines for Engines {
         target_user: &str,
         state: &Path,
         restored: bool,
+        sink: Arc<dyn ProgressSink>,
     ) -> Result<Value, EngineError> {
         let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
         let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
@@ -223,8 +257,19 @@ impl DataEngines for Engines {
             ..Default::default()
         };
         let progress = Arc::new(tenantry_mail::report::Progress::default());
-        let report =
-            tenantry_mail::sync::migrate_mailbox(&src, &tgt, state, &options, progress).await;
+        let counted = progress.clone();
+        let report = relay(
+            tenantry_mail::sync::migrate_mailbox(&src, &tgt, state, &options, progress),
+            &sink,
+            || {
+                let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+                counts(
+                    (load(&counted.messages), load(&counted.messages_total)),
+                    (load(&counted.bytes), load(&counted.bytes_total)),
+                )
+            },
+        )
+        .await;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.ok() {
             return Ok(value);
@@ -321,6 +366,7 @@ impl DataEngines for Engines {
         source: &LibraryAccess,
         target: &LibraryAccess,
         state: &Path,
+        sink: Arc<dyn ProgressSink>,
     ) -> Result<Value, EngineError> {
         let (src, dst) = (
             self.library(source).map_err(EngineError::Permanent)?,
@@ -335,13 +381,22 @@ impl DataEngines for Engines {
             state_path: state.to_path_buf(),
             retry: RetryPolicy::default(),
             progress: false,
+            counters: Some(tenantry_files::progress::Progress::new(0, 0)),
         };
+        let counted = options.counters.clone().expect("set above");
         let (source_name, target_name) = (source.location.clone(), target.location.clone());
         // The engine's future is not `Send` (a borrow inside its transfer stream), so it runs on
         // a blocking thread that drives it to completion on the same runtime.
         let runtime = tokio::runtime::Handle::current();
-        let report = tokio::task::spawn_blocking(move || {
+        let migration = tokio::task::spawn_blocking(move || {
             runtime.block_on(migrate(src, dst, &source_name, &target_name, &options))
+        });
+        let report = relay(migration, &sink, || {
+            let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+            counts(
+                (load(&counted.files_done), load(&counted.files_total)),
+                (load(&counted.bytes_done), load(&counted.bytes_total)),
+            )
         })
         .await
         .map_err(|e| EngineError::Transient(format!("library migration stopped: {e}")))?
@@ -456,6 +511,7 @@ mod tests {
                 target_user,
                 &state.path().join("a.sqlite"),
                 false,
+                Arc::new(tenantry_mover::progress::NoProgress),
             )
             .await
             .unwrap_err()
@@ -543,6 +599,7 @@ mod tests {
                 &at(&refusing),
                 &at(&missing),
                 &state.path().join("l.sqlite"),
+                Arc::new(tenantry_mover::progress::NoProgress),
             )
             .await
             .unwrap_err();
@@ -550,7 +607,12 @@ mod tests {
         assert!(e.describe().contains("fix the connection profile"), "{e}");
         assert!(!e.describe().contains("Ym9iOnB3"), "{e}");
         let e = real()
-            .migrate_library(&at(&missing), &at(&missing), &state.path().join("m.sqlite"))
+            .migrate_library(
+                &at(&missing),
+                &at(&missing),
+                &state.path().join("m.sqlite"),
+                Arc::new(tenantry_mover::progress::NoProgress),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, EngineError::Permanent(_)), "{e:?}");

@@ -123,8 +123,15 @@ pub enum MoveCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Where a move is: steps done, and a progress bar per running step (items and bytes done
+    /// of the total, the rate, the estimated end).
     Status {
         id: String,
+        /// Follow the move until it stops: redrawn in place on a terminal, plain lines when
+        /// the output is a file or a pipe. Exits 0 once the move completed, 1 if it stopped
+        /// otherwise.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -453,41 +460,19 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        MoveCmd::Status { id, remote } => {
-            let m = client(&remote)?.get(&format!("/v1/moves/{id}")).await?;
-            if remote.json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
-            } else {
-                // What an administrator must do comes first: the run waits for it.
-                for w in m["waitingForAdministrator"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
-                    println!(
-                        "WAITING FOR AN ADMINISTRATOR: {}\n  then, unless the run sees it by itself: tenantry move confirm {} {}",
-                        s(&w["action"], "message"),
-                        s(&m, "id"),
-                        s(w, "key")
-                    );
+        MoveCmd::Status { id, watch, remote } => {
+            let c = client(&remote)?;
+            let path = format!("/v1/moves/{id}");
+            if !watch {
+                let m = c.get(&path).await?;
+                if remote.json {
+                    println!("{}", serde_json::to_string_pretty(&m)?);
+                } else {
+                    println!("{}", status_lines(&m, unix_now()).join("\n"));
                 }
-                println!(
-                    "{} {}: {}/{} steps done",
-                    s(&m, "id"),
-                    s(&m, "state"),
-                    s(&m["progress"], "done"),
-                    s(&m["progress"], "steps")
-                );
-                for step in m["progress"]["running"].as_array().into_iter().flatten() {
-                    println!(
-                        "  running {} on {} since {} (attempt {})",
-                        s(step, "key"),
-                        s(step, "worker"),
-                        s(step, "startedDateTime"),
-                        s(step, "attempts")
-                    );
-                }
+                return Ok(ExitCode::SUCCESS);
             }
+            return watch_status(&c, &path, remote.json).await;
         }
         MoveCmd::Confirm { id, step, remote } => {
             let c = client(&remote)?
@@ -531,6 +516,99 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Follows a move until it stops: on a terminal the status is redrawn in place; otherwise
+/// (a log, a pipe) it is printed again whenever it changes.
+async fn watch_status(
+    c: &crate::client::Client,
+    path: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
+    let tty = !json && std::io::stdout().is_terminal();
+    let (mut drawn, mut last) = (0usize, String::new());
+    loop {
+        let m = c.get(path).await?;
+        let text = if json {
+            serde_json::to_string(&m)?
+        } else {
+            status_lines(&m, unix_now()).join("\n")
+        };
+        if text != last {
+            let mut out = std::io::stdout().lock();
+            if tty && drawn > 0 {
+                // Up to the first line drawn last time, and clear from there down.
+                write!(out, "\x1b[{drawn}A\x1b[J")?;
+            }
+            writeln!(out, "{text}")?;
+            out.flush()?;
+            drawn = text.lines().count();
+            last = text;
+        }
+        match s(&m, "state").as_str() {
+            "Completed" => return Ok(ExitCode::SUCCESS),
+            "Failed" | "Cancelled" | "Paused" => return Ok(ExitCode::FAILURE),
+            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A move's status as text: what waits for an administrator, steps done, and each running step
+/// with its worker and a progress bar once its engine reported counts.
+fn status_lines(m: &Value, now: i64) -> Vec<String> {
+    let mut lines = Vec::new();
+    // What an administrator must do comes first: the run waits for it.
+    for w in m["waitingForAdministrator"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        lines.push(format!(
+            "WAITING FOR AN ADMINISTRATOR: {}\n  then, unless the run sees it by itself: tenantry move confirm {} {}",
+            s(&w["action"], "message"),
+            s(m, "id"),
+            s(w, "key")
+        ));
+    }
+    lines.push(format!(
+        "{} {}: {}/{} steps done",
+        s(m, "id"),
+        s(m, "state"),
+        s(&m["progress"], "done"),
+        s(&m["progress"], "steps")
+    ));
+    for step in m["progress"]["running"].as_array().into_iter().flatten() {
+        let key = s(step, "key");
+        lines.push(format!(
+            "  running {key} on {} since {} (attempt {})",
+            s(step, "worker"),
+            s(step, "startedDateTime"),
+            s(step, "attempts")
+        ));
+        let progress: Option<tenantry_app::progress::ProgressView> =
+            serde_json::from_value(step["progress"].clone()).ok();
+        if let Some(progress) = progress {
+            lines.push(format!("    {}", progress.line(items_unit(&key), now)));
+        }
+    }
+    lines
+}
+
+/// What a step's items are, by the kind its key starts with.
+fn items_unit(key: &str) -> &'static str {
+    match key.split(':').next() {
+        Some("mailbox") => "messages",
+        Some("library") => "files",
+        _ => "items",
+    }
+}
+
 /// `, now a, b and 3 more`: the steps running at the moment (many run at once).
 fn running_keys(progress: &Value) -> String {
     let keys: Vec<&str> = progress["running"]
@@ -543,5 +621,33 @@ fn running_keys(progress: &Value) -> String {
         0 => String::new(),
         1..=3 => format!(", now {}", keys.join(", ")),
         n => format!(", now {} and {} more", keys[..3].join(", "), n - 3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_step_with_progress_gets_a_bar() {
+        let m = json!({
+            "id": "m1", "state": "Running",
+            "progress": {"steps": 4, "done": 1, "running": [
+                {"key": "mailbox:adele@fabrikam.com", "worker": "w1", "startedDateTime": "2026-01-01T00:00:00Z", "attempts": 1,
+                 "progress": {"itemsDone": 1204, "itemsTotal": 2300, "bytesDone": 310000000, "bytesTotal": 590000000,
+                              "ratePerSecond": 4100000.0, "estimatedEnd": "1970-01-01T00:17:50Z"}},
+                {"key": "assign:bob@contoso.com", "worker": "w2", "startedDateTime": "2026-01-01T00:00:00Z", "attempts": 1,
+                 "progress": null}
+            ]}
+        });
+        let lines = status_lines(&m, 1000);
+        assert_eq!(lines[0], "m1 Running: 1/4 steps done");
+        assert!(lines[1].starts_with("  running mailbox:adele@fabrikam.com on w1"));
+        assert_eq!(
+            lines[2],
+            "    [##########..........]  52% 1,204/2,300 messages 310 MB/590 MB 4.1 MB/s ETA 1m10s"
+        );
+        assert!(lines[3].starts_with("  running assign:bob@contoso.com"));
+        assert_eq!(lines.len(), 4, "no bar without progress: {lines:?}");
     }
 }

@@ -11,7 +11,8 @@ use crate::ctx::{Ctx, Errors, FormData, FormError, Posted, WebError, WebResult};
 use crate::views::{
     date, date_time, money, FindingRow, Layout, MoveNewPage, MovePage, MoveProgressFragment,
     MoveReportPage, MoveRow, MoveSummary, MovesPage, PlanCostRow, PlanLicenceRow, PlanUserRow,
-    PlanView, ProfileRow, ProfilesPage, ProgressView, ReportRow, SourceActionRow, TenantOption,
+    PlanView, ProfileRow, ProfilesPage, ProgressView, ReportRow, RunningStepBar, SourceActionRow,
+    TenantOption,
 };
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -21,14 +22,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tenantry_api::AppState;
 use tenantry_ledger::guidance;
-use tenantry_ledger::TenantId;
+use tenantry_ledger::{TenantId, Timestamp};
 use tenantry_mover::control::{blocker_lines, can_start, Start, CANCEL_FROM, PAUSE_FROM};
 use tenantry_mover::gather::Mover;
 use tenantry_moves::model::{
     parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec,
 };
 use tenantry_moves::plan::{Plan, Severity, SourceAction, Step, TargetPurchase};
-use tenantry_store::moves::{MoveRecord, MoveState, StepRecord, StepState};
+use tenantry_store::moves::{MoveRecord, MoveState, StepProgress, StepRecord, StepState};
 use tenantry_store::PageRequest;
 use uuid::Uuid;
 
@@ -681,7 +682,48 @@ fn plan_view(plan: &Plan) -> PlanView {
     }
 }
 
-fn progress_view(record: &MoveRecord, steps: &[StepRecord]) -> ProgressView {
+/// A bar per running step, with the numbers the application layer computes (rate, end).
+fn running_bars(
+    steps: &[StepRecord],
+    measured: &[StepProgress],
+    now: Timestamp,
+) -> Vec<RunningStepBar> {
+    steps
+        .iter()
+        .filter(|s| s.state == StepState::Running)
+        .map(|s| {
+            let view = measured
+                .iter()
+                .find(|p| p.key == s.key)
+                .map(|p| tenantry_app::progress::view(p, s.state));
+            let fraction = view.as_ref().and_then(|v| v.fraction());
+            let unit = match serde_json::from_value::<Step>(s.step.clone()) {
+                Ok(Step::MigrateMailbox { .. }) => "messages",
+                Ok(Step::MigrateLibrary { .. }) => "files",
+                _ => "items",
+            };
+            RunningStepBar {
+                key: s.key.clone(),
+                text: serde_json::from_value::<Step>(s.step.clone())
+                    .map(|st| step_text(&st))
+                    .unwrap_or_else(|_| s.key.clone()),
+                worker: s.lease_owner.clone().unwrap_or_default(),
+                permille: fraction.map(|f| (f * 1000.0).floor() as u32),
+                percent: fraction.map(|f| (f * 100.0).floor() as u32),
+                numbers: view
+                    .map(|v| v.numbers(unit, now.0).join(" · "))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn progress_view(
+    record: &MoveRecord,
+    steps: &[StepRecord],
+    measured: &[StepProgress],
+    now: Timestamp,
+) -> ProgressView {
     let (done, current) = progress_of(steps);
     let current = current.map(|s| {
         let text = serde_json::from_value::<Step>(s.step.clone())
@@ -710,6 +752,7 @@ fn progress_view(record: &MoveRecord, steps: &[StepRecord]) -> ProgressView {
                 ))
             })
             .collect(),
+        running_steps: running_bars(steps, measured, now),
     }
 }
 
@@ -764,7 +807,12 @@ async fn move_page(
             can_pause: PAUSE_FROM.contains(&record.state),
             can_cancel: CANCEL_FROM.contains(&record.state),
             has_steps: !steps.is_empty(),
-            progress: progress_view(&record, &steps),
+            progress: progress_view(
+                &record,
+                &steps,
+                &app.store.step_progress(id).await?,
+                app.clock.now(),
+            ),
             err,
             refused,
         },
@@ -833,7 +881,8 @@ pub async fn progress(State(app): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     let id = move_id(&id)?;
     let record = app.store.get_move(id).await?;
     let steps = app.store.steps(id).await?;
-    let view = progress_view(&record, &steps);
+    let measured = app.store.step_progress(id).await?;
+    let view = progress_view(&record, &steps, &measured, app.clock.now());
     let running = view.running;
     let mut response = ctx.page(StatusCode::OK, MoveProgressFragment { progress: view })?;
     if ctx.htmx && !running {

@@ -562,6 +562,21 @@ pub struct ProgressView {
     pub current_error: Option<String>,
     /// What an administrator must do before the run goes on (Graph tenants): (step key, text).
     pub waiting: Vec<(String, String)>,
+    /// Every running step, with a bar once its engine reported counts.
+    pub running_steps: Vec<RunningStepBar>,
+}
+
+/// One running step on the move page: what it does, who runs it, and how far it is.
+pub struct RunningStepBar {
+    pub key: String,
+    pub text: String,
+    pub worker: String,
+    /// Done of the total in thousandths, for `<progress max="1000">`; `None` without a total.
+    pub permille: Option<u32>,
+    pub percent: Option<u32>,
+    /// Items, bytes, rate and estimated end (`1,204/2,300 messages · 310 MB/590 MB · …`);
+    /// empty before the engine reported.
+    pub numbers: String,
 }
 
 #[derive(Template)]

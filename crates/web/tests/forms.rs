@@ -816,3 +816,108 @@ async fn revoking_a_token_signs_its_sessions_out() {
     let (status, _) = browser.get(&users).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "signed out with its token");
 }
+
+/// A running mailbox step whose engine reported counts shows a bar with items, bytes, the rate
+/// and the estimated end, on the move page and in the fragment htmx polls; a running step
+/// without counts shows no bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_step_shows_its_progress_bar_and_numbers() {
+    use tenantry_app::progress::{advance, Counts};
+    use tenantry_ledger::Timestamp;
+    use tenantry_moves::model::{MovePath, MoveSpec};
+    use tenantry_moves::plan::Step;
+    use tenantry_store::moves::NewStep;
+
+    let server = Server::start().await;
+    let (ledger, now) = (&server.app.ledger, server.app.clock.now());
+    let system = tenantry_app::Caller::system("test");
+    let source = ledger
+        .create_tenant(&system, "Fabrikam", "fabrikam.onmicrosoft.com", now)
+        .await
+        .unwrap();
+    let target = ledger
+        .create_tenant(&system, "Contoso", "contoso.onmicrosoft.com", now)
+        .await
+        .unwrap();
+    let spec = MoveSpec {
+        source_tenant_id: source.id,
+        target_tenant_id: target.id,
+        path: MovePath::RetireSource,
+        users: vec![],
+        domain_rewrite: None,
+        allow_purchase: true,
+        source_mail: None,
+        target_mail: None,
+        libraries: vec![],
+        source_graph: None,
+        target_graph: None,
+    };
+    let id = ledger
+        .create_move(spec, "test".into(), now)
+        .await
+        .unwrap()
+        .id;
+    let mailbox = |upn: &str| NewStep {
+        key: format!("mailbox:{upn}"),
+        step: serde_json::to_value(Step::MigrateMailbox {
+            source_upn: upn.into(),
+            target_upn: upn.replace("fabrikam", "contoso"),
+        })
+        .unwrap(),
+        depends_on: vec![],
+        servers: vec![],
+    };
+    let steps = vec![mailbox("adele@fabrikam.com"), mailbox("bob@fabrikam.com")];
+    ledger
+        .start_run(id, steps, "test".into(), now)
+        .await
+        .unwrap();
+    let first = ledger
+        .claim_step("w1".into(), now, 600, 4)
+        .await
+        .unwrap()
+        .unwrap();
+    ledger
+        .claim_step("w2".into(), now, 600, 4)
+        .await
+        .unwrap()
+        .unwrap();
+    // 310 of 590 MB in the 10 s since the step started: 31 MB/s, 280 MB left, 10 s to go.
+    let counts = Counts {
+        items_done: 1204,
+        items_total: Some(2300),
+        bytes_done: 310_000_000,
+        bytes_total: Some(590_000_000),
+    };
+    let record = advance(None, id, &first.key, Timestamp(now.0 - 10), counts, now);
+    assert!(ledger.record_progress("w1".into(), record).await.unwrap());
+
+    let mut op = Client::new(&server.base);
+    op.sign_in(OPERATOR).await;
+    for page in [format!("/moves/{id}/progress"), format!("/moves/{id}")] {
+        let (status, html) = op.get(&page).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {html}");
+        let at = html
+            .find("data-step=\"mailbox:adele@fabrikam.com\"")
+            .expect(&html);
+        let adele = &html[at..];
+        let adele = &adele[..adele.find("</li>").unwrap()];
+        assert!(
+            adele.contains("<progress class=\"step-bar\" max=\"1000\" value=\"525\""),
+            "{adele}"
+        );
+        assert!(adele.contains("52%"), "{adele}");
+        assert!(
+            adele.contains("1,204/2,300 messages · 310 MB/590 MB · 31 MB/s · ETA 10s"),
+            "{adele}"
+        );
+        assert!(adele.contains("on w1"), "{adele}");
+        let at = html
+            .find("data-step=\"mailbox:bob@fabrikam.com\"")
+            .expect(&html);
+        let bob = &html[at..];
+        let bob = &bob[..bob.find("</li>").unwrap()];
+        assert!(!bob.contains("<progress"), "no counts, no bar: {bob}");
+        assert!(bob.contains("no counts yet"), "{bob}");
+    }
+}

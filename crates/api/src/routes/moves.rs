@@ -3,7 +3,9 @@
 use super::list;
 use crate::auth::Operator;
 use crate::clock::rfc3339;
-use crate::dto::List;
+use crate::dto::{
+    List, MeasuredStepDto, MoveProgressDto, MoveStatusDto, RunningStepDto, StepProgressDto,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_id, ApiJson, Paging};
 use crate::AppState;
@@ -21,7 +23,7 @@ use tenantry_mover::graph_profile::GraphProfile;
 use tenantry_moves::model::{
     parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec, UserMapping,
 };
-use tenantry_store::moves::{MoveRecord, MoveState};
+use tenantry_store::moves::{MoveRecord, MoveState, StepRecord, StepState};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -166,47 +168,75 @@ fn yes() -> bool {
 
 async fn move_json(app: &AppState, record: &MoveRecord) -> ApiResult<Value> {
     let steps = app.store.steps(record.id).await?;
-    let done = steps
-        .iter()
-        .filter(|s| s.state == tenantry_store::moves::StepState::Done)
-        .count();
-    let current = steps
-        .iter()
-        .find(|s| s.state != tenantry_store::moves::StepState::Done);
-    Ok(json!({
-        "id": record.id,
-        "state": record.state.as_str(),
+    let measured = app.store.step_progress(record.id).await?;
+    // A step's items and bytes done of the total, with the rate and the estimated end while
+    // it runs (computed by the application layer, the same for every surface).
+    let progress_of = |s: &StepRecord| {
+        measured
+            .iter()
+            .find(|p| p.key == s.key)
+            .map(|p| StepProgressDto::from(tenantry_app::progress::view(p, s.state)))
+    };
+    let current = steps.iter().find(|s| s.state != StepState::Done);
+    let progress = MoveProgressDto {
+        steps: steps.len(),
+        done: steps.iter().filter(|s| s.state == StepState::Done).count(),
+        current: current.map(|s| json!({"key": s.key, "state": s.state.as_str(), "attempts": s.attempts, "error": s.error})),
+        // Steps run many at once: each running one with the worker holding it, and since when.
+        running: steps
+            .iter()
+            .filter(|s| s.state == StepState::Running)
+            .map(|s| RunningStepDto {
+                key: s.key.clone(),
+                worker: s.lease_owner.clone(),
+                started_date_time: s.claimed_at.map(rfc3339),
+                lease_until: s.lease_until.map(rfc3339),
+                attempts: s.attempts,
+                progress: progress_of(s),
+            })
+            .collect(),
+        by_step: steps
+            .iter()
+            .filter_map(|s| {
+                Some(MeasuredStepDto {
+                    key: s.key.clone(),
+                    state: s.state.as_str().into(),
+                    progress: progress_of(s)?,
+                })
+            })
+            .collect(),
+    };
+    let status = MoveStatusDto {
+        id: record.id,
+        state: record.state.as_str().into(),
+        progress,
+    };
+    let mut answer = serde_json::to_value(status).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    })?;
+    let more = json!({
         "spec": record.spec,
         "createdDateTime": rfc3339(record.created_at),
         "lastModifiedDateTime": rfc3339(record.updated_at),
         "planFingerprint": record.fingerprint,
-        "progress": {
-            "steps": steps.len(),
-            "done": done,
-            "current": current.map(|s| json!({"key": s.key, "state": s.state.as_str(), "attempts": s.attempts, "error": s.error})),
-            // Steps run many at once: each running one with the worker holding it, and since when.
-            "running": steps
-                .iter()
-                .filter(|s| s.state == tenantry_store::moves::StepState::Running)
-                .map(|s| json!({
-                    "key": s.key,
-                    "worker": s.lease_owner,
-                    "startedDateTime": s.claimed_at.map(rfc3339),
-                    "leaseUntil": s.lease_until.map(rfc3339),
-                    "attempts": s.attempts,
-                }))
-                .collect::<Vec<_>>(),
-        },
         // Steps only an administrator can complete (Graph tenants): shown first by every client.
         "waitingForAdministrator": steps
             .iter()
-            .filter(|s| s.state != tenantry_store::moves::StepState::Done)
+            .filter(|s| s.state != StepState::Done)
             .filter_map(|s| {
                 let waiting = s.result.as_ref()?.get(tenantry_app::waiting::WAITING)?;
                 Some(json!({"key": s.key, "action": waiting}))
             })
             .collect::<Vec<_>>(),
-    }))
+    });
+    if let (Value::Object(answer), Value::Object(more)) = (&mut answer, more) {
+        answer.extend(more);
+    }
+    Ok(answer)
 }
 
 /// The tenant of one side: given by id, or the tenant of its `graph` profile (not both).
@@ -293,7 +323,7 @@ fn move_id(raw: &str) -> ApiResult<Uuid> {
     parse_id(raw, "move")
 }
 
-#[utoipa::path(get, path = "/v1/moves/{id}", tag = "moves", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
+#[utoipa::path(get, path = "/v1/moves/{id}", tag = "moves", params(("id" = String, Path)), responses((status = 200, body = MoveStatusDto, description = "the move, with every running step's progress"), (status = 404)))]
 pub async fn get(
     State(app): State<AppState>,
     _auth: Operator,

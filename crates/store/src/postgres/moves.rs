@@ -9,8 +9,8 @@ use super::reads::{
 use super::tx::PgTx;
 use super::PgStore;
 use crate::moves::{
-    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord,
-    StepState,
+    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord,
+    StepProgress, StepRecord, StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
@@ -18,6 +18,18 @@ use tenantry_ledger::{LedgerError, TenantId, Timestamp};
 use tenantry_moves::plan::{TenantSnapshot, UserLicences};
 use tokio_postgres::Row;
 use uuid::Uuid;
+
+const PROGRESS_COLUMNS: &str = "key, items_done, items_total, bytes_done, bytes_total, \
+     started_at, updated_at, window_at, window_items, window_bytes";
+
+/// A count as a BIGINT column holds it (a count past `i64::MAX` is saturated).
+fn column(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
 
 const MOVE_COLUMNS: &str = "id, spec, state, plan, fingerprint, created_at, updated_at";
 
@@ -179,6 +191,34 @@ impl MoveStore for PgStore {
 
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>> {
         self.read(move |conn| steps_of(conn, move_id)).await
+    }
+
+    async fn step_progress(&self, move_id: Uuid) -> Result<Vec<StepProgress>> {
+        self.read(move |conn| {
+            let rows = conn.query(
+                &format!(
+                    "SELECT {PROGRESS_COLUMNS} FROM step_progress WHERE move_id = $1 ORDER BY key"
+                ),
+                &[&move_id.to_string()],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| StepProgress {
+                    move_id,
+                    key: r.get(0),
+                    items_done: count(r.get(1)),
+                    items_total: r.get::<_, Option<i64>>(2).map(count),
+                    bytes_done: count(r.get(3)),
+                    bytes_total: r.get::<_, Option<i64>>(4).map(count),
+                    started_at: Timestamp(r.get(5)),
+                    updated_at: Timestamp(r.get(6)),
+                    window_at: Timestamp(r.get(7)),
+                    window_items: count(r.get(8)),
+                    window_bytes: count(r.get(9)),
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>> {
@@ -491,5 +531,34 @@ impl MoveTx for PgTx<'_, '_> {
         row.first()
             .map(|r| r.get(0))
             .ok_or_else(|| StoreError::Internal("engine state not stored".into()))
+    }
+
+    fn put_step_progress(&mut self, p: &StepProgress) -> Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO step_progress (move_id, {PROGRESS_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (move_id, key) DO UPDATE SET
+                   items_done = excluded.items_done, items_total = excluded.items_total,
+                   bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total,
+                   started_at = excluded.started_at, updated_at = excluded.updated_at,
+                   window_at = excluded.window_at, window_items = excluded.window_items,
+                   window_bytes = excluded.window_bytes"
+            ),
+            &[
+                &p.move_id.to_string(),
+                &p.key,
+                &column(p.items_done),
+                &p.items_total.map(column),
+                &column(p.bytes_done),
+                &p.bytes_total.map(column),
+                &p.started_at.0,
+                &p.updated_at.0,
+                &p.window_at.0,
+                &column(p.window_items),
+                &column(p.window_bytes),
+            ],
+        )?;
+        Ok(())
     }
 }

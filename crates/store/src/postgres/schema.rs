@@ -250,6 +250,27 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     );
     "#,
     ),
+    // 8: how far each running step is (SQLite's numbered migration 26). Gone with its step.
+    (
+        8,
+        r#"
+    CREATE TABLE step_progress (
+        move_id      TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        items_done   BIGINT NOT NULL,
+        items_total  BIGINT,
+        bytes_done   BIGINT NOT NULL,
+        bytes_total  BIGINT,
+        started_at   BIGINT NOT NULL,
+        updated_at   BIGINT NOT NULL,
+        window_at    BIGINT NOT NULL,
+        window_items BIGINT NOT NULL,
+        window_bytes BIGINT NOT NULL,
+        PRIMARY KEY (move_id, key),
+        FOREIGN KEY (move_id, key) REFERENCES move_steps (move_id, key) ON DELETE CASCADE
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations this database lacks, inside `tx` (the caller commits), under the

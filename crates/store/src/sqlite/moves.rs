@@ -5,8 +5,8 @@ use super::{
     ensure_tenant, page_of, parse, user_assignments, user_from_row, SqliteStore, USER_COLUMNS,
 };
 use crate::moves::{
-    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord, StepRecord,
-    StepState,
+    EngineState, MoveRecord, MoveState, MoveStore, MoveTx, ProfileKind, ProfileRecord,
+    StepProgress, StepRecord, StepState,
 };
 use crate::{Page, PageRequest, Result, StoreError};
 use async_trait::async_trait;
@@ -25,6 +25,18 @@ type MoveRow = (
     i64,
     i64,
 );
+
+const PROGRESS_COLUMNS: &str = "key, items_done, items_total, bytes_done, bytes_total, \
+     started_at, updated_at, window_at, window_items, window_bytes";
+
+/// A count as SQLite's signed integer column holds it (a count past `i64::MAX` is saturated).
+fn column(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
 
 const MOVE_COLUMNS: &str = "id, spec, state, plan, fingerprint, created_at, updated_at";
 
@@ -263,6 +275,31 @@ impl MoveStore for SqliteStore {
 
     async fn steps(&self, move_id: Uuid) -> Result<Vec<StepRecord>> {
         self.read(move |conn| steps_of(conn, move_id)).await
+    }
+
+    async fn step_progress(&self, move_id: Uuid) -> Result<Vec<StepProgress>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PROGRESS_COLUMNS} FROM step_progress WHERE move_id = ?1 ORDER BY key"
+            ))?;
+            let rows = stmt.query_map(params![move_id.to_string()], |r| {
+                Ok(StepProgress {
+                    move_id,
+                    key: r.get(0)?,
+                    items_done: count(r.get(1)?),
+                    items_total: r.get::<_, Option<i64>>(2)?.map(count),
+                    bytes_done: count(r.get(3)?),
+                    bytes_total: r.get::<_, Option<i64>>(4)?.map(count),
+                    started_at: Timestamp(r.get(5)?),
+                    updated_at: Timestamp(r.get(6)?),
+                    window_at: Timestamp(r.get(7)?),
+                    window_items: count(r.get(8)?),
+                    window_bytes: count(r.get(9)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
     }
 
     async fn engine_state(&self, move_id: Uuid, key: String) -> Result<Option<EngineState>> {
@@ -578,5 +615,28 @@ impl MoveTx for SqliteTx<'_> {
             params![move_id.to_string(), key, state, now.0],
             |r| r.get(0),
         )?)
+    }
+
+    fn put_step_progress(&mut self, p: &StepProgress) -> Result<()> {
+        self.ctx.conn.execute(
+            &format!(
+                "INSERT OR REPLACE INTO step_progress (move_id, {PROGRESS_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ),
+            params![
+                p.move_id.to_string(),
+                p.key,
+                column(p.items_done),
+                p.items_total.map(column),
+                column(p.bytes_done),
+                p.bytes_total.map(column),
+                p.started_at.0,
+                p.updated_at.0,
+                p.window_at.0,
+                column(p.window_items),
+                column(p.window_bytes),
+            ],
+        )?;
+        Ok(())
     }
 }

@@ -269,6 +269,28 @@ const NUMBERED: &[(i64, &str)] = &[
     );
     "#,
     ),
+    // 26: how far each running step is (items and bytes of its engine, and the start of the
+    // window its rate is measured over; PostgreSQL's version 8). Gone with its step.
+    (
+        26,
+        r#"
+    CREATE TABLE step_progress (
+        move_id      TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        items_done   INTEGER NOT NULL,
+        items_total  INTEGER,
+        bytes_done   INTEGER NOT NULL,
+        bytes_total  INTEGER,
+        started_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        window_at    INTEGER NOT NULL,
+        window_items INTEGER NOT NULL,
+        window_bytes INTEGER NOT NULL,
+        PRIMARY KEY (move_id, key),
+        FOREIGN KEY (move_id, key) REFERENCES move_steps (move_id, key) ON DELETE CASCADE
+    );
+    "#,
+    ),
 ];
 
 /// Brings the schema up to date. Foreign keys are off meanwhile — SQLite's way of changing a
@@ -379,7 +401,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             numbered,
-            [20, 21, 22, 23, 24, 25],
+            [20, 21, 22, 23, 24, 25, 26],
             "each numbered migration recorded once"
         );
         assert_eq!(
