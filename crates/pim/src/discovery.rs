@@ -101,6 +101,72 @@ pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Ur
     Ok(Some(home))
 }
 
+/// Another user's home of a kind, seen through a service login (the move's connection
+/// profile), as the IMAP admin opens other users' mailboxes: the entry point (the location's
+/// path, or `/.well-known/caldav|carddav` with one same-server redirect when it is `/`), where
+/// the server keeps its principals (`principal-collection-set`, else the parent of the
+/// login's own `current-user-principal`), `user`'s principal below it, and that principal's
+/// `calendar-home-set` / `addressbook-home-set`. `Ok(None)`: the server has no such principal
+/// or it names no home of the kind (the user has no calendars or address books there).
+pub async fn user_home(dav: &Dav, kind: Kind, user: &str) -> Result<Option<Url>, DavError> {
+    let origin = dav.base().clone();
+    let body = xml::propfind_principal(kind);
+    let refused = |e: String| DavError::Protocol(format!("discovery: {e}"));
+    let mut answer = None;
+    if origin.path() == "/" {
+        let mut at = origin
+            .join(match kind {
+                Kind::Calendars => "/.well-known/caldav",
+                Kind::Contacts => "/.well-known/carddav",
+            })
+            .map_err(|e| refused(e.to_string()))?;
+        for _ in 0..2 {
+            match dav.propfind(&at, "0", &body).await {
+                Ok(ms) => {
+                    answer = Some(ms);
+                    break;
+                }
+                Err(DavError::Redirect {
+                    location: Some(l), ..
+                }) => at = same_server(&origin, &l).map_err(refused)?,
+                Err(DavError::NotFound | DavError::Redirect { .. } | DavError::Refused { .. }) => {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let ms = match answer {
+        Some(ms) => ms,
+        None => dav.propfind(&origin, "0", &body).await?,
+    };
+    let first = |f: fn(&xml::DavResponse) -> Option<String>| ms.responses.iter().find_map(f);
+    let principals = match first(|r| r.principal_collection.clone()) {
+        Some(href) => same_server(&origin, &href).map_err(refused)?,
+        None => {
+            let own = first(|r| r.principal.clone()).ok_or_else(|| {
+                refused(
+                    "the server names neither principal-collection-set nor \
+                     current-user-principal"
+                        .into(),
+                )
+            })?;
+            let own = same_server(&origin, &own).map_err(refused)?;
+            own.join("..").map_err(|e| refused(e.to_string()))?
+        }
+    };
+    let principal = child_url(&principals, user, true)?;
+    let ms = match dav.propfind(&principal, "0", &body).await {
+        Ok(ms) => ms,
+        Err(DavError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match ms.responses.iter().find_map(|r| r.home.clone()) {
+        Some(home) => Ok(Some(same_server(&origin, &home).map_err(refused)?)),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

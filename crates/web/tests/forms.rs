@@ -397,6 +397,7 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     let m = tenantry_app::Ledger::new(store.clone())
         .create_move(spec, "test".into(), now)
