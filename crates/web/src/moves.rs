@@ -319,7 +319,7 @@ fn dav_server(form: &FormData, field: &str, label: &str) -> Result<Option<DavSer
         (Some(url), Some(profile)) => Ok(Some(DavServer { url, profile })),
         _ => Err(FormError::invalid(
             "create",
-            format!("Give both the {label}'s URL and its connection profile, or neither."),
+            format!("Give both the URL and the connection profile of the {label}, or neither."),
         )),
     }
 }
