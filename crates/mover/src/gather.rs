@@ -298,7 +298,7 @@ impl Mover {
             for (side, server) in [("source", source), ("target", target)] {
                 let Some(server) = server else { continue };
                 let problem = match self.dav_access(server).await {
-                    Err(e) => Some(error_text(e)),
+                    Err(e) => Some(format!("profile {}: {}", server.profile, error_text(e))),
                     Ok(access) => self.engines.probe_dav(kind, &access).await.err(),
                 };
                 if let Some(problem) = problem {
