@@ -29,13 +29,15 @@ pub fn server_of(location: &str) -> Option<String> {
     (!host.is_empty()).then(|| format!("{scheme}://{host}").to_lowercase())
 }
 
-/// The CalDAV or CardDAV servers of a kind the move names.
+/// The CalDAV or CardDAV servers of a kind the move names, as `dav[s]://host[:port]`: one
+/// server usually answers both, and its calendar and address-book steps share its cap.
 fn dav_servers(spec: &MoveSpec, kind: PimKind) -> impl Iterator<Item = String> + '_ {
     let (source, target) = spec.pim.of(kind);
-    [source, target]
-        .into_iter()
-        .flatten()
-        .filter_map(|s| server_of(&s.url))
+    [source, target].into_iter().flatten().filter_map(|s| {
+        let (scheme, rest) = s.url.split_once("://")?;
+        let scheme = if scheme.ends_with('s') { "davs" } else { "dav" };
+        server_of(&format!("{scheme}://{rest}"))
+    })
 }
 
 /// Every server a move touches: its mail, CalDAV and CardDAV servers and its libraries' hosts.
