@@ -286,6 +286,30 @@ fn mail_server(form: &FormData, side: &str) -> Result<Option<MailServer>, FormEr
     }
 }
 
+/// What a move's CalDAV/CardDAV servers carry, for its page.
+fn dav_summary(pim: &PimServers) -> String {
+    let carried: Vec<String> = pim
+        .kinds()
+        .into_iter()
+        .filter_map(|kind| match pim.of(kind) {
+            (Some(s), Some(t)) => Some(format!(
+                "{}: {} ({}) → {} ({})",
+                kind.name(),
+                s.url,
+                s.profile,
+                t.url,
+                t.profile
+            )),
+            _ => None,
+        })
+        .collect();
+    if carried.is_empty() {
+        "None".into()
+    } else {
+        carried.join(" · ")
+    }
+}
+
 /// The CalDAV/CardDAV inputs of the create form: field, label, placeholder.
 const DAV_FIELDS: [(&str, &str, &str); 4] = [
     (
@@ -816,6 +840,7 @@ async fn move_page(
             _ => "None (licences and users only)".into(),
         },
         libraries: spec.libraries.len(),
+        calendars_contacts: dav_summary(&spec.pim),
         created: date_time(record.created_at),
         updated: date_time(record.updated_at),
     };

@@ -510,6 +510,8 @@ pub struct MoveSummary {
     pub allow_purchase: bool,
     pub mail: String,
     pub libraries: usize,
+    /// The CalDAV/CardDAV servers of each kind the move carries.
+    pub calendars_contacts: String,
     pub created: String,
     pub updated: String,
 }

@@ -592,6 +592,14 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         ("caldavs://dav.fabrikam.com/", "contoso-dav")
     );
     assert!(created.spec.pim.source_carddav.is_none());
+    let (_, page) = op.get(&format!("/moves/{}", created.id)).await;
+    assert!(
+        page.contains(
+            "calendars and contacts: calendars: caldavs://dav.fabrikam.com/ (fabrikam-dav) → \
+             caldavs://dav.contoso.com/dav/ (contoso-dav)"
+        ),
+        "{page}"
+    );
 
     // Run with a blocker (adele is not a user of the source): refused with the list, still Draft.
     let r = op
