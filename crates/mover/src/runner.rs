@@ -339,8 +339,9 @@ impl Runner {
                 self.home(&moved, record, PimKind::Contacts, source_upn, target_upn)
                     .await
             }
-            // One pass over every mailbox and library: a few at a time (as many as one server
-            // takes from this worker), since this step alone stands between the data and the end.
+            // One pass over every mailbox, library and calendar or address-book home: a few at a
+            // time (as many as one server takes from this worker), since this step alone stands
+            // between the data and the end.
             Step::FinalDeltaPass => {
                 let width = self.limits.per_server.max(1) as usize;
                 let moved = &moved;

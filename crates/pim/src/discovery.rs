@@ -104,8 +104,8 @@ pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Ur
 /// Another user's home of a kind, seen through a service login (the move's connection
 /// profile), as the IMAP admin opens other users' mailboxes: the entry point (the location's
 /// path, or `/.well-known/caldav|carddav` with one same-server redirect when it is `/`), where
-/// the server keeps its principals (`principal-collection-set`, else the parent of the
-/// login's own `current-user-principal`), `user`'s principal below it, and that principal's
+/// the server keeps its users' principals (the parent of the login's own
+/// `current-user-principal`, else `principal-collection-set`), `user`'s principal below it, and that principal's
 /// `calendar-home-set` / `addressbook-home-set`. `Ok(None)`: the server has no such principal
 /// or it names no home of the kind (the user has no calendars or address books there).
 pub async fn user_home(dav: &Dav, kind: Kind, user: &str) -> Result<Option<Url>, DavError> {
@@ -141,18 +141,22 @@ pub async fn user_home(dav: &Dav, kind: Kind, user: &str) -> Result<Option<Url>,
         None => dav.propfind(&origin, "0", &body).await?,
     };
     let first = |f: fn(&xml::DavResponse) -> Option<String>| ms.responses.iter().find_map(f);
-    let principals = match first(|r| r.principal_collection.clone()) {
-        Some(href) => same_server(&origin, &href).map_err(refused)?,
+    // The login's own principal sits beside the users' (`/principals/users/svc/` on SabreDAV,
+    // whose principal-collection-set names only `/principals/`): its parent first.
+    let principals = match first(|r| r.principal.clone()) {
+        Some(own) => {
+            let own = same_server(&origin, &own).map_err(refused)?;
+            own.join("..").map_err(|e| refused(e.to_string()))?
+        }
         None => {
-            let own = first(|r| r.principal.clone()).ok_or_else(|| {
+            let href = first(|r| r.principal_collection.clone()).ok_or_else(|| {
                 refused(
-                    "the server names neither principal-collection-set nor \
-                     current-user-principal"
+                    "the server names neither current-user-principal nor \
+                     principal-collection-set"
                         .into(),
                 )
             })?;
-            let own = same_server(&origin, &own).map_err(refused)?;
-            own.join("..").map_err(|e| refused(e.to_string()))?
+            same_server(&origin, &href).map_err(refused)?
         }
     };
     let principal = child_url(&principals, user, true)?;

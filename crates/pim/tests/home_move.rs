@@ -129,3 +129,71 @@ async fn a_service_login_moves_another_users_home() {
     assert!(!format!("{e:#}").contains("not-the-password"));
     assert!(probe(Kind::Calendars, &wrong).await.is_err());
 }
+
+/// A SabreDAV-shaped server (Nextcloud, Baïkal): principals of users under
+/// `/principals/users/`, while `principal-collection-set` names only `/principals/`. Another
+/// user's principal is found beside the service login's own; an href to another server is
+/// refused, not followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_users_principal_is_found_beside_the_service_logins_own() {
+    use tenantry_pim::dav::Dav;
+    use tenantry_pim::discovery::user_home;
+    use tenantry_pim::location::Access;
+    use tenantry_testkit::hostile::{respond, HttpServer};
+
+    let props = |href: &str, inner: &str| {
+        format!(
+            r#"<?xml version="1.0"?><d:multistatus xmlns:d="DAV:" xmlns:cal="urn:ietf:params:xml:ns:caldav"><d:response><d:href>{href}</d:href><d:propstat><d:prop>{inner}</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"#
+        )
+    };
+    let server = HttpServer::start(move |req, w| {
+        let body = match req.path.as_str() {
+            "/remote.php/dav/" => props(
+                "/remote.php/dav/",
+                "<d:current-user-principal><d:href>/remote.php/dav/principals/users/svc/</d:href></d:current-user-principal><d:principal-collection-set><d:href>/remote.php/dav/principals/</d:href></d:principal-collection-set>",
+            ),
+            "/remote.php/dav/principals/users/alice/" => props(
+                &req.path,
+                "<cal:calendar-home-set><d:href>/remote.php/dav/calendars/alice/</d:href></cal:calendar-home-set>",
+            ),
+            "/remote.php/dav/principals/users/mallory/" => props(
+                &req.path,
+                "<cal:calendar-home-set><d:href>https://elsewhere.example/calendars/mallory/</d:href></cal:calendar-home-set>",
+            ),
+            _ => return respond(w, 404, &[], b""),
+        };
+        respond(
+            w,
+            207,
+            &[("Content-Type", "application/xml")],
+            body.as_bytes(),
+        )
+    });
+    let dav = Dav::new(
+        reqwest::Client::new(),
+        Access {
+            url: format!("http://127.0.0.1:{}/remote.php/dav/", server.port())
+                .parse()
+                .unwrap(),
+            user: Some("svc".into()),
+            password: Some("pw".into()),
+        },
+        Default::default(),
+    );
+    let home = user_home(&dav, Kind::Calendars, "alice").await.unwrap();
+    assert_eq!(
+        home.map(|u| u.path().to_string()).as_deref(),
+        Some("/remote.php/dav/calendars/alice/")
+    );
+    // No such principal: no home, not an error.
+    assert_eq!(user_home(&dav, Kind::Calendars, "bob").await.unwrap(), None);
+    // A home on another server is refused.
+    let e = user_home(&dav, Kind::Calendars, "mallory")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| !r.path.starts_with("/remote.php/dav/principals/alice")));
+}
