@@ -99,6 +99,16 @@ pub trait DataEngines: Send + Sync + 'static {
     async fn probe_dav(&self, _kind: PimKind, _server: &DavAccess) -> Result<(), String> {
         Err(NO_PIM.into())
     }
+    /// Whether `user` has a home of the kind on the server (discovery through the service
+    /// login), so that a plan shows who has nothing of the kind to move.
+    async fn dav_user_has_home(
+        &self,
+        _kind: PimKind,
+        _server: &DavAccess,
+        _user: &str,
+    ) -> Result<bool, String> {
+        Err(NO_PIM.into())
+    }
     /// Copies a user's calendars (or address books) home to home; `state` as for a mailbox.
     /// A user without a home on the source is a result (with a `notice`), not an error.
     async fn migrate_home(

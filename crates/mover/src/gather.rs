@@ -252,7 +252,9 @@ impl Mover {
                 let _ = created;
             }
         }
-        probes.dav_failures = self.probe_dav(spec).await;
+        let (failures, missing) = self.probe_dav(spec, source).await;
+        probes.dav_failures = failures;
+        probes.dav_homes_missing = missing;
         for mapping in &spec.libraries {
             match self.libraries(mapping).await {
                 Err(e) => {
@@ -290,27 +292,67 @@ impl Mover {
 }
 
 impl Mover {
-    /// Every CalDAV/CardDAV server the move carries data with must answer its profile's login.
-    async fn probe_dav(&self, spec: &MoveSpec) -> Vec<ProbeFailure> {
-        let mut failures = Vec::new();
+    /// Every CalDAV/CardDAV server the move carries data with must answer its profile's login
+    /// (failures block the plan); each moving user's source home is looked up (those without
+    /// one are warnings: nothing of the kind moves for them).
+    async fn probe_dav(
+        &self,
+        spec: &MoveSpec,
+        snapshot: &tenantry_moves::plan::TenantSnapshot,
+    ) -> (Vec<ProbeFailure>, Vec<ProbeFailure>) {
+        let (mut failures, mut missing) = (Vec::new(), Vec::new());
         for kind in spec.pim.kinds() {
             let (source, target) = spec.pim.of(kind);
             for (side, server) in [("source", source), ("target", target)] {
                 let Some(server) = server else { continue };
-                let problem = match self.dav_access(server).await {
-                    Err(e) => Some(format!("profile {}: {}", server.profile, error_text(e))),
-                    Ok(access) => self.engines.probe_dav(kind, &access).await.err(),
+                let access = match self.dav_access(server).await {
+                    Err(e) => Err(format!("profile {}: {}", server.profile, error_text(e))),
+                    Ok(access) => match self.engines.probe_dav(kind, &access).await {
+                        Ok(()) => Ok(access),
+                        Err(e) => Err(e),
+                    },
                 };
-                if let Some(problem) = problem {
-                    failures.push(ProbeFailure {
-                        side: side.to_string(),
-                        subject: format!("{} server {}", kind.name(), server.url),
-                        problem,
-                    });
+                let access = match access {
+                    Ok(access) => access,
+                    Err(problem) => {
+                        failures.push(ProbeFailure {
+                            side: side.to_string(),
+                            subject: format!("{} server {}", kind.name(), server.url),
+                            problem,
+                        });
+                        continue;
+                    }
+                };
+                if side != "source" {
+                    continue;
+                }
+                for upn in mapped_sources(spec, snapshot) {
+                    match self.engines.dav_user_has_home(kind, &access, &upn).await {
+                        Ok(true) => {}
+                        Ok(false) => missing.push(ProbeFailure {
+                            side: kind.name().to_string(),
+                            subject: upn.clone(),
+                            problem: format!(
+                                "{upn} has no {} home on the source server {}: nothing of this \
+                                 kind moves for this user (check that the server names principals \
+                                 by the user principal name)",
+                                kind.name(),
+                                server.url
+                            ),
+                        }),
+                        Err(problem) => {
+                            failures.push(ProbeFailure {
+                                side: side.to_string(),
+                                subject: format!("{} server {}", kind.name(), server.url),
+                                problem,
+                            });
+                            break;
+                        }
+                    }
                 }
             }
         }
-        failures
+        (failures, missing)
     }
 }
 

@@ -46,6 +46,11 @@ pub struct Probes {
     /// moves without such servers stay as they were).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dav_failures: Vec<ProbeFailure>,
+    /// (kind, user, what it means) for every moving user without a calendar or address-book
+    /// home on the source: nothing of that kind moves for them (a warning, so that a server
+    /// naming principals otherwise than by UPN shows before the run, not after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dav_homes_missing: Vec<ProbeFailure>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -858,6 +863,14 @@ pub fn plan(input: &PlanInput) -> Plan {
             "EndpointUnavailable",
             format!("{} {}", failure.side, failure.subject),
             failure.problem.clone(),
+        ));
+    }
+    for missing in &input.probes.dav_homes_missing {
+        findings.push(finding(
+            Severity::Warning,
+            "NoSourceHome",
+            format!("{} {}", missing.side, missing.subject),
+            missing.problem.clone(),
         ));
     }
     for refused in &input.probes.refused_names {

@@ -148,6 +148,12 @@ pub async fn probe(kind: Kind, server: &ServiceLogin) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `user` has a home of the kind on the server.
+pub async fn has_home(kind: Kind, server: &ServiceLogin, user: &str) -> anyhow::Result<bool> {
+    let dav = open(kind, server)?;
+    Ok(user_home(&dav, kind, user).await?.is_some())
+}
+
 fn no_source_home(kind: Kind, source: &ServiceLogin, user: &str) -> String {
     format!(
         "{user} has no {} home on the source server {}: nothing to move",

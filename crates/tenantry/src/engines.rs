@@ -383,6 +383,15 @@ impl DataEngines for Engines {
         crate::pim_engine::probe(kind, server).await
     }
 
+    async fn dav_user_has_home(
+        &self,
+        kind: PimKind,
+        server: &DavAccess,
+        user: &str,
+    ) -> Result<bool, String> {
+        crate::pim_engine::has_home(kind, server, user).await
+    }
+
     async fn migrate_home(
         &self,
         kind: PimKind,

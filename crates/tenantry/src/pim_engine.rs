@@ -83,6 +83,12 @@ pub async fn probe(pim: PimKind, server: &DavAccess) -> Result<(), String> {
         .map_err(|e| format!("{e:#}"))
 }
 
+pub async fn has_home(pim: PimKind, server: &DavAccess, user: &str) -> Result<bool, String> {
+    home_move::has_home(kind(pim), &login(server), user)
+        .await
+        .map_err(|e| format!("{e:#}"))
+}
+
 pub async fn migrate(
     pim: PimKind,
     source: &DavAccess,

@@ -325,6 +325,18 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
     let id = m["id"].as_str().unwrap().to_string();
     let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
     assert_eq!(plan["runnable"], true, "{plan}");
+    // Cara has no home on the source: a warning per kind in the plan, before anything runs.
+    let warned: Vec<&Value> = plan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "NoSourceHome")
+        .collect();
+    assert_eq!(warned.len(), 2, "{plan}");
+    for (finding, kind) in warned.iter().zip(["calendars", "contacts"]) {
+        assert_eq!(finding["severity"], "Warning");
+        assert_eq!(finding["subject"], format!("{kind} {NO_HOME}@fabrikam.com"));
+    }
     let kinds: Vec<&str> = plan["steps"]
         .as_array()
         .unwrap()
