@@ -608,6 +608,7 @@ async fn draft_move(b: &Backend) -> uuid::Uuid {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     b.ledger
         .create_move(spec, "op".into(), NOW)
@@ -1520,6 +1521,7 @@ async fn a_move_with_a_side_reached_through_graph_is_stored_and_audited_where_it
         libraries: vec![],
         source_graph: None,
         target_graph: Some("contoso-graph".into()),
+        pim: Default::default(),
     };
     let id = b
         .ledger
@@ -1561,6 +1563,7 @@ async fn a_move_with_a_side_reached_through_graph_is_stored_and_audited_where_it
     // A local side still has to exist.
     let unknown_local = MoveSpec {
         target_graph: None,
+        pim: Default::default(),
         ..spec
     };
     let refused = b

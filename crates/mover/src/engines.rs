@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;
 pub use tenantry_app::EngineError;
+pub use tenantry_moves::model::PimKind;
 
 /// An IMAP server with the admin credentials from its connection profile.
 #[derive(Debug, Clone)]
@@ -27,6 +28,15 @@ pub struct LibraryAccess {
     pub location: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
+}
+
+/// A CalDAV or CardDAV server with the service login from its connection profile: it opens
+/// every moving user's home, as the IMAP admin opens their mailboxes.
+#[derive(Debug, Clone)]
+pub struct DavAccess {
+    pub url: String,
+    pub username: String,
+    pub password: Secret,
 }
 
 /// Why a probe failed: an unreachable server blocks a move; a refused login may only mean the
@@ -90,7 +100,48 @@ pub trait DataEngines: Send + Sync + 'static {
         source: &LibraryAccess,
         target: &LibraryAccess,
     ) -> Result<serde_json::Value, EngineError>;
+    /// Logs into a CalDAV/CardDAV server and finds its principals (discovery), so that a run
+    /// does not start against a server that cannot answer.
+    async fn probe_dav(&self, _kind: PimKind, _server: &DavAccess) -> Result<(), String> {
+        Err(NO_PIM.into())
+    }
+    /// Whether `user` has a home of the kind on the server (discovery through the service
+    /// login), so that a plan shows who has nothing of the kind to move.
+    async fn dav_user_has_home(
+        &self,
+        _kind: PimKind,
+        _server: &DavAccess,
+        _user: &str,
+    ) -> Result<bool, String> {
+        Err(NO_PIM.into())
+    }
+    /// Copies a user's calendars (or address books) home to home; `state` as for a mailbox.
+    /// A user without a home on the source is a result (with a `notice`), not an error.
+    async fn migrate_home(
+        &self,
+        _kind: PimKind,
+        _source: &DavAccess,
+        _source_user: &str,
+        _target: &DavAccess,
+        _target_user: &str,
+        _state: &Path,
+    ) -> Result<serde_json::Value, EngineError> {
+        Err(EngineError::Permanent(NO_PIM.into()))
+    }
+    /// Compares a user's homes object by object; `Err` lists the differences.
+    async fn verify_home(
+        &self,
+        _kind: PimKind,
+        _source: &DavAccess,
+        _source_user: &str,
+        _target: &DavAccess,
+        _target_user: &str,
+    ) -> Result<serde_json::Value, EngineError> {
+        Err(EngineError::Permanent(NO_PIM.into()))
+    }
 }
+
+const NO_PIM: &str = "this server was built without the calendar and contact engine";
 
 /// For moves without data: every data operation is refused, which the planner never schedules.
 pub struct NoData;

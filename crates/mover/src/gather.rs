@@ -1,15 +1,15 @@
 //! From a stored move to a fresh plan: snapshots of both tenants, what the move already created,
 //! and probes of every mail server and library. The planning itself is pure (`tenantry-moves`).
 
-use crate::engines::{DataEngines, LibraryAccess, MailAccess, ProbeError};
+use crate::engines::{DataEngines, DavAccess, LibraryAccess, MailAccess, PimKind, ProbeError};
 use crate::secrets::Sealer;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tenantry_ledger::{LedgerError, Timestamp};
-use tenantry_moves::model::{LibraryMapping, MailServer};
+use tenantry_moves::model::{DavServer, LibraryMapping, MailServer, MoveSpec};
 use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName, Step};
-use tenantry_store::moves::StepState;
+use tenantry_store::moves::{ProfileKind, StepState};
 use tenantry_store::{Store, StoreError};
 use uuid::Uuid;
 
@@ -35,6 +35,48 @@ impl Mover {
             password,
             known_mailbox: None,
         })
+    }
+
+    /// A CalDAV/CardDAV server with its profile's service login (a `webdav` profile: CalDAV and
+    /// CardDAV are WebDAV).
+    pub async fn dav_access(&self, server: &DavServer) -> Result<DavAccess, StoreError> {
+        let profile = self.store.get_profile(server.profile.clone()).await?;
+        if profile.kind != ProfileKind::Webdav {
+            return Err(LedgerError::invalid(
+                "InvalidProfileKind",
+                format!(
+                    "profile {} is of kind {}; a CalDAV or CardDAV server needs a webdav profile",
+                    server.profile,
+                    profile.kind.as_str()
+                ),
+            )
+            .into());
+        }
+        let password = self
+            .sealer
+            .open(&profile.secret)
+            .map_err(StoreError::Internal)?;
+        Ok(DavAccess {
+            url: server.url.clone(),
+            username: profile.username,
+            password,
+        })
+    }
+
+    /// (source, target) servers of a kind with their logins; `None` when the move does not
+    /// carry that kind.
+    pub async fn dav_pair(
+        &self,
+        spec: &MoveSpec,
+        kind: PimKind,
+    ) -> Result<Option<(DavAccess, DavAccess)>, StoreError> {
+        let (Some(source), Some(target)) = spec.pim.of(kind) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            self.dav_access(source).await?,
+            self.dav_access(target).await?,
+        )))
     }
 
     pub async fn library_access(
@@ -210,6 +252,9 @@ impl Mover {
                 let _ = created;
             }
         }
+        let (failures, missing) = self.probe_dav(spec, source).await;
+        probes.dav_failures = failures;
+        probes.dav_homes_missing = missing;
         for mapping in &spec.libraries {
             match self.libraries(mapping).await {
                 Err(e) => {
@@ -243,6 +288,71 @@ impl Mover {
             }
         }
         probes
+    }
+}
+
+impl Mover {
+    /// Every CalDAV/CardDAV server the move carries data with must answer its profile's login
+    /// (failures block the plan); each moving user's source home is looked up (those without
+    /// one are warnings: nothing of the kind moves for them).
+    async fn probe_dav(
+        &self,
+        spec: &MoveSpec,
+        snapshot: &tenantry_moves::plan::TenantSnapshot,
+    ) -> (Vec<ProbeFailure>, Vec<ProbeFailure>) {
+        let (mut failures, mut missing) = (Vec::new(), Vec::new());
+        for kind in spec.pim.kinds() {
+            let (source, target) = spec.pim.of(kind);
+            for (side, server) in [("source", source), ("target", target)] {
+                let Some(server) = server else { continue };
+                let access = match self.dav_access(server).await {
+                    Err(e) => Err(format!("profile {}: {}", server.profile, error_text(e))),
+                    Ok(access) => match self.engines.probe_dav(kind, &access).await {
+                        Ok(()) => Ok(access),
+                        Err(e) => Err(e),
+                    },
+                };
+                let access = match access {
+                    Ok(access) => access,
+                    Err(problem) => {
+                        failures.push(ProbeFailure {
+                            side: side.to_string(),
+                            subject: format!("{} server {}", kind.name(), server.url),
+                            problem,
+                        });
+                        continue;
+                    }
+                };
+                if side != "source" {
+                    continue;
+                }
+                for upn in mapped_sources(spec, snapshot) {
+                    match self.engines.dav_user_has_home(kind, &access, &upn).await {
+                        Ok(true) => {}
+                        Ok(false) => missing.push(ProbeFailure {
+                            side: kind.name().to_string(),
+                            subject: upn.clone(),
+                            problem: format!(
+                                "{upn} has no {} home on the source server {}: nothing of this \
+                                 kind moves for this user (check that the server names principals \
+                                 by the user principal name)",
+                                kind.name(),
+                                server.url
+                            ),
+                        }),
+                        Err(problem) => {
+                            failures.push(ProbeFailure {
+                                side: side.to_string(),
+                                subject: format!("{} server {}", kind.name(), server.url),
+                                problem,
+                            });
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (failures, missing)
     }
 }
 

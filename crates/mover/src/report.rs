@@ -1,5 +1,6 @@
-//! The report of a move: licence changes on both sides, and per user, mailbox and library the
-//! state, counts and errors of its steps. JSON for programs, CSV for spreadsheets.
+//! The report of a move: licence changes on both sides, and per user, mailbox, calendar and
+//! address-book home and library the state, counts and errors of its steps, with the notices
+//! of steps that left something out by design. JSON for programs, CSV for spreadsheets.
 
 use serde_json::{json, Value};
 use tenantry_moves::plan::{Plan, Step};
@@ -29,6 +30,8 @@ pub async fn build(store: &dyn Store, move_id: Uuid) -> Result<Value, StoreError
             }
             Some(Step::MigrateMailbox { source_upn, .. }) => ("mailbox", source_upn.clone()),
             Some(Step::MigrateLibrary { source, .. }) => ("library", source.clone()),
+            Some(Step::MigrateCalendars { source_upn, .. }) => ("calendars", source_upn.clone()),
+            Some(Step::MigrateContacts { source_upn, .. }) => ("contacts", source_upn.clone()),
             Some(Step::FinalDeltaPass) => ("finalDelta", String::new()),
             Some(Step::Verify) => ("verify", String::new()),
             Some(Step::UnassignSourceLicences { source_upn }) => {
@@ -83,8 +86,18 @@ pub async fn build(store: &dyn Store, move_id: Uuid) -> Result<Value, StoreError
             })
         })
         .collect();
+    // What a step did not do by design and someone should know (a user with no calendar home
+    // on the source): the step is done, the notice stays visible here.
+    let notices: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| {
+            let notice = r["result"]["result"]["notice"].as_str()?;
+            Some(json!({"key": r["key"], "kind": r["kind"], "subject": r["subject"], "notice": notice}))
+        })
+        .collect();
     Ok(json!({
         "administratorActions": administrator,
+        "notices": notices,
         "move": {
             "id": record.id,
             "state": record.state.as_str(),

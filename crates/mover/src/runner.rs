@@ -7,7 +7,7 @@
 //! leases of those still running so another worker takes them at once.
 
 use crate::engine_state::{self, StateSlot, SNAPSHOT_EVERY};
-use crate::engines::EngineError;
+use crate::engines::{EngineError, PimKind};
 use crate::gather::Mover;
 use crate::progress;
 use crate::report;
@@ -336,8 +336,23 @@ impl Runner {
                 })
                 .await
             }
-            // One pass over every mailbox and library: a few at a time (as many as one server
-            // takes from this worker), since this step alone stands between the data and the end.
+            Step::MigrateCalendars {
+                source_upn,
+                target_upn,
+            } => {
+                self.home(&moved, record, PimKind::Calendars, source_upn, target_upn)
+                    .await
+            }
+            Step::MigrateContacts {
+                source_upn,
+                target_upn,
+            } => {
+                self.home(&moved, record, PimKind::Contacts, source_upn, target_upn)
+                    .await
+            }
+            // One pass over every mailbox, library and calendar or address-book home: a few at a
+            // time (as many as one server takes from this worker), since this step alone stands
+            // between the data and the end.
             Step::FinalDeltaPass => {
                 let width = self.limits.per_server.max(1) as usize;
                 let moved = &moved;
@@ -360,6 +375,24 @@ impl Runner {
                     .try_collect()
                     .await?;
                 passes.extend(libraries);
+                let homes: Vec<(PimKind, String, String)> = spec
+                    .pim
+                    .kinds()
+                    .into_iter()
+                    .flat_map(|kind| {
+                        mailbox_pairs(&plan)
+                            .into_iter()
+                            .map(move |(source, target)| (kind, source, target))
+                    })
+                    .collect();
+                let homes: Vec<Value> = stream::iter(homes)
+                    .map(|(kind, source, target)| async move {
+                        self.home(moved, record, kind, &source, &target).await
+                    })
+                    .buffered(width)
+                    .try_collect()
+                    .await?;
+                passes.extend(homes);
                 Ok(json!({"passes": passes}))
             }
             Step::Verify => {
@@ -406,6 +439,40 @@ impl Runner {
                             problems.push(format!("library {}: {}", mapping.source, e.message()));
                             if !e.is_retryable() {
                                 final_failure.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+                for kind in spec.pim.kinds() {
+                    let Some((src, dst)) = self.mover.dav_pair(spec, kind).await.map_err(text)?
+                    else {
+                        continue;
+                    };
+                    let (src, dst) = (&src, &dst);
+                    let results: Vec<_> = stream::iter(mailbox_pairs(&plan))
+                        .map(|(source, target)| async move {
+                            let verified = self
+                                .mover
+                                .engines
+                                .verify_home(kind, src, &source, dst, &target)
+                                .await;
+                            (source, verified)
+                        })
+                        .buffered(self.limits.per_server.max(1) as usize)
+                        .collect()
+                        .await;
+                    for (source, verified) in results {
+                        match verified {
+                            Ok(v) => checks.push(json!({kind.name(): source, "result": v})),
+                            Err(e) => {
+                                problems.push(format!(
+                                    "{} of {source}: {}",
+                                    kind.name(),
+                                    e.message()
+                                ));
+                                if !e.is_retryable() {
+                                    final_failure.get_or_insert(e);
+                                }
                             }
                         }
                     }
@@ -505,6 +572,45 @@ impl Runner {
             })
             .await?;
         Ok(json!({"mailbox": source_upn, "result": result}))
+    }
+
+    /// A user's calendars or address books, home to home, on a state file of their own (saved
+    /// in the database like a mailbox's, shared with the final delta pass).
+    async fn home(
+        &self,
+        moved: &MoveRecord,
+        record: &StepRecord,
+        kind: PimKind,
+        source_upn: &str,
+        target_upn: &str,
+    ) -> Result<Value, EngineError> {
+        let (src, dst) = self
+            .mover
+            .dav_pair(&moved.spec, kind)
+            .await
+            .map_err(text)?
+            .ok_or_else(|| {
+                EngineError::Permanent(format!("the move has no {} servers", kind.name()))
+            })?;
+        let name = safe_name(source_upn);
+        let slot = StateSlot {
+            move_id: moved.id,
+            key: format!("{}/{name}", kind.name()),
+            path: self
+                .mover
+                .state_dir(moved.id)
+                .join(kind.name())
+                .join(format!("{name}.sqlite")),
+        };
+        let engines = &self.mover.engines;
+        // The engine is safe with an older state as is: an object copied after the snapshot
+        // meets its own copy (same name, same UID) and is taken as done.
+        let result = self
+            .with_saved_state(record, &slot, |_restored| {
+                engines.migrate_home(kind, &src, source_upn, &dst, target_upn, &slot.path)
+            })
+            .await?;
+        Ok(json!({kind.name(): source_upn, "result": result}))
     }
 
     /// The target mailbox of a mailbox step this move has completed: the target's admin login

@@ -60,6 +60,7 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     let id = ledger.create_move(spec, "op".into(), NOW).await.unwrap().id;
     let step = vec![NewStep {

@@ -40,6 +40,7 @@ async fn claimed_step(dir: &tempfile::TempDir) -> (Ledger, uuid::Uuid, String) {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     let id = ledger.create_move(spec, "op".into(), NOW).await.unwrap().id;
     let step = vec![NewStep {

@@ -83,6 +83,147 @@ pub struct MailServer {
     pub profile: String,
 }
 
+/// A CalDAV or CardDAV server of one side. Its connection profile (kind `webdav`) holds a
+/// service login that may read (source) or write (target) every moving user's home, as the
+/// IMAP admin does for mailboxes; each user's home is found by discovery (RFC 6764).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DavServer {
+    /// `caldavs://host[:port]/[context/]` (calendars) or `carddavs://…` (contacts); the forms
+    /// without `s` speak plain HTTP. A path of `/` starts discovery at `/.well-known/…`.
+    pub url: String,
+    /// Name of the connection profile with the service user and password.
+    pub profile: String,
+}
+
+/// The calendar and contact servers of a move: calendars (and task lists) move when both
+/// CalDAV servers are named, address books when both CardDAV servers are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PimServers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_caldav: Option<DavServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_caldav: Option<DavServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_carddav: Option<DavServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_carddav: Option<DavServer>,
+}
+
+/// Calendars or address books: which pair of servers of a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PimKind {
+    Calendars,
+    Contacts,
+}
+
+impl PimKind {
+    pub const ALL: [PimKind; 2] = [PimKind::Calendars, PimKind::Contacts];
+
+    /// `calendars` / `contacts`: step keys and state names.
+    pub fn name(self) -> &'static str {
+        match self {
+            PimKind::Calendars => "calendars",
+            PimKind::Contacts => "contacts",
+        }
+    }
+
+    /// The URL schemes a server of this kind may use (plain, TLS).
+    pub fn schemes(self) -> [&'static str; 2] {
+        match self {
+            PimKind::Calendars => ["caldav://", "caldavs://"],
+            PimKind::Contacts => ["carddav://", "carddavs://"],
+        }
+    }
+
+    fn field(self, side: &str) -> String {
+        match self {
+            PimKind::Calendars => format!("{side}Caldav"),
+            PimKind::Contacts => format!("{side}Carddav"),
+        }
+    }
+}
+
+impl PimServers {
+    /// (source, target) servers of a kind.
+    pub fn of(&self, kind: PimKind) -> (Option<&DavServer>, Option<&DavServer>) {
+        match kind {
+            PimKind::Calendars => (self.source_caldav.as_ref(), self.target_caldav.as_ref()),
+            PimKind::Contacts => (self.source_carddav.as_ref(), self.target_carddav.as_ref()),
+        }
+    }
+
+    /// The kinds this move carries (both servers named).
+    pub fn kinds(&self) -> Vec<PimKind> {
+        PimKind::ALL
+            .into_iter()
+            .filter(|k| matches!(self.of(*k), (Some(_), Some(_))))
+            .collect()
+    }
+
+    /// Every URL is of its kind's scheme, names a host and no credentials, query or fragment,
+    /// and has a profile.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        for kind in PimKind::ALL {
+            let (source, target) = self.of(kind);
+            for (side, server) in [("source", source), ("target", target)] {
+                let Some(server) = server else { continue };
+                let field = kind.field(side);
+                let invalid = |why: String| {
+                    LedgerError::invalid("InvalidDavServer", format!("{field}: {why}"))
+                };
+                let [plain, tls] = kind.schemes();
+                let Some(rest) = server
+                    .url
+                    .strip_prefix(plain)
+                    .or_else(|| server.url.strip_prefix(tls))
+                else {
+                    return Err(invalid(format!(
+                        "the URL must start with {tls} (or {plain} for plain HTTP)"
+                    )));
+                };
+                if userinfo(&server.url).is_some() {
+                    return Err(LedgerError::invalid(
+                        "CredentialsInUrl",
+                        format!("{field}: the URL must not name a user or password: put them in a connection profile"),
+                    ));
+                }
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                if authority.is_empty() || authority.starts_with(':') {
+                    return Err(invalid("the URL names no host".into()));
+                }
+                if let Some((_, port)) = authority
+                    .rsplit_once(':')
+                    .filter(|_| !authority.ends_with(']'))
+                {
+                    if port.parse::<u16>().map_or(true, |p| p == 0) {
+                        return Err(invalid(format!("{port:?} is not a port number")));
+                    }
+                }
+                if rest.contains(['?', '#']) {
+                    return Err(invalid("the URL cannot have a query or a fragment".into()));
+                }
+                if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(invalid(
+                        "the URL cannot contain spaces or control characters".into(),
+                    ));
+                }
+                if server.profile.trim().is_empty() {
+                    return Err(LedgerError::invalid(
+                        "ProfileRequired",
+                        format!(
+                            "{field} needs a connection profile (its service user and password)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MoveSpec {
@@ -102,6 +243,10 @@ pub struct MoveSpec {
     pub source_graph: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_graph: Option<String>,
+    /// CalDAV / CardDAV servers (`sourceCaldav`, `targetCaldav`, `sourceCarddav`,
+    /// `targetCarddav`); absent from older specs. Boxed: most moves name none.
+    #[serde(flatten)]
+    pub pim: Box<PimServers>,
 }
 
 /// Whether the authority of `url` (after `scheme://`) carries a user or password.
@@ -149,6 +294,7 @@ impl MoveSpec {
                 ));
             }
         }
+        self.pim.validate()?;
         for (index, library) in self.libraries.iter().enumerate() {
             for location in [&library.source, &library.target] {
                 if location.contains("://") {
@@ -196,7 +342,74 @@ mod tests {
             libraries: vec![],
             source_graph: None,
             target_graph: None,
+            pim: Default::default(),
         }
+    }
+
+    fn dav(url: &str) -> Option<DavServer> {
+        Some(DavServer {
+            url: url.into(),
+            profile: "dav".into(),
+        })
+    }
+
+    #[test]
+    fn dav_servers_are_checked_with_the_field_named() {
+        let mut s = spec();
+        s.pim.source_caldav = dav("caldavs://dav.example:8443/");
+        s.pim.target_caldav = dav("caldav://127.0.0.1:5232/remote.php/dav/");
+        s.pim.source_carddav = dav("carddavs://dav.example/");
+        s.validate().unwrap();
+        assert_eq!(
+            s.pim.kinds(),
+            vec![PimKind::Calendars],
+            "contacts need both sides"
+        );
+        for (url, code, words) in [
+            (
+                "carddavs://dav.example/",
+                "InvalidDavServer",
+                "targetCaldav: the URL must start with caldavs://",
+            ),
+            ("https://dav.example/", "InvalidDavServer", "caldavs://"),
+            (
+                "caldavs://svc:S3cret@dav.example/",
+                "CredentialsInUrl",
+                "targetCaldav",
+            ),
+            ("caldavs:///alice/", "InvalidDavServer", "names no host"),
+            (
+                "caldavs://dav.example:99999/",
+                "InvalidDavServer",
+                "not a port number",
+            ),
+            ("caldavs://dav.example/?x=1", "InvalidDavServer", "query"),
+            ("caldavs://dav.example/a b/", "InvalidDavServer", "spaces"),
+        ] {
+            s.pim.target_caldav = dav(url);
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.code, code, "{url}: {err:?}");
+            assert!(err.detail.contains(words), "{url}: {}", err.detail);
+            assert!(!err.detail.contains("S3cret"), "{}", err.detail);
+        }
+        s.pim.target_caldav = Some(DavServer {
+            url: "caldavs://dav.example/".into(),
+            profile: " ".into(),
+        });
+        assert_eq!(s.validate().unwrap_err().code, "ProfileRequired");
+    }
+
+    #[test]
+    fn specs_without_dav_servers_read_and_write_as_before() {
+        let mut s = spec();
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("sourceCaldav").is_none(), "{json}");
+        let back: MoveSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        s.pim.target_carddav = dav("carddav://127.0.0.1:5232/");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["targetCarddav"]["url"], "carddav://127.0.0.1:5232/");
+        assert_eq!(serde_json::from_value::<MoveSpec>(json).unwrap(), s);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Money figures come from running the ledger's own rules on copies of the subscriptions, so the
 //! plan shows exactly what the run will be charged or refunded if nothing changes meanwhile.
 
-use crate::model::{MovePath, MoveSpec};
+use crate::model::{MovePath, MoveSpec, PimKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +41,16 @@ pub struct Probes {
     pub library_failures: Vec<ProbeFailure>,
     /// Names or paths in a source library that the target would refuse.
     pub refused_names: Vec<RefusedName>,
+    /// (side, server, problem) for every CalDAV/CardDAV server that did not answer or refused
+    /// the profile's login. Absent from older plans (and left out when empty, so fingerprints of
+    /// moves without such servers stay as they were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dav_failures: Vec<ProbeFailure>,
+    /// (kind, user, what it means) for every moving user without a calendar or address-book
+    /// home on the source: nothing of that kind moves for them (a warning, so that a server
+    /// naming principals otherwise than by UPN shows before the run, not after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dav_homes_missing: Vec<ProbeFailure>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +210,16 @@ pub enum Step {
         source: String,
         target: String,
     },
+    /// A user's calendars and task lists, home to home (the move names both CalDAV servers).
+    MigrateCalendars {
+        source_upn: String,
+        target_upn: String,
+    },
+    /// A user's address books, home to home (the move names both CardDAV servers).
+    MigrateContacts {
+        source_upn: String,
+        target_upn: String,
+    },
     FinalDeltaPass,
     Verify,
     UnassignSourceLicences {
@@ -246,6 +266,12 @@ impl Step {
                 format!("mailbox:{}", source_upn.to_lowercase())
             }
             Step::MigrateLibrary { index, .. } => format!("library:{index}"),
+            Step::MigrateCalendars { source_upn, .. } => {
+                format!("calendars:{}", source_upn.to_lowercase())
+            }
+            Step::MigrateContacts { source_upn, .. } => {
+                format!("contacts:{}", source_upn.to_lowercase())
+            }
             Step::FinalDeltaPass => "final-delta".into(),
             Step::Verify => "verify".into(),
             Step::UnassignSourceLicences { source_upn } => {
@@ -830,12 +856,21 @@ pub fn plan(input: &PlanInput) -> Plan {
         .mail_failures
         .iter()
         .chain(&input.probes.library_failures)
+        .chain(&input.probes.dav_failures)
     {
         findings.push(finding(
             Severity::Blocker,
             "EndpointUnavailable",
             format!("{} {}", failure.side, failure.subject),
             failure.problem.clone(),
+        ));
+    }
+    for missing in &input.probes.dav_homes_missing {
+        findings.push(finding(
+            Severity::Warning,
+            "NoSourceHome",
+            format!("{} {}", missing.side, missing.subject),
+            missing.problem.clone(),
         ));
     }
     for refused in &input.probes.refused_names {
@@ -848,6 +883,23 @@ pub fn plan(input: &PlanInput) -> Plan {
                 refused.problem
             ),
         ));
+    }
+    for kind in PimKind::ALL {
+        let (source, target) = input.spec.pim.of(kind);
+        if !users.is_empty() && source.is_some() != target.is_some() {
+            findings.push(finding(
+                Severity::Blocker,
+                "DavServerMissing",
+                kind.name(),
+                format!(
+                    "give both a source and a target {} server, or neither",
+                    match kind {
+                        PimKind::Calendars => "CalDAV",
+                        PimKind::Contacts => "CardDAV",
+                    }
+                ),
+            ));
+        }
     }
     if !users.is_empty() && input.spec.source_mail.is_some() != input.spec.target_mail.is_some() {
         findings.push(finding(
@@ -902,6 +954,21 @@ pub fn plan(input: &PlanInput) -> Plan {
             steps.push(Step::MigrateMailbox {
                 source_upn: user.source_upn.clone(),
                 target_upn: user.target_upn.clone(),
+            });
+        }
+    }
+    for kind in input.spec.pim.kinds() {
+        for user in &users {
+            let (source_upn, target_upn) = (user.source_upn.clone(), user.target_upn.clone());
+            steps.push(match kind {
+                PimKind::Calendars => Step::MigrateCalendars {
+                    source_upn,
+                    target_upn,
+                },
+                PimKind::Contacts => Step::MigrateContacts {
+                    source_upn,
+                    target_upn,
+                },
             });
         }
     }

@@ -4,7 +4,7 @@
 //! before the licences that need them, a user before its licences and its mailbox, all data
 //! before the final pass and verification, the source changed last, the report at the end).
 
-use crate::model::MoveSpec;
+use crate::model::{MoveSpec, PimKind};
 use crate::plan::{Plan, Step};
 use std::collections::{BTreeSet, HashSet};
 
@@ -29,11 +29,25 @@ pub fn server_of(location: &str) -> Option<String> {
     (!host.is_empty()).then(|| format!("{scheme}://{host}").to_lowercase())
 }
 
-/// Every server a move touches: its two mail servers and its libraries' hosts.
+/// The CalDAV or CardDAV servers of a kind the move names, as `dav[s]://host[:port]`: one
+/// server usually answers both, and its calendar and address-book steps share its cap.
+fn dav_servers(spec: &MoveSpec, kind: PimKind) -> impl Iterator<Item = String> + '_ {
+    let (source, target) = spec.pim.of(kind);
+    [source, target].into_iter().flatten().filter_map(|s| {
+        let (scheme, rest) = s.url.split_once("://")?;
+        let scheme = if scheme.ends_with('s') { "davs" } else { "dav" };
+        server_of(&format!("{scheme}://{rest}"))
+    })
+}
+
+/// Every server a move touches: its mail, CalDAV and CardDAV servers and its libraries' hosts.
 fn all_servers(spec: &MoveSpec) -> Vec<String> {
     let mut out = BTreeSet::new();
     for server in [&spec.source_mail, &spec.target_mail].into_iter().flatten() {
         out.extend(server_of(&server.url));
+    }
+    for kind in spec.pim.kinds() {
+        out.extend(dav_servers(spec, kind));
     }
     for library in &spec.libraries {
         out.extend(server_of(&library.source));
@@ -56,6 +70,8 @@ fn servers(step: &Step, spec: &MoveSpec) -> Vec<String> {
                 out.extend(server_of(&library.target));
             }
         }
+        Step::MigrateCalendars { .. } => out.extend(dav_servers(spec, PimKind::Calendars)),
+        Step::MigrateContacts { .. } => out.extend(dav_servers(spec, PimKind::Contacts)),
         // One pass over every mailbox and library, one after another: one slot per server.
         Step::FinalDeltaPass | Step::Verify => return all_servers(spec),
         _ => {}
@@ -109,8 +125,11 @@ impl Plan {
                         .chain(self.seat_steps(target_upn, &present))
                         .collect()
                 }
-                // A mailbox exists once its user is licensed (or at least created).
-                Step::MigrateMailbox { target_upn, .. } => {
+                // A mailbox exists once its user is licensed (or at least created); so do its
+                // calendar and address-book homes, copied beside the mailbox, not after it.
+                Step::MigrateMailbox { target_upn, .. }
+                | Step::MigrateCalendars { target_upn, .. }
+                | Step::MigrateContacts { target_upn, .. } => {
                     let upn = target_upn.to_lowercase();
                     present(format!("assign:{upn}"))
                         .or_else(|| present(format!("create-user:{upn}")))

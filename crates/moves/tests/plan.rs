@@ -123,6 +123,7 @@ fn world(path: MovePath) -> World {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     World {
         source,
@@ -390,6 +391,120 @@ fn ancestors(schedule: &[tenantry_moves::schedule::ScheduledStep], key: &str) ->
         }
     }
     out
+}
+
+fn dav(url: &str) -> Option<tenantry_moves::model::DavServer> {
+    Some(tenantry_moves::model::DavServer {
+        url: url.into(),
+        profile: "dav".into(),
+    })
+}
+
+/// Calendars and address books are steps of their own per user: after the target user (and
+/// its licences) exist, beside the mailbox rather than after it, before the final pass and
+/// verification, on their own servers.
+#[test]
+fn calendars_and_contacts_move_beside_each_mailbox() {
+    use tenantry_moves::model::MailServer;
+    let mut w = world(MovePath::RetireSource);
+    w.spec.source_mail = Some(MailServer {
+        url: "imaps://mail.fabrikam.com".into(),
+        profile: "src".into(),
+    });
+    w.spec.target_mail = Some(MailServer {
+        url: "imaps://mail.contoso.com".into(),
+        profile: "dst".into(),
+    });
+    w.spec.pim.source_caldav = dav("caldavs://DAV.fabrikam.com/");
+    w.spec.pim.target_caldav = dav("caldavs://dav.contoso.com:8443/dav/");
+    w.spec.pim.source_carddav = dav("carddavs://dav.fabrikam.com/");
+    w.spec.pim.target_carddav = dav("carddavs://dav.contoso.com:8443/dav/");
+    let p = run(&w, &BTreeSet::new());
+    assert!(p.is_runnable(), "{:?}", p.findings);
+    let schedule = p.schedule(&w.spec);
+    let of = |key: &str| {
+        schedule
+            .iter()
+            .find(|s| s.key == key)
+            .unwrap_or_else(|| panic!("no step {key}"))
+    };
+    for user in ["adele", "bob", "cara"] {
+        let calendars = of(&format!("calendars:{user}@fabrikam.com"));
+        let contacts = of(&format!("contacts:{user}@fabrikam.com"));
+        assert_eq!(
+            calendars.step,
+            Step::MigrateCalendars {
+                source_upn: format!("{user}@fabrikam.com"),
+                target_upn: format!("{user}@contoso.com"),
+            }
+        );
+        for step in [calendars, contacts] {
+            assert_eq!(
+                step.after,
+                [format!("assign:{user}@contoso.com")],
+                "{}",
+                step.key
+            );
+            let before = ancestors(&schedule, &step.key);
+            assert!(
+                before.contains(&format!("create-user:{user}@contoso.com")),
+                "{before:?}"
+            );
+            assert!(
+                before.iter().all(|k| !k.starts_with("mailbox:")),
+                "{} waits for a mailbox: {before:?}",
+                step.key
+            );
+            assert!(ancestors(&schedule, "final-delta").contains(&step.key));
+            assert!(ancestors(&schedule, "verify").contains(&step.key));
+        }
+        // One server answers CalDAV and CardDAV: both steps count against its cap.
+        assert_eq!(
+            calendars.servers,
+            ["davs://dav.contoso.com:8443", "davs://dav.fabrikam.com"]
+        );
+        assert_eq!(contacts.servers, calendars.servers);
+    }
+    // The final pass and verification hold a slot on every server the move touches.
+    for key in ["final-delta", "verify"] {
+        let servers = &of(key).servers;
+        for s in ["davs://dav.fabrikam.com", "davs://dav.contoso.com:8443"] {
+            assert!(servers.iter().any(|x| x == s), "{key}: {servers:?}");
+        }
+    }
+
+    // Without a licence to wait for, a step waits for its user's creation.
+    let mut unlicensed = world(MovePath::RetireSource);
+    unlicensed.spec.pim.source_carddav = dav("carddav://127.0.0.1:5232/");
+    unlicensed.spec.pim.target_carddav = dav("carddav://127.0.0.1:5233/");
+    for u in &mut unlicensed.source.users {
+        u.licences.clear();
+    }
+    let p = run(&unlicensed, &BTreeSet::new());
+    let schedule = p.schedule(&unlicensed.spec);
+    let step = schedule
+        .iter()
+        .find(|s| s.key == "contacts:bob@fabrikam.com")
+        .unwrap();
+    assert_eq!(step.after, ["create-user:bob@contoso.com"]);
+    assert!(schedule.iter().all(|s| !s.key.starts_with("calendars:")));
+
+    // One side only: a blocker naming what is missing, and no steps.
+    let mut one_sided = world(MovePath::RetireSource);
+    one_sided.spec.pim.source_caldav = dav("caldavs://dav.fabrikam.com/");
+    let p = run(&one_sided, &BTreeSet::new());
+    let blocker = p
+        .findings
+        .iter()
+        .find(|f| f.code == "DavServerMissing")
+        .expect("a blocker");
+    assert_eq!(blocker.subject, "calendars");
+    assert!(blocker.message.contains("CalDAV"), "{}", blocker.message);
+    assert!(!p.is_runnable());
+    assert!(p
+        .steps
+        .iter()
+        .all(|s| !matches!(s, Step::MigrateCalendars { .. })));
 }
 
 #[test]

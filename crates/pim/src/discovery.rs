@@ -101,6 +101,76 @@ pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Ur
     Ok(Some(home))
 }
 
+/// Another user's home of a kind, seen through a service login (the move's connection
+/// profile), as the IMAP admin opens other users' mailboxes: the entry point (the location's
+/// path, or `/.well-known/caldav|carddav` with one same-server redirect when it is `/`), where
+/// the server keeps its users' principals (the parent of the login's own
+/// `current-user-principal`, else `principal-collection-set`), `user`'s principal below it, and that principal's
+/// `calendar-home-set` / `addressbook-home-set`. `Ok(None)`: the server has no such principal
+/// or it names no home of the kind (the user has no calendars or address books there).
+pub async fn user_home(dav: &Dav, kind: Kind, user: &str) -> Result<Option<Url>, DavError> {
+    let origin = dav.base().clone();
+    let body = xml::propfind_principal(kind);
+    let refused = |e: String| DavError::Protocol(format!("discovery: {e}"));
+    let mut answer = None;
+    if origin.path() == "/" {
+        let mut at = origin
+            .join(match kind {
+                Kind::Calendars => "/.well-known/caldav",
+                Kind::Contacts => "/.well-known/carddav",
+            })
+            .map_err(|e| refused(e.to_string()))?;
+        for _ in 0..2 {
+            match dav.propfind(&at, "0", &body).await {
+                Ok(ms) => {
+                    answer = Some(ms);
+                    break;
+                }
+                Err(DavError::Redirect {
+                    location: Some(l), ..
+                }) => at = same_server(&origin, &l).map_err(refused)?,
+                Err(DavError::NotFound | DavError::Redirect { .. } | DavError::Refused { .. }) => {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let ms = match answer {
+        Some(ms) => ms,
+        None => dav.propfind(&origin, "0", &body).await?,
+    };
+    let first = |f: fn(&xml::DavResponse) -> Option<String>| ms.responses.iter().find_map(f);
+    // The login's own principal sits beside the users' (`/principals/users/svc/` on SabreDAV,
+    // whose principal-collection-set names only `/principals/`): its parent first.
+    let principals = match first(|r| r.principal.clone()) {
+        Some(own) => {
+            let own = same_server(&origin, &own).map_err(refused)?;
+            own.join("..").map_err(|e| refused(e.to_string()))?
+        }
+        None => {
+            let href = first(|r| r.principal_collection.clone()).ok_or_else(|| {
+                refused(
+                    "the server names neither current-user-principal nor \
+                     principal-collection-set"
+                        .into(),
+                )
+            })?;
+            same_server(&origin, &href).map_err(refused)?
+        }
+    };
+    let principal = child_url(&principals, user, true)?;
+    let ms = match dav.propfind(&principal, "0", &body).await {
+        Ok(ms) => ms,
+        Err(DavError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match ms.responses.iter().find_map(|r| r.home.clone()) {
+        Some(home) => Ok(Some(same_server(&origin, &home).map_err(refused)?)),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

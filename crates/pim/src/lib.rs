@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collections;
 pub mod dav;
 pub mod discovery;
+pub mod home_move;
 pub mod kind;
 pub mod location;
 pub mod migrate;

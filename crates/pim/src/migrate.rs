@@ -60,8 +60,9 @@ pub struct Plan {
 /// anything else (a home). A source home goes into the target home, name for name.
 pub async fn plan(kind: Kind, src: &Dav, dst: &Dav) -> anyhow::Result<Plan> {
     let (s, t) = tokio::join!(collections::find(src, kind), collections::find(dst, kind));
-    let s = s.map_err(|e| anyhow::anyhow!("reading the source: {e}"))?;
-    let t = t.map_err(|e| anyhow::anyhow!("reading the target: {e}"))?;
+    // The server's error stays in the chain: a move tells a refused login from an outage by it.
+    let s = s.map_err(|e| anyhow::Error::new(e).context("reading the source"))?;
+    let t = t.map_err(|e| anyhow::Error::new(e).context("reading the target"))?;
     let mut plan = Plan::default();
     let sources = match s {
         Found::Missing => anyhow::bail!("the source location does not exist (HTTP 404)"),

@@ -107,8 +107,12 @@ pub async fn verify(
             collections::members(src, &pair.source.url, None),
             collections::members(dst, &target.url, None)
         );
-        let sm = sm.map_err(|e| anyhow::anyhow!("listing source collection {cname}: {e}"))?;
-        let tm = tm.map_err(|e| anyhow::anyhow!("listing target collection {cname}: {e}"))?;
+        let sm = sm.map_err(|e| {
+            anyhow::Error::new(e).context(format!("listing source collection {cname}"))
+        })?;
+        let tm = tm.map_err(|e| {
+            anyhow::Error::new(e).context(format!("listing target collection {cname}"))
+        })?;
         for r in sm.refused.iter().chain(&tm.refused) {
             rep.differences.push(diff(&r.path, r.reason.clone()));
         }

@@ -40,6 +40,9 @@ pub struct DavResponse {
     pub principal: Option<String>,
     /// `calendar-home-set` or `addressbook-home-set`.
     pub home: Option<String>,
+    /// The first href of `principal-collection-set` (RFC 3744 §5.8): where the server keeps
+    /// its principals, for finding another user's principal than the logged-in one.
+    pub principal_collection: Option<String>,
 }
 
 impl DavResponse {
@@ -141,6 +144,10 @@ pub fn parse_multistatus(xml: &str) -> Result<Multistatus, String> {
                     ("href", "calendar-home-set" | "addressbook-home-set") => {
                         ps.home = ps.home.take().or(Some(value.to_string()))
                     }
+                    ("href", "principal-collection-set") => {
+                        ps.principal_collection =
+                            ps.principal_collection.take().or(Some(value.to_string()))
+                    }
                     ("propstat", _) => {
                         if let (Some(c), Some(200) | None) = (cur.as_mut(), ps_status) {
                             merge(c, std::mem::take(&mut ps));
@@ -182,6 +189,7 @@ fn merge(c: &mut DavResponse, p: DavResponse) {
     c.data = c.data.take().or(p.data);
     c.principal = c.principal.take().or(p.principal);
     c.home = c.home.take().or(p.home);
+    c.principal_collection = c.principal_collection.take().or(p.principal_collection);
     let (cp, pp) = (&mut c.props, p.props);
     cp.displayname = cp.displayname.take().or(pp.displayname);
     cp.color = cp.color.take().or(pp.color);
@@ -198,14 +206,15 @@ pub fn propfind_collections() -> String {
     )
 }
 
-/// PROPFIND body for discovery (RFC 6764 §6): the user's principal and home of the kind.
+/// PROPFIND body for discovery (RFC 6764 §6): the user's principal, where principals live,
+/// and the home of the kind.
 pub fn propfind_principal(kind: Kind) -> String {
     let home = match kind {
         Kind::Calendars => "<C:calendar-home-set/>",
         Kind::Contacts => "<CR:addressbook-home-set/>",
     };
     format!(
-        r#"<?xml version="1.0" encoding="utf-8"?><D:propfind {NS}><D:prop><D:current-user-principal/>{home}</D:prop></D:propfind>"#
+        r#"<?xml version="1.0" encoding="utf-8"?><D:propfind {NS}><D:prop><D:current-user-principal/><D:principal-collection-set/>{home}</D:prop></D:propfind>"#
     )
 }
 
@@ -415,11 +424,12 @@ mod tests {
 
     #[test]
     fn parses_principal_and_home_hrefs() {
-        let x = r#"<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><response><href>/alice/</href><propstat><prop><current-user-principal><href>/principals/alice/</href></current-user-principal><C:calendar-home-set><href>/cal/alice/</href></C:calendar-home-set></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        let x = r#"<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><response><href>/alice/</href><propstat><prop><current-user-principal><href>/principals/alice/</href></current-user-principal><C:calendar-home-set><href>/cal/alice/</href></C:calendar-home-set><principal-collection-set><href>/principals/</href><href>/groups/</href></principal-collection-set></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
         let r = &parse_multistatus(x).unwrap().responses[0];
         assert_eq!(r.href, "/alice/");
         assert_eq!(r.principal.as_deref(), Some("/principals/alice/"));
         assert_eq!(r.home.as_deref(), Some("/cal/alice/"));
+        assert_eq!(r.principal_collection.as_deref(), Some("/principals/"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The data engines the server's move runner drives: `tenantry-mail` for mailboxes and
-//! `tenantry-files` for libraries, behind the mover's `DataEngines` interface.
+//! The data engines the server's move runner drives: `tenantry-mail` for mailboxes,
+//! `tenantry-files` for libraries and `tenantry-pim` for calendars and address books (in
+//! `pim_engine`), behind the mover's `DataEngines` interface.
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -18,7 +19,8 @@ use tenantry_files::webdav::WebDavEndpoint;
 use tenantry_mail::framer::Limits;
 use tenantry_mail::session::{is_loopback, Auth, Endpoint, ImapError, Security, Session, Side};
 use tenantry_mover::engines::{
-    DataEngines, EngineError, LibraryAccess, MailAccess, ProbeError, ProgressSink, Refusal,
+    DataEngines, DavAccess, EngineError, LibraryAccess, MailAccess, PimKind, ProbeError,
+    ProgressSink, Refusal,
 };
 
 pub fn real() -> Arc<dyn DataEngines> {
@@ -431,6 +433,42 @@ impl DataEngines for Engines {
         } else {
             Err(EngineError::Transient(report.to_text()))
         }
+    }
+
+    async fn probe_dav(&self, kind: PimKind, server: &DavAccess) -> Result<(), String> {
+        crate::pim_engine::probe(kind, server).await
+    }
+
+    async fn dav_user_has_home(
+        &self,
+        kind: PimKind,
+        server: &DavAccess,
+        user: &str,
+    ) -> Result<bool, String> {
+        crate::pim_engine::has_home(kind, server, user).await
+    }
+
+    async fn migrate_home(
+        &self,
+        kind: PimKind,
+        source: &DavAccess,
+        source_user: &str,
+        target: &DavAccess,
+        target_user: &str,
+        state: &Path,
+    ) -> Result<Value, EngineError> {
+        crate::pim_engine::migrate(kind, source, source_user, target, target_user, state).await
+    }
+
+    async fn verify_home(
+        &self,
+        kind: PimKind,
+        source: &DavAccess,
+        source_user: &str,
+        target: &DavAccess,
+        target_user: &str,
+    ) -> Result<Value, EngineError> {
+        crate::pim_engine::verify(kind, source, source_user, target, target_user).await
     }
 }
 

@@ -5,6 +5,7 @@ mod client;
 mod engines;
 mod moves_cli;
 mod node;
+mod pim_engine;
 mod serve;
 mod table;
 mod worker;

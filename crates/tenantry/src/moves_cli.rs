@@ -3,7 +3,7 @@
 use crate::cli::{client, output, s, Remote};
 use crate::table;
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +101,8 @@ pub enum MoveCmd {
         /// Profiles for the libraries: `SOURCE_PROFILE=TARGET_PROFILE` (either may be empty).
         #[arg(long)]
         library_profiles: Option<String>,
+        #[command(flatten)]
+        dav: DavServerArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -217,6 +219,65 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The CalDAV and CardDAV servers of `move create`: each a URL and the `webdav` profile of its
+/// service login, as the mail servers are given.
+#[derive(Args, Debug)]
+pub struct DavServerArgs {
+    /// Source CalDAV server (caldavs://host[:port]/[context/]): with --target-caldav, every
+    /// moving user's calendars and task lists move, home to home.
+    #[arg(long, requires = "source_caldav_profile")]
+    source_caldav: Option<String>,
+    #[arg(long)]
+    source_caldav_profile: Option<String>,
+    #[arg(long, requires = "target_caldav_profile")]
+    target_caldav: Option<String>,
+    #[arg(long)]
+    target_caldav_profile: Option<String>,
+    /// Source CardDAV server (carddavs://host[:port]/[context/]): with --target-carddav,
+    /// every moving user's address books move.
+    #[arg(long, requires = "source_carddav_profile")]
+    source_carddav: Option<String>,
+    #[arg(long)]
+    source_carddav_profile: Option<String>,
+    #[arg(long, requires = "target_carddav_profile")]
+    target_carddav: Option<String>,
+    #[arg(long)]
+    target_carddav_profile: Option<String>,
+}
+
+impl DavServerArgs {
+    /// The request's fields for the servers given.
+    fn fields(self) -> Vec<(String, Value)> {
+        [
+            (
+                "sourceCaldav",
+                self.source_caldav,
+                self.source_caldav_profile,
+            ),
+            (
+                "targetCaldav",
+                self.target_caldav,
+                self.target_caldav_profile,
+            ),
+            (
+                "sourceCarddav",
+                self.source_carddav,
+                self.source_carddav_profile,
+            ),
+            (
+                "targetCarddav",
+                self.target_carddav,
+                self.target_carddav_profile,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, url, profile)| {
+            Some((field.to_string(), json!({"url": url?, "profile": profile})))
+        })
+        .collect()
+    }
+}
+
 fn money(cents: &Value) -> String {
     tenantry_app::format::money(cents.as_u64().unwrap_or(0))
 }
@@ -321,11 +382,17 @@ fn print_plan(plan: &Value) {
     table::print(&["SEVERITY", "CODE", "MESSAGE"], &findings);
     println!("\nSteps");
     for (i, step) in plan["steps"].as_array().into_iter().flatten().enumerate() {
-        let detail = ["skuPartNumber", "targetUpn", "sourceUpn", "source"]
-            .iter()
-            .map(|k| s(step, k))
-            .find(|v| !v.is_empty())
-            .unwrap_or_default();
+        let detail = match s(step, "kind").as_str() {
+            // A user's data moves from one account to another: show both.
+            "migrateMailbox" | "migrateCalendars" | "migrateContacts" => {
+                format!("{} → {}", s(step, "sourceUpn"), s(step, "targetUpn"))
+            }
+            _ => ["skuPartNumber", "targetUpn", "sourceUpn", "source"]
+                .iter()
+                .map(|k| s(step, k))
+                .find(|v| !v.is_empty())
+                .unwrap_or_default(),
+        };
         println!("{:>3}. {} {}", i + 1, s(step, "kind"), detail);
     }
 }
@@ -347,6 +414,7 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
             target_mail_profile,
             libraries,
             library_profiles,
+            dav,
             remote,
         } => {
             let users_csv = match users {
@@ -390,13 +458,16 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
             let mail = |url: Option<String>, profile: Option<String>| {
                 url.map(|u| json!({"url": u, "profile": profile}))
             };
-            let body = json!({
+            let mut body = json!({
                 "sourceTenantId": source, "targetTenantId": target, "path": path, "usersCsv": users_csv,
                 "sourceGraph": source_graph, "targetGraph": target_graph,
                 "domainRewrite": rewrite, "allowPurchase": !no_purchase,
                 "sourceMail": mail(source_mail, source_mail_profile), "targetMail": mail(target_mail, target_mail_profile),
                 "libraries": libs,
             });
+            if let Value::Object(fields) = &mut body {
+                fields.extend(dav.fields());
+            }
             let m = client(&remote)?.post("/v1/moves", body).await?;
             output(&remote, &m, &["ID", "STATE"], &["id", "state"]);
         }

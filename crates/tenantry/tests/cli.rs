@@ -311,3 +311,64 @@ async fn cli_move_reads_a_users_file_as_a_spreadsheet_writes_it() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_move_names_caldav_and_carddav_servers_with_their_profiles() {
+    let s = Server::start();
+    let (source, target) = (s.tenant("Litware").await, s.tenant("Tailspin").await);
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "move",
+            "create",
+            "--source",
+            &source,
+            "--target",
+            &target,
+            "--path",
+            "retire-source",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        tenantry(&s, OPERATOR, &args)
+    };
+    let out = create(&[
+        "--source-caldav",
+        "caldavs://dav.litware.com/",
+        "--source-caldav-profile",
+        "litware-dav",
+        "--target-caldav",
+        "caldavs://dav.tailspin.com:8443/dav/",
+        "--target-caldav-profile",
+        "tailspin-dav",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        created["spec"]["sourceCaldav"],
+        serde_json::json!({"url": "caldavs://dav.litware.com/", "profile": "litware-dav"})
+    );
+    assert_eq!(created["spec"]["targetCaldav"]["profile"], "tailspin-dav");
+    assert!(created["spec"].get("sourceCarddav").is_none());
+
+    // A URL of another kind: the server's refusal, naming the field; a URL without its
+    // profile: refused before anything is sent.
+    let out = create(&[
+        "--source-carddav",
+        "https://dav.litware.com/",
+        "--source-carddav-profile",
+        "litware-dav",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("sourceCarddav: the URL must start with carddavs://"),
+        "{}",
+        stderr(&out)
+    );
+    let out = create(&["--target-carddav", "carddavs://dav.tailspin.com/"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--target-carddav-profile"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,6 +10,10 @@ use crate::{PASSWORD, USER};
 /// A second user, for tests that need another principal on the same server.
 pub const OTHER_USER: &str = "bob";
 
+/// The service login of a server started with [`Radicale::start_for_users`]: it reads and
+/// writes every user's home, as a move's connection profile does.
+pub const SERVICE_USER: &str = "svc";
+
 /// A Radicale server on a temporary storage folder; every user only sees their own home.
 pub struct Radicale {
     pub dir: tempfile::TempDir,
@@ -24,20 +28,53 @@ impl Radicale {
 
     /// Starts with extra `[server]` settings, e.g. `("max_resource_size", "2000")`.
     pub fn start_with(server: &[(&str, &str)]) -> Self {
+        Self::launch(&[USER, OTHER_USER], "[rights]\ntype = owner_only\n", server)
+    }
+
+    /// A server with these users (password [`PASSWORD`] each) and [`SERVICE_USER`], who may
+    /// read and write every home; each user only their own. A user's home appears when the
+    /// user first logs in (Radicale creates it then), as on a server where users sign in.
+    pub fn start_for_users(users: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let users = d.join("users");
+        let rules = dir.path().join("rights");
         std::fs::write(
-            &users,
-            format!("{USER}:{PASSWORD}\n{OTHER_USER}:{PASSWORD}\n"),
+            &rules,
+            format!(
+                "[service]\nuser: {SERVICE_USER}\ncollection: .*\npermissions: RrWw\n\n\
+                 [owner]\nuser: .+\ncollection: {{user}}(/.*)?\npermissions: RrWw\n\n\
+                 [root]\nuser: .+\ncollection:\npermissions: R\n"
+            ),
         )
         .unwrap();
+        let mut all = users.to_vec();
+        all.push(SERVICE_USER);
+        let rights = format!("[rights]\ntype = from_file\nfile = {}\n", rules.display());
+        Self::launch_in(dir, &all, &rights, &[])
+    }
+
+    fn launch(users: &[&str], rights: &str, server: &[(&str, &str)]) -> Self {
+        Self::launch_in(tempfile::tempdir().unwrap(), users, rights, server)
+    }
+
+    fn launch_in(
+        dir: tempfile::TempDir,
+        user_names: &[&str],
+        rights: &str,
+        server: &[(&str, &str)],
+    ) -> Self {
+        let d = dir.path();
+        let users = d.join("users");
+        let lines: String = user_names
+            .iter()
+            .map(|u| format!("{u}:{PASSWORD}\n"))
+            .collect();
+        std::fs::write(&users, lines).unwrap();
         let port = free_port();
         let extra: String = server.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         let conf = format!(
             "[server]\nhosts = 127.0.0.1:{port}\n{extra}\
              [auth]\ntype = htpasswd\nhtpasswd_filename = {}\nhtpasswd_encryption = plain\ndelay = 0\n\
-             [rights]\ntype = owner_only\n\
+             {rights}\
              [storage]\nfilesystem_folder = {}\n\
              [logging]\nlevel = warning\n",
             users.display(),

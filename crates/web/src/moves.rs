@@ -9,10 +9,10 @@
 use crate::account::load_tenant;
 use crate::ctx::{Ctx, Errors, FormData, FormError, Posted, WebError, WebResult};
 use crate::views::{
-    date, date_time, money, FindingRow, Layout, MoveNewPage, MovePage, MoveProgressFragment,
-    MoveReportPage, MoveRow, MoveSummary, MovesPage, PlanCostRow, PlanLicenceRow, PlanUserRow,
-    PlanView, ProfileRow, ProfilesPage, ProgressView, ReportRow, RunningStepBar, SourceActionRow,
-    TenantOption,
+    date, date_time, money, DavInput, FindingRow, Layout, MoveNewPage, MovePage,
+    MoveProgressFragment, MoveReportPage, MoveRow, MoveSummary, MovesPage, PlanCostRow,
+    PlanLicenceRow, PlanUserRow, PlanView, ProfileRow, ProfilesPage, ProgressView, ReportRow,
+    RunningStepBar, SourceActionRow, TenantOption,
 };
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -26,7 +26,8 @@ use tenantry_ledger::{TenantId, Timestamp};
 use tenantry_mover::control::{blocker_lines, can_start, Start, CANCEL_FROM, PAUSE_FROM};
 use tenantry_mover::gather::Mover;
 use tenantry_moves::model::{
-    parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec,
+    parse_user_csv, DavServer, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec,
+    PimServers,
 };
 use tenantry_moves::plan::{Plan, Severity, SourceAction, Step, TargetPurchase};
 use tenantry_store::moves::{MoveRecord, MoveState, StepProgress, StepRecord, StepState};
@@ -231,6 +232,16 @@ async fn new_page(
             libraries: field("libraries"),
             library_source_profile: field("library_source_profile"),
             library_target_profile: field("library_target_profile"),
+            dav_servers: DAV_FIELDS
+                .iter()
+                .map(|(name, label, placeholder)| DavInput {
+                    field: name,
+                    label,
+                    placeholder,
+                    url: field(&format!("{name}_url")),
+                    profile: field(&format!("{name}_profile")),
+                })
+                .collect(),
             err,
         },
     )
@@ -273,6 +284,78 @@ fn mail_server(form: &FormData, side: &str) -> Result<Option<MailServer>, FormEr
             ),
         )),
     }
+}
+
+/// What a move's CalDAV/CardDAV servers carry, for its page.
+fn dav_summary(pim: &PimServers) -> String {
+    let carried: Vec<String> = pim
+        .kinds()
+        .into_iter()
+        .filter_map(|kind| match pim.of(kind) {
+            (Some(s), Some(t)) => Some(format!(
+                "{}: {} ({}) → {} ({})",
+                kind.name(),
+                s.url,
+                s.profile,
+                t.url,
+                t.profile
+            )),
+            _ => None,
+        })
+        .collect();
+    if carried.is_empty() {
+        "None".into()
+    } else {
+        carried.join(" · ")
+    }
+}
+
+/// The CalDAV/CardDAV inputs of the create form: field, label, placeholder.
+const DAV_FIELDS: [(&str, &str, &str); 4] = [
+    (
+        "source_caldav",
+        "Source CalDAV server",
+        "caldavs://dav.fabrikam.com/",
+    ),
+    (
+        "target_caldav",
+        "Target CalDAV server",
+        "caldavs://dav.contoso.com/",
+    ),
+    (
+        "source_carddav",
+        "Source CardDAV server",
+        "carddavs://dav.fabrikam.com/",
+    ),
+    (
+        "target_carddav",
+        "Target CardDAV server",
+        "carddavs://dav.contoso.com/",
+    ),
+];
+
+/// A CalDAV/CardDAV server of the form: its URL and connection profile, both or neither.
+fn dav_server(form: &FormData, field: &str, label: &str) -> Result<Option<DavServer>, FormError> {
+    let url = optional(form.get(&format!("{field}_url")));
+    let profile = optional(form.get(&format!("{field}_profile")));
+    match (url, profile) {
+        (None, None) => Ok(None),
+        (Some(url), Some(profile)) => Ok(Some(DavServer { url, profile })),
+        _ => Err(FormError::invalid(
+            "create",
+            format!("Give both the URL and the connection profile of the {label}, or neither."),
+        )),
+    }
+}
+
+fn pim_servers(form: &FormData) -> Result<PimServers, FormError> {
+    let [sc, tc, sd, td] = DAV_FIELDS.map(|(field, label, _)| dav_server(form, field, label));
+    Ok(PimServers {
+        source_caldav: sc?,
+        target_caldav: tc?,
+        source_carddav: sd?,
+        target_carddav: td?,
+    })
 }
 
 /// The move a submitted create form describes.
@@ -351,6 +434,7 @@ fn spec_of(form: &FormData) -> Result<MoveSpec, FormError> {
         libraries,
         source_graph: None,
         target_graph: None,
+        pim: Box::new(pim_servers(form)?),
     })
 }
 
@@ -571,6 +655,14 @@ pub fn step_text(step: &Step) -> String {
         Step::MigrateLibrary { source, target, .. } => {
             format!("Migrate the library {source} → {target}")
         }
+        Step::MigrateCalendars {
+            source_upn,
+            target_upn,
+        } => format!("Migrate the calendars and task lists {source_upn} → {target_upn}"),
+        Step::MigrateContacts {
+            source_upn,
+            target_upn,
+        } => format!("Migrate the address books {source_upn} → {target_upn}"),
         Step::FinalDeltaPass => "Final delta pass (what changed since the first copy)".into(),
         Step::Verify => "Verify both sides".into(),
         Step::UnassignSourceLicences { source_upn } => {
@@ -790,6 +882,7 @@ async fn move_page(
             _ => "None (licences and users only)".into(),
         },
         libraries: spec.libraries.len(),
+        calendars_contacts: dav_summary(&spec.pim),
         created: date_time(record.created_at),
         updated: date_time(record.updated_at),
     };

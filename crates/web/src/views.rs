@@ -456,7 +456,28 @@ pub struct MoveNewPage {
     pub libraries: String,
     pub library_source_profile: String,
     pub library_target_profile: String,
+    /// The CalDAV and CardDAV servers' inputs, source and target of each kind.
+    pub dav_servers: Vec<DavInput>,
     pub err: Errors,
+}
+
+impl MoveNewPage {
+    /// Whether any CalDAV/CardDAV input holds something (the optional part then opens).
+    pub fn dav_given(&self) -> bool {
+        self.dav_servers
+            .iter()
+            .any(|d| !d.url.is_empty() || !d.profile.is_empty())
+    }
+}
+
+/// One CalDAV or CardDAV server's inputs on the create form: `{field}_url`, `{field}_profile`.
+pub struct DavInput {
+    /// `source_caldav`, `target_caldav`, `source_carddav`, `target_carddav`.
+    pub field: &'static str,
+    pub label: &'static str,
+    pub placeholder: &'static str,
+    pub url: String,
+    pub profile: String,
 }
 
 pub struct ProfileRow {
@@ -489,6 +510,8 @@ pub struct MoveSummary {
     pub allow_purchase: bool,
     pub mail: String,
     pub libraries: usize,
+    /// The CalDAV/CardDAV servers of each kind the move carries.
+    pub calendars_contacts: String,
     pub created: String,
     pub updated: String,
 }

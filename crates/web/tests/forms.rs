@@ -85,6 +85,11 @@ impl Client {
     }
 }
 
+/// A form of owned values as `Client::post` takes it.
+fn borrowed<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 async fn tenant_token(server: &Server, tenant: tenantry_ledger::TenantId, role: Role) -> String {
     server
         .app
@@ -397,6 +402,7 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     let m = tenantry_app::Ledger::new(store.clone())
         .create_move(spec, "test".into(), now)
@@ -526,6 +532,74 @@ async fn moves_are_for_the_operator_only_and_every_action_needs_csrf() {
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.text().await.unwrap().contains("id=\"create-move-error\""));
+
+    // CalDAV/CardDAV servers: a URL and a profile, both or neither; a URL of another kind is the
+    // model's refusal naming the field; what was typed stays.
+    let (fab, con) = (fabrikam.id.to_string(), contoso.id.to_string());
+    let create = |extra: Vec<(&'static str, &'static str)>| {
+        let mut form = vec![
+            ("csrf", csrf.clone()),
+            ("source", fab.clone()),
+            ("target", con.clone()),
+            ("path", "retire-source".to_string()),
+            ("users", "adele@fabrikam.com,adele@contoso.com".to_string()),
+        ];
+        form.extend(extra.into_iter().map(|(k, v)| (k, v.to_string())));
+        form
+    };
+    let form = create(vec![("source_caldav_url", "caldavs://dav.fabrikam.com/")]);
+    let r = op.post("/moves", &borrowed(&form)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Give both the URL and the connection profile of the Source CalDAV server"),
+        "{html}"
+    );
+    let form = create(vec![
+        ("target_carddav_url", "https://dav.contoso.com/"),
+        ("target_carddav_profile", "contoso-dav"),
+    ]);
+    let r = op.post("/moves", &borrowed(&form)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("targetCarddav: the URL must start with carddavs://"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"https://dav.contoso.com/\""),
+        "what was typed stays"
+    );
+    let form = create(vec![
+        ("source_caldav_url", "caldavs://dav.fabrikam.com/"),
+        ("source_caldav_profile", "fabrikam-dav"),
+        ("target_caldav_url", "caldavs://dav.contoso.com/dav/"),
+        ("target_caldav_profile", "contoso-dav"),
+    ]);
+    let r = op.post("/moves", &borrowed(&form)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let moves = store.list_moves(Default::default()).await.unwrap().items;
+    let created = moves.iter().find(|m| m.id != id).expect("the new move");
+    let (source, target) = created
+        .spec
+        .pim
+        .of(tenantry_moves::model::PimKind::Calendars);
+    assert_eq!(
+        (
+            source.unwrap().url.as_str(),
+            target.unwrap().profile.as_str()
+        ),
+        ("caldavs://dav.fabrikam.com/", "contoso-dav")
+    );
+    assert!(created.spec.pim.source_carddav.is_none());
+    let (_, page) = op.get(&format!("/moves/{}", created.id)).await;
+    assert!(
+        page.contains(
+            "calendars and contacts: calendars: caldavs://dav.fabrikam.com/ (fabrikam-dav) → \
+             caldavs://dav.contoso.com/dav/ (contoso-dav)"
+        ),
+        "{page}"
+    );
 
     // Run with a blocker (adele is not a user of the source): refused with the list, still Draft.
     let r = op
@@ -851,6 +925,7 @@ async fn a_running_step_shows_its_progress_bar_and_numbers() {
         libraries: vec![],
         source_graph: None,
         target_graph: None,
+        pim: Default::default(),
     };
     let id = ledger
         .create_move(spec, "test".into(), now)

@@ -21,7 +21,8 @@ use tenantry_mover::control::{blocker_lines, Start, CANCEL_FROM, PAUSE_FROM};
 use tenantry_mover::gather::Mover;
 use tenantry_mover::graph_profile::GraphProfile;
 use tenantry_moves::model::{
-    parse_user_csv, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec, UserMapping,
+    parse_user_csv, DavServer, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec,
+    PimServers, UserMapping,
 };
 use tenantry_store::moves::{MoveRecord, MoveState, StepRecord, StepState};
 use utoipa::ToSchema;
@@ -160,6 +161,18 @@ pub struct CreateMove {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub libraries: Vec<LibraryMapping>,
+    /// A CalDAV server of the source: `{"url": "caldavs://host[:port]/[context/]", "profile":
+    /// "<webdav profile>"}`. With `targetCaldav`, each moving user's calendars and task lists
+    /// move home to home (homes found by RFC 6764 discovery).
+    #[schema(value_type = Option<Object>)]
+    pub source_caldav: Option<DavServer>,
+    #[schema(value_type = Option<Object>)]
+    pub target_caldav: Option<DavServer>,
+    /// A CardDAV server of the source (`carddavs://…`); with `targetCarddav`, address books move.
+    #[schema(value_type = Option<Object>)]
+    pub source_carddav: Option<DavServer>,
+    #[schema(value_type = Option<Object>)]
+    pub target_carddav: Option<DavServer>,
 }
 
 fn yes() -> bool {
@@ -293,6 +306,12 @@ pub async fn create(
         source_mail: body.source_mail,
         target_mail: body.target_mail,
         libraries: body.libraries,
+        pim: Box::new(PimServers {
+            source_caldav: body.source_caldav,
+            target_caldav: body.target_caldav,
+            source_carddav: body.source_carddav,
+            target_carddav: body.target_carddav,
+        }),
     };
     let record = app
         .ledger
