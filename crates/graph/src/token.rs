@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::body::{read_capped, BodyError};
+use crate::body::{read_capped, read_prefix, BodyError};
 use crate::config::GraphConfig;
 use crate::error::{parse_error_body, GraphError, RequestIds};
 
@@ -158,6 +158,23 @@ async fn fetch(
         .or_else(|| resp.headers().get("request-id"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    if status == 429 || status >= 500 {
+        // The service's trouble, not the app's: try again (the body, often an HTML page, is not read).
+        return Err(GraphError::Transient {
+            message: format!("token endpoint answered HTTP {status}"),
+            ids: ids(rid),
+        });
+    }
+    if status != 200 {
+        let body = read_prefix(resp, TOKEN_BODY_LIMIT).await;
+        let (code, message, _) = parse_error_body(&body);
+        return Err(GraphError::Auth {
+            status,
+            code,
+            message,
+            ids: ids(rid),
+        });
+    }
     // A token answer is a few kilobytes.
     let body = read_capped(resp, TOKEN_BODY_LIMIT)
         .await
@@ -173,21 +190,6 @@ async fn fetch(
                 ids: ids(rid.clone()),
             },
         })?;
-    if status == 429 || status >= 500 {
-        return Err(GraphError::Transient {
-            message: format!("token endpoint answered HTTP {status}"),
-            ids: ids(rid),
-        });
-    }
-    if status != 200 {
-        let (code, message, _) = parse_error_body(&body);
-        return Err(GraphError::Auth {
-            status,
-            code,
-            message,
-            ids: ids(rid),
-        });
-    }
     #[derive(serde::Deserialize)]
     struct Answer {
         access_token: String,

@@ -183,3 +183,20 @@ async fn an_endless_token_answer_is_an_authentication_failure_not_a_hang() {
     assert!(e.to_string().contains("larger than"), "{e}");
     assert_eq!(pages_asked(&srv), 0, "no request without a token");
 }
+
+#[tokio::test]
+async fn a_token_endpoint_in_trouble_is_transient_whatever_its_page_weighs() {
+    // A 503 with a 1 MiB error page: the service's trouble, retried, never the app's credentials.
+    let srv = HttpServer::start(|req, w| {
+        if req.path.ends_with("/token") {
+            respond(w, 503, &[("Content-Type", "text/html")], &[b'x'; 1 << 20])
+        } else {
+            json(w, &serde_json::json!({"value": []}))
+        }
+    });
+    let e = client(&srv, Limits::default())
+        .get_json("/items")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GraphError::Transient { .. }), "{e}");
+}

@@ -217,7 +217,10 @@ impl Dav {
         let body = read_capped(resp, MAX_MULTISTATUS_BYTES)
             .await
             .map_err(body_error)?;
-        parse_multistatus(&String::from_utf8_lossy(&body)).map_err(DavError::Protocol)
+        // Without a second copy of what may be a large answer (unless it is not UTF-8).
+        let text = String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        parse_multistatus(&text).map_err(DavError::Protocol)
     }
 
     pub async fn propfind(
