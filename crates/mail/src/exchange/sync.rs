@@ -112,6 +112,7 @@ pub async fn migrate_mailbox(
     };
     if let Err(e) = migrate_inner(src, mbx, state_path, opts, &progress, &mut report).await {
         report.error = Some(format!("{e:#}"));
+        report.cause = Some(Arc::new(e));
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report
@@ -205,7 +206,11 @@ async fn sync_folder(
     let sel = s.select(&f.wire, true).await?;
     let source = f.wire.clone();
     let previous = state.uidvalidity(&source)?;
-    let lookup_all = previous.is_some_and(|v| v != sel.uidvalidity);
+    // A state put back from a snapshot (or lost) may be older than the target: a message
+    // created after it has no row at all, so every unmapped one is looked up before it is
+    // created — in a folder that holds anything (a new user's empty folder needs none).
+    let lookup_all = previous.is_some_and(|v| v != sel.uidvalidity)
+        || (opts.restored_state && !opts.dry_run && mbx.holds_messages(target).await?);
     if !opts.dry_run {
         state.set_folder(&source, sel.uidvalidity, target)?;
     }
