@@ -275,3 +275,126 @@ async fn a_move_copies_into_sharepoint_and_exchange_exactly_once_across_a_lost_w
     assert_eq!(count(&files, "graph_delta"), 1);
     assert!(count(&files, "graph_items") >= tree.len() as i64);
 }
+
+/// The other direction on both kinds: Exchange → Exchange mailboxes through import/export
+/// (mail, a calendar, a user folder) and a SharePoint library → a local folder, in one move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let drive = fake.add_site("fabrikam.sharepoint.com", "Finance");
+    let when = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    fake.put_file(&drive, "Reports/2024/q1.xlsx", b"quarter one", when);
+    fake.put_file(&drive, "Reports/big.bin", &big, when);
+    fake.put_file(&drive, "readme.txt", b"hello", when);
+    let mut items = 0;
+    for (i, u) in USERS.iter().enumerate() {
+        let upn = format!("{u}@fabrikam.com");
+        fake.add_export_mailbox(&upn, true);
+        fake.add_export_mailbox(&format!("{u}@contoso.com"), false);
+        let projects = fake.add_export_folder(&upn, "inbox", "Projekte", "IPF.Note");
+        for n in 0..(22 + i) {
+            let data = format!("{u} mail {n}");
+            fake.add_export_item(&upn, "inbox", "IPM.Note", data.as_bytes());
+        }
+        fake.add_export_item(
+            &upn,
+            &projects,
+            "IPM.Note",
+            format!("{u} project").as_bytes(),
+        );
+        fake.add_export_item(
+            &upn,
+            "calendar",
+            "IPM.Appointment",
+            format!("{u} meeting").as_bytes(),
+        );
+        items += 22 + i + 2;
+    }
+    let target_library = tempfile::tempdir().unwrap();
+
+    let s = Server::start_on(None);
+    let (source, target) = tenants_and_profiles(&s, &fake).await;
+    let (status, m) = s
+        .post("/v1/moves", OPERATOR, json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": "exchange://", "profile": "m365"},
+            "targetMail": {"url": "exchange://", "profile": "m365"},
+            "libraries": [{"source": "sharepoint://fabrikam.sharepoint.com/sites/Finance/Documents",
+                           "target": target_library.path(), "sourceProfile": "m365"}],
+        }))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+
+    // Every item once, in the folder of the same well-known name (Posteingang → Inbox), the
+    // user folder created below it; a calendar item stays in the calendar.
+    assert_eq!(
+        fake.stats().items_imported,
+        items as u64,
+        "no item imported twice"
+    );
+    for (i, u) in USERS.iter().enumerate() {
+        let got = fake.export_items(&format!("{u}@contoso.com"));
+        assert_eq!(got.len(), 22 + i + 2, "{u}");
+        let in_folder = |path: &str| got.iter().filter(|(p, _)| p == path).count();
+        assert_eq!(in_folder("Inbox"), 22 + i, "{u}: {got:?}");
+        assert_eq!(in_folder("Inbox/Projekte"), 1, "{u}");
+        assert_eq!(in_folder("Calendar"), 1, "{u}");
+        let state = saved_state(&s, &id, &format!("mail/{u}@fabrikam.com"));
+        assert_eq!(count(&state, "exchange_items"), (22 + i + 2) as i64, "{u}");
+    }
+
+    // The library, byte for byte, with SharePoint's modification times.
+    let file = |p: &str| target_library.path().join(p);
+    assert_eq!(
+        std::fs::read(file("Reports/2024/q1.xlsx")).unwrap(),
+        b"quarter one"
+    );
+    assert_eq!(std::fs::read(file("Reports/big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(file("readme.txt")).unwrap(), b"hello");
+    let modified = std::fs::metadata(file("Reports/big.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1_600_000_000
+    );
+    let saved = saved_state(&s, &id, "files/0");
+    assert_eq!(
+        count(&saved, "graph_delta"),
+        1,
+        "the source's delta link is kept"
+    );
+
+    // The final pass imported and downloaded nothing.
+    let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
+    let final_pass = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "final-delta")
+        .expect("a final delta pass");
+    for pass in final_pass["result"]["passes"].as_array().unwrap() {
+        let result = &pass["result"];
+        if pass.get("library").is_some() {
+            assert_eq!(result["copied_files"], 0, "{pass}");
+        } else {
+            for f in result["folders"].as_array().unwrap() {
+                assert_eq!(f["copied"], 0, "{pass}");
+            }
+        }
+    }
+}
