@@ -155,6 +155,23 @@ fn not_there_yet(upn: &str, message: String) -> EngineError {
     }
 }
 
+/// Why neither API opened `user`'s mailbox: a mailbox one says is not there (and the other
+/// does not let the app in) is a missing mailbox; anything else is the app or Graph.
+fn probe_refusal(user: &str, folders: &GraphError, settings: &GraphError) -> ProbeError {
+    let missing = |e: &GraphError| e.is_not_found();
+    let refused = |e: &GraphError| matches!(e, GraphError::Auth { .. });
+    if (missing(folders) || refused(folders))
+        && (missing(settings) || refused(settings))
+        && (missing(folders) || missing(settings))
+    {
+        return ProbeError::LoginRefused(format!(
+            "exchange://{user}: no such mailbox ({settings})"
+        ));
+    }
+    let worst = if missing(settings) { folders } else { settings };
+    ProbeError::Unreachable(format!("exchange://{user}: {worst}"))
+}
+
 impl Engines {
     /// Whether `user`'s mailbox answers with the profile's app: a mailbox Graph does not
     /// know is "login refused" (a source blocker; a target's may appear later), a refused app or
@@ -169,17 +186,22 @@ impl Engines {
             Purpose::Probe,
         )
         .map_err(ProbeError::Unreachable)?;
-        let path = format!("/users/{}/settings/exchange", encode_path(user));
-        match client.get_json(&path).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Err(ProbeError::LoginRefused(format!(
-                "exchange://{user}: no such mailbox ({e})"
-            ))),
-            Err(e) => Err(ProbeError::Unreachable(format!("exchange://{user}: {e}"))),
-        }
+        // Through either API a copy may use: the app of an IMAP → Exchange move may read mail
+        // folders only (Mail.ReadWrite), that of an Exchange → Exchange one mailbox settings
+        // only (import/export); the probe does not know which way its side goes.
+        let user_path = |rest: &str| format!("/users/{}/{rest}", encode_path(user));
+        let folders = match client.get_json(&user_path("mailFolders/inbox")).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let settings = match client.get_json(&user_path("settings/exchange")).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        Err(probe_refusal(user, &folders, &settings))
     }
 
-    /// The two mailboxes of an Exchange → Exchange copy.
+    /// The two mailboxes of an Exchange → Exchange copy.    /// The two mailboxes of an Exchange → Exchange copy.
     async fn export_pair(
         source: &MailAccess,
         source_user: &str,
@@ -384,6 +406,56 @@ mod tests {
             graph_error(&refused, "m".into()),
             EngineError::Permanent(_)
         ));
+    }
+
+    #[test]
+    fn a_probe_tells_a_missing_mailbox_from_a_refused_app() {
+        let missing = || GraphError::Permanent {
+            status: 404,
+            code: Some("ErrorInvalidUser".into()),
+            message: "not found".into(),
+            ids: ids(),
+        };
+        let refused = || GraphError::Auth {
+            status: 403,
+            code: Some("ErrorAccessDenied".into()),
+            message: "no permission".into(),
+            ids: ids(),
+        };
+        let down = || GraphError::Transient {
+            message: "connection refused".into(),
+            ids: ids(),
+        };
+        let kind = |e: ProbeError| match e {
+            ProbeError::LoginRefused(_) => "missing",
+            ProbeError::Unreachable(_) => "unreachable",
+        };
+        assert_eq!(
+            kind(probe_refusal("a@b", &missing(), &missing())),
+            "missing"
+        );
+        // The app may use only one of the two APIs: the other's 403 says nothing.
+        assert_eq!(
+            kind(probe_refusal("a@b", &refused(), &missing())),
+            "missing"
+        );
+        assert_eq!(
+            kind(probe_refusal("a@b", &missing(), &refused())),
+            "missing"
+        );
+        // Refused by both: the profile's app, which blocks the move on either side.
+        assert_eq!(
+            kind(probe_refusal("a@b", &refused(), &refused())),
+            "unreachable"
+        );
+        assert_eq!(
+            kind(probe_refusal("a@b", &missing(), &down())),
+            "unreachable"
+        );
+        assert_eq!(
+            kind(probe_refusal("a@b", &down(), &missing())),
+            "unreachable"
+        );
     }
 
     #[test]
