@@ -189,6 +189,8 @@ struct FolderCtx<'a> {
     lookup: tokio::sync::Mutex<()>,
     /// Look up every message before creating it (after a UIDVALIDITY change).
     lookup_all: bool,
+    /// One lock per content (SHA-256): equal messages are copied one after another.
+    same_content: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pending: HashSet<u32>,
 }
 
@@ -266,6 +268,7 @@ async fn sync_folder(
         claimed: Mutex::new(state.claimed(&source)?),
         lookup: tokio::sync::Mutex::new(()),
         lookup_all,
+        same_content: Mutex::new(HashMap::new()),
         pending: state.pending(&source, sel.uidvalidity)?,
     };
     for batch in batches(&todo, |m| m.size, opts.batch_bytes, opts.batch_count) {
@@ -391,6 +394,17 @@ async fn copy_one(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> Outcome {
         recovered,
         id,
     };
+    // Equal messages (a duplicate pair) one after another: a look-up must not find the copy an
+    // equal message is creating, stored but not yet claimed, and take it (the pair would
+    // become one message).
+    let same = ctx
+        .same_content
+        .lock()
+        .unwrap()
+        .entry(sha.clone())
+        .or_default()
+        .clone();
+    let _one_at_a_time = same.lock().await;
     let mut look_first = ctx.lookup_all || ctx.pending.contains(&m.uid);
     let json = bytes::Bytes::from(json);
     for _ in 0..CREATE_ATTEMPTS {
