@@ -115,6 +115,7 @@ impl Ledger {
         actor: String,
         now: Timestamp,
     ) -> Result<MoveRecord> {
+        let spec = spec.with_graph_defaults();
         spec.validate()?;
         let id = Uuid::new_v4();
         self.write(move |tx| {

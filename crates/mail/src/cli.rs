@@ -659,7 +659,7 @@ async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
     let path = state_file(&dir, &pair(Side::Source, &su), &pair(Side::Target, &tu));
     let progress = Arc::new(Progress::default());
     let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
-    let report = migrate_mailbox(&src, &dst, &path, &progress).await;
+    let report = migrate_mailbox(&src, &dst, &path, &progress, false).await;
     if let Some(t) = ticker {
         t.abort();
     }

@@ -2,6 +2,7 @@
 //! The real implementation drives `tenantry-mail` and `tenantry-files`; tests of the ledger side
 //! of a move can use [`NoData`] when a move has no mail servers and no libraries.
 
+use crate::graph_profile::GraphProfile;
 pub use crate::progress::ProgressSink;
 use crate::secrets::Secret;
 use async_trait::async_trait;
@@ -9,25 +10,39 @@ use std::path::Path;
 use std::sync::Arc;
 pub use tenantry_app::EngineError;
 pub use tenantry_moves::model::PimKind;
+use uuid::Uuid;
 
-/// An IMAP server with the admin credentials from its connection profile.
+/// An app registration from a connection profile of kind `graph`, for the data a side keeps in
+/// Microsoft 365 (SharePoint/OneDrive libraries, Exchange Online mailboxes).
+#[derive(Debug, Clone)]
+pub struct GraphAccess {
+    /// The profile's id: a profile created again under the same name is another app.
+    pub profile_id: Uuid,
+    pub profile: GraphProfile,
+}
+
+/// A mail server with the credentials from its connection profile: an IMAP server's admin
+/// user and password, or for `exchange://` the app in `graph` (user and password then empty).
 #[derive(Debug, Clone)]
 pub struct MailAccess {
     pub url: String,
     pub admin_user: String,
     pub password: Secret,
+    pub graph: Option<GraphAccess>,
     /// A mailbox these credentials opened before (one this move already migrated into): a
     /// control login into it tells a refused admin login from a mailbox that does not exist
     /// yet, which a master-user server answers alike.
     pub known_mailbox: Option<String>,
 }
 
-/// A library location with the credentials from its connection profile, if any.
+/// A library location with the credentials from its connection profile, if any: a WebDAV
+/// user and password, or for `sharepoint://` and `onedrive://` the app in `graph`.
 #[derive(Debug, Clone)]
 pub struct LibraryAccess {
     pub location: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    pub graph: Option<GraphAccess>,
 }
 
 /// A CalDAV or CardDAV server with the service login from its connection profile: it opens

@@ -1,13 +1,17 @@
 //! From a stored move to a fresh plan: snapshots of both tenants, what the move already created,
 //! and probes of every mail server and library. The planning itself is pure (`tenantry-moves`).
 
-use crate::engines::{DataEngines, DavAccess, LibraryAccess, MailAccess, PimKind, ProbeError};
-use crate::secrets::Sealer;
+use crate::engines::{
+    DataEngines, DavAccess, GraphAccess, LibraryAccess, MailAccess, PimKind, ProbeError,
+};
+use crate::secrets::{Sealer, Secret};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tenantry_ledger::{LedgerError, Timestamp};
-use tenantry_moves::model::{DavServer, LibraryMapping, MailServer, MoveSpec};
+use tenantry_moves::model::{
+    is_exchange, is_graph_library, DavServer, LibraryMapping, MailServer, MoveSpec,
+};
 use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName, Step};
 use tenantry_store::moves::{ProfileKind, StepState};
 use tenantry_store::{Store, StoreError};
@@ -24,6 +28,16 @@ pub struct Mover {
 
 impl Mover {
     pub async fn mail_access(&self, server: &MailServer) -> Result<MailAccess, StoreError> {
+        if is_exchange(&server.url) {
+            let graph = self.graph_access(&server.profile).await?;
+            return Ok(MailAccess {
+                url: server.url.clone(),
+                admin_user: String::new(),
+                password: Secret(String::new()),
+                graph: Some(graph),
+                known_mailbox: None,
+            });
+        }
         let profile = self.store.get_profile(server.profile.clone()).await?;
         let password = self
             .sealer
@@ -33,6 +47,7 @@ impl Mover {
             url: server.url.clone(),
             admin_user: profile.username,
             password,
+            graph: None,
             known_mailbox: None,
         })
     }
@@ -84,11 +99,28 @@ impl Mover {
         location: &str,
         profile: Option<&String>,
     ) -> Result<LibraryAccess, StoreError> {
+        if is_graph_library(location) {
+            // The move was validated with a profile named here; a spec stored before that rule
+            // existed may lack it.
+            let name = profile.ok_or_else(|| {
+                LedgerError::invalid(
+                    "GraphProfileRequired",
+                    format!("{location}: a SharePoint/OneDrive library needs a graph connection profile"),
+                )
+            })?;
+            return Ok(LibraryAccess {
+                location: location.to_string(),
+                username: None,
+                password: None,
+                graph: Some(self.graph_access(name).await?),
+            });
+        }
         let Some(name) = profile else {
             return Ok(LibraryAccess {
                 location: location.to_string(),
                 username: None,
                 password: None,
+                graph: None,
             });
         };
         let profile = self.store.get_profile(name.clone()).await?;
@@ -100,6 +132,16 @@ impl Mover {
             location: location.to_string(),
             username: Some(profile.username),
             password: Some(password),
+            graph: None,
+        })
+    }
+
+    /// The app of a `graph` profile (`InvalidProfileKind` for a profile of another kind).
+    async fn graph_access(&self, name: &str) -> Result<GraphAccess, StoreError> {
+        let (profile_id, profile) = self.graph_profile(name).await?;
+        Ok(GraphAccess {
+            profile_id,
+            profile,
         })
     }
 

@@ -61,25 +61,31 @@ pub fn parse_user_csv(text: &str) -> Result<Vec<UserMapping>, LedgerError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LibraryMapping {
-    /// `webdav(s)://host/path` URL or a local path.
+    /// `webdav(s)://host/path` URL, a local path, `sharepoint://{host}/sites/{site}/{library}/…`
+    /// or `onedrive://{userPrincipalName}/…`.
     pub source: String,
     pub target: String,
-    /// Connection profiles holding the WebDAV user and password of each side.
+    /// Connection profiles of each side: the WebDAV user and password, or for SharePoint and
+    /// OneDrive a profile of kind `graph` (the side's `…Graph` profile when none is named).
     #[serde(default)]
     pub source_profile: Option<String>,
     #[serde(default)]
     pub target_profile: Option<String>,
 }
 
-/// An IMAP server of one side. The admin (master) user and its password live in an encrypted
-/// connection profile; each mailbox is opened with AUTHENTICATE PLAIN as that admin on behalf of
-/// the user (authorization identity = the user's UPN).
+/// The mail server of one side. IMAP: the admin (master) user and its password live in an
+/// encrypted connection profile; each mailbox is opened with AUTHENTICATE PLAIN as that admin on
+/// behalf of the user (authorization identity = the user's UPN). Exchange Online (`exchange://`):
+/// each user's mailbox (its UPN after the domain rewrite) through Microsoft Graph, with the app
+/// of a `graph` profile (the side's `…Graph` profile when none is named).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MailServer {
-    /// `imaps://host:port`, or `imap://host:port` on loopback only.
+    /// `imaps://host:port`, `imap://host:port` on loopback only, or `exchange://`.
     pub url: String,
-    /// Name of the connection profile with the admin user and password.
+    /// Name of the connection profile with the admin user and password (IMAP) or the app
+    /// (`graph`, Exchange).
+    #[serde(default)]
     pub profile: String,
 }
 
@@ -224,6 +230,35 @@ impl PimServers {
     }
 }
 
+/// `sharepoint://…` and `onedrive://…`: libraries reached through Microsoft Graph.
+pub fn is_graph_library(location: &str) -> bool {
+    location.starts_with("sharepoint://") || location.starts_with("onedrive://")
+}
+
+/// `exchange://`: mailboxes in Exchange Online, reached through Microsoft Graph.
+pub fn is_exchange(url: &str) -> bool {
+    url.starts_with("exchange://")
+}
+
+/// What the shape of a Graph library location lacks (the files engine parses it in full).
+fn graph_library_problem(location: &str) -> Option<&'static str> {
+    if location.contains(['?', '#']) {
+        return Some("a sharepoint:// or onedrive:// location has no query or fragment");
+    }
+    if let Some(rest) = location.strip_prefix("sharepoint://") {
+        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let ok =
+            segs.len() >= 4 && !segs[0].contains('@') && (segs[1] == "sites" || segs[1] == "teams");
+        return (!ok).then_some("expected sharepoint://{host}/sites/{site}/{library}[/{path}]");
+    }
+    let upn = location
+        .strip_prefix("onedrive://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    (!upn.contains('@') || upn.contains(':'))
+        .then_some("expected onedrive://{userPrincipalName}[/{path}]")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MoveSpec {
@@ -269,16 +304,50 @@ impl MoveSpec {
         out
     }
 
+    /// Names the side's `graph` profile where a Graph location or an `exchange://` server names
+    /// none, so that the stored move says which app each side's data is reached with.
+    pub fn with_graph_defaults(mut self) -> MoveSpec {
+        let (source_graph, target_graph) = (self.source_graph.clone(), self.target_graph.clone());
+        for (server, graph) in [
+            (&mut self.source_mail, &source_graph),
+            (&mut self.target_mail, &target_graph),
+        ] {
+            if let (Some(server), Some(graph)) = (server, graph) {
+                if is_exchange(&server.url) && server.profile.trim().is_empty() {
+                    server.profile = graph.clone();
+                }
+            }
+        }
+        for library in &mut self.libraries {
+            for (location, profile, graph) in [
+                (&library.source, &mut library.source_profile, &source_graph),
+                (&library.target, &mut library.target_profile, &target_graph),
+            ] {
+                let unnamed = profile.as_deref().is_none_or(|p| p.trim().is_empty());
+                if is_graph_library(location) && unnamed {
+                    *profile = graph.clone();
+                }
+            }
+        }
+        self
+    }
+
     /// Checks what can be checked before anything is stored. Credentials belong in connection
     /// profiles: a URL carrying them is refused without repeating it (it would show in the
     /// move, its report and logs).
     pub fn validate(&self) -> Result<(), LedgerError> {
+        self.validate_exchange()?;
         for (side, server) in [("source", &self.source_mail), ("target", &self.target_mail)] {
             let Some(server) = server else { continue };
+            if is_exchange(&server.url) {
+                continue;
+            }
             if !(server.url.starts_with("imaps://") || server.url.starts_with("imap://")) {
                 return Err(LedgerError::invalid(
                     "InvalidMailServer",
-                    format!("the {side} mail server must be an imaps:// or imap:// URL"),
+                    format!(
+                        "the {side} mail server must be an imaps://, imap:// or exchange:// URL"
+                    ),
                 ));
             }
             if userinfo(&server.url).is_some() {
@@ -296,12 +365,33 @@ impl MoveSpec {
         }
         self.pim.validate()?;
         for (index, library) in self.libraries.iter().enumerate() {
-            for location in [&library.source, &library.target] {
-                if location.contains("://") {
+            for (side, location, profile) in [
+                ("source", &library.source, &library.source_profile),
+                ("target", &library.target, &library.target_profile),
+            ] {
+                if is_graph_library(location) {
+                    if let Some(problem) = graph_library_problem(location) {
+                        return Err(LedgerError::invalid(
+                            "InvalidLibrary",
+                            format!("library {}: {problem}", index + 1),
+                        ));
+                    }
+                    if profile.as_deref().is_none_or(|p| p.trim().is_empty()) {
+                        return Err(LedgerError::invalid(
+                            "GraphProfileRequired",
+                            format!(
+                                "library {}: the {side} is in SharePoint/OneDrive, reached through \
+                                 Microsoft Graph: name a connection profile of kind graph \
+                                 ({side}Profile) or the move's {side}Graph",
+                                index + 1
+                            ),
+                        ));
+                    }
+                } else if location.contains("://") {
                     if !(location.starts_with("webdav://") || location.starts_with("webdavs://")) {
                         return Err(LedgerError::invalid(
                             "InvalidLibrary",
-                            format!("library {}: use a path, webdav:// or webdavs://", index + 1),
+                            format!("library {}: use a path, webdav://, webdavs://, sharepoint:// or onedrive://", index + 1),
                         ));
                     }
                     if userinfo(location).is_some_and(|info| info.contains(':')) {
@@ -320,6 +410,47 @@ impl MoveSpec {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `exchange://` alone on a side (each user's mailbox is named by the move's mapping), with
+    /// a `graph` profile, and as a source only towards another Exchange (mailbox
+    /// import/export carries every item; an IMAP target cannot take them).
+    fn validate_exchange(&self) -> Result<(), LedgerError> {
+        let invalid = |message: String| Err(LedgerError::invalid("InvalidMailServer", message));
+        for (side, server) in [("source", &self.source_mail), ("target", &self.target_mail)] {
+            let Some(server) = server.as_ref().filter(|s| is_exchange(&s.url)) else {
+                continue;
+            };
+            if !server.url["exchange://".len()..]
+                .trim_matches('/')
+                .is_empty()
+            {
+                return invalid(format!(
+                    "the {side} mail server: use exchange:// alone; a move opens each user's \
+                     mailbox by the user's UPN (after the domain rewrite on the target)"
+                ));
+            }
+            if server.profile.trim().is_empty() {
+                return Err(LedgerError::invalid(
+                    "GraphProfileRequired",
+                    format!(
+                        "the {side} mail server is Exchange Online, reached through Microsoft \
+                         Graph: name a connection profile of kind graph ({side}Mail.profile) or \
+                         the move's {side}Graph"
+                    ),
+                ));
+            }
+        }
+        let exchange = |s: &Option<MailServer>| s.as_ref().is_some_and(|s| is_exchange(&s.url));
+        if exchange(&self.source_mail) && self.target_mail.is_some() && !exchange(&self.target_mail)
+        {
+            return invalid(
+                "an exchange:// source needs an exchange:// target (mailbox import/export); \
+                 an IMAP target cannot take calendars, contacts and tasks"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -442,5 +573,127 @@ mod tests {
             target_profile: None,
         });
         s.validate().unwrap();
+    }
+
+    fn library(source: &str, target: &str) -> LibraryMapping {
+        LibraryMapping {
+            source: source.into(),
+            target: target.into(),
+            source_profile: None,
+            target_profile: None,
+        }
+    }
+
+    #[test]
+    fn graph_libraries_need_a_graph_profile_on_their_side() {
+        let mut s = spec();
+        s.libraries.push(library(
+            "/srv/share",
+            "sharepoint://contoso.sharepoint.com/sites/Finance/Shared%20Documents/2024",
+        ));
+        let e = s.clone().with_graph_defaults().validate().unwrap_err();
+        assert_eq!(e.code, "GraphProfileRequired");
+        assert!(
+            e.detail.contains("library 1") && e.detail.contains("targetProfile"),
+            "{}",
+            e.detail
+        );
+        // The source's graph profile does not reach the target's library.
+        s.source_graph = Some("fabrikam-graph".into());
+        assert_eq!(
+            s.clone().with_graph_defaults().validate().unwrap_err().code,
+            "GraphProfileRequired"
+        );
+        // The target's does: the stored move names it.
+        s.target_graph = Some("contoso-graph".into());
+        let named = s.clone().with_graph_defaults();
+        named.validate().unwrap();
+        assert_eq!(
+            named.libraries[0].target_profile.as_deref(),
+            Some("contoso-graph")
+        );
+        assert_eq!(
+            named.libraries[0].source_profile, None,
+            "a local path needs none"
+        );
+        // A profile named on the library wins.
+        s.libraries[0].target_profile = Some("sp-app".into());
+        let named = s.with_graph_defaults();
+        assert_eq!(named.libraries[0].target_profile.as_deref(), Some("sp-app"));
+    }
+
+    #[test]
+    fn graph_library_locations_are_checked_for_their_shape() {
+        for bad in [
+            "sharepoint://contoso.sharepoint.com/Finance",
+            "sharepoint://contoso.sharepoint.com/sites/Finance",
+            "sharepoint://u@contoso.sharepoint.com/sites/Finance/Documents",
+            "onedrive://adele/Projects",
+            "onedrive://adele:pw@contoso.com/x",
+            "onedrive://adele@contoso.com/x?y=1",
+        ] {
+            let mut s = spec();
+            s.libraries.push(LibraryMapping {
+                target_profile: Some("g".into()),
+                ..library("/srv/share", bad)
+            });
+            let e = s.validate().unwrap_err();
+            assert_eq!(e.code, "InvalidLibrary", "{bad}");
+            assert!(!e.detail.contains(":pw"), "{}", e.detail);
+        }
+        let mut s = spec();
+        s.libraries.push(LibraryMapping {
+            source_profile: Some("g".into()),
+            ..library("onedrive://adele@contoso.com/", "/srv/x")
+        });
+        s.libraries.push(LibraryMapping {
+            target_profile: Some("g".into()),
+            ..library(
+                "/srv/y",
+                "sharepoint://contoso.sharepoint.com/teams/Ops/Documents",
+            )
+        });
+        s.validate().unwrap();
+        s.libraries.push(library("/srv/z", "smb://files/share"));
+        let e = s.validate().unwrap_err();
+        assert!(e.detail.contains("sharepoint://"), "{}", e.detail);
+    }
+
+    #[test]
+    fn exchange_mailboxes_need_a_graph_profile_and_exchange_on_the_target() {
+        let server = |url: &str, profile: &str| {
+            Some(MailServer {
+                url: url.into(),
+                profile: profile.into(),
+            })
+        };
+        let mut s = spec();
+        s.source_mail = server("imaps://mail.fabrikam.com", "src-imap");
+        s.target_mail = server("exchange://", "");
+        let e = s.clone().with_graph_defaults().validate().unwrap_err();
+        assert_eq!(e.code, "GraphProfileRequired");
+        assert!(e.detail.contains("targetGraph"), "{}", e.detail);
+        s.target_graph = Some("contoso-graph".into());
+        let named = s.clone().with_graph_defaults();
+        named.validate().unwrap();
+        assert_eq!(named.target_mail.unwrap().profile, "contoso-graph");
+        // One mailbox for the whole move makes no sense: each user's is opened by its UPN.
+        s.target_mail = server("exchange://adele@contoso.com", "g");
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.code, "InvalidMailServer");
+        assert!(e.detail.contains("exchange:// alone"), "{}", e.detail);
+        // Exchange → IMAP: the import/export items have nowhere to go.
+        let mut s = spec();
+        s.source_mail = server("exchange://", "g");
+        s.target_mail = server("imaps://mail.contoso.com", "dst-imap");
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .detail
+            .contains("needs an exchange:// target"));
+        s.target_mail = server("exchange:///", "g2");
+        s.validate().unwrap();
+        s.target_mail = server("pop3://mail.contoso.com", "p");
+        assert!(s.validate().unwrap_err().detail.contains("exchange://"));
     }
 }

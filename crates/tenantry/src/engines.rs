@@ -1,6 +1,9 @@
 //! The data engines the server's move runner drives: `tenantry-mail` for mailboxes,
 //! `tenantry-files` for libraries and `tenantry-pim` for calendars and address books (in
-//! `pim_engine`), behind the mover's `DataEngines` interface.
+//! `pim_engine`), behind the mover's `DataEngines` interface. Microsoft 365 locations
+//! (`sharepoint://`, `onedrive://`, `exchange://`) are in [`graph`].
+
+mod graph;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -10,6 +13,7 @@ use std::sync::Arc;
 use tenantry_app::progress::Counts;
 use tenantry_files::endpoint::Endpoint as Library;
 use tenantry_files::endpoint::EndpointError;
+use tenantry_files::graph::location::is_graph;
 use tenantry_files::local::LocalEndpoint;
 use tenantry_files::location::resolve_login;
 use tenantry_files::migrate::{migrate, EndpointStep, MigrateOptions, DEFAULT_PARALLEL};
@@ -58,7 +62,18 @@ fn mailbox(access: &MailAccess, side: Side, user: &str) -> Result<Endpoint, Stri
 }
 
 impl Engines {
-    fn library(&self, access: &LibraryAccess) -> Result<Arc<dyn Library>, String> {
+    /// A library to copy from or into (`state`: the step's state file, for the Graph endpoint's
+    /// own tables) or to verify (`None`; both sides must exist then).
+    fn library(
+        &self,
+        access: &LibraryAccess,
+        is_source: bool,
+        state: Option<&Path>,
+    ) -> Result<Arc<dyn Library>, String> {
+        if is_graph(&access.location) {
+            let must_exist = is_source || state.is_none();
+            return graph::library(access, must_exist, graph::Purpose::Files, state);
+        }
         self.library_with(access, RetryPolicy::default())
     }
 
@@ -88,9 +103,9 @@ impl Engines {
                     .map_err(|e| e.to_string())?;
                 Ok(Arc::new(endpoint))
             }
-            None if location.contains("://") => {
-                Err(format!("{location}: use a path, webdav:// or webdavs://"))
-            }
+            None if location.contains("://") => Err(format!(
+                "{location}: use a path, webdav://, webdavs://, sharepoint:// or onedrive://"
+            )),
             None => Ok(Arc::new(LocalEndpoint::new(location))),
         }
     }
@@ -225,6 +240,9 @@ pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3
 #[async_trait]
 impl DataEngines for Engines {
     async fn probe_mailbox(&self, server: &MailAccess, user: &str) -> Result<(), ProbeError> {
+        if server.graph.is_some() {
+            return self.probe_exchange(server, user).await;
+        }
         let endpoint = mailbox(server, Side::Source, user).map_err(ProbeError::Unreachable)?;
         // A probe only greets and logs in: a server that trickles must not hold a plan (which
         // probes mailboxes one after another) for the 30-minute command deadline.
@@ -252,6 +270,11 @@ impl DataEngines for Engines {
         restored: bool,
         sink: Arc<dyn ProgressSink>,
     ) -> Result<Value, EngineError> {
+        if source.graph.is_some() || target.graph.is_some() {
+            return self
+                .migrate_exchange(source, source_user, target, target_user, state, restored)
+                .await;
+        }
         let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
         let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
         let options = tenantry_mail::sync::Options {
@@ -292,6 +315,11 @@ impl DataEngines for Engines {
         target: &MailAccess,
         target_user: &str,
     ) -> Result<Value, EngineError> {
+        if source.graph.is_some() || target.graph.is_some() {
+            return self
+                .verify_exchange(source, source_user, target, target_user)
+                .await;
+        }
         let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
         let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
         let verified = tenantry_mail::verify::verify_mailbox(
@@ -336,7 +364,11 @@ impl DataEngines for Engines {
             attempts: 2,
             ..RetryPolicy::default()
         };
-        let endpoint = self.library_with(library, quick)?;
+        let endpoint = if is_graph(&library.location) {
+            graph::library(library, is_source, graph::Purpose::Probe, None)?
+        } else {
+            self.library_with(library, quick)?
+        };
         let listing = endpoint.list().await.map_err(|e| e.to_string())?;
         if !is_source {
             // The target answers; what it holds is not copied, so its names do not matter.
@@ -371,8 +403,10 @@ impl DataEngines for Engines {
         sink: Arc<dyn ProgressSink>,
     ) -> Result<Value, EngineError> {
         let (src, dst) = (
-            self.library(source).map_err(EngineError::Permanent)?,
-            self.library(target).map_err(EngineError::Permanent)?,
+            self.library(source, true, Some(state))
+                .map_err(EngineError::Permanent)?,
+            self.library(target, false, Some(state))
+                .map_err(EngineError::Permanent)?,
         );
         let options = MigrateOptions {
             parallel: DEFAULT_PARALLEL,
@@ -422,8 +456,10 @@ impl DataEngines for Engines {
         target: &LibraryAccess,
     ) -> Result<Value, EngineError> {
         let (src, dst) = (
-            self.library(source).map_err(EngineError::Permanent)?,
-            self.library(target).map_err(EngineError::Permanent)?,
+            self.library(source, true, None)
+                .map_err(EngineError::Permanent)?,
+            self.library(target, false, None)
+                .map_err(EngineError::Permanent)?,
         );
         let report = tenantry_files::verify::verify(src, dst, OnInvalid::Rename, DEFAULT_PARALLEL)
             .await
@@ -484,6 +520,7 @@ mod tests {
             location,
             username: Some(user.into()),
             password: Some(Secret("pw".into())),
+            graph: None,
         }
     }
 
@@ -535,6 +572,7 @@ mod tests {
             url,
             admin_user: admin.into(),
             password: Secret(password.into()),
+            graph: None,
             known_mailbox: None,
         }
     }

@@ -86,19 +86,22 @@ pub enum MoveCmd {
         /// Never buy seats in the target; missing seats become blockers.
         #[arg(long)]
         no_purchase: bool,
-        /// Source IMAP server (imaps://host:port) and the profile of its admin user.
-        #[arg(long, requires = "source_mail_profile")]
+        /// Source mail server: an IMAP server (imaps://host:port) and the profile of its admin
+        /// user, or exchange:// and a graph profile (default: the --source-graph profile).
+        #[arg(long)]
         source_mail: Option<String>,
         #[arg(long)]
         source_mail_profile: Option<String>,
-        #[arg(long, requires = "target_mail_profile")]
+        #[arg(long)]
         target_mail: Option<String>,
         #[arg(long)]
         target_mail_profile: Option<String>,
-        /// A library: `SOURCE=TARGET` (URLs or paths); repeatable.
+        /// A library: `SOURCE=TARGET` (paths, webdav(s)://, sharepoint://{host}/sites/{site}/
+        /// {library}/… or onedrive://{userPrincipalName}/…); repeatable.
         #[arg(long = "library")]
         libraries: Vec<String>,
-        /// Profiles for the libraries: `SOURCE_PROFILE=TARGET_PROFILE` (either may be empty).
+        /// Profiles for the libraries: `SOURCE_PROFILE=TARGET_PROFILE` (either may be empty; a
+        /// SharePoint/OneDrive side takes the side's --source-graph/--target-graph profile).
         #[arg(long)]
         library_profiles: Option<String>,
         #[command(flatten)]
@@ -456,7 +459,9 @@ pub async fn run_move(cmd: MoveCmd) -> anyhow::Result<ExitCode> {
                 libs.push(json!({"source": from, "target": to, "sourceProfile": source_profile, "targetProfile": target_profile}));
             }
             let mail = |url: Option<String>, profile: Option<String>| {
-                url.map(|u| json!({"url": u, "profile": profile}))
+                // No profile: the server takes the side's graph profile for exchange://, and
+                // names what is missing otherwise.
+                url.map(|u| json!({"url": u, "profile": profile.unwrap_or_default()}))
             };
             let mut body = json!({
                 "sourceTenantId": source, "targetTenantId": target, "path": path, "usersCsv": users_csv,

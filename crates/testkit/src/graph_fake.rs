@@ -1666,6 +1666,63 @@ mod tests {
         );
     }
 
+    /// One HTTP/1.1 request over a plain socket; `None` when `abandon_after` cuts it short.
+    fn raw_request(
+        base: &str,
+        head: &str,
+        body: &str,
+        abandon_after: Option<Duration>,
+    ) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+        write!(
+            socket,
+            "{head}\r\nHost: fake\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        if let Some(after) = abandon_after {
+            std::thread::sleep(after);
+            return None; // the socket closes: the client went away mid-request
+        }
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        Some(answer)
+    }
+
+    #[test]
+    fn a_request_abandoned_by_its_client_frees_its_mailbox_slot() {
+        let fake = FakeGraph::start(FakeGraphOptions {
+            mailbox_concurrency: 1,
+            mail_request_delay: Duration::from_millis(500),
+            ..Default::default()
+        });
+        fake.add_mailbox("adele@contoso.com", false);
+        let form = format!(
+            "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
+            CLIENT_SECRET.replace('~', "%7E")
+        );
+        let answer = raw_request(
+            fake.url(),
+            &format!("POST /{TENANT}/oauth2/v2.0/token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded"),
+            &form,
+            None,
+        )
+        .unwrap();
+        let json = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let token: Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{answer}"));
+        let get = format!(
+            "GET /v1.0/users/adele@contoso.com/mailFolders/inbox HTTP/1.1\r\nAuthorization: Bearer {}",
+            token["access_token"].as_str().unwrap()
+        );
+        // A client killed while its request waits in the mailbox (holding the one slot).
+        raw_request(fake.url(), &get, "", Some(Duration::from_millis(100)));
+        std::thread::sleep(Duration::from_millis(300));
+        let answer = raw_request(fake.url(), &get, "", None).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(fake.stats().mailbox_concurrency_refusals, 0);
+    }
+
     #[test]
     fn content_ranges() {
         assert_eq!(parse_content_range("bytes 0-25/128"), Some((0, 25, 128)));

@@ -21,10 +21,10 @@ use tenantry_mover::control::{blocker_lines, Start, CANCEL_FROM, PAUSE_FROM};
 use tenantry_mover::gather::Mover;
 use tenantry_mover::graph_profile::GraphProfile;
 use tenantry_moves::model::{
-    parse_user_csv, DavServer, DomainRewrite, LibraryMapping, MailServer, MovePath, MoveSpec,
-    PimServers, UserMapping,
+    is_exchange, is_graph_library, parse_user_csv, DavServer, DomainRewrite, LibraryMapping,
+    MailServer, MovePath, MoveSpec, PimServers, UserMapping,
 };
-use tenantry_store::moves::{MoveRecord, MoveState, StepRecord, StepState};
+use tenantry_store::moves::{MoveRecord, MoveState, ProfileKind, StepRecord, StepState};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -278,6 +278,51 @@ async fn side_tenant(
     }
 }
 
+/// Each named profile that exists is of the kind its place needs: `graph` for SharePoint,
+/// OneDrive and Exchange, another kind for IMAP and WebDAV (a graph profile's sealed app would
+/// otherwise be sent as a password). A profile not created yet is the plan's to report.
+async fn check_profile_kinds(app: &AppState, spec: &MoveSpec) -> ApiResult<()> {
+    let mut uses: Vec<(&str, bool, &str)> = Vec::new();
+    for (side, server) in [("source", &spec.source_mail), ("target", &spec.target_mail)] {
+        if let Some(server) = server {
+            uses.push((&server.profile, is_exchange(&server.url), side));
+        }
+    }
+    for library in &spec.libraries {
+        for (side, location, profile) in [
+            ("source", &library.source, &library.source_profile),
+            ("target", &library.target, &library.target_profile),
+        ] {
+            if let Some(profile) = profile {
+                uses.push((profile, is_graph_library(location), side));
+            }
+        }
+    }
+    for (name, needs_graph, side) in uses {
+        let record = match app.store.get_profile(name.to_string()).await {
+            Ok(record) => record,
+            Err(tenantry_store::StoreError::Ledger(e)) if e.code == "NotFound" => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if (record.kind == ProfileKind::Graph) != needs_graph {
+            let wanted = if needs_graph {
+                "graph (SharePoint, OneDrive and Exchange are reached through Microsoft Graph)"
+            } else {
+                "imap or webdav"
+            };
+            return Err(LedgerError::invalid(
+                "InvalidProfileKind",
+                format!(
+                    "the {side} profile {name} is of kind {}; this place needs a profile of kind {wanted}",
+                    record.kind.as_str()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/v1/moves", tag = "moves", request_body = CreateMove,
     responses((status = 201, description = "the move (Draft)"), (status = 403), (status = 404), (status = 422)))]
 pub async fn create(
@@ -312,7 +357,10 @@ pub async fn create(
             source_carddav: body.source_carddav,
             target_carddav: body.target_carddav,
         }),
-    };
+    }
+    .with_graph_defaults();
+    spec.validate()?;
+    check_profile_kinds(&app, &spec).await?;
     let record = app
         .ledger
         .create_move(spec, auth.actor(), app.clock.now())

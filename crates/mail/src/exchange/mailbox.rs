@@ -178,6 +178,17 @@ impl Mailbox {
             .collect())
     }
 
+    /// Whether a folder holds any message (one short page): a restored state needs look-ups
+    /// only where something may already have been copied.
+    pub async fn holds_messages(&self, folder: &str) -> Result<bool, GraphError> {
+        let url = self.path(&format!(
+            "mailFolders/{}/messages?$top=1&$select=id",
+            encode_path(folder)
+        ));
+        let page = self.call(Call::new(Method::GET, url)).await?;
+        Ok(page["value"].as_array().is_some_and(|v| !v.is_empty()))
+    }
+
     /// Every message of a folder with what verification compares.
     pub async fn list_messages(&self, folder: &str) -> Result<Vec<Value>, GraphError> {
         let expand = format!(

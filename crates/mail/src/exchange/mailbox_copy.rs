@@ -299,11 +299,15 @@ async fn map_folders(
     Ok(out)
 }
 
+/// `restored`: the state was put back from a snapshot, which may be older than the target (an
+/// item imported after it has no row): every unmapped item is then looked for on the target
+/// before it is imported, as after a lost answer.
 pub async fn migrate_mailbox(
     src: &ExportMailbox,
     dst: &ExportMailbox,
     state_path: &Path,
     progress: &Progress,
+    restored: bool,
 ) -> MailboxReport {
     let started = Instant::now();
     let mut report = MailboxReport {
@@ -311,8 +315,9 @@ pub async fn migrate_mailbox(
         target: dst.describe(),
         ..Default::default()
     };
-    if let Err(e) = migrate_inner(src, dst, state_path, progress, &mut report).await {
+    if let Err(e) = migrate_inner(src, dst, state_path, progress, restored, &mut report).await {
         report.error = Some(format!("{e:#}"));
+        report.cause = Some(std::sync::Arc::new(e));
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report
@@ -323,6 +328,7 @@ async fn migrate_inner(
     dst: &ExportMailbox,
     state_path: &Path,
     progress: &Progress,
+    restored: bool,
     report: &mut MailboxReport,
 ) -> Result<()> {
     let state = ExchangeState::open(state_path)?;
@@ -345,6 +351,7 @@ async fn migrate_inner(
             state: &state,
             target: &target,
             pending: &pending,
+            restored,
         };
         if let Err(e) = ctx
             .run(&f, &mut map, &mut claimed, progress, &mut rep)
@@ -364,6 +371,8 @@ struct FolderCopy<'a> {
     state: &'a ExchangeState,
     target: &'a str,
     pending: &'a HashSet<String>,
+    /// The state was restored (maybe older than the target): look before importing.
+    restored: bool,
 }
 
 impl FolderCopy<'_> {
@@ -385,6 +394,9 @@ impl FolderCopy<'_> {
             rep.unchanged = true;
             return Ok(());
         }
+        // A restored state may be older than the target: look for every unmapped item there
+        // first, unless the target folder is empty (a new user's).
+        let look_first = self.restored && !self.dst.items(self.target).await?.is_empty();
         for batch in todo.chunks(EXPORT_BATCH) {
             let exported = self.src.export(batch).await?;
             for id in batch {
@@ -396,7 +408,10 @@ impl FolderCopy<'_> {
                 let size = base64::engine::general_purpose::STANDARD
                     .decode(data)
                     .map_or(0, |d| d.len() as u64);
-                match self.copy(id, ck, data, size, map, claimed).await {
+                match self
+                    .copy(id, ck, data, size, look_first, map, claimed)
+                    .await
+                {
                     Ok(found) => {
                         if found {
                             rep.matched += 1;
@@ -413,18 +428,21 @@ impl FolderCopy<'_> {
         Ok(())
     }
 
-    /// Imports one item (or finds it after a lost answer); `true` when found.
+    /// Imports one item (or finds it after a lost answer, or when `look_first`); `true` when
+    /// found.
+    #[allow(clippy::too_many_arguments)]
     async fn copy(
         &self,
         id: &str,
         ck: &str,
         data: &str,
         size: u64,
+        look_first: bool,
         map: &mut HashMap<String, ItemCopy>,
         claimed: &mut HashSet<String>,
     ) -> Result<bool> {
         let previous = map.get(id).cloned();
-        if previous.is_none() && self.pending.contains(id) {
+        if previous.is_none() && (look_first || self.pending.contains(id)) {
             if let Some(found) = self.find(data, size, claimed).await? {
                 self.record(id, ck, found, map, claimed)?;
                 return Ok(true);

@@ -112,6 +112,7 @@ pub async fn migrate_mailbox(
     };
     if let Err(e) = migrate_inner(src, mbx, state_path, opts, &progress, &mut report).await {
         report.error = Some(format!("{e:#}"));
+        report.cause = Some(Arc::new(e));
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report
@@ -188,6 +189,8 @@ struct FolderCtx<'a> {
     lookup: tokio::sync::Mutex<()>,
     /// Look up every message before creating it (after a UIDVALIDITY change).
     lookup_all: bool,
+    /// One lock per content (SHA-256): equal messages are copied one after another.
+    same_content: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pending: HashSet<u32>,
 }
 
@@ -205,7 +208,11 @@ async fn sync_folder(
     let sel = s.select(&f.wire, true).await?;
     let source = f.wire.clone();
     let previous = state.uidvalidity(&source)?;
-    let lookup_all = previous.is_some_and(|v| v != sel.uidvalidity);
+    // A state put back from a snapshot (or lost) may be older than the target: a message
+    // created after it has no row at all, so every unmapped one is looked up before it is
+    // created — in a folder that holds anything (a new user's empty folder needs none).
+    let lookup_all = previous.is_some_and(|v| v != sel.uidvalidity)
+        || (opts.restored_state && !opts.dry_run && mbx.holds_messages(target).await?);
     if !opts.dry_run {
         state.set_folder(&source, sel.uidvalidity, target)?;
     }
@@ -261,6 +268,7 @@ async fn sync_folder(
         claimed: Mutex::new(state.claimed(&source)?),
         lookup: tokio::sync::Mutex::new(()),
         lookup_all,
+        same_content: Mutex::new(HashMap::new()),
         pending: state.pending(&source, sel.uidvalidity)?,
     };
     for batch in batches(&todo, |m| m.size, opts.batch_bytes, opts.batch_count) {
@@ -386,6 +394,17 @@ async fn copy_one(ctx: &FolderCtx<'_>, m: &Meta, body: &[u8]) -> Outcome {
         recovered,
         id,
     };
+    // Equal messages (a duplicate pair) one after another: a look-up must not find the copy an
+    // equal message is creating, stored but not yet claimed, and take it (the pair would
+    // become one message).
+    let same = ctx
+        .same_content
+        .lock()
+        .unwrap()
+        .entry(sha.clone())
+        .or_default()
+        .clone();
+    let _one_at_a_time = same.lock().await;
     let mut look_first = ctx.lookup_all || ctx.pending.contains(&m.uid);
     let json = bytes::Bytes::from(json);
     for _ in 0..CREATE_ATTEMPTS {

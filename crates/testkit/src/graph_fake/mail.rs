@@ -255,19 +255,43 @@ pub(super) async fn handle(
         m.in_flight += 1;
         w.opts.mail_request_delay
     };
+    let slot = Slot {
+        world: world.clone(),
+        upn: upn.clone(),
+    };
     tokio::time::sleep(delay).await;
-    let mut w = world.lock().unwrap();
-    let resp = serve(&mut w, &upn, &method, &path, &query, &body);
-    if let Some(m) = w.mailboxes.get_mut(&upn) {
-        m.in_flight -= 1;
-    }
+    let resp = serve(
+        &mut world.lock().unwrap(),
+        &upn,
+        &method,
+        &path,
+        &query,
+        &body,
+    );
+    drop(slot);
     match resp {
         Served::Answer(r) => r,
+        // End the connection without an answer: the server task unwinds (no panic message),
+        // hyper closes the socket; the lock and the slot are released first.
         Served::Drop => {
-            drop(w);
-            // End the connection without an answer: the server task unwinds (no panic
-            // message), hyper closes the socket; the lock is released first.
             std::panic::resume_unwind(Box::new("fake graph: connection dropped on purpose"))
+        }
+    }
+}
+
+/// A mailbox's concurrency slot, freed however its request ends: answered, or abandoned when
+/// the client goes away mid-request (a killed process). The limit counts active requests, and
+/// a vanished client's request ends too; a slot kept would refuse that mailbox for ever.
+struct Slot {
+    world: Shared,
+    upn: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = w.mailboxes.get_mut(&self.upn) {
+            m.in_flight = m.in_flight.saturating_sub(1);
         }
     }
 }

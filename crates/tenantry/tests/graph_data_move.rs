@@ -1,0 +1,400 @@
+//! A move whose target data lives in Microsoft 365: a local library into a SharePoint library
+//! and Dovecot mailboxes into Exchange Online mailboxes, both on the test kit's
+//! documentation-faithful fake Graph (not a live tenant), with the app of a `graph` connection
+//! profile. The server is killed (SIGKILL) in the middle of the mailboxes and its local engine
+//! state deleted before the restart, so the steps resume from what the database holds, as on
+//! another worker: every message and file arrives exactly once, the final pass copies nothing,
+//! and the saved states hold the Exchange and SharePoint engines' tables.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::mail::{dovecot, seed_mail};
+use support::*;
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
+use tenantry_testkit::tree::{fingerprint, sample_tree};
+
+const USERS: [&str; 3] = ["adele", "bob", "cara"];
+const SHAREPOINT: &str =
+    "sharepoint://contoso.sharepoint.com/sites/Finance/Shared%20Documents/Moved";
+
+async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
+        if until(&m) {
+            return m;
+        }
+        assert!(m["state"] != "Failed", "move failed: {m}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Both tenants in this server's ledger (the movers licensed in the source, seats enough in
+/// the target), an IMAP profile for Dovecot and a graph profile for the fake Microsoft 365.
+async fn tenants_and_profiles(s: &Server, fake: &FakeGraph) -> (String, String) {
+    let source = s.tenant("Fabrikam").await;
+    let target = s.tenant("Contoso").await;
+    s.subscription(&source, "ENTERPRISEPACK", 5).await;
+    s.subscription(&target, "ENTERPRISEPACK", 5).await;
+    for u in USERS {
+        let user = s
+            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
+                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
+            .await;
+        let assigned = s
+            .assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
+            .await;
+        assert_eq!(assigned.0, 200, "{}", assigned.1);
+    }
+    for body in [
+        json!({"name": "src-imap", "kind": "imap", "username": "srcadmin", "password": "srcadminpw"}),
+        json!({"name": "m365", "kind": "graph", "tenantId": TENANT, "clientId": CLIENT_ID,
+               "clientSecret": CLIENT_SECRET, "authority": fake.url(), "graphUrl": fake.url()}),
+    ] {
+        let (status, p) = s.post("/v1/connectionProfiles", OPERATOR, body).await;
+        assert_eq!(status, 201, "{p}");
+    }
+    (source, target)
+}
+
+/// The move's saved engine state `key`, as the SQLite file the engine wrote.
+fn saved_state(s: &Server, move_id: &str, key: &str) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open_with_flags(
+        s.dir.path().join("ledger.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let bytes: Vec<u8> = db
+        .query_row(
+            "SELECT state FROM engine_state WHERE move_id = ?1 AND state_key = ?2",
+            [move_id, key],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("no saved state {key}: {e}"));
+    let file = s
+        .dir
+        .path()
+        .join(format!("saved-{}.sqlite", key.replace('/', "_")));
+    std::fs::write(&file, bytes).unwrap();
+    rusqlite::Connection::open(file).unwrap()
+}
+
+fn count(db: &rusqlite::Connection, table: &str) -> i64 {
+    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_copies_into_sharepoint_and_exchange_exactly_once_across_a_lost_worker() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        // Byte-for-byte comparison below: no metadata written into the .docx and .pdf.
+        rewrite_office_files: false,
+        // Slow enough that the kill lands in the middle of the mailboxes.
+        mail_request_delay: Duration::from_millis(60),
+        ..Default::default()
+    });
+    let drive = fake.add_site("contoso.sharepoint.com", "Finance");
+    for u in USERS {
+        fake.add_mailbox(&format!("{u}@contoso.com"), false);
+    }
+    let source_mail = dovecot(&USERS, "fabrikam.com", ("srcadmin", "srcadminpw"), false);
+    let messages = seed_mail(&source_mail, &USERS, "fabrikam.com").await;
+    let library = tempfile::tempdir().unwrap();
+    sample_tree(library.path());
+
+    // SQLite: the saved engine states are read straight from the database file.
+    let mut s = Server::start_on(None);
+    let (source, target) = tenants_and_profiles(&s, &fake).await;
+    let spec = |library_profile: Option<&str>, mail_profile: &str| {
+        json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
+            "targetMail": {"url": "exchange://", "profile": mail_profile},
+            "libraries": [{"source": library.path(), "target": SHAREPOINT, "targetProfile": library_profile}],
+        })
+    };
+    // A SharePoint library without a graph profile, and Exchange with an IMAP profile: refused
+    // before anything is stored, each with its own code.
+    let refused = s.post("/v1/moves", OPERATOR, spec(None, "m365")).await;
+    assert_problem(&refused, 422, "GraphProfileRequired");
+    assert!(
+        refused.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("targetProfile"),
+        "{}",
+        refused.1
+    );
+    let refused = s
+        .post("/v1/moves", OPERATOR, spec(Some("m365"), "src-imap"))
+        .await;
+    assert_problem(&refused, 422, "InvalidProfileKind");
+    let (status, m) = s
+        .post("/v1/moves", OPERATOR, spec(Some("m365"), "m365"))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    let first_mailbox = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["kind"] == "migrateMailbox")
+        .unwrap();
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+
+    // A worker lost in the middle of the mailboxes, with its local state: the restarted server
+    // has only what the database holds (the step's saved state, or none yet).
+    let at_kill = wait_state(
+        &s,
+        &id,
+        |m| {
+            m["progress"]["done"].as_u64().unwrap_or(0) > first_mailbox as u64
+                && fake.stats().messages_created > 0
+        },
+        "a mailbox step",
+    )
+    .await;
+    s.kill();
+    assert_eq!(
+        at_kill["state"], "Running",
+        "killed in the middle of the run"
+    );
+    let created_at_kill = fake.stats().messages_created;
+    assert!(
+        created_at_kill < messages as u64,
+        "the kill came after the last mailbox ({created_at_kill} of {messages} created)"
+    );
+    let local = s.dir.path().join("tenantry-data/moves").join(&id);
+    assert!(
+        local.is_dir(),
+        "the engines' local state is in {}",
+        local.display()
+    );
+    std::fs::remove_dir_all(&local).unwrap();
+    s.restart();
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+
+    // Mail: each source message exactly once in its Exchange mailbox, received (not a draft).
+    // seed_mail stores 30 + 5·i messages and an exact duplicate pair per user.
+    let stats = fake.stats();
+    assert_eq!(
+        stats.messages_created, messages as u64,
+        "no message created twice"
+    );
+    let mut arrived = 0;
+    for (i, u) in USERS.iter().enumerate() {
+        let got = fake.mail_messages(&format!("{u}@contoso.com"));
+        assert_eq!(got.len(), 30 + 5 * i + 2, "{u}");
+        assert!(got.iter().all(|m| !m.is_draft), "{u}: a draft");
+        let subjects: std::collections::BTreeSet<_> =
+            got.iter().map(|m| m.json["subject"].to_string()).collect();
+        assert_eq!(
+            subjects.len(),
+            30 + 5 * i + 1,
+            "{u}: the duplicate pair is the only repeat"
+        );
+        arrived += got.len();
+    }
+    assert_eq!(arrived, messages);
+
+    // Files: the whole tree under Moved/, byte for byte.
+    let tree = fingerprint(library.path());
+    for (path, node) in &tree {
+        let at = format!("Moved/{path}");
+        if node.is_dir {
+            assert!(fake.paths(&drive).contains(&at), "folder {at}");
+            continue;
+        }
+        let file = fake
+            .file(&drive, &at)
+            .unwrap_or_else(|| panic!("{at} missing"));
+        assert_eq!(
+            file.content,
+            std::fs::read(library.path().join(path)).unwrap(),
+            "{at}"
+        );
+    }
+    assert_eq!(
+        fake.paths(&drive).len(),
+        tree.len() + 1,
+        "{:?}",
+        fake.paths(&drive)
+    );
+
+    // The final pass ran every engine again on its state: nothing copied.
+    let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
+    let final_pass = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "final-delta")
+        .expect("a final delta pass");
+    let passes = final_pass["result"]["passes"].as_array().unwrap();
+    assert_eq!(passes.len(), USERS.len() + 1, "{final_pass}");
+    for pass in passes {
+        let result = &pass["result"];
+        if pass.get("library").is_some() {
+            assert_eq!(result["copied_files"], 0, "{pass}");
+        } else {
+            let copied: u64 = result["folders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["copied"].as_u64().unwrap())
+                .sum();
+            assert_eq!(copied, 0, "{pass}");
+        }
+    }
+
+    // The states live in the database: the Exchange map per mailbox, the SharePoint drive's
+    // items and delta link beside the files engine's records.
+    for (i, u) in USERS.iter().enumerate() {
+        let state = saved_state(&s, &id, &format!("mail/{u}@fabrikam.com"));
+        assert_eq!(count(&state, "exchange_pending"), 0, "{u}");
+        assert_eq!(
+            count(&state, "exchange_map"),
+            (30 + 5 * i + 2) as i64,
+            "{u}"
+        );
+    }
+    let files = saved_state(&s, &id, "files/0");
+    assert_eq!(count(&files, "graph_delta"), 1);
+    assert!(count(&files, "graph_items") >= tree.len() as i64);
+}
+
+/// The other direction on both kinds: Exchange → Exchange mailboxes through import/export
+/// (mail, a calendar, a user folder) and a SharePoint library → a local folder, in one move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let drive = fake.add_site("fabrikam.sharepoint.com", "Finance");
+    let when = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    fake.put_file(&drive, "Reports/2024/q1.xlsx", b"quarter one", when);
+    fake.put_file(&drive, "Reports/big.bin", &big, when);
+    fake.put_file(&drive, "readme.txt", b"hello", when);
+    let mut items = 0;
+    for (i, u) in USERS.iter().enumerate() {
+        let upn = format!("{u}@fabrikam.com");
+        fake.add_export_mailbox(&upn, true);
+        fake.add_export_mailbox(&format!("{u}@contoso.com"), false);
+        let projects = fake.add_export_folder(&upn, "inbox", "Projekte", "IPF.Note");
+        for n in 0..(22 + i) {
+            let data = format!("{u} mail {n}");
+            fake.add_export_item(&upn, "inbox", "IPM.Note", data.as_bytes());
+        }
+        fake.add_export_item(
+            &upn,
+            &projects,
+            "IPM.Note",
+            format!("{u} project").as_bytes(),
+        );
+        fake.add_export_item(
+            &upn,
+            "calendar",
+            "IPM.Appointment",
+            format!("{u} meeting").as_bytes(),
+        );
+        items += 22 + i + 2;
+    }
+    let target_library = tempfile::tempdir().unwrap();
+
+    let s = Server::start_on(None);
+    let (source, target) = tenants_and_profiles(&s, &fake).await;
+    let (status, m) = s
+        .post("/v1/moves", OPERATOR, json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": "exchange://", "profile": "m365"},
+            "targetMail": {"url": "exchange://", "profile": "m365"},
+            "libraries": [{"source": "sharepoint://fabrikam.sharepoint.com/sites/Finance/Documents",
+                           "target": target_library.path(), "sourceProfile": "m365"}],
+        }))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+
+    // Every item once, in the folder of the same well-known name (Posteingang → Inbox), the
+    // user folder created below it; a calendar item stays in the calendar.
+    assert_eq!(
+        fake.stats().items_imported,
+        items as u64,
+        "no item imported twice"
+    );
+    for (i, u) in USERS.iter().enumerate() {
+        let got = fake.export_items(&format!("{u}@contoso.com"));
+        assert_eq!(got.len(), 22 + i + 2, "{u}");
+        let in_folder = |path: &str| got.iter().filter(|(p, _)| p == path).count();
+        assert_eq!(in_folder("Inbox"), 22 + i, "{u}: {got:?}");
+        assert_eq!(in_folder("Inbox/Projekte"), 1, "{u}");
+        assert_eq!(in_folder("Calendar"), 1, "{u}");
+        let state = saved_state(&s, &id, &format!("mail/{u}@fabrikam.com"));
+        assert_eq!(count(&state, "exchange_items"), (22 + i + 2) as i64, "{u}");
+    }
+
+    // The library, byte for byte, with SharePoint's modification times.
+    let file = |p: &str| target_library.path().join(p);
+    assert_eq!(
+        std::fs::read(file("Reports/2024/q1.xlsx")).unwrap(),
+        b"quarter one"
+    );
+    assert_eq!(std::fs::read(file("Reports/big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(file("readme.txt")).unwrap(), b"hello");
+    let modified = std::fs::metadata(file("Reports/big.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1_600_000_000
+    );
+    let saved = saved_state(&s, &id, "files/0");
+    assert_eq!(
+        count(&saved, "graph_delta"),
+        1,
+        "the source's delta link is kept"
+    );
+
+    // The final pass imported and downloaded nothing.
+    let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
+    let final_pass = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "final-delta")
+        .expect("a final delta pass");
+    for pass in final_pass["result"]["passes"].as_array().unwrap() {
+        let result = &pass["result"];
+        if pass.get("library").is_some() {
+            assert_eq!(result["copied_files"], 0, "{pass}");
+        } else {
+            for f in result["folders"].as_array().unwrap() {
+                assert_eq!(f["copied"], 0, "{pass}");
+            }
+        }
+    }
+}
