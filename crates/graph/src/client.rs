@@ -36,6 +36,9 @@ pub fn encode_path(path: &str) -> String {
 /// undecorated traffic is throttled first).
 const USER_AGENT: &str = concat!("NONISV|tenantry|tenantry/", env!("CARGO_PKG_VERSION"));
 
+/// The `code` of the error for an answer over its size limit (tenantry's own: Graph has none).
+pub const RESPONSE_TOO_LARGE: &str = "responseTooLarge";
+
 /// Most of an error body we read: enough for Graph's JSON, not a hostile stream.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -62,6 +65,9 @@ pub struct Call {
     /// and the caller must look before sending again. 429s are always retried (the request
     /// was refused, not carried out).
     pub retry_unanswered: bool,
+    /// The most this answer's JSON may weigh, when it may exceed `limits.max_page_bytes` (an
+    /// export of whole items).
+    pub max_body: Option<usize>,
 }
 
 impl Call {
@@ -73,6 +79,7 @@ impl Call {
             headers: Vec::new(),
             authenticated: true,
             retry_unanswered: true,
+            max_body: None,
         }
     }
 
@@ -94,6 +101,12 @@ impl Call {
     /// Not idempotent: a lost answer is returned as an error instead of sending again.
     pub fn not_idempotent(mut self) -> Self {
         self.retry_unanswered = false;
+        self
+    }
+
+    /// Allows an answer of up to `bytes` (instead of the client's page limit).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = Some(bytes);
         self
     }
 
@@ -322,20 +335,21 @@ impl GraphClient {
             client_request_id: None,
         };
         let status = resp.status().as_u16();
-        let body = read_capped(resp, self.inner.cfg.limits.max_page_bytes)
-            .await
-            .map_err(|e| match e {
-                BodyError::Network(message) => GraphError::Transient {
-                    message,
-                    ids: ids.clone(),
-                },
-                too_large => GraphError::Permanent {
-                    status,
-                    code: None,
-                    message: too_large.to_string(),
-                    ids: ids.clone(),
-                },
-            })?;
+        let limit = call
+            .max_body
+            .unwrap_or(self.inner.cfg.limits.max_page_bytes);
+        let body = read_capped(resp, limit).await.map_err(|e| match e {
+            BodyError::Network(message) => GraphError::Transient {
+                message,
+                ids: ids.clone(),
+            },
+            too_large => GraphError::Permanent {
+                status,
+                code: Some(RESPONSE_TOO_LARGE.into()),
+                message: too_large.to_string(),
+                ids: ids.clone(),
+            },
+        })?;
         if body.is_empty() {
             return Ok(Value::Null);
         }

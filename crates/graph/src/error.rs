@@ -74,6 +74,11 @@ impl GraphError {
         }
     }
 
+    /// The answer was over the size limit of its call (see `Call::max_body`).
+    pub fn is_too_large(&self) -> bool {
+        self.code() == Some(crate::client::RESPONSE_TOO_LARGE)
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }

@@ -200,3 +200,24 @@ async fn a_token_endpoint_in_trouble_is_transient_whatever_its_page_weighs() {
         .unwrap_err();
     assert!(matches!(e, GraphError::Transient { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn a_call_may_allow_a_larger_answer_and_a_too_large_one_says_so() {
+    // 2 MiB of JSON: over a 1 MiB page limit, within a call's own 4 MiB allowance.
+    let srv = server(|_, w| {
+        let big = "x".repeat(2 << 20);
+        json(w, &serde_json::json!({ "value": [big] }))
+    });
+    let c = client(
+        &srv,
+        Limits {
+            max_page_bytes: 1 << 20,
+            ..Limits::default()
+        },
+    );
+    let e = c.get_json("/export").await.unwrap_err();
+    assert!(e.is_too_large(), "{e}");
+    let call = tenantry_graph::client::Call::new(reqwest::Method::GET, "/export").max_body(4 << 20);
+    let v = c.json(&call).await.unwrap();
+    assert_eq!(v["value"][0].as_str().unwrap().len(), 2 << 20);
+}

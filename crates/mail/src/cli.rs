@@ -344,7 +344,8 @@ fn endpoint(
     let auth = match (a.auth, a.token_file) {
         // A password from the batch file is the user's own: log in as the user.
         _ if password.is_some() => Auth::Password(secret()?),
-        (AuthMethod::Xoauth2, None) => app()?,
+        // An app token opens every mailbox of the tenant: it goes to Exchange Online only.
+        (AuthMethod::Xoauth2, None) if exchange => app()?,
         (AuthMethod::Auto, None) if exchange && a.password_file.is_none() && a.admin.is_none() => {
             app()?
         }

@@ -13,9 +13,31 @@ use tenantry_moves::model::{
     is_exchange, is_graph_library, DavServer, LibraryMapping, MailServer, MoveSpec,
 };
 use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName, Step};
-use tenantry_store::moves::{ProfileKind, StepState};
+use tenantry_store::moves::{ProfileKind, ProfileRecord, StepState};
 use tenantry_store::{Store, StoreError};
 use uuid::Uuid;
+
+/// A profile's secret goes only to the kind of server it was made for: a `graph` profile's sealed
+/// secret is the app's whole JSON, which must never reach an IMAP or WebDAV server as a password.
+fn require_kind(
+    name: &str,
+    profile: &ProfileRecord,
+    expected: ProfileKind,
+    what: &str,
+) -> Result<(), StoreError> {
+    if profile.kind == expected {
+        return Ok(());
+    }
+    Err(LedgerError::invalid(
+        "InvalidProfileKind",
+        format!(
+            "profile {name} is of kind {}; {what} needs a {} profile",
+            profile.kind.as_str(),
+            expected.as_str()
+        ),
+    )
+    .into())
+}
 
 /// Everything a move needs at run time.
 pub struct Mover {
@@ -39,6 +61,12 @@ impl Mover {
             });
         }
         let profile = self.store.get_profile(server.profile.clone()).await?;
+        require_kind(
+            &server.profile,
+            &profile,
+            ProfileKind::Imap,
+            "an IMAP server",
+        )?;
         let password = self
             .sealer
             .open(&profile.secret)
@@ -56,17 +84,12 @@ impl Mover {
     /// CardDAV are WebDAV).
     pub async fn dav_access(&self, server: &DavServer) -> Result<DavAccess, StoreError> {
         let profile = self.store.get_profile(server.profile.clone()).await?;
-        if profile.kind != ProfileKind::Webdav {
-            return Err(LedgerError::invalid(
-                "InvalidProfileKind",
-                format!(
-                    "profile {} is of kind {}; a CalDAV or CardDAV server needs a webdav profile",
-                    server.profile,
-                    profile.kind.as_str()
-                ),
-            )
-            .into());
-        }
+        require_kind(
+            &server.profile,
+            &profile,
+            ProfileKind::Webdav,
+            "a CalDAV or CardDAV server",
+        )?;
         let password = self
             .sealer
             .open(&profile.secret)
@@ -124,6 +147,7 @@ impl Mover {
             });
         };
         let profile = self.store.get_profile(name.clone()).await?;
+        require_kind(name, &profile, ProfileKind::Webdav, "a WebDAV library")?;
         let password = self
             .sealer
             .open(&profile.secret)

@@ -172,6 +172,17 @@ impl Engines {
 }
 
 /// The IMAP error behind a mail engine failure, wherever it sits in the chain.
+/// Exchange Online's IMAP as a target (found by its host, as the CLI's `--target-kind auto`
+/// does) keeps only its flags and folder names and refuses appends over its limit.
+fn mail_options(target: &Endpoint) -> tenantry_mail::sync::Options {
+    let exchange_target = tenantry_mail::cli::ImapKind::Auto.is_exchange(&target.host);
+    tenantry_mail::sync::Options {
+        exchange_target,
+        max_message_size: exchange_target.then_some(tenantry_mail::sync::EXCHANGE_APPEND_LIMIT),
+        ..Default::default()
+    }
+}
+
 fn imap_cause(e: &anyhow::Error) -> Option<&ImapError> {
     e.chain().find_map(|c| c.downcast_ref::<ImapError>())
 }
@@ -279,7 +290,7 @@ impl DataEngines for Engines {
         let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
         let options = tenantry_mail::sync::Options {
             restored_state: restored,
-            ..Default::default()
+            ..mail_options(&tgt)
         };
         let progress = Arc::new(tenantry_mail::report::Progress::default());
         let counted = progress.clone();
@@ -322,12 +333,7 @@ impl DataEngines for Engines {
         }
         let src = mailbox(source, Side::Source, source_user).map_err(EngineError::Permanent)?;
         let tgt = mailbox(target, Side::Target, target_user).map_err(EngineError::Permanent)?;
-        let verified = tenantry_mail::verify::verify_mailbox(
-            &src,
-            &tgt,
-            &tenantry_mail::sync::Options::default(),
-        )
-        .await;
+        let verified = tenantry_mail::verify::verify_mailbox(&src, &tgt, &mail_options(&tgt)).await;
         let report = match verified {
             Ok(report) => report,
             Err(e) => {

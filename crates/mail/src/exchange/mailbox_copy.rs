@@ -34,6 +34,11 @@ use crate::verify::{FolderCheck, VerifyReport};
 
 /// "You can export up to 20 items in a single export request."
 pub const EXPORT_BATCH: usize = 20;
+/// The most one export answer of several items may weigh before the batch is split.
+const EXPORT_BATCH_BYTES: usize = 64 << 20;
+/// The most one item's export may weigh: Exchange Online's largest message is 150 MB, whose
+/// base64 is 200 MB.
+const EXPORT_ITEM_BYTES: usize = 256 << 20;
 
 /// One side: a Graph client and a user's primary mailbox.
 pub struct ExportMailbox {
@@ -162,27 +167,50 @@ impl ExportMailbox {
             .collect())
     }
 
-    /// Exports up to 20 items: id → (changeKey, data as base64).
+    /// Exports up to 20 items: id → (changeKey, data as base64). A batch whose answer is over
+    /// `EXPORT_BATCH_BYTES` is split in halves, down to one item, which may weigh up to
+    /// `EXPORT_ITEM_BYTES` (Exchange's largest message, base64-encoded, with room to spare).
     async fn export(&self, ids: &[String]) -> Result<HashMap<String, (String, String)>> {
         debug_assert!(ids.len() <= EXPORT_BATCH);
-        let call =
-            Call::new(Method::POST, self.path("exportItems")).json(&json!({ "itemIds": ids }));
-        let v = self.client.json(&call).await?;
-        Ok(v["value"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    r["itemId"].as_str()?.to_string(),
-                    (
-                        r["changeKey"].as_str().unwrap_or_default().to_string(),
-                        r["data"].as_str()?.to_string(),
-                    ),
-                ))
-            })
-            .collect())
+        let mut out = HashMap::new();
+        let mut pending = vec![ids.to_vec()];
+        while let Some(batch) = pending.pop() {
+            let limit = if batch.len() == 1 {
+                EXPORT_ITEM_BYTES
+            } else {
+                EXPORT_BATCH_BYTES
+            };
+            let call = Call::new(Method::POST, self.path("exportItems"))
+                .json(&json!({ "itemIds": batch }))
+                .max_body(limit);
+            let v = match self.client.json(&call).await {
+                Ok(v) => v,
+                Err(e) if e.is_too_large() && batch.len() > 1 => {
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    pending.push(b.to_vec());
+                    pending.push(a.to_vec());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            out.extend(
+                v["value"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| {
+                        Some((
+                            r["itemId"].as_str()?.to_string(),
+                            (
+                                r["changeKey"].as_str().unwrap_or_default().to_string(),
+                                r["data"].as_str()?.to_string(),
+                            ),
+                        ))
+                    }),
+            );
+        }
+        Ok(out)
     }
 
     async fn session(&self, fresh: bool) -> Result<String> {
