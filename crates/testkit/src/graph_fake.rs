@@ -132,6 +132,8 @@ pub struct FakeStats {
     pub mailbox_requests: HashMap<String, u64>,
     /// Bytes counted against each mailbox's upload budget, by user principal name.
     pub mailbox_upload_bytes: HashMap<String, u64>,
+    /// The most import/export requests a mailbox had in flight at once, by user principal name.
+    pub mailbox_peak_in_flight: HashMap<String, usize>,
 }
 
 /// One accepted upload fragment.

@@ -261,6 +261,12 @@ pub(super) async fn enter(world: &super::Shared, path: &str) -> Result<Option<Sl
         }
         m.in_flight += 1;
         *w.stats.mailbox_requests.entry(m.upn.clone()).or_default() += 1;
+        let peak = w
+            .stats
+            .mailbox_peak_in_flight
+            .entry(m.upn.clone())
+            .or_default();
+        *peak = (*peak).max(m.in_flight);
         (
             w.opts.export_request_delay,
             Slot {
