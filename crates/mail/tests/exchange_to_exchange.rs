@@ -64,7 +64,11 @@ fn arrived(fake: &FakeGraph) -> HashMap<Vec<u8>, (String, String, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn german_mailbox_into_english_one_through_import_export() {
-    let fake = FakeGraph::start(FakeGraphOptions::default());
+    // Each import/export request takes a round trip, so that overlapping requests are seen.
+    let fake = FakeGraph::start(FakeGraphOptions {
+        export_request_delay: std::time::Duration::from_millis(20),
+        ..Default::default()
+    });
     std::env::set_var("TENANTRY_GRAPH_URL", fake.url());
     std::env::set_var("TENANTRY_AUTHORITY", fake.url());
     fake.add_export_mailbox(OLD, true);
@@ -118,6 +122,11 @@ async fn german_mailbox_into_english_one_through_import_export() {
         "no German folder created beside the English one: {folders:?}"
     );
     let stats = fake.stats();
+    // Outlook's limit is 4 requests in flight per mailbox: the imports use them (one at a time
+    // reached a fifth of what the limit allows), and never a fifth.
+    let peak = stats.mailbox_peak_in_flight.get(NEW).copied().unwrap_or(0);
+    assert!((2..=4).contains(&peak), "{peak} imports in flight at most");
+    assert_eq!(stats.mailbox_concurrency_refusals, 0);
     assert_eq!(
         stats.authorization_on_upload_url, 0,
         "no token to the importUrl"

@@ -253,6 +253,7 @@ pub(super) async fn handle(
             );
         }
         m.in_flight += 1;
+        *w.stats.mailbox_requests.entry(upn.clone()).or_default() += 1;
         w.opts.mail_request_delay
     };
     let slot = Slot {
@@ -301,7 +302,7 @@ enum Served {
     Drop,
 }
 
-fn throttled(secs: u64, code: &str, message: &str) -> Response {
+pub(super) fn throttled(secs: u64, code: &str, message: &str) -> Response {
     let mut r = error(StatusCode::TOO_MANY_REQUESTS, code, message);
     r.headers_mut()
         .insert("Retry-After", secs.to_string().parse().unwrap());
@@ -477,32 +478,45 @@ fn create_folder(w: &mut World, upn: &str, parent: &str, body: &[u8]) -> Respons
 /// The upload budget: the bytes of the last window, this request's included; over it, 429 with
 /// the time until the oldest upload leaves the window. Counted when accepted.
 pub(super) fn charge_upload(w: &mut World, upn: &str, bytes: u64) -> Option<Response> {
-    let (budget, window) = w.opts.mail_upload_budget;
-    let now_i = Instant::now();
+    let limit = w.opts.mail_upload_budget;
     let m = w.mailboxes.get_mut(upn)?;
-    while m
-        .uploads
+    charge(&mut m.uploads, limit, upn, bytes, &mut w.stats)
+}
+
+/// [`charge_upload`] on any mailbox's ledger of (when, bytes) uploads.
+pub(super) fn charge(
+    uploads: &mut VecDeque<(Instant, u64)>,
+    (budget, window): (u64, Duration),
+    upn: &str,
+    bytes: u64,
+    stats: &mut super::FakeStats,
+) -> Option<Response> {
+    let now_i = Instant::now();
+    while uploads
         .front()
         .is_some_and(|(t, _)| now_i.duration_since(*t) >= window)
     {
-        m.uploads.pop_front();
+        uploads.pop_front();
     }
-    let used: u64 = m.uploads.iter().map(|(_, n)| n).sum();
+    let used: u64 = uploads.iter().map(|(_, n)| n).sum();
     if used + bytes > budget {
-        let wait = m
-            .uploads
+        let wait = uploads
             .front()
             .map(|(t, _)| window.saturating_sub(now_i.duration_since(*t)))
             .unwrap_or(Duration::from_secs(1));
-        w.stats.throttled += 1;
-        w.stats.upload_budget_refusals += 1;
+        stats.throttled += 1;
+        stats.upload_budget_refusals += 1;
         return Some(throttled(
             wait.as_secs_f64().ceil().max(1.0) as u64,
             "ApplicationThrottled",
             "Application is over its MailboxUploadLimit.",
         ));
     }
-    m.uploads.push_back((now_i, bytes));
+    uploads.push_back((now_i, bytes));
+    *stats
+        .mailbox_upload_bytes
+        .entry(upn.to_string())
+        .or_default() += bytes;
     None
 }
 

@@ -21,7 +21,13 @@
 //!   must match the item) and `Data` answers `200` with `itemId` and `changeKey`
 //!   (<https://learn.microsoft.com/graph/import-exchange-mailbox-item>). A `create` of the same
 //!   data twice makes two items: a naive re-run duplicates.
+//! - The Outlook per-mailbox limits apply to these requests as to any mailbox request
+//!   (<https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits>): at most
+//!   `mailbox_concurrency` in flight per mailbox (more: 429 "MailboxConcurrency"), each taking
+//!   `export_request_delay`, and imports count against the upload budget (429
+//!   "MailboxUploadLimit" beyond it).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -51,8 +57,11 @@ const WELL_KNOWN: [(&str, &str, &str, &str); 6] = [
 
 pub(super) struct ExportMailbox {
     id: String,
+    upn: String,
     folders: Vec<XFolder>,
     items: Vec<XItem>,
+    in_flight: usize,
+    uploads: VecDeque<(Instant, u64)>,
 }
 
 struct XFolder {
@@ -108,8 +117,11 @@ impl super::FakeGraph {
             id.clone(),
             ExportMailbox {
                 id: id.clone(),
+                upn: upn.to_lowercase(),
                 folders,
                 items: Vec::new(),
+                in_flight: 0,
+                uploads: VecDeque::new(),
             },
         );
         id
@@ -200,6 +212,71 @@ impl super::FakeGraph {
             s.expires = Instant::now();
         }
     }
+}
+
+/// One of a mailbox's concurrency slots, given back when the request is answered.
+pub(super) struct Slot {
+    world: super::Shared,
+    mailbox: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = w.export_mailboxes.get_mut(&self.mailbox) {
+            m.in_flight -= 1;
+        }
+    }
+}
+
+/// Takes a slot of the mailbox an import/export request is for (`/import/{session}` or
+/// `/v1.0/admin/exchange/mailboxes/{id}/…`), then waits the request's delay; a 429 when the
+/// mailbox already has its limit in flight. `None` for other requests.
+pub(super) async fn enter(world: &super::Shared, path: &str) -> Result<Option<Slot>, Response> {
+    let delay = {
+        let mut w = world.lock().unwrap();
+        let mailbox = if let Some(sid) = path.strip_prefix("/import/") {
+            w.import_sessions.get(sid).map(|s| s.mailbox.clone())
+        } else {
+            path.strip_prefix("/v1.0/admin/exchange/mailboxes/")
+                .map(|r| super::decode_path(r.split('/').next().unwrap_or_default()))
+        };
+        let limit = w.opts.mailbox_concurrency;
+        let w = &mut *w;
+        let Some((mailbox, m)) = mailbox.and_then(|id| {
+            let m = w.export_mailboxes.get_mut(&id)?;
+            Some((id, m))
+        }) else {
+            return Ok(None);
+        };
+        if m.in_flight >= limit {
+            w.stats.requests += 1;
+            w.stats.throttled += 1;
+            w.stats.mailbox_concurrency_refusals += 1;
+            return Err(super::mail::throttled(
+                1,
+                "ApplicationThrottled",
+                "Application is over its MailboxConcurrency limit.",
+            ));
+        }
+        m.in_flight += 1;
+        *w.stats.mailbox_requests.entry(m.upn.clone()).or_default() += 1;
+        let peak = w
+            .stats
+            .mailbox_peak_in_flight
+            .entry(m.upn.clone())
+            .or_default();
+        *peak = (*peak).max(m.in_flight);
+        (
+            w.opts.export_request_delay,
+            Slot {
+                world: world.clone(),
+                mailbox,
+            },
+        )
+    };
+    tokio::time::sleep(delay.0).await;
+    Ok(Some(delay.1))
 }
 
 fn mailbox_of_user<'a>(w: &'a mut World, upn: &str) -> &'a mut ExportMailbox {
@@ -405,6 +482,17 @@ pub(super) fn import(w: &mut World, sid: &str, h: &HeaderMap, body: &[u8]) -> (R
         );
     };
     let mbx = s.mailbox.clone();
+    let limit = w.opts.mail_upload_budget;
+    let m = w.export_mailboxes.get_mut(&mbx).unwrap();
+    if let Some(r) = super::mail::charge(
+        &mut m.uploads,
+        limit,
+        &m.upn,
+        body.len() as u64,
+        &mut w.stats,
+    ) {
+        return (r, false);
+    }
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let (Some(folder), Some(mode), Some(data)) = (
         v["FolderId"].as_str(),
