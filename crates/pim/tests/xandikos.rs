@@ -289,3 +289,23 @@ fn verify_flags_only_the_vcard4_photo(cal: (&str, &str), card: (&str, &str)) {
         .collect();
     assert_eq!(flagged, ["kenji.vcf"], "{v:#}");
 }
+
+/// Xandikos's `/.well-known/caldav` redirects to `/`, whose `current-user-principal` names the
+/// principal with separate calendar and address book homes: a bare server URL finds both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_xandikos_url_finds_both_homes_by_discovery() {
+    let src = Xandikos::start();
+    seed_home(&src.http(XANDIKOS_CALENDARS), &src.http(XANDIKOS_CONTACTS)).await;
+    let dst = Radicale::start();
+    let state = tempfile::tempdir().unwrap();
+    for (kind, scheme, want) in [("calendars", "caldav", 6), ("contacts", "carddav", 2)] {
+        let (code, rep) = migrate_with(
+            kind,
+            &src.url(scheme, "/"),
+            &dst.url(scheme, RADICALE_HOME),
+            state.path(),
+            &["--dry-run"],
+        );
+        assert_eq!((code, rep["copied"].as_u64()), (0, Some(want)), "{rep:#}");
+    }
+}
