@@ -202,6 +202,23 @@ fn differs(source: &CollectionProps, target: &CollectionProps) -> bool {
 }
 
 impl Run<'_> {
+    /// A server may create a collection but refuse some of the properties sent with MKCALENDAR or
+    /// extended MKCOL (Xandikos answers 201 with `addressbook-description` refused in the
+    /// body, yet takes it in a PROPPATCH afterwards): read them back and set what is missing.
+    async fn complete_properties(&self, url: &Url, source: &Collection) {
+        let Ok(Some(created)) = collections::probe(self.dst, url).await else {
+            return;
+        };
+        if differs(&source.props, &created.props) {
+            if let Err(e) = self.dst.proppatch(url, self.kind, &source.props).await {
+                self.note(format!(
+                    "{}: the new collection lacks a name, colour or description ({e})",
+                    source.name
+                ));
+            }
+        }
+    }
+
     fn note(&self, n: String) {
         self.notes.lock().expect("notes lock").push(n);
     }
@@ -237,6 +254,7 @@ impl Run<'_> {
                     ));
                     return Ok(());
                 }
+                self.complete_properties(&pair.target_url, source).await;
                 "created"
             }
             (Some(t), dry) => {

@@ -128,6 +128,114 @@ pub fn inspect(kind: Kind, bytes: &[u8]) -> Result<ObjectInfo, String> {
     }
 }
 
+/// The object's content without what a server may change when it re-serialises what it stores
+/// (Xandikos does): line folding and line ends, the order of a component's properties and
+/// subcomponents, optional quotes around a parameter value, the order of a recurrence rule's
+/// parts (`canonical_line`). Every property keeps its name, parameters and value as bytes, inside the
+/// component it belongs to, so two objects with the same canonical form say the same thing.
+/// An object whose BEGIN/END do not balance has no canonical form beyond its own bytes.
+pub fn canonical(bytes: &[u8]) -> Vec<u8> {
+    // Unfolded as bytes: a fold may split a multi-byte character.
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for raw in bytes.split(|b| *b == b'\n') {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        match (line.first(), lines.last_mut()) {
+            (Some(b' ' | b'\t'), Some(prev)) => prev.extend_from_slice(&line[1..]),
+            _ if line.is_empty() => {}
+            _ => lines.push(line.to_vec()),
+        }
+    }
+    // Open components: (BEGIN line, property lines, rendered subcomponents).
+    type Open = (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+    let mut stack: Vec<Open> = vec![(Vec::new(), Vec::new(), Vec::new())];
+    for line in lines {
+        if line.starts_with(b"BEGIN:") {
+            stack.push((line, Vec::new(), Vec::new()));
+        } else if line.starts_with(b"END:") {
+            let Some((begin, mut props, mut subs)) = stack.pop().filter(|o| !o.0.is_empty()) else {
+                return bytes.to_vec();
+            };
+            props.sort();
+            subs.sort();
+            let mut rendered = begin;
+            for part in props.iter().chain(&subs) {
+                rendered.push(b'\n');
+                rendered.extend_from_slice(part);
+            }
+            rendered.push(b'\n');
+            rendered.extend_from_slice(&line);
+            stack.last_mut().expect("the root stays").2.push(rendered);
+        } else {
+            stack
+                .last_mut()
+                .expect("the root stays")
+                .1
+                .push(canonical_line(&line));
+        }
+    }
+    match stack.pop() {
+        Some((_, props, subs)) if stack.is_empty() && props.is_empty() => subs.join(&b'\n'),
+        _ => bytes.to_vec(),
+    }
+}
+
+/// One content line with the spellings RFC 5545 makes equal taken out: a parameter value quoted
+/// without need (`CN="Anna Müller"`, §3.2: quotes are needed only around `:`, `;` or `,`), and
+/// the order of an `RRULE`/`EXRULE`'s parts (§3.3.10: "not ordered in any particular sequence").
+fn canonical_line(line: &[u8]) -> Vec<u8> {
+    // Split at `;` and the first `:` outside quotes: name, parameters, value.
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let (mut quoted, mut start, mut value) = (false, 0, None);
+    for (i, b) in line.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                parts.push(&line[start..i]);
+                start = i + 1;
+            }
+            b':' if !quoted => {
+                parts.push(&line[start..i]);
+                value = Some(&line[i + 1..]);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(value) = value else {
+        return line.to_vec();
+    };
+    let mut out = parts[0].to_vec();
+    for param in &parts[1..] {
+        out.push(b';');
+        match param.iter().position(|b| *b == b'=') {
+            Some(eq) if needless_quotes(&param[eq + 1..]) => {
+                out.extend_from_slice(&param[..=eq]);
+                out.extend_from_slice(&param[eq + 2..param.len() - 1]);
+            }
+            _ => out.extend_from_slice(param),
+        }
+    }
+    out.push(b':');
+    if parts[0].eq_ignore_ascii_case(b"RRULE") || parts[0].eq_ignore_ascii_case(b"EXRULE") {
+        let mut rule: Vec<&[u8]> = value.split(|b| *b == b';').collect();
+        rule.sort();
+        out.extend_from_slice(&rule.join(&b';'));
+    } else {
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// A parameter value that is one quoted string with nothing inside that needs the quotes.
+fn needless_quotes(v: &[u8]) -> bool {
+    v.len() >= 2
+        && v[0] == b'"'
+        && v[v.len() - 1] == b'"'
+        && !v[1..v.len() - 1]
+            .iter()
+            .any(|b| matches!(b, b'"' | b':' | b';' | b','))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +279,30 @@ mod tests {
             let e = inspect(kind, text.as_bytes()).unwrap_err();
             assert!(e.contains(why), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn canonical_form_ignores_order_and_folding_but_not_content_or_nesting() {
+        let given = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:a\r\nSUMMARY:Wöchentlich\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT15M\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        // As Xandikos stores it: properties reordered, a line folded inside "ö".
+        let stored = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nSUMMARY:W\xc3\r\n \xb6chentlich\r\nUID:a\r\nBEGIN:VALARM\r\nTRIGGER:-PT15M\r\nACTION:DISPLAY\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        assert_eq!(canonical(given.as_bytes()), canonical(stored));
+        let edited = given.replace("Wöchentlich", "Monatlich");
+        assert_ne!(canonical(given.as_bytes()), canonical(edited.as_bytes()));
+        // The same lines, but the trigger moved from the alarm to the event.
+        let moved = given
+            .replace("TRIGGER:-PT15M\r\n", "")
+            .replace("UID:a\r\n", "UID:a\r\nTRIGGER:-PT15M\r\n");
+        assert_ne!(canonical(given.as_bytes()), canonical(moved.as_bytes()));
+        // Quotes without need and the order of a rule's parts are spelling, not content.
+        let rule = "BEGIN:VEVENT\r\nORGANIZER;CN=Anna Müller:mailto:a@x\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\nEND:VEVENT\r\n";
+        let respelled = "BEGIN:VEVENT\r\nORGANIZER;CN=\"Anna Müller\":mailto:a@x\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\nEND:VEVENT\r\n";
+        assert_eq!(canonical(rule.as_bytes()), canonical(respelled.as_bytes()));
+        // Quotes around a comma are content: one member, not two.
+        let one = "BEGIN:VEVENT\r\nATTENDEE;MEMBER=\"a,b\":mailto:a@x\r\nEND:VEVENT\r\n";
+        let two = "BEGIN:VEVENT\r\nATTENDEE;MEMBER=a,b:mailto:a@x\r\nEND:VEVENT\r\n";
+        assert_ne!(canonical(one.as_bytes()), canonical(two.as_bytes()));
+        let unbalanced = b"BEGIN:VCALENDAR\r\nUID:a\r\n";
+        assert_eq!(canonical(unbalanced), unbalanced.to_vec());
     }
 }

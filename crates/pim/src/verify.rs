@@ -1,6 +1,9 @@
 //! Re-reads both sides and compares: every source object must be on the target under its name
-//! with exactly the bytes the source serves (not a re-serialisation), and every collection with
-//! its display name, colour and description. Changes nothing.
+//! with exactly the bytes the source serves, and every collection with its display name, colour
+//! and description. A target that re-serialises what it stores (Xandikos reorders and refolds
+//! iCalendar lines) passes when its copy has the same canonical form (`object::canonical`: every
+//! property, parameter and value in its component); such objects are counted apart. Changes
+//! nothing.
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -9,6 +12,7 @@ use crate::collections::{self, child_url};
 use crate::dav::{Dav, DavError};
 use crate::kind::Kind;
 use crate::migrate::plan;
+use crate::object::canonical;
 use crate::report::for_terminal;
 
 #[derive(Debug, Serialize)]
@@ -24,6 +28,9 @@ pub struct VerifyReport {
     pub collections: u64,
     pub objects: u64,
     pub identical: u64,
+    /// Objects whose bytes the target re-serialised (property order, folding) with every
+    /// property, parameter and value kept.
+    pub same_content: u64,
     /// Objects on the target that the source does not have (not an error: the target may
     /// have had its own).
     pub only_on_target: u64,
@@ -37,8 +44,9 @@ impl VerifyReport {
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "{} collections, {} objects compared: {} identical, {} only on the target\n",
-            self.collections, self.objects, self.identical, self.only_on_target
+            "{} collections, {} objects compared: {} identical, {} re-serialised by the target \
+             with the same content, {} only on the target\n",
+            self.collections, self.objects, self.identical, self.same_content, self.only_on_target
         );
         for d in &self.differences {
             s += &format!(
@@ -48,8 +56,10 @@ impl VerifyReport {
                 for_terminal(&d.problem)
             );
         }
-        if self.ok() {
+        if self.ok() && self.same_content == 0 {
             s += "everything is on the target, byte for byte\n";
+        } else if self.ok() {
+            s += "everything is on the target (the re-serialised objects with every property)\n";
         }
         s
     }
@@ -122,7 +132,7 @@ pub async fn verify(
             sm.present.iter().map(|m| m.name.as_str()).collect();
         rep.only_on_target += on_target.difference(&on_source).count() as u64;
         rep.objects += sm.present.len() as u64;
-        let results: Vec<(String, Result<bool, String>)> = futures_util::stream::iter(&sm.present)
+        let results: Vec<(String, Result<Match, String>)> = futures_util::stream::iter(&sm.present)
             .map(|m| async {
                 let r = compare(
                     src,
@@ -140,10 +150,11 @@ pub async fn verify(
             .await;
         for (name, r) in results {
             match r {
-                Ok(true) => rep.identical += 1,
-                Ok(false) => rep.differences.push(diff(
+                Ok(Match::Identical) => rep.identical += 1,
+                Ok(Match::SameContent) => rep.same_content += 1,
+                Ok(Match::Differs) => rep.differences.push(diff(
                     &name,
-                    "the target's bytes differ from the source's".into(),
+                    "the target's copy differs from the source's".into(),
                 )),
                 Err(e) => rep.differences.push(diff(&name, e)),
             }
@@ -154,6 +165,12 @@ pub async fn verify(
     Ok(rep)
 }
 
+enum Match {
+    Identical,
+    SameContent,
+    Differs,
+}
+
 async fn compare(
     src: &Dav,
     dst: &Dav,
@@ -161,7 +178,7 @@ async fn compare(
     tcoll: &reqwest::Url,
     name: &str,
     listed_on_target: bool,
-) -> Result<bool, String> {
+) -> Result<Match, String> {
     if !listed_on_target {
         return Err("missing on the target".into());
     }
@@ -170,7 +187,9 @@ async fn compare(
     let (s, t) = tokio::join!(src.get(&su), dst.get(&tu));
     let (s, _) = s.map_err(|e| format!("reading the source: {e}"))?;
     match t {
-        Ok((t, _)) => Ok(s == t),
+        Ok((t, _)) if s == t => Ok(Match::Identical),
+        Ok((t, _)) if canonical(&s) == canonical(&t) => Ok(Match::SameContent),
+        Ok(_) => Ok(Match::Differs),
         Err(DavError::NotFound) => Err("missing on the target".into()),
         Err(e) => Err(format!("reading the target: {e}")),
     }

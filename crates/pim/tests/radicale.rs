@@ -12,40 +12,7 @@ const HOME: &str = "/alice/";
 /// A source home with a calendar, a task list and an address book, filled with the corpus.
 async fn seeded_source() -> Radicale {
     let src = Radicale::start();
-    let http = Http::default();
-    http.mkcalendar(
-        &src.http("/alice/work/"),
-        "Arbeit – Büro",
-        "#FF8800FF",
-        "Termine &amp; Treffen",
-        &["VEVENT"],
-    )
-    .await;
-    http.mkcalendar(
-        &src.http("/alice/tasks/"),
-        "Aufgaben",
-        "#00AA00FF",
-        "To-dos und Journal",
-        &["VTODO", "VJOURNAL"],
-    )
-    .await;
-    http.mkaddressbook(&src.http("/alice/people/"), "Kontakte", "Alle Leute")
-        .await;
-    for (name, body) in events() {
-        http.put(
-            &src.http(&format!("/alice/work/{}", name.replace('@', "%40"))),
-            &body,
-        )
-        .await;
-    }
-    for (name, body) in tasks() {
-        http.put(&src.http(&format!("/alice/tasks/{name}")), &body)
-            .await;
-    }
-    for (name, body) in contacts() {
-        http.put(&src.http(&format!("/alice/people/{name}")), &body)
-            .await;
-    }
+    seed_home(&src.http(HOME), &src.http(HOME)).await;
     src
 }
 

@@ -1,8 +1,8 @@
 //! Test kit: throwaway servers and helpers shared by the integration tests and the benchmarks.
 //!
-//! Each server runs the real program (Dovecot, Apache with mod_dav, wsgidav, Radicale) on free loopback
-//! ports with its own configuration in a temporary directory, and is stopped on drop. Nothing
-//! here knows about a particular binary: the helpers that run `tenantry-mail` or
+//! Each server runs the real program (Dovecot, Apache with mod_dav, wsgidav, Radicale, Xandikos)
+//! on free loopback ports with its own configuration in a temporary directory, and is stopped on
+//! drop. Nothing here knows about a particular binary: the helpers that run `tenantry-mail` or
 //! `tenantry-files` stay in the tests of those crates. Not for production use.
 //!
 //! With the `mail` feature, [`dovecot::Dovecot`] also opens IMAP sessions through the mail
@@ -30,6 +30,7 @@ pub mod radicale;
 pub mod tls;
 pub mod tree;
 pub mod wsgidav;
+pub mod xandikos;
 
 /// The basic-auth user of the WebDAV servers ([`apache::Apache`], [`wsgidav::WsgiDav`]).
 pub const USER: &str = "alice";

@@ -149,6 +149,7 @@ impl Http {
             .request(reqwest::Method::from_bytes(b"PROPFIND").unwrap(), url)
             .basic_auth(USER, Some(PASSWORD))
             .header("Depth", "0")
+            .header("Content-Type", "application/xml") // Xandikos refuses a body without it
             .body(body)
             .send()
             .await
@@ -160,6 +161,110 @@ impl Http {
         let re_end = t.find("</href>").unwrap_or(0);
         format!("{}{}", &t[..re_start], &t[re_end..])
     }
+}
+
+/// Fills a home with the corpus: calendar `work` (events), task list `tasks` (VTODO and
+/// VJOURNAL) below `cal_home`, address book `people` below `card_home` (both `http://…/`).
+pub async fn seed_home(cal_home: &str, card_home: &str) {
+    let http = Http::default();
+    http.mkcalendar(
+        &format!("{cal_home}work/"),
+        "Arbeit – Büro",
+        "#FF8800FF",
+        "Termine &amp; Treffen",
+        &["VEVENT"],
+    )
+    .await;
+    http.mkcalendar(
+        &format!("{cal_home}tasks/"),
+        "Aufgaben",
+        "#00AA00FF",
+        "To-dos und Journal",
+        &["VTODO", "VJOURNAL"],
+    )
+    .await;
+    http.mkaddressbook(&format!("{card_home}people/"), "Kontakte", "Alle Leute")
+        .await;
+    for (name, body) in events() {
+        let name = name.replace('@', "%40");
+        http.put(&format!("{cal_home}work/{name}"), &body).await;
+    }
+    for (name, body) in tasks() {
+        http.put(&format!("{cal_home}tasks/{name}"), &body).await;
+    }
+    for (name, body) in contacts() {
+        http.put(&format!("{card_home}people/{name}"), &body).await;
+    }
+}
+
+/// An iCalendar or vCard object with what a re-serialising server may change taken out: lines
+/// unfolded, each component's properties and subcomponents sorted, a line [`respelled`]. Every
+/// property with its parameters and value stays, in the component it belongs to.
+pub fn normalised(object: &[u8]) -> String {
+    // Unfolded as bytes: a fold may split a multi-byte character.
+    let mut unfolded = Vec::with_capacity(object.len());
+    let mut i = 0;
+    while i < object.len() {
+        if object[i..].starts_with(b"\r\n ") || object[i..].starts_with(b"\r\n\t") {
+            i += 3;
+        } else {
+            unfolded.push(object[i]);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8_lossy(&unfolded);
+    // A stack of open components: (BEGIN line, properties, rendered subcomponents).
+    let mut stack: Vec<(String, Vec<String>, Vec<String>)> = vec![(String::new(), vec![], vec![])];
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("BEGIN:") {
+            stack.push((line.to_string(), vec![], vec![]));
+        } else if line.starts_with("END:") && stack.len() > 1 {
+            let (begin, mut props, mut subs) = stack.pop().unwrap();
+            props.sort();
+            subs.sort();
+            let rendered = format!("{begin}\n{}{}{line}\n", props.join(""), subs.join(""));
+            stack.last_mut().unwrap().2.push(rendered);
+        } else {
+            stack
+                .last_mut()
+                .unwrap()
+                .1
+                .push(format!("{}\n", respelled(line)));
+        }
+    }
+    let (_, props, subs) = stack.pop().unwrap();
+    props.concat() + &subs.concat()
+}
+
+/// What Xandikos changes inside a line, undone: `CN="Anna Müller"` (quotes a parameter value
+/// with a space) and the order of an RRULE's parts (it writes `BYDAY` before `BYMONTH`).
+fn respelled(line: &str) -> String {
+    if let Some(rule) = line.strip_prefix("RRULE:") {
+        let mut parts: Vec<&str> = rule.split(';').collect();
+        parts.sort();
+        return format!("RRULE:{}", parts.join(";"));
+    }
+    unquoted(line)
+}
+
+/// `;NAME="value"` → `;NAME=value` when the value holds no `:`, `;` or `,`.
+fn unquoted(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("=\"") {
+        let Some(len) = rest[i + 2..].find('"') else {
+            break;
+        };
+        let inner = &rest[i + 2..i + 2 + len];
+        out.push_str(&rest[..=i]);
+        if inner.contains([':', ';', ',']) {
+            out.push_str(&format!("\"{inner}\""));
+        } else {
+            out.push_str(inner);
+        }
+        rest = &rest[i + 3 + len..];
+    }
+    out + rest
 }
 
 const BERLIN: &str = "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:DAYLIGHT\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nTZNAME:CEST\r\nDTSTART:19700329T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\nEND:DAYLIGHT\r\nBEGIN:STANDARD\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nTZNAME:CET\r\nDTSTART:19701025T030000\r\nRRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n";
