@@ -130,8 +130,10 @@ pub trait DataEngines: Send + Sync + 'static {
     ) -> Result<bool, String> {
         Err(NO_PIM.into())
     }
-    /// Copies a user's calendars (or address books) home to home; `state` as for a mailbox.
-    /// A user without a home on the source is a result (with a `notice`), not an error.
+    /// Copies a user's calendars (or address books) home to home; `state` and `restored` as
+    /// for a mailbox. A user without a home on the source is a result (with a `notice`), not
+    /// an error.
+    #[allow(clippy::too_many_arguments)]
     async fn migrate_home(
         &self,
         _kind: PimKind,
@@ -140,6 +142,7 @@ pub trait DataEngines: Send + Sync + 'static {
         _target: &DavAccess,
         _target_user: &str,
         _state: &Path,
+        _restored: bool,
     ) -> Result<serde_json::Value, EngineError> {
         Err(EngineError::Permanent(NO_PIM.into()))
     }

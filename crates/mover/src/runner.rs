@@ -603,11 +603,13 @@ impl Runner {
                 .join(format!("{name}.sqlite")),
         };
         let engines = &self.mover.engines;
-        // The engine is safe with an older state as is: an object copied after the snapshot
-        // meets its own copy (same name, same UID) and is taken as done.
+        // A restored state may be older than the target: the engine then takes an object it
+        // created or updated after the snapshot (the source's bytes already there) as done.
         let result = self
-            .with_saved_state(record, &slot, |_restored| {
-                engines.migrate_home(kind, &src, source_upn, &dst, target_upn, &slot.path)
+            .with_saved_state(record, &slot, |restored| {
+                engines.migrate_home(
+                    kind, &src, source_upn, &dst, target_upn, &slot.path, restored,
+                )
             })
             .await?;
         Ok(json!({kind.name(): source_upn, "result": result}))

@@ -147,6 +147,8 @@ async fn run_migrate(kind: Kind, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
         state_path: state_file(&a.state_dir, kind, &sn, &tn),
         progress: !a.pair.json || std::io::stderr().is_terminal(),
+        // The CLI's state file is its own last run's: a changed ETag is a change on the target.
+        state_restored: false,
     };
     let report = migrate(kind, &s, &t, &sn, &tn, &opts).await?;
     if a.pair.json {

@@ -163,7 +163,8 @@ fn no_source_home(kind: Kind, source: &ServiceLogin, user: &str) -> String {
 }
 
 /// Copies every collection of the kind from the source user's home into the target user's,
-/// incrementally through the state store at `state_path`.
+/// incrementally through the state store at `state_path`; `state_restored` when that store was
+/// put back from a snapshot and may be older than the target (`Options::state_restored`).
 pub async fn migrate_home(
     kind: Kind,
     source: &ServiceLogin,
@@ -171,6 +172,7 @@ pub async fn migrate_home(
     target: &ServiceLogin,
     target_user: &str,
     state_path: &Path,
+    state_restored: bool,
 ) -> anyhow::Result<HomeRun> {
     let Some((src, dst)) = homes(kind, source, source_user, target, target_user).await? else {
         return Ok(HomeRun::NoSourceHome {
@@ -184,6 +186,7 @@ pub async fn migrate_home(
         dry_run: false,
         state_path: state_path.to_path_buf(),
         progress: false,
+        state_restored,
     };
     let report = migrate(kind, &src, &dst, &source_home, &target_home, &options).await?;
     Ok(HomeRun::Migrated {

@@ -6,7 +6,9 @@
 //! after the target acknowledged it; a re-run whose PUT meets a 412 looks at what the target
 //! holds under that name, and takes it as ours when its UID is the source object's UID (then
 //! brings its bytes in line). An update is PUT with `If-Match` on the ETag we recorded, so an
-//! object changed on the target since is reported, not overwritten.
+//! object changed on the target since is reported, not overwritten, unless the state was
+//! restored from a snapshot (`Options::state_restored`) and the target already holds the
+//! source's exact bytes: a later run's copy, whose record the snapshot missed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -35,6 +37,9 @@ pub struct Options {
     pub dry_run: bool,
     pub state_path: PathBuf,
     pub progress: bool,
+    /// The state store was put back from a snapshot (a move's worker died), so the target may
+    /// hold newer copies than it records. Off for the CLI: its state file is the last run's.
+    pub state_restored: bool,
 }
 
 /// A source collection and where it goes.
@@ -133,6 +138,7 @@ struct Run<'a> {
     target_collections: &'a [Collection],
     target_uids: OnceCell<UidIndex>,
     notes: Mutex<Vec<String>>,
+    state_restored: bool,
 }
 
 /// What happened to one object.
@@ -178,6 +184,7 @@ pub async fn migrate(
         target_collections: &plan.target_collections,
         target_uids: OnceCell::new(),
         notes: Mutex::new(Vec::new()),
+        state_restored: opts.state_restored,
     };
     let _guard = opts.progress.then(|| run.progress.spawn());
     for pair in &plan.pairs {
@@ -565,11 +572,16 @@ impl Run<'_> {
                 }
             }
             Err(e @ DavError::Refused { status: 412, .. }) => {
-                return Ok(fail(
-                    uid,
-                    e.status(),
-                    "changed on the target since it was copied: not overwritten".into(),
-                ))
+                match self.own_later_copy(&target_url, &bytes).await {
+                    Some(etag) => (etag, true),
+                    None => {
+                        return Ok(fail(
+                            uid,
+                            e.status(),
+                            "changed on the target since it was copied: not overwritten".into(),
+                        ))
+                    }
+                }
             }
             Err(e) => {
                 let mut why = format!("the target refused it: {e}");
@@ -612,6 +624,21 @@ impl Run<'_> {
                         .into(),
             }),
         })
+    }
+
+    /// An update's `If-Match` failed. With a restored state the change on the target may be our
+    /// own: a run after the snapshot copied this very version and died before the next
+    /// snapshot. Then the target holds the source's bytes exactly, and its ETag (`Some`) is
+    /// recorded; other bytes may be someone's edit and stay reported. The run's own state knows
+    /// every ETag it caused, so without a restore a 412 is always someone else's change.
+    async fn own_later_copy(&self, url: &Url, bytes: &Bytes) -> Option<Option<String>> {
+        if !self.state_restored {
+            return None;
+        }
+        match self.dst.get(url).await {
+            Ok((there, etag)) if there == *bytes => Some(etag),
+            _ => None,
+        }
     }
 
     /// A create met something under the object's name (a killed run wrote it, or the target had

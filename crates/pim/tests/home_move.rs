@@ -56,7 +56,7 @@ async fn a_service_login_moves_another_users_home() {
     let (s, t) = (service(&src, PASSWORD), service(&dst, PASSWORD));
     probe(Kind::Calendars, &s).await.unwrap();
 
-    let run = migrate_home(Kind::Calendars, &s, "alice", &t, "carol", &state)
+    let run = migrate_home(Kind::Calendars, &s, "alice", &t, "carol", &state, false)
         .await
         .unwrap();
     let HomeRun::Migrated {
@@ -83,7 +83,7 @@ async fn a_service_login_moves_another_users_home() {
         .unwrap();
     assert!(copy.contains("UID:standup@example.org"), "{copy}");
     // A re-run copies nothing; verification finds the object identical.
-    let again = migrate_home(Kind::Calendars, &s, "alice", &t, "carol", &state)
+    let again = migrate_home(Kind::Calendars, &s, "alice", &t, "carol", &state, false)
         .await
         .unwrap();
     let HomeRun::Migrated { report, .. } = again else {
@@ -99,7 +99,7 @@ async fn a_service_login_moves_another_users_home() {
     assert!(v.ok() && v.identical == 1, "{v:?}");
 
     // No home on the source: an outcome with a notice, not an error.
-    let none = migrate_home(Kind::Calendars, &s, "bob", &t, "carol", &state)
+    let none = migrate_home(Kind::Calendars, &s, "bob", &t, "carol", &state, false)
         .await
         .unwrap();
     let HomeRun::NoSourceHome { notice } = none else {
@@ -110,13 +110,13 @@ async fn a_service_login_moves_another_users_home() {
         "{notice}"
     );
     // No home on the target yet: its own error, which a move waits on.
-    let e = migrate_home(Kind::Calendars, &s, "alice", &t, "dave", &state)
+    let e = migrate_home(Kind::Calendars, &s, "alice", &t, "dave", &state, false)
         .await
         .unwrap_err();
     assert!(e.chain().any(|c| c.is::<NoTargetHome>()), "{e:#}");
     // A refused service login: the server's 401 in the chain, no password in the message.
     let wrong = service(&dst, "not-the-password");
-    let e = migrate_home(Kind::Calendars, &s, "alice", &wrong, "carol", &state)
+    let e = migrate_home(Kind::Calendars, &s, "alice", &wrong, "carol", &state, false)
         .await
         .unwrap_err();
     assert!(
@@ -128,6 +128,136 @@ async fn a_service_login_moves_another_users_home() {
     );
     assert!(!format!("{e:#}").contains("not-the-password"));
     assert!(probe(Kind::Calendars, &wrong).await.is_err());
+}
+
+async fn get(url: &str, user: &str) -> Vec<u8> {
+    let r = reqwest::Client::new()
+        .get(url)
+        .basic_auth(user, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {url}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// The standup event with another summary.
+fn standup(summary: &str) -> String {
+    EVENT.replace("SUMMARY:Stand-up", &format!("SUMMARY:{summary}"))
+}
+
+/// One run of alice's calendars into carol's on `state`; the report.
+async fn run_home(
+    s: &ServiceLogin,
+    t: &ServiceLogin,
+    state: &std::path::Path,
+    restored: bool,
+) -> tenantry_pim::report::MigrationReport {
+    let run = migrate_home(Kind::Calendars, s, "alice", t, "carol", state, restored)
+        .await
+        .unwrap();
+    let HomeRun::Migrated { report, .. } = run else {
+        panic!("{run:?}")
+    };
+    *report
+}
+
+/// A move's worker dies after copying an update and a deletion but before its state was saved;
+/// the next worker restores the older snapshot. The target then holds newer copies than the
+/// state records: with `restored`, an object whose target bytes are the source's is taken as
+/// done (without it, the stale `If-Match` is a 412 "changed on the target" on every attempt),
+/// and a deletion already carried out is done. A real edit on the target is still reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_older_state_takes_the_targets_newer_copies_as_done() {
+    let src = Radicale::start_for_users(&["alice"]);
+    let dst = Radicale::start_for_users(&["carol"]);
+    let (event, gone) = ("/alice/work/standup.ics", "/alice/work/review.ics");
+    let target_event = dst.http("/carol/work/standup.ics");
+    assert_eq!(
+        send("MKCALENDAR", &src.http("/alice/work/"), "alice", "").await,
+        201
+    );
+    assert_eq!(send("PUT", &src.http(event), "alice", EVENT).await, 201);
+    let review = EVENT
+        .replace("standup@example.org", "review@example.org")
+        .replace("Stand-up", "Review");
+    assert_eq!(send("PUT", &src.http(gone), "alice", &review).await, 201);
+    assert_eq!(
+        send("PROPFIND", &dst.http("/carol/"), "carol", "").await,
+        207
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("calendars.sqlite");
+    let (s, t) = (service(&src, PASSWORD), service(&dst, PASSWORD));
+
+    let first = run_home(&s, &t, &state, false).await;
+    assert_eq!((first.copied, first.failures.len()), (2, 0), "{first:?}");
+    // The snapshot: the store is closed after a run (no WAL left beside it).
+    assert!(!dir.path().join("calendars.sqlite-wal").exists());
+    let snapshot = dir.path().join("snapshot.sqlite");
+    std::fs::copy(&state, &snapshot).unwrap();
+
+    // After the snapshot: the event changes and the review is deleted on the source, and a run
+    // carries both to the target (new target ETag) before its worker dies.
+    let later = send("PUT", &src.http(event), "alice", &standup("Stand-up later")).await;
+    assert!(matches!(later, 201 | 204), "{later}");
+    let deleted = send("DELETE", &src.http(gone), "alice", "").await;
+    assert!(matches!(deleted, 200 | 204), "{deleted}");
+    let second = run_home(&s, &t, &state, false).await;
+    assert_eq!(
+        (second.copied, second.deleted, second.failures.len()),
+        (1, 1, 0),
+        "{second:?}"
+    );
+
+    // The older state without the flag: the stale If-Match is refused, the step never ends.
+    let stale = dir.path().join("stale.sqlite");
+    std::fs::copy(&snapshot, &stale).unwrap();
+    let unflagged = run_home(&s, &t, &stale, false).await;
+    assert!(!unflagged.ok(), "{unflagged:?}");
+    assert!(
+        unflagged.failures.iter().any(|f| f.object == "standup.ics"
+            && f.status == Some(412)
+            && f.error
+                .contains("changed on the target since it was copied")),
+        "{unflagged:?}"
+    );
+
+    // Restored: the target's copy is the source's version, taken as done; the deletion too.
+    let restored = dir.path().join("restored.sqlite");
+    std::fs::copy(&snapshot, &restored).unwrap();
+    let report = run_home(&s, &t, &restored, true).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        (report.copied, report.reconciled, report.deleted),
+        (0, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        get(&src.http(event), "alice").await,
+        get(&target_event, "carol").await
+    );
+    // The state now records the target's current ETag: a plain re-run has nothing to do.
+    let again = run_home(&s, &t, &restored, false).await;
+    assert!(again.ok(), "{again:?}");
+    assert_eq!((again.copied, again.reconciled), (0, 0), "{again:?}");
+
+    // A real edit on the target is not the source's bytes: still reported, and kept.
+    let edit = standup("Carol's own edit");
+    let edited = send("PUT", &target_event, "carol", &edit).await;
+    assert!(matches!(edited, 201 | 204), "{edited}");
+    let moved = send("PUT", &src.http(event), "alice", &standup("Stand-up moved")).await;
+    assert!(matches!(moved, 201 | 204), "{moved}");
+    let conflict = run_home(&s, &t, &restored, true).await;
+    assert!(
+        conflict
+            .failures
+            .iter()
+            .any(|f| f.object == "standup.ics" && f.status == Some(412)),
+        "{conflict:?}"
+    );
+    let kept = String::from_utf8(get(&target_event, "carol").await).unwrap();
+    assert!(kept.contains("Carol's own edit"), "{kept}");
 }
 
 /// A SabreDAV-shaped server (Nextcloud, Baïkal): principals of users under

@@ -498,8 +498,18 @@ impl DataEngines for Engines {
         target: &DavAccess,
         target_user: &str,
         state: &Path,
+        restored: bool,
     ) -> Result<Value, EngineError> {
-        crate::pim_engine::migrate(kind, source, source_user, target, target_user, state).await
+        crate::pim_engine::migrate(
+            kind,
+            source,
+            source_user,
+            target,
+            target_user,
+            state,
+            restored,
+        )
+        .await
     }
 
     async fn verify_home(

@@ -96,12 +96,22 @@ pub async fn migrate(
     target: &DavAccess,
     target_user: &str,
     state: &Path,
+    restored: bool,
 ) -> Result<Value, EngineError> {
     let (src, dst) = (login(source), login(target));
     let (source_name, target_name) = (source_user.to_string(), target_user.to_string());
     let state = state.to_path_buf();
     let run = off_the_runtime(move || async move {
-        home_move::migrate_home(kind(pim), &src, &source_name, &dst, &target_name, &state).await
+        home_move::migrate_home(
+            kind(pim),
+            &src,
+            &source_name,
+            &dst,
+            &target_name,
+            &state,
+            restored,
+        )
+        .await
     })
     .await?
     .map_err(|e| engine_error(&e))?;
