@@ -1,7 +1,7 @@
 //! SharePoint / OneDrive naming and size rules, checked before anything moves. Pure: no I/O.
 //!
 //! Sources: Microsoft's "Restrictions and limitations in OneDrive and SharePoint" and the
-//! Migration Manager limits (see `/work/shared/research/m365-licensing-and-files.md`, Part B).
+//! Migration Manager limits (see the shared research notes, m365-licensing-and-files.md, Part B).
 
 use std::collections::{HashMap, HashSet};
 
