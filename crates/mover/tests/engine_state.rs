@@ -2,14 +2,11 @@
 //! file is restored on another machine when it has none or an older one, never over a current
 //! one, and only the worker holding the step's lease saves.
 
-use std::path::Path;
-use tenantry_app::{Caller, Ledger};
-use tenantry_ledger::Timestamp;
-use tenantry_mover::engine_state::{restore, save, StateSlot};
-use tenantry_moves::model::{MovePath, MoveSpec};
-use tenantry_store::moves::NewStep;
+mod support;
 
-const NOW: Timestamp = Timestamp(1_800_000_000);
+use std::path::Path;
+use support::{claimed_step, NOW};
+use tenantry_mover::engine_state::{restore, save, StateSlot};
 
 /// An engine's state file with the rows `rows` (what an engine would have written so far).
 fn write_state(path: &Path, rows: &[&str]) {
@@ -35,46 +32,7 @@ fn rows(path: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let ledger = Ledger::new(tenantry_store::open(&url).await.unwrap());
-    let caller = Caller::system("test");
-    let mut tenants = Vec::new();
-    for name in ["a", "b"] {
-        let domain = format!("{name}.onmicrosoft.com");
-        tenants.push(
-            ledger
-                .create_tenant(&caller, name, &domain, NOW)
-                .await
-                .unwrap(),
-        );
-    }
-    let spec = MoveSpec {
-        source_tenant_id: tenants[0].id,
-        target_tenant_id: tenants[1].id,
-        path: MovePath::RetireSource,
-        users: vec![],
-        domain_rewrite: None,
-        allow_purchase: true,
-        source_mail: None,
-        target_mail: None,
-        libraries: vec![],
-        source_graph: None,
-        target_graph: None,
-        pim: Default::default(),
-    };
-    let id = ledger.create_move(spec, "op".into(), NOW).await.unwrap().id;
-    let step = vec![NewStep {
-        key: "mailbox:a".to_string(),
-        step: serde_json::json!({"kind": "report"}),
-        depends_on: vec![],
-        servers: vec![],
-    }];
-    ledger.start_run(id, step, "op".into(), NOW).await.unwrap();
-    let step = ledger
-        .claim_step("w".into(), NOW, 60, 4)
-        .await
-        .unwrap()
-        .unwrap();
+    let (ledger, id, step_key) = claimed_step(&dir).await;
     let slot = |machine: &str| StateSlot {
         move_id: id,
         key: "mail/a".into(),
@@ -87,7 +45,7 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
         "nothing saved yet"
     );
     write_state(&first.path, &["one"]);
-    assert!(save(&ledger, &first, &step.key, "w", NOW).await.unwrap());
+    assert!(save(&ledger, &first, &step_key, "w", NOW).await.unwrap());
     // The second machine has no file: the saved one is put in place.
     assert!(restore(&ledger, &second).await.unwrap());
     assert_eq!(rows(&second.path), ["one"]);
@@ -98,7 +56,7 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
 
     // The first machine gets further and saves again: the second one's copy is older.
     write_state(&first.path, &["two"]);
-    assert!(save(&ledger, &first, &step.key, "w", NOW).await.unwrap());
+    assert!(save(&ledger, &first, &step_key, "w", NOW).await.unwrap());
     assert!(restore(&ledger, &second).await.unwrap());
     assert_eq!(rows(&second.path), ["one", "two"]);
     // The first machine's own file is what was saved (or newer): kept.
@@ -114,7 +72,7 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
     assert_eq!(rows(&third.path), ["one", "two"]);
 
     // A worker that does not hold the step saves nothing.
-    assert!(!save(&ledger, &first, &step.key, "other", NOW)
+    assert!(!save(&ledger, &first, &step_key, "other", NOW)
         .await
         .unwrap());
     let stored = ledger
