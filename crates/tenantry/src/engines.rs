@@ -4,6 +4,9 @@
 //! (`sharepoint://`, `onedrive://`, `exchange://`) are in [`graph`].
 
 mod graph;
+mod off_runtime;
+
+pub(crate) use off_runtime::off_the_runtime;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -427,11 +430,8 @@ impl DataEngines for Engines {
         };
         let counted = options.counters.clone().expect("set above");
         let (source_name, target_name) = (source.location.clone(), target.location.clone());
-        // The engine's future is not `Send` (a borrow inside its transfer stream), so it runs on
-        // a blocking thread that drives it to completion on the same runtime.
-        let runtime = tokio::runtime::Handle::current();
-        let migration = tokio::task::spawn_blocking(move || {
-            runtime.block_on(migrate(src, dst, &source_name, &target_name, &options))
+        let migration = off_the_runtime(move || async move {
+            migrate(src, dst, &source_name, &target_name, &options).await
         });
         let report = relay(migration, &sink, || {
             let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
@@ -441,7 +441,7 @@ impl DataEngines for Engines {
             )
         })
         .await
-        .map_err(|e| EngineError::Transient(format!("library migration stopped: {e}")))?
+        .map_err(|e| EngineError::Transient(format!("library migration: {e}")))?
         .map_err(|e| files_error(&e))?;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.failures.is_empty() {

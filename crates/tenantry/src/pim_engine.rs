@@ -62,19 +62,16 @@ pub fn engine_error(e: &anyhow::Error) -> EngineError {
     }
 }
 
-/// Runs an engine future that is not `Send` (borrows inside its object streams) to completion
-/// on a blocking thread of the same runtime, as the files engine's migration runs.
+/// The calendar engine on its blocking thread, stopped with its step.
 async fn off_the_runtime<T, F, Fut>(work: F) -> Result<T, EngineError>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    let runtime = tokio::runtime::Handle::current();
-    // The future is built on the blocking thread: only its inputs cross threads.
-    tokio::task::spawn_blocking(move || runtime.block_on(work()))
+    crate::engines::off_the_runtime(work)
         .await
-        .map_err(|e| EngineError::Transient(format!("the calendar engine stopped: {e}")))
+        .map_err(|e| EngineError::Transient(format!("the calendar engine: {e}")))
 }
 
 pub async fn probe(pim: PimKind, server: &DavAccess) -> Result<(), String> {
