@@ -15,7 +15,7 @@ use tenantry_ledger::subscription::Subscription;
 use tenantry_ledger::{SubscriptionId, TenantId};
 use tenantry_store::{AuditFilter, PageRequest};
 
-const SUBSCRIBED_SKU_PROPERTIES: &[&str] = &[
+pub(super) const SUBSCRIBED_SKU_PROPERTIES: &[&str] = &[
     "id",
     "accountId",
     "appliesTo",
@@ -27,7 +27,7 @@ const SUBSCRIBED_SKU_PROPERTIES: &[&str] = &[
     "skuPartNumber",
     "subscriptionIds",
 ];
-const SUBSCRIPTION_PROPERTIES: &[&str] = &[
+pub(super) const SUBSCRIPTION_PROPERTIES: &[&str] = &[
     "id",
     "commerceSubscriptionId",
     "createdDateTime",
@@ -42,7 +42,7 @@ const SUBSCRIPTION_PROPERTIES: &[&str] = &[
     "status",
     "totalLicenses",
 ];
-const ORGANIZATION_PROPERTIES: &[&str] = &[
+pub(super) const ORGANIZATION_PROPERTIES: &[&str] = &[
     "id",
     "displayName",
     "createdDateTime",

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod dto;
 pub mod envelope;
 pub mod odata;
+pub mod openapi;
 pub mod token;
 pub mod users;
 
@@ -262,6 +263,10 @@ pub fn routes(app: AppState) -> Router<AppState> {
         ));
     Router::new()
         .nest("/v1.0", v1)
+        .route(
+            "/openapi/graph.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue))
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
