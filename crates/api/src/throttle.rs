@@ -7,19 +7,32 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failures an address may make in a burst.
 const BURST: f64 = 10.0;
-/// Failures given back per second.
-const REFILL_PER_SEC: f64 = 1.0;
+/// Failures given back per minute unless configured (`serve --auth-failures-per-minute`).
+pub const DEFAULT_REFILL_PER_MINUTE: u32 = 60;
 /// Addresses remembered at most; above it, buckets that have refilled are forgotten first.
 const MAX_ADDRESSES: usize = 100_000;
 
-#[derive(Default)]
 pub struct FailureLimiter {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Failures given back per second, as `f64` bits (set once at start-up).
+    refill_per_sec: AtomicU64,
+}
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        let limiter = FailureLimiter {
+            buckets: Mutex::new(HashMap::new()),
+            refill_per_sec: AtomicU64::new(0),
+        };
+        limiter.configure(DEFAULT_REFILL_PER_MINUTE);
+        limiter
+    }
 }
 
 struct Bucket {
@@ -28,8 +41,8 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn refill(&mut self, now: Instant) {
-        let earned = now.duration_since(self.at).as_secs_f64() * REFILL_PER_SEC;
+    fn refill(&mut self, now: Instant, per_sec: f64) {
+        let earned = now.duration_since(self.at).as_secs_f64() * per_sec;
         self.tokens = (self.tokens + earned).min(BURST);
         self.at = now;
     }
@@ -49,23 +62,34 @@ fn key(ip: IpAddr) -> IpAddr {
 }
 
 impl FailureLimiter {
+    /// Sets how many failures an address gets back per minute once its burst is spent.
+    pub fn configure(&self, refill_per_minute: u32) {
+        let per_sec = f64::from(refill_per_minute.max(1)) / 60.0;
+        self.refill_per_sec
+            .store(per_sec.to_bits(), Ordering::Relaxed);
+    }
+
+    fn per_sec(&self) -> f64 {
+        f64::from_bits(self.refill_per_sec.load(Ordering::Relaxed))
+    }
+
     /// How long `ip` must wait before its next attempt, if it has used up its failures.
     pub fn wait(&self, ip: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets.get_mut(&key(ip))?;
-        bucket.refill(now);
-        (bucket.tokens < 1.0)
-            .then(|| Duration::from_secs_f64((1.0 - bucket.tokens) / REFILL_PER_SEC))
+        let per_sec = self.per_sec();
+        bucket.refill(now, per_sec);
+        (bucket.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
     }
 
     /// Takes one failure from `ip`'s bucket.
     pub fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
+        let (now, per_sec) = (Instant::now(), self.per_sec());
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_ADDRESSES {
             buckets.retain(|_, b| {
-                b.refill(now);
+                b.refill(now, per_sec);
                 b.tokens < BURST
             });
         }
@@ -73,7 +97,7 @@ impl FailureLimiter {
             tokens: BURST,
             at: now,
         });
-        bucket.refill(now);
+        bucket.refill(now, per_sec);
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
     }
 }

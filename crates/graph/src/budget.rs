@@ -178,8 +178,9 @@ mod tests {
     #[tokio::test]
     async fn a_throttle_pauses_everyone_and_restarts_from_one() {
         let b = Budget::new(8);
-        b.throttled(Duration::from_millis(300));
+        // Read before the throttle: the pause counts from it, never before.
         let started = Instant::now();
+        b.throttled(Duration::from_millis(300));
         let p1 = b.acquire().await;
         assert!(started.elapsed() >= Duration::from_millis(250));
         // The window is one until a success widens it: a second request waits.

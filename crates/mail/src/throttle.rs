@@ -110,8 +110,9 @@ mod tests {
     async fn one_refusal_holds_every_connection_of_the_mailbox() {
         let gate = Throttle::default();
         let other = gate.clone();
-        gate.note("NO Request is throttled. Suggested Backoff Time: 200 milliseconds");
+        // Read before the note: the backoff counts from the note, never before it.
         let t0 = Instant::now();
+        gate.note("NO Request is throttled. Suggested Backoff Time: 200 milliseconds");
         other.wait().await;
         assert!(t0.elapsed() >= Duration::from_millis(200));
         assert_eq!(other.throttled(), 1);

@@ -125,7 +125,9 @@ async fn exchange_imap_throttled_tokens_renewed_flags_names_and_append_limit() {
         c.throttle_every = 4;
         c.throttle_at_most = 3;
         c.backoff = Duration::from_millis(1200);
-        c.grace = Duration::from_millis(300);
+        // Half the backoff: room for a command already in flight on a loaded machine, while
+        // one sent inside the backoff is still caught.
+        c.grace = Duration::from_millis(600);
         c.drop_after = 1;
         // And one connection cut right after an APPEND went through (stored, unanswered).
         c.cut_after_append = Some(10);

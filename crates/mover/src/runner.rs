@@ -795,15 +795,11 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn system_clock() -> Clock {
-        Arc::new(|| {
-            Timestamp(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs() as i64,
-            )
-        })
+    /// Whole seconds counted from the test's own start, so that the keeper's second-granular
+    /// checks do not depend on where in a wall-clock second the test began.
+    fn test_clock() -> Clock {
+        let started = std::time::Instant::now();
+        Arc::new(move || Timestamp(1_000 + started.elapsed().as_secs() as i64))
     }
 
     /// A step that would run for a minute; how long it actually ran.
@@ -822,7 +818,7 @@ mod tests {
         };
         let keeper = tokio::spawn(keep_lease(
             renew,
-            system_clock(),
+            test_clock(),
             3,
             step.abort_handle(),
             "mailbox:a".into(),

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// with it. Unset, they follow the request's `Host` and `X-Forwarded-Proto`.
     #[arg(long, value_name = "URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    /// Failed authentications (bad tokens, wrong client secrets, failed sign-ins) one client
+    /// address is given back per minute, once it has spent its burst of 10; until then every
+    /// attempt from it waits (429). Lower it where guessing is a concern.
+    #[arg(long, default_value_t = tenantry_api::throttle::DEFAULT_REFILL_PER_MINUTE,
+          value_parser = clap::value_parser!(u32).range(1..=6000))]
+    pub auth_failures_per_minute: u32,
     /// The window of `--graph-budget`, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub graph_budget_window: u64,
@@ -186,6 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.public_url {
         app.graph.set_public_url(url);
     }
+    app.auth_failures.configure(args.auth_failures_per_minute);
     app.graph.budget.configure(
         args.graph_budget,
         Duration::from_secs(args.graph_budget_window),

@@ -281,7 +281,11 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     // Still waiting a while later (past a look at subscribedSkus), attempts not used up.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let r = report(&mover, &id).await;
-    assert_eq!(step_state(&r, &seats_key), "Pending", "{r}");
+    // Pending between looks; Running while the runner looks at subscribedSkus again.
+    assert!(
+        ["Pending", "Running"].contains(&step_state(&r, &seats_key).as_str()),
+        "{r}"
+    );
 
     // The administrator buys the seat; the run sees it in subscribedSkus by itself.
     target_server
