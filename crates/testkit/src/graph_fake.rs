@@ -104,6 +104,8 @@ pub struct FakeStats {
     /// a client retrying hard instead of waiting.
     pub ignored_retry_after: u64,
     pub tokens_issued: u64,
+    /// Of those, tokens issued for a certificate's signed assertion (not a secret).
+    pub tokens_for_assertions: u64,
     /// The scopes tokens were issued for (`{resource}/.default`), each once.
     pub token_scopes: Vec<String>,
     /// Requests refused for a missing, unknown or expired token.
@@ -963,6 +965,7 @@ fn token(w: &mut World, path: &str, method: &Method, body: &[u8]) -> Response {
             if let Err((code, desc)) = w.certificates.verify(jwt, CLIENT_ID, &audience, now) {
                 return oauth_err(StatusCode::UNAUTHORIZED, code, &desc);
             }
+            w.stats.tokens_for_assertions += 1;
         }
         (secret, None) => {
             if secret.map(String::as_str) != Some(CLIENT_SECRET) {
