@@ -618,6 +618,10 @@ fn a_certificate_instead_of_a_secret_migrates_to_sharepoint() {
     let out = with_cert(&mixed, &["check", &lib]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("does not belong to the certificate"), "{err}");
+    assert_eq!(
+        err.matches("does not belong to the certificate").count(),
+        1,
+        "said once: {err}"
+    );
     assert_eq!(fake.stats().tokens_issued, before);
 }

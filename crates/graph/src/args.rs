@@ -90,20 +90,22 @@ pub struct CredentialOptions<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("reading client secret file {path}: {source}")]
+    // `reason`, not `source`: the message shows it once (a `source` would be shown again by
+    // anyhow's chain).
+    #[error("reading client secret file {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("reading client certificate file {path}: {source}")]
+    #[error("reading client certificate file {path}: {reason}")]
     ReadCertificate {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("client certificate file {path}: {source}")]
+    #[error("client certificate file {path}: {reason}")]
     Certificate {
         path: PathBuf,
-        source: CertificateError,
+        reason: CertificateError,
     },
     #[error(
         "no client secret or certificate: give --client-secret-file or --client-certificate \
@@ -197,21 +199,21 @@ impl SideCredentials<'_> {
 }
 
 fn read_secret(f: &Path) -> Result<ClientSecret, CredentialError> {
-    let s = std::fs::read_to_string(f).map_err(|source| CredentialError::Read {
+    let s = std::fs::read_to_string(f).map_err(|reason| CredentialError::Read {
         path: f.to_path_buf(),
-        source,
+        reason,
     })?;
     Ok(ClientSecret::new(s.trim_end_matches(['\r', '\n'])))
 }
 
 fn read_certificate(f: &Path) -> Result<ClientCertificate, CredentialError> {
-    let pem = std::fs::read(f).map_err(|source| CredentialError::ReadCertificate {
+    let pem = std::fs::read(f).map_err(|reason| CredentialError::ReadCertificate {
         path: f.to_path_buf(),
-        source,
+        reason,
     })?;
-    ClientCertificate::from_pem(&pem).map_err(|source| CredentialError::Certificate {
+    ClientCertificate::from_pem(&pem).map_err(|reason| CredentialError::Certificate {
         path: f.to_path_buf(),
-        source,
+        reason,
     })
 }
 
