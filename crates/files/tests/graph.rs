@@ -509,3 +509,119 @@ fn the_path_limit_counts_the_site_library_and_folder() {
     assert_eq!(finding["problems"][0]["chars"], 351 + 52, "{rep:#}");
     assert_eq!(rep["copied_files"], 0);
 }
+
+/// The app's certificate instead of a secret (`--client-certificate`: one PEM file with the
+/// certificate and its key); the fake verifies the signed assertion as Entra ID does.
+#[test]
+fn a_certificate_instead_of_a_secret_migrates_to_sharepoint() {
+    use tenantry_testkit::tls::app_certificate;
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = app_certificate(tmp.path(), "app");
+    let stranger = app_certificate(tmp.path(), "stranger");
+    fake.register_certificate(&cert.certificate_pem);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/report.txt"), b"quarterly numbers").unwrap();
+    let key_lines = |pem: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(pem)
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_string)
+            .collect()
+    };
+    let with_cert = |pem_file: &Path, extra: &[&str]| {
+        let mut c = command(&fake, extra);
+        c.env_remove("TENANTRY_CLIENT_SECRET")
+            .arg("--client-certificate")
+            .arg(pem_file);
+        c.output().unwrap()
+    };
+    let state = tmp.path().join("state");
+    let args = [
+        "migrate",
+        "--source",
+        src.to_str().unwrap(),
+        "--target",
+        &lib,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--json",
+    ];
+    let out = with_cert(&cert.pem_file, &args);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert_eq!(
+        fake.file(&drive, "Migrated/sub/report.txt")
+            .unwrap()
+            .content,
+        b"quarterly numbers"
+    );
+    for line in key_lines(&cert.key_pem) {
+        assert!(!shown.contains(&line), "key material in the output");
+    }
+
+    // A certificate not registered on the app: refused by the token endpoint, and the error
+    // says so without the key or the assertion.
+    let out = with_cert(&stranger.pem_file, &["check", &lib]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("AADSTS700027") && err.contains("invalid_client"),
+        "{err}"
+    );
+    assert!(!err.contains("eyJ"), "an assertion in the error: {err}");
+    for line in key_lines(&stranger.key_pem) {
+        assert!(!err.contains(&line), "key material in the error: {err}");
+    }
+
+    // A certificate and a secret for the same side: which one was meant?
+    let mut c = command(&fake, &["check", &lib]);
+    let out = c
+        .arg("--client-certificate")
+        .arg(&cert.pem_file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("TENANTRY_CLIENT_SECRET") && err.contains("--client-certificate"),
+        "{err}"
+    );
+    assert!(!err.contains(CLIENT_SECRET), "{err}");
+
+    // Neither: the error names both ways.
+    let out = command(&fake, &["check", &lib])
+        .env_remove("TENANTRY_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("--client-secret-file") && err.contains("--client-certificate"),
+        "{err}"
+    );
+
+    // Only the key of one certificate with another's certificate: named before any request.
+    let mixed = tmp.path().join("mixed.pem");
+    std::fs::write(
+        &mixed,
+        [stranger.key_pem.as_slice(), &cert.certificate_pem].concat(),
+    )
+    .unwrap();
+    let before = fake.stats().tokens_issued;
+    let out = with_cert(&mixed, &["check", &lib]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        err.matches("does not belong to the certificate").count(),
+        1,
+        "said once: {err}"
+    );
+    assert_eq!(fake.stats().tokens_issued, before);
+}

@@ -1,7 +1,10 @@
 //! Where Graph and its token endpoint are, and the app's credentials.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::certificate::ClientCertificate;
 
 /// Microsoft's endpoints; tests and sovereign clouds point elsewhere by configuration only.
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
@@ -52,12 +55,32 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
+/// How the app proves who it is at the token endpoint: a secret, or a certificate whose
+/// private key signs a short-lived assertion ([`crate::certificate`]).
+#[derive(Clone, Debug)]
+pub enum ClientCredential {
+    Secret(ClientSecret),
+    Certificate(Arc<ClientCertificate>),
+}
+
+impl From<ClientSecret> for ClientCredential {
+    fn from(s: ClientSecret) -> Self {
+        ClientCredential::Secret(s)
+    }
+}
+
+impl From<ClientCertificate> for ClientCredential {
+    fn from(c: ClientCertificate) -> Self {
+        ClientCredential::Certificate(Arc::new(c))
+    }
+}
+
 /// One app registration in one tenant, and where to reach Graph.
 #[derive(Clone, Debug)]
 pub struct GraphConfig {
     pub tenant_id: String,
     pub client_id: String,
-    pub secret: ClientSecret,
+    pub credential: ClientCredential,
     /// `https://login.microsoftonline.com` (no trailing slash).
     pub authority: String,
     /// `https://graph.microsoft.com` (no trailing slash); requests go to `{graph_url}/v1.0/...`.
@@ -73,7 +96,11 @@ pub struct GraphConfig {
 impl GraphConfig {
     /// A configuration with Microsoft's endpoints, overridden by `TENANTRY_GRAPH_URL` and
     /// `TENANTRY_AUTHORITY` when they are set.
-    pub fn from_env(tenant_id: &str, client_id: &str, secret: ClientSecret) -> Self {
+    pub fn from_env(
+        tenant_id: &str,
+        client_id: &str,
+        credential: impl Into<ClientCredential>,
+    ) -> Self {
         let env = |k: &str, d: &str| {
             std::env::var(k)
                 .ok()
@@ -85,7 +112,7 @@ impl GraphConfig {
         Self {
             tenant_id: tenant_id.to_string(),
             client_id: client_id.to_string(),
-            secret,
+            credential: credential.into(),
             authority: env("TENANTRY_AUTHORITY", DEFAULT_AUTHORITY),
             graph_url: env("TENANTRY_GRAPH_URL", DEFAULT_GRAPH_URL),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,

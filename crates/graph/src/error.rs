@@ -39,7 +39,7 @@ pub enum GraphError {
     #[error("transient failure: {message} ({ids})")]
     Transient { message: String, ids: RequestIds },
     /// The token endpoint refused the app, or Graph refused its token (401/403).
-    #[error("authentication failed (HTTP {status}{}): {message} ({ids}); check --tenant-id, --client-id, the client secret and the app's admin-consented application permissions", .code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+    #[error("authentication failed (HTTP {status}{}): {message} ({ids}); check --tenant-id, --client-id, the client secret or certificate and the app's admin-consented application permissions", .code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
     Auth {
         status: u16,
         code: Option<String>,

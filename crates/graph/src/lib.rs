@@ -15,8 +15,11 @@
 //!   [`config::Limits`]: a page's size, the items and pages of one listing, no link followed twice
 //!   (a Graph URL comes from configuration, and a broken or hostile endpoint must not make a run
 //!   grow without bound; bodies are read through [`body`]);
+//! - the app's credential is a client secret or a certificate, whose private key signs a
+//!   short-lived JWT assertion instead of a secret crossing the wire ([`certificate`]);
 //! - typed errors carrying Graph's `error.code`, `request-id` and `client-request-id`
-//!   ([`error`]); secrets never appear in `Debug` output or errors ([`config::ClientSecret`]).
+//!   ([`error`]); secrets and keys never appear in `Debug` output or errors
+//!   ([`config::ClientSecret`], [`certificate::ClientCertificate`]).
 //!
 //! `args` (feature `clap`) holds the app-credential options every Graph location shares.
 //!
@@ -26,12 +29,14 @@
 pub mod args;
 pub mod body;
 pub mod budget;
+pub mod certificate;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod quickxor;
 pub mod token;
 
+pub use certificate::{CertificateError, ClientCertificate};
 pub use client::{DeltaPage, GraphClient};
-pub use config::{ClientSecret, GraphConfig};
+pub use config::{ClientCredential, ClientSecret, GraphConfig};
 pub use error::{GraphError, RequestIds};

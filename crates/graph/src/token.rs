@@ -1,17 +1,19 @@
 //! App-only access tokens (OAuth2 client credentials), cached and refreshed before they expire.
 //!
 //! POST `{authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`,
-//! `client_id`, `client_secret` and `scope={graph}/.default`; the answer carries `access_token`
-//! and `expires_in` (seconds) and no refresh token: a new token is simply requested
+//! `client_id`, `scope={graph}/.default` and the credential: `client_secret`, or
+//! `client_assertion_type` + `client_assertion` (a JWT signed with the app's certificate, made
+//! fresh for each request, [`crate::certificate`]); the answer carries `access_token` and
+//! `expires_in` (seconds) and no refresh token: a new token is simply requested
 //! (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-credentials-flow>).
-//! A certificate credential (`client_assertion`) is not implemented yet.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
 use crate::body::{read_capped, read_prefix, BodyError};
-use crate::config::GraphConfig;
+use crate::certificate::ASSERTION_TYPE;
+use crate::config::{ClientCredential, GraphConfig};
 use crate::error::{parse_error_body, GraphError, RequestIds};
 
 #[derive(Clone)]
@@ -129,18 +131,35 @@ async fn fetch(
     scope: &str,
 ) -> Result<Token, GraphError> {
     let client_request_id = uuid::Uuid::new_v4().to_string();
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", cfg.client_id.as_str()),
-        ("client_secret", cfg.secret.expose()),
-        ("scope", scope),
-    ];
     let ids = |rid: Option<String>| RequestIds {
         request_id: rid,
         client_request_id: Some(client_request_id.clone()),
     };
+    let token_url = cfg.token_url();
+    let assertion;
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", cfg.client_id.as_str()),
+        ("scope", scope),
+    ];
+    match &cfg.credential {
+        ClientCredential::Secret(secret) => form.push(("client_secret", secret.expose())),
+        ClientCredential::Certificate(cert) => {
+            // The audience is the very URL the request goes to.
+            assertion =
+                cert.assertion(&cfg.client_id, &token_url)
+                    .map_err(|e| GraphError::Auth {
+                        status: 0,
+                        code: None,
+                        message: format!("signing the client assertion: {e}"),
+                        ids: ids(None),
+                    })?;
+            form.push(("client_assertion_type", ASSERTION_TYPE));
+            form.push(("client_assertion", &assertion));
+        }
+    }
     let resp = http
-        .post(cfg.token_url())
+        .post(&token_url)
         .header("client-request-id", &client_request_id)
         .form(&form)
         .send()

@@ -367,6 +367,45 @@ async fn kill_9_through_the_exchange_proxy_then_rerun_gives_exactly_one_copy() {
     );
 }
 
+/// The app's certificate instead of a secret (`--client-certificate`): the token for XOAUTH2
+/// comes from a signed assertion the fake token endpoint verifies.
+#[tokio::test]
+async fn a_certificate_instead_of_a_secret_logs_in_to_exchange_imap() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let src = Dovecot::start(Config::source());
+    let tgt = Dovecot::start(Config::target());
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = tenantry_testkit::tls::app_certificate(tmp.path(), "app");
+    fake.register_certificate(&cert.certificate_pem);
+    let mut s = src.session("alice", "alicepw").await;
+    for i in 0..5 {
+        let body = message(&format!("cert{i}"), "", 3000, true);
+        append(&mut s, "INBOX", "\\Seen", DATE, &body).await;
+    }
+    let proxy = proxy_for(&tgt, &fake, |_| {});
+    let out = migrate_cmd(&src, proxy.port(), &fake, tmp.path())
+        .env_remove("TENANTRY_CLIENT_SECRET")
+        .arg("--client-certificate")
+        .arg(&cert.pem_file)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accepts = exchange_accepts();
+    let want = digest(&mut s, Some(&accepts)).await;
+    let mut t = tgt.session("alice", "alicepw2").await;
+    let got = digest(&mut t, None).await;
+    assert_eq!(want["INBOX"].len(), 5);
+    assert_eq!(want["INBOX"], got["INBOX"]);
+    let stats = fake.stats();
+    assert!(stats.tokens_for_assertions > 0, "{stats:?}");
+    assert_eq!(stats.tokens_for_assertions, stats.tokens_issued);
+}
+
 #[tokio::test]
 async fn exchange_imap_without_app_credentials_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();

@@ -100,7 +100,7 @@ impl Mover {
             .ok_or_else(|| {
                 LedgerError::invalid(
                     "InvalidProfileKind",
-                    "kind must be imap or webdav (a graph profile takes tenantId, clientId, clientSecret, authority and graphUrl)",
+                    "kind must be imap or webdav (a graph profile takes tenantId, clientId, clientSecret or clientCertificate, authority and graphUrl)",
                 )
             })?;
         let name = name.trim().to_string();

@@ -32,7 +32,7 @@ fn client_for(profile_id: Uuid, profile: &GraphProfile) -> Result<GraphClient, S
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let client = GraphClient::new(profile.config(), http);
+    let client = GraphClient::new(profile.config()?, http);
     clients.insert(profile_id, client.clone());
     Ok(client)
 }

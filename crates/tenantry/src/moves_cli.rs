@@ -27,14 +27,18 @@ pub enum ProfileCmd {
         #[arg(long, required_unless_present = "tenant_id")]
         password_file: Option<PathBuf>,
         /// graph: the directory (tenant) id.
-        #[arg(long, requires_all = ["client_id", "client_secret_file"])]
+        #[arg(long, requires = "client_id")]
         tenant_id: Option<String>,
         /// graph: the app registration's application (client) id.
         #[arg(long)]
         client_id: Option<String>,
         /// graph: a file holding the client secret.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "client_certificate")]
         client_secret_file: Option<PathBuf>,
+        /// graph: instead of a secret, a PEM file holding the app's certificate and its private
+        /// key (sent to the server once, stored sealed, never shown again).
+        #[arg(long, value_name = "FILE")]
+        client_certificate: Option<PathBuf>,
         /// graph: the token authority (default https://login.microsoftonline.com).
         #[arg(long)]
         authority: Option<String>,
@@ -179,6 +183,7 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
             tenant_id,
             client_id,
             client_secret_file,
+            client_certificate,
             authority,
             graph_url,
             remote,
@@ -190,14 +195,22 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
             };
             let body = match (&tenant_id, &password_file) {
                 (Some(tenant), _) => {
-                    let secret = read(client_secret_file.as_ref().context("--client-secret-file is required")?)?;
-                    json!({"name": name, "kind": kind, "tenantId": tenant, "clientId": client_id,
-                        "clientSecret": secret, "authority": authority, "graphUrl": graph_url})
+                    let (field, value) = match (&client_secret_file, &client_certificate) {
+                        (Some(file), None) => ("clientSecret", read(file)?),
+                        // The PEM goes as it is: the server checks it and names what is wrong.
+                        (None, Some(file)) => ("clientCertificate", std::fs::read_to_string(file)
+                            .with_context(|| format!("cannot read {}", file.display()))?),
+                        _ => bail!("a graph profile needs --client-secret-file or --client-certificate"),
+                    };
+                    let mut body = json!({"name": name, "kind": kind, "tenantId": tenant, "clientId": client_id,
+                        "authority": authority, "graphUrl": graph_url});
+                    body[field] = json!(value);
+                    body
                 }
                 (None, Some(file)) => {
                     json!({"name": name, "kind": kind, "username": username, "password": read(file)?})
                 }
-                (None, None) => bail!("give --username and --password-file, or for a graph profile --tenant-id, --client-id and --client-secret-file"),
+                (None, None) => bail!("give --username and --password-file, or for a graph profile --tenant-id, --client-id and --client-secret-file or --client-certificate"),
             };
             let p = client(&remote)?
                 .post("/v1/connectionProfiles", body)

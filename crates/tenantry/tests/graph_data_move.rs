@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use support::mail::{dovecot, seed_mail};
 use support::*;
 use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
+use tenantry_testkit::tls::{app_certificate, AppCertificate};
 use tenantry_testkit::tree::{fingerprint, sample_tree};
 
 const USERS: [&str; 3] = ["adele", "bob", "cara"];
@@ -37,8 +38,13 @@ async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: 
 }
 
 /// Both tenants in this server's ledger (the movers licensed in the source, seats enough in
-/// the target), an IMAP profile for Dovecot and a graph profile for the fake Microsoft 365.
-async fn tenants_and_profiles(s: &Server, fake: &FakeGraph) -> (String, String) {
+/// the target), an IMAP profile for Dovecot and a graph profile `m365` for the fake Microsoft
+/// 365: with the app's client secret, or with its certificate (through the CLI).
+async fn tenants_and_profiles(
+    s: &Server,
+    fake: &FakeGraph,
+    certificate: Option<&AppCertificate>,
+) -> (String, String) {
     let source = s.tenant("Fabrikam").await;
     let target = s.tenant("Contoso").await;
     s.subscription(&source, "ENTERPRISEPACK", 5).await;
@@ -53,15 +59,100 @@ async fn tenants_and_profiles(s: &Server, fake: &FakeGraph) -> (String, String) 
             .await;
         assert_eq!(assigned.0, 200, "{}", assigned.1);
     }
-    for body in [
-        json!({"name": "src-imap", "kind": "imap", "username": "srcadmin", "password": "srcadminpw"}),
-        json!({"name": "m365", "kind": "graph", "tenantId": TENANT, "clientId": CLIENT_ID,
-               "clientSecret": CLIENT_SECRET, "authority": fake.url(), "graphUrl": fake.url()}),
-    ] {
-        let (status, p) = s.post("/v1/connectionProfiles", OPERATOR, body).await;
-        assert_eq!(status, 201, "{p}");
+    let imap = json!({"name": "src-imap", "kind": "imap", "username": "srcadmin", "password": "srcadminpw"});
+    let (status, p) = s.post("/v1/connectionProfiles", OPERATOR, imap).await;
+    assert_eq!(status, 201, "{p}");
+    match certificate {
+        None => {
+            let graph = json!({"name": "m365", "kind": "graph", "tenantId": TENANT, "clientId": CLIENT_ID,
+                "clientSecret": CLIENT_SECRET, "authority": fake.url(), "graphUrl": fake.url()});
+            let (status, p) = s.post("/v1/connectionProfiles", OPERATOR, graph).await;
+            assert_eq!(status, 201, "{p}");
+        }
+        Some(cert) => certificate_profile(s, fake, cert).await,
     }
     (source, target)
+}
+
+/// The base64 lines of a PEM block: none of them may be shown anywhere.
+fn pem_lines(pem: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(pem)
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `tenantry profile create --kind graph --client-certificate FILE`: the key goes to the
+/// server once and is never shown again, neither by the CLI nor by the API; a bad PEM or a
+/// secret beside the certificate is refused by name.
+async fn certificate_profile(s: &Server, fake: &FakeGraph, cert: &AppCertificate) {
+    let out = std::process::Command::new(binary())
+        .args(["profile", "create", "--name", "m365", "--kind", "graph"])
+        .args(["--tenant-id", TENANT, "--client-id", CLIENT_ID])
+        .arg("--client-certificate")
+        .arg(&cert.pem_file)
+        .args([
+            "--authority",
+            fake.url(),
+            "--graph-url",
+            fake.url(),
+            "--json",
+        ])
+        .env("TENANTRY_SERVER", &s.base)
+        .env("TENANTRY_TOKEN", OPERATOR)
+        .env_remove("TENANTRY_TENANT")
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown}");
+    let (_, listed) = s.get("/v1/connectionProfiles", OPERATOR).await;
+    let listed = listed.to_string();
+    assert!(listed.contains("m365"), "{listed}");
+    for line in pem_lines(&cert.key_pem) {
+        assert!(!shown.contains(&line), "key material in the CLI's output");
+        assert!(!listed.contains(&line), "key material in the API's answer");
+    }
+    assert!(!listed.contains("PRIVATE KEY") && !listed.contains("clientCertificate"));
+    let pem = String::from_utf8(std::fs::read(&cert.pem_file).unwrap()).unwrap();
+    let base = json!({"kind": "graph", "tenantId": TENANT, "clientId": CLIENT_ID,
+        "authority": fake.url(), "graphUrl": fake.url()});
+    let with = |name: &str, extra: Value| {
+        let mut b = base.clone();
+        b["name"] = json!(name);
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let both = s
+        .post(
+            "/v1/connectionProfiles",
+            OPERATOR,
+            with(
+                "both",
+                json!({"clientSecret": CLIENT_SECRET, "clientCertificate": pem}),
+            ),
+        )
+        .await;
+    assert_problem(&both, 422, "InvalidGraphProfile");
+    // Half a key: the problem is named, the content is not echoed.
+    let broken = format!("{}\n-----END PRIVATE KEY-----\n", &pem[..pem.len() / 3]);
+    let bad = s
+        .post(
+            "/v1/connectionProfiles",
+            OPERATOR,
+            with("bad", json!({"clientCertificate": broken})),
+        )
+        .await;
+    assert_problem(&bad, 422, "InvalidClientCertificate");
+    for line in pem_lines(&cert.key_pem) {
+        assert!(!bad.1.to_string().contains(&line), "{}", bad.1);
+    }
 }
 
 /// The move's saved engine state `key`, as the SQLite file the engine wrote.
@@ -111,7 +202,7 @@ async fn a_move_copies_into_sharepoint_and_exchange_exactly_once_across_a_lost_w
 
     // SQLite: the saved engine states are read straight from the database file.
     let mut s = Server::start_on(None);
-    let (source, target) = tenants_and_profiles(&s, &fake).await;
+    let (source, target) = tenants_and_profiles(&s, &fake, None).await;
     let spec = |library_profile: Option<&str>, mail_profile: &str| {
         json!({
             "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
@@ -278,9 +369,13 @@ async fn a_move_copies_into_sharepoint_and_exchange_exactly_once_across_a_lost_w
 
 /// The other direction on both kinds: Exchange → Exchange mailboxes through import/export
 /// (mail, a calendar, a user folder) and a SharePoint library → a local folder, in one move.
+/// The app proves who it is with a certificate (the graph profile holds no secret).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
     let fake = FakeGraph::start(FakeGraphOptions::default());
+    let keys = tempfile::tempdir().unwrap();
+    let cert = app_certificate(keys.path(), "mover");
+    fake.register_certificate(&cert.certificate_pem);
     let drive = fake.add_site("fabrikam.sharepoint.com", "Finance");
     let when = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
     let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -314,7 +409,7 @@ async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
     let target_library = tempfile::tempdir().unwrap();
 
     let s = Server::start_on(None);
-    let (source, target) = tenants_and_profiles(&s, &fake).await;
+    let (source, target) = tenants_and_profiles(&s, &fake, Some(&cert)).await;
     let (status, m) = s
         .post("/v1/moves", OPERATOR, json!({
             "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
@@ -334,6 +429,12 @@ async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
         .await;
     assert_eq!(status, 202);
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+    let stats = fake.stats();
+    assert!(stats.tokens_for_assertions > 0, "{stats:?}");
+    assert_eq!(
+        stats.tokens_for_assertions, stats.tokens_issued,
+        "no secret was used"
+    );
 
     // Every item once, in the folder of the same well-known name (Posteingang → Inbox), the
     // user folder created below it; a calendar item stays in the calendar.

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod assertion;
 mod mail;
 mod mail_attachments;
 mod mailbox_export;
@@ -103,6 +104,8 @@ pub struct FakeStats {
     /// a client retrying hard instead of waiting.
     pub ignored_retry_after: u64,
     pub tokens_issued: u64,
+    /// Of those, tokens issued for a certificate's signed assertion (not a secret).
+    pub tokens_for_assertions: u64,
     /// The scopes tokens were issued for (`{resource}/.default`), each once.
     pub token_scopes: Vec<String>,
     /// Requests refused for a missing, unknown or expired token.
@@ -224,6 +227,10 @@ struct World {
     expire_import_after: Option<u64>,
     fail_attachment_ranges: u64,
     lose_attachment_answers: u64,
+    /// Certificates registered on the app (certificate credentials), and used assertion ids.
+    certificates: assertion::Registered,
+    /// Seconds the token endpoint's clock runs ahead of the machine's (to age assertions).
+    token_clock_ahead: i64,
 }
 
 /// The running fake. Stopped on drop.
@@ -263,6 +270,8 @@ impl FakeGraph {
             expire_import_after: None,
             fail_attachment_ranges: 0,
             lose_attachment_answers: 0,
+            certificates: assertion::Registered::default(),
+            token_clock_ahead: 0,
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let w = world.clone();
@@ -403,6 +412,19 @@ impl FakeGraph {
                 .get(t)
                 .is_some_and(|exp| Instant::now() < *exp)
         }
+    }
+
+    /// Registers a certificate (the first CERTIFICATE block of `pem`) on the app, as uploading it
+    /// to the app registration does: assertions signed with its key are accepted from now on.
+    /// Returns its `x5t#S256` thumbprint.
+    pub fn register_certificate(&self, pem: &[u8]) -> String {
+        self.world.lock().unwrap().certificates.add_pem(pem)
+    }
+
+    /// Runs the token endpoint's clock `ahead` of this machine's: an assertion made now looks
+    /// that much older to it (expired once `ahead` passes its lifetime).
+    pub fn set_token_clock_ahead(&self, ahead: Duration) {
+        self.world.lock().unwrap().token_clock_ahead = ahead.as_secs() as i64;
     }
 
     /// Invalidates every issued token now (as a revocation or a clock skew would).
@@ -870,8 +892,10 @@ fn injected_throttling(w: &mut World) -> Option<Response> {
 }
 
 /// Client credentials (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-credentials-flow):
-/// POST form `grant_type=client_credentials`, `client_id`, `client_secret`,
-/// `scope={resource}/.default`; the answer has `token_type`, `expires_in`, `access_token`.
+/// POST form `grant_type=client_credentials`, `client_id`, `scope={resource}/.default` and the
+/// credential: `client_secret`, or `client_assertion_type` (jwt-bearer) + `client_assertion`
+/// signed with a registered certificate ([`assertion`]); the answer has `token_type`,
+/// `expires_in`, `access_token`.
 fn token(w: &mut World, path: &str, method: &Method, body: &[u8]) -> Response {
     let tenant = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if method != Method::POST {
@@ -918,12 +942,40 @@ fn token(w: &mut World, path: &str, method: &Method, body: &[u8]) -> Response {
             "AADSTS700016: Application not found",
         );
     }
-    if form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
-        return oauth_err(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "AADSTS7000215: Invalid client secret provided.",
-        );
+    match (form.get("client_secret"), form.get("client_assertion")) {
+        (Some(_), Some(_)) => {
+            return oauth_err(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a request carries either client_secret or client_assertion, not both",
+            )
+        }
+        (None, Some(jwt)) => {
+            if form.get("client_assertion_type").map(String::as_str)
+                != Some(assertion::ASSERTION_TYPE)
+            {
+                return oauth_err(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "AADSTS50027: client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                );
+            }
+            let audience = format!("{}{}", w.base, path);
+            let now = OffsetDateTime::now_utc().unix_timestamp() + w.token_clock_ahead;
+            if let Err((code, desc)) = w.certificates.verify(jwt, CLIENT_ID, &audience, now) {
+                return oauth_err(StatusCode::UNAUTHORIZED, code, &desc);
+            }
+            w.stats.tokens_for_assertions += 1;
+        }
+        (secret, None) => {
+            if secret.map(String::as_str) != Some(CLIENT_SECRET) {
+                return oauth_err(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "AADSTS7000215: Invalid client secret provided.",
+                );
+            }
+        }
     }
     w.stats.tokens_issued += 1;
     let scope = form.get("scope").cloned().unwrap_or_default();

@@ -86,3 +86,46 @@ pub fn loopback_ip_rsa(d: &Path) {
         "ext.cnf",
     ]);
 }
+
+/// A throwaway app certificate for certificate credentials (Entra ID wants RSA): a self-signed
+/// RSA 2048 certificate valid for two days, made with `openssl` in `d`.
+pub struct AppCertificate {
+    /// One PEM file holding the private key (PKCS#8) and the certificate: what
+    /// `--client-certificate` takes.
+    pub pem_file: std::path::PathBuf,
+    /// The certificate alone (PEM): what is registered on the app.
+    pub certificate_pem: Vec<u8>,
+    /// The private key alone (PEM).
+    pub key_pem: Vec<u8>,
+}
+
+/// Makes `{name}.key`, `{name}.crt` and `{name}.pem` (both) in `d`.
+pub fn app_certificate(d: &Path, name: &str) -> AppCertificate {
+    let key = d.join(format!("{name}.key"));
+    let crt = d.join(format!("{name}.crt"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN=tenantry test app {name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl installed");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_pem = std::fs::read(&key).unwrap();
+    let certificate_pem = std::fs::read(&crt).unwrap();
+    let pem_file = d.join(format!("{name}.pem"));
+    std::fs::write(&pem_file, [key_pem.as_slice(), &certificate_pem].concat()).unwrap();
+    AppCertificate {
+        pem_file,
+        certificate_pem,
+        key_pem,
+    }
+}

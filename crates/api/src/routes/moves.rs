@@ -54,8 +54,11 @@ pub struct CreateProfile {
     pub tenant_id: Option<String>,
     /// graph: the app registration's application (client) id.
     pub client_id: Option<String>,
-    /// graph. Stored encrypted; never returned.
+    /// graph: the app's client secret, or give `clientCertificate`. Stored encrypted; never returned.
     pub client_secret: Option<String>,
+    /// graph: instead of a secret, a PEM text holding the app's certificate and its unencrypted
+    /// RSA private key (PKCS#8 or PKCS#1). Stored encrypted; never returned.
+    pub client_certificate: Option<String>,
     /// graph: default `https://login.microsoftonline.com`.
     pub authority: Option<String>,
     /// graph: default `https://graph.microsoft.com`.
@@ -78,7 +81,8 @@ pub async fn create_profile(
         let graph = GraphProfile::new(
             body.tenant_id.as_deref().unwrap_or(""),
             body.client_id.as_deref().unwrap_or(""),
-            body.client_secret.as_deref().unwrap_or(""),
+            body.client_secret.as_deref(),
+            body.client_certificate.as_deref(),
             body.authority.as_deref(),
             body.graph_url.as_deref(),
         )?;

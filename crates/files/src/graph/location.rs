@@ -102,8 +102,8 @@ pub fn open(
     let Some(client_id) = creds.client_id else {
         bail!("{loc}: give --client-id (or {which}client-id)");
     };
-    let secret = creds.secret()?;
-    let mut cfg = GraphConfig::from_env(tenant, client_id, secret);
+    let credential = creds.credential().with_context(|| loc.to_string())?;
+    let mut cfg = GraphConfig::from_env(tenant, client_id, credential);
     cfg.max_in_flight = args.graph_max_in_flight.max(1);
     let client = client_for(cfg, http);
     let store = match state {

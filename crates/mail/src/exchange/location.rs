@@ -53,7 +53,7 @@ pub struct ExchangeArgs {
 }
 
 impl ExchangeArgs {
-    /// The app registration of one side, its secret read (file or environment).
+    /// The app registration of one side, its secret (file or environment) or certificate read.
     pub fn config(&self, side: Side) -> Result<GraphConfig> {
         let creds = self.app.side(match side {
             Side::Source => GraphSide::Source,
@@ -65,8 +65,8 @@ impl ExchangeArgs {
         let client = creds
             .client_id
             .with_context(|| format!("{side}: needs --{side}-client-id or --client-id"))?;
-        let secret = creds.secret().with_context(|| format!("{side}"))?;
-        Ok(GraphConfig::from_env(tenant, client, secret))
+        let credential = creds.credential().with_context(|| format!("{side}"))?;
+        Ok(GraphConfig::from_env(tenant, client, credential))
     }
 
     /// The Graph client of one side (`TENANTRY_GRAPH_URL` / `TENANTRY_AUTHORITY` override

@@ -48,7 +48,7 @@ fn client(access: &GraphAccess, purpose: Purpose) -> Result<GraphClient, String>
     if let Some(c) = clients.get(&(access.profile_id, purpose)) {
         return Ok(c.clone());
     }
-    let mut cfg = access.profile.config();
+    let mut cfg = access.profile.config()?;
     let http = match purpose {
         Purpose::Files => {
             tenantry_files::webdav::http_client(tenantry_files::migrate::DEFAULT_PARALLEL, None)
