@@ -251,3 +251,54 @@ impl GraphStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before creation times were kept: opening it adds the column and drops
+    /// the delta link, so the next listing enumerates the drive again and every item gets its
+    /// time (a delta run would bring only changed items).
+    #[test]
+    fn a_store_from_before_creation_times_is_upgraded_and_enumerated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE graph_items(scope TEXT NOT NULL, id TEXT NOT NULL, parent TEXT,
+                   name TEXT NOT NULL, is_dir INTEGER NOT NULL, size INTEGER NOT NULL,
+                   mtime_ns INTEGER, etag TEXT, qxh TEXT, PRIMARY KEY(scope, id));
+                 CREATE TABLE graph_delta(scope TEXT PRIMARY KEY, root TEXT NOT NULL, link TEXT NOT NULL);
+                 INSERT INTO graph_items VALUES ('s', 'F', 'R', 'a.txt', 0, 5, 7, 'e', 'q');
+                 INSERT INTO graph_delta VALUES ('s', 'R', 'https://graph/delta?token=1');",
+            )
+            .unwrap();
+        }
+        let store = GraphStore::open(&path, "s").unwrap();
+        assert!(
+            store.load_listing().unwrap().is_none(),
+            "a full enumeration next"
+        );
+        let mut items = HashMap::new();
+        let node = Node {
+            parent: Some("R".into()),
+            name: "a.txt".into(),
+            is_dir: false,
+            size: 5,
+            mtime_ns: Some(7),
+            created_ns: Some(3),
+            etag: None,
+            qxh: None,
+        };
+        items.insert("F".to_string(), node.clone());
+        store.save_listing(&items, "R", "link").unwrap();
+        let saved = GraphStore::open(&path, "s")
+            .unwrap()
+            .load_listing()
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.items["F"], node, "the creation time is kept");
+        assert_eq!(saved.link, "link", "an upgraded store is not emptied again");
+    }
+}
