@@ -18,8 +18,7 @@ fuzz_target!(|data: &[u8]| {
             path: l.trim_end_matches('/').to_string(),
             is_dir: l.ends_with('/'),
             size: l.len() as u64,
-            mtime_ns: None,
-            etag: None,
+            ..Entry::default()
         })
         .collect();
     for e in &entries {

@@ -26,7 +26,10 @@ pub enum FilesCommand {
     Migrate(MigrateArgs),
     /// Run the SharePoint pre-flight on a source alone; exits 2 if anything would be refused.
     Check(CheckArgs),
-    /// Compare source and target: structure, sizes, content hash (BLAKE3) of every file, modification times.
+    /// Compare source and target: structure, sizes, content of every file, modification times.
+    /// Content is compared by BLAKE3 over both sides, or, where a side is SharePoint/OneDrive,
+    /// by the quickXorHash the service reports, computed over the other side only (nothing is
+    /// downloaded from the service).
     Verify(VerifyArgs),
 }
 
@@ -133,6 +136,11 @@ pub struct CheckArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub pair: Pair,
+    /// The migration's state store, when there is one: SharePoint/OneDrive files the service
+    /// rewrote after upload (Office documents, PDFs) are recorded there and reported as
+    /// changed by the service rather than as differences.
+    #[arg(long, default_value = ".tenantry-files")]
+    pub state_dir: PathBuf,
 }
 
 /// Exit codes: 0 done, 1 some files failed or differ, 2 refused before anything moved.
@@ -156,15 +164,24 @@ fn client(parallel: usize, ca: Option<&std::path::Path>) -> anyhow::Result<reqwe
 
 type Opened = std::sync::Arc<dyn Endpoint>;
 
-/// `state`: the run's state store, where a Graph endpoint keeps its delta link and upload sessions.
+/// `state`: the run's state store, where a Graph endpoint keeps its delta link and upload
+/// sessions; `verifying`: Graph endpoints list afresh and only read the store.
 fn open_pair(
     p: &Pair,
     retry: RetryPolicy,
     upload: UploadPolicy,
     state: Option<&std::path::Path>,
+    verifying: bool,
 ) -> anyhow::Result<(Opened, Opened)> {
     let client = client(p.parallel, p.ca_cert.as_deref())?;
-    let graph = |loc: &str, side| crate::graph::location::open(loc, side, &p.graph, &client, state);
+    let graph = |loc: &str, side| {
+        let open = if verifying {
+            crate::graph::location::open_for_verify
+        } else {
+            crate::graph::location::open
+        };
+        open(loc, side, &p.graph, &client, state)
+    };
     let s = if crate::graph::location::is_graph(&p.source) {
         graph(&p.source, Side::Source)?
     } else {
@@ -216,7 +233,7 @@ async fn run_migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
         location::display_name(&a.pair.target),
     );
     let state_path = state_file(&a.state_dir, &sn, &tn);
-    let (s, t) = open_pair(&a.pair, retry, a.upload, Some(&state_path))?;
+    let (s, t) = open_pair(&a.pair, retry, a.upload, Some(&state_path), false)?;
     let opts = MigrateOptions {
         parallel: a.pair.parallel,
         dry_run: a.dry_run,
@@ -290,7 +307,20 @@ async fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (s, t) = open_pair(&a.pair, RetryPolicy::default(), UploadPolicy::Auto, None)?;
+    let (sn, tn) = (
+        location::display_name(&a.pair.source),
+        location::display_name(&a.pair.target),
+    );
+    let state_path = state_file(&a.state_dir, &sn, &tn);
+    // Only a store a migration left: verify creates none.
+    let state = state_path.exists().then_some(state_path.as_path());
+    let (s, t) = open_pair(
+        &a.pair,
+        RetryPolicy::default(),
+        UploadPolicy::Auto,
+        state,
+        true,
+    )?;
     let rep = verify(s, t, a.pair.on_invalid, a.pair.parallel)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -16,14 +16,51 @@ pub const TEMP_PREFIX: &str = ".tenantry-part-";
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, EndpointError>> + Send>>;
 
 /// One file or folder in a listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
     pub path: String,
     pub is_dir: bool,
     pub size: u64,
     /// Modification time in nanoseconds since the Unix epoch (WebDAV only has whole seconds).
     pub mtime_ns: Option<i64>,
+    /// Creation time, where the source has one (a local file's birth time, Graph's
+    /// `fileSystemInfo.createdDateTime`).
+    pub created_ns: Option<i64>,
     pub etag: Option<String>,
+    /// The content hash the service itself reports, so `verify` need not download the file.
+    pub service_hash: Option<ServiceHash>,
+}
+
+/// A hash the service computed over what it stores (SharePoint / OneDrive for Business:
+/// quickXorHash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHash {
+    /// quickXorHash, base64, as Graph reports it.
+    pub quick_xor: String,
+    /// The quickXorHash of what we sent, when the service rewrote the file after our upload
+    /// (metadata written into Office documents and PDFs) and it is unchanged since.
+    pub sent_quick_xor: Option<String>,
+}
+
+/// The times a copy should keep. Targets keep what they can: a local folder the modification
+/// time only (Linux cannot set a file's birth time), SharePoint / OneDrive both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileTimes {
+    pub modified_ns: Option<i64>,
+    pub created_ns: Option<i64>,
+}
+
+impl FileTimes {
+    pub fn modified(ns: i64) -> Self {
+        Self {
+            modified_ns: Some(ns),
+            created_ns: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.modified_ns.is_none() && self.created_ns.is_none()
+    }
 }
 
 impl Entry {
@@ -200,19 +237,18 @@ pub trait Endpoint: Send + Sync {
     /// Creates a folder; succeeds when it already exists. Parents are created first by the caller.
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError>;
 
-    /// Writes a whole file atomically, with `size` bytes from `body`, keeping `mtime_ns` if it can.
+    /// Writes a whole file atomically, with `size` bytes from `body`, keeping `times` where it can.
     async fn put(
         &self,
         path: &str,
         size: u64,
-        mtime_ns: Option<i64>,
+        times: FileTimes,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError>;
 
     /// Deletes a file or a folder with everything below it; succeeds when it is already gone.
     async fn delete(&self, path: &str) -> Result<(), EndpointError>;
 
-    /// Sets a folder's modification time, where the endpoint can. Returns whether it did.
     /// The decoded path the service puts in front of every path below this endpoint, when it
     /// limits whole paths (SharePoint's 400 characters count the site, the library and the
     /// folder: `sites/Team/Shared Documents/Import/`); empty elsewhere.
@@ -220,7 +256,8 @@ pub trait Endpoint: Send + Sync {
         Ok(String::new())
     }
 
-    async fn set_dir_mtime(&self, _path: &str, _mtime_ns: i64) -> Result<bool, EndpointError> {
+    /// Sets a folder's times, where the endpoint can. Returns whether it did.
+    async fn set_dir_times(&self, _path: &str, _times: FileTimes) -> Result<bool, EndpointError> {
         Ok(false)
     }
 

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::endpoint::{
-    limit_to_listed, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, Listing,
+    limit_to_listed, temp_path_for, ByteStream, Endpoint, EndpointError, Entry, FileTimes, Listing,
     MtimeSupport, PutOutcome,
 };
 use crate::relpath;
@@ -89,22 +89,25 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<(), EndpointErro
         }
         let md = item.metadata().map_err(|e| EndpointError::io(&path, e))?;
         let mtime_ns = md.modified().ok().and_then(system_time_to_ns);
+        // The birth time (statx), where the file system records it; Linux cannot set it, so a
+        // local target keeps modification times only.
+        let created_ns = md.created().ok().and_then(system_time_to_ns);
         if ft.is_dir() {
             out.push(Entry {
                 path: path.clone(),
                 is_dir: true,
-                size: 0,
                 mtime_ns,
-                etag: None,
+                created_ns,
+                ..Entry::default()
             });
             walk(root, &path, out)?;
         } else if ft.is_file() {
             out.push(Entry {
                 path,
-                is_dir: false,
                 size: md.len(),
                 mtime_ns,
-                etag: None,
+                created_ns,
+                ..Entry::default()
             });
         }
     }
@@ -161,9 +164,10 @@ impl Endpoint for LocalEndpoint {
         &self,
         path: &str,
         _size: u64,
-        mtime_ns: Option<i64>,
+        times: FileTimes,
         mut body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
+        let mtime_ns = times.modified_ns;
         let dest = self.abs(path)?;
         if let Some(dir) = dest.parent() {
             tokio::fs::create_dir_all(dir)
@@ -217,7 +221,10 @@ impl Endpoint for LocalEndpoint {
         }
     }
 
-    async fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<bool, EndpointError> {
+    async fn set_dir_times(&self, path: &str, times: FileTimes) -> Result<bool, EndpointError> {
+        let Some(mtime_ns) = times.modified_ns else {
+            return Ok(true);
+        };
         let p = self.abs(path)?;
         let r = tokio::task::spawn_blocking(move || {
             std::fs::File::open(&p)?.set_modified(ns_to_system_time(mtime_ns))

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::endpoint::{is_temp_name, parent, ByteStream, Endpoint, EndpointError, MtimeSupport};
+use crate::endpoint::{
+    is_temp_name, parent, ByteStream, Endpoint, EndpointError, FileTimes, MtimeSupport,
+};
 use crate::hash::{hash_stream_like, ContentHasher};
 use crate::plan::{make_plan, CopyJob, PlanOptions};
 use crate::preflight::{map_entries_under, OnInvalid};
@@ -266,12 +268,12 @@ pub async fn migrate(
             d = parent(d);
         }
     }
-    for (d, ns) in plan
-        .dir_mtimes
+    for (d, times) in plan
+        .dir_times
         .iter()
         .filter(|(d, _)| touched.contains(d.as_str()))
     {
-        match target.set_dir_mtime(d, *ns).await {
+        match target.set_dir_times(d, *times).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => tracing::warn!(folder = %d, error = %e, "could not set folder time"),
@@ -341,7 +343,15 @@ async fn copy_once(
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }));
     let out = target
-        .put(&job.target_path, job.size, job.mtime_ns, body)
+        .put(
+            &job.target_path,
+            job.size,
+            FileTimes {
+                modified_ns: job.mtime_ns,
+                created_ns: job.created_ns,
+            },
+            body,
+        )
         .await?;
     let size = sent.load(Ordering::Relaxed);
     if size != job.size {

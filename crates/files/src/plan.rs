@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::endpoint::{is_temp_name, parent, Entry};
+use crate::endpoint::{is_temp_name, parent, Entry, FileTimes};
 use crate::preflight::Mapped;
 use crate::state::Record;
 
@@ -26,6 +26,7 @@ pub struct CopyJob {
     pub target_path: String,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+    pub created_ns: Option<i64>,
     pub source_etag: Option<String>,
     pub reason: Reason,
     /// `--checksum`: same size and time; hash the source first and copy only if it differs
@@ -45,8 +46,8 @@ pub struct Plan {
     pub forget: Vec<String>,
     /// Temporary upload files left by an interrupted run.
     pub stale_temps: Vec<String>,
-    /// (target folder, source mtime) to stamp after copying, deepest first.
-    pub dir_mtimes: Vec<(String, i64)>,
+    /// (target folder, source times) to stamp after copying, deepest first.
+    pub dir_times: Vec<(String, FileTimes)>,
 }
 
 pub struct PlanOptions {
@@ -90,6 +91,7 @@ pub fn make_plan(
             target_path: m.target_path.clone(),
             size: e.size,
             mtime_ns: e.mtime_ns,
+            created_ns: e.created_ns,
             source_etag: e.etag.clone(),
             reason: Reason::New,
             only_if_hash_differs: None,
@@ -122,9 +124,16 @@ pub fn make_plan(
     plan.mkdirs
         .sort_by_key(|p| (p.matches('/').count(), p.clone()));
     dirs.sort_by_key(|m| std::cmp::Reverse(m.target_path.matches('/').count()));
-    plan.dir_mtimes = dirs
+    plan.dir_times = dirs
         .iter()
-        .filter_map(|m| Some((m.target_path.clone(), m.entry.mtime_ns?)))
+        .map(|m| {
+            let times = FileTimes {
+                modified_ns: m.entry.mtime_ns,
+                created_ns: m.entry.created_ns,
+            };
+            (m.target_path.clone(), times)
+        })
+        .filter(|(_, t)| !t.is_empty())
         .collect();
     // Largest first: long transfers start early instead of trailing at the end.
     plan.copies
@@ -174,7 +183,7 @@ mod tests {
             is_dir: false,
             size,
             mtime_ns: Some(mtime),
-            etag: None,
+            ..Entry::default()
         }
     }
     fn d(path: &str) -> Entry {
@@ -183,7 +192,7 @@ mod tests {
             is_dir: true,
             size: 0,
             mtime_ns: Some(7),
-            etag: None,
+            ..Entry::default()
         }
     }
     fn m(x: Entry) -> Mapped {
@@ -219,7 +228,7 @@ mod tests {
         assert_eq!(p.mkdirs, vec!["a", "empty", "a/b"]);
         assert_eq!(p.copies.len(), 1);
         assert_eq!(p.copies[0].reason, Reason::New);
-        assert_eq!(p.dir_mtimes[0].0, "a/b", "deepest first");
+        assert_eq!(p.dir_times[0].0, "a/b", "deepest first");
     }
 
     #[test]

@@ -345,7 +345,7 @@ mod tests {
             is_dir: false,
             size: 1,
             mtime_ns: None,
-            etag: None,
+            ..Entry::default()
         }
     }
     fn d(path: &str) -> Entry {

@@ -625,3 +625,234 @@ fn a_certificate_instead_of_a_secret_migrates_to_sharepoint() {
     );
     assert_eq!(fake.stats().tokens_issued, before);
 }
+
+/// Seconds since the epoch of a local file's birth time and modification time.
+fn local_times(p: &Path) -> (i64, i64) {
+    let md = std::fs::metadata(p).unwrap();
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    };
+    let born = md
+        .created()
+        .expect("this test needs a file system that records birth times (statx)");
+    (secs(born), secs(md.modified().unwrap()))
+}
+
+/// Every folder and file below `root`, relative, `/`-separated.
+fn local_paths(root: &Path) -> Vec<String> {
+    fingerprint(root).into_keys().collect()
+}
+
+/// fileSystemInfo is what a client sets, apart from the service's own times
+/// (learn.microsoft.com/graph/api/resources/filesysteminfo): files keep both times through an
+/// upload session, through a small PUT followed by a PATCH, and folders get theirs after their
+/// content is written (writing a child moves its folder's time). SharePoint → local brings
+/// the modification times of files and folders back.
+#[test]
+fn creation_and_modification_times_reach_sharepoint_on_files_and_folders_and_come_back() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        rewrite_office_files: false,
+        ..Default::default()
+    });
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    write_file(&src, "a/b/big.bin", &big, 1_234_567_890);
+    // Folder times last, deepest first, as a user's tree would have them.
+    let folders = [
+        ("a/b/c/d", 1_100_000_000),
+        ("a/b/c", 1_100_000_100),
+        ("a/b", 1_100_000_200),
+        ("a", 1_100_000_300),
+        ("Empty Folder/also empty", 1_100_000_400),
+        ("Empty Folder", 1_100_000_500),
+        ("Verträge 2019", 1_100_000_600),
+        ("日本語", 1_100_000_700),
+    ];
+    for (d, t) in folders {
+        set_mtime(&src.join(d), t);
+    }
+    // Uploads happen seconds after the files were born, so an upload time stamped as
+    // "created" cannot pass for the birth time.
+    std::thread::sleep(Duration::from_millis(2100));
+    let state = tmp.path().join("state");
+    let paths = local_paths(&src);
+    let check = |folder: &str| {
+        for rel in &paths {
+            let (born, modified) = local_times(&src.join(rel));
+            let t = fake
+                .times(&drive, &format!("{folder}/{rel}"))
+                .unwrap_or_else(|| panic!("{rel} missing"));
+            assert_eq!(t.modified.unix_timestamp(), modified, "modified of {rel}");
+            assert_eq!(t.created.unix_timestamp(), born, "created of {rel}");
+            assert!(
+                t.service_created.unix_timestamp() > born,
+                "the service's own createdDateTime stays the upload time ({rel})"
+            );
+        }
+    };
+
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    check("Migrated");
+
+    // Small files in one PUT: their times follow in a PATCH of fileSystemInfo.
+    let lib2 = format!("sharepoint://{HOST}/sites/Finance/Shared%20Documents/Put");
+    let st = state.to_str().unwrap();
+    let simple_before = fake.stats().simple_uploads;
+    let out = run(
+        &fake,
+        &[
+            "migrate",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &lib2,
+            "--state-dir",
+            st,
+            "--graph-small-files",
+            "put",
+            "--json",
+        ],
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ok(out.status.code().unwrap(), &rep);
+    assert_eq!(rep["mtime"], "kept", "{rep:#}");
+    assert_eq!(
+        fake.stats().simple_uploads - simple_before,
+        6,
+        "small files in one PUT"
+    );
+    check("Put");
+
+    // SharePoint → local: files and folders keep their modification times.
+    let back = tmp.path().join("back");
+    let (code, rep) = migrate_g(&fake, &lib, back.to_str().unwrap(), &state);
+    assert_ok(code, &rep);
+    assert_same_tree(&src, &back, true);
+    for rel in &paths {
+        assert_eq!(
+            local_times(&back.join(rel)).1,
+            local_times(&src.join(rel)).1,
+            "modified of {rel} after the round trip"
+        );
+    }
+}
+
+/// A library whose times were set by users' sync clients: SharePoint → local keeps them on
+/// files and folders, and an incremental run after an online edit keeps the folder's new time.
+#[test]
+fn sharepoint_times_are_kept_on_local_files_and_folders() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let drive = fake.add_user("adele@contoso.com");
+    let at = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
+    fake.put_file(
+        &drive,
+        "Plans/2019/q1.txt",
+        b"first quarter",
+        at(1_550_000_000),
+    );
+    fake.put_file(
+        &drive,
+        "Plans/2019/q2.txt",
+        b"second quarter",
+        at(1_560_000_000),
+    );
+    fake.put_file(&drive, "Plans/notes.txt", b"notes", at(1_570_000_000));
+    fake.set_times(&drive, "Plans/2019", at(1_500_000_000), at(1_580_000_000));
+    fake.set_times(&drive, "Plans", at(1_400_000_000), at(1_590_000_000));
+    let tmp = tempfile::tempdir().unwrap();
+    let back = tmp.path().join("back");
+    let state = tmp.path().join("state");
+    let source = "onedrive://adele@contoso.com/";
+    let (code, rep) = migrate_g(&fake, source, back.to_str().unwrap(), &state);
+    assert_ok(code, &rep);
+    for (rel, want) in [
+        ("Plans", 1_590_000_000),
+        ("Plans/2019", 1_580_000_000),
+        ("Plans/2019/q1.txt", 1_550_000_000),
+        ("Plans/2019/q2.txt", 1_560_000_000),
+        ("Plans/notes.txt", 1_570_000_000),
+    ] {
+        assert_eq!(local_times(&back.join(rel)).1, want, "modified of {rel}");
+    }
+}
+
+/// `verify` against SharePoint compares the quickXorHash the service reports with one computed
+/// over the other side while reading it: nothing is downloaded from the service. A file whose
+/// bytes changed in the library is named; the files SharePoint rewrote after upload (the run
+/// recorded them) are reported as changed by the service, not as differences.
+#[test]
+fn verify_compares_the_services_hash_and_downloads_nothing() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let state = tmp.path().join("state");
+    let st = state.to_str().unwrap();
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    let verify = |source: &str, target: &str| {
+        let out = run(
+            &fake,
+            &[
+                "verify",
+                "--source",
+                source,
+                "--target",
+                target,
+                "--state-dir",
+                st,
+                "--json",
+            ],
+        );
+        let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        (out.status.code().unwrap(), rep)
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let downloads = fake.stats().downloads;
+    let (code, rep) = verify(src.to_str().unwrap(), &lib);
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["files_compared"], 6, "{rep:#}");
+    assert_eq!(rep["compared_by_service_hash"], 6, "{rep:#}");
+    assert_eq!(
+        names(&rep["changed_by_service"]),
+        [
+            "Verträge 2019/Angebot Müller & Söhne.docx",
+            "Verträge 2019/résumé #2 (final) 100%.pdf"
+        ],
+        "{rep:#}"
+    );
+    assert!(rep["content_mismatch"].as_array().unwrap().is_empty());
+
+    // Bytes changed in storage, same size: only the service's hash shows it.
+    fake.corrupt(&drive, "Migrated/a/b/c/d/deep file+plus.txt", b"DEEP");
+    let (code, rep) = verify(src.to_str().unwrap(), &lib);
+    assert_eq!(code, 1, "{rep:#}");
+    assert_eq!(
+        names(&rep["content_mismatch"]),
+        ["a/b/c/d/deep file+plus.txt"],
+        "{rep:#}"
+    );
+    // The other direction reads the local side only, too.
+    let (code, rep) = verify(&lib, src.to_str().unwrap());
+    assert_eq!(code, 1, "{rep:#}");
+    assert!(names(&rep["content_mismatch"]).contains(&"a/b/c/d/deep file+plus.txt".to_string()));
+    assert_eq!(
+        fake.stats().downloads,
+        downloads,
+        "verify downloaded from the service"
+    );
+}

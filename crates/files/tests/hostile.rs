@@ -232,7 +232,10 @@ async fn endpoints_refuse_unsafe_paths_whoever_asks() {
         ))]))
     };
     for bad in ["../x", "a/../../x", "/etc/x", "a//b", ".."] {
-        assert!(local.put(bad, 6, None, body()).await.is_err(), "{bad}");
+        assert!(
+            local.put(bad, 6, Default::default(), body()).await.is_err(),
+            "{bad}"
+        );
         assert!(local.mkdir(bad).await.is_err(), "{bad}");
         assert!(local.delete(bad).await.is_err(), "{bad}");
         assert!(local.read(bad, 6).await.is_err(), "{bad}");
@@ -242,7 +245,13 @@ async fn endpoints_refuse_unsafe_paths_whoever_asks() {
     let server = HttpServer::start(|_, w| respond(w, 201, &[], b""));
     let remote = dav(&server.url("/lib/"));
     for bad in ["../x", "a/../../x", "/etc/x"] {
-        assert!(remote.put(bad, 6, None, body()).await.is_err(), "{bad}");
+        assert!(
+            remote
+                .put(bad, 6, Default::default(), body())
+                .await
+                .is_err(),
+            "{bad}"
+        );
         assert!(remote.mkdir(bad).await.is_err(), "{bad}");
         assert!(remote.delete(bad).await.is_err(), "{bad}");
     }

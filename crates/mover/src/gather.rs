@@ -322,35 +322,20 @@ impl Mover {
         probes.dav_failures = failures;
         probes.dav_homes_missing = missing;
         for mapping in &spec.libraries {
-            match self.libraries(mapping).await {
-                Err(e) => {
-                    probes
-                        .library_failures
-                        .push(failure("library", &mapping.source, error_text(e)))
-                }
-                Ok((src, dst)) => {
-                    match self.engines.probe_library(&src, true).await {
-                        Ok(refusals) => {
-                            probes
-                                .refused_names
-                                .extend(refusals.into_iter().map(|r| RefusedName {
-                                    library: mapping.source.clone(),
-                                    path: r.path,
-                                    problem: r.problem,
-                                }))
-                        }
-                        Err(e) => {
-                            probes
-                                .library_failures
-                                .push(failure("source", &mapping.source, e))
-                        }
-                    }
-                    if let Err(e) = self.engines.probe_library(&dst, false).await {
-                        probes
-                            .library_failures
-                            .push(failure("target", &mapping.target, e));
-                    }
-                }
+            // Each moving user's OneDrive: every source one must answer now; the target ones
+            // appear only once the target users are licensed, so they are not probed.
+            let (each, probe_target) = if mapping.per_user() {
+                let users: Vec<LibraryMapping> = mapped_sources(spec, source)
+                    .iter()
+                    .map(|upn| mapping.for_user(upn, upn))
+                    .collect();
+                (users, false)
+            } else {
+                (vec![mapping.clone()], true)
+            };
+            for mapping in &each {
+                self.probe_library_pair(mapping, probe_target, &mut probes)
+                    .await;
             }
         }
         probes
@@ -358,6 +343,50 @@ impl Mover {
 }
 
 impl Mover {
+    /// Probes one library's source (its names the target would refuse) and, with
+    /// `probe_target`, its target.
+    async fn probe_library_pair(
+        &self,
+        mapping: &LibraryMapping,
+        probe_target: bool,
+        probes: &mut Probes,
+    ) {
+        let failure = |side: &str, subject: &str, problem: String| ProbeFailure {
+            side: side.to_string(),
+            subject: subject.to_string(),
+            problem,
+        };
+        let (src, dst) = match self.libraries(mapping).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let e = failure("library", &mapping.source, error_text(e));
+                probes.library_failures.push(e);
+                return;
+            }
+        };
+        match self.engines.probe_library(&src, true).await {
+            Ok(refusals) => {
+                probes
+                    .refused_names
+                    .extend(refusals.into_iter().map(|r| RefusedName {
+                        library: mapping.source.clone(),
+                        path: r.path,
+                        problem: r.problem,
+                    }))
+            }
+            Err(e) => probes
+                .library_failures
+                .push(failure("source", &mapping.source, e)),
+        }
+        if probe_target {
+            if let Err(e) = self.engines.probe_library(&dst, false).await {
+                probes
+                    .library_failures
+                    .push(failure("target", &mapping.target, e));
+            }
+        }
+    }
+
     /// Every CalDAV/CardDAV server the move carries data with must answer its profile's login
     /// (failures block the plan); each moving user's source home is looked up (those without
     /// one are warnings: nothing of the kind moves for them).

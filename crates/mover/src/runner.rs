@@ -21,7 +21,8 @@ use tenantry_app::waiting;
 use tenantry_app::{Caller, Ledger, NewUser};
 use tenantry_ledger::assignment::AddLicense;
 use tenantry_ledger::{LedgerError, Timestamp};
-use tenantry_moves::plan::{MovedUser, Plan, Step};
+use tenantry_moves::model::{LibraryMapping, MoveSpec};
+use tenantry_moves::plan::{LibraryRun, MovedUser, Plan, Step};
 use tenantry_store::moves::{MoveRecord, StepRecord, StepState};
 use tenantry_store::StoreError;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -330,9 +331,20 @@ impl Runner {
                 })
                 .await
             }
-            Step::MigrateLibrary { index, .. } => {
+            Step::MigrateLibrary {
+                index,
+                source,
+                target,
+                target_upn,
+            } => {
+                let run = LibraryRun {
+                    index: *index,
+                    source: source.clone(),
+                    target: target.clone(),
+                    target_upn: target_upn.clone(),
+                };
                 progress::reporting(self.progress_of(record), |sink| {
-                    self.library(&moved, record, *index, sink)
+                    self.library(&moved, record, &run, sink)
                 })
                 .await
             }
@@ -369,8 +381,11 @@ impl Runner {
                     .buffered(width)
                     .try_collect()
                     .await?;
-                let libraries: Vec<Value> = stream::iter(0..spec.libraries.len())
-                    .map(|index| self.library(moved, record, index, Arc::new(progress::NoProgress)))
+                let libraries: Vec<Value> = stream::iter(plan.library_runs())
+                    .map(|run| async move {
+                        self.library(moved, record, &run, Arc::new(progress::NoProgress))
+                            .await
+                    })
                     .buffered(width)
                     .try_collect()
                     .await?;
@@ -431,7 +446,8 @@ impl Runner {
                         }
                     }
                 }
-                for mapping in &spec.libraries {
+                for run in plan.library_runs() {
+                    let mapping = &library_mapping(spec, &run)?;
                     let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
                     match self.mover.engines.verify_library(&src, &dst).await {
                         Ok(v) => checks.push(json!({"library": mapping.source, "result": v})),
@@ -632,23 +648,34 @@ impl Runner {
         &self,
         moved: &MoveRecord,
         record: &StepRecord,
-        index: usize,
+        run: &LibraryRun,
         sink: Arc<dyn progress::ProgressSink>,
     ) -> Result<Value, EngineError> {
-        let mapping = moved
-            .spec
-            .libraries
-            .get(index)
-            .ok_or_else(|| EngineError::Permanent("no such library in the move".into()))?;
+        let mapping = &library_mapping(&moved.spec, run)?;
         let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
+        // One state per library, and per user for each user's OneDrive.
+        let (key, file) = match &run.target_upn {
+            None => (format!("files/{}", run.index), format!("{}", run.index)),
+            Some(upn) => {
+                let upn = upn.to_lowercase();
+                let safe: String = upn
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                (
+                    format!("files/{}/{upn}", run.index),
+                    format!("{}-{safe}", run.index),
+                )
+            }
+        };
         let slot = StateSlot {
             move_id: moved.id,
-            key: format!("files/{index}"),
+            key,
             path: self
                 .mover
                 .state_dir(moved.id)
                 .join("files")
-                .join(format!("{index}.sqlite")),
+                .join(format!("{file}.sqlite")),
         };
         let engines = &self.mover.engines;
         // The files engine is safe with an older state as is: a record means "complete at its
@@ -760,6 +787,20 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The move's library `run.index` with the step's locations (a user's OneDrive for a per-user
+/// mapping) and the library's connection profiles.
+fn library_mapping(spec: &MoveSpec, run: &LibraryRun) -> Result<LibraryMapping, EngineError> {
+    let mapping = spec
+        .libraries
+        .get(run.index)
+        .ok_or_else(|| EngineError::Permanent("no such library in the move".into()))?;
+    Ok(LibraryMapping {
+        source: run.source.clone(),
+        target: run.target.clone(),
+        ..mapping.clone()
+    })
 }
 
 /// (source UPN, target UPN) of every mailbox of the plan.

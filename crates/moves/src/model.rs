@@ -62,7 +62,8 @@ pub fn parse_user_csv(text: &str) -> Result<Vec<UserMapping>, LedgerError> {
 #[serde(rename_all = "camelCase")]
 pub struct LibraryMapping {
     /// `webdav(s)://host/path` URL, a local path, `sharepoint://{host}/sites/{site}/{library}/…`
-    /// or `onedrive://{userPrincipalName}/…`.
+    /// or `onedrive://{userPrincipalName}/…`. `onedrive://{user}/…` on both sides stands for
+    /// each moving user's OneDrive: one library step per user, source UPN to target UPN.
     pub source: String,
     pub target: String,
     /// Connection profiles of each side: the WebDAV user and password, or for SharePoint and
@@ -230,6 +231,36 @@ impl PimServers {
     }
 }
 
+/// In a library location, each moving user's UPN: `onedrive://{user}/…`.
+pub const USER_PLACEHOLDER: &str = "{user}";
+
+impl LibraryMapping {
+    /// Each moving user's OneDrive (`onedrive://{user}/…`), rather than one fixed library.
+    pub fn per_user(&self) -> bool {
+        self.source.contains(USER_PLACEHOLDER) || self.target.contains(USER_PLACEHOLDER)
+    }
+
+    /// The mapping of one moving user: the placeholder replaced by their source UPN on the
+    /// source side and their target UPN on the target side.
+    pub fn for_user(&self, source_upn: &str, target_upn: &str) -> LibraryMapping {
+        LibraryMapping {
+            source: self.source.replace(USER_PLACEHOLDER, source_upn),
+            target: self.target.replace(USER_PLACEHOLDER, target_upn),
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether `location` is `onedrive://{user}` with an optional path, the one place the
+/// placeholder may stand.
+fn is_per_user_onedrive(location: &str) -> bool {
+    location
+        .strip_prefix("onedrive://{user}")
+        .is_some_and(|rest| {
+            (rest.is_empty() || rest.starts_with('/')) && !rest.contains(USER_PLACEHOLDER)
+        })
+}
+
 /// `sharepoint://…` and `onedrive://…`: libraries reached through Microsoft Graph.
 pub fn is_graph_library(location: &str) -> bool {
     location.starts_with("sharepoint://") || location.starts_with("onedrive://")
@@ -365,6 +396,19 @@ impl MoveSpec {
         }
         self.pim.validate()?;
         for (index, library) in self.libraries.iter().enumerate() {
+            if library.per_user()
+                && !(is_per_user_onedrive(&library.source) && is_per_user_onedrive(&library.target))
+            {
+                return Err(LedgerError::invalid(
+                    "InvalidLibrary",
+                    format!(
+                        "library {}: {USER_PLACEHOLDER} stands for each moving user's OneDrive:                          use onedrive://{USER_PLACEHOLDER}/… as both the source and the target",
+                        index + 1
+                    ),
+                ));
+            }
+            // The shape is checked on a user's mapping (the placeholder is no UPN).
+            let library = &library.for_user("user@example.com", "user@example.com");
             for (side, location, profile) in [
                 ("source", &library.source, &library.source_profile),
                 ("target", &library.target, &library.target_profile),
@@ -620,6 +664,43 @@ mod tests {
         s.libraries[0].target_profile = Some("sp-app".into());
         let named = s.with_graph_defaults();
         assert_eq!(named.libraries[0].target_profile.as_deref(), Some("sp-app"));
+    }
+
+    #[test]
+    fn a_per_user_onedrive_library_has_the_placeholder_on_both_sides() {
+        let graph = |l: LibraryMapping| LibraryMapping {
+            source_profile: Some("g".into()),
+            target_profile: Some("g".into()),
+            ..l
+        };
+        for bad in [
+            library("onedrive://{user}/", "/srv/homes"),
+            library("/srv/homes/{user}", "onedrive://{user}/"),
+            library("onedrive://{user}/", "onedrive://adele@contoso.com/"),
+            library(
+                "onedrive://{user}/",
+                "sharepoint://h/sites/{user}/Documents",
+            ),
+            library("onedrive://{user}x/", "onedrive://{user}/"),
+        ] {
+            let mut s = spec();
+            s.libraries.push(graph(bad.clone()));
+            let e = s.validate().unwrap_err();
+            assert_eq!(e.code, "InvalidLibrary", "{bad:?}");
+        }
+        let mut s = spec();
+        let each = graph(library(
+            "onedrive://{user}",
+            "onedrive://{user}/From Fabrikam",
+        ));
+        s.libraries.push(each.clone());
+        s.validate().unwrap();
+        assert!(each.per_user());
+        let one = each.for_user("adele@fabrikam.com", "adele@contoso.com");
+        assert_eq!(one.source, "onedrive://adele@fabrikam.com");
+        assert_eq!(one.target, "onedrive://adele@contoso.com/From Fabrikam");
+        assert!(!one.per_user());
+        assert_eq!(one.target_profile.as_deref(), Some("g"));
     }
 
     #[test]

@@ -205,10 +205,14 @@ pub enum Step {
         source_upn: String,
         target_upn: String,
     },
+    /// One library of the move (`index` in its list), its locations resolved: a per-user
+    /// mapping (`onedrive://{user}/…`) gives one step per moving user, named by `target_upn`.
     MigrateLibrary {
         index: usize,
         source: String,
         target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_upn: Option<String>,
     },
     /// A user's calendars and task lists, home to home (the move names both CalDAV servers).
     MigrateCalendars {
@@ -265,7 +269,16 @@ impl Step {
             Step::MigrateMailbox { source_upn, .. } => {
                 format!("mailbox:{}", source_upn.to_lowercase())
             }
-            Step::MigrateLibrary { index, .. } => format!("library:{index}"),
+            Step::MigrateLibrary {
+                index,
+                target_upn: None,
+                ..
+            } => format!("library:{index}"),
+            Step::MigrateLibrary {
+                index,
+                target_upn: Some(upn),
+                ..
+            } => format!("library:{index}:{}", upn.to_lowercase()),
             Step::MigrateCalendars { source_upn, .. } => {
                 format!("calendars:{}", source_upn.to_lowercase())
             }
@@ -294,6 +307,40 @@ impl Step {
             }
             Step::Report => "report".into(),
         }
+    }
+}
+
+/// A library step's locations: what the runner copies, re-copies in the final pass and
+/// verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryRun {
+    pub index: usize,
+    pub source: String,
+    pub target: String,
+    pub target_upn: Option<String>,
+}
+
+impl Plan {
+    /// Every library step of the plan, in plan order (one per moving user for a per-user
+    /// mapping).
+    pub fn library_runs(&self) -> Vec<LibraryRun> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::MigrateLibrary {
+                    index,
+                    source,
+                    target,
+                    target_upn,
+                } => Some(LibraryRun {
+                    index: *index,
+                    source: source.clone(),
+                    target: target.clone(),
+                    target_upn: target_upn.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -973,11 +1020,26 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
     }
     for (index, library) in input.spec.libraries.iter().enumerate() {
-        steps.push(Step::MigrateLibrary {
-            index,
-            source: library.source.clone(),
-            target: library.target.clone(),
-        });
+        if library.per_user() {
+            // Each moving user's OneDrive, once the target user exists and is licensed
+            // (`schedule`): OneDrive is provisioned only for a licensed user.
+            for user in &users {
+                let one = library.for_user(&user.source_upn, &user.target_upn);
+                steps.push(Step::MigrateLibrary {
+                    index,
+                    source: one.source,
+                    target: one.target,
+                    target_upn: Some(user.target_upn.clone()),
+                });
+            }
+        } else {
+            steps.push(Step::MigrateLibrary {
+                index,
+                source: library.source.clone(),
+                target: library.target.clone(),
+                target_upn: None,
+            });
+        }
     }
     steps.push(Step::FinalDeltaPass);
     steps.push(Step::Verify);

@@ -49,7 +49,8 @@ fn all_servers(spec: &MoveSpec) -> Vec<String> {
     for kind in spec.pim.kinds() {
         out.extend(dav_servers(spec, kind));
     }
-    for library in &spec.libraries {
+    // A per-user OneDrive mapping names no one server (Graph's budget is per tenant).
+    for library in spec.libraries.iter().filter(|l| !l.per_user()) {
         out.extend(server_of(&library.source));
         out.extend(server_of(&library.target));
     }
@@ -64,11 +65,9 @@ fn servers(step: &Step, spec: &MoveSpec) -> Vec<String> {
                 out.extend(server_of(&server.url));
             }
         }
-        Step::MigrateLibrary { index, .. } => {
-            if let Some(library) = spec.libraries.get(*index) {
-                out.extend(server_of(&library.source));
-                out.extend(server_of(&library.target));
-            }
+        Step::MigrateLibrary { source, target, .. } => {
+            out.extend(server_of(source));
+            out.extend(server_of(target));
         }
         Step::MigrateCalendars { .. } => out.extend(dav_servers(spec, PimKind::Calendars)),
         Step::MigrateContacts { .. } => out.extend(dav_servers(spec, PimKind::Contacts)),
@@ -113,7 +112,9 @@ impl Plan {
             let after: Vec<String> = match step {
                 Step::BuyTargetLicences { .. }
                 | Step::AwaitTargetSeats { .. }
-                | Step::MigrateLibrary { .. } => vec![],
+                | Step::MigrateLibrary {
+                    target_upn: None, ..
+                } => vec![],
                 // Seats before users (a user is created only once the licences it will hold can
                 // be had, so a move waiting for a purchase leaves the target untouched), users
                 // before their licences.
@@ -129,7 +130,11 @@ impl Plan {
                 // calendar and address-book homes, copied beside the mailbox, not after it.
                 Step::MigrateMailbox { target_upn, .. }
                 | Step::MigrateCalendars { target_upn, .. }
-                | Step::MigrateContacts { target_upn, .. } => {
+                | Step::MigrateContacts { target_upn, .. }
+                | Step::MigrateLibrary {
+                    target_upn: Some(target_upn),
+                    ..
+                } => {
                     let upn = target_upn.to_lowercase();
                     present(format!("assign:{upn}"))
                         .or_else(|| present(format!("create-user:{upn}")))

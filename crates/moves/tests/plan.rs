@@ -711,3 +711,73 @@ fn the_plan_states_what_microsofts_own_migration_would_cost() {
     let back: tenantry_moves::plan::Plan = serde_json::from_value(old).unwrap();
     assert!(back.microsoft_migration.is_none());
 }
+
+/// `onedrive://{user}/…` on both sides: one library step per moving user, source UPN to target
+/// UPN after the domain rewrite, each after its target user exists and is licensed (OneDrive is
+/// provisioned for licensed users only), all before the final pass; a fixed library stays one
+/// step with nothing to wait for.
+#[test]
+fn a_per_user_onedrive_library_is_one_step_per_moving_user_after_their_licence() {
+    use tenantry_moves::model::LibraryMapping;
+    let mut w = world(MovePath::RetireSource);
+    // The users come from the domain rewrite, not a list: the rewrite names the targets.
+    w.spec.users.clear();
+    w.spec.domain_rewrite = Some(DomainRewrite {
+        from: "fabrikam.com".into(),
+        to: "contoso.com".into(),
+    });
+    w.spec.libraries = vec![
+        LibraryMapping {
+            source: "/srv/share".into(),
+            target: "sharepoint://contoso.sharepoint.com/sites/Finance/Documents".into(),
+            source_profile: None,
+            target_profile: Some("g".into()),
+        },
+        LibraryMapping {
+            source: "onedrive://{user}/".into(),
+            target: "onedrive://{user}/From Fabrikam".into(),
+            source_profile: Some("g".into()),
+            target_profile: Some("g".into()),
+        },
+    ];
+    w.spec.validate().unwrap();
+    let p = run(&w, &BTreeSet::new());
+    assert!(p.is_runnable(), "{:?}", p.findings);
+    let runs = p.library_runs();
+    let moving: Vec<&str> = p.users.iter().map(|u| u.source_upn.as_str()).collect();
+    assert_eq!(runs.len(), 1 + moving.len(), "{runs:?}");
+    assert_eq!(runs[0].target_upn, None);
+    let schedule = p.schedule(&w.spec);
+    let of = |key: &str| {
+        schedule
+            .iter()
+            .find(|s| s.key == key)
+            .unwrap_or_else(|| panic!("no step {key}"))
+    };
+    assert!(of("library:0").after.is_empty());
+    for source_upn in moving {
+        let user = source_upn.split('@').next().unwrap();
+        let key = format!("library:1:{user}@contoso.com");
+        let step = of(&key);
+        assert_eq!(
+            step.step,
+            Step::MigrateLibrary {
+                index: 1,
+                source: format!("onedrive://{user}@fabrikam.com/"),
+                target: format!("onedrive://{user}@contoso.com/From Fabrikam"),
+                target_upn: Some(format!("{user}@contoso.com")),
+            }
+        );
+        assert_eq!(step.after, [format!("assign:{user}@contoso.com")], "{key}");
+        assert!(ancestors(&schedule, &key).contains(&format!("create-user:{user}@contoso.com")));
+        assert!(ancestors(&schedule, "final-delta").contains(&key));
+    }
+    assert_eq!(
+        schedule
+            .iter()
+            .filter(|s| s.key.starts_with("library:1:"))
+            .count(),
+        4,
+        "the rewrite moves all four users of the domain"
+    );
+}

@@ -102,6 +102,8 @@ pub enum MoveCmd {
         target_mail_profile: Option<String>,
         /// A library: `SOURCE=TARGET` (paths, webdav(s)://, sharepoint://{host}/sites/{site}/
         /// {library}/… or onedrive://{userPrincipalName}/…); repeatable.
+        /// `onedrive://{user}/=onedrive://{user}/PATH` moves each moving user's OneDrive
+        /// (source UPN to target UPN, after the domain rewrite), one step per user.
         #[arg(long = "library")]
         libraries: Vec<String>,
         /// Profiles for the libraries: `SOURCE_PROFILE=TARGET_PROFILE` (either may be empty; a

@@ -45,11 +45,20 @@ async fn tenants_and_profiles(
     fake: &FakeGraph,
     certificate: Option<&AppCertificate>,
 ) -> (String, String) {
+    tenants_with_users(s, fake, &USERS, certificate).await
+}
+
+async fn tenants_with_users(
+    s: &Server,
+    fake: &FakeGraph,
+    users: &[&str],
+    certificate: Option<&AppCertificate>,
+) -> (String, String) {
     let source = s.tenant("Fabrikam").await;
     let target = s.tenant("Contoso").await;
     s.subscription(&source, "ENTERPRISEPACK", 5).await;
     s.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for u in USERS {
+    for u in users {
         let user = s
             .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
                 Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
@@ -497,5 +506,110 @@ async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
                 assert_eq!(f["copied"], 0, "{pass}");
             }
         }
+    }
+}
+
+/// `onedrive://{user}/…` on both sides: each moving user's OneDrive goes to their own OneDrive
+/// in the target (source UPN → target UPN by the domain rewrite), one step per user after their
+/// licence, and the final pass and verification cover each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_copies_each_users_onedrive_to_their_own() {
+    const MOVERS: [&str; 2] = ["adele", "bob"];
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let when = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut targets = Vec::new();
+    for u in MOVERS {
+        let drive = fake.add_user(&format!("{u}@fabrikam.com"));
+        fake.put_file(&drive, &format!("Notes/{u}.txt"), u.as_bytes(), when);
+        fake.put_file(&drive, "big.bin", &big, when);
+        targets.push(fake.add_user(&format!("{u}@contoso.com")));
+    }
+
+    let s = Server::start_on(None);
+    let (source, target) = tenants_with_users(&s, &fake, &MOVERS, None).await;
+    let (status, m) = s
+        .post("/v1/moves", OPERATOR, json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "libraries": [{"source": "onedrive://{user}/", "target": "onedrive://{user}/From Fabrikam",
+                           "sourceProfile": "m365", "targetProfile": "m365"}],
+        }))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    let steps: Vec<&Value> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "migrateLibrary")
+        .collect();
+    assert_eq!(steps.len(), MOVERS.len(), "{plan}");
+    for u in MOVERS {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s["source"] == format!("onedrive://{u}@fabrikam.com/")
+                    && s["target"] == format!("onedrive://{u}@contoso.com/From Fabrikam")
+                    && s["targetUpn"] == format!("{u}@contoso.com")),
+            "{u}: {steps:?}"
+        );
+    }
+    let (status, _) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202);
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+
+    for (u, drive) in MOVERS.iter().zip(&targets) {
+        assert_eq!(
+            fake.paths(drive),
+            [
+                "From Fabrikam".to_string(),
+                "From Fabrikam/Notes".into(),
+                format!("From Fabrikam/Notes/{u}.txt"),
+                "From Fabrikam/big.bin".into(),
+            ],
+            "{u}: their own files only"
+        );
+        let note = fake
+            .file(drive, &format!("From Fabrikam/Notes/{u}.txt"))
+            .unwrap();
+        assert_eq!(note.content, u.as_bytes());
+        assert_eq!(note.modified, when, "{u}: the time is kept");
+        assert!(fake.file(drive, "From Fabrikam/big.bin").unwrap().content == big);
+        let saved = saved_state(&s, &id, &format!("files/0/{u}@contoso.com"));
+        assert_eq!(
+            count(&saved, "graph_delta"),
+            2,
+            "{u}: both drives' delta links"
+        );
+    }
+
+    // The final pass ran each user's library again (copying nothing); verification covered
+    // each of them.
+    let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
+    let step = |key: &str| {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap_or_else(|| panic!("no step {key}: {report}"))
+            .clone()
+    };
+    let passes = step("final-delta")["result"]["passes"].clone();
+    assert_eq!(passes.as_array().unwrap().len(), MOVERS.len(), "{passes}");
+    for pass in passes.as_array().unwrap() {
+        assert_eq!(pass["result"]["copied_files"], 0, "{pass}");
+    }
+    let checks = step("verify")["result"].to_string();
+    for u in MOVERS {
+        assert!(
+            checks.contains(&format!("onedrive://{u}@fabrikam.com/")),
+            "{u} verified: {checks}"
+        );
     }
 }

@@ -153,9 +153,20 @@ pub struct Fragment {
 #[derive(Clone, Debug)]
 pub struct FakeFile {
     pub content: Vec<u8>,
+    /// `fileSystemInfo.lastModifiedDateTime`: the time a client set (or the upload time).
     pub modified: OffsetDateTime,
+    /// `fileSystemInfo.createdDateTime`.
     pub created: OffsetDateTime,
     pub quick_xor_hash: String,
+}
+
+/// An item's times: those a client set (`fileSystemInfo`) and the service's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FakeTimes {
+    pub created: OffsetDateTime,
+    pub modified: OffsetDateTime,
+    pub service_created: OffsetDateTime,
+    pub service_modified: OffsetDateTime,
 }
 
 #[derive(Clone, Debug)]
@@ -165,8 +176,13 @@ struct Item {
     parent: Option<String>,
     folder: bool,
     content: Vec<u8>,
+    /// The service's times: when the item was created and last changed in the drive.
     created: OffsetDateTime,
     modified: OffsetDateTime,
+    /// `fileSystemInfo`: "provided by the client"; without one, the upload time
+    /// (https://learn.microsoft.com/graph/api/resources/filesysteminfo).
+    fs_created: OffsetDateTime,
+    fs_modified: OffsetDateTime,
     version: u64,
     /// quickXorHash of `content`, computed when it is stored.
     qxh: String,
@@ -341,12 +357,22 @@ impl FakeGraph {
         for s in &segs[..segs.len() - 1] {
             parent = match w.child(drive, &parent, s) {
                 Some(id) => id,
-                None => w.create(drive, &parent, s, true, Vec::new(), modified, modified),
+                None => w.create(
+                    drive,
+                    &parent,
+                    s,
+                    true,
+                    Vec::new(),
+                    Some(modified),
+                    Some(modified),
+                ),
             };
         }
         let name = segs[segs.len() - 1];
         match w.child(drive, &parent, name) {
-            Some(id) => w.replace_content(drive, &id, content.to_vec(), modified, modified),
+            Some(id) => {
+                w.replace_content(drive, &id, content.to_vec(), Some(modified), Some(modified))
+            }
             None => {
                 w.create(
                     drive,
@@ -354,8 +380,8 @@ impl FakeGraph {
                     name,
                     false,
                     content.to_vec(),
-                    modified,
-                    modified,
+                    Some(modified),
+                    Some(modified),
                 );
             }
         }
@@ -368,10 +394,59 @@ impl FakeGraph {
         let it = &w.drives[drive].items[&id];
         (!it.folder).then(|| FakeFile {
             content: it.content.clone(),
-            modified: it.modified,
-            created: it.created,
+            modified: it.fs_modified,
+            created: it.fs_created,
             quick_xor_hash: it.qxh.clone(),
         })
+    }
+
+    /// The times of a file or folder by path.
+    pub fn times(&self, drive: &str, path: &str) -> Option<FakeTimes> {
+        let w = self.world.lock().unwrap();
+        let id = w.resolve(drive, path)?;
+        let it = &w.drives[drive].items[&id];
+        Some(FakeTimes {
+            created: it.fs_created,
+            modified: it.fs_modified,
+            service_created: it.created,
+            service_modified: it.modified,
+        })
+    }
+
+    /// Sets an item's `fileSystemInfo` times, as a user's sync client would.
+    pub fn set_times(
+        &self,
+        drive: &str,
+        path: &str,
+        created: OffsetDateTime,
+        modified: OffsetDateTime,
+    ) {
+        let mut w = self.world.lock().unwrap();
+        let id = w.resolve(drive, path).expect("no such item");
+        w.seq += 1;
+        let seq = w.seq;
+        let it = w.drives.get_mut(drive).unwrap().items.get_mut(&id).unwrap();
+        it.fs_created = created;
+        it.fs_modified = modified;
+        it.modified = now();
+        it.version += 1;
+        it.seq = seq;
+    }
+
+    /// Changes a stored file's bytes behind every client's back (a corruption in storage):
+    /// the service's quickXorHash follows the bytes, while size, eTag, version and times stay,
+    /// so nothing in a listing but the hash shows it.
+    pub fn corrupt(&self, drive: &str, path: &str, content: &[u8]) {
+        let mut w = self.world.lock().unwrap();
+        let id = w.resolve(drive, path).expect("no such file");
+        let it = w.drives.get_mut(drive).unwrap().items.get_mut(&id).unwrap();
+        assert_eq!(
+            it.content.len(),
+            content.len(),
+            "a corruption keeps the size"
+        );
+        it.content = content.to_vec();
+        it.qxh = quick_xor_hash(content);
     }
 
     /// Every live path below the drive's root, folders included (`/`-separated).
@@ -533,6 +608,8 @@ impl World {
                 content: Vec::new(),
                 created: t,
                 modified: t,
+                fs_created: t,
+                fs_modified: t,
                 version: 1,
                 qxh: quick_xor_hash(&[]),
                 seq: self.seq,
@@ -593,9 +670,10 @@ impl World {
         name: &str,
         folder: bool,
         content: Vec<u8>,
-        created: OffsetDateTime,
-        modified: OffsetDateTime,
+        fs_created: Option<OffsetDateTime>,
+        fs_modified: Option<OffsetDateTime>,
     ) -> String {
+        let t = now();
         let id = self.new_id();
         self.seq += 1;
         let seq = self.seq;
@@ -609,14 +687,33 @@ impl World {
                 folder,
                 qxh: quick_xor_hash(&content),
                 content,
-                created,
-                modified,
+                created: t,
+                modified: t,
+                fs_created: fs_created.unwrap_or(t),
+                fs_modified: fs_modified.unwrap_or(t),
                 version: 1,
                 seq,
                 deleted: false,
             },
         );
+        self.touch_parent(drive, &id);
         id
+    }
+
+    /// A child created, rewritten or deleted changes its folder's times. The pages do not say
+    /// so for `fileSystemInfo`; the fake takes the reading a client must be ready for (OneDrive
+    /// clients show a folder's time moving when its content changes), so a client that wants a
+    /// folder's time kept has to set it after writing the folder's content.
+    fn touch_parent(&mut self, drive: &str, id: &str) {
+        let t = now();
+        let d = self.drives.get_mut(drive).unwrap();
+        let Some(parent) = d.items[id].parent.clone() else {
+            return;
+        };
+        if let Some(p) = d.items.get_mut(&parent) {
+            p.modified = t;
+            p.fs_modified = t;
+        }
     }
 
     fn replace_content(
@@ -624,8 +721,8 @@ impl World {
         drive: &str,
         id: &str,
         content: Vec<u8>,
-        created: OffsetDateTime,
-        modified: OffsetDateTime,
+        fs_created: Option<OffsetDateTime>,
+        fs_modified: Option<OffsetDateTime>,
     ) {
         self.seq += 1;
         let seq = self.seq;
@@ -640,10 +737,17 @@ impl World {
             .unwrap();
         it.qxh = quick_xor_hash(&content);
         it.content = content;
-        it.modified = modified;
-        it.created = created.min(it.created);
+        let t = now();
+        it.modified = t;
+        // "If the file content is updated and these properties are not provided,
+        // lastModifiedDateTime will be automatically reset to the current time" (filesysteminfo).
+        it.fs_modified = fs_modified.unwrap_or(t);
+        if let Some(c) = fs_created {
+            it.fs_created = c;
+        }
         it.version += 1;
         it.seq = seq;
+        self.touch_parent(drive, id);
     }
 
     /// SharePoint writes its own metadata into Office documents and PDFs after upload, so their
@@ -677,6 +781,7 @@ impl World {
             .unwrap();
         it.deleted = true;
         it.seq = seq;
+        self.touch_parent(drive, id);
     }
 
     fn item_json(&self, drive: &str, id: &str, with_path: bool) -> Value {
@@ -686,11 +791,13 @@ impl World {
             "id": it.id,
             "name": it.name,
             "eTag": format!("\"{{{}}},{}\"", it.id, it.version),
+            // The service's times, and apart from them the client's
+            // (https://learn.microsoft.com/graph/api/resources/filesysteminfo, Notes).
             "createdDateTime": iso(it.created),
             "lastModifiedDateTime": iso(it.modified),
             "fileSystemInfo": {
-                "createdDateTime": iso(it.created),
-                "lastModifiedDateTime": iso(it.modified),
+                "createdDateTime": iso(it.fs_created),
+                "lastModifiedDateTime": iso(it.fs_modified),
             },
         });
         if it.deleted {
@@ -1278,8 +1385,7 @@ fn item_request(
                 final_name = format!("{name} {n}");
                 n += 1;
             }
-            let t = now();
-            let id = w.create(drive, &parent, &final_name, true, Vec::new(), t, t);
+            let id = w.create(drive, &parent, &final_name, true, Vec::new(), None, None);
             ok_json(StatusCode::CREATED, w.item_json(drive, &id, true))
         }
         // https://learn.microsoft.com/graph/api/driveitem-put-content: the whole file in one PUT;
@@ -1292,7 +1398,6 @@ fn item_request(
                     "simple upload is limited to 4 MB: use an upload session",
                 );
             }
-            let t = now();
             w.stats.simple_uploads += 1;
             let id = match (target, path.is_some()) {
                 (Some(id), _) => {
@@ -1307,7 +1412,7 @@ fn item_request(
                     }
                     // Without fileSystemInfo the modification time becomes the upload time
                     // (https://learn.microsoft.com/graph/api/resources/filesysteminfo).
-                    w.replace_content(drive, &id, body.to_vec(), t, t);
+                    w.replace_content(drive, &id, body.to_vec(), None, None);
                     id
                 }
                 (None, true) => {
@@ -1323,7 +1428,7 @@ fn item_request(
                     if let Some(e) = refuse_name(&new_name) {
                         return e;
                     }
-                    w.create(drive, &parent, &new_name, false, body.to_vec(), t, t)
+                    w.create(drive, &parent, &new_name, false, body.to_vec(), None, None)
                 }
                 (None, false) => return error(StatusCode::NOT_FOUND, "itemNotFound", "not found"),
             };
@@ -1424,12 +1529,14 @@ fn item_request(
             w.seq += 1;
             let seq = w.seq;
             let it = w.drives.get_mut(drive).unwrap().items.get_mut(&id).unwrap();
+            // The client's times change; the service's lastModifiedDateTime is now.
             if let Some(c) = c {
-                it.created = c;
+                it.fs_created = c;
             }
             if let Some(m) = m {
-                it.modified = m;
+                it.fs_modified = m;
             }
+            it.modified = now();
             it.version += 1;
             it.seq = seq;
             ok_json(StatusCode::OK, w.item_json(drive, &id, true))
@@ -1624,8 +1731,7 @@ fn upload_fragment(
         return ok_json(StatusCode::ACCEPTED, status_json(&w.sessions[&sid]));
     }
     let s = w.sessions.remove(&sid).unwrap();
-    let t = now();
-    let (created, modified) = (s.created.unwrap_or(t), s.modified.unwrap_or(t));
+    let (created, modified) = (s.created, s.modified);
     let id = match w.child(&s.drive, &s.parent, &s.name) {
         Some(_) if s.conflict == "fail" => {
             return error(

@@ -162,6 +162,11 @@ pub struct CreateMove {
     pub source_mail: Option<MailServer>,
     #[schema(value_type = Option<Object>)]
     pub target_mail: Option<MailServer>,
+    /// Document libraries: `{"source", "target", "sourceProfile", "targetProfile"}`, each a
+    /// path, `webdav(s)://host/path`, `sharepoint://{host}/sites/{site}/{library}/…` or
+    /// `onedrive://{userPrincipalName}/…`. `onedrive://{user}/…` as both source and target
+    /// (the literal placeholder `{user}`) moves each moving user's OneDrive: one step per user,
+    /// source UPN to target UPN (after the domain rewrite), once the target user is licensed.
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub libraries: Vec<LibraryMapping>,

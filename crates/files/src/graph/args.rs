@@ -13,8 +13,9 @@ pub struct GraphArgs {
     /// Graph requests in flight per tenant (all transfers share them).
     #[arg(long, default_value_t = tenantry_graph::config::DEFAULT_MAX_IN_FLIGHT)]
     pub graph_max_in_flight: usize,
-    /// How files of at most 4 MiB reach SharePoint/OneDrive: `session` keeps their modification
-    /// time (two requests); `put` uses one request, and the service stamps the upload time.
+    /// How files of at most 4 MiB reach SharePoint/OneDrive: `session` sends their times with
+    /// the upload (two requests); `put` sends one PUT and then PATCHes the times (two requests,
+    /// and a second version where the library keeps versions).
     #[arg(long, value_enum, default_value_t = SmallUpload::Session)]
     pub graph_small_files: SmallUpload,
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::store::{Node, Rewrite};
-use crate::endpoint::{Entry, Listing, RefusedEntry};
+use crate::endpoint::{Entry, FileTimes, Listing, RefusedEntry, ServiceHash};
 use crate::relpath;
 
 /// RFC 3339 (`2024-05-06T07:08:09Z`, with or without fractions) → ns since the epoch.
@@ -22,6 +22,22 @@ pub fn format_time(ns: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp(ns.div_euclid(1_000_000_000)).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// The `fileSystemInfo` facet carrying `times`, or `None` when there is nothing to keep.
+/// A client sets these read-write values on upload or with a PATCH
+/// (https://learn.microsoft.com/graph/api/resources/filesysteminfo).
+pub fn file_system_info(times: FileTimes) -> Option<Value> {
+    let mut v = serde_json::Map::new();
+    for (key, ns) in [
+        ("createdDateTime", times.created_ns),
+        ("lastModifiedDateTime", times.modified_ns),
+    ] {
+        if let Some(t) = ns.and_then(format_time) {
+            v.insert(key.into(), Value::String(t));
+        }
+    }
+    (!v.is_empty()).then_some(Value::Object(v))
 }
 
 /// Applies one delta run. Returns the root id if the run named it.
@@ -43,7 +59,13 @@ pub fn apply_delta(items: &mut HashMap<String, Node>, root: &mut Option<String>,
                 name: v["name"].as_str().unwrap_or_default().to_string(),
                 is_dir: v.get("folder").is_some(),
                 size: v["size"].as_u64().unwrap_or(0),
+                // fileSystemInfo holds the times a client set (ours, or the user's device's);
+                // the item's own createdDateTime / lastModifiedDateTime are the service's
+                // (https://learn.microsoft.com/graph/api/resources/filesysteminfo).
                 mtime_ns: v["fileSystemInfo"]["lastModifiedDateTime"]
+                    .as_str()
+                    .and_then(parse_time),
+                created_ns: v["fileSystemInfo"]["createdDateTime"]
                     .as_str()
                     .and_then(parse_time),
                 etag: v["eTag"].as_str().map(str::to_string),
@@ -95,11 +117,18 @@ pub fn entries(
             continue;
         }
         let mut size = n.size;
+        let mut service_hash = n.qxh.clone().map(|quick_xor| ServiceHash {
+            quick_xor,
+            sent_quick_xor: None,
+        });
         // A file SharePoint rewrote after our upload, unchanged since: it stands for what we
         // sent, so the plan does not upload it again on every run.
         if let Some(r) = rewrites.get(rel) {
             if r.service_etag.is_some() && r.service_etag == n.etag {
                 size = r.sent_size;
+                if let Some(h) = &mut service_hash {
+                    h.sent_quick_xor = Some(r.sent_qxh.clone());
+                }
             }
         }
         out.entries.push(Entry {
@@ -107,7 +136,9 @@ pub fn entries(
             is_dir: n.is_dir,
             size: if n.is_dir { 0 } else { size },
             mtime_ns: n.mtime_ns,
+            created_ns: n.created_ns,
             etag: n.etag.clone(),
+            service_hash: service_hash.filter(|_| !n.is_dir),
         });
     }
     out.entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -256,6 +287,24 @@ mod tests {
             ],
         );
         assert!(entries(&items, "R", "", &HashMap::new()).entries.is_empty());
+    }
+
+    #[test]
+    fn file_system_info_carries_the_times_there_are() {
+        let both = FileTimes {
+            modified_ns: Some(1_588_748_889_000_000_000),
+            created_ns: Some(1_000_000_000_000_000_000),
+        };
+        assert_eq!(
+            file_system_info(both).unwrap(),
+            json!({"createdDateTime": "2001-09-09T01:46:40Z", "lastModifiedDateTime": "2020-05-06T07:08:09Z"})
+        );
+        let only_modified = FileTimes::modified(1_588_748_889_000_000_000);
+        assert_eq!(
+            file_system_info(only_modified).unwrap(),
+            json!({"lastModifiedDateTime": "2020-05-06T07:08:09Z"})
+        );
+        assert_eq!(file_system_info(FileTimes::default()), None);
     }
 
     #[test]

@@ -93,6 +93,30 @@ pub fn open(
     http: &reqwest::Client,
     state: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
+    Ok(Arc::new(open_endpoint(loc, side, args, http, state)?))
+}
+
+/// For `verify`: lists the library as it is now (no saved delta), reading the state store only
+/// for the files the service rewrote after upload.
+pub fn open_for_verify(
+    loc: &str,
+    side: Side,
+    args: &GraphArgs,
+    http: &reqwest::Client,
+    state: Option<&Path>,
+) -> anyhow::Result<Arc<dyn Endpoint>> {
+    Ok(Arc::new(
+        open_endpoint(loc, side, args, http, state)?.fresh_listing(),
+    ))
+}
+
+fn open_endpoint(
+    loc: &str,
+    side: Side,
+    args: &GraphArgs,
+    http: &reqwest::Client,
+    state: Option<&Path>,
+) -> anyhow::Result<GraphEndpoint> {
     let parsed = parse(loc)?;
     let creds = args.app.side(side);
     let which = side.option_prefix();
@@ -118,10 +142,10 @@ pub fn open(
         store,
         args.graph_small_files,
     );
-    Ok(Arc::new(match side {
+    Ok(match side {
         Side::Source => ep.must_exist(),
         Side::Target => ep,
-    }))
+    })
 }
 
 #[cfg(test)]

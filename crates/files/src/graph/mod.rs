@@ -22,7 +22,8 @@ use tenantry_graph::{GraphClient, GraphError};
 use tokio::sync::OnceCell;
 
 use crate::endpoint::{
-    parent, ByteStream, Endpoint, EndpointError, Listing, MtimeSupport, PutOutcome, UploadChoice,
+    parent, ByteStream, Endpoint, EndpointError, FileTimes, Listing, MtimeSupport, PutOutcome,
+    UploadChoice,
 };
 use crate::relpath;
 use store::{GraphStore, Rewrite};
@@ -43,10 +44,11 @@ pub enum DriveRef {
 /// How files of at most 4 MiB are uploaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SmallUpload {
-    /// An upload session like larger files: two requests, the modification time kept.
+    /// An upload session like larger files: two requests, the times kept with the upload.
     #[default]
     Session,
-    /// One `PUT …:/content`: one request, but the service stamps the upload time.
+    /// One `PUT …:/content`, then a PATCH of `fileSystemInfo` for the times: also two
+    /// requests, and on a library with versioning the PATCH makes a second version.
     Put,
 }
 
@@ -63,8 +65,11 @@ pub struct GraphEndpoint {
     /// A source's folder must exist (a typo must not look like an empty library); a target's
     /// is created.
     must_exist: bool,
+    /// List from scratch and leave the saved listing alone (`verify`: the service's current
+    /// hashes, not those of the last delta).
+    fresh_listing: bool,
     fragment: usize,
-    /// 0 unknown, 1 kept, 2 not kept.
+    /// 0 unknown, 1 kept (Graph keeps every time it is sent).
     mtime: AtomicU8,
     notices: Mutex<Vec<String>>,
     rewrites: Mutex<HashMap<String, Rewrite>>,
@@ -97,6 +102,7 @@ impl GraphEndpoint {
             store,
             small,
             must_exist: false,
+            fresh_listing: false,
             fragment: DEFAULT_FRAGMENT,
             mtime: AtomicU8::new(0),
             notices: Mutex::new(Vec::new()),
@@ -107,6 +113,13 @@ impl GraphEndpoint {
     /// For a source: listing a folder that is not in the library is an error.
     pub fn must_exist(mut self) -> Self {
         self.must_exist = true;
+        self
+    }
+
+    /// For `verify`: every listing is a full enumeration and none is saved; the state store
+    /// is only read for the files the service rewrote.
+    pub fn fresh_listing(mut self) -> Self {
+        self.fresh_listing = true;
         self
     }
 
@@ -179,7 +192,8 @@ impl GraphEndpoint {
     async fn list_with_delta(&self) -> Result<Listing, EndpointError> {
         let drive = self.drive().await?.to_string();
         let fresh = format!("/drives/{}/root/delta", encode_path(&drive));
-        let saved = match &self.store {
+        let store = self.store.as_ref().filter(|_| !self.fresh_listing);
+        let saved = match store {
             Some(s) => s.load_listing()?,
             None => None,
         };
@@ -193,7 +207,7 @@ impl GraphEndpoint {
             Err(e) if e.status() == Some(410) && start != fresh => {
                 items.clear();
                 root = None;
-                if let Some(s) = &self.store {
+                if let Some(s) = store {
                     s.forget_listing()?;
                 }
                 self.client.delta(&fresh).await.map_err(map_err)?
@@ -206,7 +220,7 @@ impl GraphEndpoint {
                 "the drive's delta did not name its root item".into(),
             ));
         };
-        if let Some(s) = &self.store {
+        if let Some(s) = store {
             s.save_listing(&items, &root, &page.delta_link)?;
         }
         if self.must_exist && !listing::folder_exists(&items, &root, &self.prefix) {
@@ -217,6 +231,19 @@ impl GraphEndpoint {
         }
         let rewrites = self.rewrites.lock().expect("rewrites lock").clone();
         Ok(listing::entries(&items, &root, &self.prefix, &rewrites))
+    }
+
+    /// PATCH of the client-set times (`fileSystemInfo` is read-write); answers the item.
+    async fn patch_times(
+        &self,
+        address: &str,
+        fsi: &serde_json::Value,
+    ) -> Result<serde_json::Value, EndpointError> {
+        let body = serde_json::json!({ "fileSystemInfo": fsi });
+        self.client
+            .json(&Call::new(Method::PATCH, address.to_string()).json(&body))
+            .await
+            .map_err(map_err)
     }
 
     fn note(&self, s: String) {
@@ -385,43 +412,46 @@ impl Endpoint for GraphEndpoint {
         &self,
         path: &str,
         size: u64,
-        mtime_ns: Option<i64>,
+        times: FileTimes,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
         let address = self.address(path).await?;
         let simple = size == 0
-            || (size <= SIMPLE_UPLOAD_MAX
-                && (self.small == SmallUpload::Put || mtime_ns.is_none()));
-        let done = if simple {
+            || (size <= SIMPLE_UPLOAD_MAX && (self.small == SmallUpload::Put || times.is_empty()));
+        let mut done = if simple {
             upload::simple(&self.client, &address, size, body).await?
         } else {
-            upload::session(self, path, &address, size, mtime_ns, body).await?
+            upload::session(self, path, &address, size, times, body).await?
         };
-        let mut done = done;
-        let mut mtime_kept = !simple && mtime_ns.is_some();
-        if size == 0 {
-            // An empty file cannot go through a session (no Content-Range for zero bytes):
-            // its time is set afterwards (https://learn.microsoft.com/graph/api/driveitem-update).
-            if let Some(t) = mtime_ns.and_then(listing::format_time) {
-                let body = serde_json::json!({"fileSystemInfo": {"lastModifiedDateTime": t}});
-                done.item = self
-                    .client
-                    .json(&Call::new(Method::PATCH, address.clone()).json(&body))
-                    .await
-                    .map_err(map_err)?;
-                mtime_kept = true;
+        let fsi = listing::file_system_info(times);
+        if simple {
+            // One PUT carries no fileSystemInfo (an empty file cannot go through a session:
+            // no Content-Range for zero bytes), so the times are set afterwards
+            // (https://learn.microsoft.com/graph/api/driveitem-update).
+            if let Some(fsi) = &fsi {
+                done.item = self.patch_times(&address, fsi).await?;
             }
         }
-        if mtime_ns.is_some() {
-            // Only the first answer counts: a mixed run reports "not kept" once any file was not.
-            let v = if mtime_kept { 1 } else { 2 };
-            let _ = self.mtime.fetch_max(v, Ordering::Relaxed);
+        let mtime_kept = times.modified_ns.is_some();
+        if mtime_kept {
+            let _ = self.mtime.fetch_max(1, Ordering::Relaxed);
         }
         self.check_hash(path, size, &done)?;
         Ok(PutOutcome {
             etag: done.item["eTag"].as_str().map(str::to_string),
             mtime_kept,
         })
+    }
+
+    /// Writing a folder's children changes its times, so the engine stamps folders last,
+    /// deepest first (`migrate`).
+    async fn set_dir_times(&self, path: &str, times: FileTimes) -> Result<bool, EndpointError> {
+        let Some(fsi) = listing::file_system_info(times) else {
+            return Ok(true);
+        };
+        let address = self.address(path).await?;
+        self.patch_times(&address, &fsi).await?;
+        Ok(true)
     }
 
     async fn delete(&self, path: &str) -> Result<(), EndpointError> {

@@ -14,7 +14,7 @@ use crate::endpoint::EndpointError;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS graph_items(
   scope TEXT NOT NULL, id TEXT NOT NULL, parent TEXT, name TEXT NOT NULL, is_dir INTEGER NOT NULL,
-  size INTEGER NOT NULL, mtime_ns INTEGER, etag TEXT, qxh TEXT,
+  size INTEGER NOT NULL, mtime_ns INTEGER, etag TEXT, qxh TEXT, created_ns INTEGER,
   PRIMARY KEY(scope, id));
 CREATE TABLE IF NOT EXISTS graph_delta(scope TEXT PRIMARY KEY, root TEXT NOT NULL, link TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS graph_sessions(
@@ -34,6 +34,8 @@ pub struct Node {
     pub is_dir: bool,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+    /// `fileSystemInfo.createdDateTime`.
+    pub created_ns: Option<i64>,
     pub etag: Option<String>,
     pub qxh: Option<String>,
 }
@@ -79,6 +81,15 @@ impl GraphStore {
         let c = Connection::open(path)?;
         c.busy_timeout(std::time::Duration::from_secs(30))?;
         c.execute_batch(SCHEMA)?;
+        if c.prepare("SELECT created_ns FROM graph_items LIMIT 0")
+            .is_err()
+        {
+            // A store from before creation times were kept: add the column and enumerate the
+            // drive once more, so every saved item gets its time.
+            c.execute_batch(
+                "ALTER TABLE graph_items ADD COLUMN created_ns INTEGER; DELETE FROM graph_delta;",
+            )?;
+        }
         Ok(Self {
             conn: Mutex::new(c),
             scope: scope.to_string(),
@@ -100,7 +111,7 @@ impl GraphStore {
             return Ok(None);
         };
         let mut st = c
-            .prepare("SELECT id, parent, name, is_dir, size, mtime_ns, etag, qxh FROM graph_items WHERE scope = ?1")
+            .prepare("SELECT id, parent, name, is_dir, size, mtime_ns, etag, qxh, created_ns FROM graph_items WHERE scope = ?1")
             .map_err(db)?;
         let rows = st
             .query_map([&self.scope], |r| {
@@ -114,6 +125,7 @@ impl GraphStore {
                         mtime_ns: r.get(5)?,
                         etag: r.get(6)?,
                         qxh: r.get(7)?,
+                        created_ns: r.get(8)?,
                     },
                 ))
             })
@@ -136,7 +148,7 @@ impl GraphStore {
             .map_err(db)?;
         {
             let mut ins = tx
-                .prepare("INSERT INTO graph_items(scope, id, parent, name, is_dir, size, mtime_ns, etag, qxh) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+                .prepare("INSERT INTO graph_items(scope, id, parent, name, is_dir, size, mtime_ns, etag, qxh, created_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
                 .map_err(db)?;
             for (id, n) in items {
                 ins.execute(params![
@@ -148,7 +160,8 @@ impl GraphStore {
                     n.size as i64,
                     n.mtime_ns,
                     n.etag,
-                    n.qxh
+                    n.qxh,
+                    n.created_ns
                 ])
                 .map_err(db)?;
             }
@@ -236,5 +249,56 @@ impl GraphStore {
         )
         .map_err(db)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before creation times were kept: opening it adds the column and drops
+    /// the delta link, so the next listing enumerates the drive again and every item gets its
+    /// time (a delta run would bring only changed items).
+    #[test]
+    fn a_store_from_before_creation_times_is_upgraded_and_enumerated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE graph_items(scope TEXT NOT NULL, id TEXT NOT NULL, parent TEXT,
+                   name TEXT NOT NULL, is_dir INTEGER NOT NULL, size INTEGER NOT NULL,
+                   mtime_ns INTEGER, etag TEXT, qxh TEXT, PRIMARY KEY(scope, id));
+                 CREATE TABLE graph_delta(scope TEXT PRIMARY KEY, root TEXT NOT NULL, link TEXT NOT NULL);
+                 INSERT INTO graph_items VALUES ('s', 'F', 'R', 'a.txt', 0, 5, 7, 'e', 'q');
+                 INSERT INTO graph_delta VALUES ('s', 'R', 'https://graph/delta?token=1');",
+            )
+            .unwrap();
+        }
+        let store = GraphStore::open(&path, "s").unwrap();
+        assert!(
+            store.load_listing().unwrap().is_none(),
+            "a full enumeration next"
+        );
+        let mut items = HashMap::new();
+        let node = Node {
+            parent: Some("R".into()),
+            name: "a.txt".into(),
+            is_dir: false,
+            size: 5,
+            mtime_ns: Some(7),
+            created_ns: Some(3),
+            etag: None,
+            qxh: None,
+        };
+        items.insert("F".to_string(), node.clone());
+        store.save_listing(&items, "R", "link").unwrap();
+        let saved = GraphStore::open(&path, "s")
+            .unwrap()
+            .load_listing()
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.items["F"], node, "the creation time is kept");
+        assert_eq!(saved.link, "link", "an upgraded store is not emptied again");
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! - A small file: one `PUT …:/content` (<https://learn.microsoft.com/graph/api/driveitem-put-content>).
 //! - Otherwise an upload session (<https://learn.microsoft.com/graph/api/driveitem-createuploadsession>):
-//!   `item.fileSystemInfo` carries the modification time (the only way to keep it without a
-//!   second version) and `@microsoft.graph.conflictBehavior: replace`; fragments are a multiple
+//!   `item.fileSystemInfo` carries the creation and modification times (the only way to keep
+//!   them without a second version) and `@microsoft.graph.conflictBehavior: replace`; fragments are a multiple
 //!   of 320 KiB and under 60 MiB, sent in order with `Content-Range`, never with an
 //!   Authorization header. The `uploadUrl` is saved in the state store before the first byte,
 //!   so a run killed mid-file asks the session for `nextExpectedRanges` and sends only the
@@ -19,10 +19,10 @@ use tenantry_graph::client::Call;
 use tenantry_graph::quickxor::QuickXor;
 use tenantry_graph::GraphClient;
 
-use super::listing::format_time;
+use super::listing::file_system_info;
 use super::store::OpenSession;
 use super::{map_err, GraphEndpoint};
-use crate::endpoint::{ByteStream, EndpointError};
+use crate::endpoint::{ByteStream, EndpointError, FileTimes};
 
 /// A finished upload: the item as the service stored it, and the quickXorHash of what was sent.
 pub struct Done {
@@ -65,8 +65,9 @@ async fn open_session(
     path: &str,
     address: &str,
     size: u64,
-    mtime_ns: Option<i64>,
+    times: FileTimes,
 ) -> Result<(String, u64), EndpointError> {
+    let mtime_ns = times.modified_ns;
     if let Some(store) = &ep.store {
         if let Some(s) = store.session(path)? {
             if s.size == size && s.mtime_ns == mtime_ns {
@@ -92,8 +93,8 @@ async fn open_session(
         }
     }
     let mut item = json!({"@microsoft.graph.conflictBehavior": "replace"});
-    if let Some(t) = mtime_ns.and_then(format_time) {
-        item["fileSystemInfo"] = json!({ "lastModifiedDateTime": t });
+    if let Some(fsi) = file_system_info(times) {
+        item["fileSystemInfo"] = fsi;
     }
     let v = ep
         .client
@@ -136,10 +137,10 @@ pub async fn session(
     path: &str,
     address: &str,
     size: u64,
-    mtime_ns: Option<i64>,
+    times: FileTimes,
     mut body: ByteStream,
 ) -> Result<Done, EndpointError> {
-    let (url, resume_at) = open_session(ep, path, address, size, mtime_ns).await?;
+    let (url, resume_at) = open_session(ep, path, address, size, times).await?;
     let forget = || async {
         if let Some(store) = &ep.store {
             let _ = store.forget_session(path);

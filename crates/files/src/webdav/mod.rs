@@ -18,7 +18,8 @@ use tokio::sync::{oneshot, OnceCell};
 
 use crate::endpoint::{
     limit_to_listed, parent, rebuffer, temp_path_for, ByteStream, Endpoint, EndpointError, Entry,
-    Listing, MtimeSupport, PutOutcome, RefusedEntry, UploadChoice, UploadMode, UploadPolicy,
+    FileTimes, Listing, MtimeSupport, PutOutcome, RefusedEntry, UploadChoice, UploadMode,
+    UploadPolicy,
 };
 use crate::limits::{Limits, MAX_XML_EVENT_BYTES};
 use crate::relpath;
@@ -359,6 +360,7 @@ impl WebDavEndpoint {
                 size: d.size.unwrap_or(0),
                 mtime_ns: d.mtime.and_then(|s| s.checked_mul(1_000_000_000)),
                 etag: d.etag,
+                ..Entry::default()
             });
         }
         Ok(out)
@@ -850,9 +852,12 @@ impl Endpoint for WebDavEndpoint {
         &self,
         path: &str,
         size: u64,
-        mtime_ns: Option<i64>,
+        times: FileTimes,
         body: ByteStream,
     ) -> Result<PutOutcome, EndpointError> {
+        // A WebDAV server's creation date is protected (RFC 4918 `creationdate` is live):
+        // only the modification time can be kept.
+        let mtime_ns = times.modified_ns;
         relpath::check(path).map_err(EndpointError::unsafe_path)?;
         let staged = self.upload_choice().mode == UploadMode::Staged;
         let tmp = if staged {
@@ -887,8 +892,11 @@ impl Endpoint for WebDavEndpoint {
         Ok(())
     }
 
-    async fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<bool, EndpointError> {
+    async fn set_dir_times(&self, path: &str, times: FileTimes) -> Result<bool, EndpointError> {
         relpath::check(path).map_err(EndpointError::unsafe_path)?;
+        let Some(mtime_ns) = times.modified_ns else {
+            return Ok(true);
+        };
         if self.mtime_mode.get() == Some(&MtimeMode::Proppatch) {
             self.proppatch_mtime(path, true, mtime_ns.div_euclid(1_000_000_000))
                 .await
