@@ -97,6 +97,11 @@ const COMMON_ERRORS: &[(&str, &str, Applies)] = &[
         Applies::Always,
     ),
     (
+        "502",
+        "a tenant reached through Microsoft Graph could not be read (TenantUnreachable: Graph's reason in the detail)",
+        Applies::Moves,
+    ),
+    (
         "503",
         "the server runs without tenant moves",
         Applies::Moves,

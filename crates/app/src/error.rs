@@ -12,6 +12,7 @@ pub fn http_status(kind: ErrorKind) -> u16 {
         ErrorKind::Conflict => 409,
         ErrorKind::Forbidden => 403,
         ErrorKind::PreconditionFailed => 412,
+        ErrorKind::Upstream => 502,
     }
 }
 

@@ -144,6 +144,11 @@ impl std::fmt::Debug for GraphClient {
 impl GraphClient {
     /// `http` should not follow redirects to other hosts with credentials (reqwest drops the
     /// Authorization header on cross-host redirects).
+    /// Whether `other` is this very client (a clone), sharing its token cache.
+    pub fn same_client(&self, other: &GraphClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn new(cfg: GraphConfig, http: reqwest::Client) -> Self {
         let budget = Budget::shared(&cfg.budget_key(), cfg.max_in_flight);
         Self {

@@ -23,6 +23,9 @@
 //!
 //! `args` (feature `clap`) holds the app-credential options every Graph location shares.
 //!
+//! [`shared::shared_client`] keeps one client per app, credential and purpose in the process
+//! (tokens reused across steps and runs; a replaced secret gets a new client).
+//!
 //! [`quickxor`] is the content hash SharePoint and OneDrive for Business report.
 
 #[cfg(feature = "clap")]
@@ -34,9 +37,11 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod quickxor;
+pub mod shared;
 pub mod token;
 
 pub use certificate::{CertificateError, ClientCertificate};
 pub use client::{DeltaPage, GraphClient};
 pub use config::{ClientCredential, ClientSecret, GraphConfig};
 pub use error::{GraphError, RequestIds};
+pub use shared::shared_client;

@@ -16,6 +16,9 @@ pub enum ErrorKind {
     Forbidden,
     /// The client's view of the object is stale (HTTP 412).
     PreconditionFailed,
+    /// A system the operation depends on (a tenant reached through Microsoft Graph) failed or
+    /// refused; the detail says which and why (HTTP 502).
+    Upstream,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,9 @@ impl LedgerError {
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, "Forbidden", detail)
+    }
+    pub fn upstream(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Upstream, code, detail)
     }
     pub fn stale(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::PreconditionFailed, "PreconditionFailed", detail)

@@ -125,18 +125,22 @@ impl Mover {
         username: &str,
         password: &str,
     ) -> Result<ProfileRecord, StoreError> {
-        if username.trim().is_empty() {
-            return Err(LedgerError::invalid("InvalidProfile", "username is required").into());
-        }
         // A graph profile seals a whole app registration (tenant, client, secret, URLs), not a
         // user name and a password: replacing those would leave it unreadable.
         let current = self.store.get_profile(name.trim().to_string()).await?;
         if current.kind == tenantry_store::moves::ProfileKind::Graph {
             return Err(LedgerError::invalid(
                 "ProfileKindNotUpdatable",
-                "a graph profile's app registration is not replaced with a user name and a \
-                 password: create a new graph profile (tenantry profile create --kind graph) and \
-                 point the move at it",
+                "a graph profile takes no user name and password: replace its credential with \
+                 clientSecret or clientCertificate (tenantry profile update --client-secret-file \
+                 or --client-certificate)",
+            )
+            .into());
+        }
+        if username.trim().is_empty() || password.is_empty() {
+            return Err(LedgerError::invalid(
+                "InvalidProfile",
+                "username and password are required",
             )
             .into());
         }
@@ -148,6 +152,31 @@ impl Mover {
 }
 
 impl Mover {
+    /// Replaces a `graph` profile's credential — a new client secret, or a certificate — as
+    /// when the old secret expires mid-move; tenant, app and URLs stay. The next Graph call
+    /// of every step uses it (clients are keyed by the credential's fingerprint).
+    pub async fn update_graph_credential(
+        &self,
+        name: &str,
+        client_secret: Option<&str>,
+        client_certificate: Option<&str>,
+    ) -> Result<ProfileRecord, StoreError> {
+        let name = name.trim();
+        let (_, current) = self.graph_profile(name).await?;
+        let replaced = GraphProfile::new(
+            &current.tenant_id,
+            &current.client_id,
+            client_secret,
+            client_certificate,
+            Some(&current.authority),
+            Some(&current.graph_url),
+        )?;
+        let sealed = self.sealer.seal(&replaced.to_plain());
+        self.store
+            .update_profile(name.to_string(), replaced.client_id.clone(), sealed)
+            .await
+    }
+
     /// Stores a `graph` profile: the client id is its user name; the whole profile, secret
     /// included, is sealed with this server's key and never returned.
     pub async fn create_graph_profile(

@@ -197,13 +197,17 @@ impl Mover {
         self.plan(move_id, now).await
     }
 
-    /// Computes the plan of a move as things are now, and stores it.
+    /// Computes the plan of a move as things are now, and stores it; a tenant reached through
+    /// Graph that cannot be read is a 502 `TenantUnreachable` naming it and Graph's reason
+    /// (an expired client secret, a missing permission), not an internal error.
     pub async fn plan(&self, move_id: Uuid, now: Timestamp) -> Result<Plan, StoreError> {
         let record = self.store.get_move(move_id).await?;
         let spec = &record.spec;
         let (source_port, target_port) = self.ports(spec).await.map_err(StoreError::Internal)?;
-        let (source, target) = tokio::try_join!(source_port.snapshot(), target_port.snapshot())
-            .map_err(StoreError::Internal)?;
+        let (source, target) = tokio::try_join!(
+            snapshot(source_port.as_ref()),
+            snapshot(target_port.as_ref())
+        )?;
         let mut catalog: HashMap<_, _> = self
             .store
             .list_skus()
@@ -473,4 +477,17 @@ fn error_text(e: StoreError) -> String {
         StoreError::Ledger(LedgerError { detail, .. }) => detail,
         StoreError::Internal(m) => m,
     }
+}
+
+/// A side's tenant as it is now.
+async fn snapshot(
+    port: &dyn crate::tenant::TenantPort,
+) -> Result<crate::tenant::TenantView, StoreError> {
+    port.snapshot().await.map_err(|e| {
+        if port.remote() {
+            LedgerError::upstream("TenantUnreachable", format!("{}: {e}", port.describe())).into()
+        } else {
+            StoreError::Internal(e)
+        }
+    })
 }

@@ -6,8 +6,7 @@ use crate::graph_profile::GraphProfile;
 use crate::tenant::{LocalTenant, TenantPort};
 use crate::tenant_graph::GraphTenant;
 use crate::write_limit::WriteLimit;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tenantry_graph::GraphClient;
 use tenantry_ledger::{LedgerError, TenantId};
@@ -16,25 +15,16 @@ use tenantry_store::moves::ProfileKind;
 use tenantry_store::StoreError;
 use uuid::Uuid;
 
-/// One Graph client per profile, so that its token is reused from step to step (keyed by the
-/// profile's id: a profile created again under the same name gets a new client).
-fn client_for(profile_id: Uuid, profile: &GraphProfile) -> Result<GraphClient, String> {
-    static CLIENTS: OnceLock<Mutex<HashMap<Uuid, GraphClient>>> = OnceLock::new();
-    let mut clients = CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = clients.get(&profile_id) {
-        return Ok(c.clone());
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let client = GraphClient::new(profile.config()?, http);
-    clients.insert(profile_id, client.clone());
-    Ok(client)
+/// The profile's Graph client, shared in this process (`tenantry_graph::shared_client`: its
+/// token reused from step to step, a new client once the profile's credential is replaced).
+fn client_for(profile: &GraphProfile) -> Result<GraphClient, String> {
+    tenantry_graph::shared_client(profile.config()?, "tenant", || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    })
 }
 
 /// The local id of a tenant reached through Graph: its directory (tenant) id, a GUID.
@@ -83,11 +73,11 @@ impl Mover {
                 tenant,
             }));
         };
-        let (id, profile) = self
+        let (_, profile) = self
             .graph_profile(name)
             .await
             .map_err(crate::tenant::store_text)?;
-        let client = client_for(id, &profile)?;
+        let client = client_for(&profile)?;
         let writes = WriteLimit::shared(&client.config().budget_key());
         Ok(Arc::new(GraphTenant {
             client,

@@ -51,6 +51,11 @@ pub trait TenantPort: Send + Sync {
     /// Whether seats can be bought and reduced through this port (only a reseller's Partner
     /// Center can change a Microsoft tenant's seats, so Graph cannot).
     fn sells_seats(&self) -> bool;
+    /// Whether the tenant lives on another system (Microsoft Graph): its failures are that
+    /// system's answers, which the operator needs to read, not this server's internals.
+    fn remote(&self) -> bool {
+        false
+    }
     async fn snapshot(&self) -> Result<TenantView, String>;
     async fn find_user(&self, upn: &str) -> Result<Option<PortUser>, String>;
     /// Creates the user unless this move (or, through Graph, anyone) already did; the user either way.

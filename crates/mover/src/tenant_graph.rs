@@ -210,6 +210,10 @@ impl TenantPort for GraphTenant {
         false
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     async fn snapshot(&self) -> Result<TenantView, String> {
         let now = Timestamp(time::OffsetDateTime::now_utc().unix_timestamp());
         let users_path = format!("/users?$select={USER_FIELDS}&$top=999");

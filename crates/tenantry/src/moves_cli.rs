@@ -48,6 +48,27 @@ pub enum ProfileCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Replace a profile's credential (read from files): an imap or webdav profile's username
+    /// and password, a graph profile's client secret or certificate — e.g. when a secret
+    /// expires mid-move. Running steps use it from their next attempt.
+    Update {
+        #[arg(long)]
+        name: String,
+        /// imap and webdav: the login.
+        #[arg(long, requires = "password_file")]
+        username: Option<String>,
+        /// imap and webdav: a file holding the password.
+        #[arg(long, requires = "username")]
+        password_file: Option<PathBuf>,
+        /// graph: a file holding the new client secret.
+        #[arg(long, conflicts_with_all = ["client_certificate", "username"])]
+        client_secret_file: Option<PathBuf>,
+        /// graph: a PEM file holding the app's certificate and its private key.
+        #[arg(long, value_name = "FILE", conflicts_with = "username")]
+        client_certificate: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     List {
         #[command(flatten)]
         remote: Remote,
@@ -175,6 +196,16 @@ pub enum MoveCmd {
     },
 }
 
+/// A secret from a file, without the line end an editor adds.
+fn read_secret(file: &PathBuf) -> anyhow::Result<String> {
+    read_text(file).map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// A file as it is (a PEM goes whole: the server checks it and names what is wrong).
+fn read_text(file: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
 pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ProfileCmd::Create {
@@ -190,18 +221,13 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
             graph_url,
             remote,
         } => {
-            let read = |file: &PathBuf| {
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read {}", file.display()))
-                    .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
-            };
+            let read = |file: &PathBuf| read_secret(file);
             let body = match (&tenant_id, &password_file) {
                 (Some(tenant), _) => {
                     let (field, value) = match (&client_secret_file, &client_certificate) {
                         (Some(file), None) => ("clientSecret", read(file)?),
                         // The PEM goes as it is: the server checks it and names what is wrong.
-                        (None, Some(file)) => ("clientCertificate", std::fs::read_to_string(file)
-                            .with_context(|| format!("cannot read {}", file.display()))?),
+                        (None, Some(file)) => ("clientCertificate", read_text(file)?),
                         _ => bail!("a graph profile needs --client-secret-file or --client-certificate"),
                     };
                     let mut body = json!({"name": name, "kind": kind, "tenantId": tenant, "clientId": client_id,
@@ -217,6 +243,34 @@ pub async fn run_profile(cmd: ProfileCmd) -> anyhow::Result<ExitCode> {
             let p = client(&remote)?
                 .post("/v1/connectionProfiles", body)
                 .await?;
+            output(
+                &remote,
+                &p,
+                &["NAME", "KIND", "USERNAME"],
+                &["name", "kind", "username"],
+            );
+        }
+        ProfileCmd::Update {
+            name,
+            username,
+            password_file,
+            client_secret_file,
+            client_certificate,
+            remote,
+        } => {
+            let body = match (&password_file, &client_secret_file, &client_certificate) {
+                (Some(file), None, None) => {
+                    json!({"username": username, "password": read_secret(file)?})
+                }
+                (None, Some(file), None) => json!({"clientSecret": read_secret(file)?}),
+                (None, None, Some(file)) => json!({"clientCertificate": read_text(file)?}),
+                _ => bail!("give --username and --password-file, or --client-secret-file, or --client-certificate"),
+            };
+            let path = format!(
+                "/v1/connectionProfiles/{}",
+                tenantry_api::routes::urlencode(&name)
+            );
+            let p = client(&remote)?.put(&path, body).await?;
             output(
                 &remote,
                 &p,

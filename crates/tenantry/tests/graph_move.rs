@@ -35,8 +35,9 @@ fn cli(server: &Server, args: &[&str]) -> String {
 }
 
 /// Registers an application in `tenant` of `server` (`tenantry app create`) and makes a graph
-/// profile of it on `mover` (`tenantry profile create --kind graph`), the secret only in a file.
-async fn graph_profile(mover: &Server, name: &str, server: &Server, tenant: &str) {
+/// profile of it on `mover` (`tenantry profile create --kind graph`), the secret only in a file;
+/// the application's client id.
+async fn graph_profile(mover: &Server, name: &str, server: &Server, tenant: &str) -> String {
     let app: Value = serde_json::from_str(&cli(
         server,
         &[
@@ -83,6 +84,7 @@ async fn graph_profile(mover: &Server, name: &str, server: &Server, tenant: &str
     assert!(!created.contains(secret), "the secret is never shown again");
     let p: Value = serde_json::from_str(&created).unwrap();
     assert_eq!(p["kind"], "graph", "{p}");
+    client_id.to_string()
 }
 
 async fn report(s: &Server, id: &str) -> Value {
@@ -502,4 +504,109 @@ async fn a_source_reduction_made_by_the_administrator_is_seen_in_directory_subsc
     // The source as keep-source leaves it: the mover unassigned, the one who stays licensed.
     let source_e3 = source_server.subscribed(&source, "ENTERPRISEPACK").await;
     assert_eq!(source_e3["consumedUnits"], 1, "{source_e3}");
+}
+
+/// An app's client secret is replaced mid-move (rotated where the tenant lives, as when a
+/// secret expires): the old one stops at once, the move's plan cannot reach the tenant, and
+/// `tenantry profile update --client-secret-file` on the mover puts the new one in the same
+/// profile — the running server's next Graph call uses it (no cached client with the old one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replaced_client_secret_is_used_at_once() {
+    let source_server = Server::start_on(None);
+    let mover = Server::start();
+    let source = source_server.tenant("Fabrikam").await;
+    let target = mover.tenant("Contoso").await;
+    source_server
+        .subscription(&source, "ENTERPRISEPACK", 1)
+        .await;
+    mover.subscription(&target, "ENTERPRISEPACK", 1).await;
+    let adele = source_server
+        .ok(
+            Method::POST,
+            &format!("/v1/tenants/{source}/users"),
+            OPERATOR,
+            Some(json!({"userPrincipalName": "adele@fabrikam.com", "displayName": "Adele", "usageLocation": "US"})),
+        )
+        .await;
+    let r = source_server
+        .assign(&source, adele["id"].as_str().unwrap(), E3, OPERATOR)
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let client_id = graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
+    let (status, m) = mover
+        .post(
+            "/v1/moves",
+            OPERATOR,
+            json!({"sourceGraph": "fabrikam-graph", "targetTenantId": target,
+                   "path": "keep-source", "usersCsv": "adele@fabrikam.com,adele@contoso.com\n"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let plan_path = format!("/v1/moves/{id}/plan");
+    let (status, p) = mover.get(&plan_path, OPERATOR).await;
+    assert_eq!(
+        (status.as_u16(), &p["runnable"]),
+        (200, &json!(true)),
+        "{p}"
+    );
+
+    // Rotated in the source tenant: the profile's secret and its cached token stop working.
+    let rotated: Value = serde_json::from_str(&cli(
+        &source_server,
+        &[
+            "app",
+            "rotate-secret",
+            "--tenant",
+            &source,
+            &client_id,
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let new_secret = rotated["clientSecret"].as_str().unwrap();
+    let (status, p) = mover.get(&plan_path, OPERATOR).await;
+    assert_eq!(status.as_u16(), 502, "the old secret still worked: {p}");
+    assert_eq!(p["code"], "TenantUnreachable", "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("invalid_client"), "Graph's reason: {detail}");
+    assert!(!detail.contains(new_secret), "{detail}");
+
+    let secret_file = mover.dir.path().join("rotated.secret");
+    std::fs::write(&secret_file, new_secret).unwrap();
+    let updated = cli(
+        &mover,
+        &[
+            "profile",
+            "update",
+            "--name",
+            "fabrikam-graph",
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(!updated.contains(new_secret), "the secret is never shown");
+    let (status, p) = mover.get(&plan_path, OPERATOR).await;
+    assert_eq!(
+        (status.as_u16(), &p["runnable"]),
+        (200, &json!(true)),
+        "{p}"
+    );
+
+    // A user name and password are not a graph profile's credential; the refusal says what is.
+    let (status, refused) = mover
+        .call(
+            Method::PUT,
+            "/v1/connectionProfiles/fabrikam-graph",
+            OPERATOR,
+            Some(json!({"username": "x", "password": "y"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["code"], "ProfileKindNotUpdatable", "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("clientSecret"),
+        "{refused}"
+    );
 }

@@ -106,13 +106,21 @@ pub async fn create_profile(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateProfile {
-    pub username: String,
-    /// Stored encrypted; never returned.
-    pub password: String,
+    /// imap and webdav: the login.
+    pub username: Option<String>,
+    /// imap and webdav: stored encrypted; never returned.
+    pub password: Option<String>,
+    /// graph: a new client secret (stored encrypted; never returned).
+    pub client_secret: Option<String>,
+    /// graph: instead of a secret, a PEM with the app's certificate and its unencrypted RSA
+    /// private key (stored encrypted; never returned).
+    pub client_certificate: Option<String>,
 }
 
-/// Replaces a profile's username and password, e.g. after a server refused them (a failed
-/// move then resumes with the new ones). The name and kind stay; the password is never returned.
+/// Replaces a profile's credential, e.g. after a server refused it or a client secret expired
+/// (a failed move then resumes with the new one): an imap or webdav profile's username and
+/// password, a graph profile's clientSecret or clientCertificate. The name, kind, tenant and
+/// app stay; secrets are never returned.
 #[utoipa::path(put, path = "/v1/connectionProfiles/{name}", tag = "moves", params(("name" = String, Path)),
     request_body = UpdateProfile,
     responses((status = 200, description = "the profile, without its secret"), (status = 404), (status = 422)))]
@@ -122,9 +130,30 @@ pub async fn update_profile(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpdateProfile>,
 ) -> ApiResult<Json<Value>> {
-    let profile = mover(&app)?
-        .update_profile(&name, &body.username, &body.password)
-        .await?;
+    let mover = mover(&app)?;
+    let profile = if body.client_secret.is_some() || body.client_certificate.is_some() {
+        if body.username.is_some() || body.password.is_some() {
+            return Err(ApiError::unprocessable(
+                "InvalidProfile",
+                "give username and password (imap, webdav) or clientSecret or clientCertificate (graph), not both",
+            ));
+        }
+        mover
+            .update_graph_credential(
+                &name,
+                body.client_secret.as_deref(),
+                body.client_certificate.as_deref(),
+            )
+            .await?
+    } else {
+        mover
+            .update_profile(
+                &name,
+                body.username.as_deref().unwrap_or(""),
+                body.password.as_deref().unwrap_or(""),
+            )
+            .await?
+    };
     Ok(Json(profile_json(&profile)))
 }
 

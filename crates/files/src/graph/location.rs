@@ -1,11 +1,10 @@
 //! `sharepoint://{host}/sites/{site}/{library}/{path}` and `onedrive://{userPrincipalName}/{path}`.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use tenantry_graph::{GraphClient, GraphConfig};
+use tenantry_graph::GraphConfig;
 
 use super::args::{GraphArgs, Side};
 use super::store::GraphStore;
@@ -73,19 +72,6 @@ pub fn parse(loc: &str) -> anyhow::Result<GraphLocation> {
     }
 }
 
-/// One client per app and tenant in this process: source and target of the same tenant share
-/// its token and its throttling budget.
-fn client_for(cfg: GraphConfig, http: &reqwest::Client) -> GraphClient {
-    static CLIENTS: OnceLock<Mutex<HashMap<String, GraphClient>>> = OnceLock::new();
-    let mut all = CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .expect("clients lock");
-    all.entry(cfg.budget_key())
-        .or_insert_with(|| GraphClient::new(cfg, http.clone()))
-        .clone()
-}
-
 pub fn open(
     loc: &str,
     side: Side,
@@ -129,7 +115,12 @@ fn open_endpoint(
     let credential = creds.credential().with_context(|| loc.to_string())?;
     let mut cfg = GraphConfig::from_env(tenant, client_id, credential);
     cfg.max_in_flight = args.graph_max_in_flight.max(1);
-    let client = client_for(cfg, http);
+    // One client per app in this process: source and target of the same tenant share its
+    // token (and, by app, its throttling budget).
+    let client = tenantry_graph::shared_client(cfg, "files", || {
+        Ok::<_, std::convert::Infallible>(http.clone())
+    })
+    .unwrap_or_else(|never| match never {});
     let store = match state {
         Some(p) => Some(GraphStore::open(p, loc).context("opening the state store")?),
         None => None,

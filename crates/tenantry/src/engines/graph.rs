@@ -7,9 +7,8 @@
 
 use super::{imap_cause, mailbox, Engines, PROVISIONING_WAIT};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tenantry_files::endpoint::Endpoint as Library;
 use tenantry_files::graph::location::parse as parse_library;
@@ -23,11 +22,10 @@ use tenantry_mail::report::MailboxReport;
 use tenantry_mail::session::Side;
 use tenantry_mail::verify::VerifyReport;
 use tenantry_mover::engines::{EngineError, GraphAccess, LibraryAccess, MailAccess, ProbeError};
-use uuid::Uuid;
 
 /// What a client is for: each gets HTTP settings and retries of its own; all of one app
 /// share the tenant's throttling budget (keyed by the app, in `tenantry_graph`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purpose {
     /// Transfers: long downloads and uploads, no redirects followed.
     Files,
@@ -37,22 +35,28 @@ pub(super) enum Purpose {
     Probe,
 }
 
-/// One client per profile and purpose in this process, so that tokens are reused from step to
-/// step (keyed by the profile's id: a profile created again under the same name is a new app).
-fn client(access: &GraphAccess, purpose: Purpose) -> Result<GraphClient, String> {
-    static CLIENTS: OnceLock<Mutex<HashMap<(Uuid, Purpose), GraphClient>>> = OnceLock::new();
-    let mut clients = CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = clients.get(&(access.profile_id, purpose)) {
-        return Ok(c.clone());
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Files => "files",
+            Purpose::Mail => "mail",
+            Purpose::Probe => "probe",
+        }
     }
+}
+
+/// The profile's client for `purpose`, shared in this process (`tenantry_graph::shared_client`:
+/// tokens reused from step to step, a new client once the profile's credential is replaced).
+fn client(access: &GraphAccess, purpose: Purpose) -> Result<GraphClient, String> {
     let mut cfg = access.profile.config()?;
-    let http = match purpose {
+    if purpose == Purpose::Probe {
+        cfg.attempts = 2;
+        cfg.max_wait = Duration::from_secs(10);
+    }
+    tenantry_graph::shared_client(cfg, purpose.name(), || match purpose {
         Purpose::Files => {
             tenantry_files::webdav::http_client(tenantry_files::migrate::DEFAULT_PARALLEL, None)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
         }
         Purpose::Mail | Purpose::Probe => reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -63,15 +67,8 @@ fn client(access: &GraphAccess, purpose: Purpose) -> Result<GraphClient, String>
                 600
             }))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
-    };
-    if purpose == Purpose::Probe {
-        cfg.attempts = 2;
-        cfg.max_wait = Duration::from_secs(10);
-    }
-    let client = GraphClient::new(cfg, http);
-    clients.insert((access.profile_id, purpose), client.clone());
-    Ok(client)
+            .map_err(|e| format!("cannot build the HTTP client: {e}")),
+    })
 }
 
 /// The step queue's kind of a Graph error: a refused app is the profile's to fix (never
