@@ -582,6 +582,9 @@ fn options(conn: &ConnArgs) -> Result<Options> {
 
 async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
     refuse_imap_options(&a.conn, true)?;
+    if a.ignore_appenduid || a.no_multiappend {
+        bail!("--ignore-appenduid and --no-multiappend apply to an IMAP target only");
+    }
     let jobs = exchange_jobs(&a.conn)?;
     let opts = Options {
         dry_run: a.dry_run,
@@ -669,6 +672,8 @@ fn refuse_imap_options(conn: &ConnArgs, target_only: bool) -> Result<()> {
     check(conn.target_auth != AuthMethod::Auto, "--target-auth");
     check(conn.target_token_file.is_some(), "--target-token-file");
     check(conn.target_kind != ImapKind::Auto, "--target-kind");
+    // IMAP → Exchange copies one folder at a time with Graph's 4 requests per mailbox.
+    check(conn.connections != DEFAULT_CONNECTIONS, "--connections");
     if !target_only {
         check(
             conn.source_password_file.is_some(),
@@ -683,7 +688,6 @@ fn refuse_imap_options(conn: &ConnArgs, target_only: bool) -> Result<()> {
         check(conn.insecure_plaintext, "--insecure-plaintext");
         check(!conn.folder_map.is_empty(), "--folder-map");
         check(!conn.exclude.is_empty(), "--exclude");
-        check(conn.connections != DEFAULT_CONNECTIONS, "--connections");
         check(conn.timeout_secs != DEFAULT_TIMEOUT_SECS, "--timeout");
         check(
             conn.command_timeout_secs != DEFAULT_COMMAND_TIMEOUT_SECS,
