@@ -123,16 +123,16 @@ pub struct ConnArgs {
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
     /// Connections per side and mailbox (folders run in parallel).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
     pub connections: usize,
     /// Longest silence, in seconds, from a server that owes an answer (1 to 604800, a week).
-    #[arg(long = "timeout", value_name = "SECS", default_value_t = 300,
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout_secs: u64,
     /// Longest wait, in seconds, for one command's complete answer (a server that trickles
     /// data stays within --timeout; this cuts it off). 1 to 604800; extended by one second
     /// per 64 KiB of message data the command moves.
-    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = 1800,
+    #[arg(long = "command-timeout", value_name = "SECS", default_value_t = DEFAULT_COMMAND_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub command_timeout_secs: u64,
     #[command(flatten)]
@@ -144,6 +144,10 @@ pub struct ConnArgs {
     #[arg(long, short)]
     pub quiet: bool,
 }
+
+const DEFAULT_CONNECTIONS: usize = 4;
+const DEFAULT_TIMEOUT_SECS: u64 = 300;
+const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 1800;
 
 /// Upper bound of --timeout and --command-timeout: longer waits are no use, and far larger
 /// ones would overflow the clock.
@@ -577,6 +581,10 @@ fn options(conn: &ConnArgs) -> Result<Options> {
 }
 
 async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
+    refuse_imap_options(&a.conn, true)?;
+    if a.ignore_appenduid || a.no_multiappend {
+        bail!("--ignore-appenduid and --no-multiappend apply to an IMAP target only");
+    }
     let jobs = exchange_jobs(&a.conn)?;
     let opts = Options {
         dry_run: a.dry_run,
@@ -607,48 +615,205 @@ async fn migrate_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
     )
 }
 
-/// The two mailboxes of an Exchange → Exchange copy, from the two exchange:// locations.
+/// (source UPN, target UPN) of each Exchange → Exchange copy: the two exchange:// locations,
+/// or the batch file's `source_user,target_user` lines (no passwords: both sides use the app
+/// credentials).
+fn export_users(conn: &ConnArgs) -> Result<Vec<(String, String)>> {
+    use crate::exchange::location::parse;
+    let (su, tu) = (parse(&conn.source)?, parse(&conn.target)?);
+    let Some(batch) = &conn.batch else {
+        let (Some(su), Some(tu)) = (su, tu) else {
+            bail!("Exchange → Exchange needs exchange://USER@DOMAIN on both sides (or --batch)");
+        };
+        return Ok(vec![(su, tu)]);
+    };
+    if su.is_some() || tu.is_some() {
+        bail!("with --batch, give --source exchange:// and --target exchange:// without a user (the users come from the batch file)");
+    }
+    let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
+    let rows = tenantry_csv::read_rows(&bytes, |first| {
+        first.field(0).to_ascii_lowercase().starts_with("source")
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", batch.display()))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let cols = &row.fields;
+        let line = |what: &str| format!("{}: line {}: {what}", batch.display(), row.line);
+        if cols.len() > 2 && cols[2..].iter().any(|c| !c.is_empty()) {
+            bail!(line("exchange:// mailboxes take no passwords (the app credentials are used): expected source_user,target_user"));
+        }
+        if cols.len() < 2 || cols[0].is_empty() || cols[1].is_empty() {
+            bail!(line("expected source_user,target_user"));
+        }
+        let upn = |u: &str| {
+            parse(&format!("exchange://{u}"))
+                .map_err(|e| anyhow::anyhow!(line(&format!("{e:#}"))))?
+                .context(line("empty user"))
+        };
+        out.push((upn(&cols[0])?, upn(&cols[1])?));
+    }
+    Ok(out)
+}
+
+/// Options that mean something for IMAP only: an exchange:// side refuses them rather than
+/// ignore them. `target_only`: only the target is exchange:// (the IMAP source keeps its own).
+fn refuse_imap_options(conn: &ConnArgs, target_only: bool) -> Result<()> {
+    let mut given: Vec<&str> = Vec::new();
+    let mut check = |set: bool, name: &'static str| {
+        if set {
+            given.push(name)
+        }
+    };
+    check(
+        conn.target_password_file.is_some(),
+        "--target-password-file",
+    );
+    check(conn.target_admin.is_some(), "--target-admin");
+    check(conn.target_auth != AuthMethod::Auto, "--target-auth");
+    check(conn.target_token_file.is_some(), "--target-token-file");
+    check(conn.target_kind != ImapKind::Auto, "--target-kind");
+    // IMAP → Exchange copies one folder at a time with Graph's 4 requests per mailbox.
+    check(conn.connections != DEFAULT_CONNECTIONS, "--connections");
+    if !target_only {
+        check(
+            conn.source_password_file.is_some(),
+            "--source-password-file",
+        );
+        check(conn.source_admin.is_some(), "--source-admin");
+        check(conn.source_auth != AuthMethod::Auto, "--source-auth");
+        check(conn.source_token_file.is_some(), "--source-token-file");
+        check(conn.source_kind != ImapKind::Auto, "--source-kind");
+        check(conn.ca_file.is_some(), "--ca-file");
+        check(conn.starttls, "--starttls");
+        check(conn.insecure_plaintext, "--insecure-plaintext");
+        check(!conn.folder_map.is_empty(), "--folder-map");
+        check(!conn.exclude.is_empty(), "--exclude");
+        check(conn.timeout_secs != DEFAULT_TIMEOUT_SECS, "--timeout");
+        check(
+            conn.command_timeout_secs != DEFAULT_COMMAND_TIMEOUT_SECS,
+            "--command-timeout",
+        );
+    }
+    if given.is_empty() {
+        return Ok(());
+    }
+    let side = if target_only {
+        "an exchange:// target"
+    } else {
+        "Exchange → Exchange (mailbox import/export)"
+    };
+    bail!(
+        "{} not supported for {side}: they apply to IMAP only (Graph's own limits and timeouts govern these requests; 4 per mailbox)",
+        given.join(", ") + if given.len() == 1 { " is" } else { " are" }
+    )
+}
+
+/// The mailboxes of each Exchange → Exchange copy, opened.
 async fn export_pair(
     conn: &ConnArgs,
+    (su, tu): &(String, String),
 ) -> Result<(
     crate::exchange::mailbox_copy::ExportMailbox,
     crate::exchange::mailbox_copy::ExportMailbox,
 )> {
-    use crate::exchange::location::parse;
     use crate::exchange::mailbox_copy::ExportMailbox;
-    if conn.batch.is_some() {
-        bail!("Exchange → Exchange: --batch is not supported yet");
-    }
-    let (Some(su), Some(tu)) = (parse(&conn.source)?, parse(&conn.target)?) else {
-        bail!("Exchange → Exchange needs exchange://USER@DOMAIN on both sides");
-    };
-    let src = ExportMailbox::open(conn.exchange.client(Side::Source)?, &su).await?;
-    let dst = ExportMailbox::open(conn.exchange.client(Side::Target)?, &tu).await?;
+    let src = ExportMailbox::open(conn.exchange.client(Side::Source)?, su).await?;
+    let dst = ExportMailbox::open(conn.exchange.client(Side::Target)?, tu).await?;
     Ok((src, dst))
 }
 
 async fn verify_exchange_to_exchange(a: VerifyArgs) -> Result<ExitCode> {
-    let (src, dst) = export_pair(&a.conn).await?;
-    let result = crate::exchange::mailbox_copy::verify_mailbox(&src, &dst)
-        .await
-        .map_err(|e| format!("{} -> {}: {e:#}", src.describe(), dst.describe()));
-    print_verify(vec![result], a.conn.json)
+    refuse_imap_options(&a.conn, false)?;
+    let users = export_users(&a.conn)?;
+    let conn = Arc::new(a.conn);
+    let c = conn.clone();
+    let results = for_each_parallel(users, conn.parallel, move |pair| {
+        let conn = c.clone();
+        async move {
+            let describe = || format!("exchange://{} -> exchange://{}", pair.0, pair.1);
+            let (src, dst) = export_pair(&conn, &pair)
+                .await
+                .map_err(|e| format!("{}: {e:#}", describe()))?;
+            crate::exchange::mailbox_copy::verify_mailbox(&src, &dst)
+                .await
+                .map_err(|e| format!("{}: {e:#}", describe()))
+        }
+    })
+    .await;
+    print_verify(results, conn.json)
 }
 
-/// Exchange → Exchange: one mailbox pair, from the two exchange:// locations.
+/// Exchange → Exchange: the mailbox pairs of the two exchange:// locations or the batch file,
+/// `--parallel` at once.
 async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
-    use crate::exchange::mailbox_copy::migrate_mailbox;
-    if a.dry_run {
-        bail!("Exchange → Exchange: --dry-run is not supported yet");
+    use crate::exchange::mailbox_copy::{migrate_mailbox_with, CopyMode};
+    refuse_imap_options(&a.conn, false)?;
+    let mut refused: Vec<&str> = Vec::new();
+    if a.max_message_size.is_some() {
+        refused.push("--max-message-size");
     }
-    let (src, dst) = export_pair(&a.conn).await?;
-    let dst = dst.with_upload_budget(
-        a.conn.exchange.exchange_upload_budget,
-        Duration::from_secs(a.conn.exchange.exchange_upload_window),
-    );
-    let (su, tu) = (src.upn().to_string(), dst.upn().to_string());
+    if a.ignore_appenduid {
+        refused.push("--ignore-appenduid");
+    }
+    if a.no_multiappend {
+        refused.push("--no-multiappend");
+    }
+    if !refused.is_empty() {
+        bail!(
+            "{}: IMAP options, not supported for Exchange → Exchange (items move whole through import/export)",
+            refused.join(", ")
+        );
+    }
+    let users = export_users(&a.conn)?;
     let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
-    let pair = |side, user: &str| Endpoint {
+    let mode = CopyMode {
+        restored: false,
+        dry_run: a.dry_run,
+    };
+    let progress = Arc::new(Progress::default());
+    let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
+    let (json, parallel) = (a.conn.json, a.conn.parallel);
+    let conn = Arc::new(a.conn);
+    let p = progress.clone();
+    let mailboxes = for_each_parallel(users, parallel, move |pair| {
+        let (conn, progress, dir) = (conn.clone(), p.clone(), dir.clone());
+        async move {
+            let (src, dst) = match export_pair(&conn, &pair).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return crate::report::MailboxReport {
+                        source: format!("exchange://{}", pair.0),
+                        target: format!("exchange://{}", pair.1),
+                        error: Some(format!("{e:#}")),
+                        cause: Some(Arc::new(e)),
+                        ..Default::default()
+                    }
+                }
+            };
+            let dst = dst.with_upload_budget(
+                conn.exchange.exchange_upload_budget,
+                Duration::from_secs(conn.exchange.exchange_upload_window),
+            );
+            let path = export_state_file(&dir, &pair.0, &pair.1);
+            migrate_mailbox_with(&src, &dst, &path, &progress, mode).await
+        }
+    })
+    .await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    print_run(
+        RunReport {
+            mailboxes,
+            dry_run: mode.dry_run,
+        },
+        json,
+    )
+}
+
+/// The state file of an Exchange → Exchange pair.
+fn export_state_file(dir: &Path, source: &str, target: &str) -> PathBuf {
+    let side = |side, user: &str| Endpoint {
         side,
         host: "exchange".into(),
         port: 0,
@@ -657,19 +822,10 @@ async fn migrate_exchange_to_exchange(a: MigrateArgs) -> Result<ExitCode> {
         auth: Auth::Password(String::new()),
         ca_file: None,
     };
-    let path = state_file(&dir, &pair(Side::Source, &su), &pair(Side::Target, &tu));
-    let progress = Arc::new(Progress::default());
-    let ticker = spawn_ticker(progress.clone(), a.conn.quiet || a.conn.json);
-    let report = migrate_mailbox(&src, &dst, &path, &progress, false).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    print_run(
-        RunReport {
-            mailboxes: vec![report],
-            dry_run: false,
-        },
-        a.conn.json,
+    state_file(
+        dir,
+        &side(Side::Source, source),
+        &side(Side::Target, target),
     )
 }
 
@@ -687,6 +843,7 @@ fn print_run(report: RunReport, json: bool) -> Result<ExitCode> {
 }
 
 async fn verify_exchange(a: VerifyArgs) -> Result<ExitCode> {
+    refuse_imap_options(&a.conn, true)?;
     let jobs = exchange_jobs(&a.conn)?;
     let opts = Arc::new(options(&a.conn)?);
     let results = for_each_parallel(jobs, a.conn.parallel, move |(s, t)| {

@@ -43,9 +43,15 @@ pub struct FolderReport {
     pub flags_updated: u64,
     /// Dry run: what a real run would copy.
     pub would_copy: u64,
+    /// Dry run: items a real run would import again as updates (changed on the source since
+    /// they were copied; Exchange → Exchange).
+    pub would_update: u64,
     pub unchanged: bool,
     /// Messages deleted on the source between listing and copying: nothing left to copy.
     pub expunged: u64,
+    /// Items copied by an earlier run and deleted on the source since (Exchange → Exchange,
+    /// from the item delta): their copies stay in the target.
+    pub deleted_on_source: u64,
     pub failures: Vec<Failure>,
     /// Flags the target does not keep (not in its PERMANENTFLAGS), dropped.
     pub refused_flags: Vec<String>,
@@ -128,16 +134,32 @@ impl RunReport {
             let flags: u64 = m.folders.iter().map(|f| f.flags_updated).sum();
             if self.dry_run {
                 let would: u64 = m.folders.iter().map(|f| f.would_copy).sum();
+                let updates: u64 = m.folders.iter().map(|f| f.would_update).sum();
                 s += &format!(
-                    "{} -> {}: dry run, would copy {would} messages\n",
-                    m.source, m.target
+                    "{} -> {}: dry run, would copy {would} messages{}\n",
+                    m.source,
+                    m.target,
+                    if updates > 0 {
+                        format!(" and update {updates}")
+                    } else {
+                        String::new()
+                    }
                 );
-                for f in m.folders.iter().filter(|f| f.would_copy > 0) {
+                for f in m
+                    .folders
+                    .iter()
+                    .filter(|f| f.would_copy > 0 || f.would_update > 0)
+                {
                     s += &format!(
-                        "  {} -> {}: {}\n",
+                        "  {} -> {}: {}{}\n",
                         for_terminal(&f.source),
                         for_terminal(&f.target),
-                        f.would_copy
+                        f.would_copy,
+                        if f.would_update > 0 {
+                            format!(", {} updated", f.would_update)
+                        } else {
+                            String::new()
+                        }
                     );
                 }
             } else {
@@ -167,6 +189,13 @@ impl RunReport {
                         "  note: folder {}: {} message(s) deleted on the source during the run, not copied\n",
                         for_terminal(&f.source),
                         f.expunged
+                    );
+                }
+                if f.deleted_on_source > 0 {
+                    s += &format!(
+                        "  note: folder {}: {} item(s) deleted on the source since the last run; their copies stay in the target\n",
+                        for_terminal(&f.source),
+                        f.deleted_on_source
                     );
                 }
                 if !f.refused_flags.is_empty() {

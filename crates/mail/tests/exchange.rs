@@ -94,6 +94,16 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
         .await;
     }
 
+    // Options that mean nothing for an exchange:// target are refused (exit 2), not ignored.
+    for extra in [
+        &["--connections", "8"][..],
+        &["--target-kind", "imap"],
+        &["--target-password-file", "/nonexistent"],
+    ] {
+        assert_eq!(run.run("migrate", extra).await, 2, "{extra:?} refused");
+    }
+    assert_eq!(fake.stats().messages_created, 0);
+
     // A first run whose first three creates are stored but answered with a dropped connection.
     fake.drop_after_create(3);
     assert_eq!(

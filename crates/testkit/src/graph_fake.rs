@@ -1,7 +1,7 @@
 //! A stateful fake of the parts of Microsoft Graph and Entra ID tenantry uses: the token
 //! endpoint, sites, drives, items by id and by path, folders, uploads (simple and by session),
 //! delta and downloads (files engine); mail folders, messages and attachments (`mail`,
-//! `mail_attachments`) and mailbox import/export (`mailbox_export`) for the mail engine. Microsoft's services cannot run here, so this server is written from
+//! `mail_attachments`) and mailbox import/export (`mailbox_export`, its folder and item delta in `mailbox_delta`) for the mail engine. Microsoft's services cannot run here, so this server is written from
 //! Microsoft's documentation, each rule beside the page it comes from; where the documentation
 //! says nothing, the fake picks the stricter behaviour and says so.
 //!
@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 mod assertion;
 mod mail;
 mod mail_attachments;
+mod mailbox_delta;
 mod mailbox_export;
 pub use mail::{
     FakeMessage, MAX_REQUEST_BYTES as MAIL_MAX_REQUEST_BYTES, PR_CLIENT_SUBMIT_TIME,
@@ -137,6 +138,11 @@ pub struct FakeStats {
     pub mailbox_upload_bytes: HashMap<String, u64>,
     /// The most import/export requests a mailbox had in flight at once, by user principal name.
     pub mailbox_peak_in_flight: HashMap<String, usize>,
+    /// Full listings of a mailbox's folders or a folder's items (import/export API: `folders`,
+    /// `childFolders`, `items`), which incremental runs avoid through delta.
+    pub mailbox_listings: u64,
+    /// Folder and item delta requests of the import/export API (every page counts).
+    pub mailbox_delta_requests: u64,
 }
 
 /// One accepted upload fragment.
@@ -966,7 +972,7 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     if let Some(r) = authorize(&mut w, &parts.headers) {
         return r;
     }
-    if let Some(r) = mailbox_export::serve(&mut w, &parts.method, api, &body) {
+    if let Some(r) = mailbox_export::serve(&mut w, &parts.method, api, &query, &body) {
         return r;
     }
     route(&mut w, &parts.method, api, &query, &body)

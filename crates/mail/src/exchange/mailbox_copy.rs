@@ -10,6 +10,9 @@
 //!   `importUrl` (pre-authenticated: no token), a new session when one expires. The state maps
 //!   source item id → target item id and both change keys: a re-run imports nothing twice, and
 //!   a source item whose change key moved is imported again in `update` mode.
+//! - Incremental: the source's folders and each folder's items are read through the folder and
+//!   item delta (`delta`), from the links the last run saved, so a re-run reads only what
+//!   changed; an item deleted on the source is reported and its copy kept.
 //! - Intent before effect: the source id is pending before its import leaves. After a lost
 //!   answer (or a crash), the target folder's items not mapped to anything, of the same size,
 //!   are exported and compared byte for byte with the source item's data; equal → mapped, not
@@ -29,6 +32,7 @@ use serde_json::{json, Value};
 use tenantry_graph::client::{encode_path, Call};
 use tenantry_graph::{GraphClient, GraphError};
 
+use super::delta;
 use super::pacing::UploadPacer;
 use super::state::{ExchangeState, ItemCopy};
 use crate::report::{Failure, FolderReport, MailboxReport, Progress};
@@ -65,6 +69,37 @@ struct MFolder {
     name: String,
     class: String,
     well_known: Option<String>,
+}
+
+impl MFolder {
+    fn from_json(f: &Value) -> Option<Self> {
+        Some(MFolder {
+            id: f["id"].as_str()?.to_string(),
+            parent: f["parentFolderId"].as_str().map(str::to_string),
+            name: f["displayName"].as_str().unwrap_or_default().to_string(),
+            class: f["type"].as_str().unwrap_or("IPF.Note").to_string(),
+            well_known: f["wellKnownName"].as_str().map(str::to_string),
+        })
+    }
+}
+
+/// The source's folders after a folder delta round.
+struct FolderRound {
+    /// Every folder (Graph's JSON), as the state will keep it.
+    folders: Vec<Value>,
+    /// Anything differs from what the last run saw (or nothing was saved): map again.
+    changed: bool,
+    /// Folders the last run knew that are gone from the source.
+    removed: Vec<MFolder>,
+    /// Where the next round starts.
+    link: String,
+}
+
+/// The state's key of the folder delta's link, and of a source folder's item delta.
+const FOLDERS_KEY: &str = "folders";
+
+fn items_key(folder: &str) -> String {
+    format!("items:{folder}")
 }
 
 impl ExportMailbox {
@@ -128,18 +163,55 @@ impl ExportMailbox {
             }
             i += 1;
         }
-        Ok(all
-            .into_iter()
-            .filter_map(|f| {
-                Some(MFolder {
-                    id: f["id"].as_str()?.to_string(),
-                    parent: f["parentFolderId"].as_str().map(str::to_string),
-                    name: f["displayName"].as_str().unwrap_or_default().to_string(),
-                    class: f["type"].as_str().unwrap_or("IPF.Note").to_string(),
-                    well_known: f["wellKnownName"].as_str().map(str::to_string),
-                })
-            })
-            .collect())
+        Ok(all.iter().filter_map(MFolder::from_json).collect())
+    }
+
+    /// The folders through the folder delta: the list the last complete round left in the
+    /// state, with this round's changes applied (or every folder, on a first run or when the
+    /// saved link had expired).
+    async fn folder_round(&self, state: &ExchangeState) -> Result<FolderRound> {
+        let saved = state.delta_link(FOLDERS_KEY)?;
+        let before = match saved {
+            Some(_) => state.source_folders()?,
+            None => Vec::new(),
+        };
+        let round = delta::round(&self.client, &self.path("folders/delta"), saved.as_deref())
+            .await
+            .with_context(|| format!("{}: the folder delta", self.describe()))?;
+        let mut folders = if round.reset {
+            Vec::new()
+        } else {
+            before.clone()
+        };
+        for f in &round.changed {
+            match folders.iter_mut().find(|k| k["id"] == f["id"]) {
+                Some(k) => *k = f.clone(),
+                None => folders.push(f.clone()),
+            }
+        }
+        folders.retain(|f| !round.removed.iter().any(|id| f["id"] == id.as_str()));
+        // What the last run knew and is gone now (after a reset too: the full list tells).
+        let removed = before
+            .iter()
+            .filter(|b| !folders.iter().any(|f| f["id"] == b["id"]))
+            .filter_map(MFolder::from_json)
+            .collect();
+        Ok(FolderRound {
+            changed: saved.is_none()
+                || round.reset
+                || !round.changed.is_empty()
+                || !round.removed.is_empty(),
+            folders,
+            removed,
+            link: round.link,
+        })
+    }
+
+    /// A folder's items through its item delta, from the link its last complete copy saved.
+    async fn item_round(&self, state: &ExchangeState, folder: &str) -> Result<delta::Round> {
+        let start = self.path(&format!("folders/{}/items/delta", encode_path(folder)));
+        let saved = state.delta_link(&items_key(folder))?;
+        Ok(delta::round(&self.client, &start, saved.as_deref()).await?)
     }
 
     async fn create_folder(&self, parent: &str, name: &str, class: &str) -> Result<String> {
@@ -275,11 +347,13 @@ impl ExportMailbox {
 }
 
 /// Source folder id → target folder id: well-known by `wellKnownName`, others by name below
-/// the mapped parent, created with their class when missing. Parents before children.
+/// the mapped parent, created with their class when missing (in a dry run: not created, the
+/// target id left empty). Parents before children.
 async fn map_folders(
     src: &[MFolder],
     dst: &mut Vec<MFolder>,
     target: &ExportMailbox,
+    dry_run: bool,
 ) -> Result<Vec<(MFolder, String)>> {
     let depth = |f: &MFolder| {
         let mut d = 0;
@@ -319,7 +393,11 @@ async fn map_folders(
             match found {
                 Some(d) => d.id.clone(),
                 None => {
-                    let id = target.create_folder(&parent, &f.name, &f.class).await?;
+                    let id = if dry_run {
+                        String::new()
+                    } else {
+                        target.create_folder(&parent, &f.name, &f.class).await?
+                    };
                     dst.push(MFolder {
                         id: id.clone(),
                         parent: Some(parent),
@@ -337,9 +415,19 @@ async fn map_folders(
     Ok(out)
 }
 
-/// `restored`: the state was put back from a snapshot, which may be older than the target (an
-/// item imported after it has no row): every unmapped item is then looked for on the target
-/// before it is imported, as after a lost answer.
+/// How a copy runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyMode {
+    /// The state was put back from a snapshot, which may be older than the target (an item
+    /// imported after it has no row): every unmapped item is then looked for on the target
+    /// before it is imported, as after a lost answer.
+    pub restored: bool,
+    /// Count what would be imported (created or updated) and which folders created; write
+    /// nothing — neither to the target nor to the state (no delta link is kept either).
+    pub dry_run: bool,
+}
+
+/// `restored`: see [`CopyMode::restored`].
 pub async fn migrate_mailbox(
     src: &ExportMailbox,
     dst: &ExportMailbox,
@@ -347,13 +435,27 @@ pub async fn migrate_mailbox(
     progress: &Progress,
     restored: bool,
 ) -> MailboxReport {
+    let mode = CopyMode {
+        restored,
+        dry_run: false,
+    };
+    migrate_mailbox_with(src, dst, state_path, progress, mode).await
+}
+
+pub async fn migrate_mailbox_with(
+    src: &ExportMailbox,
+    dst: &ExportMailbox,
+    state_path: &Path,
+    progress: &Progress,
+    mode: CopyMode,
+) -> MailboxReport {
     let started = Instant::now();
     let mut report = MailboxReport {
         source: src.describe(),
         target: dst.describe(),
         ..Default::default()
     };
-    if let Err(e) = migrate_inner(src, dst, state_path, progress, restored, &mut report).await {
+    if let Err(e) = migrate_inner(src, dst, state_path, progress, mode, &mut report).await {
         report.error = Some(format!("{e:#}"));
         report.cause = Some(std::sync::Arc::new(e));
     }
@@ -361,18 +463,63 @@ pub async fn migrate_mailbox(
     report
 }
 
+/// Folders through the folder delta: when nothing changed since the last run, the folder pairs
+/// it saved are used as they are (neither side's folders listed); otherwise the target's
+/// folders are listed and the source's mapped onto them again. Items through each folder's
+/// item delta (`FolderCopy::run`).
 async fn migrate_inner(
     src: &ExportMailbox,
     dst: &ExportMailbox,
     state_path: &Path,
     progress: &Progress,
-    restored: bool,
+    mode: CopyMode,
     report: &mut MailboxReport,
 ) -> Result<()> {
-    let state = ExchangeState::open(state_path)?;
-    let source_folders = src.folders().await?;
-    let mut target_folders = dst.folders().await?;
-    let pairs = map_folders(&source_folders, &mut target_folders, dst).await?;
+    let state = if mode.dry_run && !state_path.exists() {
+        ExchangeState::in_memory()?
+    } else {
+        ExchangeState::open(state_path)?
+    };
+    let round = src.folder_round(&state).await?;
+    let source_folders: Vec<MFolder> = round
+        .folders
+        .iter()
+        .filter_map(MFolder::from_json)
+        .collect();
+    let saved = state.folder_pairs()?;
+    let unchanged = !round.changed
+        && source_folders
+            .iter()
+            .all(|f| f.parent.is_none() || saved.contains_key(&f.id));
+    let pairs = if unchanged {
+        source_folders
+            .iter()
+            .filter(|f| f.parent.is_some())
+            .map(|f| (f.clone(), saved[&f.id].clone()))
+            .collect()
+    } else {
+        let mut target_folders = dst.folders().await?;
+        map_folders(&source_folders, &mut target_folders, dst, mode.dry_run).await?
+    };
+    for gone in &round.removed {
+        report.folders.push(FolderReport {
+            source: gone.name.clone(),
+            target: gone.well_known.clone().unwrap_or_else(|| gone.name.clone()),
+            unchanged: true,
+            note: Some(format!(
+                "folder {} was deleted on the source; its copy in the target is kept",
+                gone.name
+            )),
+            ..Default::default()
+        });
+    }
+    if !mode.dry_run {
+        let ids: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(f, t)| (f.id.clone(), t.clone()))
+            .collect();
+        state.save_folders(&round.folders, &ids, &round.link)?;
+    }
     let mut map = state.items()?;
     let pending = state.items_pending()?;
     let mut claimed: HashSet<String> = map.values().map(|c| c.target_id.clone()).collect();
@@ -383,19 +530,27 @@ async fn migrate_inner(
             target: f.well_known.clone().unwrap_or_else(|| f.name.clone()),
             ..Default::default()
         };
+        if target.is_empty() {
+            rep.note = Some(format!("folder {} would be created", f.name));
+        }
         let ctx = FolderCopy {
             src,
             dst,
             state: &state,
             target: &target,
             pending: &pending,
-            restored,
+            mode,
         };
         if let Err(e) = ctx
             .run(&f, &mut map, &mut claimed, progress, &mut rep)
             .await
         {
             rep.error = Some(format!("{e:#}"));
+        }
+        // Its target folder may be gone (deleted in the target meanwhile): the next run lists
+        // the target's folders and maps them again rather than trust the saved pairs.
+        if !mode.dry_run && (rep.error.is_some() || !rep.failures.is_empty()) {
+            state.forget_folder_pairs()?;
         }
         progress.folder_done(&report.source, &rep);
         report.folders.push(rep);
@@ -409,8 +564,7 @@ struct FolderCopy<'a> {
     state: &'a ExchangeState,
     target: &'a str,
     pending: &'a HashSet<String>,
-    /// The state was restored (maybe older than the target): look before importing.
-    restored: bool,
+    mode: CopyMode,
 }
 
 /// The id map and the claimed target items, shared by a folder's concurrent imports (one
@@ -432,19 +586,48 @@ impl FolderCopy<'_> {
         progress: &Progress,
         rep: &mut FolderReport,
     ) -> Result<()> {
-        let items = self.src.items(&f.id).await?;
-        let todo: Vec<String> = items
+        let round = self.src.item_round(self.state, &f.id).await?;
+        if round.reset {
+            rep.note = Some(format!(
+                "folder {}: the source's change token had expired; its items were listed again in full (items deleted meanwhile cannot be told)",
+                f.name
+            ));
+        }
+        // Deleted on the source: a migration deletes nothing in the target; reported.
+        rep.deleted_on_source = round
+            .removed
             .iter()
-            .filter(|(id, ck, _)| map.get(id).is_none_or(|c| &c.source_change_key != ck))
-            .map(|(id, _, _)| id.clone())
+            .filter(|id| map.contains_key(*id))
+            .count() as u64;
+        let todo: Vec<String> = round
+            .changed
+            .iter()
+            .filter_map(|i| {
+                let id = i["id"].as_str()?;
+                let ck = i["changeKey"].as_str().unwrap_or_default();
+                map.get(id)
+                    .is_none_or(|c| c.source_change_key != ck)
+                    .then(|| id.to_string())
+            })
             .collect();
+        if self.mode.dry_run {
+            for id in &todo {
+                if map.contains_key(id) {
+                    rep.would_update += 1;
+                } else {
+                    rep.would_copy += 1;
+                }
+            }
+            return Ok(());
+        }
         if todo.is_empty() {
             rep.unchanged = true;
+            self.state.set_delta_link(&items_key(&f.id), &round.link)?;
             return Ok(());
         }
         // A restored state may be older than the target: look for every unmapped item there
         // first, unless the target folder is empty (a new user's).
-        let look_first = self.restored && !self.dst.items(self.target).await?.is_empty();
+        let look_first = self.mode.restored && !self.dst.items(self.target).await?.is_empty();
         // A look-up could take the copy an equal item's concurrent import has just created and
         // not yet recorded: while items are looked up, one import at a time.
         let width = if look_first || todo.iter().any(|id| self.pending.contains(id)) {
@@ -500,6 +683,11 @@ impl FolderCopy<'_> {
                 }
                 Err(e) => rep.failures.push(failure(f, &id, format!("{e:#}"))),
             }
+        }
+        // The next round starts here only when every change of this one is in: otherwise the
+        // failed items would never be returned again.
+        if rep.failures.is_empty() {
+            self.state.set_delta_link(&items_key(&f.id), &round.link)?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! message is created in its folder with the MAPI properties that make it so set at creation
 //! (a message created without them is a draft, and stays one). See ARCHITECTURE.md, "Exchange".
 //!
+//! - `delta` — one round of a Graph delta query (folder or item changes since the last run);
 //! - `location` — `exchange://` URLs and the app-only credentials of each side;
 //! - `mailbox_copy` — Exchange → Exchange through mailbox import/export (every item kind);
 //! - `message` — one MIME message → the JSON of a Graph `message` (pure, no I/O);
@@ -12,6 +13,7 @@
 //! - `state` — source (folder, UIDVALIDITY, UID) → Exchange message id, intents first;
 //! - `sync` — the copy; `verify` — the comparison of both sides.
 
+pub mod delta;
 pub mod location;
 pub mod mailbox;
 pub mod mailbox_copy;

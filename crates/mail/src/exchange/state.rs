@@ -25,7 +25,15 @@ pub struct Copied {
 
 impl ExchangeState {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = crate::state::open_private_db(path)?;
+        Self::init(crate::state::open_private_db(path)?)
+    }
+
+    /// A state that lives in memory only: a dry run without a state file writes none.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(db: Connection) -> Result<Self> {
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS exchange_folders(
                 source TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, target_id TEXT NOT NULL);
@@ -39,7 +47,12 @@ impl ExchangeState {
              CREATE TABLE IF NOT EXISTS exchange_items(
                 source_id TEXT PRIMARY KEY, source_change_key TEXT NOT NULL,
                 target_id TEXT NOT NULL, target_change_key TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS exchange_item_pending(source_id TEXT PRIMARY KEY);",
+             CREATE TABLE IF NOT EXISTS exchange_item_pending(source_id TEXT PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS exchange_delta(key TEXT PRIMARY KEY, link TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS exchange_source_folders(
+                id TEXT PRIMARY KEY, folder TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS exchange_folder_pairs(
+                source_id TEXT PRIMARY KEY, target_id TEXT NOT NULL);",
         )
         .context("cannot initialise state database")?;
         Ok(Self { db: Mutex::new(db) })
@@ -207,6 +220,83 @@ impl ExchangeState {
             ],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+}
+
+// Exchange → Exchange incremental runs: delta links, the source's folders as the folder delta
+// last left them, and where each source folder went.
+
+impl ExchangeState {
+    /// The `@odata.deltaLink` a round of `key` ended with.
+    pub fn delta_link(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .db()
+            .query_row("SELECT link FROM exchange_delta WHERE key=?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_delta_link(&self, key: &str, link: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO exchange_delta VALUES(?1,?2)",
+            params![key, link],
+        )?;
+        Ok(())
+    }
+
+    /// The source's folders (Graph's JSON) as the last complete folder delta left them.
+    pub fn source_folders(&self) -> Result<Vec<serde_json::Value>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT folder FROM exchange_source_folders ORDER BY rowid")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+    }
+
+    /// The folder list, where each folder went and the folder delta's link, in one
+    /// transaction: the link is kept only with the folders it describes.
+    pub fn save_folders(
+        &self,
+        folders: &[serde_json::Value],
+        pairs: &[(String, String)],
+        link: &str,
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM exchange_source_folders", [])?;
+        for f in folders {
+            tx.execute(
+                "INSERT OR REPLACE INTO exchange_source_folders VALUES(?1,?2)",
+                params![f["id"].as_str().unwrap_or_default(), f.to_string()],
+            )?;
+        }
+        tx.execute("DELETE FROM exchange_folder_pairs", [])?;
+        for (s, t) in pairs {
+            tx.execute(
+                "INSERT INTO exchange_folder_pairs VALUES(?1,?2)",
+                params![s, t],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO exchange_delta VALUES('folders',?1)",
+            [link],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Source folder id → target folder id, as the last folder mapping left them.
+    pub fn folder_pairs(&self) -> Result<HashMap<String, String>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT source_id, target_id FROM exchange_folder_pairs")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets where the folders went, so that the next run maps them again.
+    pub fn forget_folder_pairs(&self) -> Result<()> {
+        self.db().execute("DELETE FROM exchange_folder_pairs", [])?;
         Ok(())
     }
 }

@@ -11,6 +11,8 @@
 //!   of the mailbox; `childFolders` lists one folder's children, and a POST there creates one
 //!   with its `displayName` and `type`.
 //! - `GET …/folders/{id}/items` → `mailboxItem`s (`id`, `type`, `size`, `changeKey`).
+//!   Both listings are counted (`FakeStats::mailbox_listings`); their delta forms are served by
+//!   `mailbox_delta`, from the change number every folder and item change takes here.
 //! - `POST …/exportItems` with `itemIds` — "up to 20 items in a single export request" (more:
 //!   400) — answers each item's `itemId`, `changeKey` and `data` (base64 FastTransfer stream)
 //!   (<https://learn.microsoft.com/graph/api/mailbox-exportitems>).
@@ -56,20 +58,31 @@ const WELL_KNOWN: [(&str, &str, &str, &str); 6] = [
 ];
 
 pub(super) struct ExportMailbox {
-    id: String,
+    pub(super) id: String,
     upn: String,
-    folders: Vec<XFolder>,
-    items: Vec<XItem>,
+    pub(super) folders: Vec<XFolder>,
+    pub(super) items: Vec<XItem>,
     in_flight: usize,
     uploads: VecDeque<(Instant, u64)>,
+    /// The mailbox's change number: every folder or item change takes the next one, which is
+    /// what delta tokens count (`mailbox_delta`).
+    pub(super) changes: u64,
+    /// Delta tokens of an older generation are no longer known (`expire_delta_tokens`).
+    pub(super) token_generation: u64,
+    /// Deleted items: (folder, item id, change number), for delta's `@removed`.
+    pub(super) removed_items: Vec<(String, String, u64)>,
+    /// Deleted folders: (folder id, change number).
+    pub(super) removed_folders: Vec<(String, u64)>,
 }
 
-struct XFolder {
-    id: String,
-    parent: Option<String>,
+pub(super) struct XFolder {
+    pub(super) id: String,
+    pub(super) parent: Option<String>,
     name: String,
     class: String,
     well_known: Option<&'static str>,
+    /// Change number of its creation or last change.
+    pub(super) changed: u64,
 }
 
 /// An item as the fake keeps it.
@@ -82,7 +95,8 @@ pub struct MailboxItem {
     pub change_key: String,
 }
 
-struct XItem(MailboxItem);
+/// An item and the change number of its creation or last change.
+pub(super) struct XItem(pub(super) MailboxItem, pub(super) u64);
 
 pub(super) struct ImportSession {
     mailbox: String,
@@ -102,6 +116,7 @@ impl super::FakeGraph {
             name: "Top of Information Store".into(),
             class: "IPF.Note".into(),
             well_known: Some("msgfolderroot"),
+            changed: 1,
         }];
         for (wk, class, en, de) in WELL_KNOWN {
             folders.push(XFolder {
@@ -110,6 +125,7 @@ impl super::FakeGraph {
                 name: if german { de } else { en }.into(),
                 class: class.into(),
                 well_known: Some(wk),
+                changed: 1,
             });
         }
         w.export_users.insert(upn.to_lowercase(), id.clone());
@@ -122,6 +138,10 @@ impl super::FakeGraph {
                 items: Vec::new(),
                 in_flight: 0,
                 uploads: VecDeque::new(),
+                changes: 1,
+                token_generation: 1,
+                removed_items: Vec::new(),
+                removed_folders: Vec::new(),
             },
         );
         id
@@ -133,12 +153,14 @@ impl super::FakeGraph {
         let fid = w.new_id();
         let m = mailbox_of_user(&mut w, upn);
         let p = m.folder(parent).expect("parent folder").id.clone();
+        let changed = m.change();
         m.folders.push(XFolder {
             id: fid.clone(),
             parent: Some(p),
             name: name.into(),
             class: class.into(),
             well_known: None,
+            changed,
         });
         fid
     }
@@ -149,13 +171,17 @@ impl super::FakeGraph {
         let id = w.new_id();
         let m = mailbox_of_user(&mut w, upn);
         let f = m.folder(folder).expect("folder").id.clone();
-        m.items.push(XItem(MailboxItem {
-            id: id.clone(),
-            folder: f,
-            class: class.into(),
-            data: data.to_vec(),
-            change_key: format!("CK1-{id}"),
-        }));
+        let changed = m.change();
+        m.items.push(XItem(
+            MailboxItem {
+                id: id.clone(),
+                folder: f,
+                class: class.into(),
+                data: data.to_vec(),
+                change_key: format!("CK1-{id}"),
+            },
+            changed,
+        ));
         id
     }
 
@@ -163,9 +189,39 @@ impl super::FakeGraph {
     pub fn change_export_item(&self, upn: &str, id: &str, data: &[u8]) {
         let mut w = self.world.lock().unwrap();
         let m = mailbox_of_user(&mut w, upn);
+        let changed = m.change();
         let i = m.items.iter_mut().find(|i| i.0.id == id).expect("item");
         i.0.data = data.to_vec();
-        i.0.change_key = format!("CK2-{id}");
+        i.0.change_key = format!("CK{changed}-{id}");
+        i.1 = changed;
+    }
+
+    /// A user deletes an item (for good): the folder's item delta reports it `@removed`.
+    pub fn delete_export_item(&self, upn: &str, id: &str) {
+        let mut w = self.world.lock().unwrap();
+        let m = mailbox_of_user(&mut w, upn);
+        let changed = m.change();
+        let at = m.items.iter().position(|i| i.0.id == id).expect("item");
+        let gone = m.items.remove(at);
+        m.removed_items.push((gone.0.folder, gone.0.id, changed));
+    }
+
+    /// A user deletes a folder with no subfolders, and its items: the folder delta reports it
+    /// `@removed`.
+    pub fn delete_export_folder(&self, upn: &str, id: &str) {
+        let mut w = self.world.lock().unwrap();
+        let m = mailbox_of_user(&mut w, upn);
+        let changed = m.change();
+        m.folders.retain(|f| f.id != id);
+        m.items.retain(|i| i.0.folder != id);
+        m.removed_folders.push((id.to_string(), changed));
+    }
+
+    /// Forgets every delta token of the mailbox (the service's token cache overflowed): the
+    /// next delta call with one answers 410 Gone `syncStateNotFound`.
+    pub fn expire_delta_tokens(&self, upn: &str) {
+        let mut w = self.world.lock().unwrap();
+        mailbox_of_user(&mut w, upn).token_generation += 1;
     }
 
     /// Every item of a mailbox with the display path of its folder, in creation order.
@@ -285,6 +341,12 @@ fn mailbox_of_user<'a>(w: &'a mut World, upn: &str) -> &'a mut ExportMailbox {
 }
 
 impl ExportMailbox {
+    /// The next change number.
+    pub(super) fn change(&mut self) -> u64 {
+        self.changes += 1;
+        self.changes
+    }
+
     fn folder(&self, key: &str) -> Option<&XFolder> {
         self.folders
             .iter()
@@ -298,7 +360,7 @@ impl ExportMailbox {
         })
     }
 
-    fn folder_json(&self, f: &XFolder) -> Value {
+    pub(super) fn folder_json(&self, f: &XFolder) -> Value {
         json!({
             "id": f.id,
             "displayName": f.name,
@@ -328,6 +390,7 @@ pub(super) fn serve(
     w: &mut World,
     method: &axum::http::Method,
     api: &str,
+    query: &str,
     body: &[u8],
 ) -> Option<Response> {
     if let Some(upn) = api
@@ -350,9 +413,26 @@ pub(super) fn serve(
     let rest = api.strip_prefix("/admin/exchange/mailboxes/")?;
     let segs: Vec<String> = rest.split('/').map(super::decode_path).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let Some(m) = w.export_mailboxes.get(segs[0]) else {
+    if !w.export_mailboxes.contains_key(segs[0]) {
         return Some(not_found());
-    };
+    }
+    if method == axum::http::Method::GET {
+        match &segs[1..] {
+            ["folders", "delta"] => {
+                let mbx = segs[0].to_string();
+                return Some(super::mailbox_delta::folders(w, &mbx, query));
+            }
+            ["folders", f, "items", "delta"] => {
+                let (mbx, f) = (segs[0].to_string(), f.to_string());
+                return Some(super::mailbox_delta::items(w, &mbx, &f, query));
+            }
+            ["folders"] | ["folders", _, "childFolders" | "items"] => {
+                w.stats.mailbox_listings += 1;
+            }
+            _ => {}
+        }
+    }
+    let m = &w.export_mailboxes[segs[0]];
     let list = |v: Vec<Value>| ok_json(StatusCode::OK, json!({ "value": v }));
     Some(match (method.as_str(), &segs[1..]) {
         ("GET", ["folders"]) => list(m.folders.iter().map(|f| m.folder_json(f)).collect()),
@@ -428,12 +508,14 @@ fn create_folder(w: &mut World, mbx: &str, parent: &str, body: &[u8]) -> Respons
             "A folder with the specified name already exists.",
         );
     }
+    let changed = m.change();
     m.folders.push(XFolder {
         id,
         parent: Some(p),
         name: name.into(),
         class,
         well_known: None,
+        changed,
     });
     let f = m.folders.last().unwrap();
     ok_json(StatusCode::CREATED, m.folder_json(f))
@@ -526,10 +608,12 @@ pub(super) fn import(w: &mut World, sid: &str, h: &HeaderMap, body: &[u8]) -> (R
                 change_key: format!("CK1-{new_id}"),
             };
             let a = json!({"itemId": item.id, "changeKey": item.change_key});
-            m.items.push(XItem(item));
+            let changed = m.change();
+            m.items.push(XItem(item, changed));
             a
         }
         "update" => {
+            let changed = m.change();
             let Some(i) = m
                 .items
                 .iter_mut()
@@ -542,7 +626,8 @@ pub(super) fn import(w: &mut World, sid: &str, h: &HeaderMap, body: &[u8]) -> (R
                 );
             };
             i.0.data = data;
-            i.0.change_key = format!("CK{}-{}", now().unix_timestamp(), i.0.id);
+            i.0.change_key = format!("CK{changed}-{}", i.0.id);
+            i.1 = changed;
             json!({"itemId": i.0.id, "changeKey": i.0.change_key})
         }
         _ => return (bad("Mode is create or update"), false),
