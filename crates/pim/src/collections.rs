@@ -85,7 +85,8 @@ pub enum Side {
 }
 
 /// Looks at what the location names: a Depth 0 PROPFIND, then — unless it is a collection of
-/// the kind, whose Depth 1 answer would list every object — a Depth 1 one for its children.
+/// the kind, whose Depth 1 answer would list every object — a Depth 1 one for its children
+/// and, for a source, a Depth 0 one for each collection of the kind's sync token.
 pub async fn find(dav: &Dav, kind: Kind, side: Side) -> Result<Found, DavError> {
     let base = dav.base().clone();
     match probe(dav, &base, side).await? {
@@ -95,7 +96,10 @@ pub async fn find(dav: &Dav, kind: Kind, side: Side) -> Result<Found, DavError> 
         }
         Some(_) => {}
     }
-    let body = xml::propfind_collections(side == Side::Source);
+    // Without sync tokens: the home also holds the other kind's collections, and a server may
+    // compute each token over every object of its collection (Radicale does). A source's
+    // collections of the kind are asked for theirs one by one below.
+    let body = xml::propfind_collections(false);
     let ms = match dav.propfind(&base, "1", &body).await {
         Ok(ms) => ms,
         Err(DavError::NotFound) => return Ok(Found::Missing),
@@ -125,18 +129,32 @@ pub async fn find(dav: &Dav, kind: Kind, side: Side) -> Result<Found, DavError> 
             Err(reason) => refused_list.push(refused(&r.href, format!("refused: {reason}"))),
         }
     }
-    match own {
+    let mut found = match own {
         Some(r) if r.is(kind.collection_type()) => {
-            Ok(Found::Collection(collection(last_segment(&base), base, &r)))
+            Found::Collection(collection(last_segment(&base), base, &r))
         }
         _ => {
             collections.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(Found::Home {
+            Found::Home {
                 collections,
                 refused: refused_list,
-            })
+            }
+        }
+    };
+    if side == Side::Source {
+        let listed = match &mut found {
+            Found::Collection(c) => std::slice::from_mut(c),
+            Found::Home { collections, .. } => collections.as_mut_slice(),
+            Found::Missing => &mut [],
+        };
+        for c in listed {
+            c.sync_token = probe(dav, &c.url, Side::Source)
+                .await?
+                .and_then(|r| r.sync_token)
+                .filter(|t| !t.is_empty());
         }
     }
+    Ok(found)
 }
 
 /// The properties of one collection (Depth 0), or `None` when it does not exist: a 404, or
