@@ -75,18 +75,32 @@ fn collection(name: String, url: Url, r: &DavResponse) -> Collection {
     }
 }
 
+/// Which end of a run a server is. Only a source's collections are asked for their sync
+/// tokens: a server may compute one over every object of the collection (Radicale does, on
+/// each request), and a target's are never used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
 /// Looks at what the location names: a Depth 0 PROPFIND, then — unless it is a collection of
-/// the kind, whose Depth 1 answer would list every object — a Depth 1 one for its children.
-pub async fn find(dav: &Dav, kind: Kind) -> Result<Found, DavError> {
+/// the kind, whose Depth 1 answer would list every object — a Depth 1 one for its children
+/// and, for a source, a Depth 0 one for each collection of the kind's sync token.
+pub async fn find(dav: &Dav, kind: Kind, side: Side) -> Result<Found, DavError> {
     let base = dav.base().clone();
-    match probe(dav, &base).await? {
+    match probe(dav, &base, side).await? {
         None => return Ok(Found::Missing),
         Some(r) if r.is(kind.collection_type()) => {
             return Ok(Found::Collection(collection(last_segment(&base), base, &r)))
         }
         Some(_) => {}
     }
-    let ms = match dav.propfind(&base, "1", &xml::propfind_collections()).await {
+    // Without sync tokens: the home also holds the other kind's collections, and a server may
+    // compute each token over every object of its collection (Radicale does). A source's
+    // collections of the kind are asked for theirs one by one below.
+    let body = xml::propfind_collections(false);
+    let ms = match dav.propfind(&base, "1", &body).await {
         Ok(ms) => ms,
         Err(DavError::NotFound) => return Ok(Found::Missing),
         Err(e) => return Err(e),
@@ -115,24 +129,44 @@ pub async fn find(dav: &Dav, kind: Kind) -> Result<Found, DavError> {
             Err(reason) => refused_list.push(refused(&r.href, format!("refused: {reason}"))),
         }
     }
-    match own {
+    let mut found = match own {
         Some(r) if r.is(kind.collection_type()) => {
-            Ok(Found::Collection(collection(last_segment(&base), base, &r)))
+            Found::Collection(collection(last_segment(&base), base, &r))
         }
         _ => {
             collections.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(Found::Home {
+            Found::Home {
                 collections,
                 refused: refused_list,
-            })
+            }
+        }
+    };
+    if side == Side::Source {
+        let listed = match &mut found {
+            Found::Collection(c) => std::slice::from_mut(c),
+            Found::Home { collections, .. } => collections.as_mut_slice(),
+            Found::Missing => &mut [],
+        };
+        for c in listed {
+            c.sync_token = probe(dav, &c.url, Side::Source)
+                .await?
+                .and_then(|r| r.sync_token)
+                .filter(|t| !t.is_empty());
         }
     }
+    Ok(found)
 }
 
-/// The properties of one collection (Depth 0), or `None` when it does not exist.
-pub async fn probe(dav: &Dav, url: &Url) -> Result<Option<DavResponse>, DavError> {
-    match dav.propfind(url, "0", &xml::propfind_collections()).await {
-        Ok(ms) => Ok(ms.responses.into_iter().next()),
+/// The properties of one collection (Depth 0), or `None` when it does not exist: a 404, or
+/// (Xandikos) a 207 whose only response has the status 404.
+pub async fn probe(dav: &Dav, url: &Url, side: Side) -> Result<Option<DavResponse>, DavError> {
+    let body = xml::propfind_collections(side == Side::Source);
+    match dav.propfind(url, "0", &body).await {
+        Ok(ms) => Ok(ms
+            .responses
+            .into_iter()
+            .next()
+            .filter(|r| r.status != Some(404))),
         Err(DavError::NotFound) => Ok(None),
         Err(e) => Err(e),
     }

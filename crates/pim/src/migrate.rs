@@ -6,9 +6,10 @@
 //! after the target acknowledged it; a re-run whose PUT meets a 412 looks at what the target
 //! holds under that name, and takes it as ours when its UID is the source object's UID (then
 //! brings its bytes in line). An update is PUT with `If-Match` on the ETag we recorded, so an
-//! object changed on the target since is reported, not overwritten, unless the state was
-//! restored from a snapshot (`Options::state_restored`) and the target already holds the
-//! source's exact bytes: a later run's copy, whose record the snapshot missed.
+//! object changed on the target since is reported, not overwritten, unless the target already
+//! holds the source's content (a later run's copy whose record a restored snapshot missed, or a
+//! killed run's), or that version is our own unrecorded write (its content fingerprint was
+//! marked pending before it was sent): then the source's bytes go over it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -22,10 +23,10 @@ use reqwest::Url;
 use tenantry_files::endpoint::RefusedEntry;
 use tokio::sync::OnceCell;
 
-use crate::collections::{self, child_url, Collection, Found, Member};
+use crate::collections::{self, child_url, Collection, Found, Member, Side};
 use crate::dav::{Dav, DavError, Overwrite};
 use crate::kind::Kind;
-use crate::object::{inspect, ObjectInfo};
+use crate::object::{content_hash, inspect, same_content, ObjectInfo};
 use crate::report::{CollectionSummary, Duplicate, Failure, MigrationReport, Progress};
 use crate::state::{ObjectRecord, StateStore};
 use crate::xml::CollectionProps;
@@ -38,7 +39,9 @@ pub struct Options {
     pub state_path: PathBuf,
     pub progress: bool,
     /// The state store was put back from a snapshot (a move's worker died), so the target may
-    /// hold newer copies than it records. Off for the CLI: its state file is the last run's.
+    /// hold copies it has no record of: objects the source created and deleted since are
+    /// looked for on the target and named in a note. Off for the CLI: its state file is the
+    /// last run's.
     pub state_restored: bool,
 }
 
@@ -64,7 +67,10 @@ pub struct Plan {
 /// is a collection of the kind or does not exist yet; into it, under the same name, when it is
 /// anything else (a home). A source home goes into the target home, name for name.
 pub async fn plan(kind: Kind, src: &Dav, dst: &Dav) -> anyhow::Result<Plan> {
-    let (s, t) = tokio::join!(collections::find(src, kind), collections::find(dst, kind));
+    let (s, t) = tokio::join!(
+        collections::find(src, kind, Side::Source),
+        collections::find(dst, kind, Side::Target)
+    );
     // The server's error stays in the chain: a move tells a refused login from an outage by it.
     let s = s.map_err(|e| anyhow::Error::new(e).context("reading the source"))?;
     let t = t.map_err(|e| anyhow::Error::new(e).context("reading the target"))?;
@@ -213,7 +219,7 @@ impl Run<'_> {
     /// extended MKCOL (Xandikos answers 201 with `addressbook-description` refused in the
     /// body, yet takes it in a PROPPATCH afterwards): read them back and set what is missing.
     async fn complete_properties(&self, url: &Url, source: &Collection) {
-        let Ok(Some(created)) = collections::probe(self.dst, url).await else {
+        let Ok(Some(created)) = collections::probe(self.dst, url, Side::Target).await else {
             return;
         };
         if differs(&source.props, &created.props) {
@@ -282,7 +288,7 @@ impl Run<'_> {
         // The target's size limit: from the existing collection, else ask the new one.
         let max_size = match &pair.target {
             Some(t) => t.max_resource_size,
-            None if !opts.dry_run => collections::probe(self.dst, &pair.target_url)
+            None if !opts.dry_run => collections::probe(self.dst, &pair.target_url, Side::Target)
                 .await
                 .ok()
                 .flatten()
@@ -294,6 +300,21 @@ impl Run<'_> {
         let src_key = source.url.as_str();
         let tgt_key = pair.target_url.as_str();
         let saved = self.state.sync_token(src_key, tgt_key)?;
+        // The token the source listed with the collection is the one its sync-collection
+        // report would answer (RFC 6578 §4): the saved one means nothing changed since the last
+        // complete run, and the report (which a server may compute over every object) is
+        // skipped. Only into a collection that was there: a new one is filled from a listing.
+        if pair.target.is_some() && saved.is_some() && saved == source.sync_token {
+            report.collections.push(CollectionSummary {
+                source: source.url.path().to_string(),
+                target: pair.target_url.path().to_string(),
+                target_state: target_state.to_string(),
+                listing: "sync-token".to_string(),
+                // As an incremental listing counts: what it listed, here nothing.
+                objects: 0,
+            });
+            return Ok(());
+        }
         let (members, listing, incremental) = match (&source.sync_token, saved.as_deref()) {
             (None, _) => (
                 collections::members(self.src, &source.url, None).await,
@@ -359,6 +380,9 @@ impl Run<'_> {
                 .collect()
         };
         removed.sort();
+        if self.state_restored && incremental {
+            self.unrecorded_leftovers(pair, &members, &records).await;
+        }
         let changed: Vec<&Member> = members
             .present
             .iter()
@@ -559,6 +583,12 @@ impl Run<'_> {
             None => Overwrite::Never,
         };
         let source_etag = etag.or_else(|| m.etag.clone());
+        let collection = pair.source.url.as_str();
+        if let Overwrite::IfMatch(_) = overwrite {
+            // Intent before effect: what this update writes, should the record never follow.
+            self.state
+                .add_pending(collection, &m.name, &content_hash(&bytes))?;
+        }
         let put = self
             .dst
             .put(&target_url, self.kind, bytes.clone(), &overwrite)
@@ -572,7 +602,10 @@ impl Run<'_> {
                 }
             }
             Err(e @ DavError::Refused { status: 412, .. }) => {
-                match self.own_later_copy(&target_url, &bytes).await {
+                match self
+                    .own_copy(collection, &m.name, &target_url, &bytes)
+                    .await
+                {
                     Some(etag) => (etag, true),
                     None => {
                         return Ok(fail(
@@ -626,18 +659,62 @@ impl Run<'_> {
         })
     }
 
-    /// An update's `If-Match` failed. With a restored state the change on the target may be our
-    /// own: a run after the snapshot copied this very version and died before the next
-    /// snapshot. Then the target holds the source's bytes exactly, and its ETag (`Some`) is
-    /// recorded; other bytes may be someone's edit and stay reported. The run's own state knows
-    /// every ETag it caused, so without a restore a 412 is always someone else's change.
-    async fn own_later_copy(&self, url: &Url, bytes: &Bytes) -> Option<Option<String>> {
-        if !self.state_restored {
+    /// An update's `If-Match` failed: the target holds another version than the recorded one.
+    /// Its ETag (`Some`) is recorded when
+    /// - it already has the source's content (`same_content`): nothing is left to write, whoever
+    ///   wrote it (a run after a restored snapshot, a run killed before its record);
+    /// - or it is a version a run wrote without recording it (killed between the target's
+    ///   answer and the record, or the answer lost and the request retried): its content is
+    ///   one the state marked pending. The source changed again since: its bytes go over it
+    ///   (`If-Match` on its ETag).
+    ///
+    /// Anything else may be someone's edit on the target and stays reported.
+    async fn own_copy(
+        &self,
+        collection: &str,
+        name: &str,
+        url: &Url,
+        bytes: &Bytes,
+    ) -> Option<Option<String>> {
+        let (there, etag) = self.dst.get(url).await.ok()?;
+        if same_content(bytes, &there) {
+            return Some(etag);
+        }
+        let ours = self
+            .state
+            .was_pending(collection, name, &content_hash(&there))
+            .ok()?;
+        if !ours {
             return None;
         }
-        match self.dst.get(url).await {
-            Ok((there, etag)) if there == *bytes => Some(etag),
-            _ => None,
+        let cond = Overwrite::IfMatch(etag?);
+        self.dst
+            .put(url, self.kind, bytes.clone(), &cond)
+            .await
+            .ok()
+    }
+
+    /// With a restored (older) state, an object created and deleted on the source since the
+    /// snapshot may have been copied by a run the snapshot missed: the source's report lists it
+    /// as removed, the state has no record of it, and it may still be on the target. Nothing
+    /// proves that copy is ours (the target's own object could have that name), so it is left
+    /// there and named in a note, for someone to check.
+    async fn unrecorded_leftovers(
+        &self,
+        pair: &Pair,
+        members: &collections::Members,
+        records: &HashMap<String, ObjectRecord>,
+    ) {
+        for name in members.removed.iter().filter(|n| !records.contains_key(*n)) {
+            let Ok(url) = child_url(&pair.target_url, name, false) else {
+                continue;
+            };
+            if self.dst.get(&url).await.is_ok() {
+                self.note(format!(
+                    "{}/{name}: deleted on the source, but on the target with no record in the restored state (copied by a run after the snapshot?): left there, check it and delete it by hand",
+                    pair.source.name
+                ));
+            }
         }
     }
 
@@ -667,7 +744,8 @@ impl Run<'_> {
                 ))
             }
         }
-        if there == *bytes {
+        // Already the source's content (a target that re-serialises stores other bytes for it).
+        if same_content(bytes, &there) {
             return Ok(etag);
         }
         let cond = match etag {

@@ -128,6 +128,21 @@ pub fn inspect(kind: Kind, bytes: &[u8]) -> Result<ObjectInfo, String> {
     }
 }
 
+/// Whether a target's copy says what the source's object says: the same bytes, or, from a
+/// target that re-serialises what it stores, the same [`canonical`] form. The one judgement of
+/// `verify`, of a run taking over a copy a killed run wrote, and of a move whose restored state
+/// missed a later copy.
+pub fn same_content(source: &[u8], target: &[u8]) -> bool {
+    source == target || canonical(source) == canonical(target)
+}
+
+/// A fingerprint of the content (BLAKE3 of the [`canonical`] form, `blake3c:<hex>`): equal for
+/// two objects exactly when [`same_content`] is (barring a collision), so the state store can
+/// recognise a target's copy of bytes it no longer holds.
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("blake3c:{}", blake3::hash(&canonical(bytes)).to_hex())
+}
+
 /// The object's content without what a server may change when it re-serialises what it stores
 /// (Xandikos does): line folding and line ends, the order of a component's properties and
 /// subcomponents, optional quotes around a parameter value, the order of a recurrence rule's

@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS objects(
   PRIMARY KEY(collection, name)
 );
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending(
+  collection TEXT NOT NULL,
+  name TEXT NOT NULL,
+  content TEXT NOT NULL,
+  PRIMARY KEY(collection, name, content)
+);
 ";
 
 /// The state file for a pair under `dir`, named by the kind and a hash of both locations.
@@ -116,20 +122,58 @@ impl StateStore {
         Ok(m)
     }
 
+    /// Records an object the target acknowledged; the intents to write it are done with.
     pub fn put_object(&self, collection: &str, r: &ObjectRecord) -> anyhow::Result<()> {
-        self.conn().execute(
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        tx.execute(
             "INSERT OR REPLACE INTO objects(collection, name, uid, source_etag, target_etag, hash, copied_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
             params![collection, r.name, r.uid, r.source_etag, r.target_etag, r.hash, now()],
         )?;
+        tx.execute(
+            "DELETE FROM pending WHERE collection = ?1 AND name = ?2",
+            params![collection, r.name],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
     pub fn remove_object(&self, collection: &str, name: &str) -> anyhow::Result<()> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        for table in ["objects", "pending"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE collection = ?1 AND name = ?2"),
+                params![collection, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Before an update is sent: the content (`object::content_hash`) about to overwrite the
+    /// recorded version. Kept, beside earlier ones, until the object is recorded: a run killed
+    /// after the target took the update but before `put_object` leaves the target with a
+    /// version the record does not know, and the next run recognises it here as its own.
+    pub fn add_pending(&self, collection: &str, name: &str, content: &str) -> anyhow::Result<()> {
         self.conn().execute(
-            "DELETE FROM objects WHERE collection = ?1 AND name = ?2",
-            params![collection, name],
+            "INSERT OR IGNORE INTO pending(collection, name, content) VALUES (?1,?2,?3)",
+            params![collection, name, content],
         )?;
         Ok(())
+    }
+
+    /// Whether an unrecorded write of this content to the object was under way.
+    pub fn was_pending(&self, collection: &str, name: &str, content: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM pending WHERE collection = ?1 AND name = ?2 AND content = ?3",
+                params![collection, name, content],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     /// The sync token saved for a source collection copied to `target`; a token saved for
@@ -178,7 +222,12 @@ mod tests {
             target_etag: None,
             hash: "blake3:00".into(),
         };
+        s.add_pending("c1", &r.name, "v2").unwrap();
+        s.add_pending("c1", &r.name, "v3").unwrap();
+        assert!(s.was_pending("c1", &r.name, "v2").unwrap());
+        assert!(!s.was_pending("c2", &r.name, "v2").unwrap());
         s.put_object("c1", &r).unwrap();
+        assert!(!s.was_pending("c1", &r.name, "v3").unwrap());
         s.put_object("c2", &r).unwrap();
         s.remove_object("c2", &r.name).unwrap();
         assert_eq!(s.objects("c1").unwrap()[&r.name], r);

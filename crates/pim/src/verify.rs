@@ -12,7 +12,7 @@ use crate::collections::{self, child_url};
 use crate::dav::{Dav, DavError};
 use crate::kind::Kind;
 use crate::migrate::plan;
-use crate::object::canonical;
+use crate::object::same_content;
 use crate::report::for_terminal;
 
 #[derive(Debug, Serialize)]
@@ -188,7 +188,7 @@ async fn compare(
     let (s, _) = s.map_err(|e| format!("reading the source: {e}"))?;
     match t {
         Ok((t, _)) if s == t => Ok(Match::Identical),
-        Ok((t, _)) if canonical(&s) == canonical(&t) => Ok(Match::SameContent),
+        Ok((t, _)) if same_content(&s, &t) => Ok(Match::SameContent),
         Ok(_) => Ok(Match::Differs),
         Err(DavError::NotFound) => Err("missing on the target".into()),
         Err(e) => Err(format!("reading the target: {e}")),

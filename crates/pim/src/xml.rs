@@ -199,10 +199,13 @@ fn merge(c: &mut DavResponse, p: DavResponse) {
 
 const NS: &str = r#"xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CR="urn:ietf:params:xml:ns:carddav" xmlns:A="http://apple.com/ns/ical/""#;
 
-/// PROPFIND body for collections: their type, properties, sync token and size limit.
-pub fn propfind_collections() -> String {
+/// PROPFIND body for collections: their type, properties and size limit, and their sync
+/// tokens when `sync_token` (a source's: a target's are never used, and a server may compute
+/// one over every object of the collection, as Radicale does).
+pub fn propfind_collections(sync_token: bool) -> String {
+    let token = if sync_token { "<D:sync-token/>" } else { "" };
     format!(
-        r#"<?xml version="1.0" encoding="utf-8"?><D:propfind {NS}><D:prop><D:resourcetype/><D:displayname/><A:calendar-color/><C:calendar-description/><CR:addressbook-description/><C:supported-calendar-component-set/><D:sync-token/><C:max-resource-size/><CR:max-resource-size/></D:prop></D:propfind>"#
+        r#"<?xml version="1.0" encoding="utf-8"?><D:propfind {NS}><D:prop><D:resourcetype/><D:displayname/><A:calendar-color/><C:calendar-description/><CR:addressbook-description/><C:supported-calendar-component-set/>{token}<C:max-resource-size/><CR:max-resource-size/></D:prop></D:propfind>"#
     )
 }
 

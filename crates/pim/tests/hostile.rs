@@ -215,6 +215,19 @@ fn scheduling_inboxes_outboxes_and_other_kinds_are_never_touched() {
             assert!(!r.path.contains(never), "{} {}", r.method, r.path);
         }
     }
+    // Sync tokens (a server like Radicale computes each over every object of its collection)
+    // are asked at Depth 0 of the source's location and of its calendar only: never in the
+    // listing of the home, which would have the address book's computed too, never of the
+    // target.
+    let asked: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "PROPFIND" && String::from_utf8_lossy(&r.body).contains("sync-token")
+        })
+        .map(|r| format!("Depth {} {}", r.header("Depth").unwrap_or("-"), r.path))
+        .collect();
+    assert_eq!(asked, ["Depth 0 /home/", "Depth 0 /home/cal/"]);
 }
 
 #[test]

@@ -3,8 +3,6 @@
 
 mod support;
 
-use futures_util::StreamExt;
-
 use support::*;
 
 const HOME: &str = "/alice/";
@@ -178,40 +176,12 @@ async fn a_home_moves_byte_for_byte_with_properties_then_only_changes_move() {
     );
 }
 
-fn event(uid: &str, summary: &str) -> String {
-    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//tenantry//corpus//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:20240110T100000Z\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_any_moment_then_rerun_puts_every_object_there_exactly_once() {
     const N: usize = 240;
     let src = Radicale::start();
     let dst = Radicale::start();
-    let http = Http::default();
-    http.mkcalendar(
-        &src.http("/alice/big/"),
-        "Big",
-        "#123456FF",
-        "many events",
-        &["VEVENT"],
-    )
-    .await;
-    let puts = (0..N).map(|i| {
-        let http = &http;
-        let url = src.http(&format!("/alice/big/ev-{i:04}.ics"));
-        async move {
-            http.put(
-                &url,
-                &event(&format!("ev-{i:04}"), &format!("Termin Nr. {i} – ü")),
-            )
-            .await
-        }
-    });
-    // A few at a time: Radicale's listen backlog is small.
-    futures_util::stream::iter(puts)
-        .buffer_unordered(8)
-        .collect::<Vec<()>>()
-        .await;
+    seed_big_calendar(&src, N).await;
     let state = tempfile::tempdir().unwrap();
     let (s, t) = (
         src.url("caldav", "/alice/big/"),
@@ -219,39 +189,7 @@ async fn kill_9_at_any_moment_then_rerun_puts_every_object_there_exactly_once() 
     );
     let target_dir = dst.collection_dir("alice/big");
     let count = || stored_names(&target_dir).len();
-
-    // Kill three times: before anything landed, early, and half-way.
-    for kill_at in [0, 20, N / 2] {
-        let mut child = std::process::Command::new(bin())
-            .args([
-                "calendars",
-                "migrate",
-                "--source",
-                &s,
-                "--target",
-                &t,
-                "--state-dir",
-                state.path().to_str().unwrap(),
-                "--json",
-                "--parallel",
-                "4",
-            ])
-            .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
-            .env("TENANTRY_TARGET_PASSWORD", PASSWORD)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while count() < kill_at
-            && std::time::Instant::now() < deadline
-            && child.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-    }
+    migrate_killed_at(&s, &t, state.path(), &[0, 20, N / 2], count);
     let before = count();
     assert!(
         before < N,
@@ -380,4 +318,104 @@ async fn a_bare_server_url_finds_the_users_homes_by_rfc_6764_discovery() {
     for c in ["alice/work", "alice/tasks", "alice/people"] {
         assert_same(&src, &dst, c).await;
     }
+}
+
+/// `request` sent on to the server on `upstream` over a connection of its own; its whole answer.
+fn forward(upstream: u16, request: &tenantry_testkit::hostile::HttpRequest) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        request.method,
+        request.path,
+        request.body.len()
+    );
+    for (k, v) in &request.headers {
+        if !["host", "connection", "content-length", "transfer-encoding"]
+            .contains(&k.to_ascii_lowercase().as_str())
+        {
+            head += &format!("{k}: {v}\r\n");
+        }
+    }
+    let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+    server.write_all(head.as_bytes()).unwrap();
+    server.write_all(b"\r\n").unwrap();
+    server.write_all(&request.body).unwrap();
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer).unwrap();
+    answer
+}
+
+/// An event edited twice around a crash: the first edit reaches the target but its record
+/// never follows (the run dies between the target's answer and the record; here the answer is
+/// lost and the run gives up), then the source is edited again. The re-run finds the target
+/// holding a version the record does not know: its own unrecorded write (the state marked it
+/// pending before sending), so the last version goes over it, once. Before, the target's copy
+/// was taken for someone's edit and the object reported as "changed on the target" on every
+/// run, the target stuck on the middle version.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_edited_twice_around_a_crash_ends_as_the_last_version_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tenantry_testkit::hostile::{HttpServer, Then};
+
+    let src = Radicale::start();
+    let dst = Radicale::start();
+    let http = Http::default();
+    http.mkcalendar(
+        &src.http("/alice/work/"),
+        "W",
+        "#111111FF",
+        "w",
+        &["VEVENT"],
+    )
+    .await;
+    let event_url = src.http("/alice/work/edited.ics");
+    http.put(&event_url, &event("edited", "first")).await;
+    // The target behind a relay that can lose the answer to one update (If-Match).
+    let lose_next_update = Arc::new(AtomicBool::new(false));
+    let lose = lose_next_update.clone();
+    let upstream = dst.port;
+    let relay = HttpServer::start(move |req, w| {
+        let answer = forward(upstream, req);
+        let update = req.method == "PUT" && req.header("If-Match").is_some();
+        if update && lose.swap(false, Ordering::SeqCst) {
+            return Ok(Then::Close); // the target took it; the client never hears
+        }
+        w.write_all(&answer)?;
+        Ok(Then::Close)
+    });
+    let state = tempfile::tempdir().unwrap();
+    let s = src.url("caldav", "/alice/work/");
+    let t = format!("caldav://{USER}@127.0.0.1:{}/alice/work/", relay.port());
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!((code, rep["copied"].as_u64()), (0, Some(1)), "{rep:#}");
+
+    http.put(&event_url, &event("edited", "second")).await;
+    lose_next_update.store(true, Ordering::SeqCst);
+    let (code, rep) = migrate_with("calendars", &s, &t, state.path(), &["--retries", "1"]);
+    assert_eq!(code, 1, "{rep:#}");
+    let target_copy = dst.http("/alice/work/edited.ics");
+    let middle = String::from_utf8(http.get(&target_copy).await.unwrap()).unwrap();
+    assert!(middle.contains("SUMMARY:second"), "{middle}");
+
+    http.put(&event_url, &event("edited", "third")).await;
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(
+        http.get(&target_copy).await,
+        http.get(&event_url).await,
+        "the target holds the last version"
+    );
+    assert_eq!(
+        stored_names(&dst.collection_dir("alice/work")),
+        ["edited.ics"],
+        "once"
+    );
+    let (code, rep) = migrate("calendars", &s, &t, state.path());
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(
+        (rep["copied"].as_u64(), rep["reconciled"].as_u64()),
+        (Some(0), Some(0)),
+        "{rep:#}"
+    );
 }

@@ -351,3 +351,79 @@ pub fn stored_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+pub fn event(uid: &str, summary: &str) -> String {
+    format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//tenantry//corpus//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:20240110T100000Z\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+}
+
+/// The kill tests' source: a calendar `/alice/big/` of `n` small events `ev-NNNN.ics`.
+pub async fn seed_big_calendar(src: &Radicale, n: usize) {
+    use futures_util::StreamExt;
+    let http = Http::default();
+    http.mkcalendar(
+        &src.http("/alice/big/"),
+        "Big",
+        "#123456FF",
+        "many events",
+        &["VEVENT"],
+    )
+    .await;
+    let puts = (0..n).map(|i| {
+        let http = &http;
+        let url = src.http(&format!("/alice/big/ev-{i:04}.ics"));
+        async move {
+            http.put(
+                &url,
+                &event(&format!("ev-{i:04}"), &format!("Termin Nr. {i} – ü")),
+            )
+            .await
+        }
+    });
+    // A few at a time: Radicale's listen backlog is small.
+    futures_util::stream::iter(puts)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Runs `calendars migrate` once per kill point and kills it (SIGKILL) as soon as `landed()`
+/// (the objects on the target) reaches the point, the run ends, or two minutes pass.
+pub fn migrate_killed_at(
+    source: &str,
+    target: &str,
+    state: &Path,
+    points: &[usize],
+    landed: impl Fn() -> usize,
+) {
+    for &kill_at in points {
+        let mut child = Command::new(bin())
+            .args([
+                "calendars",
+                "migrate",
+                "--source",
+                source,
+                "--target",
+                target,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--json",
+                "--parallel",
+                "4",
+            ])
+            .env("TENANTRY_SOURCE_PASSWORD", PASSWORD)
+            .env("TENANTRY_TARGET_PASSWORD", PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while landed() < kill_at
+            && std::time::Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+}
