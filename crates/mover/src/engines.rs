@@ -130,9 +130,9 @@ pub trait DataEngines: Send + Sync + 'static {
     ) -> Result<bool, String> {
         Err(NO_PIM.into())
     }
-    /// Copies a user's calendars (or address books) home to home; `state` and `restored` as
-    /// for a mailbox. A user without a home on the source is a result (with a `notice`), not
-    /// an error.
+    /// Copies a user's calendars (or address books) home to home; `state`, `restored` and
+    /// `progress` (objects copied of those to copy, bytes copied) as for a mailbox. A user
+    /// without a home on the source is a result (with a `notice`), not an error.
     #[allow(clippy::too_many_arguments)]
     async fn migrate_home(
         &self,
@@ -143,6 +143,7 @@ pub trait DataEngines: Send + Sync + 'static {
         _target_user: &str,
         _state: &Path,
         _restored: bool,
+        _progress: Arc<dyn ProgressSink>,
     ) -> Result<serde_json::Value, EngineError> {
         Err(EngineError::Permanent(NO_PIM.into()))
     }

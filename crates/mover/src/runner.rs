@@ -352,15 +352,33 @@ impl Runner {
                 source_upn,
                 target_upn,
             } => {
-                self.home(&moved, record, PimKind::Calendars, source_upn, target_upn)
-                    .await
+                progress::reporting(self.progress_of(record), |sink| {
+                    self.home(
+                        &moved,
+                        record,
+                        PimKind::Calendars,
+                        source_upn,
+                        target_upn,
+                        sink,
+                    )
+                })
+                .await
             }
             Step::MigrateContacts {
                 source_upn,
                 target_upn,
             } => {
-                self.home(&moved, record, PimKind::Contacts, source_upn, target_upn)
-                    .await
+                progress::reporting(self.progress_of(record), |sink| {
+                    self.home(
+                        &moved,
+                        record,
+                        PimKind::Contacts,
+                        source_upn,
+                        target_upn,
+                        sink,
+                    )
+                })
+                .await
             }
             // One pass over every mailbox, library and calendar or address-book home: a few at a
             // time (as many as one server takes from this worker), since this step alone stands
@@ -402,7 +420,9 @@ impl Runner {
                     .collect();
                 let homes: Vec<Value> = stream::iter(homes)
                     .map(|(kind, source, target)| async move {
-                        self.home(moved, record, kind, &source, &target).await
+                        let quiet = Arc::new(progress::NoProgress);
+                        self.home(moved, record, kind, &source, &target, quiet)
+                            .await
                     })
                     .buffered(width)
                     .try_collect()
@@ -599,6 +619,7 @@ impl Runner {
         kind: PimKind,
         source_upn: &str,
         target_upn: &str,
+        sink: Arc<dyn progress::ProgressSink>,
     ) -> Result<Value, EngineError> {
         let (src, dst) = self
             .mover
@@ -624,7 +645,7 @@ impl Runner {
         let result = self
             .with_saved_state(record, &slot, |restored| {
                 engines.migrate_home(
-                    kind, &src, source_upn, &dst, target_upn, &slot.path, restored,
+                    kind, &src, source_upn, &dst, target_upn, &slot.path, restored, sink,
                 )
             })
             .await?;

@@ -149,6 +149,7 @@ async fn run_migrate(kind: Kind, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         progress: !a.pair.json || std::io::stderr().is_terminal(),
         // The CLI's state file is its own last run's: a changed ETag is a change on the target.
         state_restored: false,
+        counters: None,
     };
     let report = migrate(kind, &s, &t, &sn, &tn, &opts).await?;
     if a.pair.json {

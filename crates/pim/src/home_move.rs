@@ -174,6 +174,31 @@ pub async fn migrate_home(
     state_path: &Path,
     state_restored: bool,
 ) -> anyhow::Result<HomeRun> {
+    migrate_home_counted(
+        kind,
+        source,
+        source_user,
+        target,
+        target_user,
+        state_path,
+        state_restored,
+        None,
+    )
+    .await
+}
+
+/// [`migrate_home`], counting objects and bytes into `counters` as it goes (a move's progress).
+#[allow(clippy::too_many_arguments)]
+pub async fn migrate_home_counted(
+    kind: Kind,
+    source: &ServiceLogin,
+    source_user: &str,
+    target: &ServiceLogin,
+    target_user: &str,
+    state_path: &Path,
+    state_restored: bool,
+    counters: Option<std::sync::Arc<crate::report::Progress>>,
+) -> anyhow::Result<HomeRun> {
     let Some((src, dst)) = homes(kind, source, source_user, target, target_user).await? else {
         return Ok(HomeRun::NoSourceHome {
             notice: no_source_home(kind, source, source_user),
@@ -187,6 +212,7 @@ pub async fn migrate_home(
         state_path: state_path.to_path_buf(),
         progress: false,
         state_restored,
+        counters,
     };
     let report = migrate(kind, &src, &dst, &source_home, &target_home, &options).await?;
     Ok(HomeRun::Migrated {

@@ -43,6 +43,9 @@ pub struct Options {
     /// looked for on the target and named in a note. Off for the CLI: its state file is the
     /// last run's.
     pub state_restored: bool,
+    /// Counters a caller reads while the run goes on (a move's progress bar); the run's own
+    /// otherwise.
+    pub counters: Option<Arc<Progress>>,
 }
 
 /// A source collection and where it goes.
@@ -186,7 +189,7 @@ pub async fn migrate(
         src,
         dst,
         state: &state,
-        progress: Arc::new(Progress::default()),
+        progress: opts.counters.clone().unwrap_or_default(),
         target_collections: &plan.target_collections,
         target_uids: OnceCell::new(),
         notes: Mutex::new(Vec::new()),

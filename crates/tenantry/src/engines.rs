@@ -219,7 +219,7 @@ fn files_error(e: &anyhow::Error) -> EngineError {
 
 /// Passes the engine's counters to the step's progress while `work` runs (four times a
 /// second: the sink only keeps the latest), and once more when it ends.
-async fn relay<T>(
+pub(crate) async fn relay<T>(
     work: impl std::future::Future<Output = T>,
     sink: &Arc<dyn ProgressSink>,
     read: impl Fn() -> Counts,
@@ -499,6 +499,7 @@ impl DataEngines for Engines {
         target_user: &str,
         state: &Path,
         restored: bool,
+        progress: Arc<dyn ProgressSink>,
     ) -> Result<Value, EngineError> {
         crate::pim_engine::migrate(
             kind,
@@ -508,6 +509,7 @@ impl DataEngines for Engines {
             target_user,
             state,
             restored,
+            progress,
         )
         .await
     }

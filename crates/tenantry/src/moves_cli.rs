@@ -750,6 +750,8 @@ fn items_unit(key: &str) -> &'static str {
     match key.split(':').next() {
         Some("mailbox") => "messages",
         Some("library") => "files",
+        Some("calendars") => "events and tasks",
+        Some("contacts") => "contacts",
         _ => "items",
     }
 }

@@ -4,11 +4,15 @@
 
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-use tenantry_mover::engines::{DavAccess, EngineError, PimKind};
+use tenantry_app::progress::Counts;
+use tenantry_mover::engines::{DavAccess, EngineError, PimKind, ProgressSink};
 use tenantry_pim::dav::DavError;
 use tenantry_pim::home_move::{self, HomeCheck, HomeRun, NoTargetHome, ServiceLogin};
 use tenantry_pim::kind::Kind;
+use tenantry_pim::report::Progress;
 
 /// How long a step waits for a target home that is not there yet (the user may appear on the
 /// target's calendar server some time after it was created) before it looks again.
@@ -86,6 +90,7 @@ pub async fn has_home(pim: PimKind, server: &DavAccess, user: &str) -> Result<bo
         .map_err(|e| format!("{e:#}"))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn migrate(
     pim: PimKind,
     source: &DavAccess,
@@ -94,12 +99,15 @@ pub async fn migrate(
     target_user: &str,
     state: &Path,
     restored: bool,
+    sink: Arc<dyn ProgressSink>,
 ) -> Result<Value, EngineError> {
     let (src, dst) = (login(source), login(target));
     let (source_name, target_name) = (source_user.to_string(), target_user.to_string());
     let state = state.to_path_buf();
+    let counters = Arc::new(Progress::default());
+    let counted = counters.clone();
     let run = off_the_runtime(move || async move {
-        home_move::migrate_home(
+        home_move::migrate_home_counted(
             kind(pim),
             &src,
             &source_name,
@@ -107,8 +115,21 @@ pub async fn migrate(
             &target_name,
             &state,
             restored,
+            Some(counted),
         )
         .await
+    });
+    // Objects to copy are known collection by collection (the total grows as each is listed);
+    // the bytes to copy are not known beforehand.
+    let run = crate::engines::relay(run, &sink, || {
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        let (done, listed) = (load(&counters.done), load(&counters.listed));
+        Counts {
+            items_done: done,
+            items_total: (listed > 0 || done > 0).then_some(listed.max(done)),
+            bytes_done: load(&counters.bytes),
+            bytes_total: None,
+        }
     })
     .await?
     .map_err(|e| engine_error(&e))?;
@@ -205,15 +226,32 @@ mod tests {
         let state = state.path().join("calendars.sqlite");
         let (s, t) = (access(src.port), access(dst.port));
         let pim = PimKind::Calendars;
-        migrate(pim, &s, "alice", &t, "alice", &state, false)
+        let seen = Arc::new(Seen::default());
+        migrate(pim, &s, "alice", &t, "alice", &state, false, seen.clone())
             .await
             .unwrap();
+        // The step's progress: the one object copied of one, its bytes counted.
+        let last = seen.0.lock().unwrap().last().cloned().expect("reported");
+        assert_eq!((last.items_done, last.items_total), (1, Some(1)));
+        assert!(
+            last.bytes_done > 0 && last.bytes_total.is_none(),
+            "{last:?}"
+        );
         let v = verify(pim, &s, "alice", &t, "alice").await.unwrap();
         assert_eq!(
             (&v["objects"], &v["identical"], &v["same_content"]),
             (&json!(1), &json!(0), &json!(1)),
             "{v}"
         );
+    }
+
+    /// What the engine reported to its step's progress.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<Counts>>);
+    impl ProgressSink for Seen {
+        fn report(&self, counts: Counts) {
+            self.0.lock().unwrap().push(counts);
+        }
     }
 
     #[test]

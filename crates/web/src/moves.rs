@@ -792,6 +792,8 @@ fn running_bars(
             let unit = match serde_json::from_value::<Step>(s.step.clone()) {
                 Ok(Step::MigrateMailbox { .. }) => "messages",
                 Ok(Step::MigrateLibrary { .. }) => "files",
+                Ok(Step::MigrateCalendars { .. }) => "events and tasks",
+                Ok(Step::MigrateContacts { .. }) => "contacts",
                 _ => "items",
             };
             RunningStepBar {
