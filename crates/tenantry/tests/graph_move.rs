@@ -569,7 +569,10 @@ async fn a_replaced_client_secret_is_used_at_once() {
     assert_eq!(status.as_u16(), 502, "the old secret still worked: {p}");
     assert_eq!(p["code"], "TenantUnreachable", "{p}");
     let detail = p["detail"].as_str().unwrap();
-    assert!(detail.contains("invalid_client"), "Graph's reason: {detail}");
+    assert!(
+        detail.contains("invalid_client"),
+        "Graph's reason: {detail}"
+    );
     assert!(!detail.contains(new_secret), "{detail}");
 
     let secret_file = mover.dir.path().join("rotated.secret");
