@@ -11,6 +11,11 @@
 //! state was restored (`restored`), and each makes that safe (mail: every unmapped message is
 //! looked up on the target before anything is copied; files: records mean "complete at its
 //! final path" and listings are compared, so an older state is safe as is).
+//!
+//! The verification reads a library step's state without owning it ([`copy_of`]): a private
+//! copy of the latest snapshot, so that it knows which files the service rewrote after upload
+//! (SharePoint writes metadata into Office documents and PDFs) while the step's own file and
+//! row stay untouched.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,6 +100,39 @@ fn write_restored(path: &Path, bytes: &[u8], version: i64) -> Result<(), String>
     std::fs::rename(&tmp, path).map_err(|e| io("replacing", path, e))?;
     std::fs::write(version_file(path), version.to_string())
         .map_err(|e| io("writing", &version_file(path), e))
+}
+
+/// A private copy of a saved state, removed with this value.
+pub struct StateCopy {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl Drop for StateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The latest saved state of `key` in a folder of its own under `beside` (`None` when none
+/// was saved): for reading a step's state from outside the step.
+pub async fn copy_of(
+    ledger: &Ledger,
+    move_id: Uuid,
+    key: &str,
+    beside: &Path,
+) -> Result<Option<StateCopy>, String> {
+    let dir = beside.join(format!("copy-{}", Uuid::new_v4()));
+    let copy = StateCopy {
+        path: dir.join("state.sqlite"),
+        dir,
+    };
+    let slot = StateSlot {
+        move_id,
+        key: key.to_string(),
+        path: copy.path.clone(),
+    };
+    Ok(restore(ledger, &slot).await?.then_some(copy))
 }
 
 /// A consistent copy of the SQLite file at `path` (`None` when there is none yet).

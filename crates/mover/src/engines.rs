@@ -110,10 +110,14 @@ pub trait DataEngines: Send + Sync + 'static {
         state: &Path,
         progress: Arc<dyn ProgressSink>,
     ) -> Result<serde_json::Value, EngineError>;
+    /// Compares both sides; `Err` lists the differences. `state` is a copy of the library
+    /// step's saved state (`None` when none was saved): it knows the files the service rewrote
+    /// after upload, which are then reported as changed by the service, not as differences.
     async fn verify_library(
         &self,
         source: &LibraryAccess,
         target: &LibraryAccess,
+        state: Option<&Path>,
     ) -> Result<serde_json::Value, EngineError>;
     /// Logs into a CalDAV/CardDAV server and finds its principals (discovery), so that a run
     /// does not start against a server that cannot answer.
@@ -215,6 +219,7 @@ impl DataEngines for NoData {
         &self,
         _: &LibraryAccess,
         _: &LibraryAccess,
+        _: Option<&Path>,
     ) -> Result<serde_json::Value, EngineError> {
         Err(EngineError::Permanent(
             "this server was built without the files engine".into(),

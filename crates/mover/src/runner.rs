@@ -469,7 +469,16 @@ impl Runner {
                 for run in plan.library_runs() {
                     let mapping = &library_mapping(spec, &run)?;
                     let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
-                    match self.mover.engines.verify_library(&src, &dst).await {
+                    // The library step's state, copied: which files the service rewrote after
+                    // upload (not differences), without touching the step's own state.
+                    let slot = self.library_slot(moved.id, &run);
+                    let beside = slot.path.parent().unwrap_or(&slot.path);
+                    let ledger = Ledger::new(store.clone());
+                    let state = engine_state::copy_of(&ledger, moved.id, &slot.key, beside)
+                        .await
+                        .map_err(EngineError::Transient)?;
+                    let state = state.as_ref().map(|s| s.path.as_path());
+                    match self.mover.engines.verify_library(&src, &dst, state).await {
                         Ok(v) => checks.push(json!({"library": mapping.source, "result": v})),
                         Err(e) => {
                             problems.push(format!("library {}: {}", mapping.source, e.message()));
@@ -674,7 +683,21 @@ impl Runner {
     ) -> Result<Value, EngineError> {
         let mapping = &library_mapping(&moved.spec, run)?;
         let (src, dst) = self.mover.libraries(mapping).await.map_err(text)?;
-        // One state per library, and per user for each user's OneDrive.
+        let slot = self.library_slot(moved.id, run);
+        let engines = &self.mover.engines;
+        // The files engine is safe with an older state as is: a record means "complete at its
+        // final path", and both listings are compared on every run.
+        let result = self
+            .with_saved_state(record, &slot, |_restored| {
+                engines.migrate_library(&src, &dst, &slot.path, sink)
+            })
+            .await?;
+        Ok(json!({"library": mapping.source, "result": result}))
+    }
+
+    /// Where a library step keeps its state: one per library, and per user for each user's
+    /// OneDrive (shared with the final delta pass; read by the verification).
+    fn library_slot(&self, move_id: Uuid, run: &LibraryRun) -> StateSlot {
         let (key, file) = match &run.target_upn {
             None => (format!("files/{}", run.index), format!("{}", run.index)),
             Some(upn) => {
@@ -689,24 +712,15 @@ impl Runner {
                 )
             }
         };
-        let slot = StateSlot {
-            move_id: moved.id,
+        StateSlot {
+            move_id,
             key,
             path: self
                 .mover
-                .state_dir(moved.id)
+                .state_dir(move_id)
                 .join("files")
                 .join(format!("{file}.sqlite")),
-        };
-        let engines = &self.mover.engines;
-        // The files engine is safe with an older state as is: a record means "complete at its
-        // final path", and both listings are compared on every run.
-        let result = self
-            .with_saved_state(record, &slot, |_restored| {
-                engines.migrate_library(&src, &dst, &slot.path, sink)
-            })
-            .await?;
-        Ok(json!({"library": mapping.source, "result": result}))
+        }
     }
 
     /// Where the progress of `record`'s engine is stored.

@@ -65,16 +65,16 @@ fn mailbox(access: &MailAccess, side: Side, user: &str) -> Result<Endpoint, Stri
 }
 
 impl Engines {
-    /// A library to copy from or into (`state`: the step's state file, for the Graph endpoint's
-    /// own tables) or to verify (`None`; both sides must exist then).
+    /// A library to copy from or into, or to verify (`must_exist`: a source, or either side of
+    /// a verification; a target folder is created by the copy). `state`: the step's state file,
+    /// for the Graph endpoint's own tables.
     fn library(
         &self,
         access: &LibraryAccess,
-        is_source: bool,
+        must_exist: bool,
         state: Option<&Path>,
     ) -> Result<Arc<dyn Library>, String> {
         if is_graph(&access.location) {
-            let must_exist = is_source || state.is_none();
             return graph::library(access, must_exist, graph::Purpose::Files, state);
         }
         self.library_with(access, RetryPolicy::default())
@@ -460,18 +460,24 @@ impl DataEngines for Engines {
         &self,
         source: &LibraryAccess,
         target: &LibraryAccess,
+        state: Option<&Path>,
     ) -> Result<Value, EngineError> {
         let (src, dst) = (
-            self.library(source, true, None)
+            self.library(source, true, state)
                 .map_err(EngineError::Permanent)?,
-            self.library(target, false, None)
+            self.library(target, true, state)
                 .map_err(EngineError::Permanent)?,
         );
         let report = tenantry_files::verify::verify(src, dst, OnInvalid::Rename, DEFAULT_PARALLEL)
             .await
             .map_err(|e| files_error(&anyhow::Error::new(e)))?;
         if report.ok() {
-            Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
+            let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+            if let (Some(state), false) = (state, report.changed_by_service.is_empty()) {
+                value["service_rewrites"] =
+                    graph::rewrites_of(state, &target.location, &report.changed_by_service);
+            }
+            Ok(value)
         } else {
             Err(EngineError::Transient(report.to_text()))
         }

@@ -509,6 +509,121 @@ async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
     }
 }
 
+/// quickXorHash of `bytes`, as Graph reports it.
+fn quick_xor(bytes: &[u8]) -> String {
+    let mut qx = tenantry_graph::quickxor::QuickXor::default();
+    qx.update(bytes);
+    qx.base64()
+}
+
+/// SharePoint writes its metadata into Office documents and PDFs after upload (the fake does as
+/// well): the move's verification knows it from the library step's saved state, so it names
+/// those files as changed by the service, with what was sent and what is stored, and the move
+/// completes (it used to fail its verification on every such file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_of_office_documents_into_sharepoint_verifies_what_the_service_rewrote() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let drive = fake.add_site("contoso.sharepoint.com", "Finance");
+    let library = tempfile::tempdir().unwrap();
+    let files: [(&str, &[u8]); 3] = [
+        ("Contracts/offer.docx", b"PK\x03\x04 an offer"),
+        ("scan.pdf", b"%PDF-1.7 a scan"),
+        ("notes.txt", b"plain notes"),
+    ];
+    for (path, content) in files {
+        let at = library.path().join(path);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, content).unwrap();
+    }
+
+    let s = Server::start_on(None);
+    let (source, target) = tenants_and_profiles(&s, &fake, None).await;
+    let (status, m) = s
+        .post("/v1/moves", OPERATOR, json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "libraries": [{"source": library.path(), "target": SHAREPOINT, "targetProfile": "m365"}],
+        }))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+    assert_eq!(plan["runnable"], true, "{plan}");
+    let (status, run) = s
+        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+        .await;
+    assert_eq!(status, 202, "{run}");
+    wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
+
+    // The service did rewrite them: what it stores is not what was sent.
+    let stored = |path: &str| fake.file(&drive, &format!("Moved/{path}")).unwrap().content;
+    for (path, content) in &files[..2] {
+        assert_ne!(stored(path), *content, "{path} rewritten by the fake");
+    }
+    assert_eq!(stored("notes.txt"), b"plain notes");
+
+    let (_, report) = s.get(&format!("/v1/moves/{id}/report"), OPERATOR).await;
+    let step = |key: &str| {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap_or_else(|| panic!("no step {key}: {report}"))
+            .clone()
+    };
+    let verify = step("verify");
+    let checks = verify["result"]["verified"].as_array().unwrap();
+    assert_eq!(checks.len(), 1, "{verify}");
+    let result = &checks[0]["result"];
+    assert_eq!(
+        result["changed_by_service"],
+        json!(["Contracts/offer.docx", "scan.pdf"]),
+        "{result}"
+    );
+    assert_eq!(result["files_identical"], 1, "{result}");
+    for list in ["size_mismatch", "content_mismatch", "missing", "errors"] {
+        assert_eq!(result[list], json!([]), "{list}: {result}");
+    }
+    let rewrites = result["service_rewrites"].as_array().unwrap();
+    assert_eq!(rewrites.len(), 2, "{result}");
+    for (rewrite, (path, content)) in rewrites.iter().zip(&files[..2]) {
+        let now = stored(path);
+        assert_eq!(rewrite["path"], *path);
+        assert_eq!(rewrite["sent_size"], content.len(), "{rewrite}");
+        assert_eq!(
+            rewrite["sent_quick_xor_hash"],
+            quick_xor(content),
+            "{rewrite}"
+        );
+        assert_eq!(rewrite["stored_size"], now.len(), "{rewrite}");
+        assert_eq!(
+            rewrite["stored_quick_xor_hash"],
+            quick_xor(&now),
+            "{rewrite}"
+        );
+    }
+    // Nor were they uploaded again by the final pass.
+    for pass in step("final-delta")["result"]["passes"].as_array().unwrap() {
+        assert_eq!(pass["result"]["copied_files"], 0, "{pass}");
+    }
+    // The verification's copy of the step's state is gone; the step's own file stays.
+    let states = s
+        .dir
+        .path()
+        .join("tenantry-data/moves")
+        .join(&id)
+        .join("files");
+    let mut left: Vec<String> = std::fs::read_dir(&states)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("0.sqlite"))
+        .collect();
+    left.sort();
+    assert_eq!(left, Vec::<String>::new(), "in {}", states.display());
+    assert!(states.join("0.sqlite").is_file());
+}
+
 /// `onedrive://{user}/…` on both sides: each moving user's OneDrive goes to their own OneDrive
 /// in the target (source UPN → target UPN by the domain rewrite), one step per user after their
 /// licence, and the final pass and verification cover each of them.
@@ -522,6 +637,12 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
     for u in MOVERS {
         let drive = fake.add_user(&format!("{u}@fabrikam.com"));
         fake.put_file(&drive, &format!("Notes/{u}.txt"), u.as_bytes(), when);
+        fake.put_file(
+            &drive,
+            "Letter.docx",
+            format!("{u}'s letter").as_bytes(),
+            when,
+        );
         fake.put_file(&drive, "big.bin", &big, when);
         targets.push(fake.add_user(&format!("{u}@contoso.com")));
     }
@@ -568,6 +689,7 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
             fake.paths(drive),
             [
                 "From Fabrikam".to_string(),
+                "From Fabrikam/Letter.docx".into(),
                 "From Fabrikam/Notes".into(),
                 format!("From Fabrikam/Notes/{u}.txt"),
                 "From Fabrikam/big.bin".into(),
@@ -605,11 +727,24 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
     for pass in passes.as_array().unwrap() {
         assert_eq!(pass["result"]["copied_files"], 0, "{pass}");
     }
-    let checks = step("verify")["result"].to_string();
+    let verify = step("verify");
+    let checks = verify["result"]["verified"].as_array().unwrap();
+    assert_eq!(checks.len(), MOVERS.len(), "{verify}");
     for u in MOVERS {
-        assert!(
-            checks.contains(&format!("onedrive://{u}@fabrikam.com/")),
-            "{u} verified: {checks}"
+        let check = checks
+            .iter()
+            .find(|c| c["library"] == format!("onedrive://{u}@fabrikam.com/"))
+            .unwrap_or_else(|| panic!("{u} not verified: {verify}"));
+        // Each user's step state knows their own rewritten letter.
+        let result = &check["result"];
+        assert_eq!(
+            result["changed_by_service"],
+            json!(["Letter.docx"]),
+            "{u}: {result}"
+        );
+        assert_eq!(
+            result["service_rewrites"][0]["path"], "Letter.docx",
+            "{u}: {result}"
         );
     }
 }

@@ -92,7 +92,7 @@ fn graph_cause(e: &anyhow::Error) -> Option<&GraphError> {
 
 /// A SharePoint or OneDrive library; `state` is the step's state file (its delta link, open
 /// upload sessions and the files the service rewrote live there, beside the files engine's
-/// records), `None` for a probe or a verification.
+/// records; for a verification a copy of it), `None` for a probe.
 pub(super) fn library(
     access: &LibraryAccess,
     must_exist: bool,
@@ -122,6 +122,29 @@ pub(super) fn library(
     } else {
         endpoint
     }))
+}
+
+/// What the service did to each of `paths` in `location` after upload, as the step's `state`
+/// recorded it: the size and quickXorHash sent and stored (a state that cannot be read leaves
+/// the list empty; the files are still named in `changed_by_service`).
+pub(super) fn rewrites_of(state: &Path, location: &str, paths: &[String]) -> Value {
+    let recorded = GraphStore::open(state, location)
+        .ok()
+        .and_then(|store| store.rewrites().ok())
+        .unwrap_or_default();
+    paths
+        .iter()
+        .filter_map(|path| {
+            let r = recorded.get(path)?;
+            Some(json!({
+                "path": path,
+                "sent_size": r.sent_size,
+                "sent_quick_xor_hash": r.sent_qxh,
+                "stored_size": r.service_size,
+                "stored_quick_xor_hash": r.service_qxh,
+            }))
+        })
+        .collect()
 }
 
 fn app(server: &MailAccess) -> Result<&GraphAccess, String> {
