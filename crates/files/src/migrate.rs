@@ -204,14 +204,16 @@ pub async fn migrate(
                     writer.clone(),
                     opts.retry,
                 );
-                tokio::spawn(async move {
+                // Tasks, for the hashing to use every core; aborted if the run is dropped (a
+                // move step stopped for a lost lease), so no copy goes on without its run.
+                AbortOnDrop(tokio::spawn(async move {
                     let res = copy_with_retry(&*s, &*t, &job, &p, &r).await;
                     if let Ok(Some(rec)) = &res {
                         w.put(rec.clone());
                     }
                     p.files_done.fetch_add(1, Ordering::Relaxed);
                     (job, res)
-                })
+                }))
             })
             .buffer_unordered(opts.parallel.max(1))
             .map(|r| r.map_err(|e| anyhow::anyhow!("copy task failed: {e}")))
@@ -370,4 +372,49 @@ async fn copy_once(
         target_etag: out.etag,
         mtime_kept: out.mtime_kept,
     })
+}
+
+/// A spawned task that is aborted when its handle is dropped (tokio lets a task whose handle is
+/// dropped run on).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AbortOnDrop;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_copy_task_stops() {
+        let wrote = Arc::new(AtomicBool::new(false));
+        let w = wrote.clone();
+        let task = AbortOnDrop(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            w.store(true, Ordering::SeqCst);
+        }));
+        drop(task);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            !wrote.load(Ordering::SeqCst),
+            "the task ran on after its run was dropped"
+        );
+    }
 }

@@ -68,14 +68,18 @@ impl Engines {
     /// A library to copy from or into, or to verify (`must_exist`: a source, or either side of
     /// a verification; a target folder is created by the copy). `state`: the step's state file,
     /// for the Graph endpoint's own tables.
+    /// A library to copy from or to (`listing: Saved` continues the step's delta listing) or
+    /// to verify (`Fresh`: the whole listing again — a change the service made without a new
+    /// version would hide behind the saved delta).
     fn library(
         &self,
         access: &LibraryAccess,
         must_exist: bool,
         state: Option<&Path>,
+        listing: graph::Listing,
     ) -> Result<Arc<dyn Library>, String> {
         if is_graph(&access.location) {
-            return graph::library(access, must_exist, graph::Purpose::Files, state);
+            return graph::library(access, must_exist, graph::Purpose::Files, state, listing);
         }
         self.library_with(access, RetryPolicy::default())
     }
@@ -374,7 +378,13 @@ impl DataEngines for Engines {
             ..RetryPolicy::default()
         };
         let endpoint = if is_graph(&library.location) {
-            graph::library(library, is_source, graph::Purpose::Probe, None)?
+            graph::library(
+                library,
+                is_source,
+                graph::Purpose::Probe,
+                None,
+                graph::Listing::Fresh,
+            )?
         } else {
             self.library_with(library, quick)?
         };
@@ -412,9 +422,9 @@ impl DataEngines for Engines {
         sink: Arc<dyn ProgressSink>,
     ) -> Result<Value, EngineError> {
         let (src, dst) = (
-            self.library(source, true, Some(state))
+            self.library(source, true, Some(state), graph::Listing::Saved)
                 .map_err(EngineError::Permanent)?,
-            self.library(target, false, Some(state))
+            self.library(target, false, Some(state), graph::Listing::Saved)
                 .map_err(EngineError::Permanent)?,
         );
         let options = MigrateOptions {
@@ -463,9 +473,9 @@ impl DataEngines for Engines {
         state: Option<&Path>,
     ) -> Result<Value, EngineError> {
         let (src, dst) = (
-            self.library(source, true, state)
+            self.library(source, true, state, graph::Listing::Fresh)
                 .map_err(EngineError::Permanent)?,
-            self.library(target, true, state)
+            self.library(target, true, state, graph::Listing::Fresh)
                 .map_err(EngineError::Permanent)?,
         );
         let report = tenantry_files::verify::verify(src, dst, OnInvalid::Rename, DEFAULT_PARALLEL)

@@ -93,11 +93,19 @@ fn graph_cause(e: &anyhow::Error) -> Option<&GraphError> {
 /// A SharePoint or OneDrive library; `state` is the step's state file (its delta link, open
 /// upload sessions and the files the service rewrote live there, beside the files engine's
 /// records; for a verification a copy of it), `None` for a probe.
+/// How a library is listed: from the step's saved delta (a copy), or whole (a verification).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listing {
+    Saved,
+    Fresh,
+}
+
 pub(super) fn library(
     access: &LibraryAccess,
     must_exist: bool,
     purpose: Purpose,
     state: Option<&Path>,
+    listing: Listing,
 ) -> Result<Arc<dyn Library>, String> {
     let location = &access.location;
     let graph = access.graph.as_ref().ok_or_else(|| {
@@ -117,6 +125,11 @@ pub(super) fn library(
         // Keeps the modification time of small files too (one more request each).
         SmallUpload::Session,
     );
+    let endpoint = if listing == Listing::Fresh {
+        endpoint.fresh_listing()
+    } else {
+        endpoint
+    };
     Ok(Arc::new(if must_exist {
         endpoint.must_exist()
     } else {
