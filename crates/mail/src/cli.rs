@@ -650,7 +650,17 @@ fn export_users(conn: &ConnArgs) -> Result<Vec<(String, String)>> {
                 .map_err(|e| anyhow::anyhow!(line(&format!("{e:#}"))))?
                 .context(line("empty user"))
         };
-        out.push((upn(&cols[0])?, upn(&cols[1])?));
+        let (source, target) = (upn(&cols[0])?, upn(&cols[1])?);
+        // Two lines for one mailbox would run at once, each importing every item.
+        let lower = |u: &str| u.to_lowercase();
+        if let Some((s, t)) = out.iter().find(|(s, t): &&(String, String)| {
+            lower(s) == lower(&source) || lower(t) == lower(&target)
+        }) {
+            bail!(line(&format!(
+                "{source} → {target} repeats a mailbox of an earlier line ({s} → {t}): each source and each target once"
+            )));
+        }
+        out.push((source, target));
     }
     Ok(out)
 }

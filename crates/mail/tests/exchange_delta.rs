@@ -309,6 +309,21 @@ async fn cli_dry_run_batch_and_refused_imap_options() {
         ]
     };
     assert_eq!(run(batch_args(&bad)).await, 2);
+    // The same mailbox on two lines (whatever the case) would be copied twice at once: refused.
+    let twice = dir.path().join("twice.csv");
+    std::fs::write(
+        &twice,
+        format!(
+            "{},{}\n{},{}\n",
+            pairs[0].0,
+            pairs[0].1,
+            pairs[0].0.to_uppercase(),
+            pairs[1].1
+        ),
+    )
+    .unwrap();
+    assert_eq!(run(batch_args(&twice)).await, 2);
+    assert_eq!(fake.stats().items_imported, 0);
     let csv = dir.path().join("pairs.csv");
     std::fs::write(
         &csv,

@@ -153,8 +153,9 @@ impl Mover {
 
 impl Mover {
     /// Replaces a `graph` profile's credential — a new client secret, or a certificate — as
-    /// when the old secret expires mid-move; tenant, app and URLs stay. The next Graph call
-    /// of every step uses it (clients are keyed by the credential's fingerprint).
+    /// when the old secret expires mid-move; tenant, app and URLs stay. The plan uses it at
+    /// once and each step from its next attempt (clients are keyed by the credential's
+    /// fingerprint; a running step keeps the one it started with).
     pub async fn update_graph_credential(
         &self,
         name: &str,

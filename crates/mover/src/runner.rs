@@ -702,13 +702,9 @@ impl Runner {
             None => (format!("files/{}", run.index), format!("{}", run.index)),
             Some(upn) => {
                 let upn = upn.to_lowercase();
-                let safe: String = upn
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
                 (
                     format!("files/{}/{upn}", run.index),
-                    format!("{}-{safe}", run.index),
+                    format!("{}-{}", run.index, safe_name(&upn)),
                 )
             }
         };
@@ -855,20 +851,41 @@ fn planned_user<'a>(plan: &'a Plan, target_upn: &str) -> Result<&'a MovedUser, S
 
 /// A file name derived from a UPN, without path separators.
 fn safe_name(upn: &str) -> String {
-    upn.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    // One-to-one, so two users never share a state file: letters, digits and `@.-` as they
+    // are, anything else (`_` included) as `_` and its code in hex.
+    let mut out = String::with_capacity(upn.len());
+    for c in upn.chars() {
+        if c.is_ascii_alphanumeric() || "@.-".contains(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("_{:x}_", c as u32));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_file_names_are_one_to_one() {
+        let names: std::collections::HashSet<String> = [
+            "jean.luc@x.com",
+            "jean-luc@x.com",
+            "jean_luc@x.com",
+            "jean'luc@x.com",
+            "jean_27_luc@x.com",
+        ]
+        .iter()
+        .map(|u| safe_name(u))
+        .collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(safe_name("adele@contoso.com"), "adele@contoso.com");
+        assert!(names.iter().all(|n| n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@.-_".contains(c))));
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Whole seconds counted from the test's own start, so that the keeper's second-granular
