@@ -136,7 +136,8 @@ pub struct FakeStats {
     pub mailbox_requests: HashMap<String, u64>,
     /// Bytes counted against each mailbox's upload budget, by user principal name.
     pub mailbox_upload_bytes: HashMap<String, u64>,
-    /// The most import/export requests a mailbox had in flight at once, by user principal name.
+    /// The most requests a mailbox had in flight at once (mail and import/export alike), by user
+    /// principal name.
     pub mailbox_peak_in_flight: HashMap<String, usize>,
     /// Full listings of a mailbox's folders or a folder's items (import/export API: `folders`,
     /// `childFolders`, `items`), which incremental runs avoid through delta.

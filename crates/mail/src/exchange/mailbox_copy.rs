@@ -523,7 +523,42 @@ async fn migrate_inner(
     let mut map = state.items()?;
     let pending = state.items_pending()?;
     let mut claimed: HashSet<String> = map.values().map(|c| c.target_id.clone()).collect();
-    for (f, target) in pairs {
+    // The item deltas are read ahead, while the folder before is copied: read in turn, their
+    // pages (one request each, one after another) left the target's import slots idle. Ahead
+    // up to the next folder with changes, so an empty folder in between hides no wait.
+    let pairs: Vec<(MFolder, String)> = pairs;
+    let mut ahead: std::collections::VecDeque<Result<delta::Round>> = Default::default();
+    let read_ahead = |from: usize, queued: usize| {
+        let (src, state, pairs) = (src, &state, &pairs);
+        async move {
+            let mut out = Vec::new();
+            for (f, _) in pairs.iter().skip(from + queued) {
+                let round = src.item_round(state, &f.id).await;
+                let busy = has_changes(&round);
+                out.push(round);
+                if busy {
+                    break;
+                }
+            }
+            out
+        }
+    };
+    for (i, (f, target)) in pairs.iter().enumerate() {
+        if ahead.is_empty() {
+            ahead.extend(read_ahead(i, 0).await);
+        }
+        let this_round = ahead
+            .pop_front()
+            .context("no item delta read for the folder")?;
+        let busy_ahead = ahead.iter().any(has_changes);
+        let queued = ahead.len();
+        let prefetch = async {
+            if busy_ahead {
+                Vec::new()
+            } else {
+                read_ahead(i + 1, queued).await
+            }
+        };
         progress.set_folder(&f.name);
         let mut rep = FolderReport {
             source: f.name.clone(),
@@ -537,14 +572,14 @@ async fn migrate_inner(
             src,
             dst,
             state: &state,
-            target: &target,
+            target,
             pending: &pending,
             mode,
         };
-        if let Err(e) = ctx
-            .run(&f, &mut map, &mut claimed, progress, &mut rep)
-            .await
-        {
+        let copy = ctx.run(f, this_round, &mut map, &mut claimed, progress, &mut rep);
+        let (copied, read) = tokio::join!(copy, prefetch);
+        ahead.extend(read);
+        if let Err(e) = copied {
             rep.error = Some(format!("{e:#}"));
         }
         // Its target folder may be gone (deleted in the target meanwhile): the next run lists
@@ -556,6 +591,13 @@ async fn migrate_inner(
         report.folders.push(rep);
     }
     Ok(())
+}
+
+/// A round with something to copy or report (or an error to report): worth waiting for.
+fn has_changes(round: &Result<delta::Round>) -> bool {
+    round
+        .as_ref()
+        .map_or(true, |r| !r.changed.is_empty() || !r.removed.is_empty())
 }
 
 struct FolderCopy<'a> {
@@ -581,12 +623,13 @@ impl FolderCopy<'_> {
     async fn run(
         &self,
         f: &MFolder,
+        round: Result<delta::Round>,
         map: &mut HashMap<String, ItemCopy>,
         claimed: &mut HashSet<String>,
         progress: &Progress,
         rep: &mut FolderReport,
     ) -> Result<()> {
-        let round = self.src.item_round(self.state, &f.id).await?;
+        let round = round?;
         if round.reset {
             rep.note = Some(format!(
                 "folder {}: the source's change token had expired; its items were listed again in full (items deleted meanwhile cannot be told)",
@@ -639,51 +682,76 @@ impl FolderCopy<'_> {
         // Owned batches: a stream over borrowed chunks makes the future's Send-ness depend on
         // a higher-ranked lifetime the compiler cannot prove (the move runner needs Send).
         let batches: Vec<Vec<String>> = todo.chunks(EXPORT_BATCH).map(<[String]>::to_vec).collect();
-        let exported = stream::iter(batches)
-            .map(|batch| async move {
-                let mut got = self.src.export(&batch).await?;
-                Ok::<_, anyhow::Error>(
-                    batch
-                        .iter()
-                        .map(|id| (id.clone(), got.remove(id)))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .buffered(2);
-        let mut outcomes = exported
-            .flat_map(|batch| {
-                stream::iter(match batch {
+        // The exports run on their own, a batch or two ahead, and hand items over through a
+        // queue: chained to the imports, an export progressed only when an import slot was
+        // free to ask for its next item, and the slots waited for it at each batch's end. Held
+        // meanwhile: up to two batches queued and two being exported.
+        let (tx, rx) = tokio::sync::mpsc::channel(2 * EXPORT_BATCH);
+        let exports = async move {
+            let mut exported = stream::iter(batches)
+                .map(|batch| async move {
+                    let mut got = self.src.export(&batch).await?;
+                    Ok::<_, anyhow::Error>(
+                        batch
+                            .iter()
+                            .map(|id| (id.clone(), got.remove(id)))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .buffered(2);
+            while let Some(batch) = exported.next().await {
+                let items = match batch {
                     Ok(items) => items.into_iter().map(Ok).collect(),
                     Err(e) => vec![Err(e)],
-                })
-            })
-            .map(|item| {
-                let books = &books;
-                async move {
-                    let (id, got) = item?;
-                    let Some((ck, data)) = got else {
-                        return Ok((id, 0, Err(anyhow::anyhow!("the source did not export it"))));
-                    };
-                    let size = base64::engine::general_purpose::STANDARD
-                        .decode(&data)
-                        .map_or(0, |d| d.len() as u64);
-                    let outcome = self.copy(&id, &ck, &data, size, look_first, books).await;
-                    Ok::<_, anyhow::Error>((id, size, outcome))
+                };
+                for item in items {
+                    // The imports stopped (an error): nothing more to export.
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
                 }
-            })
-            .buffer_unordered(width);
-        while let Some(next) = outcomes.next().await {
-            let (id, size, outcome) = next?;
-            match outcome {
-                Ok(true) => rep.matched += 1,
-                Ok(false) => {
-                    rep.copied += 1;
-                    rep.bytes += size;
-                    progress.add(1, size);
-                }
-                Err(e) => rep.failures.push(failure(f, &id, format!("{e:#}"))),
             }
-        }
+        };
+        let imports = async {
+            let mut rx = rx;
+            let queued = stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let outcomes = queued
+                .map(|item| {
+                    let books = &books;
+                    async move {
+                        let (id, got) = item?;
+                        let Some((ck, data)) = got else {
+                            return Ok((
+                                id,
+                                0,
+                                Err(anyhow::anyhow!("the source did not export it")),
+                            ));
+                        };
+                        let size = base64::engine::general_purpose::STANDARD
+                            .decode(&data)
+                            .map_or(0, |d| d.len() as u64);
+                        let outcome = self.copy(&id, &ck, &data, size, look_first, books).await;
+                        Ok::<_, anyhow::Error>((id, size, outcome))
+                    }
+                })
+                .buffer_unordered(width);
+            let mut outcomes = std::pin::pin!(outcomes);
+            while let Some(next) = outcomes.next().await {
+                let (id, size, outcome) = next?;
+                match outcome {
+                    Ok(true) => rep.matched += 1,
+                    Ok(false) => {
+                        rep.copied += 1;
+                        rep.bytes += size;
+                        progress.add(1, size);
+                    }
+                    Err(e) => rep.failures.push(failure(f, &id, format!("{e:#}"))),
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let ((), imported) = tokio::join!(exports, imports);
+        imported?;
         // The next round starts here only when every change of this one is in: otherwise the
         // failed items would never be returned again.
         if rep.failures.is_empty() {

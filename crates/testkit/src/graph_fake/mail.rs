@@ -253,7 +253,14 @@ pub(super) async fn handle(
             );
         }
         m.in_flight += 1;
+        let in_flight = m.in_flight;
         *w.stats.mailbox_requests.entry(upn.clone()).or_default() += 1;
+        let peak = w
+            .stats
+            .mailbox_peak_in_flight
+            .entry(upn.clone())
+            .or_default();
+        *peak = (*peak).max(in_flight);
         w.opts.mail_request_delay
     };
     let slot = Slot {

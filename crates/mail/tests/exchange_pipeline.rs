@@ -1,0 +1,122 @@
+//! The Exchange copies keep the mailbox's request slots busy across their own boundaries,
+//! seen through the most requests the test kit's fake Graph had in flight per mailbox (each
+//! request takes a round trip, long enough that overlapping requests do overlap):
+//!
+//! - IMAP → Exchange: the creates of one FETCH batch overlap those of the next (one batch at a
+//!   time never had more in flight than a batch holds);
+//! - Exchange → Exchange: the next folder's item delta is read while a folder is exported and
+//!   imported (read in turn, the source never had more than the two exports in flight).
+//!
+//! One test function: the Graph endpoints are process-wide environment variables.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::exchange::*;
+use support::*;
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
+
+const OLD: &str = "bert@fabrikam.com";
+const NEW: &str = "bert@contoso.com";
+
+fn point_at(fake: &FakeGraph) {
+    std::env::set_var("TENANTRY_GRAPH_URL", fake.url());
+    std::env::set_var("TENANTRY_AUTHORITY", fake.url());
+}
+
+async fn imap_batches_overlap() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        mail_request_delay: Duration::from_millis(150),
+        ..Default::default()
+    });
+    fake.add_mailbox(UPN, false);
+    point_at(&fake);
+    let run = Run {
+        dove: Dovecot::start(Config::source()),
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    let mut s = run.dove.session("alice", "alicepw").await;
+    for i in 0..12 {
+        let m = message(&format!("batch msg {i}"), "", 800, true);
+        append(&mut s, "INBOX", "\\Seen", "05-May-2024 09:00:00 +0000", &m).await;
+    }
+    // Batches of 2 messages: the 4 slots fill only when batches overlap.
+    assert_eq!(run.run("migrate", &["--batch-count", "2"]).await, 0);
+    assert_each_once(&fake, 12);
+    let stats = fake.stats();
+    assert_eq!(stats.mailbox_concurrency_refusals, 0);
+    assert_eq!(
+        stats.mailbox_peak_in_flight.get(UPN).copied(),
+        Some(4),
+        "creates of consecutive batches in flight together"
+    );
+    // A re-run creates nothing again.
+    assert_eq!(run.run("migrate", &["--batch-count", "2"]).await, 0);
+    assert_each_once(&fake, 12);
+}
+
+async fn next_folder_read_ahead() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        export_request_delay: Duration::from_millis(150),
+        ..Default::default()
+    });
+    point_at(&fake);
+    fake.add_export_mailbox(OLD, true);
+    fake.add_export_mailbox(NEW, false);
+    let later = fake.add_export_folder(OLD, "msgfolderroot", "Later", "IPF.Note");
+    let mut expected = Vec::new();
+    for i in 0..45 {
+        for folder in ["inbox", later.as_str()] {
+            let d = format!("pipeline item {folder} {i}").into_bytes();
+            fake.add_export_item(OLD, folder, "IPM.Note", &d);
+            expected.push(d);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", CLIENT_SECRET);
+    let state = dir.path().join("state");
+    let (source, target) = (format!("exchange://{OLD}"), format!("exchange://{NEW}"));
+    let argv = [
+        "migrate",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret-file",
+        secret.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--quiet",
+    ];
+    assert_eq!(cli(&argv).await, 0);
+    let mut arrived: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (_, item) in fake.export_items(NEW) {
+        *arrived.entry(item.data.clone()).or_default() += 1;
+    }
+    for d in &expected {
+        assert_eq!(arrived.get(d), Some(&1), "{}", String::from_utf8_lossy(d));
+    }
+    assert_eq!(arrived.len(), expected.len());
+    let stats = fake.stats();
+    assert_eq!(stats.mailbox_concurrency_refusals, 0);
+    let source_peak = stats.mailbox_peak_in_flight.get(OLD).copied().unwrap_or(0);
+    assert!(
+        source_peak >= 3,
+        "the next folder's delta read beside the exports (peak {source_peak})"
+    );
+    // A re-run imports nothing again.
+    assert_eq!(cli(&argv).await, 0);
+    assert_eq!(fake.export_items(NEW).len(), expected.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_copies_keep_the_slots_busy_across_boundaries() {
+    imap_batches_overlap().await;
+    next_folder_read_ahead().await;
+}
