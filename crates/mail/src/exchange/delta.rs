@@ -39,20 +39,42 @@ pub async fn round(
             Err(e) => return Err(e),
         },
     };
-    let mut out = Round {
+    let (changed, removed) = last_state_of_each(page.items);
+    Ok(Round {
+        changed,
+        removed,
         link: page.delta_link,
         reset,
-        ..Default::default()
-    };
-    for v in page.items {
-        let Some(id) = v["id"].as_str() else { continue };
-        if v.get("@removed").is_some() {
-            out.removed.push(id.to_string());
-        } else {
-            out.changed.push(v);
+    })
+}
+
+/// One entry per id, its last state in the round: an entry changed while a paged round was
+/// read can come twice, and copied twice at once it would
+/// be created twice on the target; changed then removed, it is removed.
+fn last_state_of_each(items: Vec<Value>) -> (Vec<Value>, Vec<String>) {
+    let mut last: Vec<(String, Value)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for v in items {
+        let Some(id) = v["id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        match at.get(&id) {
+            Some(&i) => last[i].1 = v,
+            None => {
+                at.insert(id.clone(), last.len());
+                last.push((id, v));
+            }
         }
     }
-    Ok(out)
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    for (id, v) in last {
+        if v.get("@removed").is_some() {
+            removed.push(id);
+        } else {
+            changed.push(v);
+        }
+    }
+    (changed, removed)
 }
 
 /// The service no longer knows the token.
@@ -77,6 +99,24 @@ mod tests {
             message: String::new(),
             ids: RequestIds::default(),
         }
+    }
+
+    #[test]
+    fn each_id_once_in_its_last_state() {
+        use serde_json::json;
+        let (changed, removed) = last_state_of_each(vec![
+            json!({"id": "a", "v": 1}),
+            json!({"id": "b", "v": 1}),
+            json!({"id": "a", "v": 2}),
+            json!({"id": "c", "v": 1}),
+            json!({"id": "c", "@removed": {"reason": "deleted"}}),
+            json!({"no": "id"}),
+        ]);
+        assert_eq!(
+            changed,
+            vec![json!({"id": "a", "v": 2}), json!({"id": "b", "v": 1})]
+        );
+        assert_eq!(removed, vec!["c".to_string()]);
     }
 
     #[test]
