@@ -240,16 +240,25 @@ pub(crate) async fn relay<T>(
     out
 }
 
-/// Counts from an engine's (done, total) pairs: a total of nothing with nothing done is not
-/// known yet (nothing listed); a total is never below what is done.
+/// Counts from an engine's (done, total) pairs.
 fn counts(items: (u64, u64), bytes: (u64, u64)) -> Counts {
-    let known = |(done, total): (u64, u64)| (total > 0 || done > 0).then_some(total.max(done));
     Counts {
         items_done: items.0,
-        items_total: known(items),
+        items_total: known_total(items),
         bytes_done: bytes.0,
-        bytes_total: known(bytes),
+        bytes_total: known_total(bytes),
     }
+}
+
+/// A total of nothing with nothing done is not known yet (nothing listed); a total is never
+/// below what is done.
+pub(crate) fn known_total((done, total): (u64, u64)) -> Option<u64> {
+    (total > 0 || done > 0).then_some(total.max(done))
+}
+
+/// One of an engine's progress counters, read while it runs.
+pub(crate) fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 /// How long probing one mailbox (greeting and login) may take.
@@ -305,7 +314,6 @@ impl DataEngines for Engines {
             tenantry_mail::sync::migrate_mailbox(&src, &tgt, state, &options, progress),
             &sink,
             || {
-                let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
                 counts(
                     (load(&counted.messages), load(&counted.messages_total)),
                     (load(&counted.bytes), load(&counted.bytes_total)),
@@ -444,7 +452,6 @@ impl DataEngines for Engines {
             migrate(src, dst, &source_name, &target_name, &options).await
         });
         let report = relay(migration, &sink, || {
-            let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
             counts(
                 (load(&counted.files_done), load(&counted.files_total)),
                 (load(&counted.bytes_done), load(&counted.bytes_total)),

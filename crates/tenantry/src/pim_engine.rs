@@ -2,9 +2,9 @@
 //! (`probe_dav`, `migrate_home`, `verify_home` of `engines::Engines` call these), and its
 //! errors as the step queue's kinds.
 
+use crate::engines::{known_total, load};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tenantry_app::progress::Counts;
@@ -122,11 +122,10 @@ pub async fn migrate(
     // Objects to copy are known collection by collection (the total grows as each is listed);
     // the bytes to copy are not known beforehand.
     let run = crate::engines::relay(run, &sink, || {
-        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
-        let (done, listed) = (load(&counters.done), load(&counters.listed));
+        let done = load(&counters.done);
         Counts {
             items_done: done,
-            items_total: (listed > 0 || done > 0).then_some(listed.max(done)),
+            items_total: known_total((done, load(&counters.listed))),
             bytes_done: load(&counters.bytes),
             bytes_total: None,
         }
