@@ -10,7 +10,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::mail::{dovecot, seed_mail};
 use support::*;
 use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
@@ -22,19 +22,7 @@ const SHAREPOINT: &str =
     "sharepoint://contoso.sharepoint.com/sites/Finance/Shared%20Documents/Moved";
 
 async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
-        if until(&m) {
-            return m;
-        }
-        assert!(m["state"] != "Failed", "move failed: {m}");
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.wait_move(id, what, Duration::from_secs(300), until).await
 }
 
 /// Both tenants in this server's ledger (the movers licensed in the source, seats enough in

@@ -105,22 +105,7 @@ fn step_state(report: &Value, key: &str) -> String {
 /// and on PostgreSQL a step the killed mover held is taken again only once its 120 s lease ends
 /// (a restarting server cannot tell its own leases from another worker's there).
 async fn until(s: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
-        if done(&m) {
-            return m;
-        }
-        assert!(
-            m["state"] != "Failed",
-            "move failed waiting for {what}: {m}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    s.wait_move(id, what, Duration::from_secs(300), done).await
 }
 
 fn waiting_keys(m: &Value) -> Vec<String> {

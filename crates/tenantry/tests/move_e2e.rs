@@ -19,19 +19,7 @@ use tenantry_testkit::{PASSWORD as DAV_PASSWORD, USER as DAV_USER};
 const USERS: [&str; 5] = ["adele", "bob", "cara", "dan", "eve"];
 
 async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
-        if until(&m) {
-            return m;
-        }
-        assert!(m["state"] != "Failed", "move failed: {m}");
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.wait_move(id, what, Duration::from_secs(240), until).await
 }
 
 /// Both tenants (the five users licensed in the source, one seat in the target) and the four

@@ -154,19 +154,7 @@ async fn seed_homes(server: &Radicale) -> usize {
 }
 
 async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, m) = s.get(&format!("/v1/moves/{id}"), OPERATOR).await;
-        if until(&m) {
-            return m;
-        }
-        assert!(m["state"] != "Failed", "move failed: {m}");
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.wait_move(id, what, Duration::from_secs(300), until).await
 }
 
 /// The names of a collection's objects, as the service login lists them.

@@ -265,6 +265,33 @@ impl Server {
         value
     }
 
+    /// Polls a move until `until` holds, `within` at most; a move that fails meanwhile ends
+    /// the test, naming `what` it was waited for.
+    pub async fn wait_move(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        until: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, m) = self.get(&format!("/v1/moves/{id}"), OPERATOR).await;
+            if until(&m) {
+                return m;
+            }
+            assert!(
+                m["state"] != "Failed",
+                "move failed waiting for {what}: {m}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn tenant(&self, name: &str) -> String {
         let domain = format!("{}.onmicrosoft.com", name.to_lowercase());
         let t = self
