@@ -95,9 +95,8 @@ struct FolderRound {
     link: String,
 }
 
-/// The state's key of the folder delta's link, and of a source folder's item delta.
-const FOLDERS_KEY: &str = "folders";
-
+/// The state's key of a source folder's item delta (the folder delta's is
+/// `state::FOLDERS_KEY`).
 fn items_key(folder: &str) -> String {
     format!("items:{folder}")
 }
@@ -170,7 +169,7 @@ impl ExportMailbox {
     /// state, with this round's changes applied (or every folder, on a first run or when the
     /// saved link had expired).
     async fn folder_round(&self, state: &ExchangeState) -> Result<FolderRound> {
-        let saved = state.delta_link(FOLDERS_KEY)?;
+        let saved = state.delta_link(super::state::FOLDERS_KEY)?;
         let before = match saved {
             Some(_) => state.source_folders()?,
             None => Vec::new(),
@@ -225,6 +224,14 @@ impl ExportMailbox {
             .as_str()
             .map(str::to_string)
             .context("folder created without an id")
+    }
+
+    /// Whether a folder holds any item: its first page only (a restored state needs
+    /// look-ups only where something may already have been copied).
+    async fn holds_items(&self, folder: &str) -> Result<bool, GraphError> {
+        let url = self.path(&format!("folders/{}/items", encode_path(folder)));
+        let page = self.client.json(&Call::new(Method::GET, url)).await?;
+        Ok(page["value"].as_array().is_some_and(|v| !v.is_empty()))
     }
 
     /// (id, changeKey, size) of each item of a folder.
@@ -670,7 +677,7 @@ impl FolderCopy<'_> {
         }
         // A restored state may be older than the target: look for every unmapped item there
         // first, unless the target folder is empty (a new user's).
-        let look_first = self.mode.restored && !self.dst.items(self.target).await?.is_empty();
+        let look_first = self.mode.restored && self.dst.holds_items(self.target).await?;
         // A look-up could take the copy an equal item's concurrent import has just created and
         // not yet recorded: while items are looked up, one import at a time.
         let width = if look_first || todo.iter().any(|id| self.pending.contains(id)) {

@@ -12,6 +12,9 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// The key of the folder delta's link among the delta links.
+pub const FOLDERS_KEY: &str = "folders";
+
 pub struct ExchangeState {
     db: Mutex<Connection>,
 }
@@ -279,8 +282,8 @@ impl ExchangeState {
             )?;
         }
         tx.execute(
-            "INSERT OR REPLACE INTO exchange_delta VALUES('folders',?1)",
-            [link],
+            "INSERT OR REPLACE INTO exchange_delta VALUES(?1,?2)",
+            params![FOLDERS_KEY, link],
         )?;
         tx.commit()?;
         Ok(())
