@@ -61,7 +61,7 @@ where
     let latest = Arc::new(Latest::default());
     let ended = Arc::new(Notify::new());
     // Stopped with the step if the step is aborted (its lease lost).
-    let mut writer = StopOnDrop(tokio::spawn(write_until_ended(
+    let mut writer = crate::runner::AbortOnDrop(tokio::spawn(write_until_ended(
         target,
         latest.clone(),
         ended.clone(),
@@ -109,14 +109,6 @@ async fn write_until_ended(target: Target, latest: Arc<Latest>, ended: Arc<Notif
         if last {
             return;
         }
-    }
-}
-
-struct StopOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

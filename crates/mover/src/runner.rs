@@ -351,32 +351,17 @@ impl Runner {
             Step::MigrateCalendars {
                 source_upn,
                 target_upn,
-            } => {
-                progress::reporting(self.progress_of(record), |sink| {
-                    self.home(
-                        &moved,
-                        record,
-                        PimKind::Calendars,
-                        source_upn,
-                        target_upn,
-                        sink,
-                    )
-                })
-                .await
             }
-            Step::MigrateContacts {
+            | Step::MigrateContacts {
                 source_upn,
                 target_upn,
             } => {
+                let kind = match step {
+                    Step::MigrateCalendars { .. } => PimKind::Calendars,
+                    _ => PimKind::Contacts,
+                };
                 progress::reporting(self.progress_of(record), |sink| {
-                    self.home(
-                        &moved,
-                        record,
-                        PimKind::Contacts,
-                        source_upn,
-                        target_upn,
-                        sink,
-                    )
+                    self.home(&moved, record, kind, source_upn, target_upn, sink)
                 })
                 .await
             }
@@ -812,7 +797,7 @@ where
 
 /// Stops a task (the lease keeper, the step itself) however its owner ends, unwinding and
 /// abortion included.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
