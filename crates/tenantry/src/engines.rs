@@ -67,10 +67,9 @@ fn mailbox(access: &MailAccess, side: Side, user: &str) -> Result<Endpoint, Stri
 impl Engines {
     /// A library to copy from or into, or to verify (`must_exist`: a source, or either side of
     /// a verification; a target folder is created by the copy). `state`: the step's state file,
-    /// for the Graph endpoint's own tables.
-    /// A library to copy from or to (`listing: Saved` continues the step's delta listing) or
-    /// to verify (`Fresh`: the whole listing again — a change the service made without a new
-    /// version would hide behind the saved delta).
+    /// for the Graph endpoint's own tables. `listing: Saved` continues the step's delta
+    /// listing; `Fresh` (a verification) lists it whole again — a change the service made
+    /// without a new version would hide behind the saved delta.
     fn library(
         &self,
         access: &LibraryAccess,
@@ -178,7 +177,6 @@ impl Engines {
     }
 }
 
-/// The IMAP error behind a mail engine failure, wherever it sits in the chain.
 /// Exchange Online's IMAP as a target (found by its host, as the CLI's `--target-kind auto`
 /// does) keeps only its flags and folder names and refuses appends over its limit.
 fn mail_options(target: &Endpoint) -> tenantry_mail::sync::Options {
@@ -190,6 +188,7 @@ fn mail_options(target: &Endpoint) -> tenantry_mail::sync::Options {
     }
 }
 
+/// The IMAP error behind a mail engine failure, wherever it sits in the chain.
 fn imap_cause(e: &anyhow::Error) -> Option<&ImapError> {
     e.chain().find_map(|c| c.downcast_ref::<ImapError>())
 }

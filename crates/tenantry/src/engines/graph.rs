@@ -90,9 +90,6 @@ fn graph_cause(e: &anyhow::Error) -> Option<&GraphError> {
     e.chain().find_map(|c| c.downcast_ref::<GraphError>())
 }
 
-/// A SharePoint or OneDrive library; `state` is the step's state file (its delta link, open
-/// upload sessions and the files the service rewrote live there, beside the files engine's
-/// records; for a verification a copy of it), `None` for a probe.
 /// How a library is listed: from the step's saved delta (a copy), or whole (a verification).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Listing {
@@ -100,6 +97,9 @@ pub(super) enum Listing {
     Fresh,
 }
 
+/// A SharePoint or OneDrive library; `state` is the step's state file (its delta link, open
+/// upload sessions and the files the service rewrote live there, beside the files engine's
+/// records; for a verification a copy of it), `None` for a probe.
 pub(super) fn library(
     access: &LibraryAccess,
     must_exist: bool,
