@@ -163,7 +163,7 @@ impl Mover {
         client_certificate: Option<&str>,
     ) -> Result<ProfileRecord, StoreError> {
         let name = name.trim();
-        let (_, current) = self.graph_profile(name).await?;
+        let current = self.graph_profile(name).await?;
         let replaced = GraphProfile::new(
             &current.tenant_id,
             &current.client_id,

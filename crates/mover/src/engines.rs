@@ -10,14 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 pub use tenantry_app::EngineError;
 pub use tenantry_moves::model::PimKind;
-use uuid::Uuid;
 
 /// An app registration from a connection profile of kind `graph`, for the data a side keeps in
 /// Microsoft 365 (SharePoint/OneDrive libraries, Exchange Online mailboxes).
 #[derive(Debug, Clone)]
 pub struct GraphAccess {
-    /// The profile's id: a profile created again under the same name is another app.
-    pub profile_id: Uuid,
     pub profile: GraphProfile,
 }
 

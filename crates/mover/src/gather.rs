@@ -162,10 +162,8 @@ impl Mover {
 
     /// The app of a `graph` profile (`InvalidProfileKind` for a profile of another kind).
     async fn graph_access(&self, name: &str) -> Result<GraphAccess, StoreError> {
-        let (profile_id, profile) = self.graph_profile(name).await?;
         Ok(GraphAccess {
-            profile_id,
-            profile,
+            profile: self.graph_profile(name).await?,
         })
     }
 

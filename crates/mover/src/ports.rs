@@ -41,7 +41,7 @@ pub fn graph_tenant_id(profile: &GraphProfile) -> Result<TenantId, LedgerError> 
 
 impl Mover {
     /// Opens a `graph` profile (`InvalidProfileKind` for a profile of another kind).
-    pub async fn graph_profile(&self, name: &str) -> Result<(Uuid, GraphProfile), StoreError> {
+    pub async fn graph_profile(&self, name: &str) -> Result<GraphProfile, StoreError> {
         let record = self.store.get_profile(name.to_string()).await?;
         if record.kind != ProfileKind::Graph {
             return Err(LedgerError::invalid(
@@ -57,8 +57,7 @@ impl Mover {
             .sealer
             .open(&record.secret)
             .map_err(StoreError::Internal)?;
-        let profile = GraphProfile::from_sealed(&plain).map_err(StoreError::Internal)?;
-        Ok((record.id, profile))
+        GraphProfile::from_sealed(&plain).map_err(StoreError::Internal)
     }
 
     /// The port of one side: Graph when the move names a profile for it, else the ledger.
@@ -73,7 +72,7 @@ impl Mover {
                 tenant,
             }));
         };
-        let (_, profile) = self
+        let profile = self
             .graph_profile(name)
             .await
             .map_err(crate::tenant::store_text)?;

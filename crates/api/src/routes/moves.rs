@@ -300,7 +300,7 @@ async fn side_tenant(
     match (id, graph) {
         (Some(id), None) => Ok(TenantId(id)),
         (None, Some(profile)) => {
-            let (_, profile) = mover(app)?.graph_profile(profile).await?;
+            let profile = mover(app)?.graph_profile(profile).await?;
             Ok(tenantry_mover::ports::graph_tenant_id(&profile)?)
         }
         (Some(_), Some(_)) => Err(LedgerError::invalid(
