@@ -222,10 +222,11 @@ async fn move_json(app: &AppState, record: &MoveRecord) -> ApiResult<Value> {
     let measured = app.store.step_progress(record.id).await?;
     // A step's items and bytes done of the total, with the rate and the estimated end while
     // it runs (computed by the application layer, the same for every surface).
+    let by_key: std::collections::HashMap<&str, _> =
+        measured.iter().map(|p| (p.key.as_str(), p)).collect();
     let progress_of = |s: &StepRecord| {
-        measured
-            .iter()
-            .find(|p| p.key == s.key)
+        by_key
+            .get(s.key.as_str())
             .map(|p| StepProgressDto::from(tenantry_app::progress::view(p, s.state)))
     };
     let current = steps.iter().find(|s| s.state != StepState::Done);
