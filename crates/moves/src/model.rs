@@ -241,14 +241,34 @@ impl LibraryMapping {
     }
 
     /// The mapping of one moving user: the placeholder replaced by their source UPN on the
-    /// source side and their target UPN on the target side.
+    /// source side and their target UPN on the target side, each as one path segment (a
+    /// source UPN comes from the source tenant, perhaps through Graph: a `/`, `%`, `?` or `#`
+    /// in it must not add segments or escapes to the location).
     pub fn for_user(&self, source_upn: &str, target_upn: &str) -> LibraryMapping {
         LibraryMapping {
-            source: self.source.replace(USER_PLACEHOLDER, source_upn),
-            target: self.target.replace(USER_PLACEHOLDER, target_upn),
+            source: self
+                .source
+                .replace(USER_PLACEHOLDER, &as_segment(source_upn)),
+            target: self
+                .target
+                .replace(USER_PLACEHOLDER, &as_segment(target_upn)),
             ..self.clone()
         }
     }
+}
+
+/// `upn` as one percent-encoded path segment: letters, digits and `@._-` as they are, every
+/// other byte `%XX` (the location parser decodes segments back).
+fn as_segment(upn: &str) -> String {
+    let mut out = String::with_capacity(upn.len());
+    for b in upn.bytes() {
+        if b.is_ascii_alphanumeric() || b"@._-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Whether `location` is `onedrive://{user}` with an optional path, the one place the
@@ -701,6 +721,17 @@ mod tests {
         assert_eq!(one.target, "onedrive://adele@contoso.com/From Fabrikam");
         assert!(!one.per_user());
         assert_eq!(one.target_profile.as_deref(), Some("g"));
+        // A name the source tenant sends cannot add path segments, escapes, a query or a
+        // fragment: it stays one segment, which the location parser decodes back.
+        let hostile = each.for_user("x/../../y%2F?#@fabrikam.com", "o'neil+a@contoso.com");
+        assert_eq!(
+            hostile.source,
+            "onedrive://x%2F..%2F..%2Fy%252F%3F%23@fabrikam.com"
+        );
+        assert_eq!(
+            hostile.target,
+            "onedrive://o%27neil%2Ba@contoso.com/From Fabrikam"
+        );
     }
 
     #[test]
