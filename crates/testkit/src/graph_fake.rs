@@ -1,9 +1,12 @@
 //! A stateful fake of the parts of Microsoft Graph and Entra ID tenantry uses: the token
 //! endpoint, sites, drives, items by id and by path, folders, uploads (simple and by session),
-//! delta and downloads (files engine); mail folders, messages and attachments (`mail`,
-//! `mail_attachments`) and mailbox import/export (`mailbox_export`, its folder and item delta in `mailbox_delta`) for the mail engine. Microsoft's services cannot run here, so this server is written from
-//! Microsoft's documentation, each rule beside the page it comes from; where the documentation
-//! says nothing, the fake picks the stricter behaviour and says so.
+//! delta and downloads (files engine); JSON batching (`batch`: each inner request routed and
+//! counted as a direct one, the envelope in `FakeStats::batches`); mail folders, messages and
+//! attachments (`mail`, `mail_attachments`) and mailbox import/export (`mailbox_export`, its
+//! folder and item delta in `mailbox_delta`) for the mail engine. Microsoft's services cannot run
+//! here, so this server is written from Microsoft's documentation, each rule beside the page it
+//! comes from; where the documentation says nothing, the fake picks the stricter behaviour and
+//! says so.
 //!
 //! It runs in-process on a loopback port (its own thread and runtime, so it outlives the test's
 //! runtime and serves child processes too), counts every request, logs every accepted upload
@@ -23,6 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 mod assertion;
+mod batch;
 mod mail;
 mod mail_attachments;
 mod mailbox_delta;
@@ -95,8 +99,14 @@ impl Default for FakeGraphOptions {
 /// What the fake saw (for "no retry storm" and protocol assertions).
 #[derive(Clone, Debug, Default)]
 pub struct FakeStats {
-    /// Every request but the token endpoint's.
+    /// Every request but the token endpoint's; a request inside a `$batch` counts once, as if
+    /// it had come alone, and the batch's envelope does not (see `batches`).
     pub requests: u64,
+    /// `$batch` envelopes received (<https://learn.microsoft.com/graph/json-batching>), and the
+    /// requests they carried (each also in `requests`): HTTP round trips are
+    /// `requests - batched_requests + batches`.
+    pub batches: u64,
+    pub batched_requests: u64,
     /// Requests answered 429 (injected ones and those arriving while the tenant is throttled).
     pub throttled: u64,
     /// Injected throttling episodes (each refuses the tenant for `retry_after_secs`).
@@ -925,26 +935,42 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
     };
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
+    if batch::is_batch(&parts.method, &path) {
+        return batch::serve(&world, &parts.headers, &body).await;
+    }
+    dispatch(&world, parts.method, path, query, parts.headers, body).await
+}
+
+/// Serves one request, made directly or carried inside a `$batch` ([`batch`]): every rule
+/// (token, throttling, counters, mailbox slots) applies alike.
+async fn dispatch(
+    world: &Shared,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Some(upn) = mail::mailbox_of(&path) {
-        return mail::handle(&world, upn, parts.method, path, query, parts.headers, body).await;
+        return mail::handle(world, upn, method, path, query, headers, body).await;
     }
     // Import/export requests hold one of their mailbox's slots until answered (released
     // after the lock below, by drop order).
-    let _slot = match mailbox_export::enter(&world, &path).await {
+    let _slot = match mailbox_export::enter(world, &path).await {
         Ok(slot) => slot,
         Err(refused) => return refused,
     };
-    if path.starts_with("/up/") && parts.method == Method::PUT {
+    if path.starts_with("/up/") && method == Method::PUT {
         let delay = world.lock().unwrap().opts.fragment_delay;
         tokio::time::sleep(delay).await;
     }
     let mut w = world.lock().unwrap();
     if path.ends_with("/oauth2/v2.0/token") {
-        return token(&mut w, &path, &parts.method, &body);
+        return token(&mut w, &path, &method, &body);
     }
     w.stats.requests += 1;
     if path.starts_with("/dl/") {
-        return download(&mut w, &path, &parts.headers);
+        return download(&mut w, &path, &headers);
     }
     // Uploads are throttled too
     // (https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online:
@@ -953,7 +979,7 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
         return r;
     }
     if let Some(sid) = path.strip_prefix("/import/") {
-        let (r, drop_it) = mailbox_export::import(&mut w, sid, &parts.headers, &body);
+        let (r, drop_it) = mailbox_export::import(&mut w, sid, &headers, &body);
         if drop_it {
             drop(w);
             // No answer: the item is stored, the client never hears so.
@@ -962,21 +988,21 @@ async fn handle(State(world): State<Shared>, req: Request) -> Response {
         return r;
     }
     if let Some(sid) = path.strip_prefix("/mailup/") {
-        return mail_attachments::put_range(&mut w, sid, &parts.method, &parts.headers, &body);
+        return mail_attachments::put_range(&mut w, sid, &method, &headers, &body);
     }
     if let Some(sid) = path.strip_prefix("/up/") {
-        return upload_fragment(&mut w, sid, &parts.method, &parts.headers, &body);
+        return upload_fragment(&mut w, sid, &method, &headers, &body);
     }
     let Some(api) = path.strip_prefix("/v1.0") else {
         return error(StatusCode::BAD_REQUEST, "invalidRequest", "unknown version");
     };
-    if let Some(r) = authorize(&mut w, &parts.headers) {
+    if let Some(r) = authorize(&mut w, &headers) {
         return r;
     }
-    if let Some(r) = mailbox_export::serve(&mut w, &parts.method, api, &query, &body) {
+    if let Some(r) = mailbox_export::serve(&mut w, &method, api, &query, &body) {
         return r;
     }
-    route(&mut w, &parts.method, api, &query, &body)
+    route(&mut w, &method, api, &query, &body)
 }
 
 /// Throttling (https://learn.microsoft.com/graph/throttling): once over the limit, "further

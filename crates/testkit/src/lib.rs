@@ -8,9 +8,9 @@
 //! With the `mail` feature, [`dovecot::Dovecot`] also opens IMAP sessions through the mail
 //! engine and fills mailboxes (fixtures only).
 //!
-//! [`graph_fake`] is a stateful fake of Microsoft Graph (drives, uploads, delta, tokens; Outlook
-//! mail folders, messages and attachment upload sessions; mailbox import/export), written from
-//! Microsoft's documentation: Microsoft's services cannot run here.
+//! [`graph_fake`] is a stateful fake of Microsoft Graph (drives, uploads, delta, tokens, JSON
+//! batching; Outlook mail folders, messages and attachment upload sessions; mailbox
+//! import/export), written from Microsoft's documentation: Microsoft's services cannot run here.
 //!
 //! [`exchange_imap`] puts Exchange Online's IMAP behaviour (XOAUTH2 app tokens, throttling
 //! answers, dropped connections) in front of a real Dovecot.
