@@ -509,7 +509,7 @@ pub fn wait_from_headers(retry_after: Option<&str>, reset: Option<&str>) -> Opti
 }
 
 /// Exponential backoff with jitter for errors that come without a wait.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let ms = (500u64 << attempt.saturating_sub(1).min(6)).min(30_000);
     Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
 }

@@ -26,7 +26,7 @@ impl fmt::Display for RequestIds {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GraphError {
     /// 429, or 503/504 with a wait: the whole tenant's budget is paused for `retry_after`.
     #[error("throttled by Microsoft Graph (HTTP {status}), asked to wait {}s ({ids})", .retry_after.as_secs())]

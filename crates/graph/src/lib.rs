@@ -11,6 +11,8 @@
 //! - requests to `{TENANTRY_GRAPH_URL}/v1.0/...`, retried on 429/503/504 after `Retry-After`
 //!   (or `RateLimit-Reset`, whichever is greater), with a bounded number in flight and one pause
 //!   for the whole tenant ([`budget`]);
+//! - JSON batching, up to 20 requests to a `POST /$batch`, each inner 429 honoured through the
+//!   same budget and only the refused requests sent again ([`batch`]);
 //! - paging through `@odata.nextLink` and delta through `@odata.deltaLink` ([`client`]), within
 //!   [`config::Limits`]: a page's size, the items and pages of one listing, no link followed twice
 //!   (a Graph URL comes from configuration, and a broken or hostile endpoint must not make a run
@@ -30,6 +32,7 @@
 
 #[cfg(feature = "clap")]
 pub mod args;
+pub mod batch;
 pub mod body;
 pub mod budget;
 pub mod certificate;
