@@ -367,6 +367,10 @@ fn main() -> anyhow::Result<()> {
         throttled.wall.as_secs_f64() / first.wall.as_secs_f64()
     );
     println!(
+        "requests counted one by one; of them {} (folder times) went in {} $batch round trips",
+        unthrottled.batched_requests, unthrottled.batches
+    );
+    println!(
         "content: {equal} of {} files byte-identical on the target",
         files.len()
     );

@@ -261,6 +261,23 @@ pub trait Endpoint: Send + Sync {
         Ok(false)
     }
 
+    /// Sets the times of many folders, `dirs` ordered so that a folder comes after every folder
+    /// below it (writing into a folder moves its time). Returns the folders that failed, with
+    /// why. One `set_dir_times` after another, unless the endpoint can do better (Graph sends
+    /// them in batches).
+    async fn set_dirs_times(&self, dirs: &[(String, FileTimes)]) -> Vec<(String, EndpointError)> {
+        let mut failures = Vec::new();
+        for (d, times) in dirs {
+            match self.set_dir_times(d, *times).await {
+                Ok(true) => {}
+                // The endpoint keeps no folder times: no use asking for the others.
+                Ok(false) => break,
+                Err(e) => failures.push((d.clone(), e)),
+            }
+        }
+        failures
+    }
+
     /// Whether files written so far kept their modification time.
     fn mtime_support(&self) -> MtimeSupport;
 

@@ -270,16 +270,14 @@ pub async fn migrate(
             d = parent(d);
         }
     }
-    for (d, times) in plan
+    let stamp: Vec<(String, FileTimes)> = plan
         .dir_times
         .iter()
         .filter(|(d, _)| touched.contains(d.as_str()))
-    {
-        match target.set_dir_times(d, *times).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => tracing::warn!(folder = %d, error = %e, "could not set folder time"),
-        }
+        .cloned()
+        .collect();
+    for (d, e) in target.set_dirs_times(&stamp).await {
+        tracing::warn!(folder = %d, error = %e, "could not set folder time");
     }
     writer.finish()?;
 

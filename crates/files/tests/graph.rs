@@ -856,3 +856,40 @@ fn verify_compares_the_services_hash_and_downloads_nothing() {
         "verify downloaded from the service"
     );
 }
+
+/// Folder times go through JSON batching (learn.microsoft.com/graph/json-batching): 50 touched
+/// folders on two levels cost one batch per 20 folders of a level (3 + 2 requests), not one PATCH
+/// each, and every folder keeps its time (each level is its own batch: a parent after its
+/// children, since Graph runs a batch's requests in no order).
+#[test]
+fn folder_times_are_set_in_batches_level_by_level() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let (drive, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut folders = Vec::new();
+    for i in 0..25 {
+        let top = format!("dir{i:02}");
+        let sub = format!("{top}/sub");
+        write_file(&src, &format!("{sub}/f.txt"), b"x", 1_500_000_000);
+        folders.push((sub, 1_200_000_000 + i));
+        folders.push((top, 1_300_000_000 + i));
+    }
+    for (d, t) in &folders {
+        set_mtime(&src.join(d), *t);
+    }
+    let state = tmp.path().join("state");
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    for (d, t) in &folders {
+        let got = fake.times(&drive, &format!("Migrated/{d}")).unwrap();
+        assert_eq!(got.modified.unix_timestamp(), *t as i64, "modified of {d}");
+    }
+    let s = fake.stats();
+    // 25 folders at depth 2 → 2 batches; 25 at depth 1 → 2 batches.
+    assert_eq!(
+        s.batched_requests, 50,
+        "every touched folder stamped in a batch"
+    );
+    assert_eq!(s.batches, 4, "⌈25/20⌉ batches per level, two levels");
+}

@@ -454,6 +454,44 @@ impl Endpoint for GraphEndpoint {
         Ok(true)
     }
 
+    /// The same PATCHes through JSON batching, up to 20 to a request: a tree of 1,600 folders
+    /// costs some 80 round trips, not 1,600. Within a batch Graph runs requests in no order, so
+    /// each run of folders at one depth is its own batch (a parent after all its children).
+    async fn set_dirs_times(&self, dirs: &[(String, FileTimes)]) -> Vec<(String, EndpointError)> {
+        let mut failures = Vec::new();
+        let mut rest = dirs;
+        while let Some((first, _)) = rest.first() {
+            let depth = first.matches('/').count();
+            let n = rest
+                .iter()
+                .take_while(|(d, _)| d.matches('/').count() == depth)
+                .count();
+            let (level, tail) = rest.split_at(n);
+            rest = tail;
+            let mut calls = Vec::new();
+            let mut paths = Vec::new();
+            for (d, times) in level {
+                let Some(fsi) = listing::file_system_info(*times) else {
+                    continue;
+                };
+                match self.address(d).await {
+                    Ok(address) => {
+                        let body = serde_json::json!({ "fileSystemInfo": fsi });
+                        calls.push(Call::new(Method::PATCH, address).json(&body));
+                        paths.push(d);
+                    }
+                    Err(e) => failures.push((d.clone(), e)),
+                }
+            }
+            for (d, result) in paths.into_iter().zip(self.client.batch(&calls).await) {
+                if let Err(e) = result {
+                    failures.push((d.clone(), map_err(e)));
+                }
+            }
+        }
+        failures
+    }
+
     async fn delete(&self, path: &str) -> Result<(), EndpointError> {
         let address = self.address(path).await?;
         match self.client.send(&Call::new(Method::DELETE, address)).await {
