@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use reqwest::Method;
+use tenantry_graph::client::Call;
 use tenantry_graph::config::Limits;
 use tenantry_graph::{ClientSecret, GraphClient, GraphConfig, GraphError};
 use tenantry_testkit::hostile::{
@@ -220,4 +222,44 @@ async fn a_call_may_allow_a_larger_answer_and_a_too_large_one_says_so() {
     let call = tenantry_graph::client::Call::new(reqwest::Method::GET, "/export").max_body(4 << 20);
     let v = c.json(&call).await.unwrap();
     assert_eq!(v["value"][0].as_str().unwrap().len(), 2 << 20);
+}
+
+/// A `$batch` answer that leaves requests out, names ids never sent or is not a batch answer at
+/// all: the calls it does not answer end as transient errors (retried within the call's attempts,
+/// here one), never as another call's answer, a hang or a panic.
+#[tokio::test]
+async fn a_batch_answer_that_leaves_calls_out_fails_those_calls_only() {
+    let srv = server(|req, w| {
+        assert!(req.path.ends_with("/v1.0/$batch"), "{}", req.path);
+        json(
+            w,
+            &serde_json::json!({"responses": [
+                {"id": "0", "status": 200, "body": {"answer": 0}},
+                {"id": "7", "status": 200, "body": {"answer": 7}},
+                {"id": "x"},
+                "junk",
+            ]}),
+        )
+    });
+    let c = client(&srv, Limits::default());
+    let calls: Vec<Call> = (0..3)
+        .map(|i| Call::new(Method::GET, format!("/items/{i}")))
+        .collect();
+    let results = c.batch(&calls).await;
+    assert_eq!(results[0].as_ref().unwrap()["answer"], 0);
+    for r in &results[1..] {
+        let e = r.as_ref().unwrap_err();
+        assert!(matches!(e, GraphError::Transient { .. }), "{e}");
+        assert!(
+            e.to_string().contains("lacks this request's response"),
+            "{e}"
+        );
+    }
+    assert_eq!(pages_asked(&srv), 1);
+
+    let srv = server(|_, w| json(w, &serde_json::json!({"value": []})));
+    let results = client(&srv, Limits::default()).batch(&calls).await;
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(GraphError::Transient { .. }))));
 }
