@@ -893,3 +893,67 @@ fn folder_times_are_set_in_batches_level_by_level() {
     );
     assert_eq!(s.batches, 4, "⌈25/20⌉ batches per level, two levels");
 }
+
+/// `verify` only reads the state store: one written before creation times were kept stays as
+/// it is — not upgraded, its delta link not dropped (an upgrade would make the next migration
+/// list the library in full once more) — and the files the service rewrote are still read
+/// from it.
+#[test]
+fn verify_reads_an_old_state_store_without_upgrading_it() {
+    let fake = FakeGraph::start(FakeGraphOptions::default());
+    let (_, lib) = library(&fake);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let state = tmp.path().join("state");
+    let (code, rep) = migrate_g(&fake, src.to_str().unwrap(), &lib, &state);
+    assert_ok(code, &rep);
+    let file = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "sqlite"))
+        .expect("a state store");
+    // As a version from before creation times wrote it.
+    {
+        let c = rusqlite::Connection::open(&file).unwrap();
+        c.execute_batch("ALTER TABLE graph_items DROP COLUMN created_ns")
+            .unwrap();
+        let links: i64 = c
+            .query_row("SELECT count(*) FROM graph_delta", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(links, 1, "the migration saved its delta link");
+    }
+    let bytes = std::fs::read(&file).unwrap();
+
+    let out = run(
+        &fake,
+        &[
+            "verify",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &lib,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{rep:#}");
+    assert_eq!(
+        rep["changed_by_service"].as_array().unwrap().len(),
+        2,
+        "read from the old store: {rep:#}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "the store was written"
+    );
+    let c = rusqlite::Connection::open(&file).unwrap();
+    let links: i64 = c
+        .query_row("SELECT count(*) FROM graph_delta", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(links, 1, "the delta link is kept for the next migration");
+}

@@ -61,6 +61,46 @@ pub(crate) fn open_private_db(path: &Path) -> Result<Connection> {
     Ok(db)
 }
 
+/// Every table of the SQLite file at `path` (read through a read-only connection, which writes
+/// nothing to it), copied into a database in memory.
+pub(crate) fn copy_into_memory(path: &Path) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let file = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    file.busy_timeout(std::time::Duration::from_secs(5))?;
+    let memory = Connection::open_in_memory()?;
+    // One read transaction: a run writing the file meanwhile cannot tear the copy. One write
+    // transaction: a row at a time would commit each.
+    let tx = file.unchecked_transaction()?;
+    let copy = memory.unchecked_transaction()?;
+    let tables: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT name, sql FROM sqlite_master
+             WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND sql IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, sql) in tables {
+        memory.execute_batch(&sql)?;
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let mut read = tx.prepare(&format!("SELECT * FROM {quoted}"))?;
+        let width = read.column_count();
+        let marks = vec!["?"; width].join(",");
+        let mut write = memory.prepare(&format!("INSERT INTO {quoted} VALUES({marks})"))?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let values = (0..width)
+                .map(|i| row.get::<_, rusqlite::types::Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            write.execute(rusqlite::params_from_iter(values))?;
+        }
+    }
+    copy.commit()?;
+    Ok(memory)
+}
+
 impl State {
     pub fn open(path: &Path) -> Result<State> {
         let db = open_private_db(path)?;
@@ -265,6 +305,45 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_into_memory_holds_every_table_and_row_and_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        {
+            let db = open_private_db(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE \"odd \"\"name\"\"\"(k TEXT PRIMARY KEY, n INTEGER, b BLOB, r REAL);
+                 INSERT INTO \"odd \"\"name\"\"\" VALUES ('a', 1, x'00ff', 0.5), ('b', NULL, NULL, NULL);
+                 CREATE TABLE empty(x TEXT);",
+            )
+            .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let memory = copy_into_memory(&path).unwrap();
+        type Row = (String, Option<i64>, Option<Vec<u8>>, Option<f64>);
+        let rows: Vec<Row> = memory
+            .prepare("SELECT * FROM \"odd \"\"name\"\"\" ORDER BY k")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".into(), Some(1), Some(vec![0, 255]), Some(0.5)),
+                ("b".into(), None, None, None)
+            ]
+        );
+        let empty: i64 = memory
+            .query_row("SELECT count(*) FROM empty", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(empty, 0);
+        // The copy is writable; the file is as it was.
+        memory.execute_batch("CREATE TABLE added(x TEXT)").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
 
     #[test]
     fn pending_moves_to_map_atomically() {

@@ -104,6 +104,15 @@ async fn imap_to_exchange_as_received_mail_resumable_and_verified() {
     }
     assert_eq!(fake.stats().messages_created, 0);
 
+    // A dry run creates nothing, not even a state file.
+    assert_eq!(run.run("migrate", &["--dry-run"]).await, 0);
+    assert_eq!(fake.stats().messages_created, 0);
+    let state = run.tmp.path().join("state");
+    assert!(
+        !state.exists() || std::fs::read_dir(&state).unwrap().next().is_none(),
+        "a dry run writes no state"
+    );
+
     // A first run whose first three creates are stored but answered with a dropped connection.
     fake.drop_after_create(3);
     assert_eq!(

@@ -15,7 +15,8 @@
 //! The verification reads a library step's state without owning it ([`copy_of`]): a private
 //! copy of the latest snapshot, so that it knows which files the service rewrote after upload
 //! (SharePoint writes metadata into Office documents and PDFs) while the step's own file and
-//! row stay untouched.
+//! row stay untouched. The copy of a slot has one place, beside the slot's file: a copy a
+//! crashed verification left there is replaced by the next one, never piled up.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -114,25 +115,56 @@ impl Drop for StateCopy {
     }
 }
 
-/// The latest saved state of `key` in a folder of its own under `beside` (`None` when none
-/// was saved): for reading a step's state from outside the step.
-pub async fn copy_of(
-    ledger: &Ledger,
-    move_id: Uuid,
-    key: &str,
-    beside: &Path,
-) -> Result<Option<StateCopy>, String> {
-    let dir = beside.join(format!("copy-{}", Uuid::new_v4()));
+/// The latest saved state of `slot` in a folder of its own beside the slot's file (`None` when
+/// none was saved): for reading a step's state from outside the step. The folder's name is the
+/// slot's (`copy-<file name>`), and whatever is in it is removed first: a copy left by a
+/// crashed verification (its value never dropped) is not kept, nor taken for current.
+pub async fn copy_of(ledger: &Ledger, slot: &StateSlot) -> Result<Option<StateCopy>, String> {
+    let dir = copy_dir(&slot.path);
+    let stale = dir.clone();
+    tokio::task::spawn_blocking(move || remove_stale_copies(&stale))
+        .await
+        .map_err(|e| format!("removing an old copy of the engine state: {e}"))??;
     let copy = StateCopy {
         path: dir.join("state.sqlite"),
         dir,
     };
-    let slot = StateSlot {
-        move_id,
-        key: key.to_string(),
+    let copy_slot = StateSlot {
         path: copy.path.clone(),
+        ..slot.clone()
     };
-    Ok(restore(ledger, &slot).await?.then_some(copy))
+    Ok(restore(ledger, &copy_slot).await?.then_some(copy))
+}
+
+/// Removes `dir` (an earlier copy of the same slot) and, beside it, the copies earlier versions
+/// named `copy-<uuid>` (one per verification, left behind when it crashed).
+fn remove_stale_copies(dir: &Path) -> Result<(), String> {
+    let remove = |d: &Path| match std::fs::remove_dir_all(d) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", d, e)),
+        _ => Ok(()),
+    };
+    remove(dir)?;
+    let Some(Ok(entries)) = dir.parent().map(std::fs::read_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let legacy = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("copy-"))
+            .is_some_and(|id| Uuid::parse_str(id).is_ok());
+        if legacy {
+            remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Where [`copy_of`] puts the copy of the state at `path`.
+fn copy_dir(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from("copy-");
+    name.push(path.file_name().unwrap_or_default());
+    path.with_file_name(name)
 }
 
 /// A consistent copy of the SQLite file at `path` (`None` when there is none yet).

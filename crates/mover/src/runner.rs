@@ -457,9 +457,8 @@ impl Runner {
                     // The library step's state, copied: which files the service rewrote after
                     // upload (not differences), without touching the step's own state.
                     let slot = self.library_slot(moved.id, &run);
-                    let beside = slot.path.parent().unwrap_or(&slot.path);
                     let ledger = Ledger::new(store.clone());
-                    let state = engine_state::copy_of(&ledger, moved.id, &slot.key, beside)
+                    let state = engine_state::copy_of(&ledger, &slot)
                         .await
                         .map_err(EngineError::Transient)?;
                     let state = state.as_ref().map(|s| s.path.as_path());

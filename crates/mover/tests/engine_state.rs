@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 use support::{claimed_step, NOW};
-use tenantry_mover::engine_state::{restore, save, StateSlot};
+use tenantry_mover::engine_state::{copy_of, restore, save, StateSlot};
 
 /// An engine's state file with the rows `rows` (what an engine would have written so far).
 fn write_state(path: &Path, rows: &[&str]) {
@@ -82,4 +82,60 @@ async fn a_saved_state_is_restored_on_another_machine_only_when_newer() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.version, 2);
+}
+
+/// The verification reads a library step's state through a copy of its latest snapshot. A
+/// verification that crashed never removed its copy: the next one replaces it (with what is
+/// saved now, not what the stale copy says), and once that copy is dropped nothing but the
+/// step's own file is left — neither of the two copies, nor one an earlier version named by a
+/// random id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_left_by_a_crashed_verification_is_replaced_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, id, step_key) = claimed_step(&dir).await;
+    let files = dir.path().join("files");
+    let slot = StateSlot {
+        move_id: id,
+        key: "files/0".into(),
+        path: files.join("0.sqlite"),
+    };
+    write_state(&slot.path, &["one"]);
+    assert!(save(&ledger, &slot, &step_key, "w", NOW).await.unwrap());
+    let legacy = files.join(format!("copy-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(legacy.join("state.sqlite"), b"left by a crash").unwrap();
+
+    // A verification crashes while it holds its copy (its value is never dropped).
+    let crashed = copy_of(&ledger, &slot).await.unwrap().expect("a copy");
+    assert_eq!(rows(&crashed.path), ["one"]);
+    let crashed_path = crashed.path.clone();
+    std::mem::forget(crashed);
+    // Meanwhile the stale copy's file changed, claiming a version beyond any saved one, and
+    // the step saved a newer state.
+    write_state(&crashed_path, &["stale"]);
+    let mut version = crashed_path.clone().into_os_string();
+    version.push(".version");
+    std::fs::write(version, "99").unwrap();
+    write_state(&slot.path, &["two"]);
+    assert!(save(&ledger, &slot, &step_key, "w", NOW).await.unwrap());
+
+    let copy = copy_of(&ledger, &slot).await.unwrap().expect("a copy");
+    assert_eq!(
+        rows(&copy.path),
+        ["one", "two"],
+        "the saved state, not the stale copy"
+    );
+    drop(copy);
+    let mut left: Vec<String> = std::fs::read_dir(&files)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("0.sqlite"))
+        .collect();
+    left.sort();
+    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(
+        rows(&slot.path),
+        ["one", "two"],
+        "the step's own file is untouched"
+    );
 }

@@ -76,6 +76,14 @@ pub struct FakeGraphOptions {
     /// Time each mailbox import/export request takes (an import through its `importUrl`
     /// included); zero by default, a real round trip (20 ms) in the Exchange benchmark.
     pub export_request_delay: Duration,
+    /// The mailbox folder delta returns the top of the tree only (the root and its children),
+    /// as a `childFolders`-shaped collection would: Microsoft's mailboxFolder delta page does not
+    /// say that nested folders are part of it (`mailbox_delta`).
+    pub folder_delta_top_level: bool,
+    /// A folder renamed since the token comes back from the folder delta as its id and new
+    /// `displayName` only: "updated instances are represented by their id with at least the
+    /// properties that have been updated" (delta-query-overview).
+    pub sparse_folder_updates: bool,
 }
 
 impl Default for FakeGraphOptions {
@@ -92,6 +100,8 @@ impl Default for FakeGraphOptions {
             mail_upload_budget: (150 * 1024 * 1024, Duration::from_secs(300)),
             mail_request_delay: Duration::from_millis(5),
             export_request_delay: Duration::ZERO,
+            folder_delta_top_level: false,
+            sparse_folder_updates: false,
         }
     }
 }

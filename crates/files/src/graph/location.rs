@@ -79,7 +79,9 @@ pub fn open(
     http: &reqwest::Client,
     state: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
-    Ok(Arc::new(open_endpoint(loc, side, args, http, state)?))
+    Ok(Arc::new(open_endpoint(
+        loc, side, args, http, state, false,
+    )?))
 }
 
 /// For `verify`: lists the library as it is now (no saved delta), reading the state store only
@@ -92,7 +94,7 @@ pub fn open_for_verify(
     state: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Endpoint>> {
     Ok(Arc::new(
-        open_endpoint(loc, side, args, http, state)?.fresh_listing(),
+        open_endpoint(loc, side, args, http, state, true)?.fresh_listing(),
     ))
 }
 
@@ -102,6 +104,7 @@ fn open_endpoint(
     args: &GraphArgs,
     http: &reqwest::Client,
     state: Option<&Path>,
+    read_only: bool,
 ) -> anyhow::Result<GraphEndpoint> {
     let parsed = parse(loc)?;
     let creds = args.app.side(side);
@@ -121,10 +124,19 @@ fn open_endpoint(
         Ok::<_, std::convert::Infallible>(http.clone())
     })
     .unwrap_or_else(|never| match never {});
-    let store = match state {
-        Some(p) => Some(GraphStore::open(p, loc).context("opening the state store")?),
-        None => None,
-    };
+    // Read-only for `verify`: opened for writing, a store from an older version would be
+    // upgraded, and the upgrade drops its delta link (the next migration would list the
+    // library in full once more).
+    let store = state
+        .map(|p| {
+            if read_only {
+                GraphStore::open_read_only(p, loc)
+            } else {
+                GraphStore::open(p, loc)
+            }
+        })
+        .transpose()
+        .context("opening the state store")?;
     let ep = GraphEndpoint::new(
         client,
         loc.to_string(),

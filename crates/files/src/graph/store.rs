@@ -96,6 +96,23 @@ impl GraphStore {
         })
     }
 
+    /// For reading only (`verify`): the file as it is — neither created, nor upgraded (an
+    /// upgrade would drop a store's saved delta link), nor written. A store older than a
+    /// table or column this version reads answers what it has: `rewrites` without its table
+    /// is an error, which the endpoint takes as none.
+    pub fn open_read_only(path: &Path, scope: &str) -> anyhow::Result<Self> {
+        use rusqlite::OpenFlags;
+        let c = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(Self {
+            conn: Mutex::new(c),
+            scope: scope.to_string(),
+        })
+    }
+
     /// The items, root id and delta link of the last listing, if there was one.
     pub fn load_listing(&self) -> Result<Option<SavedListing>, EndpointError> {
         let c = self.conn.lock().expect("store lock");

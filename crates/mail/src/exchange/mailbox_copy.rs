@@ -140,34 +140,56 @@ impl ExportMailbox {
     /// Every folder: the listing, and the children of any folder whose children it left out.
     async fn folders(&self) -> Result<Vec<MFolder>, GraphError> {
         let mut all = self.client.get_all(&self.path("folders")).await?;
+        self.add_unlisted_children(&mut all).await?;
+        Ok(all.iter().filter_map(MFolder::from_json).collect())
+    }
+
+    /// Lists the `childFolders` of every folder of `all` whose `childFolderCount` is more than
+    /// `all` holds children of, and of those it finds, in turn; adds the folders not in `all`
+    /// yet and answers how many. A listed folder's count is set to what was listed, so that a
+    /// count gone stale in a saved list (a child deleted) does not list it again every run.
+    async fn add_unlisted_children(&self, all: &mut Vec<Value>) -> Result<usize, GraphError> {
         let mut seen: HashSet<String> = all
             .iter()
             .filter_map(|f| f["id"].as_str().map(str::to_string))
             .collect();
+        let mut added = 0;
         let mut i = 0;
         while i < all.len() {
-            let f = all[i].clone();
-            let id = f["id"].as_str().unwrap_or_default();
-            let listed = all
+            let known = all
                 .iter()
-                .filter(|c| c["parentFolderId"] == f["id"])
+                .filter(|c| c["parentFolderId"] == all[i]["id"])
                 .count();
-            if f["childFolderCount"].as_u64().unwrap_or(0) as usize > listed {
+            if all[i]["childFolderCount"].as_u64().unwrap_or(0) as usize > known {
+                let id = all[i]["id"].as_str().unwrap_or_default();
                 let url = self.path(&format!("folders/{}/childFolders", encode_path(id)));
-                for c in self.client.get_all(&url).await? {
+                let children = self.client.get_all(&url).await?;
+                all[i]["childFolderCount"] = json!(children.len());
+                for c in children {
                     if seen.insert(c["id"].as_str().unwrap_or_default().to_string()) {
                         all.push(c);
+                        added += 1;
                     }
                 }
             }
             i += 1;
         }
-        Ok(all.iter().filter_map(MFolder::from_json).collect())
+        Ok(added)
     }
 
     /// The folders through the folder delta: the list the last complete round left in the
     /// state, with this round's changes applied (or every folder, on a first run or when the
     /// saved link had expired).
+    ///
+    /// Microsoft's page (<https://learn.microsoft.com/graph/api/mailboxfolder-delta>) does not
+    /// say that the delta of `…/folders` includes nested folders, and it documents a
+    /// `…/folders/{id}/childFolders/delta` besides; so, as for the full listing, a folder whose
+    /// `childFolderCount` is more than the children known gets its `childFolders` listed (a
+    /// delta that leaves nested folders out is then complete on a first run or a reset; a nested
+    /// folder added later is found when its parent is reported changed with its new count).
+    /// A changed folder's properties are merged into what was known: "updated instances are
+    /// represented by their id with at least the properties that have been updated"
+    /// (<https://learn.microsoft.com/graph/delta-query-overview#resource-representation-in-the-delta-query-response>).
     async fn folder_round(&self, state: &ExchangeState) -> Result<FolderRound> {
         let saved = state.delta_link(super::state::FOLDERS_KEY)?;
         let before = match saved {
@@ -184,11 +206,15 @@ impl ExportMailbox {
         };
         for f in &round.changed {
             match folders.iter_mut().find(|k| k["id"] == f["id"]) {
-                Some(k) => *k = f.clone(),
+                Some(k) => merge_properties(k, f),
                 None => folders.push(f.clone()),
             }
         }
         folders.retain(|f| !round.removed.iter().any(|id| f["id"] == id.as_str()));
+        let unlisted = self
+            .add_unlisted_children(&mut folders)
+            .await
+            .with_context(|| format!("{}: the child folders", self.describe()))?;
         // What the last run knew and is gone now (after a reset too: the full list tells).
         let removed = before
             .iter()
@@ -199,7 +225,8 @@ impl ExportMailbox {
             changed: saved.is_none()
                 || round.reset
                 || !round.changed.is_empty()
-                || !round.removed.is_empty(),
+                || !round.removed.is_empty()
+                || unlisted > 0,
             folders,
             removed,
             link: round.link,
@@ -482,8 +509,8 @@ async fn migrate_inner(
     mode: CopyMode,
     report: &mut MailboxReport,
 ) -> Result<()> {
-    let state = if mode.dry_run && !state_path.exists() {
-        ExchangeState::in_memory()?
+    let state = if mode.dry_run {
+        ExchangeState::for_dry_run(state_path)?
     } else {
         ExchangeState::open(state_path)?
     };
@@ -598,6 +625,14 @@ async fn migrate_inner(
         report.folders.push(rep);
     }
     Ok(())
+}
+
+/// Sets the properties `update` carries on `known`, keeping those it leaves out.
+fn merge_properties(known: &mut Value, update: &Value) {
+    match (known.as_object_mut(), update.as_object()) {
+        (Some(k), Some(u)) => k.extend(u.iter().map(|(key, v)| (key.clone(), v.clone()))),
+        _ => *known = update.clone(),
+    }
 }
 
 /// A round with something to copy or report (or an error to report): worth waiting for.

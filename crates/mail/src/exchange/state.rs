@@ -36,6 +36,19 @@ impl ExchangeState {
         Self::init(Connection::open_in_memory()?)
     }
 
+    /// For a dry run: the state at `path` copied into memory through a read-only connection,
+    /// or an empty one when there is no file. Opened for writing, even a file a dry run writes
+    /// no row to would change: tables this version adds are created in an older one.
+    pub fn for_dry_run(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Self::in_memory();
+        }
+        Self::init(
+            crate::state::copy_into_memory(path)
+                .with_context(|| format!("cannot read state {}", path.display()))?,
+        )
+    }
+
     fn init(db: Connection) -> Result<Self> {
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS exchange_folders(

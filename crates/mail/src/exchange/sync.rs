@@ -126,7 +126,11 @@ async fn migrate_inner(
     progress: &Progress,
     report: &mut MailboxReport,
 ) -> Result<()> {
-    let state = ExchangeState::open(state_path)?;
+    let state = if opts.dry_run {
+        ExchangeState::for_dry_run(state_path)?
+    } else {
+        ExchangeState::open(state_path)?
+    };
     let mut s = Session::connect_with(src, &opts.limits()).await?;
     let mut list = folders::list(&mut s).await?;
     list.retain(|f| !folders::excluded(f, &opts.exclude));

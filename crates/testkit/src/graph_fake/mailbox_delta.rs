@@ -17,6 +17,15 @@
 //!   "Token duration"). The fake answers 410 `syncStateNotFound` with that header for a token
 //!   of an older generation (`FakeGraph::expire_delta_tokens`) or one it cannot read.
 //! - Items per page: `FakeGraphOptions::page_size`.
+//! - The folder delta returns every folder of the mailbox, nested ones included — unless
+//!   `FakeGraphOptions::folder_delta_top_level`: Microsoft's page does not say whether nested
+//!   folders are part of it (it also documents `…/folders/{id}/childFolders/delta`), so the fake
+//!   can serve only the root and its children, and a client must find the rest through
+//!   `childFolderCount` and `childFolders`.
+//! - A folder changed (renamed) since the token comes as its full representation, or — with
+//!   `FakeGraphOptions::sparse_folder_updates` — as its `id` and `displayName` only: "updated
+//!   instances are represented by their id with at least the properties that have been
+//!   updated" (<https://learn.microsoft.com/graph/delta-query-overview>).
 //!
 //! Tokens are the mailbox's change numbers: `$deltatoken={generation}.{upto}`,
 //! `$skiptoken={generation}.{since}.{upto}.{after}` — a page continues after the change number
@@ -44,6 +53,7 @@ pub(super) fn folders(w: &mut World, mbx: &str, query: &str) -> Response {
         w.base
     );
     let page_size = w.opts.page_size.max(1);
+    let (top_only, sparse) = (w.opts.folder_delta_top_level, w.opts.sparse_folder_updates);
     w.stats.mailbox_delta_requests += 1;
     let m = &w.export_mailboxes[mbx];
     let cursor = match cursor(m, query) {
@@ -54,14 +64,22 @@ pub(super) fn folders(w: &mut World, mbx: &str, query: &str) -> Response {
         .folders
         .iter()
         .filter(|f| f.changed > cursor.since && f.changed <= cursor.upto)
-        .map(|f| (f.changed, m.folder_json(f)))
+        .filter(|f| !top_only || m.at_top(&f.id))
+        .map(|f| {
+            let json = if sparse && f.created <= cursor.since {
+                json!({"id": f.id, "displayName": f.name})
+            } else {
+                m.folder_json(f)
+            };
+            (f.changed, json)
+        })
         .collect();
     if cursor.since > 0 {
         entries.extend(
             m.removed_folders
                 .iter()
-                .filter(|(_, c)| *c > cursor.since && *c <= cursor.upto)
-                .map(|(id, c)| (*c, removed(id))),
+                .filter(|(_, c, top)| *c > cursor.since && *c <= cursor.upto && (*top || !top_only))
+                .map(|(id, c, _)| (*c, removed(id))),
         );
     }
     page(m, &fresh, cursor, entries, page_size)

@@ -71,18 +71,20 @@ pub(super) struct ExportMailbox {
     pub(super) token_generation: u64,
     /// Deleted items: (folder, item id, change number), for delta's `@removed`.
     pub(super) removed_items: Vec<(String, String, u64)>,
-    /// Deleted folders: (folder id, change number).
-    pub(super) removed_folders: Vec<(String, u64)>,
+    /// Deleted folders: (folder id, change number, whether it was at the top of the tree).
+    pub(super) removed_folders: Vec<(String, u64, bool)>,
 }
 
 pub(super) struct XFolder {
     pub(super) id: String,
     pub(super) parent: Option<String>,
-    name: String,
+    pub(super) name: String,
     class: String,
     well_known: Option<&'static str>,
     /// Change number of its creation or last change.
     pub(super) changed: u64,
+    /// Change number of its creation.
+    pub(super) created: u64,
 }
 
 /// An item as the fake keeps it.
@@ -117,6 +119,7 @@ impl super::FakeGraph {
             class: "IPF.Note".into(),
             well_known: Some("msgfolderroot"),
             changed: 1,
+            created: 1,
         }];
         for (wk, class, en, de) in WELL_KNOWN {
             folders.push(XFolder {
@@ -126,6 +129,7 @@ impl super::FakeGraph {
                 class: class.into(),
                 well_known: Some(wk),
                 changed: 1,
+                created: 1,
             });
         }
         w.export_users.insert(upn.to_lowercase(), id.clone());
@@ -161,8 +165,19 @@ impl super::FakeGraph {
             class: class.into(),
             well_known: None,
             changed,
+            created: changed,
         });
         fid
+    }
+
+    /// A user renames a folder: the folder delta reports it changed.
+    pub fn rename_export_folder(&self, upn: &str, id: &str, name: &str) {
+        let mut w = self.world.lock().unwrap();
+        let m = mailbox_of_user(&mut w, upn);
+        let changed = m.change();
+        let f = m.folders.iter_mut().find(|f| f.id == id).expect("folder");
+        f.name = name.into();
+        f.changed = changed;
     }
 
     /// An item in a folder (a well-known name or an id); its id.
@@ -212,9 +227,10 @@ impl super::FakeGraph {
         let mut w = self.world.lock().unwrap();
         let m = mailbox_of_user(&mut w, upn);
         let changed = m.change();
+        let top = m.at_top(id);
         m.folders.retain(|f| f.id != id);
         m.items.retain(|i| i.0.folder != id);
-        m.removed_folders.push((id.to_string(), changed));
+        m.removed_folders.push((id.to_string(), changed, top));
     }
 
     /// Forgets every delta token of the mailbox (the service's token cache overflowed): the
@@ -345,6 +361,17 @@ impl ExportMailbox {
     pub(super) fn change(&mut self) -> u64 {
         self.changes += 1;
         self.changes
+    }
+
+    /// The root, or one of its children.
+    pub(super) fn at_top(&self, id: &str) -> bool {
+        let parent_of = |id: &str| {
+            self.folders
+                .iter()
+                .find(|f| f.id == id)
+                .and_then(|f| f.parent.clone())
+        };
+        parent_of(id).is_none_or(|p| parent_of(&p).is_none())
     }
 
     fn folder(&self, key: &str) -> Option<&XFolder> {
@@ -516,6 +543,7 @@ fn create_folder(w: &mut World, mbx: &str, parent: &str, body: &[u8]) -> Respons
         class,
         well_known: None,
         changed,
+        created: changed,
     });
     let f = m.folders.last().unwrap();
     ok_json(StatusCode::CREATED, m.folder_json(f))
