@@ -17,28 +17,6 @@ use tenantry_store::moves::{ProfileKind, ProfileRecord, StepState};
 use tenantry_store::{Store, StoreError};
 use uuid::Uuid;
 
-/// A profile's secret goes only to the kind of server it was made for: a `graph` profile's sealed
-/// secret is the app's whole JSON, which must never reach an IMAP or WebDAV server as a password.
-fn require_kind(
-    name: &str,
-    profile: &ProfileRecord,
-    expected: ProfileKind,
-    what: &str,
-) -> Result<(), StoreError> {
-    if profile.kind == expected {
-        return Ok(());
-    }
-    Err(LedgerError::invalid(
-        "InvalidProfileKind",
-        format!(
-            "profile {name} is of kind {}; {what} needs a {} profile",
-            profile.kind.as_str(),
-            expected.as_str()
-        ),
-    )
-    .into())
-}
-
 /// Everything a move needs at run time.
 pub struct Mover {
     pub store: Arc<dyn Store>,
@@ -49,6 +27,35 @@ pub struct Mover {
 }
 
 impl Mover {
+    /// A profile of the `expected` kind (`what` names the place that uses it) with its sealed
+    /// secret opened. A profile's secret goes only to the kind of server it was made for: a
+    /// `graph` profile's sealed secret is the app's whole JSON, which must never reach an IMAP or
+    /// WebDAV server as a password.
+    pub(crate) async fn open_profile(
+        &self,
+        name: &str,
+        expected: ProfileKind,
+        what: &str,
+    ) -> Result<(ProfileRecord, Secret), StoreError> {
+        let profile = self.store.get_profile(name.to_string()).await?;
+        if profile.kind != expected {
+            return Err(LedgerError::invalid(
+                "InvalidProfileKind",
+                format!(
+                    "profile {name} is of kind {}; {what} needs a {} profile",
+                    profile.kind.as_str(),
+                    expected.as_str()
+                ),
+            )
+            .into());
+        }
+        let secret = self
+            .sealer
+            .open(&profile.secret)
+            .map_err(StoreError::Internal)?;
+        Ok((profile, secret))
+    }
+
     pub async fn mail_access(&self, server: &MailServer) -> Result<MailAccess, StoreError> {
         if is_exchange(&server.url) {
             let graph = self.graph_access(&server.profile).await?;
@@ -60,17 +67,9 @@ impl Mover {
                 known_mailbox: None,
             });
         }
-        let profile = self.store.get_profile(server.profile.clone()).await?;
-        require_kind(
-            &server.profile,
-            &profile,
-            ProfileKind::Imap,
-            "an IMAP server",
-        )?;
-        let password = self
-            .sealer
-            .open(&profile.secret)
-            .map_err(StoreError::Internal)?;
+        let (profile, password) = self
+            .open_profile(&server.profile, ProfileKind::Imap, "an IMAP server")
+            .await?;
         Ok(MailAccess {
             url: server.url.clone(),
             admin_user: profile.username,
@@ -83,17 +82,13 @@ impl Mover {
     /// A CalDAV/CardDAV server with its profile's service login (a `webdav` profile: CalDAV and
     /// CardDAV are WebDAV).
     pub async fn dav_access(&self, server: &DavServer) -> Result<DavAccess, StoreError> {
-        let profile = self.store.get_profile(server.profile.clone()).await?;
-        require_kind(
-            &server.profile,
-            &profile,
-            ProfileKind::Webdav,
-            "a CalDAV or CardDAV server",
-        )?;
-        let password = self
-            .sealer
-            .open(&profile.secret)
-            .map_err(StoreError::Internal)?;
+        let (profile, password) = self
+            .open_profile(
+                &server.profile,
+                ProfileKind::Webdav,
+                "a CalDAV or CardDAV server",
+            )
+            .await?;
         Ok(DavAccess {
             url: server.url.clone(),
             username: profile.username,
@@ -146,12 +141,9 @@ impl Mover {
                 graph: None,
             });
         };
-        let profile = self.store.get_profile(name.clone()).await?;
-        require_kind(name, &profile, ProfileKind::Webdav, "a WebDAV library")?;
-        let password = self
-            .sealer
-            .open(&profile.secret)
-            .map_err(StoreError::Internal)?;
+        let (profile, password) = self
+            .open_profile(name, ProfileKind::Webdav, "a WebDAV library")
+            .await?;
         Ok(LibraryAccess {
             location: location.to_string(),
             username: Some(profile.username),
