@@ -72,32 +72,12 @@ pub fn parse(kind: Kind, loc: &str, secret: Secret<'_>) -> anyhow::Result<Access
     };
     // Never echo the URL in errors: it could hold a password.
     let mut u = reqwest::Url::parse(&url).map_err(|e| anyhow::anyhow!("invalid URL: {e}"))?;
-    if u.password().is_some() {
-        bail!(
-            "a password in the URL is refused (it would show in the process list): \
-             use --source-password-file/--target-password-file or {}",
-            secret.env
-        );
-    }
+    // Checked first, so that a bad URL is refused before a password is read.
     if u.query().is_some() || u.fragment().is_some() {
         bail!("a location URL cannot have a query or a fragment");
     }
-    let user = percent_encoding::percent_decode_str(u.username())
-        .decode_utf8_lossy()
-        .into_owned();
-    let _ = u.set_username("");
+    let (user, password) = secret.login(&mut u)?;
     as_collection(&mut u);
-    let (user, password) = if user.is_empty() {
-        (None, None)
-    } else {
-        match secret.read()? {
-            Some(p) => (Some(user), Some(p)),
-            None => bail!(
-                "no password for user {user}: give a password file or set {}",
-                secret.env
-            ),
-        }
-    };
     Ok(Access {
         url: u,
         user,
