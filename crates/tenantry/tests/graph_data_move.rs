@@ -8,7 +8,6 @@
 
 mod support;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::mail::{dovecot, seed_mail};
@@ -42,23 +41,8 @@ async fn tenants_with_users(
     users: &[&str],
     certificate: Option<&AppCertificate>,
 ) -> (String, String) {
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", 5).await;
-    s.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for u in users {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
-            .await;
-        let assigned = s
-            .assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(assigned.0, 200, "{}", assigned.1);
-    }
-    let imap = json!({"name": "src-imap", "kind": "imap", "username": "srcadmin", "password": "srcadminpw"});
-    let (status, p) = s.post("/v1/connectionProfiles", OPERATOR, imap).await;
-    assert_eq!(status, 201, "{p}");
+    let (source, target) = s.move_tenants(users, 5, 5).await;
+    s.profiles(&MAIL_PROFILES[..1]).await;
     match certificate {
         None => {
             let graph = json!({"name": "m365", "kind": "graph", "tenantId": TENANT, "clientId": CLIENT_ID,

@@ -164,35 +164,17 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     target_server
         .subscription(&target, "ENTERPRISEPACK", 2)
         .await;
-    for alias in ["adele", "bob", "cara", "stays"] {
-        let u = source_server
-            .ok(
-                Method::POST,
-                &format!("/v1/tenants/{source}/users"),
-                OPERATOR,
-                Some(json!({"userPrincipalName": format!("{alias}@fabrikam.com"), "displayName": alias, "usageLocation": "US"})),
-            )
-            .await;
-        let r = source_server
-            .assign(&source, u["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(r.0, 200, "{}", r.1);
-    }
+    source_server
+        .licensed_users(
+            &source,
+            "fabrikam.com",
+            &["adele", "bob", "cara", "stays"],
+            "US",
+        )
+        .await;
     graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
     graph_profile(&mover, "contoso-graph", &target_server, &target).await;
-    for (name, user, pw) in [
-        ("src-imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "admin", "adminpw"),
-    ] {
-        let (status, p) = mover
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": "imap", "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
+    mover.profiles(&MAIL_PROFILES).await;
 
     let csv = "adele@fabrikam.com,adele@contoso.com\nbob@fabrikam.com,bob@contoso.com\ncara@fabrikam.com,cara@contoso.com\n";
     let (status, m) = mover
@@ -422,32 +404,17 @@ async fn a_source_reduction_made_by_the_administrator_is_seen_in_directory_subsc
         .subscription(&source, "ENTERPRISEPACK", 5)
         .await;
     mover.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for alias in ["adele", "stays"] {
-        let u = source_server
-            .ok(
-                Method::POST,
-                &format!("/v1/tenants/{source}/users"),
-                OPERATOR,
-                Some(json!({"userPrincipalName": format!("{alias}@fabrikam.com"), "displayName": alias, "usageLocation": "US"})),
-            )
-            .await;
-        let r = source_server
-            .assign(&source, u["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(r.0, 200, "{}", r.1);
-    }
+    source_server
+        .licensed_users(&source, "fabrikam.com", &["adele", "stays"], "US")
+        .await;
     graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
     // The target is kept by the mover itself: one side through Graph, the other local.
-    let (status, m) = mover
-        .post(
-            "/v1/moves",
-            OPERATOR,
+    let id = mover
+        .create_move(
             json!({"sourceGraph": "fabrikam-graph", "targetTenantId": target,
                    "path": "keep-source", "usersCsv": "adele@fabrikam.com,adele@contoso.com\n"}),
         )
         .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
     let (status, run) = mover
         .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
         .await;
@@ -505,29 +472,16 @@ async fn a_replaced_client_secret_is_used_at_once() {
         .subscription(&source, "ENTERPRISEPACK", 1)
         .await;
     mover.subscription(&target, "ENTERPRISEPACK", 1).await;
-    let adele = source_server
-        .ok(
-            Method::POST,
-            &format!("/v1/tenants/{source}/users"),
-            OPERATOR,
-            Some(json!({"userPrincipalName": "adele@fabrikam.com", "displayName": "Adele", "usageLocation": "US"})),
-        )
+    source_server
+        .licensed_users(&source, "fabrikam.com", &["adele"], "US")
         .await;
-    let r = source_server
-        .assign(&source, adele["id"].as_str().unwrap(), E3, OPERATOR)
-        .await;
-    assert_eq!(r.0, 200, "{}", r.1);
     let client_id = graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
-    let (status, m) = mover
-        .post(
-            "/v1/moves",
-            OPERATOR,
+    let id = mover
+        .create_move(
             json!({"sourceGraph": "fabrikam-graph", "targetTenantId": target,
                    "path": "keep-source", "usersCsv": "adele@fabrikam.com,adele@contoso.com\n"}),
         )
         .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
     let plan_path = format!("/v1/moves/{id}/plan");
     let (status, p) = mover.get(&plan_path, OPERATOR).await;
     assert_eq!(

@@ -212,38 +212,14 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
     }
 
     let mut s = Server::start();
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", 5).await;
-    s.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for u in USERS {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
-            .await;
-        assert_eq!(
-            s.assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-                .await
-                .0,
-            200
-        );
-    }
-    for (name, kind, user, pw) in [
-        ("src-imap", "imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "imap", "admin", "adminpw"),
+    let (source, target) = s.move_tenants(&USERS, 5, 5).await;
+    s.profiles(&MAIL_PROFILES).await;
+    s.profiles(&[
         ("src-dav", "webdav", SERVICE_USER, DAV_PASSWORD),
         ("dst-dav", "webdav", SERVICE_USER, DAV_PASSWORD),
         ("wrong-dav", "webdav", SERVICE_USER, "not-the-password"),
-    ] {
-        let (status, p) = s
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": kind, "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
+    ])
+    .await;
     let server = |scheme: &str, dav: &Radicale, profile: &str| json!({"url": format!("{scheme}://127.0.0.1:{}/", dav.port), "profile": profile});
     let mut spec = json!({
         "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
