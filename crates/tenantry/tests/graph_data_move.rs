@@ -215,18 +215,9 @@ async fn a_move_copies_into_sharepoint_and_exchange_exactly_once_across_a_lost_w
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
 
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let first_mailbox = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|s| s["kind"] == "migrateMailbox")
-        .unwrap();
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    let plan = s.runnable_plan(&id).await;
+    let first_mailbox = step_position(&plan, "migrateMailbox");
+    s.run_move(&id).await;
 
     // A worker lost in the middle of the mailboxes, with its local state: the restarted server
     // has only what the database holds (the step's saved state, or none yet).
@@ -403,12 +394,8 @@ async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
         .await;
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.runnable_plan(&id).await;
+    s.run_move(&id).await;
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
     let stats = fake.stats();
     assert!(stats.tokens_for_assertions > 0, "{stats:?}");
@@ -519,12 +506,8 @@ async fn a_move_of_office_documents_into_sharepoint_verifies_what_the_service_re
         .await;
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let (status, run) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    s.runnable_plan(&id).await;
+    s.run_move(&id).await;
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
 
     // The service did rewrite them: what it stores is not what was sent.
@@ -631,8 +614,7 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
         .await;
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     let steps: Vec<&Value> = plan["steps"]
         .as_array()
         .unwrap()
@@ -650,10 +632,7 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
             "{u}: {steps:?}"
         );
     }
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
 
     for (u, drive) in MOVERS.iter().zip(&targets) {

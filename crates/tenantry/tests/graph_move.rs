@@ -193,8 +193,7 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     let id = m["id"].as_str().unwrap().to_string();
 
     // The plan, made from both tenants' Graph surfaces: 3 seats needed, 2 free, 1 to buy by hand.
-    let (_, plan) = mover.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = mover.runnable_plan(&id).await;
     let kinds: Vec<&str> = plan["steps"]
         .as_array()
         .unwrap()
@@ -207,10 +206,7 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     assert_eq!(kinds.iter().filter(|k| **k == "migrateMailbox").count(), 3);
     assert_eq!(plan["microsoftMigration"]["totalLicences"], 3);
 
-    let (status, run) = mover
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    mover.run_move(&id).await;
 
     // The run waits (not failed, not retried into failure) and says exactly what to buy: in
     // the move and first thing in `move status`.
@@ -415,10 +411,7 @@ async fn a_source_reduction_made_by_the_administrator_is_seen_in_directory_subsc
                    "path": "keep-source", "usersCsv": "adele@fabrikam.com,adele@contoso.com\n"}),
         )
         .await;
-    let (status, run) = mover
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    mover.run_move(&id).await;
     let m = until(&mover, &id, "the source change", |m| {
         waiting_keys(m)
             .iter()

@@ -67,20 +67,11 @@ async fn whole_move(path: &str) {
         }))
         .await;
 
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     assert_eq!(plan["licences"][0]["seatsToBuy"], 4);
-    let first_mailbox = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|s| s["kind"] == "migrateMailbox")
-        .unwrap();
+    let first_mailbox = step_position(&plan, "migrateMailbox");
 
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     // Kill the server once the first mailbox is done and the next one is under way.
     let at_kill = wait_state(
         &s,
@@ -215,18 +206,9 @@ async fn a_refused_admin_login_fails_the_step_after_one_attempt() {
             "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
         }))
         .await;
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let first_mailbox = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|s| s["kind"] == "migrateMailbox")
-        .unwrap();
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    let plan = s.runnable_plan(&id).await;
+    let first_mailbox = step_position(&plan, "migrateMailbox");
+    s.run_move(&id).await;
     wait_state(
         &s,
         &id,

@@ -287,8 +287,7 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
     spec["allowPurchase"] = json!(true);
     let m = s.ok(Method::POST, "/v1/moves", OPERATOR, Some(spec)).await;
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     // Cara has no home on the source: a warning per kind in the plan, before anything runs.
     let warned: Vec<&Value> = plan["findings"]
         .as_array()
@@ -315,10 +314,7 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
         );
     }
 
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     // Killed (SIGKILL) while adele's calendar is being copied, then restarted: the step runs
     // again from its state and takes over what the killed attempt had written.
     let deadline = Instant::now() + Duration::from_secs(240);

@@ -55,10 +55,7 @@ async fn a_running_mailbox_step_shows_messages_and_bytes_of_the_totals() {
             "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
         }))
         .await;
-    let (status, run) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    s.run_move(&id).await;
 
     // Watch the move until it ends: every progress a running mailbox step shows is within its
     // totals, and at least one shows messages and bytes on their way.

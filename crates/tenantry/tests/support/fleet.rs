@@ -129,8 +129,7 @@ pub async fn create_move(
             "libraries": libraries,
         }))
         .await;
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    s.runnable_plan(&id).await;
     (id, source, target)
 }
 

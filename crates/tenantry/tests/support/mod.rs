@@ -435,6 +435,21 @@ impl Server {
         m["id"].as_str().unwrap().to_string()
     }
 
+    /// The move's plan, which must be runnable (no blocker).
+    pub async fn runnable_plan(&self, id: &str) -> Value {
+        let (_, plan) = self.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+        assert_eq!(plan["runnable"], true, "{plan}");
+        plan
+    }
+
+    /// Starts the move (202).
+    pub async fn run_move(&self, id: &str) {
+        let (status, run) = self
+            .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+    }
+
     pub async fn advance_days(&self, days: i64) {
         self.ok(
             Method::POST,
@@ -460,6 +475,16 @@ pub const MAIL_PROFILES: [(&str, &str, &str, &str); 2] = [
     ("src-imap", "imap", "srcadmin", "srcadminpw"),
     ("dst-imap", "imap", "admin", "adminpw"),
 ];
+
+/// Where the first step of `kind` (`migrateMailbox`…) stands in a plan's steps.
+pub fn step_position(plan: &Value, kind: &str) -> usize {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} step: {plan}"))
+}
 
 /// Asserts a problem+json answer with the given status and code.
 pub fn assert_problem(result: &(StatusCode, Value), status: u16, code: &str) {
