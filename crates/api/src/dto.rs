@@ -311,7 +311,9 @@ pub struct PatchUser {
     pub account_enabled: Option<bool>,
 }
 
-fn double_option<'de, D: serde::Deserializer<'de>>(
+/// A field that may be absent (`None`: left as it is), `null` (`Some(None)`: cleared) or a
+/// value; serde alone reads `null` as absent. Both surfaces' user patches use it.
+pub(crate) fn double_option<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<String>>, D::Error> {
     Ok(Some(Option::deserialize(d)?))
@@ -628,4 +630,31 @@ pub struct MoveStatusDto {
     /// Draft, Running, Paused, Cancelled, Failed or Completed.
     pub state: String,
     pub progress: MoveProgressDto,
+}
+
+#[cfg(test)]
+mod tests {
+    /// Both surfaces' user patches tell an absent `usageLocation` (left alone) from `null`
+    /// (cleared) through `double_option`.
+    #[test]
+    fn a_null_usage_location_clears_and_an_absent_one_is_left_alone() {
+        fn v1(body: &str) -> Option<Option<String>> {
+            serde_json::from_str::<super::PatchUser>(body)
+                .unwrap()
+                .usage_location
+        }
+        fn graph(body: &str) -> Option<Option<String>> {
+            serde_json::from_str::<crate::graph::dto::PatchUser>(body)
+                .unwrap()
+                .usage_location
+        }
+        for read in [v1, graph] {
+            assert_eq!(read(r#"{"displayName": "A"}"#), None);
+            assert_eq!(read(r#"{"usageLocation": null}"#), Some(None));
+            assert_eq!(
+                read(r#"{"usageLocation": "DE"}"#),
+                Some(Some("DE".to_string()))
+            );
+        }
+    }
 }

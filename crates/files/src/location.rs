@@ -29,6 +29,34 @@ impl Secret<'_> {
         }
         Ok(std::env::var(self.env).ok())
     }
+
+    /// The login a command-line location names, taken out of its URL: the user from the URL
+    /// (percent-decoded), the password from this file or variable, never from the URL, where
+    /// the process list and logs would show it. No user: no login (and nothing is read).
+    /// Errors never echo the URL.
+    pub fn login(&self, u: &mut reqwest::Url) -> anyhow::Result<(Option<String>, Option<String>)> {
+        if u.password().is_some() {
+            bail!(
+                "a password in the URL is refused (it would show in the process list): \
+                 use --source-password-file/--target-password-file or {}",
+                self.env
+            );
+        }
+        let user = percent_encoding::percent_decode_str(u.username())
+            .decode_utf8_lossy()
+            .into_owned();
+        let _ = u.set_username("");
+        if user.is_empty() {
+            return Ok((None, None));
+        }
+        match self.read()? {
+            Some(p) => Ok((Some(user), Some(p))),
+            None => bail!(
+                "no password for user {user}: give a password file or set {}",
+                self.env
+            ),
+        }
+    }
 }
 
 /// The URL form of a location if it is remote (`webdav://` becomes `http://`).
@@ -121,28 +149,7 @@ pub fn open(
     };
     // Do not echo the URL in errors: it could hold a password.
     let mut u = reqwest::Url::parse(&url).map_err(|e| anyhow::anyhow!("invalid URL: {e}"))?;
-    if u.password().is_some() {
-        bail!(
-            "a password in the URL is refused (it would show in the process list): \
-             use --source-password-file/--target-password-file or {}",
-            secret.env
-        );
-    }
-    let user = percent_encoding::percent_decode_str(u.username())
-        .decode_utf8_lossy()
-        .into_owned();
-    let _ = u.set_username("");
-    let (user, password) = if user.is_empty() {
-        (None, None)
-    } else {
-        match secret.read()? {
-            Some(p) => (Some(user), Some(p)),
-            None => bail!(
-                "no password for user {user}: give a password file or set {}",
-                secret.env
-            ),
-        }
-    };
+    let (user, password) = secret.login(&mut u)?;
     Ok(Arc::new(
         WebDavEndpoint::new(client.clone(), u.as_str(), user, password, retry)?
             .with_upload_policy(upload)
@@ -187,6 +194,35 @@ mod tests {
         )
         .is_err());
         assert_eq!(display_name("webdavs://u@h:8/a%20b"), "https://u@h:8/a%20b");
+    }
+
+    /// The one rule of both engines' command lines (files and pim): user from the URL, password
+    /// from the file or variable only.
+    #[test]
+    fn a_locations_login_is_its_urls_user_and_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let from_file = Secret {
+            file: Some(&file),
+            env: "TENANTRY_TEST_UNSET_VAR",
+        };
+        let mut u = reqwest::Url::parse("http://al%20ice@h/x/").unwrap();
+        assert_eq!(
+            from_file.login(&mut u).unwrap(),
+            (Some("al ice".to_string()), Some("s3cret".to_string()))
+        );
+        assert_eq!(u.as_str(), "http://h/x/");
+        // No user: nothing is read (a missing file is no error).
+        let missing = Secret {
+            file: Some(&dir.path().join("none")),
+            env: "TENANTRY_TEST_UNSET_VAR",
+        };
+        let mut u = reqwest::Url::parse("http://h/x/").unwrap();
+        assert_eq!(missing.login(&mut u).unwrap(), (None, None));
+        let mut u = reqwest::Url::parse("http://bob:hunter2@h/x/").unwrap();
+        let e = from_file.login(&mut u).unwrap_err().to_string();
+        assert!(e.contains("refused") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

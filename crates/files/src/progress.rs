@@ -49,31 +49,39 @@ impl Progress {
 
     /// Starts printing; the returned guard stops it (and ends the line) when dropped.
     pub fn spawn(self: &Arc<Self>) -> ProgressGuard {
-        let tty = std::io::stderr().is_terminal();
-        let every = if tty {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(10)
-        };
         let p = self.clone();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let mut e = std::io::stderr().lock();
-                if tty {
-                    let _ = write!(e, "\r\x1b[2K{}", p.line());
-                } else {
-                    let _ = writeln!(e, "progress: {}", p.line());
-                }
-                let _ = e.flush();
-            }
-        });
-        ProgressGuard { task, tty }
+        print_progress(move || p.line())
     }
 }
 
+/// Prints `line()` on stderr until the returned guard is dropped: redrawn four times a second
+/// on a terminal, else a `progress: ` line every 10 s (a log file must not fill with redraws).
+/// Every engine's CLI shows its progress this way.
+pub fn print_progress(line: impl Fn() -> String + Send + 'static) -> ProgressGuard {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(10)
+    };
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let mut e = std::io::stderr().lock();
+            if tty {
+                let _ = write!(e, "\r\x1b[2K{}", line());
+            } else {
+                let _ = writeln!(e, "progress: {}", line());
+            }
+            let _ = e.flush();
+        }
+    });
+    ProgressGuard { task, tty }
+}
+
+/// Stops [`print_progress`] when dropped, clearing a terminal's line.
 pub struct ProgressGuard {
     task: tokio::task::JoinHandle<()>,
     tty: bool,

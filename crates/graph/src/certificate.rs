@@ -16,7 +16,9 @@
 //! (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`, unencrypted), the form Azure's own tools
 //! write. Errors name what is wrong with the file, never its content.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -94,6 +96,29 @@ impl ClientCertificate {
             x5t_s256: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &cert)),
             x5t: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &cert)),
         })
+    }
+
+    /// [`ClientCertificate::from_pem`], once per PEM text in this process: a caller that
+    /// rebuilds its configuration for every request (a connection profile opened from the
+    /// database) shares the parsed key instead of parsing and checking it again each time. The
+    /// cache holds each text's SHA-256, never the text, and only weak references: a key no
+    /// client uses any more is gone from memory, as it would be without the cache.
+    pub fn parsed(pem: &[u8]) -> Result<Arc<Self>, CertificateError> {
+        static PARSED: OnceLock<Mutex<HashMap<[u8; 32], Weak<ClientCertificate>>>> =
+            OnceLock::new();
+        let mut key = [0; 32];
+        key.copy_from_slice(digest::digest(&digest::SHA256, pem).as_ref());
+        let cache = PARSED.get_or_init(Default::default);
+        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cert) = lock().get(&key).and_then(Weak::upgrade) {
+            return Ok(cert);
+        }
+        // Parsed outside the lock: two first callers may both parse, and the last one is kept.
+        let cert = Arc::new(Self::from_pem(pem)?);
+        let mut cached = lock();
+        cached.retain(|_, c| c.strong_count() > 0);
+        cached.insert(key, Arc::downgrade(&cert));
+        Ok(cert)
     }
 
     /// The certificate's SHA-256 thumbprint, base64url (`x5t#S256`): what identifies it.

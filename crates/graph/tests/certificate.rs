@@ -245,3 +245,34 @@ fn pem_files_are_checked_and_errors_name_the_problem() {
     let c = ClientCertificate::from_pem(&std::fs::read(&a.pem_file).unwrap()).unwrap();
     assert_names_neither_key_nor_assertion(&format!("{c:?}"), &a);
 }
+
+/// A PEM text is parsed (and its key checked against the certificate) once while anything
+/// holds the result: a configuration rebuilt from a stored profile for every lookup shares it.
+#[test]
+fn a_pem_text_is_parsed_once_while_its_certificate_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = app_certificate(dir.path(), "a");
+    let b = app_certificate(dir.path(), "b");
+    let pem_a = std::fs::read(&a.pem_file).unwrap();
+    let first = ClientCertificate::parsed(&pem_a).unwrap();
+    let again = ClientCertificate::parsed(&pem_a.clone()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "parsed again");
+    let other = ClientCertificate::parsed(&std::fs::read(&b.pem_file).unwrap()).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &other));
+    assert_ne!(first.thumbprint_s256(), other.thumbprint_s256());
+    // Once nothing uses it, the key is not kept: the next lookup parses it anew.
+    let thumbprint = first.thumbprint_s256().to_string();
+    let held = std::sync::Arc::downgrade(&first);
+    drop((first, again));
+    assert!(held.upgrade().is_none(), "the cache keeps no key alive");
+    let anew = ClientCertificate::parsed(&pem_a).unwrap();
+    assert_eq!(anew.thumbprint_s256(), thumbprint);
+    // A bad text is refused each time, never remembered as good.
+    let mismatch = [a.key_pem.clone(), b.certificate_pem.clone()].concat();
+    for _ in 0..2 {
+        assert_eq!(
+            ClientCertificate::parsed(&mismatch).map(|_| ()),
+            Err(CertificateError::KeyMismatch)
+        );
+    }
+}

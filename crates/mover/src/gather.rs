@@ -12,32 +12,12 @@ use tenantry_ledger::{LedgerError, Timestamp};
 use tenantry_moves::model::{
     is_exchange, is_graph_library, DavServer, LibraryMapping, MailServer, MoveSpec,
 };
-use tenantry_moves::plan::{plan, Plan, PlanInput, ProbeFailure, Probes, RefusedName, Step};
+use tenantry_moves::plan::{
+    plan, user_pairs, Plan, PlanInput, ProbeFailure, Probes, RefusedName, Step,
+};
 use tenantry_store::moves::{ProfileKind, ProfileRecord, StepState};
 use tenantry_store::{Store, StoreError};
 use uuid::Uuid;
-
-/// A profile's secret goes only to the kind of server it was made for: a `graph` profile's sealed
-/// secret is the app's whole JSON, which must never reach an IMAP or WebDAV server as a password.
-fn require_kind(
-    name: &str,
-    profile: &ProfileRecord,
-    expected: ProfileKind,
-    what: &str,
-) -> Result<(), StoreError> {
-    if profile.kind == expected {
-        return Ok(());
-    }
-    Err(LedgerError::invalid(
-        "InvalidProfileKind",
-        format!(
-            "profile {name} is of kind {}; {what} needs a {} profile",
-            profile.kind.as_str(),
-            expected.as_str()
-        ),
-    )
-    .into())
-}
 
 /// Everything a move needs at run time.
 pub struct Mover {
@@ -49,6 +29,35 @@ pub struct Mover {
 }
 
 impl Mover {
+    /// A profile of the `expected` kind (`what` names the place that uses it) with its sealed
+    /// secret opened. A profile's secret goes only to the kind of server it was made for: a
+    /// `graph` profile's sealed secret is the app's whole JSON, which must never reach an IMAP or
+    /// WebDAV server as a password.
+    pub(crate) async fn open_profile(
+        &self,
+        name: &str,
+        expected: ProfileKind,
+        what: &str,
+    ) -> Result<(ProfileRecord, Secret), StoreError> {
+        let profile = self.store.get_profile(name.to_string()).await?;
+        if profile.kind != expected {
+            return Err(LedgerError::invalid(
+                "InvalidProfileKind",
+                format!(
+                    "profile {name} is of kind {}; {what} needs a {} profile",
+                    profile.kind.as_str(),
+                    expected.as_str()
+                ),
+            )
+            .into());
+        }
+        let secret = self
+            .sealer
+            .open(&profile.secret)
+            .map_err(StoreError::Internal)?;
+        Ok((profile, secret))
+    }
+
     pub async fn mail_access(&self, server: &MailServer) -> Result<MailAccess, StoreError> {
         if is_exchange(&server.url) {
             let graph = self.graph_access(&server.profile).await?;
@@ -60,17 +69,9 @@ impl Mover {
                 known_mailbox: None,
             });
         }
-        let profile = self.store.get_profile(server.profile.clone()).await?;
-        require_kind(
-            &server.profile,
-            &profile,
-            ProfileKind::Imap,
-            "an IMAP server",
-        )?;
-        let password = self
-            .sealer
-            .open(&profile.secret)
-            .map_err(StoreError::Internal)?;
+        let (profile, password) = self
+            .open_profile(&server.profile, ProfileKind::Imap, "an IMAP server")
+            .await?;
         Ok(MailAccess {
             url: server.url.clone(),
             admin_user: profile.username,
@@ -83,17 +84,13 @@ impl Mover {
     /// A CalDAV/CardDAV server with its profile's service login (a `webdav` profile: CalDAV and
     /// CardDAV are WebDAV).
     pub async fn dav_access(&self, server: &DavServer) -> Result<DavAccess, StoreError> {
-        let profile = self.store.get_profile(server.profile.clone()).await?;
-        require_kind(
-            &server.profile,
-            &profile,
-            ProfileKind::Webdav,
-            "a CalDAV or CardDAV server",
-        )?;
-        let password = self
-            .sealer
-            .open(&profile.secret)
-            .map_err(StoreError::Internal)?;
+        let (profile, password) = self
+            .open_profile(
+                &server.profile,
+                ProfileKind::Webdav,
+                "a CalDAV or CardDAV server",
+            )
+            .await?;
         Ok(DavAccess {
             url: server.url.clone(),
             username: profile.username,
@@ -146,12 +143,9 @@ impl Mover {
                 graph: None,
             });
         };
-        let profile = self.store.get_profile(name.clone()).await?;
-        require_kind(name, &profile, ProfileKind::Webdav, "a WebDAV library")?;
-        let password = self
-            .sealer
-            .open(&profile.secret)
-            .map_err(StoreError::Internal)?;
+        let (profile, password) = self
+            .open_profile(name, ProfileKind::Webdav, "a WebDAV library")
+            .await?;
         Ok(LibraryAccess {
             location: location.to_string(),
             username: Some(profile.username),
@@ -227,7 +221,7 @@ impl Mover {
         if spec.target_graph.is_some() {
             created.extend(self.graph_users_of_move(move_id).await?);
         }
-        let probes = self.probe(&record.spec, &created, &source).await;
+        let probes = self.probe(&record.spec, &source).await;
         let plan = plan(&PlanInput {
             spec,
             source: &source,
@@ -264,7 +258,6 @@ impl Mover {
     async fn probe(
         &self,
         spec: &tenantry_moves::model::MoveSpec,
-        created: &BTreeSet<String>,
         source: &tenantry_moves::plan::TenantSnapshot,
     ) -> Probes {
         let mut probes = Probes::default();
@@ -273,6 +266,9 @@ impl Mover {
             subject: subject.to_string(),
             problem,
         };
+        // Who moves where (the planner's rule), once for every probe below.
+        let pairs = user_pairs(spec, source);
+        let upns: Vec<String> = pairs.iter().map(|(source, _)| source.clone()).collect();
         if let (Some(src), Some(dst)) = (&spec.source_mail, &spec.target_mail) {
             let sides = [("source", src), ("target", dst)];
             let mut access = Vec::new();
@@ -288,7 +284,6 @@ impl Mover {
                 }
             }
             // Source mailboxes of the users that move: every login must work now.
-            let upns: Vec<String> = mapped_sources(spec, source);
             if let Some(a) = &access[0] {
                 for upn in &upns {
                     match self.engines.probe_mailbox(a, upn).await {
@@ -304,33 +299,23 @@ impl Mover {
                 }
             }
             // The target server must answer; its mailboxes may appear only once users are licensed.
-            if let (Some(a), Some(first)) = (&access[1], upns.first()) {
-                let target_upn = spec
-                    .users
-                    .iter()
-                    .find(|m| m.source_upn.eq_ignore_ascii_case(first))
-                    .map(|m| m.target_upn.clone())
-                    .or_else(|| spec.domain_rewrite.as_ref().and_then(|r| r.apply(first)))
-                    .unwrap_or_else(|| first.clone());
+            if let (Some(a), Some((_, target_upn))) = (&access[1], pairs.first()) {
                 if let Err(ProbeError::Unreachable(e)) =
-                    self.engines.probe_mailbox(a, &target_upn).await
+                    self.engines.probe_mailbox(a, target_upn).await
                 {
                     probes.mail_failures.push(failure("target", &a.url, e));
                 }
-                let _ = created;
             }
         }
-        let (failures, missing) = self.probe_dav(spec, source).await;
+        let (failures, missing) = self.probe_dav(spec, &upns).await;
         probes.dav_failures = failures;
         probes.dav_homes_missing = missing;
         for mapping in &spec.libraries {
             // Each moving user's OneDrive: every source one must answer now; the target ones
             // appear only once the target users are licensed, so they are not probed.
             let (each, probe_target) = if mapping.per_user() {
-                let users: Vec<LibraryMapping> = mapped_sources(spec, source)
-                    .iter()
-                    .map(|upn| mapping.for_user(upn, upn))
-                    .collect();
+                let users: Vec<LibraryMapping> =
+                    upns.iter().map(|upn| mapping.for_user(upn, upn)).collect();
                 (users, false)
             } else {
                 (vec![mapping.clone()], true)
@@ -391,11 +376,12 @@ impl Mover {
 
     /// Every CalDAV/CardDAV server the move carries data with must answer its profile's login
     /// (failures block the plan); each moving user's source home is looked up (those without
-    /// one are warnings: nothing of the kind moves for them).
+    /// one are warnings: nothing of the kind moves for them). `upns`: the moving users' source
+    /// UPNs.
     async fn probe_dav(
         &self,
         spec: &MoveSpec,
-        snapshot: &tenantry_moves::plan::TenantSnapshot,
+        upns: &[String],
     ) -> (Vec<ProbeFailure>, Vec<ProbeFailure>) {
         let (mut failures, mut missing) = (Vec::new(), Vec::new());
         for kind in spec.pim.kinds() {
@@ -423,8 +409,8 @@ impl Mover {
                 if side != "source" {
                     continue;
                 }
-                for upn in mapped_sources(spec, snapshot) {
-                    match self.engines.dav_user_has_home(kind, &access, &upn).await {
+                for upn in upns {
+                    match self.engines.dav_user_has_home(kind, &access, upn).await {
                         Ok(true) => {}
                         Ok(false) => missing.push(ProbeFailure {
                             side: kind.name().to_string(),
@@ -451,23 +437,6 @@ impl Mover {
         }
         (failures, missing)
     }
-}
-
-/// Source UPNs the move covers (explicit mapping, then the domain rewrite).
-fn mapped_sources(
-    spec: &tenantry_moves::model::MoveSpec,
-    source: &tenantry_moves::plan::TenantSnapshot,
-) -> Vec<String> {
-    let mut upns: Vec<String> = spec.users.iter().map(|m| m.source_upn.clone()).collect();
-    if let Some(rewrite) = &spec.domain_rewrite {
-        for u in &source.users {
-            let upn = &u.user.user_principal_name;
-            if rewrite.apply(upn).is_some() && !upns.iter().any(|x| x.eq_ignore_ascii_case(upn)) {
-                upns.push(upn.clone());
-            }
-        }
-    }
-    upns
 }
 
 fn error_text(e: StoreError) -> String {

@@ -145,9 +145,11 @@ impl GraphProfile {
     /// an error here means the sealed profile was changed.
     pub fn config(&self) -> Result<GraphConfig, String> {
         let credential: ClientCredential = match &self.client_certificate {
-            Some(pem) => ClientCertificate::from_pem(pem.as_bytes())
-                .map_err(|e| format!("the graph profile's certificate: {e}"))?
-                .into(),
+            // Parsed once while a client uses it, not at each of the profile's lookups.
+            Some(pem) => ClientCredential::Certificate(
+                ClientCertificate::parsed(pem.as_bytes())
+                    .map_err(|e| format!("the graph profile's certificate: {e}"))?,
+            ),
             None => ClientSecret::new(self.client_secret.clone()).into(),
         };
         let mut cfg = GraphConfig::from_env(&self.tenant_id, &self.client_id, credential);
@@ -208,5 +210,35 @@ mod tests {
         let e = GraphProfile::new("t", "c", None, Some("not a pem"), None, None).unwrap_err();
         assert_eq!(e.code, "InvalidClientCertificate");
         assert!(!e.detail.contains("not a pem"), "{}", e.detail);
+    }
+
+    #[test]
+    fn a_profiles_certificate_is_parsed_once_for_all_its_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = tenantry_testkit::tls::app_certificate(dir.path(), "app");
+        let pem = String::from_utf8(std::fs::read(&cert.pem_file).unwrap()).unwrap();
+        let profile = GraphProfile::new("t", "c", None, Some(&pem), None, None).unwrap();
+        // Each lookup opens the sealed profile afresh, as `Mover::graph_profile` does.
+        let lookup = || {
+            GraphProfile::from_sealed(&Secret(profile.to_plain()))
+                .unwrap()
+                .config()
+                .unwrap()
+        };
+        let (first, second) = (lookup(), lookup());
+        let (ClientCredential::Certificate(a), ClientCredential::Certificate(b)) =
+            (&first.credential, &second.credential)
+        else {
+            panic!("a certificate credential");
+        };
+        assert!(std::sync::Arc::ptr_eq(a, b), "the PEM was parsed again");
+        let key_line = String::from_utf8(cert.key_pem.clone())
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let shown = format!("{first:?} {profile:?}");
+        assert!(!shown.contains(&key_line), "{shown}");
     }
 }

@@ -42,21 +42,9 @@ pub fn graph_tenant_id(profile: &GraphProfile) -> Result<TenantId, LedgerError> 
 impl Mover {
     /// Opens a `graph` profile (`InvalidProfileKind` for a profile of another kind).
     pub async fn graph_profile(&self, name: &str) -> Result<GraphProfile, StoreError> {
-        let record = self.store.get_profile(name.to_string()).await?;
-        if record.kind != ProfileKind::Graph {
-            return Err(LedgerError::invalid(
-                "InvalidProfileKind",
-                format!(
-                    "profile {name} is of kind {}, not graph",
-                    record.kind.as_str()
-                ),
-            )
-            .into());
-        }
-        let plain = self
-            .sealer
-            .open(&record.secret)
-            .map_err(StoreError::Internal)?;
+        let (_, plain) = self
+            .open_profile(name, ProfileKind::Graph, "Microsoft Graph")
+            .await?;
         GraphProfile::from_sealed(&plain).map_err(StoreError::Internal)
     }
 

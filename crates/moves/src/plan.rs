@@ -473,6 +473,34 @@ fn part(catalog: &HashMap<SkuId, Sku>, sku: SkuId) -> String {
         .map_or_else(|| sku.to_string(), |s| s.sku_part_number.clone())
 }
 
+/// (source UPN, target UPN) of every user the move names, before any check: the explicit
+/// mapping, then each source user the domain rewrite applies to and the mapping does not name.
+/// The one rule for who moves where: the planner and the mover's probes both follow it.
+pub fn user_pairs(spec: &MoveSpec, source: &TenantSnapshot) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = spec
+        .users
+        .iter()
+        .map(|m| (m.source_upn.clone(), m.target_upn.clone()))
+        .collect();
+    if let Some(rewrite) = &spec.domain_rewrite {
+        let named: BTreeSet<String> = spec
+            .users
+            .iter()
+            .map(|m| m.source_upn.to_lowercase())
+            .collect();
+        for u in &source.users {
+            let upn = &u.user.user_principal_name;
+            if named.contains(&upn.to_lowercase()) {
+                continue;
+            }
+            if let Some(target) = rewrite.apply(upn) {
+                pairs.push((upn.clone(), target));
+            }
+        }
+    }
+    pairs
+}
+
 /// Works out which source users move and where, with the findings about them.
 fn moved_users(input: &PlanInput, findings: &mut Vec<Finding>) -> Vec<MovedUser> {
     let spec = input.spec;
@@ -488,27 +516,7 @@ fn moved_users(input: &PlanInput, findings: &mut Vec<Finding>) -> Vec<MovedUser>
         .iter()
         .map(|u| u.user.user_principal_name.to_lowercase())
         .collect();
-    let mut pairs: Vec<(String, String)> = spec
-        .users
-        .iter()
-        .map(|m| (m.source_upn.clone(), m.target_upn.clone()))
-        .collect();
-    if let Some(rewrite) = &spec.domain_rewrite {
-        let named: BTreeSet<String> = spec
-            .users
-            .iter()
-            .map(|m| m.source_upn.to_lowercase())
-            .collect();
-        for u in &input.source.users {
-            let upn = &u.user.user_principal_name;
-            if named.contains(&upn.to_lowercase()) {
-                continue;
-            }
-            if let Some(target) = rewrite.apply(upn) {
-                pairs.push((upn.clone(), target));
-            }
-        }
-    }
+    let pairs = user_pairs(spec, input.source);
     if pairs.is_empty() {
         findings.push(finding(
             Severity::Blocker,

@@ -317,6 +317,33 @@ fn a_domain_rewrite_moves_every_user_of_the_domain() {
     assert!(p.users.iter().any(|u| u.target_upn == "stays@contoso.com"));
 }
 
+/// Who moves where: the mapping first (as written), then the rewrite for every source user the
+/// mapping does not name, whatever the case of its UPN. The mover probes exactly these users.
+#[test]
+fn user_pairs_are_the_mapping_then_the_rewrite_of_the_others() {
+    let mut w = world(MovePath::RetireSource);
+    w.spec.users.truncate(1);
+    w.spec.users[0].source_upn = "ADELE@fabrikam.com".into();
+    w.spec.users[0].target_upn = "a.vance@contoso.com".into();
+    w.spec.domain_rewrite = Some(DomainRewrite {
+        from: "fabrikam.com".into(),
+        to: "contoso.com".into(),
+    });
+    let pair = |s: &str, t: &str| (s.to_string(), t.to_string());
+    assert_eq!(
+        tenantry_moves::plan::user_pairs(&w.spec, &w.source),
+        vec![
+            pair("ADELE@fabrikam.com", "a.vance@contoso.com"),
+            pair("bob@fabrikam.com", "bob@contoso.com"),
+            pair("cara@fabrikam.com", "cara@contoso.com"),
+            pair("stays@fabrikam.com", "stays@contoso.com"),
+        ]
+    );
+    let p = run(&w, &BTreeSet::new());
+    assert_eq!(p.users.len(), 4);
+    assert_eq!(p.users[0].target_upn, "a.vance@contoso.com");
+}
+
 #[test]
 fn mapping_csv_is_parsed_with_clear_errors() {
     let m = parse_user_csv(

@@ -10,7 +10,7 @@ use tenantry_files::webdav::propfind::HrefRoot;
 use crate::collections::child_url;
 use crate::dav::{Dav, DavError};
 use crate::kind::Kind;
-use crate::xml;
+use crate::xml::{self, Multistatus};
 
 /// A same-server URL for an href (or a redirect's `Location`), checked segment by segment.
 fn same_server(origin: &Url, href: &str) -> Result<Url, String> {
@@ -35,6 +35,61 @@ fn same_server(origin: &Url, href: &str) -> Result<Url, String> {
     child_url(&root_url, &path, true).map_err(|e| e.to_string())
 }
 
+/// Why discovery's first PROPFIND failed: at the well-known entry point (or where it
+/// redirected), or at the location itself when there is no well-known entry to ask.
+/// A redirect that would leave the server is refused.
+enum EntryError {
+    At(Url, DavError),
+    Location(DavError),
+    Refused(String),
+}
+
+impl EntryError {
+    fn into_dav(self) -> DavError {
+        match self {
+            EntryError::At(_, e) | EntryError::Location(e) => e,
+            EntryError::Refused(e) => DavError::Protocol(format!("discovery: {e}")),
+        }
+    }
+}
+
+/// The answer of the server's entry point to the principal PROPFIND (`body`): when the location
+/// is the server's root, `/.well-known/caldav|carddav` (one same-server redirect followed);
+/// otherwise, or when there is no well-known entry, the location itself.
+async fn entry_point(dav: &Dav, kind: Kind, body: &str) -> Result<Multistatus, EntryError> {
+    let origin = dav.base().clone();
+    if origin.path() == "/" {
+        let mut at = origin
+            .join(match kind {
+                Kind::Calendars => "/.well-known/caldav",
+                Kind::Contacts => "/.well-known/carddav",
+            })
+            .map_err(|e| EntryError::Refused(e.to_string()))?;
+        for _ in 0..2 {
+            match dav.propfind(&at, "0", body).await {
+                Ok(ms) => return Ok(ms),
+                Err(DavError::Redirect {
+                    location: Some(l), ..
+                }) => at = same_server(&origin, &l).map_err(EntryError::Refused)?,
+                Err(DavError::NotFound | DavError::Redirect { .. } | DavError::Refused { .. }) => {
+                    break
+                }
+                Err(e) => return Err(EntryError::At(at, e)),
+            }
+        }
+    }
+    dav.propfind(&origin, "0", body)
+        .await
+        .map_err(EntryError::Location)
+}
+
+/// The href of a principal's home of the kind (`calendar-home-set` / `addressbook-home-set`);
+/// `None` when the principal names none.
+async fn home_href(dav: &Dav, principal: &Url, body: &str) -> Result<Option<String>, DavError> {
+    let ms = dav.propfind(principal, "0", body).await?;
+    Ok(ms.responses.into_iter().find_map(|r| r.home))
+}
+
 /// When the location's path is `/`, finds the user's home of the kind and points `dav` at it.
 /// Returns the home found, or `None` when the location named a path of its own.
 pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Url>> {
@@ -43,34 +98,13 @@ pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Ur
     }
     let origin = dav.base().clone();
     let body = xml::propfind_principal(kind);
-    let well_known = origin.join(match kind {
-        Kind::Calendars => "/.well-known/caldav",
-        Kind::Contacts => "/.well-known/carddav",
+    let ms = entry_point(dav, kind, &body).await.map_err(|e| match e {
+        EntryError::At(at, e) => anyhow::anyhow!("discovery at {}: {e}", at.path()),
+        EntryError::Location(e) => anyhow::anyhow!(
+            "discovery: the server has no well-known entry and its root answered {e}"
+        ),
+        EntryError::Refused(e) => anyhow::Error::msg(e),
     })?;
-    // The entry point: the well-known URL, where it redirects (same server), else the root.
-    let mut at = well_known;
-    let mut answer = None;
-    for _ in 0..2 {
-        match dav.propfind(&at, "0", &body).await {
-            Ok(ms) => {
-                answer = Some(ms);
-                break;
-            }
-            Err(DavError::Redirect {
-                location: Some(l), ..
-            }) => at = same_server(&origin, &l).map_err(anyhow::Error::msg)?,
-            Err(DavError::NotFound | DavError::Redirect { .. } | DavError::Refused { .. }) => break,
-            Err(e) => return Err(anyhow::anyhow!("discovery at {}: {e}", at.path())),
-        }
-    }
-    let ms = match answer {
-        Some(ms) => ms,
-        None => dav.propfind(&origin, "0", &body).await.map_err(|e| {
-            anyhow::anyhow!(
-                "discovery: the server has no well-known entry and its root answered {e}"
-            )
-        })?,
-    };
     let principal = ms
         .responses
         .iter()
@@ -81,14 +115,9 @@ pub async fn resolve_home(dav: &mut Dav, kind: Kind) -> anyhow::Result<Option<Ur
             )
         })?;
     let principal = same_server(&origin, &principal).map_err(anyhow::Error::msg)?;
-    let ms = dav
-        .propfind(&principal, "0", &body)
+    let home = home_href(dav, &principal, &body)
         .await
-        .map_err(|e| anyhow::anyhow!("discovery at the principal {}: {e}", principal.path()))?;
-    let home = ms
-        .responses
-        .iter()
-        .find_map(|r| r.home.clone())
+        .map_err(|e| anyhow::anyhow!("discovery at the principal {}: {e}", principal.path()))?
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "discovery: the principal {} names no {} home",
@@ -112,34 +141,9 @@ pub async fn user_home(dav: &Dav, kind: Kind, user: &str) -> Result<Option<Url>,
     let origin = dav.base().clone();
     let body = xml::propfind_principal(kind);
     let refused = |e: String| DavError::Protocol(format!("discovery: {e}"));
-    let mut answer = None;
-    if origin.path() == "/" {
-        let mut at = origin
-            .join(match kind {
-                Kind::Calendars => "/.well-known/caldav",
-                Kind::Contacts => "/.well-known/carddav",
-            })
-            .map_err(|e| refused(e.to_string()))?;
-        for _ in 0..2 {
-            match dav.propfind(&at, "0", &body).await {
-                Ok(ms) => {
-                    answer = Some(ms);
-                    break;
-                }
-                Err(DavError::Redirect {
-                    location: Some(l), ..
-                }) => at = same_server(&origin, &l).map_err(refused)?,
-                Err(DavError::NotFound | DavError::Redirect { .. } | DavError::Refused { .. }) => {
-                    break
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    let ms = match answer {
-        Some(ms) => ms,
-        None => dav.propfind(&origin, "0", &body).await?,
-    };
+    let ms = entry_point(dav, kind, &body)
+        .await
+        .map_err(EntryError::into_dav)?;
     let first = |f: fn(&xml::DavResponse) -> Option<String>| ms.responses.iter().find_map(f);
     // The login's own principal sits beside the users' (`/principals/users/svc/` on SabreDAV,
     // whose principal-collection-set names only `/principals/`): its parent first.
@@ -160,14 +164,10 @@ pub async fn user_home(dav: &Dav, kind: Kind, user: &str) -> Result<Option<Url>,
         }
     };
     let principal = child_url(&principals, user, true)?;
-    let ms = match dav.propfind(&principal, "0", &body).await {
-        Ok(ms) => ms,
-        Err(DavError::NotFound) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    match ms.responses.iter().find_map(|r| r.home.clone()) {
-        Some(home) => Ok(Some(same_server(&origin, &home).map_err(refused)?)),
-        None => Ok(None),
+    match home_href(dav, &principal, &body).await {
+        Ok(Some(home)) => Ok(Some(same_server(&origin, &home).map_err(refused)?)),
+        Ok(None) | Err(DavError::NotFound) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

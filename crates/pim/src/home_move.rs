@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use reqwest::Url;
 use serde::Serialize;
 use tenantry_files::retry::RetryPolicy;
 use tenantry_files::webdav::http_client;
@@ -14,7 +13,7 @@ use tenantry_files::webdav::http_client;
 use crate::dav::Dav;
 use crate::discovery::user_home;
 use crate::kind::Kind;
-use crate::location::Access;
+use crate::location::{self, Access};
 use crate::migrate::{migrate, Options, DEFAULT_PARALLEL};
 use crate::report::MigrationReport;
 use crate::verify::{verify, VerifyReport};
@@ -76,33 +75,9 @@ pub enum HomeCheck {
     Verified(VerifyReport),
 }
 
-/// A server URL of the kind as the HTTP URL it stands for, ending in `/`.
-fn http_url(kind: Kind, url: &str) -> anyhow::Result<Url> {
-    let http = kind
-        .schemes()
-        .into_iter()
-        .find_map(|(from, to)| url.strip_prefix(from).map(|rest| format!("{to}{rest}")))
-        .ok_or_else(|| {
-            let [(plain, _), (tls, _)] = kind.schemes();
-            anyhow::anyhow!(
-                "{url}: a {} server is a {tls} (or {plain}) URL",
-                kind.name()
-            )
-        })?;
-    let mut u = Url::parse(&http).map_err(|e| anyhow::anyhow!("{url}: invalid URL: {e}"))?;
-    if !u.username().is_empty() || u.password().is_some() {
-        anyhow::bail!("a server URL must not carry credentials: they belong in its profile");
-    }
-    if !u.path().ends_with('/') {
-        let p = format!("{}/", u.path());
-        u.set_path(&p);
-    }
-    Ok(u)
-}
-
 fn open(kind: Kind, server: &ServiceLogin) -> anyhow::Result<Dav> {
     let access = Access {
-        url: http_url(kind, &server.url)?,
+        url: location::server_url(kind, &server.url)?,
         user: Some(server.user.clone()),
         password: Some(server.password.clone()),
     };
@@ -238,29 +213,4 @@ pub async fn verify_home(
     Ok(HomeCheck::Verified(
         verify(kind, &src, &dst, DEFAULT_PARALLEL).await?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_urls_become_http_urls_of_their_kind() {
-        assert_eq!(
-            http_url(Kind::Calendars, "caldavs://dav.example:8443/dav")
-                .unwrap()
-                .as_str(),
-            "https://dav.example:8443/dav/"
-        );
-        assert_eq!(
-            http_url(Kind::Contacts, "carddav://127.0.0.1:5232/")
-                .unwrap()
-                .as_str(),
-            "http://127.0.0.1:5232/"
-        );
-        let e = http_url(Kind::Contacts, "caldav://h/").unwrap_err();
-        assert!(e.to_string().contains("carddavs://"), "{e}");
-        let e = http_url(Kind::Calendars, "caldav://u:hunter2@h/").unwrap_err();
-        assert!(!e.to_string().contains("hunter2"), "{e}");
-    }
 }

@@ -1,13 +1,13 @@
 //! What a run did, for people (text) and machines (`--json`), and the progress line.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tenantry_files::endpoint::RefusedEntry;
+use tenantry_files::progress::{print_progress, ProgressGuard};
 
 use crate::kind::Kind;
 
@@ -200,44 +200,11 @@ impl Progress {
         )
     }
 
-    /// Starts printing; the guard stops it when dropped.
+    /// Starts printing (`tenantry_files::progress::print_progress`); the guard stops it when
+    /// dropped.
     pub fn spawn(self: &Arc<Self>) -> ProgressGuard {
-        let tty = std::io::stderr().is_terminal();
-        let every = if tty {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(10)
-        };
         let p = self.clone();
         let start = Instant::now();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let mut e = std::io::stderr().lock();
-                if tty {
-                    let _ = write!(e, "\r\x1b[2K{}", p.line(start));
-                } else {
-                    let _ = writeln!(e, "progress: {}", p.line(start));
-                }
-                let _ = e.flush();
-            }
-        });
-        ProgressGuard { task, tty }
-    }
-}
-
-pub struct ProgressGuard {
-    task: tokio::task::JoinHandle<()>,
-    tty: bool,
-}
-
-impl Drop for ProgressGuard {
-    fn drop(&mut self) {
-        self.task.abort();
-        if self.tty {
-            eprint!("\r\x1b[2K");
-        }
+        print_progress(move || p.line(start))
     }
 }

@@ -338,6 +338,98 @@ async fn another_users_principal_is_found_beside_the_service_logins_own() {
         .all(|r| !r.path.starts_with("/remote.php/dav/principals/alice")));
 }
 
+/// A bare server URL's own home (`resolve_home`, the CLI's discovery) and another user's home
+/// (`user_home`, a move's) start at the same entry point: `/.well-known/caldav`, whose redirect
+/// is followed on the same server and refused towards another one.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_discoveries_follow_a_same_server_redirect_and_refuse_another_server() {
+    use tenantry_pim::dav::Dav;
+    use tenantry_pim::discovery::{resolve_home, user_home};
+    use tenantry_pim::location::Access;
+    use tenantry_testkit::hostile::{respond, HttpServer};
+
+    let props = |href: &str, inner: &str| {
+        format!(
+            r#"<?xml version="1.0"?><d:multistatus xmlns:d="DAV:" xmlns:cal="urn:ietf:params:xml:ns:caldav"><d:response><d:href>{href}</d:href><d:propstat><d:prop>{inner}</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"#
+        )
+    };
+    let principal = |user: &str| {
+        format!("<d:current-user-principal><d:href>/dav/principals/{user}/</d:href></d:current-user-principal>")
+    };
+    let home_set = |user: &str| {
+        format!("<cal:calendar-home-set><d:href>/dav/calendars/{user}/</d:href></cal:calendar-home-set>")
+    };
+    let server = |well_known: &'static str| {
+        HttpServer::start(move |req, w| {
+            let body = match req.path.as_str() {
+                "/.well-known/caldav" => return respond(w, 301, &[("Location", well_known)], b""),
+                "/dav/" => props("/dav/", &principal("svc")),
+                p if p.starts_with("/dav/principals/") => {
+                    let user = p
+                        .trim_start_matches("/dav/principals/")
+                        .trim_end_matches('/');
+                    props(p, &home_set(user))
+                }
+                _ => return respond(w, 404, &[], b""),
+            };
+            respond(
+                w,
+                207,
+                &[("Content-Type", "application/xml")],
+                body.as_bytes(),
+            )
+        })
+    };
+    // As the engine's own client: redirects come back to discovery, which judges them.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let dav = |server: &HttpServer| {
+        Dav::new(
+            client.clone(),
+            Access {
+                url: format!("http://127.0.0.1:{}/", server.port())
+                    .parse()
+                    .unwrap(),
+                user: Some("svc".into()),
+                password: Some("pw".into()),
+            },
+            Default::default(),
+        )
+    };
+
+    let same = server("/dav/");
+    let mut own = dav(&same);
+    let home = resolve_home(&mut own, Kind::Calendars).await.unwrap();
+    assert_eq!(
+        home.map(|u| u.path().to_string()).as_deref(),
+        Some("/dav/calendars/svc/")
+    );
+    assert_eq!(own.base().path(), "/dav/calendars/svc/");
+    let alice = user_home(&dav(&same), Kind::Calendars, "alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.map(|u| u.path().to_string()).as_deref(),
+        Some("/dav/calendars/alice/")
+    );
+
+    let elsewhere = server("https://elsewhere.example/dav/");
+    let e = resolve_home(&mut dav(&elsewhere), Kind::Calendars)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("refused"), "{e:#}");
+    let e = user_home(&dav(&elsewhere), Kind::Calendars, "alice")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert!(elsewhere
+        .requests()
+        .iter()
+        .all(|r| !r.path.starts_with("/dav/")));
+}
+
 /// Into Xandikos, which re-serialises every iCalendar object it stores (properties reordered,
 /// UID last): a move's verification counts its copies as the same content, and a restored
 /// older state takes the re-serialised copy of a later run as done, as it does the byte-equal

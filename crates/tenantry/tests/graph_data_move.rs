@@ -8,7 +8,6 @@
 
 mod support;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::mail::{dovecot, seed_mail};
@@ -42,23 +41,8 @@ async fn tenants_with_users(
     users: &[&str],
     certificate: Option<&AppCertificate>,
 ) -> (String, String) {
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", 5).await;
-    s.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for u in users {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
-            .await;
-        let assigned = s
-            .assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(assigned.0, 200, "{}", assigned.1);
-    }
-    let imap = json!({"name": "src-imap", "kind": "imap", "username": "srcadmin", "password": "srcadminpw"});
-    let (status, p) = s.post("/v1/connectionProfiles", OPERATOR, imap).await;
-    assert_eq!(status, 201, "{p}");
+    let (source, target) = s.move_tenants(users, 5, 5).await;
+    s.profiles(&MAIL_PROFILES[..1]).await;
     match certificate {
         None => {
             let graph = json!({"name": "m365", "kind": "graph", "tenantId": TENANT, "clientId": CLIENT_ID,
@@ -231,18 +215,9 @@ async fn a_move_copies_into_sharepoint_and_exchange_exactly_once_across_a_lost_w
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
 
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let first_mailbox = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|s| s["kind"] == "migrateMailbox")
-        .unwrap();
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    let plan = s.runnable_plan(&id).await;
+    let first_mailbox = step_position(&plan, "migrateMailbox");
+    s.run_move(&id).await;
 
     // A worker lost in the middle of the mailboxes, with its local state: the restarted server
     // has only what the database holds (the step's saved state, or none yet).
@@ -419,12 +394,8 @@ async fn a_move_copies_exchange_to_exchange_and_sharepoint_to_a_folder() {
         .await;
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.runnable_plan(&id).await;
+    s.run_move(&id).await;
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
     let stats = fake.stats();
     assert!(stats.tokens_for_assertions > 0, "{stats:?}");
@@ -535,12 +506,8 @@ async fn a_move_of_office_documents_into_sharepoint_verifies_what_the_service_re
         .await;
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let (status, run) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    s.runnable_plan(&id).await;
+    s.run_move(&id).await;
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
 
     // The service did rewrite them: what it stores is not what was sent.
@@ -647,8 +614,7 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
         .await;
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     let steps: Vec<&Value> = plan["steps"]
         .as_array()
         .unwrap()
@@ -666,10 +632,7 @@ async fn a_move_copies_each_users_onedrive_to_their_own() {
             "{u}: {steps:?}"
         );
     }
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     wait_state(&s, &id, |m| m["state"] == "Completed", "completion").await;
 
     for (u, drive) in MOVERS.iter().zip(&targets) {

@@ -164,35 +164,17 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     target_server
         .subscription(&target, "ENTERPRISEPACK", 2)
         .await;
-    for alias in ["adele", "bob", "cara", "stays"] {
-        let u = source_server
-            .ok(
-                Method::POST,
-                &format!("/v1/tenants/{source}/users"),
-                OPERATOR,
-                Some(json!({"userPrincipalName": format!("{alias}@fabrikam.com"), "displayName": alias, "usageLocation": "US"})),
-            )
-            .await;
-        let r = source_server
-            .assign(&source, u["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(r.0, 200, "{}", r.1);
-    }
+    source_server
+        .licensed_users(
+            &source,
+            "fabrikam.com",
+            &["adele", "bob", "cara", "stays"],
+            "US",
+        )
+        .await;
     graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
     graph_profile(&mover, "contoso-graph", &target_server, &target).await;
-    for (name, user, pw) in [
-        ("src-imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "admin", "adminpw"),
-    ] {
-        let (status, p) = mover
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": "imap", "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
+    mover.profiles(&MAIL_PROFILES).await;
 
     let csv = "adele@fabrikam.com,adele@contoso.com\nbob@fabrikam.com,bob@contoso.com\ncara@fabrikam.com,cara@contoso.com\n";
     let (status, m) = mover
@@ -211,8 +193,7 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     let id = m["id"].as_str().unwrap().to_string();
 
     // The plan, made from both tenants' Graph surfaces: 3 seats needed, 2 free, 1 to buy by hand.
-    let (_, plan) = mover.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = mover.runnable_plan(&id).await;
     let kinds: Vec<&str> = plan["steps"]
         .as_array()
         .unwrap()
@@ -225,10 +206,7 @@ async fn a_move_between_two_servers_through_graph_waits_for_the_administrator_an
     assert_eq!(kinds.iter().filter(|k| **k == "migrateMailbox").count(), 3);
     assert_eq!(plan["microsoftMigration"]["totalLicences"], 3);
 
-    let (status, run) = mover
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    mover.run_move(&id).await;
 
     // The run waits (not failed, not retried into failure) and says exactly what to buy: in
     // the move and first thing in `move status`.
@@ -422,36 +400,18 @@ async fn a_source_reduction_made_by_the_administrator_is_seen_in_directory_subsc
         .subscription(&source, "ENTERPRISEPACK", 5)
         .await;
     mover.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for alias in ["adele", "stays"] {
-        let u = source_server
-            .ok(
-                Method::POST,
-                &format!("/v1/tenants/{source}/users"),
-                OPERATOR,
-                Some(json!({"userPrincipalName": format!("{alias}@fabrikam.com"), "displayName": alias, "usageLocation": "US"})),
-            )
-            .await;
-        let r = source_server
-            .assign(&source, u["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(r.0, 200, "{}", r.1);
-    }
+    source_server
+        .licensed_users(&source, "fabrikam.com", &["adele", "stays"], "US")
+        .await;
     graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
     // The target is kept by the mover itself: one side through Graph, the other local.
-    let (status, m) = mover
-        .post(
-            "/v1/moves",
-            OPERATOR,
+    let id = mover
+        .create_move(
             json!({"sourceGraph": "fabrikam-graph", "targetTenantId": target,
                    "path": "keep-source", "usersCsv": "adele@fabrikam.com,adele@contoso.com\n"}),
         )
         .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
-    let (status, run) = mover
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    mover.run_move(&id).await;
     let m = until(&mover, &id, "the source change", |m| {
         waiting_keys(m)
             .iter()
@@ -505,29 +465,16 @@ async fn a_replaced_client_secret_is_used_at_once() {
         .subscription(&source, "ENTERPRISEPACK", 1)
         .await;
     mover.subscription(&target, "ENTERPRISEPACK", 1).await;
-    let adele = source_server
-        .ok(
-            Method::POST,
-            &format!("/v1/tenants/{source}/users"),
-            OPERATOR,
-            Some(json!({"userPrincipalName": "adele@fabrikam.com", "displayName": "Adele", "usageLocation": "US"})),
-        )
+    source_server
+        .licensed_users(&source, "fabrikam.com", &["adele"], "US")
         .await;
-    let r = source_server
-        .assign(&source, adele["id"].as_str().unwrap(), E3, OPERATOR)
-        .await;
-    assert_eq!(r.0, 200, "{}", r.1);
     let client_id = graph_profile(&mover, "fabrikam-graph", &source_server, &source).await;
-    let (status, m) = mover
-        .post(
-            "/v1/moves",
-            OPERATOR,
+    let id = mover
+        .create_move(
             json!({"sourceGraph": "fabrikam-graph", "targetTenantId": target,
                    "path": "keep-source", "usersCsv": "adele@fabrikam.com,adele@contoso.com\n"}),
         )
         .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
     let plan_path = format!("/v1/moves/{id}/plan");
     let (status, p) = mover.get(&plan_path, OPERATOR).await;
     assert_eq!(

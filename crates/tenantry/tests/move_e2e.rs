@@ -25,38 +25,14 @@ async fn wait_state(s: &Server, id: &str, until: impl Fn(&Value) -> bool, what: 
 /// Both tenants (the five users licensed in the source, one seat in the target) and the four
 /// connection profiles.
 async fn tenants_and_profiles(s: &Server) -> (String, String) {
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", 8).await;
-    s.subscription(&target, "ENTERPRISEPACK", 1).await;
-    for u in USERS {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
-            .await;
-        assert_eq!(
-            s.assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-                .await
-                .0,
-            200
-        );
-    }
-    for (name, kind, user, pw) in [
-        ("src-imap", "imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "imap", "admin", "adminpw"),
+    let tenants = s.move_tenants(&USERS, 8, 1).await;
+    s.profiles(&MAIL_PROFILES).await;
+    s.profiles(&[
         ("src-dav", "webdav", DAV_USER, DAV_PASSWORD),
         ("dst-dav", "webdav", DAV_USER, DAV_PASSWORD),
-    ] {
-        let (status, p) = s
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": kind, "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
-    (source, target)
+    ])
+    .await;
+    tenants
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -81,8 +57,8 @@ async fn whole_move(path: &str) {
     let mut s = Server::start();
     let (source, target) = tenants_and_profiles(&s).await;
     let plain = |url: String| url.replace(&format!("{DAV_USER}@"), "");
-    let (status, m) = s
-        .post("/v1/moves", OPERATOR, json!({
+    let id = s
+        .create_move(json!({
             "sourceTenantId": source, "targetTenantId": target, "path": path,
             "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
             "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
@@ -90,23 +66,12 @@ async fn whole_move(path: &str) {
             "libraries": [{"source": plain(source_dav.url()), "target": plain(target_dav.url()), "sourceProfile": "src-dav", "targetProfile": "dst-dav"}],
         }))
         .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
 
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     assert_eq!(plan["licences"][0]["seatsToBuy"], 4);
-    let first_mailbox = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|s| s["kind"] == "migrateMailbox")
-        .unwrap();
+    let first_mailbox = step_position(&plan, "migrateMailbox");
 
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     // Kill the server once the first mailbox is done and the next one is under way.
     let at_kill = wait_state(
         &s,
@@ -233,32 +198,17 @@ async fn a_refused_admin_login_fails_the_step_after_one_attempt() {
     seed_mail(&source_mail, &USERS, "fabrikam.com").await;
     let s = Server::start();
     let (source, target) = tenants_and_profiles(&s).await;
-    let (status, m) = s
-        .post(
-            "/v1/moves",
-            OPERATOR,
-            json!({
-                "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
-                "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
-                "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
-                "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
-            }),
-        )
+    let id = s
+        .create_move(json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": source_mail.host_url(), "profile": "src-imap"},
+            "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
+        }))
         .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
-    let first_mailbox = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|s| s["kind"] == "migrateMailbox")
-        .unwrap();
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    let plan = s.runnable_plan(&id).await;
+    let first_mailbox = step_position(&plan, "migrateMailbox");
+    s.run_move(&id).await;
     wait_state(
         &s,
         &id,

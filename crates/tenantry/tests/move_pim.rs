@@ -212,38 +212,14 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
     }
 
     let mut s = Server::start();
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", 5).await;
-    s.subscription(&target, "ENTERPRISEPACK", 5).await;
-    for u in USERS {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("{u}@fabrikam.com"), "displayName": u, "usageLocation": "DE"})))
-            .await;
-        assert_eq!(
-            s.assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-                .await
-                .0,
-            200
-        );
-    }
-    for (name, kind, user, pw) in [
-        ("src-imap", "imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "imap", "admin", "adminpw"),
+    let (source, target) = s.move_tenants(&USERS, 5, 5).await;
+    s.profiles(&MAIL_PROFILES).await;
+    s.profiles(&[
         ("src-dav", "webdav", SERVICE_USER, DAV_PASSWORD),
         ("dst-dav", "webdav", SERVICE_USER, DAV_PASSWORD),
         ("wrong-dav", "webdav", SERVICE_USER, "not-the-password"),
-    ] {
-        let (status, p) = s
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": kind, "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
+    ])
+    .await;
     let server = |scheme: &str, dav: &Radicale, profile: &str| json!({"url": format!("{scheme}://127.0.0.1:{}/", dav.port), "profile": profile});
     let mut spec = json!({
         "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
@@ -311,8 +287,7 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
     spec["allowPurchase"] = json!(true);
     let m = s.ok(Method::POST, "/v1/moves", OPERATOR, Some(spec)).await;
     let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     // Cara has no home on the source: a warning per kind in the plan, before anything runs.
     let warned: Vec<&Value> = plan["findings"]
         .as_array()
@@ -339,10 +314,7 @@ async fn a_moves_mailboxes_carry_their_calendars_and_address_books() {
         );
     }
 
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     // Killed (SIGKILL) while adele's calendar is being copied, then restarted: the step runs
     // again from its state and takes over what the killed attempt had written.
     let deadline = Instant::now() + Duration::from_secs(240);

@@ -5,7 +5,6 @@
 
 mod support;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::mail::{dovecot, PASSWORD};
@@ -46,51 +45,17 @@ async fn a_running_mailbox_step_shows_messages_and_bytes_of_the_totals() {
     );
 
     let s = Server::start();
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", 2).await;
-    s.subscription(&target, "ENTERPRISEPACK", 1).await;
-    let user = s
-        .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-            Some(json!({"userPrincipalName": "adele@fabrikam.com", "displayName": "Adele", "usageLocation": "DE"})))
+    let (source, target) = s.move_tenants(&["adele"], 2, 1).await;
+    s.profiles(&MAIL_PROFILES).await;
+    let id = s
+        .create_move(json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": format!("imap://127.0.0.1:{}", slow.port()), "profile": "src-imap"},
+            "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
+        }))
         .await;
-    assert_eq!(
-        s.assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-            .await
-            .0,
-        200
-    );
-    for (name, login, pw) in [
-        ("src-imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "admin", "adminpw"),
-    ] {
-        let (status, p) = s
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": "imap", "username": login, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
-    let (status, m) = s
-        .post(
-            "/v1/moves",
-            OPERATOR,
-            json!({
-                "sourceTenantId": source, "targetTenantId": target, "path": "keep-source",
-                "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
-                "sourceMail": {"url": format!("imap://127.0.0.1:{}", slow.port()), "profile": "src-imap"},
-                "targetMail": {"url": target_mail.host_url(), "profile": "dst-imap"},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
-    let (status, run) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    s.run_move(&id).await;
 
     // Watch the move until it ends: every progress a running mailbox step shows is within its
     // totals, and at least one shows messages and bytes on their way.

@@ -57,8 +57,7 @@ async fn retire_source_moves_five_users_buys_in_target_and_cancels_source() {
     assert_eq!(status, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
 
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    let plan = s.runnable_plan(&id).await;
     let e3 = &plan["licences"][0];
     assert_eq!(
         (
@@ -78,10 +77,7 @@ async fn retire_source_moves_five_users_buys_in_target_and_cancels_source() {
     assert_eq!(kinds.first(), Some(&"buyTargetLicences"));
     assert_eq!(kinds.last(), Some(&"report"));
 
-    let (status, run) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    s.run_move(&id).await;
     wait_for(&s, &id, "Completed").await;
 
     let target_e3 = s.subscribed(&target, "ENTERPRISEPACK").await;
@@ -169,10 +165,7 @@ async fn keep_source_unassigns_movers_and_reduces_seats_never_below_assigned() {
     // The explicit mapping takes "stays"; so every user moves.
     let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
     assert_eq!(plan["users"].as_array().unwrap().len(), 6);
-    let (status, run) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202, "{run}");
+    s.run_move(&id).await;
     wait_for(&s, &id, "Completed").await;
     let source_e3 = s.subscribed(&source, "ENTERPRISEPACK").await;
     assert_eq!(

@@ -90,10 +90,7 @@ async fn three_workers_run_a_move_at_once_and_survive_one_killed() {
         })
         .collect();
     let started = Instant::now();
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
 
     // Watch the step records: how many steps run at once, by whom; kill a worker holding a
     // mailbox step once the run is well under way.
@@ -343,10 +340,7 @@ async fn sigterm_hands_a_running_step_back_and_another_worker_takes_it_at_once()
         &work.path().join("first"),
         &["--grace-secs", "0"],
     );
-    let (status, _) = s
-        .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
-        .await;
-    assert_eq!(status, 202);
+    s.run_move(&id).await;
     let key = "mailbox:user00@fabrikam.com";
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -246,15 +246,9 @@ pub struct PatchUser {
     pub odata_type: Option<String>,
     pub user_principal_name: Option<String>,
     pub display_name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::dto::double_option")]
     pub usage_location: Option<Option<String>>,
     pub account_enabled: Option<bool>,
-}
-
-fn double_option<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,6 @@
 //! the move benchmark, `benches/moves.rs`).
 
 use super::*;
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -118,51 +117,19 @@ pub async fn create_move(
     target_mail: &str,
     libraries: Vec<Value>,
 ) -> (String, String, String) {
-    let source = s.tenant("Fabrikam").await;
-    let target = s.tenant("Contoso").await;
-    s.subscription(&source, "ENTERPRISEPACK", users as u32 + 5)
+    let aliases: Vec<String> = (0..users).map(|i| format!("user{i:02}")).collect();
+    let (source, target) = s.move_tenants(&aliases, users as u32 + 5, 3).await;
+    s.profiles(&MAIL_PROFILES).await;
+    let id = s
+        .create_move(json!({
+            "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
+            "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
+            "sourceMail": {"url": source_mail, "profile": "src-imap"},
+            "targetMail": {"url": target_mail, "profile": "dst-imap"},
+            "libraries": libraries,
+        }))
         .await;
-    s.subscription(&target, "ENTERPRISEPACK", 3).await;
-    for i in 0..users {
-        let user = s
-            .ok(Method::POST, &format!("/v1/tenants/{source}/users"), OPERATOR,
-                Some(json!({"userPrincipalName": format!("user{i:02}@fabrikam.com"), "displayName": format!("User {i}"), "usageLocation": "DE"})))
-            .await;
-        let (status, _) = s
-            .assign(&source, user["id"].as_str().unwrap(), E3, OPERATOR)
-            .await;
-        assert_eq!(status, 200);
-    }
-    for (name, user, pw) in [
-        ("src-imap", "srcadmin", "srcadminpw"),
-        ("dst-imap", "admin", "adminpw"),
-    ] {
-        let (status, p) = s
-            .post(
-                "/v1/connectionProfiles",
-                OPERATOR,
-                json!({"name": name, "kind": "imap", "username": user, "password": pw}),
-            )
-            .await;
-        assert_eq!(status, 201, "{p}");
-    }
-    let (status, m) = s
-        .post(
-            "/v1/moves",
-            OPERATOR,
-            json!({
-                "sourceTenantId": source, "targetTenantId": target, "path": "retire-source",
-                "domainRewrite": {"from": "fabrikam.com", "to": "contoso.com"},
-                "sourceMail": {"url": source_mail, "profile": "src-imap"},
-                "targetMail": {"url": target_mail, "profile": "dst-imap"},
-                "libraries": libraries,
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
-    let (_, plan) = s.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
-    assert_eq!(plan["runnable"], true, "{plan}");
+    s.runnable_plan(&id).await;
     (id, source, target)
 }
 

@@ -367,6 +367,89 @@ impl Server {
             .unwrap_or(Value::Null)
     }
 
+    /// Users `{alias}@{domain}` in `tenant` (display name the alias), each assigned an E3
+    /// licence (the tenant has the seats).
+    pub async fn licensed_users(
+        &self,
+        tenant: &str,
+        domain: &str,
+        aliases: &[impl AsRef<str>],
+        usage_location: &str,
+    ) {
+        for alias in aliases {
+            let alias = alias.as_ref();
+            let user = self
+                .ok(
+                    Method::POST,
+                    &format!("/v1/tenants/{tenant}/users"),
+                    OPERATOR,
+                    Some(json!({"userPrincipalName": format!("{alias}@{domain}"),
+                        "displayName": alias, "usageLocation": usage_location})),
+                )
+                .await;
+            let assigned = self
+                .assign(tenant, user["id"].as_str().unwrap(), E3, OPERATOR)
+                .await;
+            assert_eq!(assigned.0, 200, "{}", assigned.1);
+        }
+    }
+
+    /// A move's two tenants on this server: Fabrikam, where each of `users`
+    /// (`{alias}@fabrikam.com`, in DE) holds one of its `source_seats` E3 seats, and Contoso
+    /// with `target_seats`. Returns (source, target).
+    pub async fn move_tenants(
+        &self,
+        users: &[impl AsRef<str>],
+        source_seats: u32,
+        target_seats: u32,
+    ) -> (String, String) {
+        let source = self.tenant("Fabrikam").await;
+        let target = self.tenant("Contoso").await;
+        self.subscription(&source, "ENTERPRISEPACK", source_seats)
+            .await;
+        self.subscription(&target, "ENTERPRISEPACK", target_seats)
+            .await;
+        self.licensed_users(&source, "fabrikam.com", users, "DE")
+            .await;
+        (source, target)
+    }
+
+    /// Stores connection profiles with a login: (name, kind, username, password).
+    pub async fn profiles(&self, profiles: &[(&str, &str, &str, &str)]) {
+        for (name, kind, username, password) in profiles {
+            let (status, p) = self
+                .post(
+                    "/v1/connectionProfiles",
+                    OPERATOR,
+                    json!({"name": name, "kind": kind, "username": username, "password": password}),
+                )
+                .await;
+            assert_eq!(status, 201, "{p}");
+        }
+    }
+
+    /// Creates a move (201) from its spec; returns its id.
+    pub async fn create_move(&self, spec: Value) -> String {
+        let (status, m) = self.post("/v1/moves", OPERATOR, spec).await;
+        assert_eq!(status, 201, "{m}");
+        m["id"].as_str().unwrap().to_string()
+    }
+
+    /// The move's plan, which must be runnable (no blocker).
+    pub async fn runnable_plan(&self, id: &str) -> Value {
+        let (_, plan) = self.get(&format!("/v1/moves/{id}/plan"), OPERATOR).await;
+        assert_eq!(plan["runnable"], true, "{plan}");
+        plan
+    }
+
+    /// Starts the move (202).
+    pub async fn run_move(&self, id: &str) {
+        let (status, run) = self
+            .post(&format!("/v1/moves/{id}/run"), OPERATOR, json!({}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+    }
+
     pub async fn advance_days(&self, days: i64) {
         self.ok(
             Method::POST,
@@ -385,6 +468,23 @@ impl Drop for Server {
 }
 
 pub const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+
+/// The IMAP profiles of the move tests' mail servers (`support::mail::dovecot` with these
+/// admin logins): `src-imap` and `dst-imap`.
+pub const MAIL_PROFILES: [(&str, &str, &str, &str); 2] = [
+    ("src-imap", "imap", "srcadmin", "srcadminpw"),
+    ("dst-imap", "imap", "admin", "adminpw"),
+];
+
+/// Where the first step of `kind` (`migrateMailbox`…) stands in a plan's steps.
+pub fn step_position(plan: &Value, kind: &str) -> usize {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} step: {plan}"))
+}
 
 /// Asserts a problem+json answer with the given status and code.
 pub fn assert_problem(result: &(StatusCode, Value), status: u16, code: &str) {
