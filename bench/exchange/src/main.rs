@@ -10,6 +10,7 @@
 
 mod corpus;
 mod limits;
+mod slots;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -105,8 +106,8 @@ fn command(job: &Job, fake: &FakeGraph, secret: &Path) -> Result<Command> {
     Ok(c)
 }
 
-/// Runs the jobs at once; the wall time of the slowest.
-fn run_all(jobs: &[Job], fake: &FakeGraph, secret: &Path) -> Result<Duration> {
+/// Runs the jobs at once; when they started and when the slowest ended.
+fn run_all(jobs: &[Job], fake: &FakeGraph, secret: &Path) -> Result<(Instant, Instant)> {
     let start = Instant::now();
     let children: Vec<_> = jobs
         .iter()
@@ -120,7 +121,7 @@ fn run_all(jobs: &[Job], fake: &FakeGraph, secret: &Path) -> Result<Duration> {
         let status = c.wait()?;
         ensure!(status.success(), "{} → {}: {status}", j.source, j.target);
     }
-    Ok(start.elapsed())
+    Ok((start, Instant::now()))
 }
 
 /// Each mailbox's requests and upload bytes between two snapshots of the fake's counters.
@@ -166,6 +167,8 @@ struct Row {
     bound: &'static str,
     noop: Duration,
     arrived: String,
+    /// How the mailboxes used their slots (the slowest one's only, for many mailboxes).
+    slots: Vec<slots::SlotUse>,
 }
 
 fn row(
@@ -178,15 +181,37 @@ fn row(
     arrived: impl Fn() -> String,
 ) -> Result<Row> {
     let before = snapshot(fake);
-    let wall = run_all(jobs, fake, secret)?;
+    let records_before: HashMap<String, _> = before
+        .0
+        .keys()
+        .map(|u| (u.clone(), fake.in_flight(u)))
+        .collect();
+    let span = run_all(jobs, fake, secret)?;
+    let wall = span.1 - span.0;
     let load = loads(&before, &snapshot(fake));
-    let noop = run_all(jobs, fake, secret)?;
+    let mut upns: Vec<&String> = load.keys().filter(|u| load[*u].requests > 0).collect();
+    upns.sort_by_key(|u| std::cmp::Reverse(limits.ideal(load[*u])));
+    if upns.len() > 2 {
+        upns.truncate(1);
+    }
+    let slots = upns
+        .iter()
+        .map(|u| {
+            let before = records_before.get(*u).cloned().unwrap_or_default();
+            slots::slot_use(u, &fake.in_flight(u), &before, span, limits.concurrency)
+        })
+        .collect();
+    let noop = {
+        let (a, b) = run_all(jobs, fake, secret)?;
+        b - a
+    };
     let worst = load
         .values()
         .max_by_key(|l| limits.ideal(**l))
         .copied()
         .unwrap_or_default();
     Ok(Row {
+        slots,
         name,
         messages,
         wall,
@@ -278,6 +303,9 @@ fn print(rows: &[Row], single: Option<&Row>, mailboxes: usize) {
             r.noop.as_secs_f64(),
             r.arrived
         );
+        for u in &r.slots {
+            println!("{u}");
+        }
     }
     if let Some(s) = single {
         let ideal_one = s.messages as f64 / s.ideal.as_secs_f64();

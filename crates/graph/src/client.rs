@@ -391,6 +391,16 @@ impl GraphClient {
     /// (<https://learn.microsoft.com/graph/api/driveitem-delta>), within [`Limits`]. A 410
     /// means the saved link expired: the caller enumerates again from scratch.
     pub async fn delta(&self, start: &str) -> Result<DeltaPage, GraphError> {
+        self.delta_each(start, |_| {}).await
+    }
+
+    /// [`Self::delta`], showing each page's entries to `seen` as it arrives, so a caller can
+    /// start on them while the next pages are read.
+    pub async fn delta_each(
+        &self,
+        start: &str,
+        mut seen: impl FnMut(&[Value]),
+    ) -> Result<DeltaPage, GraphError> {
         let mut out = DeltaPage::default();
         let mut pager = Pager::new(self.inner.cfg.limits);
         let mut next = start.to_string();
@@ -398,7 +408,9 @@ impl GraphClient {
             pager.follow(&self.absolute(&next))?;
             let mut page = self.get_json(&next).await?;
             if let Some(v) = page["value"].as_array_mut() {
+                let before = out.items.len();
                 pager.gather(&mut out.items, v)?;
+                seen(&out.items[before..]);
             }
             if let Some(n) = page["@odata.nextLink"].as_str() {
                 next = n.to_string();

@@ -5,7 +5,9 @@
 //! - IMAP → Exchange: the creates of one FETCH batch overlap those of the next (one batch at a
 //!   time never had more in flight than a batch holds);
 //! - Exchange → Exchange: the next folder's item delta is read while a folder is exported and
-//!   imported (read in turn, the source never had more than the two exports in flight).
+//!   imported (read in turn, the source never had more than the two exports in flight), and
+//!   the first folder's items are imported while its item delta is still paged through (read
+//!   whole first, no import began before its last page).
 //!
 //! One test function: the Graph endpoints are process-wide environment variables.
 
@@ -115,8 +117,92 @@ async fn next_folder_read_ahead() {
     assert_eq!(fake.export_items(NEW).len(), expected.len());
 }
 
+async fn first_folder_imported_while_listed() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        export_request_delay: Duration::from_millis(100),
+        // 60 items: 6 pages of item delta.
+        page_size: 10,
+        ..Default::default()
+    });
+    point_at(&fake);
+    fake.add_export_mailbox(OLD, true);
+    fake.add_export_mailbox(NEW, false);
+    let expected: Vec<Vec<u8>> = (0..60)
+        .map(|i| format!("paged item {i}").into_bytes())
+        .collect();
+    for d in &expected {
+        fake.add_export_item(OLD, "inbox", "IPM.Note", d);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", CLIENT_SECRET);
+    let state = dir.path().join("state");
+    let (source, target) = (format!("exchange://{OLD}"), format!("exchange://{NEW}"));
+    let argv = [
+        "migrate",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret-file",
+        secret.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--quiet",
+    ];
+    assert_eq!(cli(&argv).await, 0);
+    let mut arrived: Vec<Vec<u8>> = fake
+        .export_items(NEW)
+        .into_iter()
+        .map(|i| i.1.data)
+        .collect();
+    arrived.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(arrived, want, "every item once");
+    // The inbox is the first folder: its pages are the first item delta's folder's
+    // (`…/folders/{id}/items/delta`; the mailbox id's escaping may differ between pages).
+    let src = fake.in_flight(OLD).requests;
+    let delta_folder = |p: &str| {
+        p.strip_suffix("/items/delta")
+            .and_then(|p| p.rsplit('/').next())
+            .map(str::to_string)
+    };
+    let inbox = src
+        .iter()
+        .find_map(|(_, p)| delta_folder(p))
+        .expect("an item delta");
+    let pages: Vec<_> = src
+        .iter()
+        .filter(|(_, p)| delta_folder(p).as_ref() == Some(&inbox))
+        .collect();
+    assert!(pages.len() >= 6, "the inbox paged: {} pages", pages.len());
+    let last_page = pages.last().unwrap().0;
+    let first_import = fake
+        .in_flight(NEW)
+        .requests
+        .iter()
+        .find(|(_, p)| p.starts_with("/import/"))
+        .expect("an import")
+        .0;
+    let later = pages.iter().filter(|(t, _)| *t > first_import).count();
+    assert!(
+        first_import < last_page,
+        "the first import began before the inbox's last delta page was asked for ({later} of {} pages after it)",
+        pages.len()
+    );
+    assert_eq!(fake.stats().mailbox_concurrency_refusals, 0);
+    // A re-run imports nothing again.
+    assert_eq!(cli(&argv).await, 0);
+    assert_eq!(fake.export_items(NEW).len(), expected.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_copies_keep_the_slots_busy_across_boundaries() {
     imap_batches_overlap().await;
     next_folder_read_ahead().await;
+    first_folder_imported_while_listed().await;
 }

@@ -31,11 +31,23 @@ pub async fn round(
     start: &str,
     saved: Option<&str>,
 ) -> Result<Round, GraphError> {
+    round_each(client, start, saved, |_| {}).await
+}
+
+/// [`round`], showing each page's entries to `seen` as they arrive (raw: an id may come again
+/// on a later page, and an entry may be `@removed`). After an expired token the pages of the
+/// fresh start follow those of the expired round.
+pub async fn round_each(
+    client: &GraphClient,
+    start: &str,
+    saved: Option<&str>,
+    mut seen: impl FnMut(&[Value]),
+) -> Result<Round, GraphError> {
     let (page, reset) = match saved {
-        None => (client.delta(start).await?, false),
-        Some(link) => match client.delta(link).await {
+        None => (client.delta_each(start, &mut seen).await?, false),
+        Some(link) => match client.delta_each(link, &mut seen).await {
             Ok(p) => (p, false),
-            Err(e) if expired(&e) => (client.delta(start).await?, true),
+            Err(e) if expired(&e) => (client.delta_each(start, &mut seen).await?, true),
             Err(e) => return Err(e),
         },
     };

@@ -25,7 +25,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
 use futures_util::{stream, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -235,9 +234,19 @@ impl ExportMailbox {
 
     /// A folder's items through its item delta, from the link its last complete copy saved.
     async fn item_round(&self, state: &ExchangeState, folder: &str) -> Result<delta::Round> {
+        self.item_round_each(state, folder, |_| {}).await
+    }
+
+    /// [`Self::item_round`], each page's entries shown to `seen` as they arrive.
+    async fn item_round_each(
+        &self,
+        state: &ExchangeState,
+        folder: &str,
+        seen: impl FnMut(&[Value]),
+    ) -> Result<delta::Round> {
         let start = self.path(&format!("folders/{}/items/delta", encode_path(folder)));
         let saved = state.delta_link(&items_key(folder))?;
-        Ok(delta::round(&self.client, &start, saved.as_deref()).await?)
+        Ok(delta::round_each(&self.client, &start, saved.as_deref(), seen).await?)
     }
 
     async fn create_folder(&self, parent: &str, name: &str, class: &str) -> Result<String> {
@@ -347,7 +356,10 @@ impl ExportMailbox {
     /// Imports one item; (target id, target changeKey). An expired session is replaced once.
     /// Not re-sent after a lost answer: the caller looks first.
     async fn import(&self, body: &Value) -> Result<(String, String), GraphError> {
-        let _counted = self.uploads.reserve(body.to_string().len() as u64).await;
+        // Encoded once: for the budget and for every send (an item's data is kilobytes to
+        // megabytes of base64, encoded on the task that drives the imports in flight).
+        let json = bytes::Bytes::from(body.to_string());
+        let _counted = self.uploads.reserve(json.len() as u64).await;
         let mut stale: Option<String> = None;
         loop {
             let url = self
@@ -359,10 +371,10 @@ impl ExportMailbox {
                     message: format!("{e:#}"),
                     ids: Default::default(),
                 })?;
-            let call = Call::new(Method::POST, url.clone())
+            let mut call = Call::new(Method::POST, url.clone())
                 .unauthenticated()
-                .not_idempotent()
-                .json(body);
+                .not_idempotent();
+            call.body = Some((json.clone(), "application/json"));
             match self.client.json(&call).await {
                 Ok(v) => {
                     return Ok((
@@ -577,13 +589,22 @@ async fn migrate_inner(
             out
         }
     };
+    // Nothing read ahead (the first folder): its pages are copied as they arrive, where its
+    // imports may run 4 at once (no look-ups first).
+    let live = !mode.dry_run && !mode.restored && pending.is_empty();
     for (i, (f, target)) in pairs.iter().enumerate() {
-        if ahead.is_empty() {
-            ahead.extend(read_ahead(i, 0).await);
-        }
-        let this_round = ahead
-            .pop_front()
-            .context("no item delta read for the folder")?;
+        let this_round = match ahead.pop_front() {
+            Some(round) => ItemRound::Read(round),
+            None if live => ItemRound::Live,
+            None => {
+                ahead.extend(read_ahead(i, 0).await);
+                ItemRound::Read(
+                    ahead
+                        .pop_front()
+                        .context("no item delta read for the folder")?,
+                )
+            }
+        };
         let busy_ahead = ahead.iter().any(has_changes);
         let queued = ahead.len();
         let prefetch = async {
@@ -642,6 +663,41 @@ fn has_changes(round: &Result<delta::Round>) -> bool {
         .map_or(true, |r| !r.changed.is_empty() || !r.removed.is_empty())
 }
 
+/// What a round tells beyond its items: what the source deleted (a migration deletes nothing
+/// in the target: reported) and a note after an expired token.
+fn note_round(
+    f: &MFolder,
+    round: &delta::Round,
+    map: &HashMap<String, ItemCopy>,
+    rep: &mut FolderReport,
+) {
+    if round.reset {
+        rep.note = Some(format!(
+            "folder {}: the source's change token had expired; its items were listed again in full (items deleted meanwhile cannot be told)",
+            f.name
+        ));
+    }
+    rep.deleted_on_source = round
+        .removed
+        .iter()
+        .filter(|id| map.contains_key(*id))
+        .count() as u64;
+}
+
+/// A folder's item delta: read already (ahead, while the folder before was copied), or to be
+/// read while its items are copied.
+enum ItemRound {
+    Read(Result<delta::Round>),
+    Live,
+}
+
+/// How a folder's imports run: how many at once, each looked for on the target first or not.
+#[derive(Clone, Copy)]
+struct Lanes {
+    width: usize,
+    look_first: bool,
+}
+
 struct FolderCopy<'a> {
     src: &'a ExportMailbox,
     dst: &'a ExportMailbox,
@@ -659,31 +715,19 @@ struct Books<'m> {
 }
 
 impl FolderCopy<'_> {
-    /// Imports `IMPORTS_IN_FLIGHT` items at a time into the target while the source exports the
-    /// next batch: each mailbox has its own 4 request slots, and one request at a time used a
-    /// fifth of the target's (the Exchange benchmark measured 0.20 of what the limits allow).
     async fn run(
         &self,
         f: &MFolder,
-        round: Result<delta::Round>,
+        round: ItemRound,
         map: &mut HashMap<String, ItemCopy>,
         claimed: &mut HashSet<String>,
         progress: &Progress,
         rep: &mut FolderReport,
     ) -> Result<()> {
-        let round = round?;
-        if round.reset {
-            rep.note = Some(format!(
-                "folder {}: the source's change token had expired; its items were listed again in full (items deleted meanwhile cannot be told)",
-                f.name
-            ));
-        }
-        // Deleted on the source: a migration deletes nothing in the target; reported.
-        rep.deleted_on_source = round
-            .removed
-            .iter()
-            .filter(|id| map.contains_key(*id))
-            .count() as u64;
+        let round = match round {
+            ItemRound::Read(round) => round?,
+            ItemRound::Live => return self.run_live(f, map, claimed, progress, rep).await,
+        };
         let todo: Vec<String> = round
             .changed
             .iter()
@@ -696,6 +740,7 @@ impl FolderCopy<'_> {
             })
             .collect();
         if self.mode.dry_run {
+            note_round(f, &round, map, rep);
             for id in &todo {
                 if map.contains_key(id) {
                     rep.would_update += 1;
@@ -706,8 +751,8 @@ impl FolderCopy<'_> {
             return Ok(());
         }
         if todo.is_empty() {
+            self.round_done(f, &round, map, rep)?;
             rep.unchanged = true;
-            self.state.set_delta_link(&items_key(&f.id), &round.link)?;
             return Ok(());
         }
         // A restored state may be older than the target: look for every unmapped item there
@@ -724,13 +769,144 @@ impl FolderCopy<'_> {
         // Owned batches: a stream over borrowed chunks makes the future's Send-ness depend on
         // a higher-ranked lifetime the compiler cannot prove (the move runner needs Send).
         let batches: Vec<Vec<String>> = todo.chunks(EXPORT_BATCH).map(<[String]>::to_vec).collect();
+        let lanes = Lanes { width, look_first };
+        self.copy_batches(f, stream::iter(batches), lanes, &books, progress, rep)
+            .await?;
+        let Books { map, .. } = books.into_inner().expect("books");
+        self.round_done(f, &round, map, rep)
+    }
+
+    /// The folder's item delta read now, its items exported and imported page by page as the
+    /// pages arrive: read whole first, the first folder's pages (one request each, one after
+    /// another) left the target's import slots idle at the start of every run. An id that
+    /// comes again on a later page (changed while the round was read) waits for the round's
+    /// end and is imported again only if its last state differs from the copy's. Only where
+    /// imports run 4 at once (no look-ups: no pending intent, no restored state, no dry run).
+    async fn run_live(
+        &self,
+        f: &MFolder,
+        map: &mut HashMap<String, ItemCopy>,
+        claimed: &mut HashSet<String>,
+        progress: &Progress,
+        rep: &mut FolderReport,
+    ) -> Result<()> {
+        let books = Mutex::new(Books { map, claimed });
+        // Source id → change key when it was queued; ids seen twice in this round.
+        let queued: Mutex<(HashMap<String, String>, HashSet<String>)> = Default::default();
+        // New or changed ids of a page, each once in the round.
+        let fresh = |page: &[Value]| -> Vec<String> {
+            let b = books.lock().expect("books");
+            let mut q = queued.lock().expect("queued");
+            let (sent, again) = &mut *q;
+            let mut out = Vec::new();
+            for v in page.iter().filter(|v| v.get("@removed").is_none()) {
+                let Some(id) = v["id"].as_str() else {
+                    continue;
+                };
+                let ck = v["changeKey"].as_str().unwrap_or_default();
+                if sent.contains_key(id) {
+                    again.insert(id.to_string());
+                } else if b.map.get(id).is_none_or(|c| c.source_change_key != ck) {
+                    sent.insert(id.to_string(), ck.to_string());
+                    out.push(id.to_string());
+                }
+            }
+            out
+        };
+        // Batches for the exports, as the pages fill them (the last one when the round ends).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+        let read = async move {
+            let mut ids: Vec<String> = Vec::new();
+            let round = self
+                .src
+                .item_round_each(self.state, &f.id, |page| {
+                    ids.extend(fresh(page));
+                    while ids.len() >= EXPORT_BATCH {
+                        let rest = ids.split_off(EXPORT_BATCH);
+                        // The copy stopped (an error): the round is still read to its end.
+                        let _ = tx.send(std::mem::replace(&mut ids, rest));
+                    }
+                })
+                .await;
+            if !ids.is_empty() {
+                let _ = tx.send(ids);
+            }
+            round
+        };
+        let batches = stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let lanes = Lanes {
+            width: IMPORTS_IN_FLIGHT,
+            look_first: false,
+        };
+        let copy = self.copy_batches(f, batches, lanes, &books, progress, rep);
+        let (round, copied) = tokio::join!(read, copy);
+        copied?;
+        let round = round?;
+        let (sent, again) = queued.into_inner().expect("queued");
+        // Changed again while the round was read: the last state, where the copy is older.
+        let stale: Vec<String> = {
+            let b = books.lock().expect("books");
+            round
+                .changed
+                .iter()
+                .filter_map(|i| {
+                    let id = i["id"].as_str().filter(|id| again.contains(*id))?;
+                    let ck = i["changeKey"].as_str().unwrap_or_default();
+                    b.map
+                        .get(id)
+                        .is_some_and(|c| c.source_change_key != ck)
+                        .then(|| id.to_string())
+                })
+                .collect()
+        };
+        if !stale.is_empty() {
+            let batches: Vec<Vec<String>> =
+                stale.chunks(EXPORT_BATCH).map(<[String]>::to_vec).collect();
+            self.copy_batches(f, stream::iter(batches), lanes, &books, progress, rep)
+                .await?;
+        }
+        let Books { map, .. } = books.into_inner().expect("books");
+        rep.unchanged = sent.is_empty();
+        self.round_done(f, &round, map, rep)
+    }
+
+    /// After a folder's items: its report, and the link the next round starts from — kept
+    /// only when every change of this one is in, or the failed items would never be returned
+    /// again.
+    fn round_done(
+        &self,
+        f: &MFolder,
+        round: &delta::Round,
+        map: &HashMap<String, ItemCopy>,
+        rep: &mut FolderReport,
+    ) -> Result<()> {
+        note_round(f, round, map, rep);
+        if rep.failures.is_empty() {
+            self.state.set_delta_link(&items_key(&f.id), &round.link)?;
+        }
+        Ok(())
+    }
+
+    /// Imports `lanes.width` items at a time into the target while the source exports the
+    /// next batches: each mailbox has its own 4 request slots, and one request at a time used
+    /// a fifth of the target's (the Exchange benchmark measured 0.20 of what the limits allow).
+    async fn copy_batches(
+        &self,
+        f: &MFolder,
+        batches: impl futures_util::Stream<Item = Vec<String>>,
+        lanes: Lanes,
+        books: &Mutex<Books<'_>>,
+        progress: &Progress,
+        rep: &mut FolderReport,
+    ) -> Result<()> {
+        let Lanes { width, look_first } = lanes;
         // The exports run on their own, a batch or two ahead, and hand items over through a
         // queue: chained to the imports, an export progressed only when an import slot was
         // free to ask for its next item, and the slots waited for it at each batch's end. Held
         // meanwhile: up to two batches queued and two being exported.
         let (tx, rx) = tokio::sync::mpsc::channel(2 * EXPORT_BATCH);
         let exports = async move {
-            let mut exported = stream::iter(batches)
+            let exported = batches
                 .map(|batch| async move {
                     let mut got = self.src.export(&batch).await?;
                     Ok::<_, anyhow::Error>(
@@ -741,6 +917,7 @@ impl FolderCopy<'_> {
                     )
                 })
                 .buffered(2);
+            let mut exported = std::pin::pin!(exported);
             while let Some(batch) = exported.next().await {
                 let items = match batch {
                     Ok(items) => items.into_iter().map(Ok).collect(),
@@ -758,23 +935,14 @@ impl FolderCopy<'_> {
             let mut rx = rx;
             let queued = stream::poll_fn(move |cx| rx.poll_recv(cx));
             let outcomes = queued
-                .map(|item| {
-                    let books = &books;
-                    async move {
-                        let (id, got) = item?;
-                        let Some((ck, data)) = got else {
-                            return Ok((
-                                id,
-                                0,
-                                Err(anyhow::anyhow!("the source did not export it")),
-                            ));
-                        };
-                        let size = base64::engine::general_purpose::STANDARD
-                            .decode(&data)
-                            .map_or(0, |d| d.len() as u64);
-                        let outcome = self.copy(&id, &ck, &data, size, look_first, books).await;
-                        Ok::<_, anyhow::Error>((id, size, outcome))
-                    }
+                .map(|item| async move {
+                    let (id, got) = item?;
+                    let Some((ck, data)) = got else {
+                        return Ok((id, 0, Err(anyhow::anyhow!("the source did not export it"))));
+                    };
+                    let size = decoded_len(&data);
+                    let outcome = self.copy(&id, &ck, &data, size, look_first, books).await;
+                    Ok::<_, anyhow::Error>((id, size, outcome))
                 })
                 .buffer_unordered(width);
             let mut outcomes = std::pin::pin!(outcomes);
@@ -793,13 +961,7 @@ impl FolderCopy<'_> {
             Ok::<_, anyhow::Error>(())
         };
         let ((), imported) = tokio::join!(exports, imports);
-        imported?;
-        // The next round starts here only when every change of this one is in: otherwise the
-        // failed items would never be returned again.
-        if rep.failures.is_empty() {
-            self.state.set_delta_link(&items_key(&f.id), &round.link)?;
-        }
-        Ok(())
+        imported
     }
 
     /// Imports one item (or finds it after a lost answer, or when `look_first`); `true` when
@@ -997,11 +1159,33 @@ async fn all_data(m: &ExportMailbox, folder: &str) -> Result<(HashMap<String, us
     Ok((out, bytes))
 }
 
+/// The bytes a base64 text decodes to, without decoding it (on the task that drives the
+/// imports, decoding every item only to learn its size cost as much as the import's own
+/// encoding).
+fn decoded_len(b64: &str) -> u64 {
+    let pad = b64.bytes().rev().take(2).filter(|b| *b == b'=').count();
+    (b64.len() / 4 * 3).saturating_sub(pad) as u64
+}
+
 fn failure(f: &MFolder, id: &str, reason: impl Into<String>) -> Failure {
     Failure {
         folder: f.name.clone(),
         uid: 0,
         size: 0,
         reason: format!("item {id}: {}", reason.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    #[test]
+    fn decoded_len_is_the_length_of_the_decoded_bytes() {
+        for n in 0..10 {
+            let data = vec![7u8; n];
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+            assert_eq!(super::decoded_len(&b64), n as u64, "{b64}");
+        }
     }
 }

@@ -261,20 +261,25 @@ pub(super) async fn handle(
             .entry(upn.clone())
             .or_default();
         *peak = (*peak).max(in_flight);
+        w.in_flight.taken(&upn, in_flight, &path);
         w.opts.mail_request_delay
     };
     let slot = Slot {
         world: world.clone(),
         upn: upn.clone(),
+        taken: std::time::Instant::now(),
     };
-    tokio::time::sleep(delay).await;
+    // A message's JSON is read while the request's delay runs, not under the world's lock.
+    let parsed = (method == Method::POST && path.ends_with("/messages"))
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten();
+    super::hold_until(slot.taken + delay).await;
     let resp = serve(
         &mut world.lock().unwrap(),
         &upn,
-        &method,
-        &path,
-        &query,
+        (&method, &path, &query),
         &body,
+        parsed,
     );
     drop(slot);
     match resp {
@@ -293,6 +298,7 @@ pub(super) async fn handle(
 struct Slot {
     world: Shared,
     upn: String,
+    taken: std::time::Instant,
 }
 
 impl Drop for Slot {
@@ -300,6 +306,8 @@ impl Drop for Slot {
         let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = w.mailboxes.get_mut(&self.upn) {
             m.in_flight = m.in_flight.saturating_sub(1);
+            let now = m.in_flight;
+            w.in_flight.given_back(&self.upn, now, self.taken);
         }
     }
 }
@@ -316,13 +324,13 @@ pub(super) fn throttled(secs: u64, code: &str, message: &str) -> Response {
     r
 }
 
+/// `parsed`: the body's JSON, when read already.
 fn serve(
     w: &mut World,
     upn: &str,
-    method: &Method,
-    path: &str,
-    query: &str,
+    (method, path, query): (&Method, &str, &str),
     body: &[u8],
+    parsed: Option<Value>,
 ) -> Served {
     let rest = path
         .strip_prefix("/v1.0/users/")
@@ -346,7 +354,7 @@ fn serve(
             create_folder(w, upn, if f.is_empty() { "msgfolderroot" } else { f }, body)
         }
         ("POST", ["mailFolders"]) => create_folder(w, upn, "msgfolderroot", body),
-        ("POST", ["mailFolders", f, "messages"]) => return create_message(w, upn, f, body),
+        ("POST", ["mailFolders", f, "messages"]) => return create_message(w, upn, f, body, parsed),
         ("GET", ["mailFolders", f, "messages"]) => list_messages(w, &here, upn, f, query),
         ("GET", ["messages", id]) => match w.mailboxes[upn].messages.iter().find(|m| m.id == *id) {
             Some(m) => ok_json(StatusCode::OK, shown(m, query)),
@@ -527,7 +535,13 @@ pub(super) fn charge(
     None
 }
 
-fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served {
+fn create_message(
+    w: &mut World,
+    upn: &str,
+    folder: &str,
+    body: &[u8],
+    parsed: Option<Value>,
+) -> Served {
     if body.len() > MAX_REQUEST_BYTES {
         return Served::Answer(error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -538,7 +552,8 @@ fn create_message(w: &mut World, upn: &str, folder: &str, body: &[u8]) -> Served
     if let Some(r) = charge_upload(w, upn, body.len() as u64) {
         return Served::Answer(r);
     }
-    let Ok(Value::Object(mut v)) = serde_json::from_slice::<Value>(body) else {
+    let parsed = parsed.or_else(|| serde_json::from_slice::<Value>(body).ok());
+    let Some(Value::Object(mut v)) = parsed else {
         return Served::Answer(error(
             StatusCode::BAD_REQUEST,
             "RequestBodyRead",

@@ -290,22 +290,34 @@ impl super::FakeGraph {
 pub(super) struct Slot {
     world: super::Shared,
     mailbox: String,
+    taken: Instant,
+    delay: std::time::Duration,
+}
+
+impl Slot {
+    /// Until the request's delay has passed since the slot was taken.
+    pub(super) async fn hold(&self) {
+        super::hold_until(self.taken + self.delay).await;
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let w = &mut *w;
         if let Some(m) = w.export_mailboxes.get_mut(&self.mailbox) {
             m.in_flight -= 1;
+            w.in_flight.given_back(&m.upn, m.in_flight, self.taken);
         }
     }
 }
 
 /// Takes a slot of the mailbox an import/export request is for (`/import/{session}` or
-/// `/v1.0/admin/exchange/mailboxes/{id}/…`), then waits the request's delay; a 429 when the
-/// mailbox already has its limit in flight. `None` for other requests.
-pub(super) async fn enter(world: &super::Shared, path: &str) -> Result<Option<Slot>, Response> {
-    let delay = {
+/// `/v1.0/admin/exchange/mailboxes/{id}/…`), with the request's delay (the caller waits it
+/// out: `Slot::hold`); a 429 when the mailbox already has its limit in flight. `None` for
+/// other requests.
+pub(super) fn enter(world: &super::Shared, path: &str) -> Result<Option<Slot>, Box<Response>> {
+    {
         let mut w = world.lock().unwrap();
         let mailbox = if let Some(sid) = path.strip_prefix("/import/") {
             w.import_sessions.get(sid).map(|s| s.mailbox.clone())
@@ -325,11 +337,11 @@ pub(super) async fn enter(world: &super::Shared, path: &str) -> Result<Option<Sl
             w.stats.requests += 1;
             w.stats.throttled += 1;
             w.stats.mailbox_concurrency_refusals += 1;
-            return Err(super::mail::throttled(
+            return Err(Box::new(super::mail::throttled(
                 1,
                 "ApplicationThrottled",
                 "Application is over its MailboxConcurrency limit.",
-            ));
+            )));
         }
         m.in_flight += 1;
         *w.stats.mailbox_requests.entry(m.upn.clone()).or_default() += 1;
@@ -339,16 +351,14 @@ pub(super) async fn enter(world: &super::Shared, path: &str) -> Result<Option<Sl
             .entry(m.upn.clone())
             .or_default();
         *peak = (*peak).max(m.in_flight);
-        (
-            w.opts.export_request_delay,
-            Slot {
-                world: world.clone(),
-                mailbox,
-            },
-        )
-    };
-    tokio::time::sleep(delay.0).await;
-    Ok(Some(delay.1))
+        w.in_flight.taken(&m.upn, m.in_flight, path);
+        Ok(Some(Slot {
+            world: world.clone(),
+            mailbox,
+            taken: Instant::now(),
+            delay: w.opts.export_request_delay,
+        }))
+    }
 }
 
 fn mailbox_of_user<'a>(w: &'a mut World, upn: &str) -> &'a mut ExportMailbox {
@@ -489,7 +499,7 @@ pub(super) fn serve(
             let f = f.to_string();
             create_folder(w, segs[0], &f, body)
         }
-        ("POST", ["exportItems"]) => export(m, body),
+        ("POST", ["exportItems"]) => export_snapshot(m, body).map_or_else(|r| *r, Exported::answer),
         ("POST", ["createImportSession"]) => {
             let mid = m.id.clone();
             let sid = w.new_id();
@@ -549,30 +559,100 @@ fn create_folder(w: &mut World, mbx: &str, parent: &str, body: &[u8]) -> Respons
     ok_json(StatusCode::CREATED, m.folder_json(f))
 }
 
-fn export(m: &ExportMailbox, body: &[u8]) -> Response {
+/// The items an `exportItems` call asks for, copied out of the world: (id, changeKey and data,
+/// or `None` when not found).
+pub(super) struct Exported(Vec<ExportedItem>);
+
+/// An id asked for, and its changeKey and data when found.
+type ExportedItem = (Value, Option<(String, Vec<u8>)>);
+
+fn export_snapshot(m: &ExportMailbox, body: &[u8]) -> Result<Exported, Box<Response>> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let Some(ids) = v["itemIds"].as_array() else {
-        return bad("itemIds is required");
+        return Err(Box::new(bad("itemIds is required")));
     };
     if ids.len() > EXPORT_MAX_ITEMS {
-        return bad("The maximum size of itemIds is 20.");
+        return Err(Box::new(bad("The maximum size of itemIds is 20.")));
     }
-    let out: Vec<Value> = ids
-        .iter()
-        .map(|id| match m.items.iter().find(|i| Some(i.0.id.as_str()) == id.as_str()) {
-            Some(i) => json!({
-                "itemId": i.0.id,
-                "changeKey": i.0.change_key,
-                "data": base64::engine::general_purpose::STANDARD.encode(&i.0.data),
-            }),
-            None => json!({"itemId": id, "error": {"code": "ErrorItemNotFound", "message": "not found"}}),
-        })
-        .collect();
-    ok_json(StatusCode::OK, json!({ "value": out }))
+    Ok(Exported(
+        ids.iter()
+            .map(|id| {
+                let found = m
+                    .items
+                    .iter()
+                    .find(|i| Some(i.0.id.as_str()) == id.as_str());
+                let found = found.map(|i| (i.0.change_key.clone(), i.0.data.clone()));
+                (id.clone(), found)
+            })
+            .collect(),
+    ))
+}
+
+impl Exported {
+    /// The answer; built without the world's lock (the base64 of 20 items held it for
+    /// milliseconds, every mailbox's requests waiting).
+    pub(super) fn answer(self) -> Response {
+        let out: Vec<Value> = self
+            .0
+            .into_iter()
+            .map(|(id, found)| match found {
+                Some((change_key, data)) => json!({
+                    "itemId": id,
+                    "changeKey": change_key,
+                    "data": base64::engine::general_purpose::STANDARD.encode(&data),
+                }),
+                None => json!({"itemId": id, "error": {"code": "ErrorItemNotFound", "message": "not found"}}),
+            })
+            .collect();
+        ok_json(StatusCode::OK, json!({ "value": out }))
+    }
+}
+
+/// `POST …/mailboxes/{id}/exportItems`: the items copied out under the lock, the answer to
+/// build after it (`Exported::answer`). `None` for other requests.
+pub(super) fn exported(
+    w: &World,
+    method: &axum::http::Method,
+    api: &str,
+    body: &[u8],
+) -> Option<Result<Exported, Box<Response>>> {
+    let rest = api.strip_prefix("/admin/exchange/mailboxes/")?;
+    let (id, tail) = rest.split_once('/')?;
+    if method != axum::http::Method::POST || tail != "exportItems" {
+        return None;
+    }
+    let m = w.export_mailboxes.get(&super::decode_path(id))?;
+    Some(export_snapshot(m, body))
+}
+
+/// An import's body, read (JSON, base64) before the world's lock is taken.
+pub(super) struct ImportBody {
+    len: u64,
+    v: Value,
+    data: Option<Vec<u8>>,
+}
+
+impl ImportBody {
+    pub(super) fn parse(body: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let data = v["Data"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+        Self {
+            len: body.len() as u64,
+            v,
+            data,
+        }
+    }
 }
 
 /// A POST to an importUrl; `true` when its answer is to be dropped.
-pub(super) fn import(w: &mut World, sid: &str, h: &HeaderMap, body: &[u8]) -> (Response, bool) {
+pub(super) fn import(
+    w: &mut World,
+    sid: &str,
+    h: &HeaderMap,
+    body: ImportBody,
+) -> (Response, bool) {
     if let Some(r) = super::refuse_authorization(w, h, "InvalidAuthenticationToken") {
         return (r, false);
     }
@@ -594,23 +674,12 @@ pub(super) fn import(w: &mut World, sid: &str, h: &HeaderMap, body: &[u8]) -> (R
     let mbx = s.mailbox.clone();
     let limit = w.opts.mail_upload_budget;
     let m = w.export_mailboxes.get_mut(&mbx).unwrap();
-    if let Some(r) = super::mail::charge(
-        &mut m.uploads,
-        limit,
-        &m.upn,
-        body.len() as u64,
-        &mut w.stats,
-    ) {
+    if let Some(r) = super::mail::charge(&mut m.uploads, limit, &m.upn, body.len, &mut w.stats) {
         return (r, false);
     }
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let (Some(folder), Some(mode), Some(data)) = (
-        v["FolderId"].as_str(),
-        v["Mode"].as_str(),
-        v["Data"]
-            .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok()),
-    ) else {
+    let ImportBody { v, data, .. } = body;
+    let (Some(folder), Some(mode), Some(data)) = (v["FolderId"].as_str(), v["Mode"].as_str(), data)
+    else {
         return (bad("FolderId, Mode and Data (base64) are required"), false);
     };
     let new_id = w.new_id();
