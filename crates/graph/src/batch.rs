@@ -5,7 +5,9 @@
 //! one (429, or 503/504) comes back with its own `Retry-After` in its own headers
 //! (<https://learn.microsoft.com/graph/throttling>, "Throttling and batching"): the tenant's
 //! budget pauses for that wait, exactly as for a direct call, and only the refused requests are
-//! sent again, in a new batch, once the pause is over (no retry storm). Any other refusal is
+//! sent again, in a new batch, once the pause is over (no retry storm). A round refused whole
+//! halves the requests sent together (and one that settles some doubles them back): only rounds
+//! that settle nothing count towards the attempts. Any other refusal is
 //! that call's [`GraphError`], with its code, message and request ids; a failure of the batch
 //! itself (network, 5xx, 401...) is retried like any call by [`GraphClient::json`] and, if it
 //! persists, is the error of every call the batch carried.
@@ -66,7 +68,14 @@ impl GraphClient {
             }
         }
         let mut attempt = 1u32;
+        // Requests sent together: a round refused whole (the tenant throttled before its first
+        // request) halves it, a round that settled some doubles it back. Graph refuses every
+        // request after a throttled one for its Retry-After, so a full batch can keep meeting
+        // a throttle early on; fewer at a time still progress, as lone calls do.
+        let mut width = MAX_BATCH;
+        let mut stalled = 0u32;
         while !pending.is_empty() {
+            let later = pending.split_off(width.min(pending.len()));
             let client_ids: HashMap<usize, String> = pending
                 .iter()
                 .map(|&i| (i, uuid::Uuid::new_v4().to_string()))
@@ -88,7 +97,7 @@ impl GraphClient {
             let answer = match self.json(&envelope).await {
                 Ok(v) => v,
                 Err(e) => {
-                    for &i in &pending {
+                    for &i in pending.iter().chain(&later) {
                         results[i] = Some(Err(e.clone()));
                     }
                     break;
@@ -100,9 +109,9 @@ impl GraphClient {
                     answers.insert(i, r);
                 }
             }
-            let last = attempt >= cfg.attempts;
             let mut wait: Option<Duration> = None;
             let mut again = Vec::new();
+            let mut outcomes = Vec::with_capacity(pending.len());
             for &i in &pending {
                 let ids = |request_id: Option<String>| RequestIds {
                     request_id,
@@ -123,11 +132,38 @@ impl GraphClient {
                     Err(GraphError::Transient { .. }) => calls[i].retry_unanswered,
                     _ => false,
                 };
+                outcomes.push((i, outcome, retry));
+            }
+            // Only rounds that settled nothing count towards the attempts.
+            if outcomes.iter().any(|(_, _, retry)| !retry) {
+                stalled = 0;
+                width = (width * 2).min(MAX_BATCH);
+            } else {
+                stalled += 1;
+                width = (width / 2).max(1);
+            }
+            let last = stalled >= cfg.attempts;
+            // Calls never sent share the fate of the round that gave up.
+            let given_up = outcomes
+                .iter()
+                .find(|(_, _, retry)| *retry)
+                .map(|(_, outcome, _)| outcome.clone());
+            for (i, outcome, retry) in outcomes {
                 if retry && !last {
                     again.push(i);
                 } else {
                     results[i] = Some(outcome);
                 }
+            }
+            let retried = !again.is_empty();
+            match (last, given_up) {
+                (true, Some(outcome)) => {
+                    for &i in &later {
+                        results[i] = Some(outcome.clone());
+                    }
+                    break;
+                }
+                _ => again.extend(later),
             }
             match wait {
                 // The whole tenant waits, as after a direct 429; the next batch starts when
@@ -140,7 +176,7 @@ impl GraphClient {
                         "requests of a batch throttled by Graph; the tenant's requests pause"
                     );
                 }
-                None if !again.is_empty() => tokio::time::sleep(backoff(attempt)).await,
+                None if retried => tokio::time::sleep(backoff(attempt)).await,
                 None => {}
             }
             pending = again;

@@ -127,3 +127,37 @@ async fn a_batch_with_injected_429s_completes_without_a_retry_storm() {
     let (_, events) = c.budget().throttled_stats();
     assert!(events > 0, "inner 429s reach the tenant's budget");
 }
+
+/// Once Graph throttles one request of a batch it refuses the rest for the Retry-After, so a
+/// batch's 429s come in runs, and a full batch can meet a throttle at its very first request
+/// round after round. With every third request throttled: rounds that settle some calls do not
+/// use up the attempts, and a round refused whole halves the calls sent together (before, the
+/// batch gave up after eight rounds on calls only ever refused behind another).
+#[tokio::test]
+async fn a_batch_throttled_in_every_round_completes_while_it_progresses() {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        throttle_every: Some(3),
+        retry_after_secs: 1,
+        ..Default::default()
+    });
+    let drive = fake.add_user("adele@contoso.com");
+    for i in 0..20 {
+        fake.put_file(&drive, &format!("f{i:02}.txt"), b"x", at(1_600_000_000));
+    }
+    let c = client(&fake);
+    let calls: Vec<Call> = (0..20)
+        .map(|i| stamp(&drive, &format!("f{i:02}.txt"), 1_000_000_000 + i))
+        .collect();
+    let results = tokio::time::timeout(Duration::from_secs(180), c.batch(&calls))
+        .await
+        .expect("the batch ends");
+    for (i, r) in results.iter().enumerate() {
+        r.as_ref().unwrap_or_else(|e| panic!("call {i}: {e}"));
+        let t = fake.times(&drive, &format!("f{i:02}.txt")).unwrap();
+        assert_eq!(t.modified, at(1_000_000_000 + i as i64));
+    }
+    assert!(
+        fake.stats().batches > c.config().attempts as u64,
+        "more rounds than attempts were needed"
+    );
+}
