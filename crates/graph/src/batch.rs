@@ -67,7 +67,6 @@ impl GraphClient {
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let mut attempt = 1u32;
         // Requests sent together: a round refused whole (the tenant throttled before its first
         // request) halves it, a round that settled some doubles it back. Graph refuses every
         // request after a throttled one for its Retry-After, so a full batch can keep meeting
@@ -118,16 +117,22 @@ impl GraphClient {
                     client_request_id: Some(client_ids[&i].clone()),
                 };
                 let outcome = match answers.get(&i) {
-                    Some(r) => inner_outcome(r, attempt, cfg.max_wait, ids),
+                    Some(r) => inner_outcome(r, stalled + 1, cfg.max_wait, ids),
                     None => Err(GraphError::Transient {
                         message: "the batch's answer lacks this request's response".into(),
                         ids: ids(None),
                     }),
                 };
                 let retry = match &outcome {
-                    Err(GraphError::Throttled { retry_after, .. }) => {
+                    // As for a direct call: a 429 was refused before it ran, a 503/504 may
+                    // have run, so only a call safe to repeat goes again after one.
+                    Err(GraphError::Throttled {
+                        status,
+                        retry_after,
+                        ..
+                    }) => {
                         wait = wait.max(Some(*retry_after));
-                        true
+                        *status == 429 || calls[i].retry_unanswered
                     }
                     Err(GraphError::Transient { .. }) => calls[i].retry_unanswered,
                     _ => false,
@@ -155,7 +160,7 @@ impl GraphClient {
                     results[i] = Some(outcome);
                 }
             }
-            let retried = !again.is_empty();
+            let retried = again.len();
             match (last, given_up) {
                 (true, Some(outcome)) => {
                     for &i in &later {
@@ -171,16 +176,15 @@ impl GraphClient {
                 Some(w) => {
                     self.budget().throttled(w);
                     tracing::info!(
-                        throttled = again.len(),
+                        throttled = retried,
                         wait_ms = w.as_millis() as u64,
                         "requests of a batch throttled by Graph; the tenant's requests pause"
                     );
                 }
-                None if retried => tokio::time::sleep(backoff(attempt)).await,
+                None if retried > 0 => tokio::time::sleep(backoff(stalled.max(1))).await,
                 None => {}
             }
             pending = again;
-            attempt += 1;
         }
         results
             .into_iter()
