@@ -459,3 +459,56 @@ async fn a_dry_run_leaves_an_existing_state_file_as_it_was() {
     assert_eq!(copy(&fake, &state, false).await.copied(), 1);
     assert_eq!(fake.export_items(NEW).len(), 2);
 }
+
+/// With a folder delta that leaves nested folders out, a nested folder deleted on the source is
+/// never reported removed: its item delta answers 404, the source confirms the folder is gone,
+/// and it leaves the state with what was below it — reported as deleted on the source, its copy
+/// kept — instead of failing the mailbox on every later run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_folder_deleted_on_the_source_leaves_the_state_when_the_delta_returns_the_top_only(
+) {
+    let fake = FakeGraph::start(FakeGraphOptions {
+        folder_delta_top_level: true,
+        ..Default::default()
+    });
+    fake.add_export_mailbox(OLD, true);
+    fake.add_export_mailbox(NEW, false);
+    let projekte = fake.add_export_folder(OLD, "inbox", "Projekte", "IPF.Note");
+    let alt = fake.add_export_folder(OLD, &projekte, "2025", "IPF.Note");
+    let tief = fake.add_export_folder(OLD, &alt, "Q4", "IPF.Note");
+    fake.add_export_item(OLD, &alt, "IPM.Note", b"mail of 2025");
+    fake.add_export_item(OLD, &tief, "IPM.Note", b"mail of Q4");
+    fake.add_export_item(OLD, &projekte, "IPM.Note", b"project mail");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.sqlite");
+    assert_eq!(copy(&fake, &state, false).await.copied(), 3);
+
+    fake.delete_export_folder(OLD, &tief);
+    fake.delete_export_folder(OLD, &alt);
+    fake.add_export_item(OLD, &projekte, "IPM.Note", b"later project mail");
+    let again = copy(&fake, &state, false).await;
+    assert_eq!(again.copied(), 1);
+    let notes: Vec<_> = again
+        .folders
+        .iter()
+        .filter_map(|f| f.note.clone())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("2025") && n.contains("deleted on the source")),
+        "{notes:?}"
+    );
+    // Gone from the state: the next run does not ask for them and is clean.
+    let third = copy(&fake, &state, false).await;
+    assert_eq!(third.copied(), 0);
+    assert!(third
+        .folders
+        .iter()
+        .all(|f| f.source != "2025" && f.source != "Q4"));
+    assert_eq!(
+        fake.export_items(NEW).len(),
+        4,
+        "nothing copied twice, copies kept"
+    );
+}

@@ -143,10 +143,12 @@ impl ExportMailbox {
         Ok(all.iter().filter_map(MFolder::from_json).collect())
     }
 
-    /// Lists the `childFolders` of every folder of `all` whose `childFolderCount` is more than
-    /// `all` holds children of, and of those it finds, in turn; adds the folders not in `all`
-    /// yet and answers how many. A listed folder's count is set to what was listed, so that a
-    /// count gone stale in a saved list (a child deleted) does not list it again every run.
+    /// Lists the `childFolders` of every folder of `all` whose `childFolderCount` differs from
+    /// the children `all` holds of it, and of those it finds, in turn; adds the folders not in
+    /// `all` yet, drops known children the listing no longer has (with what was below them: a
+    /// delta that leaves nested folders out never reports them removed), and answers how many
+    /// folders were added or dropped. A listed folder's count is set to what was listed, so that
+    /// a stale count in a saved list does not list it again every run.
     async fn add_unlisted_children(&self, all: &mut Vec<Value>) -> Result<usize, GraphError> {
         let mut seen: HashSet<String> = all
             .iter()
@@ -159,11 +161,30 @@ impl ExportMailbox {
                 .iter()
                 .filter(|c| c["parentFolderId"] == all[i]["id"])
                 .count();
-            if all[i]["childFolderCount"].as_u64().unwrap_or(0) as usize > known {
-                let id = all[i]["id"].as_str().unwrap_or_default();
-                let url = self.path(&format!("folders/{}/childFolders", encode_path(id)));
+            let count = all[i]["childFolderCount"].as_u64();
+            if count.is_some_and(|n| n as usize != known) {
+                let id = all[i]["id"].clone();
+                let url = self.path(&format!(
+                    "folders/{}/childFolders",
+                    encode_path(id.as_str().unwrap_or_default())
+                ));
                 let children = self.client.get_all(&url).await?;
                 all[i]["childFolderCount"] = json!(children.len());
+                // Only a count below the children known drops any: a listing that shows more
+                // than the count (hidden folders, say) must not lose what it shows.
+                let fewer = count.is_some_and(|n| (n as usize) < known);
+                let gone: Vec<Value> = all
+                    .iter()
+                    .filter(|c| fewer && c["parentFolderId"] == id)
+                    .filter(|c| !children.iter().any(|l| l["id"] == c["id"]))
+                    .map(|c| c["id"].clone())
+                    .collect();
+                if !gone.is_empty() {
+                    let before = all.len();
+                    drop_with_descendants(all, &gone);
+                    added += before - all.len();
+                    i = all.iter().position(|f| f["id"] == id).unwrap_or(0);
+                }
                 for c in children {
                     if seen.insert(c["id"].as_str().unwrap_or_default().to_string()) {
                         all.push(c);
@@ -209,7 +230,8 @@ impl ExportMailbox {
                 None => folders.push(f.clone()),
             }
         }
-        folders.retain(|f| !round.removed.iter().any(|id| f["id"] == id.as_str()));
+        let removed_ids: Vec<Value> = round.removed.iter().map(|id| json!(id)).collect();
+        drop_with_descendants(&mut folders, &removed_ids);
         let unlisted = self
             .add_unlisted_children(&mut folders)
             .await
@@ -260,6 +282,21 @@ impl ExportMailbox {
             .as_str()
             .map(str::to_string)
             .context("folder created without an id")
+    }
+
+    /// Whether `error`, met copying the source folder `folder`, is that folder's absence: a 404
+    /// somewhere in the copy, and the source answering 404 for the folder itself (a 404 of the
+    /// target's is not the source's folder gone).
+    async fn folder_is_gone(&self, error: &anyhow::Error, folder: &str) -> bool {
+        let not_found = error.chain().any(|c| {
+            c.downcast_ref::<GraphError>()
+                .is_some_and(GraphError::is_not_found)
+        });
+        if !not_found {
+            return false;
+        }
+        let url = self.path(&format!("folders/{}", encode_path(folder)));
+        matches!(self.client.json(&Call::new(Method::GET, url)).await, Err(e) if e.is_not_found())
     }
 
     /// Whether a folder holds any item: its first page only (a restored state needs
@@ -592,6 +629,7 @@ async fn migrate_inner(
     // Nothing read ahead (the first folder): its pages are copied as they arrive, where its
     // imports may run 4 at once (no look-ups first).
     let live = !mode.dry_run && !mode.restored && pending.is_empty();
+    let mut gone_on_source: Vec<Value> = Vec::new();
     for (i, (f, target)) in pairs.iter().enumerate() {
         let this_round = match ahead.pop_front() {
             Some(round) => ItemRound::Read(round),
@@ -635,6 +673,19 @@ async fn migrate_inner(
         let (copied, read) = tokio::join!(copy, prefetch);
         ahead.extend(read);
         if let Err(e) = copied {
+            if src.folder_is_gone(&e, &f.id).await {
+                // Deleted on the source since the folder list was read, or below a folder
+                // delta that leaves nested folders out (which never reports it removed).
+                rep.unchanged = true;
+                rep.note = Some(format!(
+                    "folder {} was deleted on the source; its copy in the target is kept",
+                    f.name
+                ));
+                gone_on_source.push(json!(f.id));
+                progress.folder_done(&report.source, &rep);
+                report.folders.push(rep);
+                continue;
+            }
             rep.error = Some(format!("{e:#}"));
         }
         // Its target folder may be gone (deleted in the target meanwhile): the next run lists
@@ -645,7 +696,43 @@ async fn migrate_inner(
         progress.folder_done(&report.source, &rep);
         report.folders.push(rep);
     }
+    if !gone_on_source.is_empty() && !mode.dry_run {
+        let mut folders = round.folders.clone();
+        drop_with_descendants(&mut folders, &gone_on_source);
+        let ids: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(f, _)| folders.iter().any(|k| k["id"] == f.id.as_str()))
+            .map(|(f, t)| (f.id.clone(), t.clone()))
+            .collect();
+        state.save_folders(&folders, &ids, &round.link)?;
+    }
     Ok(())
+}
+
+/// Removes the folders `ids` from `all` and every folder below them (a folder delta may report
+/// only the top of a removed subtree, or, leaving nested folders out, nothing below it).
+fn drop_with_descendants(all: &mut Vec<Value>, ids: &[Value]) {
+    let mut gone: HashSet<String> = ids
+        .iter()
+        .filter_map(|id| id.as_str().map(str::to_string))
+        .collect();
+    loop {
+        let below: Vec<String> = all
+            .iter()
+            .filter(|f| {
+                f["parentFolderId"]
+                    .as_str()
+                    .is_some_and(|p| gone.contains(p))
+            })
+            .filter_map(|f| f["id"].as_str().map(str::to_string))
+            .filter(|id| !gone.contains(id))
+            .collect();
+        if below.is_empty() {
+            break;
+        }
+        gone.extend(below);
+    }
+    all.retain(|f| !f["id"].as_str().is_some_and(|id| gone.contains(id)));
 }
 
 /// Sets the properties `update` carries on `known`, keeping those it leaves out.

@@ -158,6 +158,7 @@ impl super::FakeGraph {
         let m = mailbox_of_user(&mut w, upn);
         let p = m.folder(parent).expect("parent folder").id.clone();
         let changed = m.change();
+        m.touch(&p, changed);
         m.folders.push(XFolder {
             id: fid.clone(),
             parent: Some(p),
@@ -222,12 +223,20 @@ impl super::FakeGraph {
     }
 
     /// A user deletes a folder with no subfolders, and its items: the folder delta reports it
-    /// `@removed`.
+    /// `@removed`, and its parent changed (one child fewer).
     pub fn delete_export_folder(&self, upn: &str, id: &str) {
         let mut w = self.world.lock().unwrap();
         let m = mailbox_of_user(&mut w, upn);
         let changed = m.change();
         let top = m.at_top(id);
+        if let Some(parent) = m
+            .folders
+            .iter()
+            .find(|f| f.id == id)
+            .and_then(|f| f.parent.clone())
+        {
+            m.touch(&parent, changed);
+        }
         m.folders.retain(|f| f.id != id);
         m.items.retain(|i| i.0.folder != id);
         m.removed_folders.push((id.to_string(), changed, top));
@@ -373,6 +382,14 @@ impl ExportMailbox {
         self.changes
     }
 
+    /// A folder gained or lost a child: its `childFolderCount` changed, so the folder delta
+    /// reports it changed too.
+    pub(super) fn touch(&mut self, folder: &str, changed: u64) {
+        if let Some(f) = self.folders.iter_mut().find(|f| f.id == folder) {
+            f.changed = changed;
+        }
+    }
+
     /// The root, or one of its children.
     pub(super) fn at_top(&self, id: &str) -> bool {
         let parent_of = |id: &str| {
@@ -473,6 +490,11 @@ pub(super) fn serve(
     let list = |v: Vec<Value>| ok_json(StatusCode::OK, json!({ "value": v }));
     Some(match (method.as_str(), &segs[1..]) {
         ("GET", ["folders"]) => list(m.folders.iter().map(|f| m.folder_json(f)).collect()),
+        // https://learn.microsoft.com/graph/api/mailboxfolder-get
+        ("GET", ["folders", f]) => match m.folder(f) {
+            Some(x) => ok_json(StatusCode::OK, m.folder_json(x)),
+            None => not_found(),
+        },
         ("GET", ["folders", f, "childFolders"]) => match m.folder(f) {
             Some(p) => list(
                 m.folders
@@ -546,6 +568,7 @@ fn create_folder(w: &mut World, mbx: &str, parent: &str, body: &[u8]) -> Respons
         );
     }
     let changed = m.change();
+    m.touch(&p, changed);
     m.folders.push(XFolder {
         id,
         parent: Some(p),
