@@ -239,9 +239,8 @@ impl GraphEndpoint {
         address: &str,
         fsi: &serde_json::Value,
     ) -> Result<serde_json::Value, EndpointError> {
-        let body = serde_json::json!({ "fileSystemInfo": fsi });
         self.client
-            .json(&Call::new(Method::PATCH, address.to_string()).json(&body))
+            .json(&times_patch(address, fsi))
             .await
             .map_err(map_err)
     }
@@ -249,6 +248,12 @@ impl GraphEndpoint {
     fn note(&self, s: String) {
         self.notices.lock().expect("notices lock").push(s);
     }
+}
+
+/// The PATCH that sets an item's `fileSystemInfo` (its client-side times).
+fn times_patch(address: &str, fsi: &serde_json::Value) -> Call {
+    Call::new(Method::PATCH, address.to_string())
+        .json(&serde_json::json!({ "fileSystemInfo": fsi }))
 }
 
 fn id_of(v: &serde_json::Value) -> Result<String, EndpointError> {
@@ -476,8 +481,7 @@ impl Endpoint for GraphEndpoint {
                 };
                 match self.address(d).await {
                     Ok(address) => {
-                        let body = serde_json::json!({ "fileSystemInfo": fsi });
-                        calls.push(Call::new(Method::PATCH, address).json(&body));
+                        calls.push(times_patch(&address, &fsi));
                         paths.push(d);
                     }
                     Err(e) => failures.push((d.clone(), e)),
