@@ -92,27 +92,7 @@ async fn an_inner_404_is_that_calls_error_and_the_others_succeed() {
 /// requests go again: every request the fake saw either succeeded once or was refused.
 #[tokio::test]
 async fn a_batch_with_injected_429s_completes_without_a_retry_storm() {
-    let fake = FakeGraph::start(FakeGraphOptions {
-        throttle_every: Some(9),
-        retry_after_secs: 1,
-        ..Default::default()
-    });
-    let drive = fake.add_user("adele@contoso.com");
-    for i in 0..45 {
-        fake.put_file(&drive, &format!("f{i:02}.txt"), b"x", at(1_600_000_000));
-    }
-    let c = client(&fake);
-    let calls: Vec<Call> = (0..45)
-        .map(|i| stamp(&drive, &format!("f{i:02}.txt"), 1_000_000_000 + i))
-        .collect();
-    let results = tokio::time::timeout(Duration::from_secs(120), c.batch(&calls))
-        .await
-        .expect("the batch ends");
-    for (i, r) in results.iter().enumerate() {
-        r.as_ref().unwrap_or_else(|e| panic!("call {i}: {e}"));
-        let t = fake.times(&drive, &format!("f{i:02}.txt")).unwrap();
-        assert_eq!(t.modified, at(1_000_000_000 + i as i64));
-    }
+    let (fake, c) = stamp_under_throttling(9, 45, 120).await;
     let s = fake.stats();
     assert!(s.throttled > 0, "the fake throttled some inner requests");
     assert_eq!(
@@ -135,20 +115,35 @@ async fn a_batch_with_injected_429s_completes_without_a_retry_storm() {
 /// batch gave up after eight rounds on calls only ever refused behind another).
 #[tokio::test]
 async fn a_batch_throttled_in_every_round_completes_while_it_progresses() {
+    let (fake, c) = stamp_under_throttling(3, 20, 180).await;
+    assert!(
+        fake.stats().batches > c.config().attempts as u64,
+        "more rounds than attempts were needed"
+    );
+}
+
+/// `n` files' times set in one `batch` while the fake throttles every `every`-th request (each
+/// refusal closes the tenant for 1 s); every call must succeed with its time. The fake and the
+/// client, for the counts.
+async fn stamp_under_throttling(
+    every: u64,
+    n: i64,
+    deadline_secs: u64,
+) -> (FakeGraph, GraphClient) {
     let fake = FakeGraph::start(FakeGraphOptions {
-        throttle_every: Some(3),
+        throttle_every: Some(every),
         retry_after_secs: 1,
         ..Default::default()
     });
     let drive = fake.add_user("adele@contoso.com");
-    for i in 0..20 {
+    for i in 0..n {
         fake.put_file(&drive, &format!("f{i:02}.txt"), b"x", at(1_600_000_000));
     }
     let c = client(&fake);
-    let calls: Vec<Call> = (0..20)
+    let calls: Vec<Call> = (0..n)
         .map(|i| stamp(&drive, &format!("f{i:02}.txt"), 1_000_000_000 + i))
         .collect();
-    let results = tokio::time::timeout(Duration::from_secs(180), c.batch(&calls))
+    let results = tokio::time::timeout(Duration::from_secs(deadline_secs), c.batch(&calls))
         .await
         .expect("the batch ends");
     for (i, r) in results.iter().enumerate() {
@@ -156,8 +151,5 @@ async fn a_batch_throttled_in_every_round_completes_while_it_progresses() {
         let t = fake.times(&drive, &format!("f{i:02}.txt")).unwrap();
         assert_eq!(t.modified, at(1_000_000_000 + i as i64));
     }
-    assert!(
-        fake.stats().batches > c.config().attempts as u64,
-        "more rounds than attempts were needed"
-    );
+    (fake, c)
 }
