@@ -77,26 +77,7 @@ async fn next_folder_read_ahead() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "secret", CLIENT_SECRET);
-    let state = dir.path().join("state");
-    let (source, target) = (format!("exchange://{OLD}"), format!("exchange://{NEW}"));
-    let argv = [
-        "migrate",
-        "--source",
-        &source,
-        "--target",
-        &target,
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        CLIENT_ID,
-        "--client-secret-file",
-        secret.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--quiet",
-    ];
-    assert_eq!(cli(&argv).await, 0);
+    assert_eq!(migrate_old_to_new(dir.path()).await, 0);
     let mut arrived: HashMap<Vec<u8>, usize> = HashMap::new();
     for (_, item) in fake.export_items(NEW) {
         *arrived.entry(item.data.clone()).or_default() += 1;
@@ -113,7 +94,7 @@ async fn next_folder_read_ahead() {
         "the next folder's delta read beside the exports (peak {source_peak})"
     );
     // A re-run imports nothing again.
-    assert_eq!(cli(&argv).await, 0);
+    assert_eq!(migrate_old_to_new(dir.path()).await, 0);
     assert_eq!(fake.export_items(NEW).len(), expected.len());
 }
 
@@ -134,26 +115,7 @@ async fn first_folder_imported_while_listed() {
         fake.add_export_item(OLD, "inbox", "IPM.Note", d);
     }
     let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "secret", CLIENT_SECRET);
-    let state = dir.path().join("state");
-    let (source, target) = (format!("exchange://{OLD}"), format!("exchange://{NEW}"));
-    let argv = [
-        "migrate",
-        "--source",
-        &source,
-        "--target",
-        &target,
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        CLIENT_ID,
-        "--client-secret-file",
-        secret.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--quiet",
-    ];
-    assert_eq!(cli(&argv).await, 0);
+    assert_eq!(migrate_old_to_new(dir.path()).await, 0);
     let mut arrived: Vec<Vec<u8>> = fake
         .export_items(NEW)
         .into_iter()
@@ -196,7 +158,7 @@ async fn first_folder_imported_while_listed() {
     );
     assert_eq!(fake.stats().mailbox_concurrency_refusals, 0);
     // A re-run imports nothing again.
-    assert_eq!(cli(&argv).await, 0);
+    assert_eq!(migrate_old_to_new(dir.path()).await, 0);
     assert_eq!(fake.export_items(NEW).len(), expected.len());
 }
 
@@ -205,4 +167,29 @@ async fn exchange_copies_keep_the_slots_busy_across_boundaries() {
     imap_batches_overlap().await;
     next_folder_read_ahead().await;
     first_folder_imported_while_listed().await;
+}
+
+/// `tenantry mail migrate` from the old mailbox to the new one, its secret and state in `dir`
+/// (the same `dir` again: a re-run): its exit code.
+async fn migrate_old_to_new(dir: &std::path::Path) -> u8 {
+    let secret = secret_file(dir, "secret", CLIENT_SECRET);
+    let state = dir.join("state");
+    let (source, target) = (format!("exchange://{OLD}"), format!("exchange://{NEW}"));
+    let argv = [
+        "migrate",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret-file",
+        secret.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--quiet",
+    ];
+    cli(&argv).await
 }
