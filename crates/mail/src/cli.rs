@@ -418,11 +418,7 @@ fn jobs_with<T>(
             target(None, None)?,
         )]);
     };
-    let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
-    let rows = tenantry_csv::read_rows(&bytes, |first| {
-        first.field(0).to_ascii_lowercase().starts_with("source")
-    })
-    .map_err(|e| anyhow::anyhow!("{}: {e}", batch.display()))?;
+    let rows = batch_rows(batch)?;
     let mut out = Vec::new();
     for row in rows {
         let cols = &row.fields;
@@ -630,11 +626,7 @@ fn export_users(conn: &ConnArgs) -> Result<Vec<(String, String)>> {
     if su.is_some() || tu.is_some() {
         bail!("with --batch, give --source exchange:// and --target exchange:// without a user (the users come from the batch file)");
     }
-    let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
-    let rows = tenantry_csv::read_rows(&bytes, |first| {
-        first.field(0).to_ascii_lowercase().starts_with("source")
-    })
-    .map_err(|e| anyhow::anyhow!("{}: {e}", batch.display()))?;
+    let rows = batch_rows(batch)?;
     let mut out = Vec::new();
     for row in rows {
         let cols = &row.fields;
@@ -992,6 +984,14 @@ fn print_verify(
     })
 }
 
+/// The rows of a `--batch` file (a first line starting with "source" is its header).
+fn batch_rows(batch: &std::path::Path) -> Result<Vec<tenantry_csv::Row>> {
+    let bytes = std::fs::read(batch).with_context(|| format!("cannot read {}", batch.display()))?;
+    tenantry_csv::read_rows(&bytes, |first| {
+        first.field(0).to_ascii_lowercase().starts_with("source")
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", batch.display()))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
