@@ -155,6 +155,10 @@ impl StateStore {
     pub fn writer(&self) -> anyhow::Result<StateWriter> {
         let c = Connection::open(&self.path)?;
         c.busy_timeout(std::time::Duration::from_secs(10))?;
+        // `synchronous` is per connection: without this the writer ran at SQLite's default
+        // (FULL), one fsync per commit, which also held the Graph endpoint's writes waiting.
+        // In WAL mode NORMAL keeps every commit through a killed process.
+        c.execute_batch("PRAGMA synchronous=NORMAL;")?;
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = std::thread::spawn(move || write_loop(c, rx));
         Ok(StateWriter {

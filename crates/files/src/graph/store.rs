@@ -80,6 +80,11 @@ impl GraphStore {
         }
         let c = Connection::open(path)?;
         c.busy_timeout(std::time::Duration::from_secs(30))?;
+        // As the state store's own connection (`crate::state`): `synchronous` is per
+        // connection, and SQLite's default (FULL) syncs the WAL at every commit — two per file
+        // uploaded through a session. A commit in the WAL survives a killed process, which is
+        // what resuming a session needs.
+        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         c.execute_batch(SCHEMA)?;
         if c.prepare("SELECT created_ns FROM graph_items LIMIT 0")
             .is_err()

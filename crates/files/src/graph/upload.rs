@@ -59,6 +59,15 @@ pub async fn simple(
     })
 }
 
+/// An upload session to send into.
+struct Opened {
+    url: String,
+    /// The session's next expected byte (0 unless a saved session is resumed).
+    resume_at: u64,
+    /// The session is in the state store, to be forgotten when the file is done.
+    saved: bool,
+}
+
 /// Where an upload starts: a saved session's next expected byte, or a new session at 0.
 async fn open_session(
     ep: &GraphEndpoint,
@@ -66,7 +75,7 @@ async fn open_session(
     address: &str,
     size: u64,
     times: FileTimes,
-) -> Result<(String, u64), EndpointError> {
+) -> Result<Opened, EndpointError> {
     let mtime_ns = times.modified_ns;
     if let Some(store) = &ep.store {
         if let Some(s) = store.session(path)? {
@@ -78,7 +87,11 @@ async fn open_session(
                 match status.ok().and_then(|v| next_expected(&v)) {
                     Some(next) if next <= size => {
                         tracing::info!(path, next, "resuming an upload session");
-                        return Ok((s.url, next));
+                        return Ok(Opened {
+                            url: s.url,
+                            resume_at: next,
+                            saved: true,
+                        });
                     }
                     _ => store.forget_session(path)?,
                 }
@@ -109,7 +122,11 @@ async fn open_session(
             "createUploadSession answered without an uploadUrl".into(),
         ));
     };
-    if let Some(store) = &ep.store {
+    // A file sent in one fragment has nothing to resume: killed mid-fragment, the session
+    // would start again at byte 0 like a new one. Not saving it spares two writes to the
+    // state store per small file.
+    let saved = size > ep.fragment as u64;
+    if let (Some(store), true) = (&ep.store, saved) {
         store.save_session(
             path,
             &OpenSession {
@@ -119,7 +136,11 @@ async fn open_session(
             },
         )?;
     }
-    Ok((url.to_string(), 0))
+    Ok(Opened {
+        url: url.to_string(),
+        resume_at: 0,
+        saved,
+    })
 }
 
 /// The start of the first of `nextExpectedRanges` (`"12345-"` or `"12345-67890"`).
@@ -140,9 +161,13 @@ pub async fn session(
     times: FileTimes,
     mut body: ByteStream,
 ) -> Result<Done, EndpointError> {
-    let (url, resume_at) = open_session(ep, path, address, size, times).await?;
+    let Opened {
+        url,
+        resume_at,
+        saved,
+    } = open_session(ep, path, address, size, times).await?;
     let forget = || async {
-        if let Some(store) = &ep.store {
+        if let (Some(store), true) = (&ep.store, saved) {
             let _ = store.forget_session(path);
         }
     };
