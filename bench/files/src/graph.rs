@@ -238,6 +238,7 @@ fn fake(throttle_every: Option<u64>) -> (FakeGraph, String) {
 fn main() -> anyhow::Result<()> {
     let mut small = 2900;
     let mut large = 100;
+    let mut rounds = 3usize;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     // `--quick` leaves out the throttled run (about ten minutes of Retry-After waits).
     let quick = args.iter().any(|a| a == "--quick");
@@ -246,9 +247,10 @@ fn main() -> anyhow::Result<()> {
         match (w[0].as_str(), w.get(1).and_then(|v| v.parse().ok())) {
             ("--small-files", Some(n)) => small = n,
             ("--large-files", Some(n)) => large = n,
-            _ => {
-                bail!("usage: files-graph-bench [--small-files 2900] [--large-files 100] [--quick]")
-            }
+            ("--rounds", Some(n)) if n > 0 => rounds = n,
+            _ => bail!(
+                "usage: files-graph-bench [--small-files 2900] [--large-files 100] [--rounds 3] [--quick]"
+            ),
         }
     }
     ensure!(
@@ -263,17 +265,39 @@ fn main() -> anyhow::Result<()> {
     let mb = bytes as f64 / 1e6;
     let runtime = tokio::runtime::Runtime::new()?;
 
-    let (floor_fake, floor_drive) = fake(None);
-    let floor_time = runtime.block_on(floor(&floor_fake, &root, &files))?;
-    ensure!(
-        floor_fake.paths(&floor_drive).len() >= files.len(),
-        "the floor did not upload every file"
-    );
-    drop(floor_fake);
-
-    let (target, drive) = fake(None);
-    let state = work.path().join("state");
-    let first = tenantry(&target, &root, &state);
+    // The floor and tenantry take turns, each against a fresh fake, and the median of the
+    // rounds' ratios is the result: on a 2-core VM one run of either swings by ±15% with the
+    // page cache and the fake's fresh memory, and both meet the same conditions in a round.
+    let mut ratios = Vec::new();
+    let mut last: Option<(FakeGraph, String, PathBuf, Run)> = None;
+    let mut peak_kb = 0;
+    for round in 1..=rounds {
+        // The previous round's fake (about 2.5 GB) goes before the next one fills.
+        drop(last.take());
+        let (floor_fake, floor_drive) = fake(None);
+        let floor_time = runtime.block_on(floor(&floor_fake, &root, &files))?;
+        ensure!(
+            floor_fake.paths(&floor_drive).len() >= files.len(),
+            "the floor did not upload every file"
+        );
+        drop(floor_fake);
+        let (target, drive) = fake(None);
+        let state = work.path().join(format!("state-{round}"));
+        let first = tenantry(&target, &root, &state);
+        ensure!(first.ok, "tenantry-files migrate failed in round {round}");
+        let ratio = floor_time.as_secs_f64() / first.wall.as_secs_f64();
+        eprintln!(
+            "round {round}: floor {:.2} s, tenantry {:.2} s, ratio {ratio:.2}",
+            floor_time.as_secs_f64(),
+            first.wall.as_secs_f64()
+        );
+        ratios.push((ratio, floor_time, first.wall));
+        peak_kb = peak_kb.max(first.peak_kb);
+        last = Some((target, drive, state, first));
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (ratio, floor_time, tenantry_time) = ratios[ratios.len() / 2];
+    let (target, drive, state, first) = last.expect("at least one round");
     let unthrottled: FakeStats = target.stats();
     let again = tenantry(&target, &root, &state);
     let mut equal = 0;
@@ -318,9 +342,9 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{:<50} {:>9.1} {:>9.0} {:>8} MB {:>9}",
         "tenantry-files migrate",
-        first.wall.as_secs_f64(),
-        rate(first.wall),
-        first.peak_kb / 1024,
+        tenantry_time.as_secs_f64(),
+        rate(tenantry_time),
+        peak_kb / 1024,
         unthrottled.requests
     );
     println!(
@@ -341,9 +365,13 @@ fn main() -> anyhow::Result<()> {
             t_stats.requests
         );
     }
-    let ratio = floor_time.as_secs_f64() / first.wall.as_secs_f64();
     println!(
-        "speed of tenantry / floor: {ratio:.2} (goal ≥ 0.8): {}",
+        "speed of tenantry / floor, median of {rounds} rounds: {ratio:.2} (rounds: {}) (goal ≥ 0.8): {}",
+        ratios
+            .iter()
+            .map(|r| format!("{:.2}", r.0))
+            .collect::<Vec<_>>()
+            .join(", "),
         if ratio >= 0.8 { "met" } else { "NOT met" }
     );
     println!(
@@ -357,8 +385,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "peak RSS: {} MB (goal ≤ 200 MB): {}",
-        first.peak_kb / 1024,
-        if first.peak_kb <= 200 * 1024 {
+        peak_kb / 1024,
+        if peak_kb <= 200 * 1024 {
             "met"
         } else {
             "NOT met"
@@ -373,12 +401,15 @@ fn main() -> anyhow::Result<()> {
             t_stats.throttle_windows,
             t_stats.ignored_retry_after,
             t_stats.requests as f64 / unthrottled.requests.max(1) as f64,
-            run.wall.as_secs_f64() / first.wall.as_secs_f64()
+            run.wall.as_secs_f64() / tenantry_time.as_secs_f64()
         );
     }
     println!(
-        "requests counted one by one; of them {} (folder times) went in {} $batch round trips",
-        unthrottled.batched_requests, unthrottled.batches
+        "requests counted one by one; of them {} (folder times) went in {} $batch round trips: \
+         {} HTTP requests in all",
+        unthrottled.batched_requests,
+        unthrottled.batches,
+        unthrottled.requests - unthrottled.batched_requests + unthrottled.batches
     );
     println!(
         "content: {equal} of {} files byte-identical on the target",

@@ -12,8 +12,35 @@ use crate::endpoint::{
 };
 use crate::relpath;
 
-/// Read buffer per open file: large enough for few syscalls, small enough to keep memory bounded.
-const CHUNK: usize = 256 * 1024;
+/// Read buffer per open file: large enough for few syscalls (and for most office files to be
+/// one chunk, which an upload can send without copying), small enough to keep memory bounded.
+const CHUNK: usize = 1024 * 1024;
+
+/// The file's content in chunks of up to [`CHUNK`], each read on the blocking pool straight
+/// into a buffer of its own (tokio's `File` reads into a buffer of its own and copies out of it:
+/// a copy of every byte saved).
+fn read_chunks(file: std::fs::File, path: &str) -> ByteStream {
+    let path = path.to_string();
+    Box::pin(futures_util::stream::unfold(Some(file), move |file| {
+        let path = path.clone();
+        async move {
+            let file = file?;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(CHUNK);
+                let n = (&file).take(CHUNK as u64).read_to_end(&mut buf)?;
+                Ok::<_, std::io::Error>((file, buf, n))
+            })
+            .await;
+            match read {
+                Ok(Ok((_, _, 0))) => None,
+                Ok(Ok((file, buf, _))) => Some((Ok(bytes::Bytes::from(buf)), Some(file))),
+                Ok(Err(e)) => Some((Err(EndpointError::io(&path, e)), None)),
+                Err(e) => Some((Err(EndpointError::Transient(format!("{path}: {e}"))), None)),
+            }
+        }
+    }))
+}
 
 pub struct LocalEndpoint {
     root: PathBuf,
@@ -145,13 +172,12 @@ impl Endpoint for LocalEndpoint {
     }
 
     async fn read(&self, path: &str, size: u64) -> Result<ByteStream, EndpointError> {
-        let file = tokio::fs::File::open(self.abs(path)?)
+        let abs = self.abs(path)?;
+        let file = tokio::task::spawn_blocking(move || std::fs::File::open(abs))
             .await
+            .map_err(|e| EndpointError::Transient(format!("{path}: {e}")))?
             .map_err(|e| EndpointError::io(path, e))?;
-        let p = path.to_string();
-        let s = tokio_util::io::ReaderStream::with_capacity(file, CHUNK)
-            .map(move |r| r.map_err(|e| EndpointError::io(&p, e)));
-        Ok(limit_to_listed(Box::pin(s), size, path))
+        Ok(limit_to_listed(read_chunks(file, path), size, path))
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {

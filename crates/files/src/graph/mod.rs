@@ -424,7 +424,7 @@ impl Endpoint for GraphEndpoint {
         let simple = size == 0
             || (size <= SIMPLE_UPLOAD_MAX && (self.small == SmallUpload::Put || times.is_empty()));
         let mut done = if simple {
-            upload::simple(&self.client, &address, size, body).await?
+            upload::simple(&self.client, &address, body).await?
         } else {
             upload::session(self, path, &address, size, times, body).await?
         };

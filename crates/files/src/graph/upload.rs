@@ -33,15 +33,14 @@ pub struct Done {
 pub async fn simple(
     client: &GraphClient,
     address: &str,
-    size: u64,
     mut body: ByteStream,
 ) -> Result<Done, EndpointError> {
-    let mut buf = BytesMut::with_capacity(size as usize);
+    let mut buf = Pieces::default();
     let mut qx = QuickXor::default();
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         qx.update(&chunk);
-        buf.extend_from_slice(&chunk);
+        buf.push(chunk);
         if buf.len() as u64 > super::SIMPLE_UPLOAD_MAX {
             return Err(EndpointError::Transient(
                 "the file grew while it was read; it will be copied again".into(),
@@ -49,8 +48,9 @@ pub async fn simple(
         }
     }
     let url = format!("{address}/content?@microsoft.graph.conflictBehavior=replace");
+    let all = buf.len();
     let item = client
-        .json(&Call::new(Method::PUT, url).bytes(buf.freeze()))
+        .json(&Call::new(Method::PUT, url).bytes(buf.take(all)))
         .await
         .map_err(map_err)?;
     Ok(Done {
@@ -174,7 +174,7 @@ pub async fn session(
     let mut qx = QuickXor::default();
     let mut read = 0u64; // bytes taken from the source
     let mut sent = resume_at; // next byte the service expects
-    let mut pending = BytesMut::new();
+    let mut pending = Pieces::default();
     let mut finished: Option<Value> = None;
     loop {
         let chunk = body.next().await.transpose()?;
@@ -192,7 +192,7 @@ pub async fn session(
             // Bytes the session already has (a resumed upload) are hashed, not sent again.
             if read > resume_at {
                 let skip = resume_at.saturating_sub(start) as usize;
-                pending.extend_from_slice(&c[skip..]);
+                pending.push(c.slice(skip..));
             }
         }
         if eof && read != size {
@@ -203,7 +203,7 @@ pub async fn session(
         }
         while pending.len() >= ep.fragment || (eof && !pending.is_empty()) {
             let n = pending.len().min(ep.fragment);
-            let frag: Bytes = pending.split_to(n).freeze();
+            let frag: Bytes = pending.take(n);
             let end = sent + n as u64 - 1;
             let r = ep
                 .client
@@ -258,6 +258,58 @@ pub async fn session(
         None => Err(EndpointError::Transient(format!(
             "{path}: the upload session did not complete"
         ))),
+    }
+}
+
+/// Chunks read from the source, waiting to be sent: a fragment that lies within one chunk (a
+/// small file read in one piece) is sent without copying.
+#[derive(Default)]
+struct Pieces {
+    parts: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len();
+        if !b.is_empty() {
+            self.parts.push_back(b);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `n` bytes (at most `len`).
+    fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len);
+        self.len -= n;
+        match self.parts.front_mut() {
+            Some(first) if first.len() >= n => {
+                let out = first.split_to(n);
+                if first.is_empty() {
+                    self.parts.pop_front();
+                }
+                out
+            }
+            _ => {
+                let mut out = BytesMut::with_capacity(n);
+                while out.len() < n {
+                    let first = self.parts.front_mut().expect("len counts the parts");
+                    let k = first.len().min(n - out.len());
+                    out.extend_from_slice(&first.split_to(k));
+                    if first.is_empty() {
+                        self.parts.pop_front();
+                    }
+                }
+                out.freeze()
+            }
+        }
     }
 }
 
@@ -356,6 +408,29 @@ pub fn download_stream(client: GraphClient, url: String, size: u64) -> ByteStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_give_back_what_was_pushed_in_fragments() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        for cut in [1, 3, 10, 999, 1000] {
+            let mut p = Pieces::default();
+            for part in data.chunks(cut) {
+                p.push(Bytes::copy_from_slice(part));
+            }
+            p.push(Bytes::new());
+            let mut out = Vec::new();
+            while !p.is_empty() {
+                out.extend_from_slice(&p.take(320));
+            }
+            assert_eq!(out, data, "chunks of {cut}");
+            assert_eq!(p.take(5), Bytes::new());
+        }
+        // A fragment inside one chunk is that chunk's memory, not a copy.
+        let chunk = Bytes::from(data.clone());
+        let mut p = Pieces::default();
+        p.push(chunk.clone());
+        assert_eq!(p.take(1000).as_ptr(), chunk.as_ptr());
+    }
 
     #[test]
     fn next_expected_ranges() {
