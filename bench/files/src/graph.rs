@@ -295,8 +295,10 @@ fn main() -> anyhow::Result<()> {
         peak_kb = peak_kb.max(first.peak_kb);
         last = Some((target, drive, state, first));
     }
+    let in_order: Vec<String> = ratios.iter().map(|r| format!("{:.2}", r.0)).collect();
     ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (ratio, floor_time, tenantry_time) = ratios[ratios.len() / 2];
+    // The lower median when the count is even: the goal is judged on the less favourable one.
+    let (ratio, floor_time, tenantry_time) = ratios[(ratios.len() - 1) / 2];
     let (target, drive, state, first) = last.expect("at least one round");
     let unthrottled: FakeStats = target.stats();
     let again = tenantry(&target, &root, &state);
@@ -333,7 +335,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<50} {:>9.1} {:>9.0} {:>10} {:>9}",
-        "plain uploader, same protocol, no hash/state",
+        "plain uploader (median round)",
         floor_time.as_secs_f64(),
         rate(floor_time),
         "-",
@@ -341,7 +343,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<50} {:>9.1} {:>9.0} {:>8} MB {:>9}",
-        "tenantry-files migrate",
+        "tenantry-files migrate (median round; RSS: max)",
         tenantry_time.as_secs_f64(),
         rate(tenantry_time),
         peak_kb / 1024,
@@ -366,12 +368,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "speed of tenantry / floor, median of {rounds} rounds: {ratio:.2} (rounds: {}) (goal ≥ 0.8): {}",
-        ratios
-            .iter()
-            .map(|r| format!("{:.2}", r.0))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "speed of tenantry / floor, median of {rounds} rounds: {ratio:.2} (rounds in order: {}) \
+         (goal ≥ 0.8): {}",
+        in_order.join(", "),
         if ratio >= 0.8 { "met" } else { "NOT met" }
     );
     println!(

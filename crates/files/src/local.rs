@@ -18,23 +18,42 @@ const CHUNK: usize = 1024 * 1024;
 
 /// The file's content in chunks of up to [`CHUNK`], each read on the blocking pool straight
 /// into a buffer of its own (tokio's `File` reads into a buffer of its own and copies out of it:
-/// a copy of every byte saved).
-fn read_chunks(file: std::fs::File, path: &str) -> ByteStream {
+/// a copy of every byte saved). A buffer is sized to what the listing says is left, plus one
+/// byte so that a file that grew is noticed (`limit_to_listed`): a small file is one read into
+/// a buffer of its size.
+fn read_chunks(file: std::fs::File, listed: u64, path: &str) -> ByteStream {
+    struct Reading {
+        file: std::fs::File,
+        left: u64,
+    }
     let path = path.to_string();
-    Box::pin(futures_util::stream::unfold(Some(file), move |file| {
+    let start = Reading { file, left: listed };
+    Box::pin(futures_util::stream::unfold(Some(start), move |reading| {
         let path = path.clone();
         async move {
-            let file = file?;
+            let mut r = reading?;
             let read = tokio::task::spawn_blocking(move || {
                 use std::io::Read;
-                let mut buf = Vec::with_capacity(CHUNK);
-                let n = (&file).take(CHUNK as u64).read_to_end(&mut buf)?;
-                Ok::<_, std::io::Error>((file, buf, n))
+                let want = r.left.saturating_add(1).min(CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let mut n = 0;
+                while n < want {
+                    match r.file.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(n);
+                r.left = r.left.saturating_sub(n as u64);
+                // A short read is the end of the file.
+                Ok((r, buf, n == want))
             })
             .await;
             match read {
-                Ok(Ok((_, _, 0))) => None,
-                Ok(Ok((file, buf, _))) => Some((Ok(bytes::Bytes::from(buf)), Some(file))),
+                Ok(Ok((_, buf, _))) if buf.is_empty() => None,
+                Ok(Ok((r, buf, more))) => Some((Ok(bytes::Bytes::from(buf)), more.then_some(r))),
                 Ok(Err(e)) => Some((Err(EndpointError::io(&path, e)), None)),
                 Err(e) => Some((Err(EndpointError::Transient(format!("{path}: {e}"))), None)),
             }
@@ -177,7 +196,7 @@ impl Endpoint for LocalEndpoint {
             .await
             .map_err(|e| EndpointError::Transient(format!("{path}: {e}")))?
             .map_err(|e| EndpointError::io(path, e))?;
-        Ok(limit_to_listed(read_chunks(file, path), size, path))
+        Ok(limit_to_listed(read_chunks(file, size, path), size, path))
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), EndpointError> {

@@ -2,8 +2,9 @@
 //! source/target pair).
 //!
 //! Invariant: a record is written only after its file is complete at its final target path.
-//! Records are committed in batches by one writer thread; a crash loses at most the last batch,
-//! and those files are simply copied again.
+//! Records are committed in batches by one writer thread; a killed process loses at most the
+//! last batch, and power loss the batches since SQLite's last checkpoint (WAL,
+//! `synchronous=NORMAL`): those files are simply copied again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -75,9 +75,12 @@ fn db(e: rusqlite::Error) -> EndpointError {
 
 impl GraphStore {
     pub fn open(path: &Path, scope: &str) -> anyhow::Result<Self> {
+        // Owner-only, as `crate::state` makes it (whichever opens the file first): it holds
+        // upload URLs that need no login. SQLite gives its -wal and -shm files the same mode.
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
+            tenantry_private_fs::create_dir(d)?;
         }
+        tenantry_private_fs::create_file(path)?;
         let c = Connection::open(path)?;
         c.busy_timeout(std::time::Duration::from_secs(30))?;
         // As the state store's own connection (`crate::state`): `synchronous` is per
@@ -277,6 +280,34 @@ impl GraphStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Graph store may be the first to create the state file: it holds upload URLs that
+    /// need no login, so the file, its WAL and its folder are the owner's only.
+    #[cfg(unix)]
+    #[test]
+    fn a_store_it_creates_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("state");
+        let path = folder.join("files.sqlite");
+        let store = GraphStore::open(&path, "s").unwrap();
+        store
+            .save_session(
+                "a.bin",
+                &OpenSession {
+                    url: "https://upload/x".into(),
+                    size: 9,
+                    mtime_ns: None,
+                },
+            )
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let wal = folder.join("files.sqlite-wal");
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600);
+    }
 
     /// A store written before creation times were kept: opening it adds the column and drops
     /// the delta link, so the next listing enumerates the drive again and every item gets its
