@@ -40,8 +40,6 @@ pub struct StateStore {
 }
 
 const SCHEMA: &str = "
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS files(
   source_path TEXT PRIMARY KEY,
   target_path TEXT NOT NULL,
@@ -69,6 +67,9 @@ pub fn state_file(dir: &Path, source: &str, target: &str) -> PathBuf {
     dir.join(format!("files-{}.sqlite", &hex::encode(h)[..16]))
 }
 
+/// How long a write waits for another connection's (the Graph endpoint's tables share the file).
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -78,13 +79,8 @@ fn now() -> i64 {
 
 impl StateStore {
     pub fn open(path: &Path, source: &str, target: &str) -> anyhow::Result<Self> {
-        // Owner-only: the state lists every document of a library. SQLite gives its -wal and
-        // -shm files the mode of the database file.
-        if let Some(d) = path.parent() {
-            tenantry_private_fs::create_dir(d)?;
-        }
-        tenantry_private_fs::create_file(path)?;
-        let c = Connection::open(path)?;
+        // Owner-only: the state lists every document of a library.
+        let c = tenantry_private_fs::open_state_db(path, WRITE_WAIT)?;
         c.execute_batch(SCHEMA)?;
         let has_column = |name: &str| -> rusqlite::Result<bool> {
             c.prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = ?1")?
@@ -154,12 +150,9 @@ impl StateStore {
 
     /// Starts the writer thread.
     pub fn writer(&self) -> anyhow::Result<StateWriter> {
-        let c = Connection::open(&self.path)?;
-        c.busy_timeout(std::time::Duration::from_secs(10))?;
-        // `synchronous` is per connection: without this the writer ran at SQLite's default
-        // (FULL), one fsync per commit, which also held the Graph endpoint's writes waiting.
-        // In WAL mode NORMAL keeps every commit through a killed process.
-        c.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        // Its own connection, opened as every other (`synchronous` is per connection: at
+        // SQLite's default the writer made one fsync per commit).
+        let c = tenantry_private_fs::open_state_db(&self.path, WRITE_WAIT)?;
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = std::thread::spawn(move || write_loop(c, rx));
         Ok(StateWriter {

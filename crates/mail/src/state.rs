@@ -41,24 +41,11 @@ pub struct Pending {
     pub flags: String,
 }
 
-/// Opens (creating it owner-only, folder included) a state database: the state names every
-/// folder and message of a mailbox, and SQLite gives its -wal and -shm files the mode of the
-/// database file. WAL + NORMAL survives a killed process (not a power cut mid-write, which is
-/// fine: the pending/reconcile protocol makes a lost tail harmless).
+/// The mailbox's state file (it names every folder and message): owner-only, WAL,
+/// `synchronous=NORMAL` as every engine's (`tenantry_private_fs::open_state_db`). A power cut
+/// may take the last commits: the pending/reconcile protocol makes a lost tail harmless.
 pub(crate) fn open_private_db(path: &Path) -> Result<Connection> {
-    if let Some(dir) = path.parent() {
-        tenantry_private_fs::create_dir(dir)
-            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
-    }
-    tenantry_private_fs::create_file(path)
-        .with_context(|| format!("cannot create state {}", path.display()))?;
-    let db =
-        Connection::open(path).with_context(|| format!("cannot open state {}", path.display()))?;
-    db.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
-    )
-    .context("cannot initialise state database")?;
-    Ok(db)
+    tenantry_private_fs::open_state_db(path, std::time::Duration::from_secs(5))
 }
 
 /// Every table of the SQLite file at `path` (read through a read-only connection, which writes

@@ -28,8 +28,6 @@ pub struct ObjectRecord {
 }
 
 const SCHEMA: &str = "
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS collections(
   source_url TEXT PRIMARY KEY,
   target_url TEXT NOT NULL,
@@ -78,13 +76,8 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn open(path: &Path, source: &str, target: &str) -> anyhow::Result<Self> {
-        if let Some(d) = path.parent() {
-            tenantry_private_fs::create_dir(d)?;
-        }
         // Owner-only, like the other engines' state: it names every calendar and contact.
-        tenantry_private_fs::create_file(path)?;
-        let c = Connection::open(path)?;
-        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        let c = tenantry_private_fs::open_state_db(path, std::time::Duration::from_secs(10))?;
         c.execute_batch(SCHEMA)?;
         c.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('source', ?1), ('target', ?2)",

@@ -75,19 +75,9 @@ fn db(e: rusqlite::Error) -> EndpointError {
 
 impl GraphStore {
     pub fn open(path: &Path, scope: &str) -> anyhow::Result<Self> {
-        // Owner-only, as `crate::state` makes it (whichever opens the file first): it holds
-        // upload URLs that need no login. SQLite gives its -wal and -shm files the same mode.
-        if let Some(d) = path.parent() {
-            tenantry_private_fs::create_dir(d)?;
-        }
-        tenantry_private_fs::create_file(path)?;
-        let c = Connection::open(path)?;
-        c.busy_timeout(std::time::Duration::from_secs(30))?;
-        // As the state store's own connection (`crate::state`): `synchronous` is per
-        // connection, and SQLite's default (FULL) syncs the WAL at every commit — two per file
-        // uploaded through a session. A commit in the WAL survives a killed process, which is
-        // what resuming a session needs.
-        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        // Owner-only like the state store's connections (whichever opens the file first): it
+        // holds upload URLs that need no login.
+        let c = tenantry_private_fs::open_state_db(path, std::time::Duration::from_secs(30))?;
         c.execute_batch(SCHEMA)?;
         if c.prepare("SELECT created_ns FROM graph_items LIMIT 0")
             .is_err()
