@@ -364,6 +364,14 @@ impl FakeGraph {
         &self.base
     }
 
+    /// `Bearer {token}` for the test app, issued as its token endpoint issues one for client
+    /// credentials: for tests that call Graph by hand.
+    pub fn bearer(&self) -> String {
+        let mut w = self.world.lock().unwrap();
+        let (token, _) = issue_token(&mut w, "https://graph.microsoft.com/.default");
+        format!("Bearer {token}")
+    }
+
     /// A site `https://{host}/sites/{name}` with its default library: title `Documents`, URL
     /// name `Shared Documents`. Returns the library's drive id.
     pub fn add_site(&self, host: &str, name: &str) -> String {
@@ -1180,18 +1188,24 @@ fn token(w: &mut World, path: &str, method: &Method, body: &[u8]) -> Response {
             }
         }
     }
-    w.stats.tokens_issued += 1;
     let scope = form.get("scope").cloned().unwrap_or_default();
-    if !w.stats.token_scopes.contains(&scope) {
-        w.stats.token_scopes.push(scope);
-    }
-    let t = format!("fake-token-{}-{:x}", w.stats.tokens_issued, rand_u64());
-    let life = w.opts.token_lifetime;
-    w.tokens.insert(t.clone(), Instant::now() + life);
+    let (t, life) = issue_token(w, &scope);
     ok_json(
         StatusCode::OK,
         json!({"token_type": "Bearer", "expires_in": life.as_secs(), "ext_expires_in": life.as_secs(), "access_token": t}),
     )
+}
+
+/// A new access token for `scope`, valid for the configured lifetime, counted in the stats.
+fn issue_token(w: &mut World, scope: &str) -> (String, Duration) {
+    w.stats.tokens_issued += 1;
+    if !w.stats.token_scopes.iter().any(|s| s == scope) {
+        w.stats.token_scopes.push(scope.to_string());
+    }
+    let t = format!("fake-token-{}-{:x}", w.stats.tokens_issued, rand_u64());
+    let life = w.opts.token_lifetime;
+    w.tokens.insert(t.clone(), Instant::now() + life);
+    (t, life)
 }
 
 fn decode_form(s: &str) -> String {

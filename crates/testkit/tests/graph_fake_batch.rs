@@ -3,25 +3,7 @@
 //! and counted as a direct one (throttled one by one inside a 200), `dependsOn` ordering.
 
 use serde_json::{json, Value};
-use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
-
-async fn bearer(fake: &FakeGraph, http: &reqwest::Client) -> String {
-    let form = format!(
-        "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
-        CLIENT_SECRET.replace('~', "%7E")
-    );
-    let token: Value = http
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", fake.url()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    format!("Bearer {}", token["access_token"].as_str().unwrap())
-}
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions};
 
 async fn post_batch(
     fake: &FakeGraph,
@@ -59,7 +41,7 @@ async fn the_envelope_is_checked_whole() {
     let fake = FakeGraph::start(FakeGraphOptions::default());
     let drive = fake.add_user("adele@contoso.com");
     let http = reqwest::Client::new();
-    let auth = bearer(&fake, &http).await;
+    let auth = fake.bearer();
     let url = format!("/drives/{drive}/root");
 
     let many: Vec<Value> = (0..21).map(|i| get(&i.to_string(), &url)).collect();
@@ -98,7 +80,7 @@ async fn inner_requests_are_routed_counted_and_throttled_one_by_one() {
     let t = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
     fake.put_file(&drive, "a.txt", b"a", t);
     let http = reqwest::Client::new();
-    let auth = bearer(&fake, &http).await;
+    let auth = fake.bearer();
     let patch = json!({
         "id": "2", "method": "PATCH", "url": format!("/drives/{drive}/root:/a.txt:"),
         "headers": {"Content-Type": "application/json"},
@@ -149,7 +131,7 @@ async fn depends_on_runs_in_order_and_a_failed_dependency_stops_its_dependents()
     let fake = FakeGraph::start(FakeGraphOptions::default());
     let drive = fake.add_user("adele@contoso.com");
     let http = reqwest::Client::new();
-    let auth = bearer(&fake, &http).await;
+    let auth = fake.bearer();
     let mkdir = |id: &str, name: &str, parent: &str| {
         json!({
             "id": id, "method": "POST", "url": format!("/drives/{drive}/root:/{parent}:/children"),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions, CLIENT_ID, CLIENT_SECRET, TENANT};
+use tenantry_testkit::graph_fake::{FakeGraph, FakeGraphOptions};
 
 const UPN: &str = "anna@contoso.com";
 
@@ -19,21 +19,7 @@ async fn import_export_requests_hold_a_mailbox_slot_and_imports_spend_the_budget
     });
     let mailbox = fake.add_export_mailbox(UPN, false);
     let http = reqwest::Client::new();
-    let form = format!(
-        "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
-        CLIENT_SECRET.replace('~', "%7E")
-    );
-    let token: Value = http
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", fake.url()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let bearer = fake.bearer();
     let api = format!("{}/v1.0/admin/exchange/mailboxes/{mailbox}", fake.url());
 
     let folders = (0..5).map(|_| {
