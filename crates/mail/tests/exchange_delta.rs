@@ -44,6 +44,20 @@ fn sum(rep: &MailboxReport, f: impl Fn(&tenantry_mail::report::FolderReport) -> 
     rep.folders.iter().map(f).sum()
 }
 
+/// A fake holding the old mailbox (German folder names when `german`) and an empty new one, and
+/// a state file in a folder of its own (removed with the returned guard).
+fn two_mailboxes(
+    opts: FakeGraphOptions,
+    german: bool,
+) -> (FakeGraph, tempfile::TempDir, std::path::PathBuf) {
+    let fake = FakeGraph::start(opts);
+    fake.add_export_mailbox(OLD, german);
+    fake.add_export_mailbox(NEW, false);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.sqlite");
+    (fake, dir, state)
+}
+
 /// Target items' data, in creation order.
 fn target_data(fake: &FakeGraph) -> Vec<Vec<u8>> {
     fake.export_items(NEW)
@@ -55,12 +69,13 @@ fn target_data(fake: &FakeGraph) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_reads_and_moves_only_what_changed() {
     // Pages of 10: the inbox's 25 items take three pages linked by nextLink.
-    let fake = FakeGraph::start(FakeGraphOptions {
-        page_size: 10,
-        ..Default::default()
-    });
-    fake.add_export_mailbox(OLD, true);
-    fake.add_export_mailbox(NEW, false);
+    let (fake, _dir, state) = two_mailboxes(
+        FakeGraphOptions {
+            page_size: 10,
+            ..Default::default()
+        },
+        true,
+    );
     let mut inbox = Vec::new();
     for i in 0..25 {
         inbox.push(fake.add_export_item(OLD, "inbox", "IPM.Note", format!("mail {i}").as_bytes()));
@@ -70,8 +85,6 @@ async fn a_rerun_reads_and_moves_only_what_changed() {
     let appointment = fake.add_export_item(OLD, "calendar", "IPM.Appointment", b"meeting");
     fake.add_export_item(OLD, "contacts", "IPM.Contact", b"contact");
     fake.add_export_item(OLD, "tasks", "IPM.Task", b"task");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.sqlite");
 
     let first = copy(&fake, &state, false).await;
     assert_eq!(first.copied(), 29);
@@ -358,12 +371,13 @@ async fn cli_dry_run_batch_and_refused_imap_options() {
 /// next run lists nothing in full and still copies what is new in them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_folders_are_copied_when_the_folder_delta_returns_the_top_only() {
-    let fake = FakeGraph::start(FakeGraphOptions {
-        folder_delta_top_level: true,
-        ..Default::default()
-    });
-    fake.add_export_mailbox(OLD, true);
-    fake.add_export_mailbox(NEW, false);
+    let (fake, _dir, state) = two_mailboxes(
+        FakeGraphOptions {
+            folder_delta_top_level: true,
+            ..Default::default()
+        },
+        true,
+    );
     let projekte = fake.add_export_folder(OLD, "inbox", "Projekte", "IPF.Note");
     let jahr = fake.add_export_folder(OLD, &projekte, "2026", "IPF.Note");
     let urlaub = fake.add_export_folder(OLD, "calendar", "Urlaub", "IPF.Appointment");
@@ -371,8 +385,6 @@ async fn nested_folders_are_copied_when_the_folder_delta_returns_the_top_only() 
     fake.add_export_item(OLD, &projekte, "IPM.Note", b"project mail");
     fake.add_export_item(OLD, &jahr, "IPM.Note", b"mail of 2026");
     fake.add_export_item(OLD, &urlaub, "IPM.Appointment", b"holiday");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.sqlite");
 
     let first = copy(&fake, &state, false).await;
     assert_eq!(first.copied(), 4);
@@ -400,16 +412,15 @@ async fn nested_folders_are_copied_when_the_folder_delta_returns_the_top_only() 
 /// been updated"): a renamed folder keeps its parent and class, and its items are still copied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_update_with_only_its_changed_properties_keeps_the_others() {
-    let fake = FakeGraph::start(FakeGraphOptions {
-        sparse_folder_updates: true,
-        ..Default::default()
-    });
-    fake.add_export_mailbox(OLD, true);
-    fake.add_export_mailbox(NEW, false);
+    let (fake, _dir, state) = two_mailboxes(
+        FakeGraphOptions {
+            sparse_folder_updates: true,
+            ..Default::default()
+        },
+        true,
+    );
     let projekte = fake.add_export_folder(OLD, "inbox", "Projekte", "IPF.Note");
     fake.add_export_item(OLD, &projekte, "IPM.Note", b"project mail");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.sqlite");
     assert_eq!(copy(&fake, &state, false).await.copied(), 1);
 
     fake.rename_export_folder(OLD, &projekte, "Projekte 2026");
@@ -429,12 +440,8 @@ async fn a_folder_update_with_only_its_changed_properties_keeps_the_others() {
 /// version adds to a file an older version wrote (here: one without the folder pairs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_leaves_an_existing_state_file_as_it_was() {
-    let fake = FakeGraph::start(FakeGraphOptions::default());
-    fake.add_export_mailbox(OLD, false);
-    fake.add_export_mailbox(NEW, false);
+    let (fake, _dir, state) = two_mailboxes(FakeGraphOptions::default(), false);
     fake.add_export_item(OLD, "inbox", "IPM.Note", b"first");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.sqlite");
     assert_eq!(copy(&fake, &state, false).await.copied(), 1);
     {
         let db = rusqlite::Connection::open(&state).unwrap();
@@ -467,20 +474,19 @@ async fn a_dry_run_leaves_an_existing_state_file_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nested_folder_deleted_on_the_source_leaves_the_state_when_the_delta_returns_the_top_only(
 ) {
-    let fake = FakeGraph::start(FakeGraphOptions {
-        folder_delta_top_level: true,
-        ..Default::default()
-    });
-    fake.add_export_mailbox(OLD, true);
-    fake.add_export_mailbox(NEW, false);
+    let (fake, _dir, state) = two_mailboxes(
+        FakeGraphOptions {
+            folder_delta_top_level: true,
+            ..Default::default()
+        },
+        true,
+    );
     let projekte = fake.add_export_folder(OLD, "inbox", "Projekte", "IPF.Note");
     let alt = fake.add_export_folder(OLD, &projekte, "2025", "IPF.Note");
     let tief = fake.add_export_folder(OLD, &alt, "Q4", "IPF.Note");
     fake.add_export_item(OLD, &alt, "IPM.Note", b"mail of 2025");
     fake.add_export_item(OLD, &tief, "IPM.Note", b"mail of Q4");
     fake.add_export_item(OLD, &projekte, "IPM.Note", b"project mail");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.sqlite");
     assert_eq!(copy(&fake, &state, false).await.copied(), 3);
 
     fake.delete_export_folder(OLD, &tief);
